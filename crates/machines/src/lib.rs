@@ -1,0 +1,175 @@
+//! The Nix machines file: the value of the `builders` setting, `@file` includes, and the legacy
+//! `NIX_REMOTE_SYSTEMS` variable.
+//!
+//! The grammar is current Nix's (2.29+, 2.28.2+): lines, `#` comments to end of line, `;`
+//! between entries, `@path` includes, eight whitespace-separated columns. Unlike Nix, nothing is
+//! silently dropped and nothing aborts the whole list: every problem becomes a [`Diagnostic`]
+//! with file, line and column, bad lines are skipped and good lines still serve. This exists
+//! because Nix resolves relative paths against the hook's working directory `/` and skips
+//! missing files without a word, which has cost users days.
+//!
+//! ```
+//! use nwh_machines::{parse_builders, ParseContext, BUILDERS_SETTING};
+//!
+//! let ctx = ParseContext::new("x86_64-linux");
+//! let parsed = parse_builders("ssh://b1 - - four ; nix@b2 aarch64-linux", BUILDERS_SETTING, &ctx);
+//! assert_eq!(parsed.machines[0].uri, "ssh://nix@b2"); // the bad entry is skipped
+//! let error = &parsed.diagnostics[0];
+//! assert!(error.is_error());
+//! assert_eq!((error.line, error.column), (1, 14));
+//! assert!(error.to_string().starts_with("setting 'builders':1:14: error: max-jobs column is 'four'"));
+//! ```
+
+mod diagnostic;
+mod expand;
+mod machine_line;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+pub use diagnostic::{Diagnostic, Severity};
+
+/// The `source` to pass to [`parse_builders`] for a value taken from the `builders` setting.
+pub const BUILDERS_SETTING: &str = "setting 'builders'";
+
+/// The `source` to pass to [`parse_builders`] for the output of
+/// [`builders_from_remote_systems_env`]; it makes relative entries be reported against the
+/// variable and enables the warning about multi-file values in old Nix.
+pub const REMOTE_SYSTEMS_ENV: &str = "NIX_REMOTE_SYSTEMS";
+
+/// One remote builder, as described by one machine line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Machine {
+    /// Normalised store URI: a bare `host` or `user@host` became `ssh://…`.
+    pub uri: String,
+    /// In the order written, without duplicates; the caller's local system when the column is
+    /// unset (Nix uses `system` only, not `extra-platforms`).
+    pub systems: Vec<String>,
+    /// Always absolute: relative keys are rejected because ssh would resolve them against `/`.
+    pub ssh_key: Option<PathBuf>,
+    /// 0 is kept: it means "never has a free slot", which some users use to park a machine.
+    pub max_jobs: u32,
+    /// Never 0 (Nix turns 0 into 1) and never negative.
+    pub speed_factor: f64,
+    pub supported_features: BTreeSet<String>,
+    /// Every one of these must be requested by a derivation for it to go here.
+    pub mandatory_features: BTreeSet<String>,
+    pub host_key: Option<HostKey>,
+    /// Where the line was, so later messages (e.g. "declined: b1 …") can point back to it.
+    pub origin: Origin,
+}
+
+/// Where a machine line was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// A file path, or the name of the source (see [`Diagnostic::location`]).
+    pub location: String,
+    /// 1-based, relative to `location`.
+    pub line: u32,
+}
+
+/// The pinned ssh host key of a machine (column 8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostKey {
+    /// As written, because that is what Nix's `base64-ssh-public-host-key` store parameter takes.
+    pub base64: String,
+    /// Decoded `known_hosts`-style key, e.g. `ssh-ed25519 AAAA…`, without a trailing line end;
+    /// the hook writes `<host> <line>` into a temporary known-hosts file.
+    pub line: String,
+}
+
+impl Machine {
+    /// This machine as a machines-file line, unset trailing columns left out. For messages:
+    /// it shows what the hook understood, defaults filled in, the URI normalised.
+    pub fn line(&self) -> String {
+        fn set<'a>(items: impl IntoIterator<Item = &'a String>) -> String {
+            let joined = items
+                .into_iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(",");
+            if joined.is_empty() {
+                "-".to_owned()
+            } else {
+                joined
+            }
+        }
+        let mut columns = vec![
+            self.uri.clone(),
+            set(&self.systems),
+            self.ssh_key
+                .as_ref()
+                .map_or("-".to_owned(), |k| k.display().to_string()),
+            self.max_jobs.to_string(),
+            self.speed_factor.to_string(),
+            set(&self.supported_features),
+            set(&self.mandatory_features),
+            self.host_key
+                .as_ref()
+                .map_or("-".to_owned(), |k| k.base64.clone()),
+        ];
+        while columns.len() > 1 && columns.last().is_some_and(|c| c == "-") {
+            columns.pop();
+        }
+        columns.join(" ")
+    }
+}
+
+/// The machines that can be used, and everything worth telling the user about the input.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Machines {
+    pub machines: Vec<Machine>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// What the parse needs from the caller's environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseContext {
+    /// The local `system` setting: the default of the systems column.
+    pub local_system: String,
+    /// What relative paths would be resolved against; `/` for a build hook, because Nix starts
+    /// the hook there. Only used to show the user where a relative path would have led.
+    pub cwd: PathBuf,
+}
+
+impl ParseContext {
+    /// A context for the build hook: working directory `/`.
+    pub fn new(local_system: impl Into<String>) -> Self {
+        ParseContext {
+            local_system: local_system.into(),
+            cwd: PathBuf::from("/"),
+        }
+    }
+}
+
+/// Parse a `builders` value. `source` names where it came from for diagnostics:
+/// [`BUILDERS_SETTING`], [`REMOTE_SYSTEMS_ENV`], or a file path.
+pub fn parse_builders(value: &str, source: &str, ctx: &ParseContext) -> Machines {
+    let mut reader = expand::Reader::new(ctx);
+    reader.expand(value, source);
+    if source == REMOTE_SYSTEMS_ENV {
+        reader.warn_multi_file_env(value);
+    }
+    reader.finish()
+}
+
+/// Parse a machines file (e.g. `/etc/nix/machines`). A relative `path` is taken relative to
+/// `ctx.cwd`, since the caller chose it; a missing file is an error here, because it was asked
+/// for explicitly.
+pub fn parse_file(path: &Path, ctx: &ParseContext) -> Machines {
+    let mut reader = expand::Reader::new(ctx);
+    reader.read_top_file(&ctx.cwd.join(path));
+    reader.finish()
+}
+
+/// The `builders` value that the legacy `NIX_REMOTE_SYSTEMS` (colon-separated files) stands for,
+/// with current Nix's semantics: one `@file` entry per file, newline-joined. Parse the result
+/// with `source` [`REMOTE_SYSTEMS_ENV`].
+pub fn builders_from_remote_systems_env(value: &str) -> String {
+    value
+        .split(':')
+        .filter(|file| !file.is_empty())
+        .map(|file| format!("@{file}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -1,0 +1,80 @@
+//! Command line: hook mode (what Nix runs) and the tools for people.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::config::Options;
+use crate::log::{self, Logger};
+
+/// A Nix build hook whose choice of build machine is made by a sandboxed WebAssembly policy.
+///
+/// Nix runs it as `build-hook` with its verbosity as the last argument; put options in
+/// /etc/nix/nix-wasm-hook.toml or before that argument.
+#[derive(Debug, Parser)]
+#[command(name = "nix-wasm-hook", version)]
+pub struct Cli {
+    /// Options file (TOML); absent is fine unless given here.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// A policy component to decide instead of the embedded default.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Fuel a policy may spend per decision.
+    #[arg(long, value_name = "N")]
+    pub policy_fuel: Option<u64>,
+    /// Wall-clock limit per decision, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub policy_timeout_ms: Option<u64>,
+    /// Memory a policy may use, in MiB.
+    #[arg(long, value_name = "MIB")]
+    pub policy_memory_mib: Option<u64>,
+    /// Cache directory for compiled policies ("" disables it).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// The current-load directory shared with Nix's own hook.
+    #[arg(long, value_name = "DIR")]
+    pub current_load: Option<PathBuf>,
+    /// Nix's verbosity (0 error … 7 vomit), which Nix passes as the last argument.
+    pub verbosity: Option<u64>,
+}
+
+impl Cli {
+    fn flags(&self) -> Options {
+        Options {
+            policy: self.policy.clone(),
+            policy_fuel: self.policy_fuel,
+            policy_timeout_ms: self.policy_timeout_ms,
+            policy_memory_mib: self.policy_memory_mib,
+            cache_dir: self.cache_dir.clone(),
+            current_load: self.current_load.clone(),
+        }
+    }
+}
+
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let logger = Logger::new(true, log::level_from_verbosity(cli.verbosity.unwrap_or(3)));
+    let result = (|| {
+        let explicit = cli.config.is_some();
+        let path = cli.config.clone().unwrap_or_else(|| crate::hook::default_config().to_path_buf());
+        let opts = Options::from_file(&path, explicit)?.overlay(cli.flags());
+        if let Some(p) = &opts.policy {
+            anyhow::ensure!(
+                p.is_absolute(),
+                "--policy {} is a relative path; the hook runs with its working directory at `/`, \
+                 so it would mean {}: give an absolute path",
+                p.display(),
+                std::path::Path::new("/").join(p).display()
+            );
+        }
+        crate::hook::run(&opts, &logger)
+    })();
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            logger.error(&format!("nix-wasm-hook: {e:#}"));
+            1
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! The hook's own options: a TOML file (a `build-hook` line is a poor place for many words)
+//! with command-line flags laid over it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+use crate::policy::Limits;
+
+pub const DEFAULT_CONFIG: &str = "/etc/nix/nix-wasm-hook.toml";
+
+/// Every key the file may hold. Unknown keys are errors that name the key, because a typo
+/// here would otherwise silently change where builds go.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Options {
+    /// A policy component to use instead of the embedded default.
+    pub policy: Option<PathBuf>,
+    /// Fuel (about one unit per Wasm instruction) a policy may spend per decision.
+    pub policy_fuel: Option<u64>,
+    /// Wall-clock limit per decision, in milliseconds.
+    pub policy_timeout_ms: Option<u64>,
+    /// Linear memory a policy may use, in MiB.
+    pub policy_memory_mib: Option<u64>,
+    /// Where compiled policies are cached; `""` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+    /// The current-load directory shared with Nix's own hook.
+    pub current_load: Option<PathBuf>,
+}
+
+impl Options {
+    /// Reads `path`; a missing file is fine only when the path was not asked for explicitly.
+    pub fn from_file(path: &Path, explicit: bool) -> Result<Options> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(Options::default()),
+            Err(e) => return Err(e).with_context(|| format!("reading the configuration {}", path.display())),
+        };
+        Options::parse(&text).with_context(|| format!("in the configuration {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Options> {
+        let opts: Options = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if let Some(p) = &opts.policy {
+            anyhow::ensure!(
+                p.is_absolute(),
+                "`policy = {:?}` is a relative path; the hook runs with its working directory at `/`, \
+                 so it would mean {:?}: write an absolute path",
+                p,
+                Path::new("/").join(p)
+            );
+        }
+        Ok(opts)
+    }
+
+    /// Flags win over the file.
+    pub fn overlay(mut self, flags: Options) -> Options {
+        macro_rules! over {
+            ($($f:ident),*) => { $( if flags.$f.is_some() { self.$f = flags.$f; } )* };
+        }
+        over!(policy, policy_fuel, policy_timeout_ms, policy_memory_mib, cache_dir, current_load);
+        self
+    }
+
+    pub fn limits(&self) -> Limits {
+        let d = Limits::default();
+        Limits {
+            fuel: self.policy_fuel.unwrap_or(d.fuel),
+            deadline: self.policy_timeout_ms.map(Duration::from_millis).unwrap_or(d.deadline),
+            memory: self.policy_memory_mib.map(|m| (m as usize) << 20).unwrap_or(d.memory),
+        }
+    }
+
+    /// Nix's own location: `$NIX_STATE_DIR/current-load`, default `/nix/var/nix/current-load`.
+    pub fn current_load_dir(&self) -> PathBuf {
+        if let Some(p) = &self.current_load {
+            return p.clone();
+        }
+        let state = std::env::var_os("NIX_STATE_DIR")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/nix/var/nix"));
+        state.join("current-load")
+    }
+
+    pub fn cache(&self) -> crate::policy::cache::Cache {
+        use crate::policy::cache::Cache;
+        match &self.cache_dir {
+            Some(p) if p.as_os_str().is_empty() => Cache::disabled(),
+            Some(p) => Cache::at(p.clone()),
+            None => Cache::default_location(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Options::parse("polcy = \"/x.wasm\"\n").unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("unknown field `polcy`"), "{msg}");
+        assert!(msg.contains("line 1"), "{msg}");
+    }
+
+    #[test]
+    fn relative_policy_is_refused_with_the_resolved_path() {
+        let msg = format!("{:#}", Options::parse("policy = \"p.wasm\"").unwrap_err());
+        assert!(msg.contains("\"/p.wasm\""), "{msg}");
+        assert!(msg.contains("absolute path"), "{msg}");
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let file = Options::parse("policy = \"/a.wasm\"\npolicy-fuel = 10\n").unwrap();
+        let flags = Options { policy: Some("/b.wasm".into()), ..Default::default() };
+        let o = file.overlay(flags);
+        assert_eq!(o.policy.as_deref(), Some(Path::new("/b.wasm")));
+        assert_eq!(o.limits().fuel, 10);
+    }
+
+    #[test]
+    fn missing_file_is_fine_unless_explicit() {
+        let p = Path::new("/nonexistent/nix-wasm-hook.toml");
+        assert_eq!(Options::from_file(p, false).unwrap(), Options::default());
+        assert!(Options::from_file(p, true).is_err());
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_line() {
+        let msg = format!("{:#}", Options::parse("\npolicy-fuel = \"lots\"\n").unwrap_err());
+        assert!(msg.contains("line 2") && msg.contains("policy-fuel"), "{msg}");
+    }
+}

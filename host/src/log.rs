@@ -1,0 +1,110 @@
+//! Messages to the user through Nix: `@nix {json}` lines on stderr that Nix parses and shows
+//! (hook mode), or plain lines when a person runs the binary.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::json;
+
+/// Nix's verbosity levels, as numbered on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Error = 0,
+    Warn = 1,
+    Notice = 2,
+    Info = 3,
+    Talkative = 4,
+    Chatty = 5,
+    Debug = 6,
+}
+
+/// Nix's activity types that the hook uses.
+#[derive(Clone, Copy, Debug)]
+pub enum Activity {
+    Unknown = 0,
+    CopyPath = 100,
+    CopyPaths = 103,
+    Build = 105,
+}
+
+pub struct Logger {
+    json: bool,
+    verbosity: Level,
+    next_id: AtomicU64,
+}
+
+impl Logger {
+    /// `json` in hook mode, where Nix reads our stderr; `verbosity` is the parent's, which
+    /// Nix passes as our last argument (Nix filters too; we avoid sending what it drops).
+    pub fn new(json: bool, verbosity: Level) -> Self {
+        // Activity ids only need to be unique within this hook process.
+        Logger { json, verbosity, next_id: AtomicU64::new(u64::from(std::process::id()) << 32) }
+    }
+
+    pub fn msg(&self, level: Level, text: &str) {
+        if level > self.verbosity {
+            return;
+        }
+        if self.json {
+            emit(&json!({"action": "msg", "level": level as u8, "msg": text}));
+        } else {
+            let prefix = match level {
+                Level::Error => "error: ",
+                Level::Warn => "warning: ",
+                _ => "",
+            };
+            let _ = writeln!(std::io::stderr().lock(), "{prefix}{text}");
+        }
+    }
+
+    pub fn error(&self, text: &str) {
+        self.msg(Level::Error, text)
+    }
+
+    pub fn warn(&self, text: &str) {
+        self.msg(Level::Warn, text)
+    }
+
+    /// Starts an activity that `nix build` shows while it runs; ends when the guard drops.
+    pub fn start(&self, level: Level, kind: Activity, text: &str) -> ActivityGuard<'_> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        if self.json {
+            emit(&json!({"action": "start", "id": id, "level": level as u8, "type": kind as u64, "text": text, "parent": 0, "fields": []}));
+        } else if level <= self.verbosity {
+            let _ = writeln!(std::io::stderr().lock(), "{text}");
+        }
+        ActivityGuard { logger: self, id }
+    }
+}
+
+pub struct ActivityGuard<'a> {
+    logger: &'a Logger,
+    id: u64,
+}
+
+impl Drop for ActivityGuard<'_> {
+    fn drop(&mut self) {
+        if self.logger.json {
+            emit(&json!({"action": "stop", "id": self.id}));
+        }
+    }
+}
+
+/// One write per line, so that lines from concurrent writers never interleave inside Nix's
+/// line reader.
+fn emit(v: &serde_json::Value) {
+    let line = format!("@nix {v}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+pub fn level_from_verbosity(v: u64) -> Level {
+    match v {
+        0 => Level::Error,
+        1 => Level::Warn,
+        2 => Level::Notice,
+        3 => Level::Info,
+        4 => Level::Talkative,
+        5 => Level::Chatty,
+        _ => Level::Debug,
+    }
+}

@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(nix_wasm_hook::cli::main());
+}

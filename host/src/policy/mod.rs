@@ -1,0 +1,296 @@
+//! The Wasm policy host: loads components, runs one bounded call per request, and falls back
+//! to the embedded default policy when a policy fails or answers nonsense.
+
+mod bindings;
+pub mod cache;
+pub mod engine;
+mod sandbox;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use wasmtime::component::Component;
+use wasmtime::{Engine, Store, Trap};
+
+use crate::decision::{self, Answer, Choice, MachineView, Request};
+use bindings::PolicyWorldPre as PolicyPre;
+use cache::Cache;
+use sandbox::StoreState;
+
+/// The default policy, built from `policies/default` and committed (CI rebuilds it and fails
+/// on a difference), so that the binary needs no file beside it.
+pub static DEFAULT_POLICY: &[u8] = include_bytes!("../../../policies/default/default.wasm");
+
+/// Budgets for one call. Fuel is the policy's budget (deterministic: replay gives the same
+/// verdict); the deadline is a wall-clock backstop; memory bounds linear memory.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub fuel: u64,
+    pub deadline: Duration,
+    pub memory: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // A Rust policy spends ~60 k fuel per decision, Python ~600 k and JS ~4 M on 16
+        // machines (spec/wasm-host.md §3.6); 50 M leaves room without letting a loop stall Nix.
+        Limits { fuel: 50_000_000, deadline: Duration::from_millis(200), memory: 64 << 20 }
+    }
+}
+
+/// Why a component cannot be used as a policy at all.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("it imports {}, which the hook does not provide: a policy gets no capabilities (only an empty WASI for toolchains that need one)", .0.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "))]
+    ForbiddenImports(Vec<String>),
+    #[error("it does not export `{}/{}@{}`{}", bindings::PACKAGE, bindings::INTERFACE, bindings::VERSION, found_list(.found))]
+    MissingExport { found: Vec<String> },
+    #[error("its export is not usable: {0}")]
+    WrongExport(String),
+    #[error("it was built for version {policy} of `{}`, and this hook speaks version {host}", bindings::PACKAGE)]
+    Version { policy: String, host: String },
+    #[error("it is not a valid Wasm component: {0}")]
+    Invalid(String),
+}
+
+fn found_list(found: &[String]) -> String {
+    if found.is_empty() {
+        "; it exports nothing".into()
+    } else {
+        format!("; it exports {}", found.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "))
+    }
+}
+
+/// Why one call did not produce an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("it ran out of fuel ({0} units)")]
+    OutOfFuel(u64),
+    #[error("it ran longer than its {0:?} deadline")]
+    Deadline(Duration),
+    #[error("it exceeded its memory limit of {0} bytes")]
+    Memory(usize),
+    #[error("it trapped: {0}")]
+    Trap(String),
+    #[error("its answer is not usable: {0}")]
+    Nonsense(String),
+}
+
+/// A policy ready to decide: compiled, checked and linked once per process.
+pub struct Policy {
+    name: String,
+    sha256: String,
+    pre: PolicyPre<StoreState>,
+    engine: Engine,
+    pub limits: Limits,
+}
+
+/// A policy's answer and what it cost.
+#[derive(Debug)]
+pub struct Call {
+    pub answer: Answer,
+    pub fuel_used: u64,
+    pub peak_memory: usize,
+    pub logs: String,
+}
+
+impl Policy {
+    /// Loads the embedded default policy.
+    pub fn default_policy(cache: &Cache) -> Result<Policy> {
+        Policy::from_bytes("the default policy", DEFAULT_POLICY, cache).context("loading the embedded default policy")
+    }
+
+    pub fn from_file(path: &Path, cache: &Cache) -> Result<Policy> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading policy {}", path.display()))?;
+        Policy::from_bytes(&path.display().to_string(), &bytes, cache)
+            .with_context(|| format!("policy {} cannot be used", path.display()))
+    }
+
+    pub fn from_bytes(name: &str, bytes: &[u8], cache: &Cache) -> Result<Policy> {
+        let engine = engine::shared()?.clone();
+        let component: Component = match cache.load(&engine, bytes) {
+            Ok((c, _)) => c,
+            Err(e) => return Err(LoadError::Invalid(format!("{e:#}")).into()),
+        };
+        sandbox::check_exports(&engine, &component)?;
+        let imports = sandbox::check_imports(&engine, &component)?;
+        let linker = sandbox::linker(&engine, &imports)?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .and_then(PolicyPre::new)
+            .map_err(|e| LoadError::WrongExport(format!("{e:#}")))?;
+        Ok(Policy { name: name.to_string(), sha256: cache::sha256_hex(bytes), pre, engine, limits: Limits::default() })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// One call on a fresh instance: requests stay independent, and after a trap there is
+    /// nothing to clean up.
+    pub fn call(&self, req: &Request, machines: &[MachineView]) -> Result<Call, CallError> {
+        let limits = self.limits;
+        let mut store = Store::new(&self.engine, StoreState::new(limits.memory));
+        store.limiter(|s| &mut s.limiter);
+        store.set_fuel(limits.fuel).expect("fuel is enabled on the engine");
+        let ticks = (limits.deadline.as_millis() / engine::EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        let result = self.pre.instantiate(&mut store).and_then(|instance| {
+            instance.nix_wasm_hook_policy_policy().call_decide(
+                &mut store,
+                &to_wit_request(req),
+                &machines.iter().map(to_wit_machine).collect::<Vec<_>>(),
+            )
+        });
+        let fuel_used = limits.fuel - store.get_fuel().unwrap_or(0);
+        let state = store.data();
+        let logs = String::from_utf8_lossy(&state.logs.contents()).into_owned();
+        match result {
+            Ok(answer) => {
+                Ok(Call { answer: from_wit_answer(answer), fuel_used, peak_memory: state.limiter.peak, logs })
+            }
+            Err(e) => Err(classify(e, state, limits)),
+        }
+    }
+}
+
+fn classify(e: wasmtime::Error, state: &StoreState, limits: Limits) -> CallError {
+    if state.limiter.exceeded {
+        return CallError::Memory(limits.memory);
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => CallError::OutOfFuel(limits.fuel),
+        Some(Trap::Interrupt) => CallError::Deadline(limits.deadline),
+        _ => CallError::Trap(first_line(&format!("{e:#}"))),
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().to_string()
+}
+
+fn to_wit_request(r: &Request) -> bindings::Request {
+    bindings::Request {
+        drv_path: r.drv_path.clone(),
+        system: r.system.clone(),
+        required_features: r.required_features.clone(),
+        am_willing: r.am_willing,
+        could_build_locally: r.could_build_locally,
+    }
+}
+
+fn to_wit_machine(m: &MachineView) -> bindings::Machine {
+    bindings::Machine {
+        uri: m.uri.clone(),
+        systems: m.systems.clone(),
+        max_jobs: m.max_jobs,
+        speed_factor: m.speed_factor,
+        supported_features: m.supported_features.clone(),
+        mandatory_features: m.mandatory_features.clone(),
+        slots_in_use: m.slots_in_use,
+        enabled: m.enabled,
+    }
+}
+
+fn from_wit_answer(a: bindings::Answer) -> Answer {
+    let choice = match a.decision {
+        bindings::Decision::Try(list) => Choice::Try(list),
+        bindings::Decision::Decline => Choice::Decline,
+        bindings::Decision::Postpone => Choice::Postpone,
+    };
+    Answer { choice, rejected: a.rejected.into_iter().map(|r| (r.machine, r.reason)).collect() }
+}
+
+/// Checks that an answer names only machines that exist and fit now, and gives a reason for
+/// every machine it leaves out (so users can be told why).
+pub fn validate(answer: &Answer, req: &Request, machines: &[MachineView]) -> Result<(), CallError> {
+    if let Choice::Try(ranking) = &answer.choice {
+        if ranking.is_empty() {
+            return Err(CallError::Nonsense("it ranked no machine; an empty ranking must be `decline` or `postpone`".into()));
+        }
+        for (pos, &i) in ranking.iter().enumerate() {
+            let Some(m) = machines.get(i as usize) else {
+                return Err(CallError::Nonsense(format!(
+                    "it ranked machine #{i}, but there are only {} machines",
+                    machines.len()
+                )));
+            };
+            if ranking[..pos].contains(&i) {
+                return Err(CallError::Nonsense(format!("it ranked machine #{i} ({}) twice", m.uri)));
+            }
+            if let Err(why) = decision::fits_now(req, m) {
+                return Err(CallError::Nonsense(format!("it ranked {} (#{i}), which does not fit: {why}", m.uri)));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Which policy produced the answer the hook acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecidedBy {
+    Policy,
+    Default,
+}
+
+#[derive(Debug)]
+pub struct Decided {
+    pub answer: Answer,
+    pub by: DecidedBy,
+    pub fuel_used: u64,
+    /// Set when the chosen policy failed and the default decided instead: the one warning.
+    pub warning: Option<String>,
+}
+
+/// The user's policy (if any) with the default behind it.
+pub struct Policies {
+    pub chosen: Option<Policy>,
+    pub default: Policy,
+}
+
+impl Policies {
+    /// Loads the default and, when given, the user's policy. A user policy that cannot be
+    /// loaded is not fatal: the returned warning says why and the default decides.
+    pub fn load(path: Option<&PathBuf>, limits: Limits, cache: &Cache) -> Result<(Policies, Option<String>)> {
+        let mut default = Policy::default_policy(cache)?;
+        default.limits = limits;
+        let (chosen, warning) = match path {
+            None => (None, None),
+            Some(p) => match Policy::from_file(p, cache) {
+                Ok(mut pol) => {
+                    pol.limits = limits;
+                    (Some(pol), None)
+                }
+                Err(e) => (None, Some(format!("{e:#}; the default policy decides instead"))),
+            },
+        };
+        Ok((Policies { chosen, default }, warning))
+    }
+
+    pub fn decide(&self, req: &Request, machines: &[MachineView]) -> Result<Decided> {
+        let mut warning = None;
+        if let Some(p) = &self.chosen {
+            match p.call(req, machines).and_then(|c| validate(&c.answer, req, machines).map(|_| c)) {
+                Ok(c) => return Ok(Decided { answer: c.answer, by: DecidedBy::Policy, fuel_used: c.fuel_used, warning }),
+                Err(e) => {
+                    warning = Some(format!(
+                        "policy {} failed on {}: {e}; the default policy decided instead",
+                        p.name(),
+                        req.drv_path
+                    ))
+                }
+            }
+        }
+        let c = self
+            .default
+            .call(req, machines)
+            .and_then(|c| validate(&c.answer, req, machines).map(|_| c))
+            .map_err(|e| anyhow::anyhow!("the embedded default policy failed: {e}"))?;
+        Ok(Decided { answer: c.answer, by: DecidedBy::Default, fuel_used: c.fuel_used, warning })
+    }
+}

@@ -1,0 +1,175 @@
+//! What a policy may import, and the empty world it runs in.
+//!
+//! A policy gets data, never capabilities. Components from Python or JS toolchains import WASI
+//! even when they do no I/O; they get a WASI with nothing in it (no files, sockets or
+//! environment, a fixed clock and seeded randomness), so that a replay decides exactly as the
+//! live hook did. Any other import is refused when the policy is loaded.
+
+use std::time::Duration;
+
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Engine, ResourceLimiter};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings;
+use super::LoadError;
+
+/// WASI packages a policy may import; all of them are backed by nothing.
+const WASI_PACKAGES: &[&str] = &["cli", "io", "clocks", "random", "filesystem", "sockets"];
+
+/// What a component asks for, sorted out at load time.
+pub struct Imports {
+    pub wasi: bool,
+}
+
+/// Refuses any import that is neither our own package nor an allowed WASI package, naming it.
+pub fn check_imports(engine: &Engine, component: &Component) -> Result<Imports, LoadError> {
+    let mut wasi = false;
+    let mut refused = Vec::new();
+    for (name, _item) in component.component_type().imports(engine) {
+        if let Some(rest) = name.strip_prefix("wasi:") {
+            let package = rest.split('/').next().unwrap_or_default();
+            if WASI_PACKAGES.contains(&package) {
+                wasi = true;
+                continue;
+            }
+        } else if name.starts_with(&format!("{}/", bindings::PACKAGE)) {
+            continue;
+        }
+        refused.push(name.to_string());
+    }
+    if !refused.is_empty() {
+        return Err(LoadError::ForbiddenImports(refused));
+    }
+    Ok(Imports { wasi })
+}
+
+/// Finds the policy interface among the exports and checks that its version is one this host
+/// speaks (same major, or same minor for 0.x, as semver does).
+pub fn check_exports(engine: &Engine, component: &Component) -> Result<(), LoadError> {
+    let wanted = format!("{}/{}", bindings::PACKAGE, bindings::INTERFACE);
+    let mut exports = Vec::new();
+    for (name, item) in component.component_type().exports(engine) {
+        if let Some(version) = name.strip_prefix(&wanted).and_then(|v| v.strip_prefix('@')) {
+            if !matches!(item.ty, ComponentItem::ComponentInstance(_)) {
+                return Err(LoadError::WrongExport(format!("`{name}` is not an interface instance")));
+            }
+            if !compatible(version, bindings::VERSION) {
+                return Err(LoadError::Version { policy: version.to_string(), host: bindings::VERSION.to_string() });
+            }
+            return Ok(());
+        }
+        exports.push(name.to_string());
+    }
+    Err(LoadError::MissingExport { found: exports })
+}
+
+fn compatible(policy: &str, host: &str) -> bool {
+    let parse = |v: &str| -> Option<(u64, u64)> {
+        let mut it = v.split('.');
+        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+    };
+    match (parse(policy), parse(host)) {
+        (Some((0, pm)), Some((0, hm))) => pm == hm,
+        (Some((pmaj, _)), Some((hmaj, _))) => pmaj == hmaj,
+        _ => false,
+    }
+}
+
+/// A linker that provides exactly what `imports` needs: nothing, or an empty WASI.
+pub fn linker(engine: &Engine, imports: &Imports) -> wasmtime::Result<Linker<StoreState>> {
+    let mut linker = Linker::new(engine);
+    if imports.wasi {
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    }
+    Ok(linker)
+}
+
+/// Per-call store data: the memory limiter and, for WASI guests, their empty context.
+pub struct StoreState {
+    pub limiter: MemoryLimiter,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub logs: MemoryOutputPipe,
+}
+
+/// Bytes of guest stdout/stderr kept per call; more is dropped, as a log is a hint, not data.
+const LOG_CAPACITY: usize = 4096;
+
+impl StoreState {
+    pub fn new(memory_limit: usize) -> Self {
+        let logs = MemoryOutputPipe::new(LOG_CAPACITY);
+        let mut b = WasiCtx::builder();
+        b.stdout(logs.clone())
+            .stderr(logs.clone())
+            .wall_clock(FixedClock)
+            .monotonic_clock(FixedClock)
+            .secure_random(wasmtime_wasi::Deterministic::new(vec![0x5e, 0xed, 0x00, 0x01]))
+            .insecure_random(wasmtime_wasi::Deterministic::new(vec![0x5e, 0xed, 0x00, 0x02]))
+            .insecure_random_seed(0);
+        StoreState { limiter: MemoryLimiter::new(memory_limit), wasi: b.build(), table: ResourceTable::new(), logs }
+    }
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// The clock a policy sees: always 2000-01-01T00:00:00Z, so a decision never depends on when
+/// it was made (replay depends on that).
+struct FixedClock;
+
+const FIXED_EPOCH_SECS: u64 = 946_684_800;
+
+impl HostWallClock for FixedClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::from_secs(FIXED_EPOCH_SECS)
+    }
+}
+
+impl HostMonotonicClock for FixedClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// Bounds linear memory and remembers the peak and whether the bound was hit, so that the
+/// failure can say "memory limit" instead of a bare trap.
+pub struct MemoryLimiter {
+    limit: usize,
+    pub peak: usize,
+    pub exceeded: bool,
+}
+
+impl MemoryLimiter {
+    fn new(limit: usize) -> Self {
+        MemoryLimiter { limit, peak: 0, exceeded: false }
+    }
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.exceeded = true;
+            // Trapping (rather than returning false) stops a guest that would otherwise retry
+            // or abort with an unhelpful `unreachable`.
+            return Err(wasmtime::format_err!("policy memory limit of {} bytes exceeded (wanted {desired})", self.limit));
+        }
+        self.peak = self.peak.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}

@@ -1,0 +1,183 @@
+//! The decision for one request: measure each machine's load under Nix's main lock, ask the
+//! policy, check its answer, and take the slot. Knows nothing of stdin, stderr or fd 4, so
+//! another front-end (Lix's RPC, a builder store) can reuse it unchanged.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use anyhow::{Context, Result};
+use nwh_machines::Machine;
+use nwh_slots::{LoadDir, SlotLock};
+
+use crate::decision::{self, Choice, MachineView, Request};
+use crate::policy::{Decided, Policies};
+
+/// What the local machine can build, from the parent's settings.
+#[derive(Clone, Debug)]
+pub struct Local {
+    /// The parent's `max-jobs` (the hook's own is irrelevant).
+    pub max_jobs: u32,
+    pub system: String,
+    pub extra_platforms: Vec<String>,
+    pub features: BTreeSet<String>,
+}
+
+impl Local {
+    /// Nix's `couldBuildLocally`: the parent could build it at all, now or later. `builtin`
+    /// is deliberately not matched, as in Nix (its system is never the local one).
+    pub fn could_build(&self, system: &str, features: &[String]) -> bool {
+        self.max_jobs > 0
+            && (system == self.system || self.extra_platforms.iter().any(|p| p == system))
+            && features.iter().all(|f| self.features.contains(f))
+    }
+}
+
+/// A `try` message as Nix sends it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Try {
+    pub am_willing: bool,
+    pub system: String,
+    pub drv_path: String,
+    pub required_features: Vec<String>,
+}
+
+/// What to tell Nix.
+pub enum Reply {
+    Accept { machine: usize, slot: SlotLock },
+    Decline,
+    Postpone,
+}
+
+/// Severity of the explanation that goes with a decline, following Nix: a warning when Nix
+/// is left with no way to build, chatty otherwise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Warn,
+    Chatty,
+}
+
+pub struct Outcome {
+    pub reply: Reply,
+    pub request: Request,
+    pub machines: Vec<MachineView>,
+    pub decided: Decided,
+    /// Why each machine was not chosen, for the user, when the reply is a decline.
+    pub explanation: Option<(Level, String)>,
+}
+
+pub struct Scheduler {
+    pub machines: Vec<Machine>,
+    /// Machines this process failed to connect to; Nix's `enabled = false`.
+    pub disabled: Vec<bool>,
+    pub load: LoadDir,
+    pub policies: Policies,
+    pub local: Local,
+}
+
+impl Scheduler {
+    pub fn new(machines: Vec<Machine>, load: LoadDir, policies: Policies, local: Local) -> Self {
+        let disabled = vec![false; machines.len()];
+        Scheduler { machines, disabled, load, policies, local }
+    }
+
+    pub fn request(&self, t: &Try) -> Request {
+        Request {
+            drv_path: t.drv_path.clone(),
+            system: t.system.clone(),
+            required_features: t.required_features.clone(),
+            am_willing: t.am_willing,
+            could_build_locally: self.local.could_build(&t.system, &t.required_features),
+        }
+    }
+
+    pub fn decide(&mut self, t: &Try) -> Result<Outcome> {
+        let request = self.request(t);
+        // Held while measuring and choosing, as Nix does, so that concurrent hooks (ours and
+        // Nix's own) never pick the same last free slot.
+        let main = self.load.lock_main().context("taking the main lock of the current-load directory")?;
+        let mut free: Vec<Option<SlotLock>> = Vec::with_capacity(self.machines.len());
+        let mut views = Vec::with_capacity(self.machines.len());
+        for (i, m) in self.machines.iter().enumerate() {
+            let scan = self
+                .load
+                .scan(&main, &m.uri, m.max_jobs)
+                .with_context(|| format!("reading the build slots of {}", m.uri))?;
+            views.push(view(m, scan.in_use, !self.disabled[i]));
+            free.push(scan.free);
+        }
+        let decided = self.policies.decide(&request, &views)?;
+        let reply = match &decided.answer.choice {
+            Choice::Try(ranking) => {
+                // Validation guaranteed a free slot on every ranked machine; the first wins.
+                let first = ranking[0] as usize;
+                let slot = free[first].take().expect("validated: the machine has a free slot");
+                // The mtime only records when a machine was last chosen; a failure changes nothing.
+                let _ = slot.touch();
+                Reply::Accept { machine: first, slot }
+            }
+            Choice::Decline => Reply::Decline,
+            Choice::Postpone => Reply::Postpone,
+        };
+        drop(free);
+        drop(main);
+        let explanation = match reply {
+            Reply::Decline => Some(self.explain_decline(&request, &views, &decided)),
+            _ => None,
+        };
+        Ok(Outcome { reply, request, machines: views, decided, explanation })
+    }
+
+    fn explain_decline(&self, req: &Request, views: &[MachineView], decided: &Decided) -> (Level, String) {
+        let level = if req.could_build_locally { Level::Chatty } else { Level::Warn };
+        let mut s = String::new();
+        let features = if req.required_features.is_empty() {
+            "no required features".to_string()
+        } else {
+            format!("required features {}", req.required_features.join(", "))
+        };
+        let _ = write!(
+            s,
+            "nix-wasm-hook: no remote machine will build {} (system {}, {features})",
+            req.drv_path, req.system
+        );
+        if views.is_empty() {
+            s.push_str(": the machines list is empty");
+        }
+        for (i, (m, v)) in self.machines.iter().zip(views).enumerate() {
+            let why = decided
+                .answer
+                .reason_for(i as u32)
+                .map(str::to_string)
+                .or_else(|| decision::fits_now(req, v).err().map(|e| e.to_string()))
+                .unwrap_or_else(|| "the policy declined".into());
+            let _ = write!(s, "\n  {} ({}:{}): {why}", m.uri, m.origin.location, m.origin.line);
+        }
+        if !req.could_build_locally {
+            let _ = write!(
+                s,
+                "\n  and this machine cannot build it either (max-jobs {}, system {}{})",
+                self.local.max_jobs,
+                self.local.system,
+                if self.local.extra_platforms.is_empty() {
+                    String::new()
+                } else {
+                    format!(", extra-platforms {}", self.local.extra_platforms.join(" "))
+                }
+            );
+        }
+        (level, s)
+    }
+}
+
+fn view(m: &Machine, in_use: u32, enabled: bool) -> MachineView {
+    MachineView {
+        uri: m.uri.clone(),
+        systems: m.systems.clone(),
+        max_jobs: m.max_jobs,
+        speed_factor: m.speed_factor,
+        supported_features: m.supported_features.iter().cloned().collect(),
+        mandatory_features: m.mandatory_features.iter().cloned().collect(),
+        slots_in_use: in_use,
+        enabled,
+    }
+}

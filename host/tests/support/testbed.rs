@@ -1,0 +1,387 @@
+//! Harness for the end-to-end test bed (`testbed/testbed.sh`, see `testbed/README.md`).
+//!
+//! Include it from an integration test of the `host` crate with
+//!
+//! ```ignore
+//! #[path = "support/testbed.rs"]
+//! mod testbed;
+//! ```
+//!
+//! [`Testbed::up`] takes an exclusive `flock` on [`TESTS_LOCK`] (the test bed
+//! uses fixed addresses, so only one test in one process may use it at a time,
+//! whatever threads or processes cargo runs), brings up a fresh test bed and
+//! returns a guard that always brings it down again in `Drop`, on panic too.
+//!
+//! Skipping: outside CI a test that needs the test bed is skipped (with a
+//! printed reason) when we are not root or `NWH_SKIP_TESTBED=1`. In CI
+//! (`CI=true`) it is never skipped: if the test bed cannot start, it fails.
+#![allow(dead_code)]
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Held (exclusive `flock`) for the whole life of a [`Testbed`]. Deliberately
+/// not the lock file that `testbed.sh` itself takes for each command.
+pub const TESTS_LOCK: &str = "/run/nwh-testbed.tests.lock";
+/// Address prefix of the test bed: builder `i` is `10.78.0.(10+i)`.
+pub const NET: &str = "10.78.0";
+/// Client key that every builder accepts (column 3 of the machines lines).
+pub const SSH_KEY: &str = "/var/lib/nwh-testbed/ssh/id_ed25519";
+/// Seconds after which [`Testbed::nix_build`] kills `nix-build`.
+pub const NIX_BUILD_TIMEOUT_SECS: u32 = 300;
+
+/// `up` parameters. Each is a list with one value per builder; the last value
+/// repeats. `None` means the default (`1`, `1`, `-`, `-`).
+#[derive(Clone, Debug, Default)]
+pub struct Opts {
+    /// Comma list of speed factors (integers), e.g. `"1,2,4"`.
+    pub speeds: Option<String>,
+    /// Comma list of maxJobs values, e.g. `"2"`.
+    pub jobs: Option<String>,
+    /// Space-separated list of supportedFeatures fields, e.g. `"kvm,big-parallel -"`.
+    pub features: Option<String>,
+    /// Space-separated list of mandatoryFeatures fields.
+    pub mandatory: Option<String>,
+}
+
+/// Path of `testbed/testbed.sh` (the repo root is the parent of the `host` crate).
+pub fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("testbed")
+        .join("testbed.sh")
+}
+
+fn in_ci() -> bool {
+    matches!(std::env::var("CI").as_deref(), Ok("true") | Ok("1"))
+}
+
+fn is_root() -> bool {
+    // /proc/self/status "Uid:\treal\teffective\t..."
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Why a test bed test should be skipped here, or `None` if it must run.
+/// Never skips in CI.
+pub fn skip_reason() -> Option<String> {
+    if in_ci() {
+        if std::env::var("NWH_SKIP_TESTBED").as_deref() == Ok("1") {
+            eprintln!("testbed: NWH_SKIP_TESTBED=1 is ignored in CI (CI=true)");
+        }
+        return None;
+    }
+    if std::env::var("NWH_SKIP_TESTBED").as_deref() == Ok("1") {
+        return Some("NWH_SKIP_TESTBED=1".into());
+    }
+    if !is_root() {
+        return Some("the test bed needs root (network/mount namespaces, sshd)".into());
+    }
+    None
+}
+
+/// Run `testbed.sh ARGS...` with no stdin; stdout and stderr are captured.
+pub fn run_script<I, S>(args: I, envs: &[(&str, String)]) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut cmd = Command::new("bash");
+    cmd.arg(script())
+        .args(args)
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script().display()))
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Describe an `Output` for assertion messages.
+pub fn describe(out: &Output) -> String {
+    format!(
+        "status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    )
+}
+
+/// The store paths that `nix-build --no-out-link` printed on stdout.
+pub fn out_paths(out: &Output) -> Vec<String> {
+    text(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("/nix/store/"))
+        .map(String::from)
+        .collect()
+}
+
+/// A string that differs on every call (also across test runs), so that a
+/// derivation using it is never already valid in the master's store, which
+/// outlives the test bed.
+pub fn unique_nonce() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{t}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A trivial derivation whose output is the hostname of the machine that built
+/// it (`nwhtb-b<i>` on builder i), followed by a newline. Never cached.
+pub fn hostname_drv(name: &str) -> String {
+    format!(
+        r#"builtins.derivation {{
+  name = "{name}"; nonce = "{nonce}"; system = builtins.currentSystem; builder = "/bin/sh";
+  args = [ "-c" "read h < /proc/sys/kernel/hostname; echo $h > $out" ];
+}}"#,
+        nonce = unique_nonce()
+    )
+}
+
+/// A running test bed. Dropping it brings the test bed down.
+pub struct Testbed {
+    n: usize,
+    machines: Vec<String>,
+    machines_ng: Vec<String>,
+    /// `--option NAME VALUE` settings the master's nix-build needs (`testbed.sh nix-conf`).
+    master_options: Vec<(String, String)>,
+    // Dropped (unlocked) only after `Drop::drop` has run `down`.
+    _lock: File,
+}
+
+impl Testbed {
+    /// Like [`Testbed::up`], but returns `None` (after printing why) when
+    /// [`skip_reason`] says the test should be skipped.
+    pub fn up_or_skip(n: usize, opts: Opts) -> Option<Testbed> {
+        if let Some(why) = skip_reason() {
+            eprintln!("SKIPPED (test bed): {why}");
+            return None;
+        }
+        Some(Testbed::up(n, opts))
+    }
+
+    /// Lock, clean up whatever an earlier run left, and start `n` builders.
+    /// Panics (with the script's output) if the test bed cannot start.
+    pub fn up(n: usize, opts: Opts) -> Testbed {
+        assert!((1..=32).contains(&n), "Testbed::up: 1 <= n <= 32");
+        let lock = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(TESTS_LOCK)
+            .unwrap_or_else(|e| panic!("cannot open {TESTS_LOCK}: {e} (not root?)"));
+        let t = Instant::now();
+        lock.lock()
+            .unwrap_or_else(|e| panic!("cannot flock {TESTS_LOCK}: {e}"));
+        let waited = t.elapsed();
+        if waited.as_secs_f64() > 1.0 {
+            eprintln!("testbed: waited {waited:.1?} for {TESTS_LOCK}");
+        }
+
+        // A fresh test bed for every user: no builder state from earlier tests.
+        let down = run_script(["down"], &[]);
+        assert!(
+            down.status.success(),
+            "testbed.sh down (before up) failed:\n{}",
+            describe(&down)
+        );
+
+        let envs = [
+            ("TESTBED_SPEEDS", opts.speeds.clone().unwrap_or_else(|| "1".into())),
+            ("TESTBED_JOBS", opts.jobs.clone().unwrap_or_else(|| "1".into())),
+            ("TESTBED_FEATURES", opts.features.clone().unwrap_or_else(|| "-".into())),
+            ("TESTBED_MANDATORY", opts.mandatory.clone().unwrap_or_else(|| "-".into())),
+        ];
+        let t = Instant::now();
+        let up = run_script(["up".to_string(), n.to_string()], &envs);
+        if !up.status.success() {
+            // Leave nothing behind, then fail loudly.
+            let down = run_script(["down"], &[]);
+            panic!(
+                "testbed.sh up {n} failed:\n{}\n(down afterwards: {})",
+                describe(&up),
+                describe(&down)
+            );
+        }
+        eprintln!("testbed: up {n} took {:.1?}", t.elapsed());
+
+        // From here on the guard exists, so a panic below still brings it down.
+        let mut tb = Testbed {
+            n,
+            machines: Vec::new(),
+            machines_ng: Vec::new(),
+            master_options: Vec::new(),
+            _lock: lock,
+        };
+        tb.machines = text(&up.stdout).lines().map(String::from).collect();
+        assert_eq!(tb.machines.len(), n, "machines lines:\n{}", describe(&up));
+        tb.machines_ng = tb.script_ok(["machines", "ssh-ng"]).lines().map(String::from).collect();
+        tb.master_options = tb
+            .script_ok(["nix-conf"])
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once('=')?;
+                Some((k.trim().to_string(), v.trim().to_string()))
+            })
+            .collect();
+        tb
+    }
+
+    fn script_ok<I, S>(&self, args: I) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let out = run_script(args, &[]);
+        assert!(out.status.success(), "testbed.sh failed:\n{}", describe(&out));
+        text(&out.stdout)
+    }
+
+    /// Number of builders.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// The `ssh://` machines lines, builder 1 first (fields: URI, system, key,
+    /// maxJobs, speedFactor, supportedFeatures, mandatoryFeatures, base64 host key).
+    pub fn machines_lines(&self) -> Vec<String> {
+        self.machines.clone()
+    }
+
+    /// The same lines with `ssh-ng://` URIs.
+    pub fn machines_lines_ng(&self) -> Vec<String> {
+        self.machines_ng.clone()
+    }
+
+    /// Machines line of builder `i` (1-based), `ssh://`.
+    pub fn machine(&self, i: usize) -> String {
+        self.machines[i - 1].clone()
+    }
+
+    /// Address of builder `i`.
+    pub fn addr(&self, i: usize) -> String {
+        format!("{NET}.{}", 10 + i)
+    }
+
+    /// `--option NAME VALUE` pairs the master's nix-build needs.
+    pub fn master_options(&self) -> &[(String, String)] {
+        &self.master_options
+    }
+
+    /// `nix-build --no-out-link` with cwd `/`, the master options, then
+    /// `extra_args`, then `-E expr`; not yet run. It runs under `timeout`
+    /// ([`NIX_BUILD_TIMEOUT_SECS`]). Add arguments or environment as needed.
+    pub fn nix_build_cmd(&self, expr: &str, extra_args: &[&str]) -> Command {
+        let mut cmd = Command::new("timeout");
+        cmd.args(["--kill-after=10", &NIX_BUILD_TIMEOUT_SECS.to_string(), "nix-build"])
+            .arg("--no-out-link");
+        for (k, v) in &self.master_options {
+            cmd.args(["--option", k, v]);
+        }
+        cmd.args(extra_args)
+            .arg("-E")
+            .arg(expr)
+            .current_dir("/")
+            .env_remove("NIX_REMOTE")
+            .env_remove("NIX_CONFIG")
+            .env_remove("NIX_CONF_DIR")
+            .env_remove("NIX_REMOTE_SYSTEMS")
+            .env_remove("NIX_SSHOPTS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// Run `nix-build` (see [`Testbed::nix_build_cmd`]) and return its output.
+    /// A typical `extra_args`: `["--max-jobs", "0", "--option", "builders", &line]`,
+    /// plus `"--option", "build-hook", "/abs/path"` for our own hook.
+    pub fn nix_build(&self, expr: &str, extra_args: &[&str]) -> Output {
+        let t = Instant::now();
+        let out = self
+            .nix_build_cmd(expr, extra_args)
+            .output()
+            .expect("cannot run nix-build (is nix-bin installed? testbed.sh up installs it)");
+        eprintln!("testbed: nix-build took {:.2?} ({})", t.elapsed(), out.status);
+        out
+    }
+
+    /// `ssh` to builder `i` as root and run `cmd` (a shell command line).
+    pub fn ssh(&self, i: usize, cmd: &str) -> Output {
+        run_script(["ssh".to_string(), i.to_string(), cmd.to_string()], &[])
+    }
+
+    /// Run a program inside builder `i`'s namespaces (no ssh).
+    pub fn exec(&self, i: usize, argv: &[&str]) -> Output {
+        let mut args = vec!["exec".to_string(), i.to_string()];
+        args.extend(argv.iter().map(|s| s.to_string()));
+        run_script(args, &[])
+    }
+
+    /// Is `path` valid in builder `i`'s store?
+    pub fn valid_on(&self, i: usize, path: &str) -> bool {
+        self.exec(i, &["nix-store", "--check-validity", path])
+            .status
+            .success()
+    }
+
+    /// Fault injection: stop builder `i` (connections are refused).
+    pub fn builder_stop(&self, i: usize) {
+        self.script_ok(["builder-stop".to_string(), i.to_string()]);
+    }
+    /// Start a stopped builder again (same store and host key).
+    pub fn builder_start(&self, i: usize) {
+        self.script_ok(["builder-start".to_string(), i.to_string()]);
+    }
+    /// Fault injection: SIGSTOP builder `i` (TCP connects, no SSH banner).
+    pub fn builder_freeze(&self, i: usize) {
+        self.script_ok(["builder-freeze".to_string(), i.to_string()]);
+    }
+    /// SIGCONT builder `i`.
+    pub fn builder_thaw(&self, i: usize) {
+        self.script_ok(["builder-thaw".to_string(), i.to_string()]);
+    }
+
+    /// `testbed.sh status` output.
+    pub fn status(&self) -> Output {
+        run_script(["status"], &[])
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        let t = Instant::now();
+        let out = run_script(["down"], &[]);
+        eprintln!("testbed: down took {:.1?} ({})", t.elapsed(), out.status);
+        if !out.status.success() {
+            let msg = format!("testbed.sh down failed:\n{}", describe(&out));
+            if std::thread::panicking() {
+                eprintln!("{msg}");
+            } else {
+                panic!("{msg}");
+            }
+        }
+    }
+}

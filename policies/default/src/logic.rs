@@ -1,0 +1,698 @@
+//! Nix's own choice of build machine, as plain Rust (no Wasm, no bindings).
+//!
+//! This is `build-remote` of current Nix (≥ 2.20) and Lix, one request at a time
+//! (see `shared/spec/scheduling.md` §1, §2 and §4):
+//!
+//! * A machine is **eligible** ("the right type") when it is enabled, builds the derivation's
+//!   system (`builtin` builds everywhere), supports every required feature (supported ∪
+//!   mandatory), and every one of its mandatory features is required by the derivation.
+//! * Among eligible machines with a free slot (`slots-in-use < max-jobs`), the best is the one
+//!   with the lowest `load / speed-factor` (float division, no rounding), then the highest
+//!   speed factor, then the lowest load; ties go to the machine listed first.
+//! * With no such machine: **postpone** when some eligible machine exists (it is only busy)
+//!   and Nix cannot build locally right now (`!(am-willing && could-build-locally)`);
+//!   otherwise **decline**.
+//!
+//! Nix only ever picks the best machine; this module ranks all free eligible machines in
+//! that order (a stable sort, so its first entry is exactly Nix's pick) and gives a reason
+//! in plain words for every machine it leaves out.
+//!
+//! The module is self-contained (it uses only `std`), so other guests may include it with
+//! `#[path]` without depending on this crate's component glue.
+
+#![deny(unsafe_code)]
+
+use std::cmp::Ordering;
+
+/// One derivation that Nix would like to build somewhere (WIT `request`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Request {
+    pub drv_path: String,
+    pub system: String,
+    pub required_features: Vec<String>,
+    pub am_willing: bool,
+    pub could_build_locally: bool,
+}
+
+/// One line of the machines file plus what the host measured (WIT `machine`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Machine {
+    pub uri: String,
+    pub systems: Vec<String>,
+    pub max_jobs: u32,
+    pub speed_factor: f64,
+    pub supported_features: Vec<String>,
+    pub mandatory_features: Vec<String>,
+    pub slots_in_use: u32,
+    pub enabled: bool,
+}
+
+/// WIT `decision`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    Try(Vec<u32>),
+    Decline,
+    Postpone,
+}
+
+/// WIT `rejection`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rejection {
+    pub machine: u32,
+    pub reason: String,
+}
+
+/// WIT `answer`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Answer {
+    pub decision: Decision,
+    pub rejected: Vec<Rejection>,
+}
+
+/// What one machine looks like for one request.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fit {
+    /// Eligible and has a free slot: a candidate. `load` is its slots in use.
+    Free { load: u32, speed: f64 },
+    /// Eligible (the right type) but every slot is taken, or `max-jobs` is 0.
+    Full { reason: String },
+    /// Not eligible; the reason names every rule it breaks, joined with "; ".
+    Unfit { reason: String },
+}
+
+impl Fit {
+    /// The machine is "the right type" (eligible), busy or not.
+    pub fn is_eligible(&self) -> bool {
+        !matches!(self, Fit::Unfit { .. })
+    }
+}
+
+/// Why `machine` is not eligible for `request`, one phrase per broken rule, in Nix's order of
+/// checks (enabled, system, supported features, mandatory features). Empty when eligible.
+pub fn eligibility_problems(request: &Request, machine: &Machine) -> Vec<String> {
+    let mut problems = Vec::new();
+    if !machine.enabled {
+        problems.push("disabled: connection failed earlier".to_string());
+    }
+    if request.system != "builtin" && !machine.systems.iter().any(|s| *s == request.system) {
+        let systems = if machine.systems.is_empty() {
+            "(none)".to_string()
+        } else {
+            machine.systems.join(", ")
+        };
+        problems.push(format!(
+            "system {} is not among its systems {}",
+            request.system, systems
+        ));
+    }
+    for feature in &request.required_features {
+        let supported = machine.supported_features.contains(feature)
+            || machine.mandatory_features.contains(feature);
+        if !supported {
+            problems.push(format!("does not support feature `{feature}`"));
+        }
+    }
+    for feature in &machine.mandatory_features {
+        if !request.required_features.contains(feature) {
+            problems.push(format!(
+                "mandatory feature `{feature}` is not among the derivation's required features"
+            ));
+        }
+    }
+    problems
+}
+
+/// Nix's `eligible(m)`: enabled, right system, features supported, mandatory features met.
+pub fn is_eligible(request: &Request, machine: &Machine) -> bool {
+    eligibility_problems(request, machine).is_empty()
+}
+
+/// Why an eligible machine cannot take a build now, or `None` when it has a free slot.
+pub fn busy_reason(machine: &Machine) -> Option<String> {
+    if machine.max_jobs == 0 {
+        Some("max-jobs is 0: it never takes a build".to_string())
+    } else if machine.slots_in_use >= machine.max_jobs {
+        Some(if machine.max_jobs == 1 {
+            "its 1 slot is in use".to_string()
+        } else {
+            format!("all {} slots in use", machine.max_jobs)
+        })
+    } else {
+        None
+    }
+}
+
+/// How `machine` fits `request`.
+pub fn fit(request: &Request, machine: &Machine) -> Fit {
+    let problems = eligibility_problems(request, machine);
+    if !problems.is_empty() {
+        return Fit::Unfit {
+            reason: problems.join("; "),
+        };
+    }
+    match busy_reason(machine) {
+        Some(reason) => Fit::Full { reason },
+        None => Fit::Free {
+            load: machine.slots_in_use,
+            speed: machine.speed_factor,
+        },
+    }
+}
+
+/// Compares two floats as `<`/`==` do for ordinary values (so `-0.0 == 0.0`), but totally:
+/// NaN (only possible with an invalid speed factor) sorts after every number. This keeps
+/// sorting well defined on bad input without changing the order of good input.
+fn cmp_f64(a: f64, b: f64) -> Ordering {
+    match a.partial_cmp(&b) {
+        Some(ordering) => ordering,
+        None => a.is_nan().cmp(&b.is_nan()),
+    }
+}
+
+/// Nix's comparison of two free candidates (`load`, `speed`): `Less` means `a` is better.
+/// Lower `load / speed` first, then higher speed, then lower load; `Equal` keeps file order.
+pub fn compare_candidates(a: (u32, f64), b: (u32, f64)) -> Ordering {
+    let (load_a, speed_a) = a;
+    let (load_b, speed_b) = b;
+    let score_a = f64::from(load_a) / speed_a;
+    let score_b = f64::from(load_b) / speed_b;
+    cmp_f64(score_a, score_b)
+        .then_with(|| cmp_f64(speed_b, speed_a))
+        .then_with(|| load_a.cmp(&load_b))
+}
+
+/// The result of looking at every machine for one request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Assessment {
+    /// Indices of eligible machines with a free slot, in file order.
+    pub free: Vec<u32>,
+    /// Some machine is eligible ("right type"), free or not.
+    pub right_type: bool,
+    /// One fit per machine, in file order.
+    pub fits: Vec<Fit>,
+}
+
+/// Looks at every machine for `request`.
+pub fn assess(request: &Request, machines: &[Machine]) -> Assessment {
+    let fits: Vec<Fit> = machines.iter().map(|m| fit(request, m)).collect();
+    let free = fits
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| matches!(f, Fit::Free { .. }))
+        .map(|(i, _)| index(i))
+        .collect();
+    let right_type = fits.iter().any(Fit::is_eligible);
+    Assessment {
+        free,
+        right_type,
+        fits,
+    }
+}
+
+/// What Nix does when no machine has a free slot: postpone when an eligible machine exists
+/// and the parent cannot build locally right now, else decline.
+pub fn no_candidate_decision(request: &Request, right_type: bool) -> Decision {
+    let can_build_locally = request.am_willing && request.could_build_locally;
+    if right_type && !can_build_locally {
+        Decision::Postpone
+    } else {
+        Decision::Decline
+    }
+}
+
+/// Builds the answer for a ranking `ranked` (indices of free eligible machines, best first):
+/// `try` when it is non-empty, else Nix's postpone/decline; every machine not in `ranked`
+/// gets a rejection with its reason, in file order.
+pub fn answer_with(request: &Request, assessment: &Assessment, ranked: Vec<u32>) -> Answer {
+    let rejected = assessment
+        .fits
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !ranked.contains(&index(*i)))
+        .map(|(i, f)| Rejection {
+            machine: index(i),
+            reason: match f {
+                Fit::Full { reason } | Fit::Unfit { reason } => reason.clone(),
+                // Only reachable when a policy leaves a free machine out of its ranking.
+                Fit::Free { .. } => "not ranked by the policy".to_string(),
+            },
+        })
+        .collect();
+    let decision = if ranked.is_empty() {
+        no_candidate_decision(request, assessment.right_type)
+    } else {
+        Decision::Try(ranked)
+    };
+    Answer { decision, rejected }
+}
+
+/// The free eligible machines of `assessment`, best first in Nix's order.
+pub fn rank(assessment: &Assessment) -> Vec<u32> {
+    // A stable insertion sort: machines that compare equal keep file order, as in Nix.
+    // (Machine lists are short; `slice::sort_by` would triple the size of the component.)
+    let mut ranked: Vec<u32> = Vec::with_capacity(assessment.free.len());
+    for &i in &assessment.free {
+        let c = candidate(assessment, i);
+        let at = ranked
+            .iter()
+            .rposition(|&j| compare_candidates(candidate(assessment, j), c) != Ordering::Greater)
+            .map_or(0, |p| p + 1);
+        ranked.insert(at, i);
+    }
+    ranked
+}
+
+fn candidate(assessment: &Assessment, i: u32) -> (u32, f64) {
+    match assessment.fits[i as usize] {
+        Fit::Free { load, speed } => (load, speed),
+        _ => unreachable!("only free machines are ranked"),
+    }
+}
+
+/// The default policy: Nix's choice, with every free eligible machine ranked.
+pub fn decide(request: &Request, machines: &[Machine]) -> Answer {
+    let assessment = assess(request, machines);
+    let ranked = rank(&assessment);
+    answer_with(request, &assessment, ranked)
+}
+
+fn index(i: usize) -> u32 {
+    // The host passes at most u32::MAX machines (WIT indices are u32).
+    u32::try_from(i).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(system: &str, features: &[&str]) -> Request {
+        Request {
+            drv_path: "/nix/store/00000000000000000000000000000000-hello-2.12.drv".into(),
+            system: system.into(),
+            required_features: features.iter().map(|s| s.to_string()).collect(),
+            am_willing: false,
+            could_build_locally: false,
+        }
+    }
+
+    fn machine(uri: &str, system: &str, max_jobs: u32, speed: f64, load: u32) -> Machine {
+        Machine {
+            uri: uri.into(),
+            systems: vec![system.into()],
+            max_jobs,
+            speed_factor: speed,
+            supported_features: vec![],
+            mandatory_features: vec![],
+            slots_in_use: load,
+            enabled: true,
+        }
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn reasons(answer: &Answer) -> Vec<(u32, &str)> {
+        answer
+            .rejected
+            .iter()
+            .map(|r| (r.machine, r.reason.as_str()))
+            .collect()
+    }
+
+    const X86: &str = "x86_64-linux";
+
+    #[test]
+    fn empty_machine_list_declines() {
+        let a = decide(&req(X86, &[]), &[]);
+        assert_eq!(a.decision, Decision::Decline);
+        assert!(a.rejected.is_empty());
+    }
+
+    #[test]
+    fn single_idle_machine_is_tried() {
+        let a = decide(&req(X86, &[]), &[machine("ssh://a", X86, 1, 1.0, 0)]);
+        assert_eq!(a.decision, Decision::Try(vec![0]));
+        assert!(a.rejected.is_empty());
+    }
+
+    #[test]
+    fn lower_load_per_speed_first() {
+        let ms = [
+            machine("ssh://a", X86, 4, 1.0, 2), // 2.0
+            machine("ssh://b", X86, 4, 2.0, 1), // 0.5
+            machine("ssh://c", X86, 4, 1.0, 1), // 1.0
+        ];
+        assert_eq!(decide(&req(X86, &[]), &ms).decision, Decision::Try(vec![1, 2, 0]));
+    }
+
+    #[test]
+    fn float_division_idle_slow_beats_busy_fast() {
+        // scheduling.md §2: F (speed 4) with one job scores 0.25 > 0, so idle S wins.
+        // Nix 2.8-2.19 (integer division) would have picked F.
+        let ms = [
+            machine("ssh://fast", X86, 8, 4.0, 1),
+            machine("ssh://slow", X86, 8, 1.0, 0),
+        ];
+        assert_eq!(decide(&req(X86, &[]), &ms).decision, Decision::Try(vec![1, 0]));
+    }
+
+    #[test]
+    fn equal_score_higher_speed_wins() {
+        // Both idle: score 0 each; higher speed first even though listed second.
+        let ms = [
+            machine("ssh://slow", X86, 2, 1.0, 0),
+            machine("ssh://fast", X86, 2, 3.0, 0),
+        ];
+        assert_eq!(decide(&req(X86, &[]), &ms).decision, Decision::Try(vec![1, 0]));
+        // Equal score with loads: 2/2 == 1/1, speed 2 wins.
+        let ms = [
+            machine("ssh://a", X86, 4, 1.0, 1),
+            machine("ssh://b", X86, 4, 2.0, 2),
+        ];
+        assert_eq!(decide(&req(X86, &[]), &ms).decision, Decision::Try(vec![1, 0]));
+    }
+
+    #[test]
+    fn equal_score_and_speed_lower_load_wins() {
+        // Only reachable where the division saturates: speed tiny → every busy score is +inf.
+        let tiny = 1e-320;
+        let ms = [
+            machine("ssh://a", X86, 8, tiny, 3),
+            machine("ssh://b", X86, 8, tiny, 1),
+            machine("ssh://c", X86, 8, tiny, 2),
+        ];
+        assert_eq!(decide(&req(X86, &[]), &ms).decision, Decision::Try(vec![1, 2, 0]));
+        // Infinite speed: every score is 0, speeds equal → lower load.
+        let ms = [
+            machine("ssh://a", X86, 8, f64::INFINITY, 5),
+            machine("ssh://b", X86, 8, f64::INFINITY, 4),
+        ];
+        assert_eq!(decide(&req(X86, &[]), &ms).decision, Decision::Try(vec![1, 0]));
+    }
+
+    #[test]
+    fn full_ties_go_to_first_listed() {
+        let ms: Vec<Machine> = (0..5)
+            .map(|i| machine(&format!("ssh://m{i}"), X86, 2, 1.5, 1))
+            .collect();
+        assert_eq!(
+            decide(&req(X86, &[]), &ms).decision,
+            Decision::Try(vec![0, 1, 2, 3, 4])
+        );
+    }
+
+    #[test]
+    fn builtin_runs_on_any_system() {
+        let ms = [
+            machine("ssh://arm", "aarch64-linux", 1, 1.0, 0),
+            machine("ssh://none", X86, 1, 1.0, 0),
+        ];
+        let mut m_none = ms[1].clone();
+        m_none.systems.clear();
+        let ms = [ms[0].clone(), m_none];
+        assert_eq!(decide(&req("builtin", &[]), &ms).decision, Decision::Try(vec![0, 1]));
+    }
+
+    #[test]
+    fn wrong_system_is_rejected_with_reason_and_declined() {
+        let mut m = machine("ssh://a", X86, 1, 1.0, 0);
+        m.systems.push("i686-linux".into());
+        let a = decide(&req("aarch64-linux", &[]), &[m]);
+        assert_eq!(a.decision, Decision::Decline);
+        assert_eq!(
+            reasons(&a),
+            vec![(0, "system aarch64-linux is not among its systems x86_64-linux, i686-linux")]
+        );
+    }
+
+    #[test]
+    fn machine_without_systems() {
+        let mut m = machine("ssh://a", X86, 1, 1.0, 0);
+        m.systems.clear();
+        let a = decide(&req(X86, &[]), &[m]);
+        assert_eq!(
+            reasons(&a),
+            vec![(0, "system x86_64-linux is not among its systems (none)")]
+        );
+    }
+
+    #[test]
+    fn required_features_must_be_supported_or_mandatory() {
+        let mut m = machine("ssh://a", X86, 1, 1.0, 0);
+        m.supported_features = strings(&["big-parallel"]);
+        m.mandatory_features = strings(&["benchmark"]);
+        // Required features satisfied by supported ∪ mandatory.
+        let a = decide(&req(X86, &["benchmark", "big-parallel"]), &[m.clone()]);
+        assert_eq!(a.decision, Decision::Try(vec![0]));
+        // kvm missing.
+        let a = decide(&req(X86, &["benchmark", "kvm"]), &[m.clone()]);
+        assert_eq!(a.decision, Decision::Decline);
+        assert_eq!(reasons(&a), vec![(0, "does not support feature `kvm`")]);
+    }
+
+    #[test]
+    fn mandatory_features_must_be_required() {
+        let mut m = machine("ssh://a", X86, 1, 1.0, 0);
+        m.supported_features = strings(&["kvm"]);
+        m.mandatory_features = strings(&["benchmark"]);
+        let a = decide(&req(X86, &["kvm"]), &[m]);
+        assert_eq!(a.decision, Decision::Decline);
+        assert_eq!(
+            reasons(&a),
+            vec![(
+                0,
+                "mandatory feature `benchmark` is not among the derivation's required features"
+            )]
+        );
+    }
+
+    #[test]
+    fn every_broken_rule_is_named() {
+        let mut m = machine("ssh://a", X86, 1, 1.0, 0);
+        m.enabled = false;
+        m.mandatory_features = strings(&["benchmark"]);
+        let a = decide(&req("aarch64-linux", &["kvm", "nixos-test"]), &[m]);
+        assert_eq!(
+            reasons(&a),
+            vec![(
+                0,
+                "disabled: connection failed earlier; \
+                 system aarch64-linux is not among its systems x86_64-linux; \
+                 does not support feature `kvm`; does not support feature `nixos-test`; \
+                 mandatory feature `benchmark` is not among the derivation's required features"
+            )]
+        );
+    }
+
+    #[test]
+    fn disabled_machine_is_not_right_type() {
+        let mut m = machine("ssh://a", X86, 1, 1.0, 0);
+        m.enabled = false;
+        let a = decide(&req(X86, &[]), &[m]);
+        // Not right type → decline even though the parent cannot build locally.
+        assert_eq!(a.decision, Decision::Decline);
+        assert_eq!(reasons(&a), vec![(0, "disabled: connection failed earlier")]);
+    }
+
+    #[test]
+    fn busy_right_type_postpones_unless_local_build_possible() {
+        let ms = [machine("ssh://a", X86, 2, 1.0, 2)];
+        for (willing, could, expected) in [
+            (false, false, Decision::Postpone),
+            (true, false, Decision::Postpone),
+            (false, true, Decision::Postpone),
+            (true, true, Decision::Decline),
+        ] {
+            let mut r = req(X86, &[]);
+            r.am_willing = willing;
+            r.could_build_locally = could;
+            let a = decide(&r, &ms);
+            assert_eq!(a.decision, expected, "am-willing={willing} could={could}");
+            assert_eq!(reasons(&a), vec![(0, "all 2 slots in use")]);
+        }
+    }
+
+    #[test]
+    fn single_slot_wording() {
+        let a = decide(&req(X86, &[]), &[machine("ssh://a", X86, 1, 1.0, 1)]);
+        assert_eq!(reasons(&a), vec![(0, "its 1 slot is in use")]);
+    }
+
+    #[test]
+    fn max_jobs_zero_is_right_type_but_never_free() {
+        let ms = [machine("ssh://a", X86, 0, 1.0, 0)];
+        let a = decide(&req(X86, &[]), &ms);
+        assert_eq!(a.decision, Decision::Postpone);
+        assert_eq!(reasons(&a), vec![(0, "max-jobs is 0: it never takes a build")]);
+    }
+
+    #[test]
+    fn slots_in_use_above_max_jobs_counts_as_full() {
+        let a = decide(&req(X86, &[]), &[machine("ssh://a", X86, 2, 1.0, 7)]);
+        assert_eq!(a.decision, Decision::Postpone);
+        assert_eq!(reasons(&a), vec![(0, "all 2 slots in use")]);
+    }
+
+    #[test]
+    fn try_lists_free_and_rejects_the_rest_in_file_order() {
+        let mut arm = machine("ssh://arm", "aarch64-linux", 4, 1.0, 0);
+        arm.supported_features = strings(&["kvm"]);
+        let ms = [
+            arm,
+            machine("ssh://full", X86, 2, 1.0, 2),
+            machine("ssh://busy", X86, 4, 1.0, 3),
+            machine("ssh://idle", X86, 4, 1.0, 0),
+        ];
+        let a = decide(&req(X86, &[]), &ms);
+        assert_eq!(a.decision, Decision::Try(vec![3, 2]));
+        assert_eq!(
+            reasons(&a),
+            vec![
+                (0, "system x86_64-linux is not among its systems aarch64-linux"),
+                (1, "all 2 slots in use"),
+            ]
+        );
+    }
+
+    #[test]
+    fn nan_and_zero_speed_do_not_panic() {
+        let ms = [
+            machine("ssh://nan", X86, 4, f64::NAN, 0),
+            machine("ssh://zero", X86, 4, 0.0, 1), // 1/0 = +inf
+            machine("ssh://zero-idle", X86, 4, 0.0, 0), // 0/0 = NaN
+            machine("ssh://ok", X86, 4, 1.0, 3),
+        ];
+        let a = decide(&req(X86, &[]), &ms);
+        let Decision::Try(order) = a.decision else {
+            panic!("expected try")
+        };
+        assert_eq!(order[0], 3);
+        assert_eq!(order[1], 1);
+        assert_eq!(order.len(), 4);
+    }
+
+    #[test]
+    fn answer_with_custom_ranking_rejects_unranked_free_machines() {
+        let ms = [
+            machine("ssh://a", X86, 1, 1.0, 0),
+            machine("ssh://b", X86, 1, 1.0, 0),
+        ];
+        let r = req(X86, &[]);
+        let assessment = assess(&r, &ms);
+        let a = answer_with(&r, &assessment, vec![1]);
+        assert_eq!(a.decision, Decision::Try(vec![1]));
+        assert_eq!(reasons(&a), vec![(0, "not ranked by the policy")]);
+    }
+
+    /// Nix's loop from scheduling.md §1–§2, written out literally, as a reference.
+    fn nix_pick(request: &Request, machines: &[Machine]) -> (Option<usize>, bool) {
+        let mut right_type = false;
+        let mut best: Option<(usize, u32, f64)> = None;
+        for (i, m) in machines.iter().enumerate() {
+            if !is_eligible(request, m) {
+                continue;
+            }
+            right_type = true;
+            let load = m.slots_in_use.min(m.max_jobs);
+            if load >= m.max_jobs {
+                continue;
+            }
+            let s = m.speed_factor;
+            let better = match best {
+                None => true,
+                Some((_, bl, bs)) => {
+                    let (q, bq) = (f64::from(load) / s, f64::from(bl) / bs);
+                    q < bq || (q == bq && s > bs) || (q == bq && s == bs && load < bl)
+                }
+            };
+            if better {
+                best = Some((i, load, s));
+            }
+        }
+        (best.map(|b| b.0), right_type)
+    }
+
+    /// Small deterministic generator so the comparison test needs no dependency.
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self, n: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) % n
+        }
+    }
+
+    #[test]
+    fn first_choice_matches_nix_loop_on_random_inputs() {
+        let systems = ["x86_64-linux", "aarch64-linux", "builtin"];
+        let features = ["kvm", "big-parallel", "benchmark", "nixos-test"];
+        let speeds = [0.5, 1.0, 1.5, 2.0, 3.0, 4.0];
+        let mut rng = Lcg(42);
+        let pick = |rng: &mut Lcg, pool: &[&str], p: u64| -> Vec<String> {
+            pool.iter()
+                .filter(|_| rng.next(100) < p)
+                .map(|s| s.to_string())
+                .collect()
+        };
+        for case in 0..20_000 {
+            let n = rng.next(7) as usize;
+            let machines: Vec<Machine> = (0..n)
+                .map(|i| {
+                    let max_jobs = rng.next(5) as u32;
+                    Machine {
+                        uri: format!("ssh://m{i}"),
+                        systems: pick(&mut rng, &systems[..2], 70),
+                        max_jobs,
+                        speed_factor: speeds[rng.next(speeds.len() as u64) as usize],
+                        supported_features: pick(&mut rng, &features, 40),
+                        mandatory_features: pick(&mut rng, &features, 8),
+                        slots_in_use: rng.next(u64::from(max_jobs) + 1) as u32,
+                        enabled: rng.next(10) != 0,
+                    }
+                })
+                .collect();
+            let mut request = Request {
+                system: systems[rng.next(3) as usize].to_string(),
+                required_features: pick(&mut rng, &features, 25),
+                am_willing: rng.next(2) == 0,
+                could_build_locally: rng.next(2) == 0,
+                ..Request::default()
+            };
+            request.required_features.sort();
+            let (nix_best, nix_right_type) = nix_pick(&request, &machines);
+            let answer = decide(&request, &machines);
+            match (nix_best, &answer.decision) {
+                (Some(b), Decision::Try(order)) => {
+                    assert_eq!(order[0] as usize, b, "case {case}: {machines:?} {request:?}");
+                    // Every ranked machine is free and eligible; all others are rejected.
+                    assert_eq!(order.len() + answer.rejected.len(), machines.len());
+                    // The ranking is a sorted order: each is no worse than the next.
+                    for w in order.windows(2) {
+                        let (a, b) = (&machines[w[0] as usize], &machines[w[1] as usize]);
+                        assert_ne!(
+                            compare_candidates(
+                                (a.slots_in_use, a.speed_factor),
+                                (b.slots_in_use, b.speed_factor)
+                            ),
+                            Ordering::Greater
+                        );
+                    }
+                }
+                (None, d) => {
+                    let can_local = request.am_willing && request.could_build_locally;
+                    let expected = if nix_right_type && !can_local {
+                        Decision::Postpone
+                    } else {
+                        Decision::Decline
+                    };
+                    assert_eq!(*d, expected, "case {case}");
+                    assert_eq!(answer.rejected.len(), machines.len());
+                }
+                (Some(_), d) => panic!("case {case}: Nix picks a machine, policy says {d:?}"),
+            }
+        }
+    }
+}

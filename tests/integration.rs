@@ -1,0 +1,7 @@
+//! One integration-test binary (as ripgrep and wasmtime do): topic modules share the support
+//! code and build once.
+
+mod support;
+
+mod decisions;
+mod protocol;

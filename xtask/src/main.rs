@@ -1,0 +1,97 @@
+//! Developer tasks for nix-wasm-hook. Run `cargo run -p xtask -- help`.
+
+mod inspect;
+mod policies;
+
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const HELP: &str = "\
+usage: cargo run -p xtask -- <command> [options]
+
+commands:
+  build-policies [--target-dir DIR]
+      Build every policy guest in policies/ (release, path prefixes remapped so the bytes do
+      not depend on the machine or the checkout), turn wasm32-unknown-unknown core modules
+      into components, and write policies/default/default.wasm and
+      tests/fixtures/policies/<name>.wasm. Then check each component's imports and exports.
+  check-policies [--target-dir DIR]
+      Rebuild every guest into a temporary directory and fail (exit 1), naming the files,
+      if any committed .wasm differs from the fresh build or is missing.
+  inspect [--wit] FILE...
+      Print size, sha256, kind, and the top-level imports and exports of Wasm files;
+      --wit also prints the WIT world a component implements.
+
+The guests' cargo target directory is DIR, else $POLICIES_TARGET_DIR, else policies/target
+($CARGO_TARGET_DIR is deliberately ignored, so `cargo run` of the xtask may use its own).
+";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run() -> Result<ExitCode> {
+    let mut args = std::env::args().skip(1);
+    let Some(command) = args.next() else {
+        eprint!("{HELP}");
+        return Ok(ExitCode::from(2));
+    };
+    let rest: Vec<String> = args.collect();
+    match command.as_str() {
+        "build-policies" => {
+            let opts = policies::Options::new(target_dir_arg(&rest)?)?;
+            policies::build(&opts)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        "check-policies" => {
+            let opts = policies::Options::new(target_dir_arg(&rest)?)?;
+            Ok(if policies::check(&opts)? {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        "inspect" => {
+            let wit = rest.iter().any(|a| a == "--wit");
+            let files: Vec<&String> = rest.iter().filter(|a| *a != "--wit").collect();
+            if files.is_empty() {
+                bail!("inspect: name at least one .wasm file");
+            }
+            for file in files {
+                inspect::print(&PathBuf::from(file), wit)
+                    .with_context(|| format!("inspecting {file}"))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        "help" | "--help" | "-h" => {
+            print!("{HELP}");
+            Ok(ExitCode::SUCCESS)
+        }
+        other => {
+            eprint!("xtask: unknown command `{other}`\n\n{HELP}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+fn target_dir_arg(rest: &[String]) -> Result<Option<PathBuf>> {
+    let mut dir = None;
+    let mut it = rest.iter();
+    while let Some(a) = it.next() {
+        if a == "--target-dir" {
+            dir = Some(PathBuf::from(it.next().context("--target-dir needs a directory")?));
+        } else if let Some(d) = a.strip_prefix("--target-dir=") {
+            dir = Some(PathBuf::from(d));
+        } else {
+            bail!("unknown option `{a}`");
+        }
+    }
+    Ok(dir)
+}
