@@ -63,7 +63,8 @@ fn run(case: &Case) -> String {
             held.push(scan.free.expect("the table holds at most max-jobs slots"));
         }
     }
-    let (policies, warning) = Policies::load(None, Limits::default(), &Cache::disabled()).unwrap();
+    let cache = Cache::at(crate::support::fake_parent::shared_cache());
+    let (policies, warning) = Policies::load(None, Limits::default(), &cache).unwrap();
     assert!(warning.is_none());
     let mut s = Scheduler::new(parsed.machines, load, policies, local(case.local_max_jobs));
     let t = Try {

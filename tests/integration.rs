@@ -4,4 +4,5 @@
 mod support;
 
 mod decisions;
+mod policy_limits;
 mod protocol;

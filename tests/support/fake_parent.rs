@@ -143,6 +143,12 @@ pub struct Hook {
     pub plain: Vec<String>,
 }
 
+/// One policy cache for every hook the tests start, so the default policy is compiled once
+/// per test run, as it is once per machine in real use.
+pub fn shared_cache() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("policy-cache")
+}
+
 pub struct HookEnv {
     pub dir: tempfile::TempDir,
     pub args: Vec<String>,
@@ -179,7 +185,7 @@ impl HookEnv {
             .arg("--current-load")
             .arg(self.current_load())
             .arg("--cache-dir")
-            .arg(self.path("cache"))
+            .arg(shared_cache())
             .args(&self.args)
             .arg("3")
             .stdin(Stdio::piped())

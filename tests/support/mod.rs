@@ -1,1 +1,2 @@
 pub mod fake_parent;
+pub mod testbed;

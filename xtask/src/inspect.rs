@@ -116,7 +116,11 @@ pub fn print(path: &Path, wit: bool) -> Result<()> {
     println!("  sha256:  {}", sha256_hex(&bytes));
     println!(
         "  kind:    {}",
-        if summary.component { "component" } else { "core module" }
+        if summary.component {
+            "component"
+        } else {
+            "core module"
+        }
     );
     println!("  imports: {}", summary.imports.len());
     for (name, kind) in &summary.imports {

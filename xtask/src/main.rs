@@ -22,9 +22,13 @@ commands:
   inspect [--wit] FILE...
       Print size, sha256, kind, and the top-level imports and exports of Wasm files;
       --wit also prints the WIT world a component implements.
+  test [--target-dir DIR] [-- ARGS...]
+      The project's test command (CI runs it; alias `cargo xtask test`): the policy
+      logic's native unit tests (`cargo test` in policies/), then check-policies, then
+      `cargo test --workspace ARGS...` at the root. Stops at the first failure.
 
-The guests' cargo target directory is DIR, else $POLICIES_TARGET_DIR, else policies/target
-($CARGO_TARGET_DIR is deliberately ignored, so `cargo run` of the xtask may use its own).
+The guests' cargo target directory is DIR, else $POLICIES_TARGET_DIR, else
+$CARGO_TARGET_DIR/policies, else policies/target.
 ";
 
 fn main() -> ExitCode {
@@ -58,6 +62,19 @@ fn run() -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        "test" => {
+            let (opts_args, cargo_args) = match rest.iter().position(|a| a == "--") {
+                Some(i) => (&rest[..i], &rest[i + 1..]),
+                None => (&rest[..], &[][..]),
+            };
+            let opts = policies::Options::new(target_dir_arg(opts_args)?)?;
+            policies::unit_tests(&opts)?;
+            if !policies::check(&opts)? {
+                return Ok(ExitCode::FAILURE);
+            }
+            policies::workspace_tests(&opts, cargo_args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         "inspect" => {
             let wit = rest.iter().any(|a| a == "--wit");
             let files: Vec<&String> = rest.iter().filter(|a| *a != "--wit").collect();
@@ -86,7 +103,9 @@ fn target_dir_arg(rest: &[String]) -> Result<Option<PathBuf>> {
     let mut it = rest.iter();
     while let Some(a) = it.next() {
         if a == "--target-dir" {
-            dir = Some(PathBuf::from(it.next().context("--target-dir needs a directory")?));
+            dir = Some(PathBuf::from(
+                it.next().context("--target-dir needs a directory")?,
+            ));
         } else if let Some(d) = a.strip_prefix("--target-dir=") {
             dir = Some(PathBuf::from(d));
         } else {

@@ -59,8 +59,18 @@ impl Guest {
     }
 }
 
-const fn guest(name: &'static str, package: &'static str, target: Target, imports: Imports) -> Guest {
-    Guest { name, package, target, imports }
+const fn guest(
+    name: &'static str,
+    package: &'static str,
+    target: Target,
+    imports: Imports,
+) -> Guest {
+    Guest {
+        name,
+        package,
+        target,
+        imports,
+    }
 }
 
 const GUESTS: &[Guest] = &[
@@ -68,10 +78,25 @@ const GUESTS: &[Guest] = &[
     guest("spin", "test-policy-spin", Target::Core, Imports::None),
     guest("hog", "test-policy-hog", Target::Core, Imports::None),
     guest("trap", "test-policy-trap", Target::Core, Imports::None),
-    guest("phantom", "test-policy-phantom", Target::Core, Imports::None),
+    guest(
+        "phantom",
+        "test-policy-phantom",
+        Target::Core,
+        Imports::None,
+    ),
     guest("misfit", "test-policy-misfit", Target::Core, Imports::None),
-    guest("prefer-last", "test-policy-prefer-last", Target::Core, Imports::None),
-    guest("snoop", "test-policy-snoop", Target::Wasip2, Imports::OnlyWasi),
+    guest(
+        "prefer-last",
+        "test-policy-prefer-last",
+        Target::Core,
+        Imports::None,
+    ),
+    guest(
+        "snoop",
+        "test-policy-snoop",
+        Target::Wasip2,
+        Imports::OnlyWasi,
+    ),
     guest(
         "foreign-import",
         "test-policy-foreign-import",
@@ -91,8 +116,13 @@ impl Options {
             .parent()
             .context("xtask has no parent directory")?
             .canonicalize()?;
+        // A subdirectory of $CARGO_TARGET_DIR is separate from the outer build (no shared
+        // lock), and CI keeps it between runs.
         let target_dir = target_dir
             .or_else(|| std::env::var_os("POLICIES_TARGET_DIR").map(PathBuf::from))
+            .or_else(|| {
+                std::env::var_os("CARGO_TARGET_DIR").map(|d| PathBuf::from(d).join("policies"))
+            })
             .unwrap_or_else(|| repo.join("policies/target"));
         std::fs::create_dir_all(&target_dir)
             .with_context(|| format!("creating {}", target_dir.display()))?;
@@ -111,7 +141,7 @@ pub fn build(opts: &Options) -> Result<()> {
             guest.name,
             bytes.len(),
             sha256_hex(bytes),
-            guest.output
+            guest.output()
         );
     }
     Ok(())
@@ -129,13 +159,13 @@ pub fn check(opts: &Options) -> Result<bool> {
         let committed_path = opts.repo.join(guest.output());
         match std::fs::read(&committed_path) {
             Ok(committed) if committed == *fresh => {
-                println!("ok       {}  {}", &guest.output(), sha256_hex(fresh));
+                println!("ok       {}  {}", guest.output(), sha256_hex(fresh));
             }
             Ok(committed) => {
                 ok = false;
                 println!(
                     "DIFFERS  {}: committed {} bytes sha256 {}, fresh build {} bytes sha256 {}",
-                    &guest.output(),
+                    guest.output(),
                     committed.len(),
                     sha256_hex(&committed),
                     fresh.len(),
@@ -157,8 +187,44 @@ pub fn check(opts: &Options) -> Result<bool> {
     Ok(ok)
 }
 
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo")))
+}
+
+/// `cargo test` in the guest workspace, on the host target: the default policy's logic.
+pub fn unit_tests(opts: &Options) -> Result<()> {
+    let policies = opts.repo.join("policies");
+    eprintln!("xtask: cargo test in policies/ (native)");
+    let status = cargo()
+        .current_dir(&policies)
+        .args(["test", "--locked", "--manifest-path"])
+        .arg(policies.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &opts.target_dir)
+        .status()
+        .context("running cargo")?;
+    ensure!(status.success(), "policy unit tests failed: {status}");
+    Ok(())
+}
+
+/// `cargo test --workspace` at the repository root, with `args` appended.
+pub fn workspace_tests(opts: &Options, args: &[String]) -> Result<()> {
+    eprintln!("xtask: cargo test --workspace {}", args.join(" "));
+    let status = cargo()
+        .current_dir(&opts.repo)
+        .args(["test", "--workspace"])
+        .args(args)
+        .status()
+        .context("running cargo")?;
+    ensure!(status.success(), "workspace tests failed: {status}");
+    Ok(())
+}
+
 /// Builds all guests and writes each component to `out_root/<guest.output>`.
-fn build_into(opts: &Options, out_root: &Path, locked: bool) -> Result<Vec<(&'static Guest, Vec<u8>)>> {
+fn build_into(
+    opts: &Options,
+    out_root: &Path,
+    locked: bool,
+) -> Result<Vec<(&'static Guest, Vec<u8>)>> {
     check_guest_list(&opts.repo)?;
     add_targets();
     for target in [Target::Core, Target::Wasip2] {
@@ -176,8 +242,8 @@ fn build_into(opts: &Options, out_root: &Path, locked: bool) -> Result<Vec<(&'st
             .join(guest.target.triple())
             .join("release")
             .join(guest.artifact());
-        let module = std::fs::read(&artifact)
-            .with_context(|| format!("reading {}", artifact.display()))?;
+        let module =
+            std::fs::read(&artifact).with_context(|| format!("reading {}", artifact.display()))?;
         let component = match guest.target {
             Target::Core => wit_component::ComponentEncoder::default()
                 .validate(true)
@@ -277,9 +343,8 @@ fn sysroot(repo: &Path) -> Option<PathBuf> {
 }
 
 fn cargo_build(opts: &Options, target: Target, packages: &[&str], locked: bool) -> Result<()> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     let policies = opts.repo.join("policies");
-    let mut cmd = Command::new(cargo);
+    let mut cmd = cargo();
     cmd.current_dir(&policies)
         .args(["build", "--release", "--target", target.triple()])
         .arg("--manifest-path")
@@ -303,7 +368,11 @@ fn cargo_build(opts: &Options, target: Target, packages: &[&str], locked: bool) 
         opts.target_dir.display()
     );
     let status = cmd.status().context("running cargo")?;
-    ensure!(status.success(), "cargo build for {} failed: {status}", target.triple());
+    ensure!(
+        status.success(),
+        "cargo build for {} failed: {status}",
+        target.triple()
+    );
     Ok(())
 }
 

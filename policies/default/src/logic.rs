@@ -94,14 +94,14 @@ pub fn eligibility_problems(request: &Request, machine: &Machine) -> Vec<String>
     if !machine.enabled {
         problems.push("disabled: connection failed earlier".to_string());
     }
-    if request.system != "builtin" && !machine.systems.iter().any(|s| *s == request.system) {
+    if request.system != "builtin" && !machine.systems.contains(&request.system) {
         let systems = if machine.systems.is_empty() {
-            "(none)".to_string()
+            "none".to_string()
         } else {
             machine.systems.join(", ")
         };
         problems.push(format!(
-            "system {} is not among its systems {}",
+            "system `{}` is not among its systems ({})",
             request.system, systems
         ));
     }
@@ -109,7 +109,7 @@ pub fn eligibility_problems(request: &Request, machine: &Machine) -> Vec<String>
         let supported = machine.supported_features.contains(feature)
             || machine.mandatory_features.contains(feature);
         if !supported {
-            problems.push(format!("does not support feature `{feature}`"));
+            problems.push(format!("does not support the required feature `{feature}`"));
         }
     }
     for feature in &machine.mandatory_features {
@@ -343,7 +343,10 @@ mod tests {
             machine("ssh://b", X86, 4, 2.0, 1), // 0.5
             machine("ssh://c", X86, 4, 1.0, 1), // 1.0
         ];
-        assert_eq!(decide(&req(X86, &[]), &ms).decision, Decision::Try(vec![1, 2, 0]));
+        assert_eq!(
+            decide(&req(X86, &[]), &ms).decision,
+            Decision::Try(vec![1, 2, 0])
+        );
     }
 
     #[test]
@@ -354,7 +357,10 @@ mod tests {
             machine("ssh://fast", X86, 8, 4.0, 1),
             machine("ssh://slow", X86, 8, 1.0, 0),
         ];
-        assert_eq!(decide(&req(X86, &[]), &ms).decision, Decision::Try(vec![1, 0]));
+        assert_eq!(
+            decide(&req(X86, &[]), &ms).decision,
+            Decision::Try(vec![1, 0])
+        );
     }
 
     #[test]
@@ -364,13 +370,19 @@ mod tests {
             machine("ssh://slow", X86, 2, 1.0, 0),
             machine("ssh://fast", X86, 2, 3.0, 0),
         ];
-        assert_eq!(decide(&req(X86, &[]), &ms).decision, Decision::Try(vec![1, 0]));
+        assert_eq!(
+            decide(&req(X86, &[]), &ms).decision,
+            Decision::Try(vec![1, 0])
+        );
         // Equal score with loads: 2/2 == 1/1, speed 2 wins.
         let ms = [
             machine("ssh://a", X86, 4, 1.0, 1),
             machine("ssh://b", X86, 4, 2.0, 2),
         ];
-        assert_eq!(decide(&req(X86, &[]), &ms).decision, Decision::Try(vec![1, 0]));
+        assert_eq!(
+            decide(&req(X86, &[]), &ms).decision,
+            Decision::Try(vec![1, 0])
+        );
     }
 
     #[test]
@@ -382,13 +394,19 @@ mod tests {
             machine("ssh://b", X86, 8, tiny, 1),
             machine("ssh://c", X86, 8, tiny, 2),
         ];
-        assert_eq!(decide(&req(X86, &[]), &ms).decision, Decision::Try(vec![1, 2, 0]));
+        assert_eq!(
+            decide(&req(X86, &[]), &ms).decision,
+            Decision::Try(vec![1, 2, 0])
+        );
         // Infinite speed: every score is 0, speeds equal → lower load.
         let ms = [
             machine("ssh://a", X86, 8, f64::INFINITY, 5),
             machine("ssh://b", X86, 8, f64::INFINITY, 4),
         ];
-        assert_eq!(decide(&req(X86, &[]), &ms).decision, Decision::Try(vec![1, 0]));
+        assert_eq!(
+            decide(&req(X86, &[]), &ms).decision,
+            Decision::Try(vec![1, 0])
+        );
     }
 
     #[test]
@@ -411,7 +429,10 @@ mod tests {
         let mut m_none = ms[1].clone();
         m_none.systems.clear();
         let ms = [ms[0].clone(), m_none];
-        assert_eq!(decide(&req("builtin", &[]), &ms).decision, Decision::Try(vec![0, 1]));
+        assert_eq!(
+            decide(&req("builtin", &[]), &ms).decision,
+            Decision::Try(vec![0, 1])
+        );
     }
 
     #[test]
@@ -422,7 +443,10 @@ mod tests {
         assert_eq!(a.decision, Decision::Decline);
         assert_eq!(
             reasons(&a),
-            vec![(0, "system aarch64-linux is not among its systems x86_64-linux, i686-linux")]
+            vec![(
+                0,
+                "system `aarch64-linux` is not among its systems (x86_64-linux, i686-linux)"
+            )]
         );
     }
 
@@ -433,7 +457,7 @@ mod tests {
         let a = decide(&req(X86, &[]), &[m]);
         assert_eq!(
             reasons(&a),
-            vec![(0, "system x86_64-linux is not among its systems (none)")]
+            vec![(0, "system `x86_64-linux` is not among its systems (none)")]
         );
     }
 
@@ -448,7 +472,7 @@ mod tests {
         // kvm missing.
         let a = decide(&req(X86, &["benchmark", "kvm"]), &[m.clone()]);
         assert_eq!(a.decision, Decision::Decline);
-        assert_eq!(reasons(&a), vec![(0, "does not support feature `kvm`")]);
+        assert_eq!(reasons(&a), vec![(0, "does not support the required feature `kvm`")]);
     }
 
     #[test]
@@ -478,8 +502,8 @@ mod tests {
             vec![(
                 0,
                 "disabled: connection failed earlier; \
-                 system aarch64-linux is not among its systems x86_64-linux; \
-                 does not support feature `kvm`; does not support feature `nixos-test`; \
+                 system `aarch64-linux` is not among its systems (x86_64-linux); \
+                 does not support the required feature `kvm`; does not support the required feature `nixos-test`; \
                  mandatory feature `benchmark` is not among the derivation's required features"
             )]
         );
@@ -492,7 +516,10 @@ mod tests {
         let a = decide(&req(X86, &[]), &[m]);
         // Not right type → decline even though the parent cannot build locally.
         assert_eq!(a.decision, Decision::Decline);
-        assert_eq!(reasons(&a), vec![(0, "disabled: connection failed earlier")]);
+        assert_eq!(
+            reasons(&a),
+            vec![(0, "disabled: connection failed earlier")]
+        );
     }
 
     #[test]
@@ -524,7 +551,10 @@ mod tests {
         let ms = [machine("ssh://a", X86, 0, 1.0, 0)];
         let a = decide(&req(X86, &[]), &ms);
         assert_eq!(a.decision, Decision::Postpone);
-        assert_eq!(reasons(&a), vec![(0, "max-jobs is 0: it never takes a build")]);
+        assert_eq!(
+            reasons(&a),
+            vec![(0, "max-jobs is 0: it never takes a build")]
+        );
     }
 
     #[test]
@@ -549,7 +579,10 @@ mod tests {
         assert_eq!(
             reasons(&a),
             vec![
-                (0, "system x86_64-linux is not among its systems aarch64-linux"),
+                (
+                    0,
+                    "system `x86_64-linux` is not among its systems (aarch64-linux)"
+                ),
                 (1, "all 2 slots in use"),
             ]
         );
@@ -666,7 +699,10 @@ mod tests {
             let answer = decide(&request, &machines);
             match (nix_best, &answer.decision) {
                 (Some(b), Decision::Try(order)) => {
-                    assert_eq!(order[0] as usize, b, "case {case}: {machines:?} {request:?}");
+                    assert_eq!(
+                        order[0] as usize, b,
+                        "case {case}: {machines:?} {request:?}"
+                    );
                     // Every ranked machine is free and eligible; all others are rejected.
                     assert_eq!(order.len() + answer.rejected.len(), machines.len());
                     // The ranking is a sorted order: each is no worse than the next.

@@ -4,7 +4,7 @@
 //! * environment variables (`std::env::vars`) and program arguments (`std::env::args`);
 //! * preopened directories (`wasi:filesystem/preopens.get-directories`);
 //! * listing `/` and reading `/etc/passwd` (`std::fs`);
-//! * the wall clock and the monotonic clock, each read twice with ~50 k loop iterations in
+//! * the wall clock and the monotonic clock, each read twice with ~10 k loop iterations in
 //!   between (`SystemTime::now`, `Instant::now`);
 //! * 16 random bytes (`wasi:random/random.get-random-bytes`).
 //!
@@ -49,7 +49,7 @@ struct Findings {
 
 fn burn() {
     let mut n = 0u64;
-    for i in 0..50_000u64 {
+    for i in 0..10_000u64 {
         n = core::hint::black_box(n.wrapping_add(i));
     }
     core::hint::black_box(n);
@@ -59,14 +59,21 @@ fn snoop() -> Findings {
     let mut f = Findings::default();
 
     let vars: Vec<(String, String)> = std::env::vars_os()
-        .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        })
         .collect();
     f.report.push(format!("env: {} vars", vars.len()));
     for (k, _) in &vars {
         f.observed.push(format!("env {k}"));
     }
 
-    let args: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     f.report.push(format!("args: {}", args.len()));
     for a in &args {
         f.observed.push(format!("arg {a:?}"));
@@ -92,7 +99,8 @@ fn snoop() -> Findings {
 
     match std::fs::read("/etc/passwd") {
         Ok(bytes) => {
-            f.report.push(format!("read /etc/passwd: {} bytes", bytes.len()));
+            f.report
+                .push(format!("read /etc/passwd: {} bytes", bytes.len()));
             f.observed.push("file /etc/passwd".to_string());
         }
         Err(e) => f.report.push(format!("read /etc/passwd: {e}")),
@@ -116,7 +124,8 @@ fn snoop() -> Findings {
         f.observed.push("wall clock moving".to_string());
     }
     let mono_delta = mono_2.duration_since(mono_1);
-    f.report.push(format!("monotonic clock: moved {mono_delta:?}"));
+    f.report
+        .push(format!("monotonic clock: moved {mono_delta:?}"));
     if mono_2 != mono_1 {
         f.observed.push("monotonic clock moving".to_string());
     }

@@ -1,11 +1,5 @@
 //! Harness for the end-to-end test bed (`testbed/testbed.sh`, see `testbed/README.md`).
-//!
-//! Include it from an integration test of the `host` crate with
-//!
-//! ```ignore
-//! #[path = "support/testbed.rs"]
-//! mod testbed;
-//! ```
+//! Topic modules of the integration-test binary use it as `crate::support::testbed`.
 //!
 //! [`Testbed::up`] takes an exclusive `flock` on [`TESTS_LOCK`] (the test bed
 //! uses fixed addresses, so only one test in one process may use it at a time,
@@ -209,10 +203,22 @@ impl Testbed {
         );
 
         let envs = [
-            ("TESTBED_SPEEDS", opts.speeds.clone().unwrap_or_else(|| "1".into())),
-            ("TESTBED_JOBS", opts.jobs.clone().unwrap_or_else(|| "1".into())),
-            ("TESTBED_FEATURES", opts.features.clone().unwrap_or_else(|| "-".into())),
-            ("TESTBED_MANDATORY", opts.mandatory.clone().unwrap_or_else(|| "-".into())),
+            (
+                "TESTBED_SPEEDS",
+                opts.speeds.clone().unwrap_or_else(|| "1".into()),
+            ),
+            (
+                "TESTBED_JOBS",
+                opts.jobs.clone().unwrap_or_else(|| "1".into()),
+            ),
+            (
+                "TESTBED_FEATURES",
+                opts.features.clone().unwrap_or_else(|| "-".into()),
+            ),
+            (
+                "TESTBED_MANDATORY",
+                opts.mandatory.clone().unwrap_or_else(|| "-".into()),
+            ),
         ];
         let t = Instant::now();
         let up = run_script(["up".to_string(), n.to_string()], &envs);
@@ -237,7 +243,11 @@ impl Testbed {
         };
         tb.machines = text(&up.stdout).lines().map(String::from).collect();
         assert_eq!(tb.machines.len(), n, "machines lines:\n{}", describe(&up));
-        tb.machines_ng = tb.script_ok(["machines", "ssh-ng"]).lines().map(String::from).collect();
+        tb.machines_ng = tb
+            .script_ok(["machines", "ssh-ng"])
+            .lines()
+            .map(String::from)
+            .collect();
         tb.master_options = tb
             .script_ok(["nix-conf"])
             .lines()
@@ -255,7 +265,11 @@ impl Testbed {
         S: AsRef<std::ffi::OsStr>,
     {
         let out = run_script(args, &[]);
-        assert!(out.status.success(), "testbed.sh failed:\n{}", describe(&out));
+        assert!(
+            out.status.success(),
+            "testbed.sh failed:\n{}",
+            describe(&out)
+        );
         text(&out.stdout)
     }
 
@@ -295,8 +309,12 @@ impl Testbed {
     /// ([`NIX_BUILD_TIMEOUT_SECS`]). Add arguments or environment as needed.
     pub fn nix_build_cmd(&self, expr: &str, extra_args: &[&str]) -> Command {
         let mut cmd = Command::new("timeout");
-        cmd.args(["--kill-after=10", &NIX_BUILD_TIMEOUT_SECS.to_string(), "nix-build"])
-            .arg("--no-out-link");
+        cmd.args([
+            "--kill-after=10",
+            &NIX_BUILD_TIMEOUT_SECS.to_string(),
+            "nix-build",
+        ])
+        .arg("--no-out-link");
         for (k, v) in &self.master_options {
             cmd.args(["--option", k, v]);
         }
@@ -324,7 +342,11 @@ impl Testbed {
             .nix_build_cmd(expr, extra_args)
             .output()
             .expect("cannot run nix-build (is nix-bin installed? testbed.sh up installs it)");
-        eprintln!("testbed: nix-build took {:.2?} ({})", t.elapsed(), out.status);
+        eprintln!(
+            "testbed: nix-build took {:.2?} ({})",
+            t.elapsed(),
+            out.status
+        );
         out
     }
 

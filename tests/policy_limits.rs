@@ -1,0 +1,159 @@
+//! Policies that misbehave, built from source in policies/testing (committed as
+//! tests/fixtures/policies/*.wasm, rebuilt and compared by CI): each one ends in the default
+//! policy's answer with one warning that says what went wrong.
+
+use std::path::PathBuf;
+
+use nix_wasm_hook::decision::{Choice, MachineView, Request};
+use nix_wasm_hook::policy::{cache::Cache, DecidedBy, Limits, Policies, Policy};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/policies").join(format!("{name}.wasm"))
+}
+
+fn machine(uri: &str, system: &str, in_use: u32) -> MachineView {
+    MachineView {
+        uri: uri.into(),
+        systems: vec![system.into()],
+        max_jobs: 2,
+        speed_factor: 1.0,
+        supported_features: vec![],
+        mandatory_features: vec![],
+        slots_in_use: in_use,
+        enabled: true,
+    }
+}
+
+fn request() -> Request {
+    Request {
+        drv_path: "/nix/store/00000000000000000000000000000000-x.drv".into(),
+        system: "x86_64-linux".into(),
+        required_features: vec![],
+        am_willing: true,
+        could_build_locally: true,
+    }
+}
+
+fn machines() -> Vec<MachineView> {
+    vec![
+        machine("ssh://a", "x86_64-linux", 1),
+        machine("ssh://arm", "aarch64-linux", 0),
+        machine("ssh://b", "x86_64-linux", 0),
+    ]
+}
+
+/// The default's answer for `machines()`: the idle x86 machine.
+const DEFAULT_CHOICE: &[u32] = &[2, 0];
+
+fn load(name: &str, limits: Limits) -> (Policies, Option<String>) {
+    let cache = Cache::at(tempfile::tempdir().unwrap().keep());
+    Policies::load(Some(&fixture(name)), limits, &cache).unwrap()
+}
+
+fn falls_back(name: &str, limits: Limits, words: &[&str]) {
+    let (policies, load_warning) = load(name, limits);
+    assert!(load_warning.is_none(), "{name} should load: {load_warning:?}");
+    let d = policies.decide(&request(), &machines()).unwrap();
+    assert_eq!(d.by, DecidedBy::Default, "{name}");
+    assert_eq!(d.answer.choice, Choice::Try(DEFAULT_CHOICE.to_vec()), "{name}");
+    let w = d.warning.unwrap_or_else(|| panic!("{name}: no warning"));
+    for word in words {
+        assert!(w.contains(word), "{name}: warning {w:?} lacks {word:?}");
+    }
+    assert_eq!(w.lines().count(), 1, "{name}: one line, not a backtrace: {w}");
+}
+
+#[test]
+fn the_default_policy_decides_like_nix() {
+    let (policies, _) = Policies::load(None, Limits::default(), &Cache::disabled()).unwrap();
+    let d = policies.decide(&request(), &machines()).unwrap();
+    assert_eq!(d.by, DecidedBy::Default);
+    assert_eq!(d.answer.choice, Choice::Try(DEFAULT_CHOICE.to_vec()));
+    assert!(d.warning.is_none());
+    let why = d.answer.reason_for(1).expect("a reason for the aarch64 machine");
+    assert!(why.contains("aarch64-linux"), "{why}");
+}
+
+#[test]
+fn a_policy_that_loops_forever_runs_out_of_fuel() {
+    falls_back("spin", Limits::default(), &["spin.wasm", "ran out of fuel", "default policy decided instead"]);
+}
+
+#[test]
+fn a_policy_that_loops_hits_the_deadline_when_fuel_is_ample() {
+    let limits = Limits { fuel: u64::MAX / 2, deadline: std::time::Duration::from_millis(50), ..Limits::default() };
+    falls_back("spin", limits, &["spin.wasm", "deadline"]);
+}
+
+#[test]
+fn a_policy_that_allocates_without_end_hits_the_memory_limit() {
+    falls_back("hog", Limits::default(), &["hog.wasm", "memory limit of 67108864 bytes"]);
+}
+
+#[test]
+fn a_policy_that_traps() {
+    falls_back("trap", Limits::default(), &["trap.wasm", "trapped"]);
+}
+
+#[test]
+fn a_policy_that_names_a_machine_that_does_not_exist() {
+    falls_back("phantom", Limits::default(), &["phantom.wasm", "there are only 3 machines"]);
+}
+
+#[test]
+fn a_policy_that_names_a_machine_that_does_not_fit() {
+    falls_back("misfit", Limits::default(), &["misfit.wasm", "ssh://arm", "does not fit"]);
+}
+
+#[test]
+fn another_policy_changes_the_choice() {
+    let (policies, warning) = load("prefer-last", Limits::default());
+    assert!(warning.is_none(), "{warning:?}");
+    let d = policies.decide(&request(), &machines()).unwrap();
+    assert_eq!(d.by, DecidedBy::Policy);
+    assert_eq!(d.answer.choice, Choice::Try(vec![2, 0]));
+    let mut ms = machines();
+    ms[0].slots_in_use = 0;
+    let d = policies.decide(&request(), &ms).unwrap();
+    // The default would take `a` (first listed of two idle machines); this one takes `b`.
+    assert_eq!(d.answer.choice, Choice::Try(vec![2, 0]));
+}
+
+#[test]
+fn a_wasi_policy_runs_in_an_empty_world() {
+    // `snoop` imports WASI and looks for environment variables, files, the real clock and
+    // real randomness; it declines when it finds any of them.
+    std::env::set_var("NWH_SECRET", "leaked");
+    let (policies, warning) = load("snoop", Limits::default());
+    assert!(warning.is_none(), "{warning:?}");
+    let d = policies.decide(&request(), &machines()).unwrap();
+    assert_eq!(d.by, DecidedBy::Policy);
+    assert_eq!(d.answer.choice, Choice::Try(DEFAULT_CHOICE.to_vec()), "{:?}", d.answer);
+}
+
+#[test]
+fn a_policy_importing_anything_else_is_refused_by_name() {
+    let err = Policy::from_file(&fixture("foreign-import"), &Cache::disabled()).err().expect("refused");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("`evil:net/socket"), "{msg}");
+    assert!(msg.contains("foreign-import.wasm"), "{msg}");
+    let (policies, warning) = load("foreign-import", Limits::default());
+    assert!(policies.chosen.is_none());
+    assert!(warning.unwrap().contains("the default policy decides instead"));
+}
+
+#[test]
+fn compiled_policies_are_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::at(dir.path().to_path_buf());
+    Policy::from_file(&fixture("prefer-last"), &cache).unwrap();
+    let images: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(images.len(), 1, "{images:?}");
+    assert_eq!(images[0].extension().unwrap(), "cwasm");
+    // A second load maps the image instead of compiling; a corrupt image is a miss.
+    let (_, source) = cache.load(nix_wasm_hook::policy::engine::shared().unwrap(), &std::fs::read(fixture("prefer-last")).unwrap()).unwrap();
+    assert_eq!(source, nix_wasm_hook::policy::cache::Source::Cached);
+    std::fs::write(&images[0], b"not an image").unwrap();
+    let (_, source) = cache.load(nix_wasm_hook::policy::engine::shared().unwrap(), &std::fs::read(fixture("prefer-last")).unwrap()).unwrap();
+    assert_eq!(source, nix_wasm_hook::policy::cache::Source::Compiled);
+}
