@@ -4,5 +4,8 @@
 mod support;
 
 mod decisions;
+mod hook_mode;
 mod policy_limits;
 mod protocol;
+mod testbed_decide;
+mod testbed_smoke;

@@ -18,7 +18,7 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
     let stderr = std::io::stderr();
     let mut session = Session::new(stdin, stderr);
 
-    let block = session.read_settings()?;
+    let block = session.read_settings().context("reading the settings block that Nix sends first")?;
     let settings = crate::settings::load(&block).context("reading Nix's settings")?;
     for w in settings.warnings() {
         logger.warn(&format!("nix-wasm-hook: {w}"));
@@ -27,7 +27,7 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
     let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
     let parsed = crate::settings::machines(&settings, &cwd);
     for d in &parsed.diagnostics {
-        logger.warn(&d.to_string());
+        logger.warn(&format!("nix-wasm-hook: {d}"));
     }
     if parsed.machines.is_empty() {
         // Nix asks nothing more of a hook that declines permanently, so this is the only

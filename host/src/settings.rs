@@ -25,7 +25,14 @@ fn remote_systems_default() -> Option<String> {
 /// directory is `/` under Nix; relative paths are reported, not guessed).
 pub fn machines(settings: &Settings, cwd: &Path) -> Machines {
     let ctx = ParseContext { local_system: settings.system().to_string(), cwd: cwd.to_path_buf() };
-    let from_env = settings.origin("builders").is_none() && remote_systems_default().is_some();
+    let value = settings.builders();
+    let from_env = nwh_nixconf::nix_remote_systems_env().is_some_and(|env| {
+        // Nix itself turns NIX_REMOTE_SYSTEMS into the `builders` it sends us (joined with a
+        // space up to 2.23, a newline after), so a path from it is reported against it.
+        let env = env.to_string_lossy();
+        let joined: Vec<String> = env.split(':').filter(|p| !p.is_empty()).map(|p| format!("@{p}")).collect();
+        settings.origin("builders").is_none() || value == joined.join(" ") || value == joined.join("\n")
+    });
     let source = if from_env { nwh_machines::REMOTE_SYSTEMS_ENV } else { nwh_machines::BUILDERS_SETTING };
-    nwh_machines::parse_builders(&settings.builders(), source, &ctx)
+    nwh_machines::parse_builders(&value, source, &ctx)
 }

@@ -36,7 +36,7 @@ fn open_creates_directory() {
 
 #[test]
 fn names_match_nix() {
-    let dir = LoadDir::open("/nix/var/nix/current-load-does-not-matter");
+    let (_tmp, dir) = load_dir();
     let cases = [
         ("ssh://nix@b1", 0, "ssh:__nix@b1-0"),
         ("ssh://nix@b1", 3, "ssh:__nix@b1-3"),
@@ -225,18 +225,37 @@ fn child_holder() {
     let main = dir.lock_main().unwrap();
     let slot = dir.scan(&main, URI, 4).unwrap().free.unwrap();
     drop(main);
-    println!("holding {}", slot.slot());
+    // libtest has already printed "test child_holder ... " without a newline.
+    println!("\nholding {}", slot.slot());
     std::io::stdout().flush().unwrap();
     std::io::copy(&mut std::io::stdin(), &mut std::io::sink()).unwrap();
 }
 
-/// Waits for the child's first stdout line, which it prints once it holds its lock.
-fn wait_ready(child: &mut Child) -> String {
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    line
+/// Waits for a stdout line of the child starting with `prefix` (it prints one once it holds
+/// its lock; libtest may print other lines first). Lines are read on a helper thread so a
+/// misbehaving child fails the test after a while instead of hanging it.
+fn wait_for_line(child: &mut Child, prefix: &str) -> String {
+    let stdout = child.stdout.take().expect("stdout piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        // Keep draining after the awaited line: a closed pipe would make the child's later
+        // output fail with EPIPE.
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) if line.starts_with(prefix) => return line,
+            Ok(_) => continue,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("child never printed {prefix:?}: {e}");
+            }
+        }
+    }
 }
 
 /// Closes the child's stdin (its signal to exit) and reaps it.
@@ -256,13 +275,7 @@ fn lock_held_by_child_process_counts() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    // libtest prints its own header first; skip to our line.
-    let mut line = wait_ready(&mut child);
-    while !line.starts_with("holding") {
-        assert!(!line.is_empty(), "child exited before taking a slot");
-        line = wait_ready(&mut child);
-    }
-    assert_eq!(line.trim(), "holding 0");
+    assert_eq!(wait_for_line(&mut child, "holding").trim(), "holding 0");
 
     {
         let main = dir.lock_main().unwrap();
@@ -301,7 +314,7 @@ fn lock_held_by_util_linux_flock_counts() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    assert_eq!(wait_ready(&mut child).trim(), "locked");
+    wait_for_line(&mut child, "locked");
 
     {
         let main = dir.lock_main().unwrap();
@@ -340,7 +353,7 @@ fn main_lock_interoperates_with_util_linux_flock() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    assert_eq!(wait_ready(&mut child).trim(), "locked");
+    wait_for_line(&mut child, "locked");
 
     let (tx, rx) = mpsc::channel();
     let d = dir.clone();

@@ -1,0 +1,242 @@
+//! Hook mode beyond the captures: bad input, slot locks shared with Nix's own hook, and
+//! `--policy`. Driven by the fake parent with synthesized messages.
+
+use std::fs::OpenOptions;
+use std::path::Path;
+
+use crate::support::fake_parent::{put_string, try_message, HookEnv, Reply};
+
+fn settings(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for (k, v) in pairs {
+        b.extend_from_slice(&1u64.to_le_bytes());
+        put_string(&mut b, k.as_bytes());
+        put_string(&mut b, v.as_bytes());
+    }
+    b.extend_from_slice(&0u64.to_le_bytes());
+    b
+}
+
+const DRV: &str = "/nix/store/0c7w2i7kmf3ljc1vyqrvpxsn6gdn2l3y-hello-2.12.1.drv";
+
+fn base(builders: &str) -> Vec<u8> {
+    settings(&[("builders", builders), ("max-jobs", "1"), ("system", "x86_64-linux"), ("system-features", "kvm")])
+}
+
+fn policy_fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/policies")
+        .join(format!("{name}.wasm"))
+        .canonicalize()
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+/// True when some other open file holds an exclusive flock on `path`.
+fn is_locked(path: &Path) -> bool {
+    let f = OpenOptions::new().read(true).write(true).open(path).unwrap();
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err()
+}
+
+fn errors_cleanly(stream: &[u8], words: &[&str]) {
+    let env = HookEnv::new();
+    let mut hook = env.start();
+    hook.send(stream);
+    let (code, log, plain) = hook.finish();
+    assert_ne!(code, 0, "a broken stream must fail the hook");
+    assert!(code != 101 && code < 128, "an error exit, not a panic or a signal: {code}");
+    let msgs = crate::support::fake_parent::Hook::messages(&log).join("\n");
+    for w in words {
+        assert!(msgs.contains(w), "{msgs:?} lacks {w:?}");
+    }
+    assert!(!plain.iter().any(|l| l.contains("panicked")), "{plain:?}");
+}
+
+#[test]
+fn truncated_settings_block_is_a_clear_error() {
+    let full = base("ssh://a x86_64-linux");
+    for cut in [3, 8, 20, full.len() - 1] {
+        errors_cleanly(&full[..cut], &["nix-wasm-hook", "settings"]);
+    }
+}
+
+#[test]
+fn truncated_try_is_a_clear_error() {
+    let mut s = base("ssh://a x86_64-linux");
+    let t = try_message(true, "x86_64-linux", DRV, &["kvm"]);
+    s.extend_from_slice(&t[..t.len() - 5]);
+    errors_cleanly(&s, &["required features", DRV]);
+}
+
+#[test]
+fn absurd_string_length_is_refused_without_allocating() {
+    let mut s = base("ssh://a x86_64-linux");
+    s.extend_from_slice(&u64::MAX.to_le_bytes());
+    errors_cleanly(&s, &["next request"]);
+}
+
+#[test]
+fn unknown_command_word_is_an_error() {
+    let mut s = base("ssh://a x86_64-linux");
+    put_string(&mut s, b"frobnicate");
+    errors_cleanly(&s, &["'frobnicate'", "only command", "'try'"]);
+}
+
+#[test]
+fn end_of_input_between_requests_exits_zero() {
+    let env = HookEnv::new();
+    let mut hook = env.start();
+    hook.send(&base("ssh://a aarch64-linux"));
+    hook.send(&try_message(true, "x86_64-linux", DRV, &[]));
+    assert_eq!(hook.reply(), Some(Reply::Decline));
+    let (code, _, _) = hook.finish();
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn the_accepted_slot_is_held_until_the_hook_exits() {
+    let env = HookEnv::new();
+    let mut hook = env.start();
+    hook.send(&base("ssh://nix@b1 x86_64-linux - 2"));
+    hook.send(&try_message(true, "x86_64-linux", DRV, &[]));
+    assert_eq!(hook.reply(), Some(Reply::Accept("ssh://nix@b1".into())));
+    // Nix's own hook names slot files after the URI with '/' replaced by '_'.
+    let slot = env.current_load().join("ssh:__nix@b1-0");
+    assert!(slot.exists(), "{:?}", std::fs::read_dir(env.current_load()).unwrap().collect::<Vec<_>>());
+    assert!(is_locked(&slot), "the slot must stay locked while the build runs");
+    assert!(!is_locked(&env.current_load().join("ssh:__nix@b1-1")), "only one slot is taken");
+    assert!(!is_locked(&env.current_load().join("main-lock")), "the main lock is released after choosing");
+    hook.finish();
+    assert!(!is_locked(&slot), "the slot is released when the hook exits");
+}
+
+#[test]
+fn slots_held_by_nix_own_hook_count_as_load() {
+    let env = HookEnv::new();
+    // What Nix's build-remote holds while it builds on `ssh://a` (its only slot).
+    let held = OpenOptions::new().create(true).read(true).write(true).open(env.current_load().join("ssh:__a-0")).unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+    let mut hook = env.start();
+    hook.send(&settings(&[("builders", "ssh://a x86_64-linux ; ssh://b x86_64-linux"), ("max-jobs", "0"), ("system", "x86_64-linux")]));
+    hook.send(&try_message(false, "x86_64-linux", DRV, &[]));
+    assert_eq!(hook.reply(), Some(Reply::Accept("ssh://b".into())), "a is busy with Nix's build");
+    hook.finish();
+
+    let mut hook = env.start();
+    hook.send(&settings(&[("builders", "ssh://a x86_64-linux"), ("max-jobs", "0"), ("system", "x86_64-linux")]));
+    hook.send(&try_message(false, "x86_64-linux", DRV, &[]));
+    assert_eq!(hook.reply(), Some(Reply::Postpone), "the only machine is busy and Nix cannot build locally");
+    hook.finish();
+    drop(held);
+}
+
+#[test]
+fn a_chosen_policy_decides() {
+    let mut env = HookEnv::new();
+    env.args = vec!["--policy".into(), policy_fixture("prefer-last")];
+    let mut hook = env.start();
+    hook.send(&base("ssh://first x86_64-linux ; ssh://last x86_64-linux"));
+    hook.send(&try_message(true, "x86_64-linux", DRV, &[]));
+    assert_eq!(hook.reply(), Some(Reply::Accept("ssh://last".into())));
+    let (_, log, _) = hook.finish();
+    let msgs = crate::support::fake_parent::Hook::messages(&log);
+    assert!(!msgs.iter().any(|m| m.contains("default policy")), "{msgs:?}");
+}
+
+#[test]
+fn a_policy_named_in_the_config_file_decides() {
+    let env = HookEnv::new();
+    std::fs::write(env.path("hook.toml"), format!("policy = {:?}\n", policy_fixture("prefer-last"))).unwrap();
+    let mut hook = env.start();
+    hook.send(&base("ssh://first x86_64-linux ; ssh://last x86_64-linux"));
+    hook.send(&try_message(true, "x86_64-linux", DRV, &[]));
+    assert_eq!(hook.reply(), Some(Reply::Accept("ssh://last".into())));
+    hook.finish();
+}
+
+#[test]
+fn a_failing_policy_costs_one_warning_and_the_default_decides() {
+    let mut env = HookEnv::new();
+    env.args = vec!["--policy".into(), policy_fixture("spin")];
+    let mut hook = env.start();
+    hook.send(&base("ssh://first x86_64-linux ; ssh://last x86_64-linux"));
+    hook.send(&try_message(true, "x86_64-linux", DRV, &[]));
+    assert_eq!(hook.reply(), Some(Reply::Accept("ssh://first".into())), "the default's choice");
+    let (_, log, _) = hook.finish();
+    let msgs = crate::support::fake_parent::Hook::messages(&log);
+    let warnings: Vec<_> = msgs.iter().filter(|m| m.contains("spin.wasm")).collect();
+    assert_eq!(warnings.len(), 1, "{msgs:?}");
+    assert!(warnings[0].contains("ran out of fuel") && warnings[0].contains("default policy decided instead"));
+}
+
+#[test]
+fn an_unknown_config_key_is_an_error_naming_it() {
+    let env = HookEnv::new();
+    std::fs::write(env.path("hook.toml"), "policy-fule = 5\n").unwrap();
+    let mut hook = env.start();
+    hook.send(&base("ssh://a x86_64-linux"));
+    let (code, log, _) = hook.finish();
+    assert_eq!(code, 1);
+    let msgs = crate::support::fake_parent::Hook::messages(&log).join("\n");
+    assert!(msgs.contains("policy-fule") && msgs.contains("hook.toml"), "{msgs}");
+}
+
+#[test]
+fn a_relative_machines_file_is_explained() {
+    let env = HookEnv::new();
+    let mut hook = env.start();
+    hook.send(&base("@machines"));
+    assert_eq!(hook.reply(), Some(Reply::DeclinePermanently));
+    let (_, log, _) = hook.finish();
+    let msgs = crate::support::fake_parent::Hook::messages(&log).join("\n");
+    for w in ["relative path", "'/'", "'/machines'", "does not exist"] {
+        assert!(msgs.contains(w), "{msgs} lacks {w:?}");
+    }
+}
+
+#[test]
+fn settings_missing_from_the_block_come_from_nix_conf() {
+    // Lix ≤ 2.93 sends only overridden settings, so `builders` may be absent from the block.
+    let env = HookEnv::new();
+    std::fs::write(
+        env.path("etc-nix/nix.conf"),
+        "# the administrator's machines\nbuilders = ssh://from-conf x86_64-linux ; ssh://other x86_64-linux\nmax-jobs = 0\n",
+    )
+    .unwrap();
+    let mut hook = env.start();
+    hook.send(&settings(&[("system", "x86_64-linux")]));
+    hook.send(&try_message(false, "x86_64-linux", DRV, &[]));
+    assert_eq!(hook.reply(), Some(Reply::Accept("ssh://from-conf".into())));
+    hook.finish();
+
+    // The block wins over nix.conf, and NIX_CONFIG over nix.conf.
+    let mut env2 = HookEnv::new();
+    std::fs::copy(env.path("etc-nix/nix.conf"), env2.path("etc-nix/nix.conf")).unwrap();
+    env2.env.push(("NIX_CONFIG".into(), "builders = ssh://from-env x86_64-linux".into()));
+    let mut hook = env2.start();
+    hook.send(&settings(&[("system", "x86_64-linux")]));
+    hook.send(&try_message(false, "x86_64-linux", DRV, &[]));
+    assert_eq!(hook.reply(), Some(Reply::Accept("ssh://from-env".into())));
+    hook.finish();
+    let mut hook = env2.start();
+    hook.send(&settings(&[("system", "x86_64-linux"), ("builders", "ssh://from-block x86_64-linux")]));
+    hook.send(&try_message(false, "x86_64-linux", DRV, &[]));
+    assert_eq!(hook.reply(), Some(Reply::Accept("ssh://from-block".into())));
+    hook.finish();
+}
+
+#[test]
+fn a_relative_nix_remote_systems_is_reported_against_the_variable() {
+    let mut env = HookEnv::new();
+    env.env.push(("NIX_REMOTE_SYSTEMS".into(), "etc/machines".into()));
+    let mut hook = env.start();
+    // What Nix 2.8 sends when NIX_REMOTE_SYSTEMS sets the default of `builders`.
+    hook.send(&settings(&[("builders", "@etc/machines"), ("system", "x86_64-linux")]));
+    assert_eq!(hook.reply(), Some(Reply::DeclinePermanently));
+    let (_, log, _) = hook.finish();
+    let msgs = crate::support::fake_parent::Hook::messages(&log).join("\n");
+    for w in ["NIX_REMOTE_SYSTEMS", "'etc/machines'", "'/etc/machines'"] {
+        assert!(msgs.contains(w), "{msgs} lacks {w:?}");
+    }
+}
