@@ -44,7 +44,10 @@ fn local(max_jobs: u32) -> Local {
         max_jobs,
         system: "x86_64-linux".into(),
         extra_platforms: vec!["i686-linux".into()],
-        features: ["benchmark", "big-parallel", "kvm", "nixos-test"].iter().map(|s| s.to_string()).collect::<BTreeSet<_>>(),
+        features: ["benchmark", "big-parallel", "kvm", "nixos-test"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<BTreeSet<_>>(),
     }
 }
 
@@ -94,5 +97,11 @@ fn decision_table() {
             (got != c.expect).then(|| format!("{}: expected `{}`, got `{got}`", c.name, c.expect))
         })
         .collect();
-    assert!(failures.is_empty(), "{} of {} cases differ:\n{}", failures.len(), table.case.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ:\n{}",
+        failures.len(),
+        table.case.len(),
+        failures.join("\n")
+    );
 }

@@ -20,7 +20,12 @@ fn settings(pairs: &[(&str, &str)]) -> Vec<u8> {
 const DRV: &str = "/nix/store/0c7w2i7kmf3ljc1vyqrvpxsn6gdn2l3y-hello-2.12.1.drv";
 
 fn base(builders: &str) -> Vec<u8> {
-    settings(&[("builders", builders), ("max-jobs", "1"), ("system", "x86_64-linux"), ("system-features", "kvm")])
+    settings(&[
+        ("builders", builders),
+        ("max-jobs", "1"),
+        ("system", "x86_64-linux"),
+        ("system-features", "kvm"),
+    ])
 }
 
 fn policy_fixture(name: &str) -> String {
@@ -115,16 +120,30 @@ fn the_accepted_slot_is_held_until_the_hook_exits() {
 fn slots_held_by_nix_own_hook_count_as_load() {
     let env = HookEnv::new();
     // What Nix's build-remote holds while it builds on `ssh://a` (its only slot).
-    let held = OpenOptions::new().create(true).read(true).write(true).open(env.current_load().join("ssh:__a-0")).unwrap();
+    let held = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(env.current_load().join("ssh:__a-0"))
+        .unwrap();
     rustix::fs::flock(&held, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
     let mut hook = env.start();
-    hook.send(&settings(&[("builders", "ssh://a x86_64-linux ; ssh://b x86_64-linux"), ("max-jobs", "0"), ("system", "x86_64-linux")]));
+    hook.send(&settings(&[
+        ("builders", "ssh://a x86_64-linux ; ssh://b x86_64-linux"),
+        ("max-jobs", "0"),
+        ("system", "x86_64-linux"),
+    ]));
     hook.send(&try_message(false, "x86_64-linux", DRV, &[]));
     assert_eq!(hook.reply(), Some(Reply::Accept("ssh://b".into())), "a is busy with Nix's build");
     hook.finish();
 
     let mut hook = env.start();
-    hook.send(&settings(&[("builders", "ssh://a x86_64-linux"), ("max-jobs", "0"), ("system", "x86_64-linux")]));
+    hook.send(&settings(&[
+        ("builders", "ssh://a x86_64-linux"),
+        ("max-jobs", "0"),
+        ("system", "x86_64-linux"),
+    ]));
     hook.send(&try_message(false, "x86_64-linux", DRV, &[]));
     assert_eq!(hook.reply(), Some(Reply::Postpone), "the only machine is busy and Nix cannot build locally");
     hook.finish();
@@ -167,7 +186,9 @@ fn a_failing_policy_costs_one_warning_and_the_default_decides() {
     let msgs = crate::support::fake_parent::Hook::messages(&log);
     let warnings: Vec<_> = msgs.iter().filter(|m| m.contains("spin.wasm")).collect();
     assert_eq!(warnings.len(), 1, "{msgs:?}");
-    assert!(warnings[0].contains("ran out of fuel") && warnings[0].contains("default policy decided instead"));
+    assert!(
+        warnings[0].contains("ran out of fuel") && warnings[0].contains("default policy decided instead")
+    );
 }
 
 #[test]

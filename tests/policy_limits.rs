@@ -76,12 +76,17 @@ fn the_default_policy_decides_like_nix() {
 
 #[test]
 fn a_policy_that_loops_forever_runs_out_of_fuel() {
-    falls_back("spin", Limits::default(), &["spin.wasm", "ran out of fuel", "default policy decided instead"]);
+    falls_back(
+        "spin",
+        Limits::default(),
+        &["spin.wasm", "ran out of fuel", "default policy decided instead"],
+    );
 }
 
 #[test]
 fn a_policy_that_loops_hits_the_deadline_when_fuel_is_ample() {
-    let limits = Limits { fuel: u64::MAX / 2, deadline: std::time::Duration::from_millis(50), ..Limits::default() };
+    let limits =
+        Limits { fuel: u64::MAX / 2, deadline: std::time::Duration::from_millis(50), ..Limits::default() };
     falls_back("spin", limits, &["spin.wasm", "deadline"]);
 }
 
@@ -151,9 +156,19 @@ fn compiled_policies_are_cached() {
     assert_eq!(images.len(), 1, "{images:?}");
     assert_eq!(images[0].extension().unwrap(), "cwasm");
     // A second load maps the image instead of compiling; a corrupt image is a miss.
-    let (_, source) = cache.load(nix_wasm_hook::policy::engine::shared().unwrap(), &std::fs::read(fixture("prefer-last")).unwrap()).unwrap();
+    let (_, source) = cache
+        .load(
+            nix_wasm_hook::policy::engine::shared().unwrap(),
+            &std::fs::read(fixture("prefer-last")).unwrap(),
+        )
+        .unwrap();
     assert_eq!(source, nix_wasm_hook::policy::cache::Source::Cached);
     std::fs::write(&images[0], b"not an image").unwrap();
-    let (_, source) = cache.load(nix_wasm_hook::policy::engine::shared().unwrap(), &std::fs::read(fixture("prefer-last")).unwrap()).unwrap();
+    let (_, source) = cache
+        .load(
+            nix_wasm_hook::policy::engine::shared().unwrap(),
+            &std::fs::read(fixture("prefer-last")).unwrap(),
+        )
+        .unwrap();
     assert_eq!(source, nix_wasm_hook::policy::cache::Source::Compiled);
 }

@@ -58,7 +58,6 @@ fn play(capture: &Capture, case: &Case) -> Vec<String> {
     hook.send(&capture.settings_block(&overrides));
     let mut expected = case.replies.iter().map(|r| parse_reply(r));
     let mut steps = capture.steps.iter().peekable();
-    let mut declined_permanently = false;
     if case.replies.first().map(String::as_str) == Some("decline-permanently") {
         // Sent before any `try`, as Nix's own hook does; Nix then kills the hook.
         let got = hook.reply();
@@ -66,10 +65,9 @@ fn play(capture: &Capture, case: &Case) -> Vec<String> {
             problems.push(format!("{}: expected decline-permanently before any try, got {got:?}", case.name));
         }
         expected.next();
-        declined_permanently = true;
+        assert!(expected.next().is_none(), "{}: nothing can follow decline-permanently", case.name);
     }
-    while !declined_permanently {
-        let Some(want) = expected.next() else { break };
+    for want in expected {
         let Some(step) = steps.by_ref().find(|s| matches!(s, Step::Try { .. })) else {
             problems.push(format!("{}: more replies expected than the capture has tries", case.name));
             break;

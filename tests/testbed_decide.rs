@@ -61,7 +61,10 @@ fn with_max_jobs_0_and_no_fitting_machine_nix_fails_and_we_say_why_per_machine()
     assert!(err.contains("unable to start any build"), "Nix's own error:\n{err}");
     assert!(err.contains("nix-wasm-hook: no remote machine will build"), "{err}");
     assert!(err.contains("required features gpu"), "{err}");
-    let b1 = format!("ssh://root@{} (setting 'builders':1): does not support the required feature `gpu`", tb.addr(1));
+    let b1 = format!(
+        "ssh://root@{} (setting 'builders':1): does not support the required feature `gpu`",
+        tb.addr(1)
+    );
     assert!(err.contains(&b1), "missing {b1:?} in\n{err}");
     let b2 = format!("ssh://root@{} (setting 'builders':2): does not support the required feature `gpu`; mandatory feature `benchmark` is not among the derivation's required features", tb.addr(2));
     assert!(err.contains(&b2), "missing {b2:?} in\n{err}");
@@ -80,14 +83,21 @@ fn a_relative_nix_remote_systems_is_explained_in_nix_output() {
     let out = cmd.output().unwrap();
     let err = stderr(&out);
     assert!(!out.status.success(), "{}", describe(&out));
-    for w in ["included file 'machines' is a relative path", "working directory at '/'", "'/machines'", "does not exist"] {
+    for w in [
+        "included file 'machines' is a relative path",
+        "working directory at '/'",
+        "'/machines'",
+        "does not exist",
+    ] {
         assert!(err.contains(w), "missing {w:?} in\n{err}");
     }
 }
 
 #[test]
 fn nix_takes_our_accept_and_names_the_machine() {
-    let Some(tb) = Testbed::up_or_skip(2, Opts { speeds: Some("1,2".into()), ..Opts::default() }) else { return };
+    let Some(tb) = Testbed::up_or_skip(2, Opts { speeds: Some("1,2".into()), ..Opts::default() }) else {
+        return;
+    };
     let builders = tb.machines_lines().join("\n");
     let out = tb.nix_build(
         &drv("nwh-accept", "x86_64-linux", &[]),

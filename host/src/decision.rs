@@ -83,7 +83,7 @@ pub fn eligibility(req: &Request, m: &MachineView) -> Result<(), Misfit> {
     if !m.enabled {
         return Err(Misfit::Disabled);
     }
-    if req.system != "builtin" && !m.systems.iter().any(|s| *s == req.system) {
+    if req.system != "builtin" && !m.systems.contains(&req.system) {
         return Err(Misfit::System { wanted: req.system.clone(), has: m.systems.clone() });
     }
     for f in &req.required_features {

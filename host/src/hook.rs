@@ -40,7 +40,7 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
     if let Some(w) = load_warning {
         logger.warn(&format!("nix-wasm-hook: {w}"));
     }
-    let load = nwh_slots::LoadDir::open(&opts.current_load_dir());
+    let load = nwh_slots::LoadDir::open(opts.current_load_dir());
     let local = Local {
         max_jobs: settings.max_jobs(),
         system: settings.system().to_string(),

@@ -69,7 +69,9 @@ impl Logger {
     pub fn start(&self, level: Level, kind: Activity, text: &str) -> ActivityGuard<'_> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         if self.json {
-            emit(&json!({"action": "start", "id": id, "level": level as u8, "type": kind as u64, "text": text, "parent": 0, "fields": []}));
+            emit(
+                &json!({"action": "start", "id": id, "level": level as u8, "type": kind as u64, "text": text, "parent": 0, "fields": []}),
+            );
         } else if level <= self.verbosity {
             let _ = writeln!(std::io::stderr().lock(), "{text}");
         }

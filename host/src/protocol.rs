@@ -36,7 +36,10 @@ pub struct Session<R: Read, W: Write> {
 
 impl<R: Read, W: Write> Session<R, W> {
     pub fn new(input: R, replies: W) -> Self {
-        Session { input: Reader::with_limits(input, Limits { max_string_len: MAX_STRING, max_list_len: MAX_LIST }), replies }
+        Session {
+            input: Reader::with_limits(input, Limits { max_string_len: MAX_STRING, max_list_len: MAX_LIST }),
+            replies,
+        }
     }
 
     /// The settings block: `1, name, value` records ended by `0`.
@@ -47,10 +50,15 @@ impl<R: Read, W: Write> Session<R, W> {
                 0 => return Ok(settings),
                 1 => {
                     let name = self.input.read_string().context("reading a setting's name")?;
-                    let value = self.input.read_string().with_context(|| format!("reading the value of setting '{name}'"))?;
+                    let value = self
+                        .input
+                        .read_string()
+                        .with_context(|| format!("reading the value of setting '{name}'"))?;
                     settings.push((name, value));
                 }
-                n => bail!("the settings block from Nix holds a record marker {n}, where 0 or 1 was expected"),
+                n => {
+                    bail!("the settings block from Nix holds a record marker {n}, where 0 or 1 was expected")
+                }
             }
         }
     }
@@ -63,18 +71,24 @@ impl<R: Read, W: Write> Session<R, W> {
             Err(e) => return Err(e).context("reading the next request from Nix"),
         };
         if word != "try" {
-            bail!("Nix sent the command '{}', but the only command of the build-hook protocol is 'try'", word.escape_debug());
+            bail!(
+                "Nix sent the command '{}', but the only command of the build-hook protocol is 'try'",
+                word.escape_debug()
+            );
         }
         let am_willing = self.input.read_bool().context("reading amWilling of a 'try'")?;
         let system = self.input.read_string().context("reading the system of a 'try'")?;
         let drv_path = self.input.read_string().context("reading the derivation path of a 'try'")?;
-        let required_features =
-            self.input.read_string_list().with_context(|| format!("reading the required features of {drv_path}"))?;
+        let required_features = self
+            .input
+            .read_string_list()
+            .with_context(|| format!("reading the required features of {drv_path}"))?;
         Ok(Message::Try(Try { am_willing, system, drv_path, required_features }))
     }
 
     pub fn read_accepted(&mut self) -> Result<Accepted> {
-        let inputs = self.input.read_string_list().context("reading the input paths Nix sends after '# accept'")?;
+        let inputs =
+            self.input.read_string_list().context("reading the input paths Nix sends after '# accept'")?;
         let wanted_outputs =
             self.input.read_string_list().context("reading the wanted outputs Nix sends after '# accept'")?;
         Ok(Accepted { inputs, wanted_outputs })

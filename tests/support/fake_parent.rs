@@ -42,7 +42,8 @@ impl Cursor<'_> {
         (0..self.u64()).map(|_| self.string()).collect()
     }
     fn at_try(&self) -> bool {
-        self.b.len() >= self.pos + 16 && self.b[self.pos..self.pos + 16] == *b"\x03\0\0\0\0\0\0\0try\0\0\0\0\0"
+        self.b.len() >= self.pos + 16
+            && self.b[self.pos..self.pos + 16] == *b"\x03\0\0\0\0\0\0\0try\0\0\0\0\0"
     }
 }
 
@@ -64,7 +65,13 @@ impl Capture {
                 let system = c.string();
                 let drv_path = c.string();
                 let features = c.strings();
-                steps.push(Step::Try { raw: bytes[start..c.pos].to_vec(), system, drv_path, features, am_willing });
+                steps.push(Step::Try {
+                    raw: bytes[start..c.pos].to_vec(),
+                    system,
+                    drv_path,
+                    features,
+                    am_willing,
+                });
             } else {
                 let inputs = c.strings();
                 let outputs = c.strings();

@@ -43,10 +43,7 @@ pub struct Opts {
 
 /// Path of `testbed/testbed.sh` (the repo root is the parent of the `host` crate).
 pub fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("testbed")
-        .join("testbed.sh")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("testbed").join("testbed.sh")
 }
 
 fn in_ci() -> bool {
@@ -99,8 +96,7 @@ where
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script().display()))
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {}: {e}", script().display()))
 }
 
 fn text(b: &[u8]) -> String {
@@ -132,15 +128,8 @@ pub fn out_paths(out: &Output) -> Vec<String> {
 /// outlives the test bed.
 pub fn unique_nonce() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!(
-        "{t}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{t}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 /// A trivial derivation whose output is the hostname of the machine that built
@@ -187,8 +176,7 @@ impl Testbed {
             .open(TESTS_LOCK)
             .unwrap_or_else(|e| panic!("cannot open {TESTS_LOCK}: {e} (not root?)"));
         let t = Instant::now();
-        lock.lock()
-            .unwrap_or_else(|e| panic!("cannot flock {TESTS_LOCK}: {e}"));
+        lock.lock().unwrap_or_else(|e| panic!("cannot flock {TESTS_LOCK}: {e}"));
         let waited = t.elapsed();
         if waited.as_secs_f64() > 1.0 {
             eprintln!("testbed: waited {waited:.1?} for {TESTS_LOCK}");
@@ -196,40 +184,20 @@ impl Testbed {
 
         // A fresh test bed for every user: no builder state from earlier tests.
         let down = run_script(["down"], &[]);
-        assert!(
-            down.status.success(),
-            "testbed.sh down (before up) failed:\n{}",
-            describe(&down)
-        );
+        assert!(down.status.success(), "testbed.sh down (before up) failed:\n{}", describe(&down));
 
         let envs = [
-            (
-                "TESTBED_SPEEDS",
-                opts.speeds.clone().unwrap_or_else(|| "1".into()),
-            ),
-            (
-                "TESTBED_JOBS",
-                opts.jobs.clone().unwrap_or_else(|| "1".into()),
-            ),
-            (
-                "TESTBED_FEATURES",
-                opts.features.clone().unwrap_or_else(|| "-".into()),
-            ),
-            (
-                "TESTBED_MANDATORY",
-                opts.mandatory.clone().unwrap_or_else(|| "-".into()),
-            ),
+            ("TESTBED_SPEEDS", opts.speeds.clone().unwrap_or_else(|| "1".into())),
+            ("TESTBED_JOBS", opts.jobs.clone().unwrap_or_else(|| "1".into())),
+            ("TESTBED_FEATURES", opts.features.clone().unwrap_or_else(|| "-".into())),
+            ("TESTBED_MANDATORY", opts.mandatory.clone().unwrap_or_else(|| "-".into())),
         ];
         let t = Instant::now();
         let up = run_script(["up".to_string(), n.to_string()], &envs);
         if !up.status.success() {
             // Leave nothing behind, then fail loudly.
             let down = run_script(["down"], &[]);
-            panic!(
-                "testbed.sh up {n} failed:\n{}\n(down afterwards: {})",
-                describe(&up),
-                describe(&down)
-            );
+            panic!("testbed.sh up {n} failed:\n{}\n(down afterwards: {})", describe(&up), describe(&down));
         }
         eprintln!("testbed: up {n} took {:.1?}", t.elapsed());
 
@@ -243,11 +211,7 @@ impl Testbed {
         };
         tb.machines = text(&up.stdout).lines().map(String::from).collect();
         assert_eq!(tb.machines.len(), n, "machines lines:\n{}", describe(&up));
-        tb.machines_ng = tb
-            .script_ok(["machines", "ssh-ng"])
-            .lines()
-            .map(String::from)
-            .collect();
+        tb.machines_ng = tb.script_ok(["machines", "ssh-ng"]).lines().map(String::from).collect();
         tb.master_options = tb
             .script_ok(["nix-conf"])
             .lines()
@@ -265,11 +229,7 @@ impl Testbed {
         S: AsRef<std::ffi::OsStr>,
     {
         let out = run_script(args, &[]);
-        assert!(
-            out.status.success(),
-            "testbed.sh failed:\n{}",
-            describe(&out)
-        );
+        assert!(out.status.success(), "testbed.sh failed:\n{}", describe(&out));
         text(&out.stdout)
     }
 
@@ -309,12 +269,7 @@ impl Testbed {
     /// ([`NIX_BUILD_TIMEOUT_SECS`]). Add arguments or environment as needed.
     pub fn nix_build_cmd(&self, expr: &str, extra_args: &[&str]) -> Command {
         let mut cmd = Command::new("timeout");
-        cmd.args([
-            "--kill-after=10",
-            &NIX_BUILD_TIMEOUT_SECS.to_string(),
-            "nix-build",
-        ])
-        .arg("--no-out-link");
+        cmd.args(["--kill-after=10", &NIX_BUILD_TIMEOUT_SECS.to_string(), "nix-build"]).arg("--no-out-link");
         for (k, v) in &self.master_options {
             cmd.args(["--option", k, v]);
         }
@@ -342,11 +297,7 @@ impl Testbed {
             .nix_build_cmd(expr, extra_args)
             .output()
             .expect("cannot run nix-build (is nix-bin installed? testbed.sh up installs it)");
-        eprintln!(
-            "testbed: nix-build took {:.2?} ({})",
-            t.elapsed(),
-            out.status
-        );
+        eprintln!("testbed: nix-build took {:.2?} ({})", t.elapsed(), out.status);
         out
     }
 
@@ -364,9 +315,7 @@ impl Testbed {
 
     /// Is `path` valid in builder `i`'s store?
     pub fn valid_on(&self, i: usize, path: &str) -> bool {
-        self.exec(i, &["nix-store", "--check-validity", path])
-            .status
-            .success()
+        self.exec(i, &["nix-store", "--check-validity", path]).status.success()
     }
 
     /// Fault injection: stop builder `i` (connections are refused).

@@ -25,22 +25,14 @@ impl Summary {
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Validates `bytes` and lists its top-level imports and exports (nested modules and
 /// components inside a component are skipped).
 pub fn summarize(bytes: &[u8]) -> Result<Summary> {
-    wasmparser::Validator::new()
-        .validate_all(bytes)
-        .context("invalid Wasm")?;
-    let mut summary = Summary {
-        component: Parser::is_component(bytes),
-        ..Summary::default()
-    };
+    wasmparser::Validator::new().validate_all(bytes).context("invalid Wasm")?;
+    let mut summary = Summary { component: Parser::is_component(bytes), ..Summary::default() };
     let mut depth = 0usize;
     for payload in Parser::new(0).parse_all(bytes) {
         match payload? {
@@ -50,18 +42,14 @@ pub fn summarize(bytes: &[u8]) -> Result<Summary> {
                 for import in reader {
                     let import = import?;
                     let kind = format!("{:?}", import.ty);
-                    summary
-                        .imports
-                        .push((import.name.full_name().into_owned(), kind));
+                    summary.imports.push((import.name.full_name().into_owned(), kind));
                 }
             }
             Payload::ComponentExportSection(reader) if depth == 1 => {
                 for export in reader {
                     let export = export?;
                     let kind = format!("{:?}", export.kind);
-                    summary
-                        .exports
-                        .push((export.name.full_name().into_owned(), kind));
+                    summary.exports.push((export.name.full_name().into_owned(), kind));
                 }
             }
             Payload::ImportSection(reader) if depth == 1 => {
@@ -78,9 +66,7 @@ pub fn summarize(bytes: &[u8]) -> Result<Summary> {
             Payload::ExportSection(reader) if depth == 1 => {
                 for export in reader {
                     let export = export?;
-                    summary
-                        .exports
-                        .push((export.name.to_string(), format!("{:?}", export.kind)));
+                    summary.exports.push((export.name.to_string(), format!("{:?}", export.kind)));
                 }
             }
             _ => {}
@@ -94,12 +80,7 @@ pub fn wit_text(bytes: &[u8]) -> Result<String> {
     let decoded = wit_component::decode(bytes).context("decoding the component's WIT")?;
     let resolve = decoded.resolve();
     let package = decoded.package();
-    let nested: Vec<_> = resolve
-        .packages
-        .iter()
-        .map(|(id, _)| id)
-        .filter(|id| *id != package)
-        .collect();
+    let nested: Vec<_> = resolve.packages.iter().map(|(id, _)| id).filter(|id| *id != package).collect();
     let mut printer = wit_component::WitPrinter::default();
     printer.print(resolve, package, &nested)?;
     Ok(printer.output.to_string())
@@ -114,14 +95,7 @@ pub fn print(path: &Path, wit: bool) -> Result<()> {
     println!("{}", path.display());
     println!("  size:    {} bytes", bytes.len());
     println!("  sha256:  {}", sha256_hex(&bytes));
-    println!(
-        "  kind:    {}",
-        if summary.component {
-            "component"
-        } else {
-            "core module"
-        }
-    );
+    println!("  kind:    {}", if summary.component { "component" } else { "core module" });
     println!("  imports: {}", summary.imports.len());
     for (name, kind) in &summary.imports {
         println!("    {name}  ({kind})");

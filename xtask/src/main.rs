@@ -56,11 +56,7 @@ fn run() -> Result<ExitCode> {
         }
         "check-policies" => {
             let opts = policies::Options::new(target_dir_arg(&rest)?)?;
-            Ok(if policies::check(&opts)? {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(if policies::check(&opts)? { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         "test" => {
             let (opts_args, cargo_args) = match rest.iter().position(|a| a == "--") {
@@ -82,8 +78,7 @@ fn run() -> Result<ExitCode> {
                 bail!("inspect: name at least one .wasm file");
             }
             for file in files {
-                inspect::print(&PathBuf::from(file), wit)
-                    .with_context(|| format!("inspecting {file}"))?;
+                inspect::print(&PathBuf::from(file), wit).with_context(|| format!("inspecting {file}"))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -103,9 +98,7 @@ fn target_dir_arg(rest: &[String]) -> Result<Option<PathBuf>> {
     let mut it = rest.iter();
     while let Some(a) = it.next() {
         if a == "--target-dir" {
-            dir = Some(PathBuf::from(
-                it.next().context("--target-dir needs a directory")?,
-            ));
+            dir = Some(PathBuf::from(it.next().context("--target-dir needs a directory")?));
         } else if let Some(d) = a.strip_prefix("--target-dir=") {
             dir = Some(PathBuf::from(d));
         } else {

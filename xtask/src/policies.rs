@@ -59,18 +59,8 @@ impl Guest {
     }
 }
 
-const fn guest(
-    name: &'static str,
-    package: &'static str,
-    target: Target,
-    imports: Imports,
-) -> Guest {
-    Guest {
-        name,
-        package,
-        target,
-        imports,
-    }
+const fn guest(name: &'static str, package: &'static str, target: Target, imports: Imports) -> Guest {
+    Guest { name, package, target, imports }
 }
 
 const GUESTS: &[Guest] = &[
@@ -78,25 +68,10 @@ const GUESTS: &[Guest] = &[
     guest("spin", "test-policy-spin", Target::Core, Imports::None),
     guest("hog", "test-policy-hog", Target::Core, Imports::None),
     guest("trap", "test-policy-trap", Target::Core, Imports::None),
-    guest(
-        "phantom",
-        "test-policy-phantom",
-        Target::Core,
-        Imports::None,
-    ),
+    guest("phantom", "test-policy-phantom", Target::Core, Imports::None),
     guest("misfit", "test-policy-misfit", Target::Core, Imports::None),
-    guest(
-        "prefer-last",
-        "test-policy-prefer-last",
-        Target::Core,
-        Imports::None,
-    ),
-    guest(
-        "snoop",
-        "test-policy-snoop",
-        Target::Wasip2,
-        Imports::OnlyWasi,
-    ),
+    guest("prefer-last", "test-policy-prefer-last", Target::Core, Imports::None),
+    guest("snoop", "test-policy-snoop", Target::Wasip2, Imports::OnlyWasi),
     guest(
         "foreign-import",
         "test-policy-foreign-import",
@@ -120,12 +95,9 @@ impl Options {
         // lock), and CI keeps it between runs.
         let target_dir = target_dir
             .or_else(|| std::env::var_os("POLICIES_TARGET_DIR").map(PathBuf::from))
-            .or_else(|| {
-                std::env::var_os("CARGO_TARGET_DIR").map(|d| PathBuf::from(d).join("policies"))
-            })
+            .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(|d| PathBuf::from(d).join("policies")))
             .unwrap_or_else(|| repo.join("policies/target"));
-        std::fs::create_dir_all(&target_dir)
-            .with_context(|| format!("creating {}", target_dir.display()))?;
+        std::fs::create_dir_all(&target_dir).with_context(|| format!("creating {}", target_dir.display()))?;
         let target_dir = target_dir.canonicalize()?;
         Ok(Options { repo, target_dir })
     }
@@ -136,13 +108,7 @@ pub fn build(opts: &Options) -> Result<()> {
     let built = build_into(opts, &opts.repo, false)?;
     println!("{:<16} {:>8}  {:<64}  path", "policy", "bytes", "sha256");
     for (guest, bytes) in &built {
-        println!(
-            "{:<16} {:>8}  {}  {}",
-            guest.name,
-            bytes.len(),
-            sha256_hex(bytes),
-            guest.output()
-        );
+        println!("{:<16} {:>8}  {}  {}", guest.name, bytes.len(), sha256_hex(bytes), guest.output());
     }
     Ok(())
 }
@@ -150,9 +116,7 @@ pub fn build(opts: &Options) -> Result<()> {
 /// Rebuilds every guest into a temporary directory and compares with the committed files.
 /// Returns false (after naming each one) when any differs or is missing.
 pub fn check(opts: &Options) -> Result<bool> {
-    let scratch = tempfile::Builder::new()
-        .prefix("xtask-check-policies-")
-        .tempdir()?;
+    let scratch = tempfile::Builder::new().prefix("xtask-check-policies-").tempdir()?;
     let built = build_into(opts, scratch.path(), true)?;
     let mut ok = true;
     for (guest, fresh) in &built {
@@ -220,30 +184,17 @@ pub fn workspace_tests(opts: &Options, args: &[String]) -> Result<()> {
 }
 
 /// Builds all guests and writes each component to `out_root/<guest.output>`.
-fn build_into(
-    opts: &Options,
-    out_root: &Path,
-    locked: bool,
-) -> Result<Vec<(&'static Guest, Vec<u8>)>> {
+fn build_into(opts: &Options, out_root: &Path, locked: bool) -> Result<Vec<(&'static Guest, Vec<u8>)>> {
     check_guest_list(&opts.repo)?;
     add_targets();
     for target in [Target::Core, Target::Wasip2] {
-        let packages: Vec<&str> = GUESTS
-            .iter()
-            .filter(|g| g.target == target)
-            .map(|g| g.package)
-            .collect();
+        let packages: Vec<&str> = GUESTS.iter().filter(|g| g.target == target).map(|g| g.package).collect();
         cargo_build(opts, target, &packages, locked)?;
     }
     let mut built = Vec::new();
     for guest in GUESTS {
-        let artifact = opts
-            .target_dir
-            .join(guest.target.triple())
-            .join("release")
-            .join(guest.artifact());
-        let module =
-            std::fs::read(&artifact).with_context(|| format!("reading {}", artifact.display()))?;
+        let artifact = opts.target_dir.join(guest.target.triple()).join("release").join(guest.artifact());
+        let module = std::fs::read(&artifact).with_context(|| format!("reading {}", artifact.display()))?;
         let component = match guest.target {
             Target::Core => wit_component::ComponentEncoder::default()
                 .validate(true)
@@ -332,14 +283,9 @@ fn cargo_home() -> Option<PathBuf> {
 
 fn sysroot(repo: &Path) -> Option<PathBuf> {
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| OsString::from("rustc"));
-    let out = Command::new(rustc)
-        .args(["--print", "sysroot"])
-        .current_dir(repo.join("policies"))
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    let out =
+        Command::new(rustc).args(["--print", "sysroot"]).current_dir(repo.join("policies")).output().ok()?;
+    out.status.success().then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
 fn cargo_build(opts: &Options, target: Target, packages: &[&str], locked: bool) -> Result<()> {
@@ -368,18 +314,14 @@ fn cargo_build(opts: &Options, target: Target, packages: &[&str], locked: bool) 
         opts.target_dir.display()
     );
     let status = cmd.status().context("running cargo")?;
-    ensure!(
-        status.success(),
-        "cargo build for {} failed: {status}",
-        target.triple()
-    );
+    ensure!(status.success(), "cargo build for {} failed: {status}", target.triple());
     Ok(())
 }
 
 /// Checks that a component exports the policy interface and imports what it should.
 fn verify(guest: &Guest, component: &[u8]) -> Result<()> {
-    let summary = inspect::summarize(component)
-        .with_context(|| format!("{}: reading the component", guest.name))?;
+    let summary =
+        inspect::summarize(component).with_context(|| format!("{}: reading the component", guest.name))?;
     ensure!(summary.component, "{}: not a component", guest.name);
     let exports = summary.export_names();
     ensure!(
@@ -389,16 +331,12 @@ fn verify(guest: &Guest, component: &[u8]) -> Result<()> {
     );
     let imports = summary.import_names();
     match guest.imports {
-        Imports::None => ensure!(
-            imports.is_empty(),
-            "{}: must import nothing, imports {imports:?}",
-            guest.name
-        ),
-        Imports::Exactly(expected) => ensure!(
-            imports == expected,
-            "{}: imports {imports:?}, expected {expected:?}",
-            guest.name
-        ),
+        Imports::None => {
+            ensure!(imports.is_empty(), "{}: must import nothing, imports {imports:?}", guest.name)
+        }
+        Imports::Exactly(expected) => {
+            ensure!(imports == expected, "{}: imports {imports:?}, expected {expected:?}", guest.name)
+        }
         Imports::OnlyWasi => ensure!(
             !imports.is_empty() && imports.iter().all(|i| i.starts_with("wasi:")),
             "{}: must import only (and some) WASI, imports {imports:?}",

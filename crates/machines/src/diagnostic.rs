@@ -121,13 +121,7 @@ pub(crate) struct Site<'a> {
 
 impl Site<'_> {
     /// A diagnostic for `len` bytes at byte offset `at` of this line.
-    pub(crate) fn at(
-        &self,
-        severity: Severity,
-        at: usize,
-        len: usize,
-        message: String,
-    ) -> Diagnostic {
+    pub(crate) fn at(&self, severity: Severity, at: usize, len: usize, message: String) -> Diagnostic {
         let before = &self.text[..at];
         let token = &self.text[at..(at + len).min(self.text.len())];
         Diagnostic {

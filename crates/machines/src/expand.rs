@@ -25,11 +25,7 @@ pub(crate) struct Reader<'c> {
 
 impl<'c> Reader<'c> {
     pub(crate) fn new(ctx: &'c ParseContext) -> Self {
-        Reader {
-            ctx,
-            out: Machines::default(),
-            open_files: Vec::new(),
-        }
+        Reader { ctx, out: Machines::default(), open_files: Vec::new() }
     }
 
     pub(crate) fn finish(self) -> Machines {
@@ -39,11 +35,7 @@ impl<'c> Reader<'c> {
     /// Read the entries of `text`; `location` names it in diagnostics and origins.
     pub(crate) fn expand(&mut self, text: &str, location: &str) {
         for (index, line) in text.split('\n').enumerate() {
-            let site = Site {
-                location,
-                line_no: index as u32 + 1,
-                text: line,
-            };
+            let site = Site { location, line_no: index as u32 + 1, text: line };
             self.warn_old_nix_differences(&site);
             let code = &line[..line.find('#').unwrap_or(line.len())];
             let mut start = 0;
@@ -106,11 +98,7 @@ impl<'c> Reader<'c> {
             } else {
                 format!("included file '{path}' is a relative path")
             };
-            let tilde = if path.starts_with('~') {
-                "; '~' is not expanded"
-            } else {
-                ""
-            };
+            let tilde = if path.starts_with('~') { "; '~' is not expanded" } else { "" };
             let message = format!(
                 "{what}; the build hook runs with its working directory at '{}', so Nix would \
                  read '{}' ({}){tilde}; it is not read",
@@ -205,39 +193,25 @@ impl<'c> Reader<'c> {
                         "convert the file to Unix line ends (e.g. `dos2unix FILE`)",
                     )
                 } else if piece_at == 0 && hash.is_some() {
-                    (
-                        "this comment line is indented",
-                        "start the comment at the beginning of the line",
-                    )
+                    ("this comment line is indented", "start the comment at the beginning of the line")
                 } else {
-                    (
-                        "this entry holds only whitespace",
-                        "remove the whitespace (or the ';' before it)",
-                    )
+                    ("this entry holds only whitespace", "remove the whitespace (or the ';' before it)")
                 };
                 let message = format!(
                     "{what}; {OLD_NIX} stop every build on it (\"bad machine specification: store \
                      URL was not found at the first column of a row\"); current Nix skips it"
                 );
                 site.warning(piece_at, kept.len(), message)
-                    .expected(format!(
-                        "no whitespace-only entries, if {OLD_NIX} also read this"
-                    ))
+                    .expected(format!("no whitespace-only entries, if {OLD_NIX} also read this"))
                     .fix(fix)
             } else if in_comment {
-                let as_what = if entry.starts_with('@') {
-                    "an include"
-                } else {
-                    "another machine"
-                };
+                let as_what = if entry.starts_with('@') { "an include" } else { "another machine" };
                 let message = format!(
                     "{OLD_NIX} read '{entry}' after the ';' in this comment as {as_what}; current \
                      Nix ignores the whole comment"
                 );
                 site.warning(piece_at + lead, entry.len(), message)
-                    .expected(format!(
-                        "no ';' inside comments, if {OLD_NIX} also read this"
-                    ))
+                    .expected(format!("no ';' inside comments, if {OLD_NIX} also read this"))
                     .fix("remove the ';' from the comment")
             } else if lead > 0 && entry.starts_with('@') {
                 let message = format!(
@@ -259,11 +233,8 @@ impl<'c> Reader<'c> {
     pub(crate) fn warn_multi_file_env(&mut self, value: &str) {
         let files = value.lines().filter(|l| l.starts_with('@')).count();
         if files > 1 {
-            let site = Site {
-                location: REMOTE_SYSTEMS_ENV,
-                line_no: 2,
-                text: value.lines().nth(1).unwrap_or(""),
-            };
+            let site =
+                Site { location: REMOTE_SYSTEMS_ENV, line_no: 2, text: value.lines().nth(1).unwrap_or("") };
             let message = format!(
                 "NIX_REMOTE_SYSTEMS names {files} files; Nix ≤ 2.23 and Lix join them with spaces \
                  into one path that does not exist and silently use none of them"
@@ -305,10 +276,7 @@ fn read_fix(e: &std::io::Error, path: &str) -> String {
              `chmod a+r {path}`"
         ),
         ErrorKind::IsADirectory => {
-            format!(
-                "name a file, not a directory (e.g. '@{}/NAME')",
-                path.trim_end_matches('/')
-            )
+            format!("name a file, not a directory (e.g. '@{}/NAME')", path.trim_end_matches('/'))
         }
         _ => format!("check that '{path}' is a readable machines file"),
     }

@@ -83,11 +83,7 @@ impl Machine {
     /// it shows what the hook understood, defaults filled in, the URI normalised.
     pub fn line(&self) -> String {
         fn set<'a>(items: impl IntoIterator<Item = &'a String>) -> String {
-            let joined = items
-                .into_iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>()
-                .join(",");
+            let joined = items.into_iter().map(String::as_str).collect::<Vec<_>>().join(",");
             if joined.is_empty() {
                 "-".to_owned()
             } else {
@@ -97,16 +93,12 @@ impl Machine {
         let mut columns = vec![
             self.uri.clone(),
             set(&self.systems),
-            self.ssh_key
-                .as_ref()
-                .map_or("-".to_owned(), |k| k.display().to_string()),
+            self.ssh_key.as_ref().map_or("-".to_owned(), |k| k.display().to_string()),
             self.max_jobs.to_string(),
             self.speed_factor.to_string(),
             set(&self.supported_features),
             set(&self.mandatory_features),
-            self.host_key
-                .as_ref()
-                .map_or("-".to_owned(), |k| k.base64.clone()),
+            self.host_key.as_ref().map_or("-".to_owned(), |k| k.base64.clone()),
         ];
         while columns.len() > 1 && columns.last().is_some_and(|c| c == "-") {
             columns.pop();
@@ -135,10 +127,7 @@ pub struct ParseContext {
 impl ParseContext {
     /// A context for the build hook: working directory `/`.
     pub fn new(local_system: impl Into<String>) -> Self {
-        ParseContext {
-            local_system: local_system.into(),
-            cwd: PathBuf::from("/"),
-        }
+        ParseContext { local_system: local_system.into(), cwd: PathBuf::from("/") }
     }
 }
 

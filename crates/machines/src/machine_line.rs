@@ -143,11 +143,7 @@ pub(crate) fn parse(site: &Site, at: usize, entry: &str, ctx: &ParseContext, out
 
     let feature_set = |i: usize| -> BTreeSet<String> {
         column(i).map_or_else(BTreeSet::new, |t| {
-            t.text
-                .split(',')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect()
+            t.text.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect()
         })
     };
     let supported_features = feature_set(5);
@@ -157,19 +153,9 @@ pub(crate) fn parse(site: &Site, at: usize, entry: &str, ctx: &ParseContext, out
     let host_key = match column(7) {
         Some(t) => match host_key(t, tokens.get(8).copied()) {
             Ok(key) => Some(key),
-            Err(KeyError {
-                at,
-                len,
-                message,
-                fix,
-                plain,
-            }) => {
+            Err(KeyError { at, len, message, fix, plain }) => {
                 plain_key_line = plain;
-                diags.push(
-                    site.error(at, len, message)
-                        .expected(HOST_KEY_EXPECTED)
-                        .fix(fix),
-                );
+                diags.push(site.error(at, len, message).expected(HOST_KEY_EXPECTED).fix(fix));
                 None
             }
         },
@@ -180,10 +166,7 @@ pub(crate) fn parse(site: &Site, at: usize, entry: &str, ctx: &ParseContext, out
         let first = tokens[8];
         let last = tokens[tokens.len() - 1];
         let extra = &site.text[first.at..last.at + last.text.len()];
-        let message = format!(
-            "{} extra column(s) after the 8th are ignored: '{extra}'",
-            tokens.len() - 8
-        );
+        let message = format!("{} extra column(s) after the 8th are ignored: '{extra}'", tokens.len() - 8);
         diags.push(
             site.warning(first.at, extra.len(), message)
                 .expected(format!("at most 8 columns: {COLUMNS}"))
@@ -203,27 +186,18 @@ pub(crate) fn parse(site: &Site, at: usize, entry: &str, ctx: &ParseContext, out
         supported_features,
         mandatory_features,
         host_key,
-        origin: Origin {
-            location: site.location.to_owned(),
-            line: site.line_no,
-        },
+        origin: Origin { location: site.location.to_owned(), line: site.line_no },
     });
 }
 
 fn split(entry: &str, base: usize) -> Vec<Token<'_>> {
     let mut tokens = Vec::new();
     let mut start = None;
-    for (i, c) in entry
-        .char_indices()
-        .chain(std::iter::once((entry.len(), ' ')))
-    {
+    for (i, c) in entry.char_indices().chain(std::iter::once((entry.len(), ' '))) {
         match (start, BLANK.contains(&c)) {
             (None, false) => start = Some(i),
             (Some(s), true) => {
-                tokens.push(Token {
-                    at: base + s,
-                    text: &entry[s..i],
-                });
+                tokens.push(Token { at: base + s, text: &entry[s..i] });
                 start = None;
             }
             _ => {}
@@ -239,10 +213,7 @@ fn normalise_uri(text: &str) -> String {
         || text.contains('/')
         || local.contains(&text)
         || text.starts_with('?')
-        || local.iter().any(|l| {
-            text.strip_prefix(l)
-                .is_some_and(|rest| rest.starts_with('?'))
-        });
+        || local.iter().any(|l| text.strip_prefix(l).is_some_and(|rest| rest.starts_with('?')));
     if is_store {
         text.to_owned()
     } else {
@@ -294,13 +265,9 @@ fn check_host(site: &Site, t: Token, uri: &str, diags: &mut Vec<Diagnostic>) {
              write the builder's host name (ignore this if '{host}' is a Host alias in root's ssh config)"
         ))
     } else if host.starts_with('-') {
-        warning(format!(
-            "host '{host}' starts with '-', so ssh takes it as an option, not as a host"
-        ))
-        .expected(format!(
-            "the builder's host name first; the columns are: {COLUMNS}"
-        ))
-        .fix("put the host name in column 1 and check the column order")
+        warning(format!("host '{host}' starts with '-', so ssh takes it as an option, not as a host"))
+            .expected(format!("the builder's host name first; the columns are: {COLUMNS}"))
+            .fix("put the host name in column 1 and check the column order")
     } else if let Some(bad) = host.chars().find(|&c| !host_char(c, host.starts_with('['))) {
         if matches!(bad, '"' | '\'' | '`') {
             return; // Already reported for the whole line.
@@ -311,9 +278,7 @@ fn check_host(site: &Site, t: Token, uri: &str, diags: &mut Vec<Diagnostic>) {
         ))
         .expected("a host name of letters, digits, '-' and '.', or an [IPv6] address")
         .fix("correct the host name")
-    } else if matches!(host, "localhost" | "127.0.0.1" | "[::1]")
-        && !params.contains("remote-store=")
-    {
+    } else if matches!(host, "localhost" | "127.0.0.1" | "[::1]") && !params.contains("remote-store=") {
         warning(format!(
             "'{uri}' is this machine; with the same Nix store the build waits on its own output \
              locks and hangs (NixOS/nix#2029)"
@@ -339,10 +304,7 @@ fn host_char(c: char, bracketed: bool) -> bool {
 fn slid_column_hint(text: &str) -> Option<&'static str> {
     if text.contains('/') {
         Some("it looks like a path (the ssh key is column 3)")
-    } else if ["-linux", "-darwin", "-freebsd", "-netbsd", "-openbsd"]
-        .iter()
-        .any(|s| text.contains(s))
-    {
+    } else if ["-linux", "-darwin", "-freebsd", "-netbsd", "-openbsd"].iter().any(|s| text.contains(s)) {
         Some("it looks like a system type (column 2)")
     } else if text.contains(',') {
         Some("it looks like a list (features are columns 6 and 7)")
@@ -364,29 +326,16 @@ fn with_hint(fix: String, text: &str) -> String {
 }
 
 /// Relative keys are rejected: ssh would resolve them against the hook's working directory.
-fn ssh_key(
-    site: &Site,
-    t: Token,
-    ctx: &ParseContext,
-    diags: &mut Vec<Diagnostic>,
-) -> Option<PathBuf> {
+fn ssh_key(site: &Site, t: Token, ctx: &ParseContext, diags: &mut Vec<Diagnostic>) -> Option<PathBuf> {
     let path = Path::new(t.text);
     if path.is_absolute() {
         if std::fs::metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
-            let fix = format!(
-                "correct the path, or create the key: ssh-keygen -t ed25519 -N '' -f {}",
-                t.text
-            );
+            let fix =
+                format!("correct the path, or create the key: ssh-keygen -t ed25519 -N '' -f {}", t.text);
             diags.push(
-                site.warning(
-                    t.at,
-                    t.text.len(),
-                    format!("ssh key '{}' does not exist", t.text),
-                )
-                .expected(
-                    "a private key readable by the user running the hook (root under nix-daemon)",
-                )
-                .fix(fix),
+                site.warning(t.at, t.text.len(), format!("ssh key '{}' does not exist", t.text))
+                    .expected("a private key readable by the user running the hook (root under nix-daemon)")
+                    .fix(fix),
             );
         }
         return Some(path.to_owned());
@@ -408,19 +357,12 @@ fn ssh_key(
             resolved.display()
         )
     };
-    let fix = format!(
-        "write the key's absolute path (run `realpath {}` as the key's owner)",
-        t.text
-    );
+    let fix = format!("write the key's absolute path (run `realpath {}` as the key's owner)", t.text);
     diags.push(
         site.error(t.at, t.text.len(), message)
             .expected("an absolute path to the private key, or '-' for ssh's default keys")
             // A path-like token is in its own column; anything else may have slid here.
-            .fix(if t.text.contains('/') {
-                fix
-            } else {
-                with_hint(fix, t.text)
-            }),
+            .fix(if t.text.contains('/') { fix } else { with_hint(fix, t.text) }),
     );
     None
 }
@@ -439,8 +381,7 @@ fn max_jobs(text: &str) -> Result<u32, (String, String)> {
     if text.strip_prefix('-').is_some_and(digits) {
         return Err((
             format!("max-jobs column is '{text}', which is negative"),
-            "use 0 or more ('-' alone means the default 1; 0 means never use this machine)"
-                .to_owned(),
+            "use 0 or more ('-' alone means the default 1; 0 means never use this machine)".to_owned(),
         ));
     }
     if text.parse::<f64>().is_ok_and(f64::is_finite) {
@@ -454,10 +395,7 @@ fn max_jobs(text: &str) -> Result<u32, (String, String)> {
     }
     Err((
         format!("max-jobs column is '{text}', not a whole number"),
-        with_hint(
-            "write the number of builds to run at once in digits, e.g. '4'".to_owned(),
-            text,
-        ),
+        with_hint("write the number of builds to run at once in digits, e.g. '4'".to_owned(), text),
     ))
 }
 
@@ -469,7 +407,9 @@ fn speed_factor(text: &str) -> Result<f64, (String, String)> {
             "write a number such as '2' or '1.5' (bigger means preferred)".to_owned(),
         )),
         Ok(f) if f < 0.0 => Err((
-            format!("speed factor column is '{text}', which is negative (Nix: \"speed factor must be >= 0\")"),
+            format!(
+                "speed factor column is '{text}', which is negative (Nix: \"speed factor must be >= 0\")"
+            ),
             "use a number >= 0 ('-' alone means the default 1)".to_owned(),
         )),
         Ok(f) => Ok(if f == 0.0 { 1.0 } else { f }),
@@ -515,10 +455,7 @@ fn host_key(t: Token, next: Option<Token>) -> Result<HostKey, KeyError> {
     }
     let bytes = NIX_BASE64.decode(t.text).map_err(|e| match e {
         // Found here rather than from the decoder's offset, which may point into a character.
-        _ if t
-            .text
-            .contains(|c: char| !c.is_ascii_alphanumeric() && !"+/=".contains(c)) =>
-        {
+        _ if t.text.contains(|c: char| !c.is_ascii_alphanumeric() && !"+/=".contains(c)) => {
             let (offset, bad) = t
                 .text
                 .char_indices()
@@ -528,8 +465,7 @@ fn host_key(t: Token, next: Option<Token>) -> Result<HostKey, KeyError> {
                 t.at + offset,
                 bad.len_utf8(),
                 format!("host key column is not valid base64: {bad:?} is not a base64 character"),
-                "copy the whole base64 text again, without line breaks or extra characters"
-                    .to_owned(),
+                "copy the whole base64 text again, without line breaks or extra characters".to_owned(),
             )
         }
         other => fail(
@@ -544,10 +480,9 @@ fn host_key(t: Token, next: Option<Token>) -> Result<HostKey, KeyError> {
         .ok()
         .filter(|text| !text.trim_end_matches(BLANK).chars().any(char::is_control));
     match decoded.as_deref().map(|s| s.trim_end_matches(BLANK)) {
-        Some(line) if line.split_whitespace().count() >= 2 => Ok(HostKey {
-            base64: t.text.to_owned(),
-            line: line.to_owned(),
-        }),
+        Some(line) if line.split_whitespace().count() >= 2 => {
+            Ok(HostKey { base64: t.text.to_owned(), line: line.to_owned() })
+        }
         _ => {
             // The key blob alone (e.g. the second word of a .pub file) starts with the
             // length-prefixed key type.

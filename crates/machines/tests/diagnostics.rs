@@ -33,10 +33,7 @@ fn rendering_names_place_expectation_fix_and_line() {
 fn carets_follow_tabs() {
     let m = parse("b1\tx86_64-linux\t-\tfour");
     let shown = single(&m).to_string();
-    assert!(
-        shown.ends_with("1 | b1\tx86_64-linux\t-\tfour\n    |   \t            \t \t^^^^"),
-        "{shown:?}"
-    );
+    assert!(shown.ends_with("1 | b1\tx86_64-linux\t-\tfour\n    |   \t            \t \t^^^^"), "{shown:?}");
 }
 
 #[test]
@@ -135,20 +132,15 @@ fn quotes_are_literal() {
     );
     one(
         "b1 x86_64-linux - 1 1 'kvm'",
-        Want {
-            expected: &["unquoted"],
-            fix: &["remove the quotes"],
-            ..warning(1, 23, &["quote"])
-        },
+        Want { expected: &["unquoted"], fix: &["remove the quotes"], ..warning(1, 23, &["quote"]) },
     );
 }
 
 #[test]
 fn localhost_over_ssh() {
-    for (line, uri) in [
-        ("localhost", "ssh://localhost"),
-        ("ssh-ng://root@127.0.0.1", "ssh-ng://root@127.0.0.1"),
-    ] {
+    for (line, uri) in
+        [("localhost", "ssh://localhost"), ("ssh-ng://root@127.0.0.1", "ssh-ng://root@127.0.0.1")]
+    {
         one(
             line,
             Want {
@@ -219,15 +211,8 @@ fn relative_ssh_key_shows_an_existing_resolution() {
     let m = nwh_machines::parse_builders("b1 - id", nwh_machines::BUILDERS_SETTING, &ctx);
     let d = single(&m);
     let resolved = dir.path().join("id").display().to_string();
-    assert!(
-        d.message
-            .contains(&format!("working directory at '{}'", dir.path().display())),
-        "{d}"
-    );
-    assert!(
-        d.message.contains(&format!("'{resolved}' (which exists)")),
-        "{d}"
-    );
+    assert!(d.message.contains(&format!("working directory at '{}'", dir.path().display())), "{d}");
+    assert!(d.message.contains(&format!("'{resolved}' (which exists)")), "{d}");
 }
 
 #[test]
@@ -247,10 +232,7 @@ fn slid_column_in_ssh_key() {
     // The systems column was left out, so max-jobs landed in the key column.
     one(
         "b1 x86_64-linux 4",
-        Want {
-            fix: &["looks like a number", "write '-'"],
-            ..error(1, 17, &["'4' is a relative path"])
-        },
+        Want { fix: &["looks like a number", "write '-'"], ..error(1, 17, &["'4' is a relative path"]) },
     );
 }
 
@@ -350,11 +332,7 @@ fn speed_factor_negative() {
         Want {
             expected: &["number >= 0"],
             fix: &[">= 0", "'-' alone"],
-            ..error(
-                1,
-                10,
-                &["'-3', which is negative", "speed factor must be >= 0"],
-            )
+            ..error(1, 10, &["'-3', which is negative", "speed factor must be >= 0"])
         },
     );
 }
@@ -363,11 +341,7 @@ fn speed_factor_negative() {
 fn speed_factor_not_finite() {
     one(
         "b1 - - 1 inf",
-        Want {
-            expected: &["number >= 0"],
-            fix: &["'2'"],
-            ..error(1, 10, &["'inf', not a finite number"])
-        },
+        Want { expected: &["number >= 0"], fix: &["'2'"], ..error(1, 10, &["'inf', not a finite number"]) },
     );
 }
 
@@ -389,11 +363,7 @@ fn host_key_bad_base64_points_at_the_character() {
 fn host_key_cut_short() {
     one(
         "b1 - - - - - - c3NoL",
-        Want {
-            expected: &["base64"],
-            fix: &["cut short"],
-            ..error(1, 16, &["not valid base64"])
-        },
+        Want { expected: &["base64"], fix: &["cut short"], ..error(1, 16, &["not valid base64"]) },
     );
 }
 
@@ -440,11 +410,7 @@ fn host_key_decodes_to_text_that_is_no_key_line() {
 fn host_key_decodes_to_binary() {
     one(
         "b1 - - - - - - AAEC",
-        Want {
-            expected: &["base64"],
-            fix: &["base64 -w0"],
-            ..error(1, 16, &["binary data"])
-        },
+        Want { expected: &["base64"], fix: &["base64 -w0"], ..error(1, 16, &["binary data"]) },
     );
 }
 
@@ -472,15 +438,7 @@ fn old_nix_reads_after_semicolon_in_comment() {
     Want {
         expected: &["no ';' inside comments"],
         fix: &["remove the ';'"],
-        ..warning(
-            1,
-            25,
-            &[
-                "Nix 2.8–2.28.1 and Lix",
-                "'b2 aarch64-linux'",
-                "another machine",
-            ],
-        )
+        ..warning(1, 25, &["Nix 2.8–2.28.1 and Lix", "'b2 aarch64-linux'", "another machine"])
     }
     .check(single(&m));
 }
@@ -492,15 +450,7 @@ fn old_nix_rejects_indented_comment() {
     Want {
         expected: &["no whitespace-only entries"],
         fix: &["start the comment at the beginning"],
-        ..warning(
-            2,
-            1,
-            &[
-                "comment line is indented",
-                "store URL was not found",
-                "stop every build",
-            ],
-        )
+        ..warning(2, 1, &["comment line is indented", "store URL was not found", "stop every build"])
     }
     .check(single(&m));
 }
@@ -532,11 +482,7 @@ fn old_nix_rejects_carriage_return_line() {
 #[test]
 fn old_nix_ignores_indented_include() {
     let m = parse("  @/nonexistent/machines");
-    let old: Vec<_> = m
-        .diagnostics
-        .iter()
-        .filter(|d| d.message.contains("indented '@'"))
-        .collect();
+    let old: Vec<_> = m.diagnostics.iter().filter(|d| d.message.contains("indented '@'")).collect();
     assert_eq!(old.len(), 1, "{}", render(&m));
     Want {
         expected: &["'@' first in the entry"],
@@ -546,9 +492,7 @@ fn old_nix_ignores_indented_include() {
     .check(old[0]);
     // Current Nix does include it: the missing-file warning proves the include was tried.
     assert!(
-        m.diagnostics
-            .iter()
-            .any(|d| d.column == 4 && d.message.contains("does not exist")),
+        m.diagnostics.iter().any(|d| d.column == 4 && d.message.contains("does not exist")),
         "{}",
         render(&m)
     );

@@ -13,8 +13,8 @@ use nwh_machines::parse_file;
 fn check(name: &str) {
     let path = fixture(name);
     let expect_path = expect_file(&path);
-    let expect = std::fs::read_to_string(&expect_path)
-        .unwrap_or_else(|e| panic!("{}: {e}", expect_path.display()));
+    let expect =
+        std::fs::read_to_string(&expect_path).unwrap_or_else(|e| panic!("{}: {e}", expect_path.display()));
     let m = parse_file(&path, &ctx());
     let shown = render(&m);
 
@@ -31,39 +31,22 @@ fn check(name: &str) {
         }
     }
 
-    let got_machines: Vec<_> = m
-        .machines
-        .iter()
-        .map(|b| (b.origin.line, b.line()))
-        .collect();
-    assert_eq!(
-        got_machines, want_machines,
-        "machines of {name}; diagnostics:\n{shown}"
-    );
+    let got_machines: Vec<_> = m.machines.iter().map(|b| (b.origin.line, b.line())).collect();
+    assert_eq!(got_machines, want_machines, "machines of {name}; diagnostics:\n{shown}");
     let location = path.display().to_string();
     assert!(m.machines.iter().all(|b| b.origin.location == location));
 
-    assert_eq!(
-        m.diagnostics.len(),
-        want_diags.len(),
-        "diagnostics of {name}:\n{shown}"
-    );
+    assert_eq!(m.diagnostics.len(), want_diags.len(), "diagnostics of {name}:\n{shown}");
     for (d, (severity, pos, words)) in m.diagnostics.iter().zip(&want_diags) {
         assert_eq!(d.severity.to_string(), *severity, "{d}");
         assert_eq!(format!("{}:{}", d.line, d.column), *pos, "{d}");
         assert_eq!(d.location, location, "{d}");
-        assert!(
-            d.message.contains(words.as_str()),
-            "message lacks {words:?}:\n{d}"
-        );
+        assert!(d.message.contains(words.as_str()), "message lacks {words:?}:\n{d}");
     }
 
     let errors = m.diagnostics.iter().filter(|d| d.is_error()).count();
     if name.starts_with("good/") {
-        assert_eq!(
-            errors, 0,
-            "a good fixture must parse without errors:\n{shown}"
-        );
+        assert_eq!(errors, 0, "a good fixture must parse without errors:\n{shown}");
     } else {
         assert!(errors > 0, "a bad fixture must give at least one error");
     }

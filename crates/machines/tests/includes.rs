@@ -7,8 +7,7 @@ use std::path::Path;
 
 use common::{ctx, error, parse, render, single, warning, Want};
 use nwh_machines::{
-    builders_from_remote_systems_env, parse_builders, parse_file, Origin, ParseContext,
-    REMOTE_SYSTEMS_ENV,
+    builders_from_remote_systems_env, parse_builders, parse_file, Origin, ParseContext, REMOTE_SYSTEMS_ENV,
 };
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
@@ -18,10 +17,7 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 }
 
 fn origins(m: &nwh_machines::Machines) -> Vec<(String, String, u32)> {
-    m.machines
-        .iter()
-        .map(|b| (b.uri.clone(), b.origin.location.clone(), b.origin.line))
-        .collect()
+    m.machines.iter().map(|b| (b.uri.clone(), b.origin.location.clone(), b.origin.line)).collect()
 }
 
 #[test]
@@ -45,11 +41,7 @@ fn nested_includes_keep_their_own_line_numbers() {
     );
     // A diagnostic inside an included file is placed in that file.
     let d = single(&m);
-    assert_eq!(
-        (d.location.as_str(), d.line, d.column),
-        (c.as_str(), 3, 18),
-        "{d}"
-    );
+    assert_eq!((d.location.as_str(), d.line, d.column), (c.as_str(), 3, 18), "{d}");
 }
 
 #[test]
@@ -67,12 +59,7 @@ fn include_cycle_is_reported_not_followed() {
     let b = write(dir.path(), "b", &format!("b1\n\n@{a_path}\n"));
     let a = write(dir.path(), "a", &format!("a1\n@{b}\n"));
     let m = parse(&format!("@{a}"));
-    assert_eq!(
-        origins(&m).len(),
-        2,
-        "both files are still read once: {:?}",
-        origins(&m)
-    );
+    assert_eq!(origins(&m).len(), 2, "both files are still read once: {:?}", origins(&m));
     Want {
         location: &b,
         expected: &["tree", "read once"],
@@ -124,38 +111,24 @@ fn relative_include() {
 fn relative_include_is_not_read_even_if_it_resolves() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "machines", "b1");
-    let c = ParseContext {
-        cwd: dir.path().to_owned(),
-        ..ctx()
-    };
+    let c = ParseContext { cwd: dir.path().to_owned(), ..ctx() };
     let m = parse_builders("@./machines", "setting 'builders'", &c);
     assert!(m.machines.is_empty());
     let d = single(&m);
     assert!(
-        d.message.contains(&format!(
-            "'{}' (which exists)",
-            dir.path().join("./machines").display()
-        )),
+        d.message.contains(&format!("'{}' (which exists)", dir.path().join("./machines").display())),
         "{d}"
     );
 }
 
 #[test]
 fn tilde_include_is_relative() {
-    one_include_error(
-        "@~/machines",
-        &["'~/machines' is a relative path", "'~' is not expanded"],
-    );
+    one_include_error("@~/machines", &["'~/machines' is a relative path", "'~' is not expanded"]);
 }
 
 fn one_include_error(value: &str, message: &[&str]) {
     let m = parse(value);
-    Want {
-        expected: &["absolute"],
-        fix: &["absolute path"],
-        ..error(1, 2, message)
-    }
-    .check(single(&m));
+    Want { expected: &["absolute"], fix: &["absolute path"], ..error(1, 2, message) }.check(single(&m));
 }
 
 #[test]
@@ -164,15 +137,8 @@ fn missing_absolute_include_is_a_warning() {
     assert_eq!(m.machines.len(), 1);
     Want {
         expected: &["existing machines file"],
-        fix: &[
-            "create '/nonexistent/nix/machines'",
-            "remove the '@/nonexistent/nix/machines' entry",
-        ],
-        ..warning(
-            1,
-            6,
-            &["'/nonexistent/nix/machines' does not exist", "silently"],
-        )
+        fix: &["create '/nonexistent/nix/machines'", "remove the '@/nonexistent/nix/machines' entry"],
+        ..warning(1, 6, &["'/nonexistent/nix/machines' does not exist", "silently"])
     }
     .check(single(&m));
 }
@@ -188,15 +154,7 @@ fn unreadable_include_is_an_error() {
     Want {
         expected: &["readable regular file"],
         fix: &["not a directory"],
-        ..error(
-            2,
-            2,
-            &[
-                &format!("cannot read machines file '{sub}'"),
-                "directory",
-                "skipped",
-            ],
-        )
+        ..error(2, 2, &[&format!("cannot read machines file '{sub}'"), "directory", "skipped"])
     }
     .check(single(&m));
 }
@@ -218,18 +176,9 @@ fn parse_file_reads_a_file_and_names_it() {
     let a = write(dir.path(), "machines", "# comment\nb1 - - 2 ; b2\n");
     let m = parse_file(Path::new(&a), &ctx());
     assert!(m.diagnostics.is_empty(), "{}", render(&m));
-    assert_eq!(
-        m.machines[1].origin,
-        Origin {
-            location: a.clone(),
-            line: 2
-        }
-    );
+    assert_eq!(m.machines[1].origin, Origin { location: a.clone(), line: 2 });
     // A relative path is the caller's choice, taken relative to the context's cwd.
-    let c = ParseContext {
-        cwd: dir.path().to_owned(),
-        ..ctx()
-    };
+    let c = ParseContext { cwd: dir.path().to_owned(), ..ctx() };
     assert_eq!(parse_file(Path::new("machines"), &c).machines.len(), 2);
 }
 
@@ -239,7 +188,10 @@ fn parse_file_of_a_missing_file_is_an_error() {
     let d = single(&m);
     assert!(d.is_error());
     assert_eq!((d.location.as_str(), d.line), ("/nonexistent/machines", 0));
-    assert_eq!(d.to_string(), "/nonexistent/machines: error: cannot read machines file '/nonexistent/machines': no such file");
+    assert_eq!(
+        d.to_string(),
+        "/nonexistent/machines: error: cannot read machines file '/nonexistent/machines': no such file"
+    );
 }
 
 #[test]
@@ -255,10 +207,7 @@ fn non_utf8_bytes_in_comments_do_not_cost_the_file() {
 
 #[test]
 fn remote_systems_env_becomes_include_lines() {
-    assert_eq!(
-        builders_from_remote_systems_env("/etc/a:/etc/b"),
-        "@/etc/a\n@/etc/b"
-    );
+    assert_eq!(builders_from_remote_systems_env("/etc/a:/etc/b"), "@/etc/a\n@/etc/b");
     assert_eq!(builders_from_remote_systems_env("::/etc/a:"), "@/etc/a");
     assert_eq!(builders_from_remote_systems_env(""), "");
 }
@@ -276,11 +225,7 @@ fn remote_systems_env_reads_its_files() {
         location: REMOTE_SYSTEMS_ENV,
         expected: &["one file"],
         fix: &["include the others", "'builders'"],
-        ..warning(
-            2,
-            1,
-            &["names 2 files", "Nix ≤ 2.23 and Lix", "none of them"],
-        )
+        ..warning(2, 1, &["names 2 files", "Nix ≤ 2.23 and Lix", "none of them"])
     }
     .check(single(&m));
 }

@@ -11,16 +11,12 @@ fn random_lines_never_panic() {
     let alphabet: Vec<char> = "ab5-#;@ \t\r\n,.é€:[]?/'\"=+0c3N".chars().collect();
     let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = || {
-        state = state
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
         (state >> 33) as usize
     };
     for _ in 0..20_000 {
         let len = next() % 40;
-        let value: String = (0..len)
-            .map(|_| alphabet[next() % alphabet.len()])
-            .collect();
+        let value: String = (0..len).map(|_| alphabet[next() % alphabet.len()]).collect();
         let m = parse(&value);
         for d in &m.diagnostics {
             let shown = d.to_string();

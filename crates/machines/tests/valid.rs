@@ -14,11 +14,7 @@ fn set(items: &[&str]) -> BTreeSet<String> {
 
 fn clean(value: &str) -> nwh_machines::Machines {
     let m = parse(value);
-    assert!(
-        m.diagnostics.is_empty(),
-        "unexpected diagnostics:\n{}",
-        render(&m)
-    );
+    assert!(m.diagnostics.is_empty(), "unexpected diagnostics:\n{}", render(&m));
     m
 }
 
@@ -39,18 +35,9 @@ fn eight_columns() {
     assert_eq!(b.mandatory_features, set(&["benchmark"]));
     assert_eq!(
         b.host_key,
-        Some(HostKey {
-            base64: key.to_owned(),
-            line: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey".to_owned()
-        })
+        Some(HostKey { base64: key.to_owned(), line: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey".to_owned() })
     );
-    assert_eq!(
-        b.origin,
-        Origin {
-            location: BUILDERS_SETTING.to_owned(),
-            line: 1
-        }
-    );
+    assert_eq!(b.origin, Origin { location: BUILDERS_SETTING.to_owned(), line: 1 });
 }
 
 #[test]
@@ -72,10 +59,7 @@ fn dash_means_default_in_every_column() {
     assert_eq!(dashes.machines, missing.machines);
     // A dash in the middle keeps later columns in place.
     let m = clean("ssh://b1 - - 3 - kvm");
-    assert_eq!(
-        (m.machines[0].max_jobs, m.machines[0].systems.clone()),
-        (3, vec![LOCAL.to_owned()])
-    );
+    assert_eq!((m.machines[0].max_jobs, m.machines[0].systems.clone()), (3, vec![LOCAL.to_owned()]));
     assert_eq!(m.machines[0].supported_features, set(&["kvm"]));
 }
 
@@ -123,11 +107,7 @@ fn semicolons_separate_entries_on_one_line() {
 #[test]
 fn comments_and_blank_lines() {
     let m = clean("# builders\n\nb1 x86_64-linux # the fast one\n#b2\nb3#no space needed\n");
-    let got: Vec<_> = m
-        .machines
-        .iter()
-        .map(|b| (b.uri.as_str(), b.origin.line))
-        .collect();
+    let got: Vec<_> = m.machines.iter().map(|b| (b.uri.as_str(), b.origin.line)).collect();
     assert_eq!(got, [("ssh://b1", 3), ("ssh://b3", 5)]);
     assert_eq!(m.machines[0].systems, ["x86_64-linux"]);
 }
@@ -137,11 +117,7 @@ fn indented_comments_are_comments() {
     // Accepted (old Nix rejected them, which is a warning, see diagnostics tests).
     let m = parse("b1\n   # indented\n\t#tabbed\nb2");
     assert_eq!(m.machines.len(), 2);
-    assert!(
-        m.diagnostics.iter().all(|d| !d.is_error()),
-        "{}",
-        render(&m)
-    );
+    assert!(m.diagnostics.iter().all(|d| !d.is_error()), "{}", render(&m));
 }
 
 #[test]
@@ -154,15 +130,7 @@ fn tabs_and_runs_of_spaces_separate_columns() {
 fn bare_hosts_get_ssh_scheme() {
     let m = clean("nix@b1\nb2:2222\nbuilder.example.org\n[fe80::1]");
     let uris: Vec<_> = m.machines.iter().map(|b| b.uri.as_str()).collect();
-    assert_eq!(
-        uris,
-        [
-            "ssh://nix@b1",
-            "ssh://b2:2222",
-            "ssh://builder.example.org",
-            "ssh://[fe80::1]"
-        ]
-    );
+    assert_eq!(uris, ["ssh://nix@b1", "ssh://b2:2222", "ssh://builder.example.org", "ssh://[fe80::1]"]);
 }
 
 #[test]
@@ -190,20 +158,12 @@ fn localhost_with_another_store_is_fine() {
 #[test]
 fn legacy_remote_systems_conf_line() {
     // From the Nix 1.11 manual (build-remote.pl).
-    let m =
-        parse("nix@scratchy.labs.cs.uu.nl  i686-linux  /home/nix/.ssh/id_scratchy_auto  8 1 kvm");
-    assert!(
-        m.diagnostics.iter().all(|d| !d.is_error()),
-        "{}",
-        render(&m)
-    );
+    let m = parse("nix@scratchy.labs.cs.uu.nl  i686-linux  /home/nix/.ssh/id_scratchy_auto  8 1 kvm");
+    assert!(m.diagnostics.iter().all(|d| !d.is_error()), "{}", render(&m));
     let b = &m.machines[0];
     assert_eq!(b.uri, "ssh://nix@scratchy.labs.cs.uu.nl");
     assert_eq!(b.systems, ["i686-linux"]);
-    assert_eq!(
-        b.ssh_key,
-        Some(PathBuf::from("/home/nix/.ssh/id_scratchy_auto"))
-    );
+    assert_eq!(b.ssh_key, Some(PathBuf::from("/home/nix/.ssh/id_scratchy_auto")));
     assert_eq!((b.max_jobs, b.speed_factor), (8, 1.0));
     assert_eq!(b.supported_features, set(&["kvm"]));
 }
@@ -212,10 +172,7 @@ fn legacy_remote_systems_conf_line() {
 fn host_key_without_padding_and_with_trailing_newline() {
     // base64 of "ssh-ed25519 AAAA root@b1\n" (as `base64 -w0 key.pub` gives), padding stripped.
     let m = clean("b1 - - - - - - c3NoLWVkMjU1MTkgQUFBQSByb290QGIxCg");
-    assert_eq!(
-        m.machines[0].host_key.as_ref().unwrap().line,
-        "ssh-ed25519 AAAA root@b1"
-    );
+    assert_eq!(m.machines[0].host_key.as_ref().unwrap().line, "ssh-ed25519 AAAA root@b1");
 }
 
 #[test]
@@ -224,11 +181,7 @@ fn empty_value_means_no_builders() {
     assert!(m.machines.is_empty());
     let blank = parse(" \n\n");
     assert!(blank.machines.is_empty());
-    assert!(
-        blank.diagnostics.iter().all(|d| !d.is_error()),
-        "{}",
-        render(&blank)
-    );
+    assert!(blank.diagnostics.iter().all(|d| !d.is_error()), "{}", render(&blank));
 }
 
 #[test]
@@ -238,15 +191,9 @@ fn line_renders_what_was_understood() {
         m.machines[0].line(),
         "ssh://nix@b1 x86_64-linux - 4 2.5 kvm - c3NoLWVkMjU1MTkgQUFBQSByb290QGIxCg=="
     );
-    assert_eq!(
-        clean("b2").machines[0].line(),
-        "ssh://b2 x86_64-linux - 1 1"
-    );
+    assert_eq!(clean("b2").machines[0].line(), "ssh://b2 x86_64-linux - 1 1");
     // What line() prints parses back to the same machine.
     let again = clean(&m.machines[0].line());
     assert_eq!(again.machines[0].host_key, m.machines[0].host_key);
-    assert_eq!(
-        again.machines[0].supported_features,
-        m.machines[0].supported_features
-    );
+    assert_eq!(again.machines[0].supported_features, m.machines[0].supported_features);
 }

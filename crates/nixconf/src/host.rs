@@ -56,9 +56,7 @@ pub fn compile_time_system() -> String {
 /// Lix; it only matters when the parent did not send `system-features`, and the parent that
 /// omits settings is Lix.
 fn default_system_features() -> BTreeSet<String> {
-    let mut features: BTreeSet<String> = ["nixos-test", "benchmark", "big-parallel"]
-        .map(String::from)
-        .into();
+    let mut features: BTreeSet<String> = ["nixos-test", "benchmark", "big-parallel"].map(String::from).into();
     if cfg!(target_os = "linux") {
         features.insert("uid-range".into());
         let rw = rustix::fs::Access::READ_OK | rustix::fs::Access::WRITE_OK;
@@ -136,11 +134,7 @@ fn x86_64_levels() -> Vec<&'static str> {
         return levels;
     }
     levels.push("x86_64-v3");
-    let v4 = has!("avx512f")
-        && has!("avx512bw")
-        && has!("avx512cd")
-        && has!("avx512dq")
-        && has!("avx512vl");
+    let v4 = has!("avx512f") && has!("avx512bw") && has!("avx512cd") && has!("avx512dq") && has!("avx512vl");
     if v4 {
         levels.push("x86_64-v4");
     }

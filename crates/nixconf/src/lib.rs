@@ -88,12 +88,7 @@ pub enum ConfError {
     IncludeTooDeep { origin: Origin, path: PathBuf },
     /// A setting this crate interprets got a value of the wrong type; Nix refuses these too.
     #[error("{origin}: setting '{name}' has invalid value '{value}' (expected {expected})")]
-    InvalidValue {
-        origin: Origin,
-        name: String,
-        value: String,
-        expected: &'static str,
-    },
+    InvalidValue { origin: Origin, name: String, value: String, expected: &'static str },
 }
 
 /// Something Nix would tolerate but that likely means the configuration is not what the
@@ -116,20 +111,15 @@ pub enum Warning {
 impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Warning::Unreadable {
-                path,
-                included_from,
-                error,
-            } => {
+            Warning::Unreadable { path, included_from, error } => {
                 if let Some(o) = included_from {
                     write!(f, "{o}: ")?;
                 }
                 write!(f, "cannot read '{}', ignoring it: {error}", path.display())
             }
-            Warning::NotAppendable { origin, name } => write!(
-                f,
-                "{origin}: '{name}' does not name a list setting; kept as an unknown setting"
-            ),
+            Warning::NotAppendable { origin, name } => {
+                write!(f, "{origin}: '{name}' does not name a list setting; kept as an unknown setting")
+            }
         }
     }
 }
@@ -179,10 +169,7 @@ const SCALARS: &[&str] = &[
 ];
 
 fn canonical(name: &str) -> &str {
-    ALIASES
-        .iter()
-        .find(|(alias, _)| *alias == name)
-        .map_or(name, |(_, real)| real)
+    ALIASES.iter().find(|(alias, _)| *alias == name).map_or(name, |(_, real)| real)
 }
 
 /// Nix's tokenizer splits on exactly these.
@@ -240,12 +227,7 @@ pub struct LoadOptions {
 
 impl LoadOptions {
     pub fn new(conf_dir: impl Into<PathBuf>, host: HostDefaults) -> Self {
-        LoadOptions {
-            conf_dir: conf_dir.into(),
-            nix_config: None,
-            default_builders: None,
-            host,
-        }
+        LoadOptions { conf_dir: conf_dir.into(), nix_config: None, default_builders: None, host }
     }
 
     /// `NIX_CONF_DIR`, `NIX_CONFIG` and the detected host.
@@ -284,11 +266,7 @@ struct Assignment {
 
 impl Settings {
     /// Settings with nothing applied yet: every accessor returns its default.
-    pub fn new(
-        conf_dir: impl Into<PathBuf>,
-        default_builders: Option<String>,
-        host: HostDefaults,
-    ) -> Self {
+    pub fn new(conf_dir: impl Into<PathBuf>, default_builders: Option<String>, host: HostDefaults) -> Self {
         Settings {
             conf_dir: conf_dir.into(),
             default_builders,
@@ -354,54 +332,28 @@ impl Settings {
     /// appends to list settings, anything unknown is kept as is.
     pub fn set(&mut self, name: &str, value: &str, origin: Origin) -> Result<()> {
         let name = canonical(name);
-        let base = name
-            .strip_prefix("extra-")
-            .filter(|_| !EXTRA_NAMED.contains(&name));
+        let base = name.strip_prefix("extra-").filter(|_| !EXTRA_NAMED.contains(&name));
         let Some(base) = base.map(canonical) else {
             validate(name, value, &origin)?;
-            self.values.insert(
-                name.to_string(),
-                Entry {
-                    value: value.to_string(),
-                    origin,
-                },
-            );
+            self.values.insert(name.to_string(), Entry { value: value.to_string(), origin });
             return Ok(());
         };
 
         if SCALARS.contains(&base) {
-            self.warnings.push(Warning::NotAppendable {
-                origin: origin.clone(),
-                name: name.to_string(),
-            });
-            self.values.insert(
-                name.to_string(),
-                Entry {
-                    value: value.to_string(),
-                    origin,
-                },
-            );
+            self.warnings.push(Warning::NotAppendable { origin: origin.clone(), name: name.to_string() });
+            self.values.insert(name.to_string(), Entry { value: value.to_string(), origin });
             return Ok(());
         }
 
         // Appending starts from the current value, which may still be the default: Nix's
         // `extra-system-features = gpu` means "the usual features plus gpu".
-        let current = self
-            .get(base)
-            .map(str::to_string)
-            .or_else(|| self.default_list(base));
+        let current = self.get(base).map(str::to_string).or_else(|| self.default_list(base));
         let joined = match current {
             Some(cur) if !cur.is_empty() && !value.is_empty() => format!("{cur} {value}"),
             Some(cur) if value.is_empty() => cur,
             _ => value.to_string(),
         };
-        self.values.insert(
-            base.to_string(),
-            Entry {
-                value: joined,
-                origin,
-            },
-        );
+        self.values.insert(base.to_string(), Entry { value: joined, origin });
         Ok(())
     }
 
@@ -448,10 +400,7 @@ impl Settings {
     ) -> Result<()> {
         for (idx, raw) in text.split('\n').enumerate() {
             let origin = match file {
-                Some(path) => Origin::File {
-                    path: path.to_owned(),
-                    line: idx + 1,
-                },
+                Some(path) => Origin::File { path: path.to_owned(), line: idx + 1 },
                 None => Origin::NixConfig { line: idx + 1 },
             };
             let line = raw.split_once('#').map_or(raw, |(before, _)| before);
@@ -460,10 +409,7 @@ impl Settings {
                 [] => continue,
                 [keyword @ ("include" | "!include"), rest @ ..] => {
                     let [target] = rest else {
-                        return Err(ConfError::BadInclude {
-                            origin,
-                            keyword: keyword.to_string(),
-                        });
+                        return Err(ConfError::BadInclude { origin, keyword: keyword.to_string() });
                     };
                     let base = file.and_then(Path::parent).unwrap_or(Path::new("."));
                     let path = base.join(target);
@@ -482,17 +428,10 @@ impl Settings {
                         self.parse(&included, Some(&path), depth + 1, out)?;
                     }
                 }
-                [name, "=", value @ ..] => out.push(Assignment {
-                    name: name.to_string(),
-                    value: value.join(" "),
-                    origin,
-                }),
-                _ => {
-                    return Err(ConfError::Syntax {
-                        origin,
-                        line: raw.trim_end_matches('\r').to_string(),
-                    })
+                [name, "=", value @ ..] => {
+                    out.push(Assignment { name: name.to_string(), value: value.join(" "), origin })
                 }
+                _ => return Err(ConfError::Syntax { origin, line: raw.trim_end_matches('\r').to_string() }),
             }
         }
         Ok(())
@@ -511,9 +450,7 @@ impl Settings {
 
     /// All explicitly set settings, by name.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.values
-            .iter()
-            .map(|(k, e)| (k.as_str(), e.value.as_str()))
+        self.values.iter().map(|(k, e)| (k.as_str(), e.value.as_str()))
     }
 
     /// Problems Nix would have ignored; see [`Warning`].
@@ -543,9 +480,7 @@ impl Settings {
 
     /// The parent's local build slots. `auto` is the number of CPUs; 0 disables local builds.
     pub fn max_jobs(&self) -> u32 {
-        self.get("max-jobs")
-            .and_then(|v| parse_max_jobs(v, self.host.cpus))
-            .unwrap_or(1)
+        self.get("max-jobs").and_then(|v| parse_max_jobs(v, self.host.cpus)).unwrap_or(1)
     }
 
     pub fn system(&self) -> &str {
@@ -581,27 +516,18 @@ impl Settings {
 
     /// Bytes of build log before the build is killed; 0 means no limit.
     pub fn max_build_log_size(&self) -> u64 {
-        self.get("max-build-log-size")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+        self.get("max-build-log-size").and_then(|v| v.parse().ok()).unwrap_or(0)
     }
 
     pub fn builders_use_substitutes(&self) -> bool {
-        self.get("builders-use-substitutes")
-            .and_then(parse_bool)
-            .unwrap_or(false)
+        self.get("builders-use-substitutes").and_then(parse_bool).unwrap_or(false)
     }
 
     fn seconds(&self, name: &str) -> u64 {
-        self.get(name)
-            .and_then(|v| v.parse::<i64>().ok())
-            .map_or(0, |s| u64::try_from(s).unwrap_or(0))
+        self.get(name).and_then(|v| v.parse::<i64>().ok()).map_or(0, |s| u64::try_from(s).unwrap_or(0))
     }
 }
 
 fn words(v: &str) -> BTreeSet<String> {
-    v.split(is_blank)
-        .filter(|w| !w.is_empty())
-        .map(String::from)
-        .collect()
+    v.split(is_blank).filter(|w| !w.is_empty()).map(String::from).collect()
 }

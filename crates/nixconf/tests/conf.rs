@@ -4,9 +4,7 @@ use std::path::{Path, PathBuf};
 use nwh_nixconf::{ConfError, HostDefaults, LoadOptions, Origin, Settings, Warning};
 
 fn fixture_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 /// A fixed host so results do not depend on the machine running the tests.
@@ -14,9 +12,7 @@ fn host() -> HostDefaults {
     HostDefaults {
         system: "x86_64-linux".into(),
         extra_platforms: ["i686-linux", "x86_64-v1-linux"].map(String::from).into(),
-        system_features: ["benchmark", "big-parallel", "nixos-test", "uid-range"]
-            .map(String::from)
-            .into(),
+        system_features: ["benchmark", "big-parallel", "nixos-test", "uid-range"].map(String::from).into(),
         cpus: 8,
     }
 }
@@ -61,22 +57,10 @@ fn basic_fixture() {
     assert_eq!(s.max_jobs(), 4);
     // Runs of blanks collapse and the comment is cut off, as in Nix.
     assert_eq!(s.builders(), "ssh://nix@b1 x86_64-linux ; ssh://b2");
-    assert_eq!(
-        s.origin("builders"),
-        Some(&Origin::File {
-            path: main.clone(),
-            line: 4
-        })
-    );
+    assert_eq!(s.origin("builders"), Some(&Origin::File { path: main.clone(), line: 4 }));
     // Set explicitly (tab-separated), then extended by `extra-` twice (once from an include).
-    assert_eq!(
-        s.system_features(),
-        set(&["kvm", "big-parallel", "gpu", "benchmark"])
-    );
-    assert_eq!(
-        s.get("system-features"),
-        Some("kvm big-parallel gpu benchmark")
-    );
+    assert_eq!(s.system_features(), set(&["kvm", "big-parallel", "gpu", "benchmark"]));
+    assert_eq!(s.get("system-features"), Some("kvm big-parallel gpu benchmark"));
     // `build-timeout` is the old name of `timeout`.
     assert_eq!(s.build_timeout(), 3600);
     assert_eq!(s.get("build-timeout"), Some("3600"));
@@ -86,20 +70,11 @@ fn basic_fixture() {
     assert_eq!(s.get("some-future-setting"), Some("hello world"));
     assert_eq!(s.get("sandbox"), Some("true"));
     // `extra-extra-platforms` appends to the *default* extra-platforms.
-    assert_eq!(
-        s.extra_platforms(),
-        ["aarch64-linux", "i686-linux", "x86_64-v1-linux"]
-    );
-    assert_eq!(
-        s.get("substituters"),
-        Some("https://cache.example.org https://other.example.org")
-    );
+    assert_eq!(s.extra_platforms(), ["aarch64-linux", "i686-linux", "x86_64-v1-linux"]);
+    assert_eq!(s.get("substituters"), Some("https://cache.example.org https://other.example.org"));
     assert_eq!(
         s.origin("max-silent-time"),
-        Some(&Origin::File {
-            path: fixture_dir("basic").join("conf.d/extra.conf"),
-            line: 1
-        })
+        Some(&Origin::File { path: fixture_dir("basic").join("conf.d/extra.conf"), line: 1 })
     );
     assert!(s.warnings().is_empty(), "{:?}", s.warnings());
 }
@@ -107,16 +82,12 @@ fn basic_fixture() {
 #[test]
 fn nix_config_comes_after_nix_conf() {
     let mut opts = LoadOptions::new(fixture_dir("basic"), host());
-    opts.nix_config =
-        Some("max-jobs = auto\n\n# comment\nextra-system-features = big-cpu\n".into());
+    opts.nix_config = Some("max-jobs = auto\n\n# comment\nextra-system-features = big-cpu\n".into());
     let s = Settings::load(opts).unwrap();
     assert_eq!(s.max_jobs(), 8, "auto = number of CPUs");
     assert_eq!(s.origin("max-jobs"), Some(&Origin::NixConfig { line: 1 }));
     assert!(s.system_features().contains("big-cpu"));
-    assert!(
-        s.system_features().contains("gpu"),
-        "nix.conf's value is extended"
-    );
+    assert!(s.system_features().contains("gpu"), "nix.conf's value is extended");
 }
 
 #[test]
@@ -173,10 +144,7 @@ fn remote_systems_default_only_applies_when_unset() {
 fn syntax_error_names_file_and_line() {
     let err = load("bad-syntax").unwrap_err();
     let path = fixture_dir("bad-syntax").join("nix.conf");
-    assert_eq!(
-        err.to_string(),
-        format!("{}:7: expected 'name = value'", path.display())
-    );
+    assert_eq!(err.to_string(), format!("{}:7: expected 'name = value'", path.display()));
     match err {
         ConfError::Syntax { origin, line } => {
             assert_eq!(origin, Origin::File { path, line: 7 });
@@ -222,20 +190,12 @@ fn missing_include_is_an_error_but_optional_include_is_not() {
     let dir = fixture_dir("missing-include");
     match &err {
         ConfError::IncludeNotFound { origin, path } => {
-            assert_eq!(
-                origin,
-                &Origin::File {
-                    path: dir.join("nix.conf"),
-                    line: 2
-                }
-            );
+            assert_eq!(origin, &Origin::File { path: dir.join("nix.conf"), line: 2 });
             assert_eq!(path, &dir.join("nope.conf"));
         }
         other => panic!("{other:?}"),
     }
-    assert!(err
-        .to_string()
-        .starts_with(&format!("{}:2: ", dir.join("nix.conf").display())));
+    assert!(err.to_string().starts_with(&format!("{}:2: ", dir.join("nix.conf").display())));
     // The basic fixture's `!include conf.d/does-not-exist.conf` was silently skipped.
     load("basic").unwrap();
 }
@@ -249,39 +209,22 @@ fn include_loop_is_reported() {
 #[test]
 fn include_needs_one_path() {
     let err = load("bad-include-args").unwrap_err();
-    assert!(
-        matches!(&err, ConfError::BadInclude { keyword, .. } if keyword == "include"),
-        "{err:?}"
-    );
+    assert!(matches!(&err, ConfError::BadInclude { keyword, .. } if keyword == "include"), "{err:?}");
 }
 
 #[test]
 fn error_in_included_file_points_into_it() {
     let err = load("nested-error").unwrap_err();
     let path = fixture_dir("nested-error").join("sub/broken.conf");
-    assert_eq!(
-        err.to_string(),
-        format!("{}:3: expected 'name = value'", path.display())
-    );
+    assert_eq!(err.to_string(), format!("{}:3: expected 'name = value'", path.display()));
 }
 
 #[test]
 fn invalid_values_are_typed_errors() {
     let err = load("bad-value").unwrap_err();
     match &err {
-        ConfError::InvalidValue {
-            origin,
-            name,
-            value,
-            ..
-        } => {
-            assert_eq!(
-                origin,
-                &Origin::File {
-                    path: fixture_dir("bad-value").join("nix.conf"),
-                    line: 2
-                }
-            );
+        ConfError::InvalidValue { origin, name, value, .. } => {
+            assert_eq!(origin, &Origin::File { path: fixture_dir("bad-value").join("nix.conf"), line: 2 });
             assert_eq!(name, "max-jobs");
             assert_eq!(value, "lots");
         }
@@ -299,13 +242,7 @@ fn invalid_values_are_typed_errors() {
     ] {
         let err = s.apply_block([(name, value)]).unwrap_err();
         assert!(
-            matches!(
-                &err,
-                ConfError::InvalidValue {
-                    origin: Origin::Block,
-                    ..
-                }
-            ),
+            matches!(&err, ConfError::InvalidValue { origin: Origin::Block, .. }),
             "{name}={value}: {err:?}"
         );
     }
@@ -317,8 +254,7 @@ fn invalid_values_are_typed_errors() {
 #[test]
 fn extra_on_a_scalar_is_kept_as_unknown() {
     let mut s = Settings::new("/etc/nix", None, host());
-    s.apply_nix_config("max-jobs = 2\nextra-max-jobs = 5\nextra-builders = ssh://x\n")
-        .unwrap();
+    s.apply_nix_config("max-jobs = 2\nextra-max-jobs = 5\nextra-builders = ssh://x\n").unwrap();
     assert_eq!(s.max_jobs(), 2);
     assert_eq!(s.get("extra-max-jobs"), Some("5"));
     assert_eq!(s.builders(), "@/etc/nix/machines");
@@ -351,33 +287,16 @@ fn unreadable_file_is_a_warning() {
     // (the tests may run as root).
     std::fs::create_dir(tmp.path().join("nix.conf")).unwrap();
     let s = Settings::load(LoadOptions::new(tmp.path(), host())).unwrap();
-    assert!(
-        matches!(
-            s.warnings(),
-            [Warning::Unreadable {
-                included_from: None,
-                ..
-            }]
-        ),
-        "{:?}",
-        s.warnings()
-    );
+    assert!(matches!(s.warnings(), [Warning::Unreadable { included_from: None, .. }]), "{:?}", s.warnings());
 
     let tmp = tempfile::tempdir().unwrap();
     std::fs::create_dir(tmp.path().join("sub.conf")).unwrap();
-    std::fs::write(
-        tmp.path().join("nix.conf"),
-        "include sub.conf\nmax-jobs = 7\n",
-    )
-    .unwrap();
+    std::fs::write(tmp.path().join("nix.conf"), "include sub.conf\nmax-jobs = 7\n").unwrap();
     let s = Settings::load(LoadOptions::new(tmp.path(), host())).unwrap();
     assert_eq!(s.max_jobs(), 7);
     assert!(matches!(
         s.warnings(),
-        [Warning::Unreadable {
-            included_from: Some(Origin::File { line: 1, .. }),
-            ..
-        }]
+        [Warning::Unreadable { included_from: Some(Origin::File { line: 1, .. }), .. }]
     ));
 }
 
@@ -387,13 +306,9 @@ fn absolute_include_from_nix_config() {
     let inc = tmp.path().join("abs.conf");
     std::fs::write(&inc, "max-jobs = 9\n").unwrap();
     let mut s = Settings::new("/etc/nix", None, host());
-    s.apply_nix_config(&format!("include {}", inc.display()))
-        .unwrap();
+    s.apply_nix_config(&format!("include {}", inc.display())).unwrap();
     assert_eq!(s.max_jobs(), 9);
-    assert_eq!(
-        s.origin("max-jobs"),
-        Some(&Origin::File { path: inc, line: 1 })
-    );
+    assert_eq!(s.origin("max-jobs"), Some(&Origin::File { path: inc, line: 1 }));
 }
 
 #[test]
@@ -404,10 +319,7 @@ fn real_settings_block_from_nix_2_8() {
     s.apply_block([
         ("builders", "ssh://dummy x86_64-linux"),
         ("builders-use-substitutes", "false"),
-        (
-            "extra-platforms",
-            "i686-linux x86_64-v1-linux x86_64-v2-linux x86_64-v3-linux",
-        ),
+        ("extra-platforms", "i686-linux x86_64-v1-linux x86_64-v2-linux x86_64-v3-linux"),
         ("max-build-log-size", "0"),
         ("max-jobs", "1"),
         ("max-silent-time", "0"),
@@ -420,10 +332,7 @@ fn real_settings_block_from_nix_2_8() {
     assert_eq!(s.builders(), "ssh://dummy x86_64-linux");
     assert_eq!(s.max_jobs(), 1);
     assert_eq!(s.extra_platforms().len(), 4);
-    assert_eq!(
-        s.system_features(),
-        set(&["benchmark", "big-parallel", "kvm", "nixos-test"])
-    );
+    assert_eq!(s.system_features(), set(&["benchmark", "big-parallel", "kvm", "nixos-test"]));
     assert!(!s.builders_use_substitutes());
     assert_eq!(s.get("max-free"), Some("18446744073709551615"));
 }

@@ -126,10 +126,7 @@ impl LoadDir {
                 Err(e) => return Err(lock_error(path, e)),
             }
         }
-        Ok(MainLock {
-            _file: file,
-            dir: self.path.clone(),
-        })
+        Ok(MainLock { _file: file, dir: self.path.clone() })
     }
 
     /// Counts the slots of `uri` that someone holds and grabs the first free one.
@@ -199,18 +196,10 @@ impl SlotLock {
     /// picks, so the files show when a machine was last chosen. `UTIME_NOW` needs only write
     /// access, not ownership, which matters when another user's hook created the file.
     pub fn touch(&self) -> Result<()> {
-        let now = Timespec {
-            tv_sec: 0,
-            tv_nsec: UTIME_NOW,
-        };
-        let times = Timestamps {
-            last_access: now,
-            last_modification: now,
-        };
-        rustix::fs::futimens(&self.file, &times).map_err(|e| SlotError::Touch {
-            path: self.path.clone(),
-            source: e.into(),
-        })
+        let now = Timespec { tv_sec: 0, tv_nsec: UTIME_NOW };
+        let times = Timestamps { last_access: now, last_modification: now };
+        rustix::fs::futimens(&self.file, &times)
+            .map_err(|e| SlotError::Touch { path: self.path.clone(), source: e.into() })
     }
 }
 
@@ -225,10 +214,7 @@ fn open_lock_file(path: &Path) -> Result<File> {
         .truncate(false)
         .mode(0o600)
         .open(path)
-        .map_err(|source| SlotError::Open {
-            path: path.to_owned(),
-            source,
-        })
+        .map_err(|source| SlotError::Open { path: path.to_owned(), source })
 }
 
 fn try_lock(file: &File, path: &Path) -> Result<bool> {
@@ -243,10 +229,7 @@ fn try_lock(file: &File, path: &Path) -> Result<bool> {
 }
 
 fn lock_error(path: PathBuf, e: Errno) -> SlotError {
-    SlotError::Lock {
-        path,
-        source: e.into(),
-    }
+    SlotError::Lock { path, source: e.into() }
 }
 
 #[cfg(test)]
@@ -261,9 +244,6 @@ mod tests {
 
     #[test]
     fn dir_layout() {
-        assert_eq!(
-            dir_for_state_dir("/nix/var/nix"),
-            Path::new("/nix/var/nix/current-load")
-        );
+        assert_eq!(dir_for_state_dir("/nix/var/nix"), Path::new("/nix/var/nix/current-load"));
     }
 }

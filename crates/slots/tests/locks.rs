@@ -40,32 +40,17 @@ fn names_match_nix() {
     let cases = [
         ("ssh://nix@b1", 0, "ssh:__nix@b1-0"),
         ("ssh://nix@b1", 3, "ssh:__nix@b1-3"),
-        (
-            "ssh-ng://builder.example.com",
-            1,
-            "ssh-ng:__builder.example.com-1",
-        ),
-        (
-            "ssh://root@[fe80::1%eth0]",
-            0,
-            "ssh:__root@[fe80::1%eth0]-0",
-        ),
+        ("ssh-ng://builder.example.com", 1, "ssh-ng:__builder.example.com-1"),
+        ("ssh://root@[fe80::1%eth0]", 0, "ssh:__root@[fe80::1%eth0]-0"),
         ("unix:///run/nix/daemon", 2, "unix:___run_nix_daemon-2"),
-        (
-            "ssh://b1?ssh-key=/root/.ssh/id",
-            0,
-            "ssh:__b1?ssh-key=_root_.ssh_id-0",
-        ),
+        ("ssh://b1?ssh-key=/root/.ssh/id", 0, "ssh:__b1?ssh-key=_root_.ssh_id-0"),
         ("local", 0, "local-0"),
     ];
     for (uri, slot, name) in cases {
         assert_eq!(dir.slot_path(uri, slot), dir.path().join(name), "{uri}");
     }
     assert_eq!(dir.main_lock_path(), dir.path().join("main-lock"));
-    assert_eq!(
-        dir.upload_lock_path("ssh://nix@b1"),
-        dir.path().join("ssh:__nix@b1.upload-lock")
-    );
+    assert_eq!(dir.upload_lock_path("ssh://nix@b1"), dir.path().join("ssh:__nix@b1.upload-lock"));
     assert_eq!(escape_uri("ssh-ng://a/b/c"), "ssh-ng:__a_b_c");
 }
 
@@ -152,9 +137,7 @@ fn shrinking_max_jobs_ignores_higher_slots() {
     let (_tmp, dir) = load_dir();
     let other = LoadDir::open(dir.path());
     let main = other.lock_main().unwrap();
-    let held: Vec<_> = (0..3)
-        .map(|_| other.scan(&main, URI, 3).unwrap().free.unwrap())
-        .collect();
+    let held: Vec<_> = (0..3).map(|_| other.scan(&main, URI, 3).unwrap().free.unwrap()).collect();
     assert_eq!(held.iter().map(|s| s.slot()).collect::<Vec<_>>(), [0, 1, 2]);
     drop(main);
     // A machines file edited down to 2 jobs only looks at slots 0 and 1, like Nix.
@@ -175,13 +158,9 @@ fn main_lock_is_exclusive_and_blocking() {
         tx.send(()).unwrap();
         drop(lock);
     });
-    assert!(
-        rx.recv_timeout(Duration::from_millis(300)).is_err(),
-        "second main lock must wait"
-    );
+    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err(), "second main lock must wait");
     drop(first);
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("second main lock acquired after release");
+    rx.recv_timeout(Duration::from_secs(10)).expect("second main lock acquired after release");
     waiter.join().unwrap();
 }
 
@@ -195,16 +174,9 @@ fn touch_updates_times() {
         .write(true)
         .open(slot.path())
         .unwrap()
-        .set_times(
-            std::fs::FileTimes::new()
-                .set_modified(old)
-                .set_accessed(old),
-        )
+        .set_times(std::fs::FileTimes::new().set_modified(old).set_accessed(old))
         .unwrap();
-    assert_eq!(
-        std::fs::metadata(slot.path()).unwrap().modified().unwrap(),
-        old
-    );
+    assert_eq!(std::fs::metadata(slot.path()).unwrap().modified().unwrap(), old);
 
     let before = SystemTime::now() - Duration::from_secs(5);
     slot.touch().unwrap();
@@ -291,10 +263,7 @@ fn lock_held_by_child_process_counts() {
 }
 
 fn util_linux_flock() -> Option<&'static Path> {
-    ["/usr/bin/flock", "/bin/flock"]
-        .into_iter()
-        .map(Path::new)
-        .find(|p| p.exists())
+    ["/usr/bin/flock", "/bin/flock"].into_iter().map(Path::new).find(|p| p.exists())
 }
 
 /// util-linux `flock` uses flock(2), as Nix does. If this crate used fcntl record locks the
@@ -327,12 +296,7 @@ fn lock_held_by_util_linux_flock_counts() {
     let main = dir.lock_main().unwrap();
     let ours = dir.scan(&main, URI, 3).unwrap().free.unwrap();
     assert_eq!(ours.slot(), 0);
-    let status = Command::new(flock)
-        .args(["-n", "-E", "42"])
-        .arg(ours.path())
-        .arg("true")
-        .status()
-        .unwrap();
+    let status = Command::new(flock).args(["-n", "-E", "42"]).arg(ours.path()).arg("true").status().unwrap();
     assert_eq!(status.code(), Some(42));
 
     finish(child);

@@ -31,10 +31,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_string_len: DEFAULT_MAX_STRING_LEN,
-            max_list_len: DEFAULT_MAX_LIST_LEN,
-        }
+        Limits { max_string_len: DEFAULT_MAX_STRING_LEN, max_list_len: DEFAULT_MAX_LIST_LEN }
     }
 }
 
@@ -133,11 +130,7 @@ impl WireError {
     pub fn is_clean_eof(&self) -> bool {
         matches!(
             self,
-            WireError::Truncated {
-                available: 0,
-                what: Item::Int | Item::StringLength | Item::ListCount,
-                ..
-            }
+            WireError::Truncated { available: 0, what: Item::Int | Item::StringLength | Item::ListCount, .. }
         )
     }
 }
@@ -173,11 +166,7 @@ impl<R: Read> Reader<R> {
     }
 
     pub fn with_limits(inner: R, limits: Limits) -> Self {
-        Reader {
-            inner,
-            pos: 0,
-            limits,
-        }
+        Reader { inner, pos: 0, limits }
     }
 
     pub fn limits(&self) -> Limits {
@@ -225,13 +214,7 @@ impl<R: Read> Reader<R> {
                     self.pos += n as u64;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(source) => {
-                    return Err(WireError::Io {
-                        what,
-                        offset,
-                        source,
-                    })
-                }
+                Err(source) => return Err(WireError::Io { what, offset, source }),
             }
         }
         Ok(())
@@ -276,21 +259,12 @@ impl<R: Read> Reader<R> {
             let want = (len - data.len() as u64).min(chunk.len() as u64) as usize;
             let already = data.len() as u64;
             // `fill` reports `needed` relative to this chunk; report it for the whole string.
-            self.fill(&mut chunk[..want], Item::StringData, data_offset, already)
-                .map_err(|e| match e {
-                    WireError::Truncated {
-                        what,
-                        offset,
-                        available,
-                        ..
-                    } => WireError::Truncated {
-                        what,
-                        offset,
-                        needed: len,
-                        available,
-                    },
-                    other => other,
-                })?;
+            self.fill(&mut chunk[..want], Item::StringData, data_offset, already).map_err(|e| match e {
+                WireError::Truncated { what, offset, available, .. } => {
+                    WireError::Truncated { what, offset, needed: len, available }
+                }
+                other => other,
+            })?;
             data.extend_from_slice(&chunk[..want]);
         }
 
@@ -332,10 +306,7 @@ impl<R: Read> Reader<R> {
         Ok(count)
     }
 
-    fn read_list_with<T>(
-        &mut self,
-        mut item: impl FnMut(&mut Self) -> Result<T>,
-    ) -> Result<Vec<T>> {
+    fn read_list_with<T>(&mut self, mut item: impl FnMut(&mut Self) -> Result<T>) -> Result<Vec<T>> {
         let count = self.read_count()?;
         // Same reasoning as for strings: the count is only a claim until the items arrive.
         let mut out = Vec::with_capacity(count.min(1024) as usize);
@@ -457,9 +428,7 @@ mod tests {
         assert!(err.is_clean_eof(), "{err}");
         let err = Reader::new(&[1u8, 0, 0][..]).read_string().unwrap_err();
         assert!(!err.is_clean_eof(), "{err}");
-        let err = Reader::new(&[1u8, 0, 0, 0, 0, 0, 0, 0][..])
-            .read_string()
-            .unwrap_err();
+        let err = Reader::new(&[1u8, 0, 0, 0, 0, 0, 0, 0][..]).read_string().unwrap_err();
         assert!(!err.is_clean_eof(), "{err}");
     }
 }

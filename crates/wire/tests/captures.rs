@@ -17,9 +17,7 @@ fn expected_settings() -> Vec<(String, String)> {
     let text = String::from_utf8(fixture("spy-accept.settings.txt")).unwrap();
     text.lines()
         .map(|l| {
-            let (k, v) = l
-                .split_once(" = ")
-                .unwrap_or_else(|| panic!("bad line {l:?}"));
+            let (k, v) = l.split_once(" = ").unwrap_or_else(|| panic!("bad line {l:?}"));
             (k.to_string(), v.to_string())
         })
         .collect()
@@ -37,19 +35,11 @@ fn spy_accept_whole_session() {
     assert_eq!(settings, expected_settings());
     // Nix sends every setting, in name order.
     assert!(settings.windows(2).all(|w| w[0].0 < w[1].0));
-    let get = |k: &str| {
-        settings
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.as_str())
-    };
+    let get = |k: &str| settings.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     assert_eq!(get("builders"), Some("ssh://dummy x86_64-linux"));
     assert_eq!(get("max-jobs"), Some("1"));
     assert_eq!(get("system"), Some("x86_64-linux"));
-    assert_eq!(
-        get("system-features"),
-        Some("benchmark big-parallel kvm nixos-test")
-    );
+    assert_eq!(get("system-features"), Some("benchmark big-parallel kvm nixos-test"));
     assert_eq!(get("access-tokens"), Some(""));
 
     let first = read_try(&mut r).unwrap();
@@ -65,10 +55,7 @@ fn spy_accept_whole_session() {
     assert_eq!(r.position(), 4808);
 
     let second = read_try(&mut r).unwrap();
-    assert_eq!(
-        second.drv_path,
-        "/nix/store/gx07bf5bkwph84wwj1vilza5k5hlxjq6-top.drv"
-    );
+    assert_eq!(second.drv_path, "/nix/store/gx07bf5bkwph84wwj1vilza5k5hlxjq6-top.drv");
     assert!(second.am_willing);
     assert_eq!(r.position(), 4928);
 

@@ -25,12 +25,7 @@ fn truncation_at_every_byte_of_capture_is_an_error() {
     for cut in 0..bytes.len() {
         let err = decode_spy_accept(&bytes[..cut]).expect_err("prefix must not decode");
         match err {
-            WireError::Truncated {
-                offset,
-                needed,
-                available,
-                ..
-            } => {
+            WireError::Truncated { offset, needed, available, .. } => {
                 // The error pins down exactly where the input stopped.
                 assert_eq!(offset + available, cut as u64, "cut {cut}: {err}");
                 assert!(available < needed, "cut {cut}: {err}");
@@ -46,16 +41,12 @@ fn truncation_at_every_byte_of_single_try() {
     w.write_str("try").unwrap();
     w.write_bool(false).unwrap();
     w.write_str("aarch64-linux").unwrap();
-    w.write_str("/nix/store/y9vx4js676i5pdl531daqi8wklqc4kf4-spy-arm.drv")
-        .unwrap();
+    w.write_str("/nix/store/y9vx4js676i5pdl531daqi8wklqc4kf4-spy-arm.drv").unwrap();
     w.write_list(["benchmark", "kvm", "x"]).unwrap();
     let bytes = w.into_inner();
     for cut in 0..bytes.len() {
         let err = read_try(&mut Reader::new(&bytes[..cut])).unwrap_err();
-        assert!(
-            matches!(err, WireError::Truncated { .. }),
-            "cut {cut}: {err}"
-        );
+        assert!(matches!(err, WireError::Truncated { .. }), "cut {cut}: {err}");
         // Clean EOF is an item-level notion; at the very start it is what a hook sees when
         // the parent hangs up between requests.
         if cut == 0 {
@@ -77,15 +68,7 @@ fn truncation_message_names_item_and_offset() {
     r.read_u64().unwrap();
     let err = r.read_string().unwrap_err();
     assert!(
-        matches!(
-            err,
-            WireError::Truncated {
-                what: Item::StringData,
-                offset: 16,
-                needed: 11,
-                available: 4
-            }
-        ),
+        matches!(err, WireError::Truncated { what: Item::StringData, offset: 16, needed: 11, available: 4 }),
         "{err:?}"
     );
     assert_eq!(
@@ -118,22 +101,12 @@ fn absurd_string_length_without_limit_does_not_allocate_it() {
     // data instead of trying to reserve 16 EiB.
     let mut bytes = u64::MAX.to_le_bytes().to_vec();
     bytes.extend(b"abc");
-    let limits = Limits {
-        max_string_len: u64::MAX,
-        max_list_len: u64::MAX,
-    };
-    let err = Reader::with_limits(&bytes[..], limits)
-        .read_bytes()
-        .unwrap_err();
+    let limits = Limits { max_string_len: u64::MAX, max_list_len: u64::MAX };
+    let err = Reader::with_limits(&bytes[..], limits).read_bytes().unwrap_err();
     assert!(
         matches!(
             err,
-            WireError::Truncated {
-                what: Item::StringData,
-                offset: 8,
-                needed: u64::MAX,
-                available: 3
-            }
+            WireError::Truncated { what: Item::StringData, offset: 8, needed: u64::MAX, available: 3 }
         ),
         "{err:?}"
     );
@@ -143,36 +116,13 @@ fn absurd_string_length_without_limit_does_not_allocate_it() {
 fn absurd_list_count() {
     let bytes = u64::MAX.to_le_bytes();
     let err = Reader::new(&bytes[..]).read_string_list().unwrap_err();
-    assert!(
-        matches!(
-            err,
-            WireError::TooLong {
-                what: Item::ListCount,
-                len: u64::MAX,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, WireError::TooLong { what: Item::ListCount, len: u64::MAX, .. }), "{err:?}");
 
-    let limits = Limits {
-        max_string_len: 16,
-        max_list_len: u64::MAX,
-    };
-    let err = Reader::with_limits(&bytes[..], limits)
-        .read_string_list()
-        .unwrap_err();
+    let limits = Limits { max_string_len: 16, max_list_len: u64::MAX };
+    let err = Reader::with_limits(&bytes[..], limits).read_string_list().unwrap_err();
     // The count alone reserves nothing; the first missing element ends the read.
     assert!(
-        matches!(
-            err,
-            WireError::Truncated {
-                what: Item::StringLength,
-                offset: 8,
-                available: 0,
-                ..
-            }
-        ),
+        matches!(err, WireError::Truncated { what: Item::StringLength, offset: 8, available: 0, .. }),
         "{err:?}"
     );
 }
@@ -183,32 +133,18 @@ fn limits_are_inclusive() {
     w.write_str("12345678").unwrap();
     w.write_list(["a", "b"]).unwrap();
     let bytes = w.into_inner();
-    let tight = Limits {
-        max_string_len: 8,
-        max_list_len: 2,
-    };
+    let tight = Limits { max_string_len: 8, max_list_len: 2 };
     let mut r = Reader::with_limits(&bytes[..], tight);
     assert_eq!(r.read_string().unwrap(), "12345678");
     assert_eq!(r.read_string_list().unwrap(), ["a", "b"]);
 
-    let tighter = Limits {
-        max_string_len: 7,
-        max_list_len: 1,
-    };
+    let tighter = Limits { max_string_len: 7, max_list_len: 1 };
     let mut r = Reader::with_limits(&bytes[..], tighter);
-    assert!(matches!(
-        r.read_string(),
-        Err(WireError::TooLong { len: 8, max: 7, .. })
-    ));
+    assert!(matches!(r.read_string(), Err(WireError::TooLong { len: 8, max: 7, .. })));
     let mut r = Reader::with_limits(&bytes[16..], tighter);
     assert!(matches!(
         r.read_string_list(),
-        Err(WireError::TooLong {
-            what: Item::ListCount,
-            offset: 0,
-            len: 2,
-            max: 1
-        })
+        Err(WireError::TooLong { what: Item::ListCount, offset: 0, len: 2, max: 1 })
     ));
 }
 
@@ -217,10 +153,7 @@ fn non_zero_padding() {
     let mut bytes = 3u64.to_le_bytes().to_vec();
     bytes.extend(b"try\0\0\x01\0\0");
     let err = Reader::new(&bytes[..]).read_string().unwrap_err();
-    assert!(
-        matches!(err, WireError::NonZeroPadding { offset: 11 }),
-        "{err:?}"
-    );
+    assert!(matches!(err, WireError::NonZeroPadding { offset: 11 }), "{err:?}");
 }
 
 #[test]
@@ -273,10 +206,7 @@ impl Read for Trickle<'_> {
 #[test]
 fn short_reads_and_eintr() {
     let bytes = fixture("spy-features.stdin.bin");
-    let mut r = Reader::new(Trickle {
-        data: &bytes,
-        interrupt: false,
-    });
+    let mut r = Reader::new(Trickle { data: &bytes, interrupt: false });
     assert_eq!(read_settings_block(&mut r).unwrap().len(), 91);
     let t = read_try(&mut r).unwrap();
     assert_eq!(t.required_features.len(), 2);
@@ -293,15 +223,11 @@ impl Read for Broken {
 
 #[test]
 fn io_errors_are_reported_with_offset() {
-    let err = Reader::new(io::Cursor::new(1u64.to_le_bytes()).chain(Broken))
-        .read_string_list()
-        .unwrap_err();
+    let err = Reader::new(io::Cursor::new(1u64.to_le_bytes()).chain(Broken)).read_string_list().unwrap_err();
     match err {
-        WireError::Io {
-            what: Item::StringLength,
-            offset: 8,
-            ref source,
-        } => assert_eq!(source.to_string(), "pipe exploded"),
+        WireError::Io { what: Item::StringLength, offset: 8, ref source } => {
+            assert_eq!(source.to_string(), "pipe exploded")
+        }
         other => panic!("{other:?}"),
     }
 }

@@ -21,9 +21,7 @@ fn integers() {
 #[test]
 fn strings_of_every_padding() {
     for len in 0..=33 {
-        let s: String = (0..len)
-            .map(|i| char::from(b'a' + (i % 26) as u8))
-            .collect();
+        let s: String = (0..len).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
         let mut w = Writer::new(Vec::new());
         w.write_str(&s).unwrap();
         let bytes = w.into_inner();

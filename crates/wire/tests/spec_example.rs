@@ -10,9 +10,7 @@ use nwh_wire::{Reader, Writer};
 const DRV: &str = "/nix/store/0c7w2i7kmf3ljc1vyqrvpxsn6gdn2l3y-hello-2.12.1.drv";
 
 fn hex_row(row: &str) -> Vec<u8> {
-    row.split_whitespace()
-        .map(|b| u8::from_str_radix(b, 16).unwrap())
-        .collect()
+    row.split_whitespace().map(|b| u8::from_str_radix(b, 16).unwrap()).collect()
 }
 
 /// The 168-byte `try` request, from the listing. The listing elides the middle of the store
@@ -42,10 +40,7 @@ fn spec_try_bytes() -> Vec<u8> {
     // The elided 52 bytes: path bytes 8..60 sit at 0x40..0x74, overlapping ".drv" already set.
     out[0x40..0x40 + 52].copy_from_slice(&DRV.as_bytes()[8..60]);
     assert_eq!(&out[0x70..0x78], &hex_row("2e 64 72 76 00 00 00 00")[..]);
-    assert!(
-        !out.contains(&0xff),
-        "every byte of the listing was filled in"
-    );
+    assert!(!out.contains(&0xff), "every byte of the listing was filled in");
     out
 }
 

@@ -37,10 +37,10 @@ impl Cache {
     /// `$XDG_CACHE_HOME/nix-wasm-hook`, else `$HOME/.cache/nix-wasm-hook`; none when neither
     /// is set (the hook then compiles each time, which is correct, only slower).
     pub fn default_location() -> Self {
-        let base = std::env::var_os("XDG_CACHE_HOME")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| Path::new(&h).join(".cache")));
+        let base =
+            std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()).map(PathBuf::from).or_else(|| {
+                std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| Path::new(&h).join(".cache"))
+            });
         Cache { dir: base.map(|b| b.join("nix-wasm-hook")) }
     }
 
@@ -116,7 +116,8 @@ fn store_atomically(dir: &Path, path: &Path, image: &[u8]) -> Result<()> {
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("creating the policy cache {}", dir.display()))?;
-    let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), path.file_name().unwrap().to_string_lossy()));
+    let tmp =
+        dir.join(format!(".tmp-{}-{}", std::process::id(), path.file_name().unwrap().to_string_lossy()));
     let mut f = fs::File::create(&tmp)?;
     f.write_all(image)?;
     f.sync_all()?;

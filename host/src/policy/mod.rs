@@ -48,7 +48,10 @@ pub enum LoadError {
     MissingExport { found: Vec<String> },
     #[error("its export is not usable: {0}")]
     WrongExport(String),
-    #[error("it was built for version {policy} of `{}`, and this hook speaks version {host}", bindings::PACKAGE)]
+    #[error(
+        "it was built for version {policy} of `{}`, and this hook speaks version {host}",
+        bindings::PACKAGE
+    )]
     Version { policy: String, host: String },
     #[error("it is not a valid Wasm component: {0}")]
     Invalid(String),
@@ -98,7 +101,8 @@ pub struct Call {
 impl Policy {
     /// Loads the embedded default policy.
     pub fn default_policy(cache: &Cache) -> Result<Policy> {
-        Policy::from_bytes("the default policy", DEFAULT_POLICY, cache).context("loading the embedded default policy")
+        Policy::from_bytes("the default policy", DEFAULT_POLICY, cache)
+            .context("loading the embedded default policy")
     }
 
     pub fn from_file(path: &Path, cache: &Cache) -> Result<Policy> {
@@ -120,7 +124,13 @@ impl Policy {
             .instantiate_pre(&component)
             .and_then(PolicyPre::new)
             .map_err(|e| LoadError::WrongExport(format!("{e:#}")))?;
-        Ok(Policy { name: name.to_string(), sha256: cache::sha256_hex(bytes), pre, engine, limits: Limits::default() })
+        Ok(Policy {
+            name: name.to_string(),
+            sha256: cache::sha256_hex(bytes),
+            pre,
+            engine,
+            limits: Limits::default(),
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -211,7 +221,9 @@ fn from_wit_answer(a: bindings::Answer) -> Answer {
 pub fn validate(answer: &Answer, req: &Request, machines: &[MachineView]) -> Result<(), CallError> {
     if let Choice::Try(ranking) = &answer.choice {
         if ranking.is_empty() {
-            return Err(CallError::Nonsense("it ranked no machine; an empty ranking must be `decline` or `postpone`".into()));
+            return Err(CallError::Nonsense(
+                "it ranked no machine; an empty ranking must be `decline` or `postpone`".into(),
+            ));
         }
         for (pos, &i) in ranking.iter().enumerate() {
             let Some(m) = machines.get(i as usize) else {
@@ -224,7 +236,10 @@ pub fn validate(answer: &Answer, req: &Request, machines: &[MachineView]) -> Res
                 return Err(CallError::Nonsense(format!("it ranked machine #{i} ({}) twice", m.uri)));
             }
             if let Err(why) = decision::fits_now(req, m) {
-                return Err(CallError::Nonsense(format!("it ranked {} (#{i}), which does not fit: {why}", m.uri)));
+                return Err(CallError::Nonsense(format!(
+                    "it ranked {} (#{i}), which does not fit: {why}",
+                    m.uri
+                )));
             }
         }
     }
@@ -276,7 +291,14 @@ impl Policies {
         let mut warning = None;
         if let Some(p) = &self.chosen {
             match p.call(req, machines).and_then(|c| validate(&c.answer, req, machines).map(|_| c)) {
-                Ok(c) => return Ok(Decided { answer: c.answer, by: DecidedBy::Policy, fuel_used: c.fuel_used, warning }),
+                Ok(c) => {
+                    return Ok(Decided {
+                        answer: c.answer,
+                        by: DecidedBy::Policy,
+                        fuel_used: c.fuel_used,
+                        warning,
+                    })
+                }
                 Err(e) => {
                     warning = Some(format!(
                         "policy {} failed on {}: {e}; the default policy decided instead",

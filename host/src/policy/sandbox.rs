@@ -57,7 +57,10 @@ pub fn check_exports(engine: &Engine, component: &Component) -> Result<(), LoadE
                 return Err(LoadError::WrongExport(format!("`{name}` is not an interface instance")));
             }
             if !compatible(version, bindings::VERSION) {
-                return Err(LoadError::Version { policy: version.to_string(), host: bindings::VERSION.to_string() });
+                return Err(LoadError::Version {
+                    policy: version.to_string(),
+                    host: bindings::VERSION.to_string(),
+                });
             }
             return Ok(());
         }
@@ -109,7 +112,12 @@ impl StoreState {
             .secure_random(wasmtime_wasi::Deterministic::new(vec![0x5e, 0xed, 0x00, 0x01]))
             .insecure_random(wasmtime_wasi::Deterministic::new(vec![0x5e, 0xed, 0x00, 0x02]))
             .insecure_random_seed(0);
-        StoreState { limiter: MemoryLimiter::new(memory_limit), wasi: b.build(), table: ResourceTable::new(), logs }
+        StoreState {
+            limiter: MemoryLimiter::new(memory_limit),
+            wasi: b.build(),
+            table: ResourceTable::new(),
+            logs,
+        }
     }
 }
 
@@ -158,18 +166,31 @@ impl MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.limit {
             self.exceeded = true;
             // Trapping (rather than returning false) stops a guest that would otherwise retry
             // or abort with an unhelpful `unreachable`.
-            return Err(wasmtime::format_err!("policy memory limit of {} bytes exceeded (wanted {desired})", self.limit));
+            return Err(wasmtime::format_err!(
+                "policy memory limit of {} bytes exceeded (wanted {desired})",
+                self.limit
+            ));
         }
         self.peak = self.peak.max(desired);
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }

@@ -8,10 +8,7 @@
 
 use super::{logic, wit};
 
-pub fn from_wit(
-    request: wit::Request,
-    machines: Vec<wit::Machine>,
-) -> (logic::Request, Vec<logic::Machine>) {
+pub fn from_wit(request: wit::Request, machines: Vec<wit::Machine>) -> (logic::Request, Vec<logic::Machine>) {
     let request = logic::Request {
         drv_path: request.drv_path,
         system: request.system,
@@ -45,10 +42,7 @@ pub fn to_wit(answer: logic::Answer) -> wit::Answer {
         rejected: answer
             .rejected
             .into_iter()
-            .map(|r| wit::Rejection {
-                machine: r.machine,
-                reason: r.reason,
-            })
+            .map(|r| wit::Rejection { machine: r.machine, reason: r.reason })
             .collect(),
     }
 }

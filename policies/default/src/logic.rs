@@ -95,19 +95,13 @@ pub fn eligibility_problems(request: &Request, machine: &Machine) -> Vec<String>
         problems.push("disabled: connection failed earlier".to_string());
     }
     if request.system != "builtin" && !machine.systems.contains(&request.system) {
-        let systems = if machine.systems.is_empty() {
-            "none".to_string()
-        } else {
-            machine.systems.join(", ")
-        };
-        problems.push(format!(
-            "system `{}` is not among its systems ({})",
-            request.system, systems
-        ));
+        let systems =
+            if machine.systems.is_empty() { "none".to_string() } else { machine.systems.join(", ") };
+        problems.push(format!("system `{}` is not among its systems ({})", request.system, systems));
     }
     for feature in &request.required_features {
-        let supported = machine.supported_features.contains(feature)
-            || machine.mandatory_features.contains(feature);
+        let supported =
+            machine.supported_features.contains(feature) || machine.mandatory_features.contains(feature);
         if !supported {
             problems.push(format!("does not support the required feature `{feature}`"));
         }
@@ -146,16 +140,11 @@ pub fn busy_reason(machine: &Machine) -> Option<String> {
 pub fn fit(request: &Request, machine: &Machine) -> Fit {
     let problems = eligibility_problems(request, machine);
     if !problems.is_empty() {
-        return Fit::Unfit {
-            reason: problems.join("; "),
-        };
+        return Fit::Unfit { reason: problems.join("; ") };
     }
     match busy_reason(machine) {
         Some(reason) => Fit::Full { reason },
-        None => Fit::Free {
-            load: machine.slots_in_use,
-            speed: machine.speed_factor,
-        },
+        None => Fit::Free { load: machine.slots_in_use, speed: machine.speed_factor },
     }
 }
 
@@ -176,9 +165,7 @@ pub fn compare_candidates(a: (u32, f64), b: (u32, f64)) -> Ordering {
     let (load_b, speed_b) = b;
     let score_a = f64::from(load_a) / speed_a;
     let score_b = f64::from(load_b) / speed_b;
-    cmp_f64(score_a, score_b)
-        .then_with(|| cmp_f64(speed_b, speed_a))
-        .then_with(|| load_a.cmp(&load_b))
+    cmp_f64(score_a, score_b).then_with(|| cmp_f64(speed_b, speed_a)).then_with(|| load_a.cmp(&load_b))
 }
 
 /// The result of looking at every machine for one request.
@@ -202,11 +189,7 @@ pub fn assess(request: &Request, machines: &[Machine]) -> Assessment {
         .map(|(i, _)| index(i))
         .collect();
     let right_type = fits.iter().any(Fit::is_eligible);
-    Assessment {
-        free,
-        right_type,
-        fits,
-    }
+    Assessment { free, right_type, fits }
 }
 
 /// What Nix does when no machine has a free slot: postpone when an eligible machine exists
@@ -313,11 +296,7 @@ mod tests {
     }
 
     fn reasons(answer: &Answer) -> Vec<(u32, &str)> {
-        answer
-            .rejected
-            .iter()
-            .map(|r| (r.machine, r.reason.as_str()))
-            .collect()
+        answer.rejected.iter().map(|r| (r.machine, r.reason.as_str())).collect()
     }
 
     const X86: &str = "x86_64-linux";
@@ -343,46 +322,25 @@ mod tests {
             machine("ssh://b", X86, 4, 2.0, 1), // 0.5
             machine("ssh://c", X86, 4, 1.0, 1), // 1.0
         ];
-        assert_eq!(
-            decide(&req(X86, &[]), &ms).decision,
-            Decision::Try(vec![1, 2, 0])
-        );
+        assert_eq!(decide(&req(X86, &[]), &ms).decision, Decision::Try(vec![1, 2, 0]));
     }
 
     #[test]
     fn float_division_idle_slow_beats_busy_fast() {
         // scheduling.md §2: F (speed 4) with one job scores 0.25 > 0, so idle S wins.
         // Nix 2.8-2.19 (integer division) would have picked F.
-        let ms = [
-            machine("ssh://fast", X86, 8, 4.0, 1),
-            machine("ssh://slow", X86, 8, 1.0, 0),
-        ];
-        assert_eq!(
-            decide(&req(X86, &[]), &ms).decision,
-            Decision::Try(vec![1, 0])
-        );
+        let ms = [machine("ssh://fast", X86, 8, 4.0, 1), machine("ssh://slow", X86, 8, 1.0, 0)];
+        assert_eq!(decide(&req(X86, &[]), &ms).decision, Decision::Try(vec![1, 0]));
     }
 
     #[test]
     fn equal_score_higher_speed_wins() {
         // Both idle: score 0 each; higher speed first even though listed second.
-        let ms = [
-            machine("ssh://slow", X86, 2, 1.0, 0),
-            machine("ssh://fast", X86, 2, 3.0, 0),
-        ];
-        assert_eq!(
-            decide(&req(X86, &[]), &ms).decision,
-            Decision::Try(vec![1, 0])
-        );
+        let ms = [machine("ssh://slow", X86, 2, 1.0, 0), machine("ssh://fast", X86, 2, 3.0, 0)];
+        assert_eq!(decide(&req(X86, &[]), &ms).decision, Decision::Try(vec![1, 0]));
         // Equal score with loads: 2/2 == 1/1, speed 2 wins.
-        let ms = [
-            machine("ssh://a", X86, 4, 1.0, 1),
-            machine("ssh://b", X86, 4, 2.0, 2),
-        ];
-        assert_eq!(
-            decide(&req(X86, &[]), &ms).decision,
-            Decision::Try(vec![1, 0])
-        );
+        let ms = [machine("ssh://a", X86, 4, 1.0, 1), machine("ssh://b", X86, 4, 2.0, 2)];
+        assert_eq!(decide(&req(X86, &[]), &ms).decision, Decision::Try(vec![1, 0]));
     }
 
     #[test]
@@ -394,45 +352,25 @@ mod tests {
             machine("ssh://b", X86, 8, tiny, 1),
             machine("ssh://c", X86, 8, tiny, 2),
         ];
-        assert_eq!(
-            decide(&req(X86, &[]), &ms).decision,
-            Decision::Try(vec![1, 2, 0])
-        );
+        assert_eq!(decide(&req(X86, &[]), &ms).decision, Decision::Try(vec![1, 2, 0]));
         // Infinite speed: every score is 0, speeds equal → lower load.
-        let ms = [
-            machine("ssh://a", X86, 8, f64::INFINITY, 5),
-            machine("ssh://b", X86, 8, f64::INFINITY, 4),
-        ];
-        assert_eq!(
-            decide(&req(X86, &[]), &ms).decision,
-            Decision::Try(vec![1, 0])
-        );
+        let ms = [machine("ssh://a", X86, 8, f64::INFINITY, 5), machine("ssh://b", X86, 8, f64::INFINITY, 4)];
+        assert_eq!(decide(&req(X86, &[]), &ms).decision, Decision::Try(vec![1, 0]));
     }
 
     #[test]
     fn full_ties_go_to_first_listed() {
-        let ms: Vec<Machine> = (0..5)
-            .map(|i| machine(&format!("ssh://m{i}"), X86, 2, 1.5, 1))
-            .collect();
-        assert_eq!(
-            decide(&req(X86, &[]), &ms).decision,
-            Decision::Try(vec![0, 1, 2, 3, 4])
-        );
+        let ms: Vec<Machine> = (0..5).map(|i| machine(&format!("ssh://m{i}"), X86, 2, 1.5, 1)).collect();
+        assert_eq!(decide(&req(X86, &[]), &ms).decision, Decision::Try(vec![0, 1, 2, 3, 4]));
     }
 
     #[test]
     fn builtin_runs_on_any_system() {
-        let ms = [
-            machine("ssh://arm", "aarch64-linux", 1, 1.0, 0),
-            machine("ssh://none", X86, 1, 1.0, 0),
-        ];
+        let ms = [machine("ssh://arm", "aarch64-linux", 1, 1.0, 0), machine("ssh://none", X86, 1, 1.0, 0)];
         let mut m_none = ms[1].clone();
         m_none.systems.clear();
         let ms = [ms[0].clone(), m_none];
-        assert_eq!(
-            decide(&req("builtin", &[]), &ms).decision,
-            Decision::Try(vec![0, 1])
-        );
+        assert_eq!(decide(&req("builtin", &[]), &ms).decision, Decision::Try(vec![0, 1]));
     }
 
     #[test]
@@ -443,10 +381,7 @@ mod tests {
         assert_eq!(a.decision, Decision::Decline);
         assert_eq!(
             reasons(&a),
-            vec![(
-                0,
-                "system `aarch64-linux` is not among its systems (x86_64-linux, i686-linux)"
-            )]
+            vec![(0, "system `aarch64-linux` is not among its systems (x86_64-linux, i686-linux)")]
         );
     }
 
@@ -455,10 +390,7 @@ mod tests {
         let mut m = machine("ssh://a", X86, 1, 1.0, 0);
         m.systems.clear();
         let a = decide(&req(X86, &[]), &[m]);
-        assert_eq!(
-            reasons(&a),
-            vec![(0, "system `x86_64-linux` is not among its systems (none)")]
-        );
+        assert_eq!(reasons(&a), vec![(0, "system `x86_64-linux` is not among its systems (none)")]);
     }
 
     #[test]
@@ -484,10 +416,7 @@ mod tests {
         assert_eq!(a.decision, Decision::Decline);
         assert_eq!(
             reasons(&a),
-            vec![(
-                0,
-                "mandatory feature `benchmark` is not among the derivation's required features"
-            )]
+            vec![(0, "mandatory feature `benchmark` is not among the derivation's required features")]
         );
     }
 
@@ -516,10 +445,7 @@ mod tests {
         let a = decide(&req(X86, &[]), &[m]);
         // Not right type → decline even though the parent cannot build locally.
         assert_eq!(a.decision, Decision::Decline);
-        assert_eq!(
-            reasons(&a),
-            vec![(0, "disabled: connection failed earlier")]
-        );
+        assert_eq!(reasons(&a), vec![(0, "disabled: connection failed earlier")]);
     }
 
     #[test]
@@ -551,10 +477,7 @@ mod tests {
         let ms = [machine("ssh://a", X86, 0, 1.0, 0)];
         let a = decide(&req(X86, &[]), &ms);
         assert_eq!(a.decision, Decision::Postpone);
-        assert_eq!(
-            reasons(&a),
-            vec![(0, "max-jobs is 0: it never takes a build")]
-        );
+        assert_eq!(reasons(&a), vec![(0, "max-jobs is 0: it never takes a build")]);
     }
 
     #[test]
@@ -579,10 +502,7 @@ mod tests {
         assert_eq!(
             reasons(&a),
             vec![
-                (
-                    0,
-                    "system `x86_64-linux` is not among its systems (aarch64-linux)"
-                ),
+                (0, "system `x86_64-linux` is not among its systems (aarch64-linux)"),
                 (1, "all 2 slots in use"),
             ]
         );
@@ -592,14 +512,12 @@ mod tests {
     fn nan_and_zero_speed_do_not_panic() {
         let ms = [
             machine("ssh://nan", X86, 4, f64::NAN, 0),
-            machine("ssh://zero", X86, 4, 0.0, 1), // 1/0 = +inf
+            machine("ssh://zero", X86, 4, 0.0, 1),      // 1/0 = +inf
             machine("ssh://zero-idle", X86, 4, 0.0, 0), // 0/0 = NaN
             machine("ssh://ok", X86, 4, 1.0, 3),
         ];
         let a = decide(&req(X86, &[]), &ms);
-        let Decision::Try(order) = a.decision else {
-            panic!("expected try")
-        };
+        let Decision::Try(order) = a.decision else { panic!("expected try") };
         assert_eq!(order[0], 3);
         assert_eq!(order[1], 1);
         assert_eq!(order.len(), 4);
@@ -607,10 +525,7 @@ mod tests {
 
     #[test]
     fn answer_with_custom_ranking_rejects_unranked_free_machines() {
-        let ms = [
-            machine("ssh://a", X86, 1, 1.0, 0),
-            machine("ssh://b", X86, 1, 1.0, 0),
-        ];
+        let ms = [machine("ssh://a", X86, 1, 1.0, 0), machine("ssh://b", X86, 1, 1.0, 0)];
         let r = req(X86, &[]);
         let assessment = assess(&r, &ms);
         let a = answer_with(&r, &assessment, vec![1]);
@@ -650,10 +565,7 @@ mod tests {
     struct Lcg(u64);
     impl Lcg {
         fn next(&mut self, n: u64) -> u64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             (self.0 >> 33) % n
         }
     }
@@ -665,10 +577,7 @@ mod tests {
         let speeds = [0.5, 1.0, 1.5, 2.0, 3.0, 4.0];
         let mut rng = Lcg(42);
         let pick = |rng: &mut Lcg, pool: &[&str], p: u64| -> Vec<String> {
-            pool.iter()
-                .filter(|_| rng.next(100) < p)
-                .map(|s| s.to_string())
-                .collect()
+            pool.iter().filter(|_| rng.next(100) < p).map(|s| s.to_string()).collect()
         };
         for case in 0..20_000 {
             let n = rng.next(7) as usize;
@@ -699,10 +608,7 @@ mod tests {
             let answer = decide(&request, &machines);
             match (nix_best, &answer.decision) {
                 (Some(b), Decision::Try(order)) => {
-                    assert_eq!(
-                        order[0] as usize, b,
-                        "case {case}: {machines:?} {request:?}"
-                    );
+                    assert_eq!(order[0] as usize, b, "case {case}: {machines:?} {request:?}");
                     // Every ranked machine is free and eligible; all others are rejected.
                     assert_eq!(order.len() + answer.rejected.len(), machines.len());
                     // The ranking is a sorted order: each is no worse than the next.
@@ -719,11 +625,8 @@ mod tests {
                 }
                 (None, d) => {
                     let can_local = request.am_willing && request.could_build_locally;
-                    let expected = if nix_right_type && !can_local {
-                        Decision::Postpone
-                    } else {
-                        Decision::Decline
-                    };
+                    let expected =
+                        if nix_right_type && !can_local { Decision::Postpone } else { Decision::Decline };
                     assert_eq!(*d, expected, "case {case}");
                     assert_eq!(answer.rejected.len(), machines.len());
                 }

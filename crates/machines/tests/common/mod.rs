@@ -3,9 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use nwh_machines::{
-    parse_builders, Diagnostic, Machines, ParseContext, Severity, BUILDERS_SETTING,
-};
+use nwh_machines::{parse_builders, Diagnostic, Machines, ParseContext, Severity, BUILDERS_SETTING};
 
 pub const LOCAL: &str = "x86_64-linux";
 
@@ -19,19 +17,12 @@ pub fn parse(value: &str) -> Machines {
 }
 
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 /// The one diagnostic of `m`, failing with all of them shown otherwise.
 pub fn single(m: &Machines) -> &Diagnostic {
-    assert_eq!(
-        m.diagnostics.len(),
-        1,
-        "expected exactly one diagnostic, got:\n{}",
-        render(m)
-    );
+    assert_eq!(m.diagnostics.len(), 1, "expected exactly one diagnostic, got:\n{}", render(m));
     &m.diagnostics[0]
 }
 
@@ -55,11 +46,7 @@ impl Want<'_> {
         let shown = d.to_string();
         assert_eq!(d.severity, self.severity, "severity of:\n{shown}");
         assert_eq!(d.location, self.location, "location of:\n{shown}");
-        assert_eq!(
-            (d.line, d.column),
-            (self.line, self.column),
-            "line:column of:\n{shown}"
-        );
+        assert_eq!((d.line, d.column), (self.line, self.column), "line:column of:\n{shown}");
         for (field, text, words) in [
             ("message", &d.message, self.message),
             ("expected", &d.expected, self.expected),
@@ -69,14 +56,8 @@ impl Want<'_> {
                 assert!(text.contains(w), "{field} lacks {w:?}:\n{shown}");
             }
         }
-        assert!(
-            !d.expected.is_empty() && !d.fix.is_empty(),
-            "expected and fix must be said:\n{shown}"
-        );
-        assert!(
-            shown.contains(&format!("  expected: {}", d.expected)),
-            "{shown}"
-        );
+        assert!(!d.expected.is_empty() && !d.fix.is_empty(), "expected and fix must be said:\n{shown}");
+        assert!(shown.contains(&format!("  expected: {}", d.expected)), "{shown}");
         assert!(shown.contains(&format!("  fix: {}", d.fix)), "{shown}");
     }
 }
@@ -94,8 +75,5 @@ pub fn error<'a>(line: u32, column: u32, message: &'a [&'a str]) -> Want<'a> {
 }
 
 pub fn warning<'a>(line: u32, column: u32, message: &'a [&'a str]) -> Want<'a> {
-    Want {
-        severity: Severity::Warning,
-        ..error(line, column, message)
-    }
+    Want { severity: Severity::Warning, ..error(line, column, message) }
 }

@@ -43,9 +43,7 @@ pub fn read_try<R: Read>(r: &mut Reader<R>) -> Result<Try> {
 }
 
 /// What the parent sends after `# accept`: inputs closure, then wanted outputs.
-pub fn read_after_accept<R: Read>(
-    r: &mut Reader<R>,
-) -> Result<(BTreeSet<String>, BTreeSet<String>)> {
+pub fn read_after_accept<R: Read>(r: &mut Reader<R>) -> Result<(BTreeSet<String>, BTreeSet<String>)> {
     Ok((r.read_string_set()?, r.read_string_set()?))
 }
 

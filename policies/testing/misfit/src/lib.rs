@@ -26,14 +26,8 @@ impl wit::Guest for Misfit {
     fn decide(request: wit::Request, machines: Vec<wit::Machine>) -> wit::Answer {
         let (request, machines) = convert::from_wit(request, machines);
         let assessment = logic::assess(&request, &machines);
-        let unfit = assessment
-            .fits
-            .iter()
-            .position(|f| matches!(f, logic::Fit::Unfit { .. }));
-        let full = assessment
-            .fits
-            .iter()
-            .position(|f| matches!(f, logic::Fit::Full { .. }));
+        let unfit = assessment.fits.iter().position(|f| matches!(f, logic::Fit::Unfit { .. }));
+        let full = assessment.fits.iter().position(|f| matches!(f, logic::Fit::Full { .. }));
         match unfit.or(full) {
             Some(i) => convert::to_wit(logic::answer_with(&request, &assessment, vec![i as u32])),
             None => wit::Answer {

@@ -16,10 +16,7 @@ impl wit::Guest for Phantom {
         wit::Answer {
             decision: wit::Decision::Try(vec![n]),
             rejected: (0..n)
-                .map(|i| wit::Rejection {
-                    machine: i,
-                    reason: format!("phantom ranks only machine {n}"),
-                })
+                .map(|i| wit::Rejection { machine: i, reason: format!("phantom ranks only machine {n}") })
                 .collect(),
         }
     }

@@ -59,21 +59,14 @@ fn snoop() -> Findings {
     let mut f = Findings::default();
 
     let vars: Vec<(String, String)> = std::env::vars_os()
-        .map(|(k, v)| {
-            (
-                k.to_string_lossy().into_owned(),
-                v.to_string_lossy().into_owned(),
-            )
-        })
+        .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
         .collect();
     f.report.push(format!("env: {} vars", vars.len()));
     for (k, _) in &vars {
         f.observed.push(format!("env {k}"));
     }
 
-    let args: Vec<String> = std::env::args_os()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
+    let args: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
     f.report.push(format!("args: {}", args.len()));
     for a in &args {
         f.observed.push(format!("arg {a:?}"));
@@ -99,8 +92,7 @@ fn snoop() -> Findings {
 
     match std::fs::read("/etc/passwd") {
         Ok(bytes) => {
-            f.report
-                .push(format!("read /etc/passwd: {} bytes", bytes.len()));
+            f.report.push(format!("read /etc/passwd: {} bytes", bytes.len()));
             f.observed.push("file /etc/passwd".to_string());
         }
         Err(e) => f.report.push(format!("read /etc/passwd: {e}")),
@@ -115,17 +107,12 @@ fn snoop() -> Findings {
     burn();
     let wall_2 = SystemTime::now();
     let mono_2 = Instant::now();
-    f.report.push(format!(
-        "wall clock: {} then {}",
-        since_epoch(wall_1),
-        since_epoch(wall_2)
-    ));
+    f.report.push(format!("wall clock: {} then {}", since_epoch(wall_1), since_epoch(wall_2)));
     if wall_1 != wall_2 {
         f.observed.push("wall clock moving".to_string());
     }
     let mono_delta = mono_2.duration_since(mono_1);
-    f.report
-        .push(format!("monotonic clock: moved {mono_delta:?}"));
+    f.report.push(format!("monotonic clock: moved {mono_delta:?}"));
     if mono_2 != mono_1 {
         f.observed.push("monotonic clock moving".to_string());
     }
@@ -145,11 +132,7 @@ impl wit::Guest for Snoop {
         eprintln!(
             "snoop: {}; observed: {}",
             findings.report.join("; "),
-            if findings.observed.is_empty() {
-                "nothing".to_string()
-            } else {
-                findings.observed.join("; ")
-            }
+            if findings.observed.is_empty() { "nothing".to_string() } else { findings.observed.join("; ") }
         );
         if findings.observed.is_empty() {
             let (request, machines) = convert::from_wit(request, machines);

@@ -10,10 +10,7 @@ struct Trap;
 
 impl wit::Guest for Trap {
     fn decide(request: wit::Request, _machines: Vec<wit::Machine>) -> wit::Answer {
-        panic!(
-            "trap policy: deliberate panic deciding {}",
-            request.drv_path
-        )
+        panic!("trap policy: deliberate panic deciding {}", request.drv_path)
     }
 }
 
