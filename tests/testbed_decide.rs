@@ -84,7 +84,7 @@ fn a_relative_nix_remote_systems_is_explained_in_nix_output() {
     let err = stderr(&out);
     assert!(!out.status.success(), "{}", describe(&out));
     for w in [
-        "included file 'machines' is a relative path",
+        "NIX_REMOTE_SYSTEMS entry 'machines' is a relative path",
         "working directory at '/'",
         "'/machines'",
         "does not exist",
