@@ -261,3 +261,31 @@ fn a_relative_nix_remote_systems_is_reported_against_the_variable() {
         assert!(msgs.contains(w), "{msgs} lacks {w:?}");
     }
 }
+
+#[test]
+fn unreachable_builders_are_skipped_before_accepting() {
+    // Port 1 on loopback refuses at once: a builder that is down.
+    let mut env = HookEnv::new();
+    env.connect_first = true;
+    let mut hook = env.start();
+    hook.send(&settings(&[
+        ("builders", "ssh://root@127.0.0.1:1 x86_64-linux - 1 2 ; ssh://root@[::1]:1 x86_64-linux"),
+        ("max-jobs", "0"),
+        ("system", "x86_64-linux"),
+    ]));
+    hook.send(&try_message(false, "x86_64-linux", DRV, &[]));
+    assert_eq!(hook.reply(), Some(Reply::Decline), "both are down; nothing else fits");
+    let (_, log, _) = hook.finish();
+    let msgs = crate::support::fake_parent::Hook::messages(&log).join("\n");
+    for w in [
+        "cannot build on 'ssh://root@127.0.0.1:1'",
+        "Connection refused",
+        "cannot build on 'ssh://root@[::1]:1'",
+    ] {
+        assert!(msgs.contains(w), "{msgs} lacks {w:?}");
+    }
+    assert!(
+        msgs.contains("(setting 'builders':1): unreachable (cannot connect"),
+        "the decline says why: {msgs}"
+    );
+}

@@ -7,5 +7,7 @@ mod decisions;
 mod hook_mode;
 mod policy_limits;
 mod protocol;
+mod testbed_build;
 mod testbed_decide;
+mod testbed_makespan;
 mod testbed_smoke;

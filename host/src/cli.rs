@@ -35,6 +35,15 @@ pub struct Cli {
     /// The current-load directory shared with Nix's own hook.
     #[arg(long, value_name = "DIR")]
     pub current_load: Option<PathBuf>,
+    /// The hook's own state directory (SSH control sockets).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Seconds to wait for a builder's SSH handshake.
+    #[arg(long, value_name = "SECONDS")]
+    pub connect_timeout: Option<u64>,
+    /// Connect to the builder before answering `# accept` (true) or after (false).
+    #[arg(long, value_name = "BOOL")]
+    pub connect_before_accept: Option<bool>,
     /// Nix's verbosity (0 error … 7 vomit), which Nix passes as the last argument.
     pub verbosity: Option<u64>,
 }
@@ -48,11 +57,15 @@ impl Cli {
             policy_memory_mib: self.policy_memory_mib,
             cache_dir: self.cache_dir.clone(),
             current_load: self.current_load.clone(),
+            state_dir: self.state_dir.clone(),
+            connect_timeout: self.connect_timeout,
+            connect_before_accept: self.connect_before_accept,
         }
     }
 }
 
 pub fn main() -> i32 {
+    crate::fds::protect_inherited();
     let cli = Cli::parse();
     let logger = Logger::new(true, log::level_from_verbosity(cli.verbosity.unwrap_or(3)));
     let result = (|| {

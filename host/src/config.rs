@@ -28,6 +28,14 @@ pub struct Options {
     pub cache_dir: Option<PathBuf>,
     /// The current-load directory shared with Nix's own hook.
     pub current_load: Option<PathBuf>,
+    /// The hook's own state (SSH control sockets); default `$NIX_STATE_DIR/nix-wasm-hook`.
+    pub state_dir: Option<PathBuf>,
+    /// Seconds to wait for a builder's SSH handshake.
+    pub connect_timeout: Option<u64>,
+    /// Connect before answering `# accept` (the default, as Nix's hook does): an unreachable
+    /// builder is then skipped for the next one. `false` answers sooner, but a builder that
+    /// turns out to be unreachable fails the build.
+    pub connect_before_accept: Option<bool>,
 }
 
 impl Options {
@@ -60,7 +68,17 @@ impl Options {
         macro_rules! over {
             ($($f:ident),*) => { $( if flags.$f.is_some() { self.$f = flags.$f; } )* };
         }
-        over!(policy, policy_fuel, policy_timeout_ms, policy_memory_mib, cache_dir, current_load);
+        over!(
+            policy,
+            policy_fuel,
+            policy_timeout_ms,
+            policy_memory_mib,
+            cache_dir,
+            current_load,
+            state_dir,
+            connect_timeout,
+            connect_before_accept
+        );
         self
     }
 
@@ -75,14 +93,30 @@ impl Options {
 
     /// Nix's own location: `$NIX_STATE_DIR/current-load`, default `/nix/var/nix/current-load`.
     pub fn current_load_dir(&self) -> PathBuf {
-        if let Some(p) = &self.current_load {
-            return p.clone();
+        match &self.current_load {
+            Some(p) => p.clone(),
+            None => nix_state_dir().join("current-load"),
         }
-        let state = std::env::var_os("NIX_STATE_DIR")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/nix/var/nix"));
-        state.join("current-load")
+    }
+
+    pub fn connect_before_accept(&self) -> bool {
+        self.connect_before_accept.unwrap_or(true)
+    }
+
+    fn state(&self) -> PathBuf {
+        self.state_dir.clone().unwrap_or_else(|| nix_state_dir().join("nix-wasm-hook"))
+    }
+
+    pub fn health(&self) -> crate::transfer::health::Health {
+        crate::transfer::health::Health::new(self.state().join("down"))
+    }
+
+    pub fn ssh_options(&self) -> crate::transfer::ssh::SshOptions {
+        crate::transfer::ssh::SshOptions {
+            dir: self.state().join("ssh"),
+            connect_timeout: Duration::from_secs(self.connect_timeout.unwrap_or(10)),
+            persist: Duration::from_secs(600),
+        }
     }
 
     pub fn cache(&self) -> crate::policy::cache::Cache {
@@ -93,6 +127,13 @@ impl Options {
             None => Cache::default_location(),
         }
     }
+}
+
+fn nix_state_dir() -> PathBuf {
+    std::env::var_os("NIX_STATE_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/nix/var/nix"))
 }
 
 #[cfg(test)]

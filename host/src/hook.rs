@@ -10,6 +10,7 @@ use crate::log::{Level, Logger};
 use crate::policy::Policies;
 use crate::protocol::{Message, Session};
 use crate::schedule::{self, Local, Reply, Scheduler};
+use crate::transfer;
 
 /// Runs one hook session on stdin/stderr. Returns the process exit code.
 pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
@@ -49,37 +50,103 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
     };
     let mut scheduler = Scheduler::new(parsed.machines, load, policies, local);
 
+    let ssh = opts.ssh_options();
+    let health = opts.health();
+    // Reasons found by this process; other hooks' findings come from `health`.
+    let mut failed_here: Vec<Option<String>> = vec![None; scheduler.machines.len()];
     loop {
         let t = match session.next_message()? {
             Message::End => return Ok(0),
             Message::Try(t) => t,
         };
-        let outcome = scheduler.decide(&t)?;
-        if let Some(w) = &outcome.decided.warning {
-            logger.warn(&format!("nix-wasm-hook: {w}"));
-        }
-        match outcome.reply {
-            Reply::Decline => {
-                if let Some((level, text)) = &outcome.explanation {
-                    let level = match level {
-                        schedule::Level::Warn => Level::Warn,
-                        schedule::Level::Chatty => Level::Chatty,
-                    };
-                    logger.msg(level, text);
+        // Decided again after a machine turns out to be unreachable, as Nix's hook does.
+        let (machine, slot, master) = loop {
+            for (i, m) in scheduler.machines.iter().enumerate() {
+                scheduler.disabled[i] = failed_here[i].clone().or_else(|| {
+                    health.down(&m.uri).map(|d| {
+                        format!(
+                            "unreachable ({}); not tried again for {} s",
+                            d.reason,
+                            d.until.saturating_sub(d.since)
+                        )
+                    })
+                });
+            }
+            let outcome = scheduler.decide(&t)?;
+            if let Some(w) = &outcome.decided.warning {
+                logger.warn(&format!("nix-wasm-hook: {w}"));
+            }
+            match outcome.reply {
+                Reply::Decline => {
+                    if let Some((level, text)) = &outcome.explanation {
+                        let level = match level {
+                            schedule::Level::Warn => Level::Warn,
+                            schedule::Level::Chatty => Level::Chatty,
+                        };
+                        logger.msg(level, text);
+                    }
+                    session.decline()?;
+                    break (None, None, None);
                 }
-                session.decline()?
+                Reply::Postpone => {
+                    session.postpone()?;
+                    break (None, None, None);
+                }
+                Reply::Accept { machine, slot } if opts.connect_before_accept() => {
+                    let uri = &scheduler.machines[machine].uri;
+                    match connect(&scheduler.machines[machine], &ssh, logger) {
+                        Ok(m) => {
+                            health.mark_up(uri);
+                            break (Some(machine), Some(slot), Some(m));
+                        }
+                        Err(e) => {
+                            // Said once, here; later hooks skip the builder until its backoff ends.
+                            let reason = format!("{e:#}");
+                            logger.error(&format!("cannot build on '{uri}': {reason}"));
+                            health.mark_down(uri, &reason);
+                            failed_here[machine] = Some(format!("unreachable ({reason})"));
+                        }
+                    }
+                }
+                Reply::Accept { machine, slot } => break (Some(machine), Some(slot), None),
             }
-            Reply::Postpone => session.postpone()?,
-            Reply::Accept { machine, slot } => {
-                let uri = scheduler.machines[machine].uri.clone();
-                session.accept(&uri)?;
-                let accepted = session.read_accepted()?;
-                // The slot stays held until this process exits, as Nix's own hook does.
-                let _slot = slot;
-                return crate::remote::build(&uri, &t.drv_path, &accepted, logger);
+        };
+        let (Some(machine), Some(_slot)) = (machine, slot) else { continue };
+        // The slot stays held until this process exits, as Nix's own hook does.
+        let uri = scheduler.machines[machine].uri.clone();
+        session.accept(&uri)?;
+        let accepted = session.read_accepted()?;
+        let master = match master {
+            Some(m) => m,
+            None => connect(&scheduler.machines[machine], &ssh, logger)
+                .with_context(|| format!("cannot build on '{uri}'"))?,
+        };
+        let job = transfer::Job {
+            uri: &uri,
+            drv_path: &t.drv_path,
+            accepted: &accepted,
+            settings: &settings,
+            upload_lock: &scheduler.load.upload_lock_path(&uri),
+        };
+        return match transfer::build(&master, &job, logger)? {
+            transfer::Outcome::Built => Ok(0),
+            transfer::Outcome::Failed { message, timed_out } => {
+                logger.error(&message);
+                Ok(if timed_out { 101 } else { 100 })
             }
-        }
+        };
     }
+}
+
+fn connect(
+    m: &nwh_machines::Machine,
+    ssh: &transfer::ssh::SshOptions,
+    logger: &Logger,
+) -> Result<transfer::ssh::Master> {
+    let _a =
+        logger.start(Level::Talkative, crate::log::Activity::Unknown, &format!("connecting to '{}'", m.uri));
+    let target = transfer::ssh::Target::from_machine(m)?;
+    transfer::ssh::master(&target, ssh)
 }
 
 /// Where the options file is read from when `--config` is not given.

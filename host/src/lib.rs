@@ -2,16 +2,17 @@
 //! WebAssembly policy.
 //!
 //! Data flows one way: Nix → [`protocol`] → ([`settings`], machines, slots) → [`policy`] →
-//! [`protocol`] reply → [`remote`] → Nix. Only `protocol` and `cli` touch the process's
+//! [`protocol`] reply → [`transfer`] → Nix. Only `protocol` and `cli` touch the process's
 //! stdin and stderr, and only `policy` knows wasmtime.
 
 pub mod cli;
 pub mod config;
 pub mod decision;
+mod fds;
 pub mod hook;
 pub mod log;
 pub mod policy;
 pub mod protocol;
-pub mod remote;
 pub mod schedule;
 pub mod settings;
+pub mod transfer;

@@ -67,8 +67,9 @@ pub struct Outcome {
 
 pub struct Scheduler {
     pub machines: Vec<Machine>,
-    /// Machines this process failed to connect to; Nix's `enabled = false`.
-    pub disabled: Vec<bool>,
+    /// Why a machine is not to be used now (this process or another hook failed to reach
+    /// it); Nix's `enabled = false`, with the reason kept for the user.
+    pub disabled: Vec<Option<String>>,
     pub load: LoadDir,
     pub policies: Policies,
     pub local: Local,
@@ -76,7 +77,7 @@ pub struct Scheduler {
 
 impl Scheduler {
     pub fn new(machines: Vec<Machine>, load: LoadDir, policies: Policies, local: Local) -> Self {
-        let disabled = vec![false; machines.len()];
+        let disabled = vec![None; machines.len()];
         Scheduler { machines, disabled, load, policies, local }
     }
 
@@ -102,7 +103,7 @@ impl Scheduler {
                 .load
                 .scan(&main, &m.uri, m.max_jobs)
                 .with_context(|| format!("reading the build slots of {}", m.uri))?;
-            views.push(view(m, scan.in_use, !self.disabled[i]));
+            views.push(view(m, scan.in_use, self.disabled[i].is_none()));
             free.push(scan.free);
         }
         let decided = self.policies.decide(&request, &views)?;
@@ -144,10 +145,9 @@ impl Scheduler {
             s.push_str(": the machines list is empty");
         }
         for (i, (m, v)) in self.machines.iter().zip(views).enumerate() {
-            let why = decided
-                .answer
-                .reason_for(i as u32)
-                .map(str::to_string)
+            let why = self.disabled[i]
+                .clone()
+                .or_else(|| decided.answer.reason_for(i as u32).map(str::to_string))
                 .or_else(|| decision::fits_now(req, v).err().map(|e| e.to_string()))
                 .unwrap_or_else(|| "the policy declined".into());
             let _ = write!(s, "\n  {} ({}:{}): {why}", m.uri, m.origin.location, m.origin.line);

@@ -158,6 +158,9 @@ pub fn shared_cache() -> PathBuf {
 
 pub struct HookEnv {
     pub dir: tempfile::TempDir,
+    /// Connect to the chosen builder before `# accept`, as in real use. Off by default here:
+    /// these tests are about replies, and their machines do not exist.
+    pub connect_first: bool,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
 }
@@ -167,7 +170,7 @@ impl HookEnv {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("etc-nix")).unwrap();
         std::fs::create_dir_all(dir.path().join("current-load")).unwrap();
-        HookEnv { dir, args: Vec::new(), env: Vec::new() }
+        HookEnv { dir, connect_first: false, args: Vec::new(), env: Vec::new() }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -193,6 +196,11 @@ impl HookEnv {
             .arg(self.current_load())
             .arg("--cache-dir")
             .arg(shared_cache())
+            .arg("--state-dir")
+            .arg(self.path("state"))
+            .arg("--connect-timeout")
+            .arg("2")
+            .args(if self.connect_first { &[][..] } else { &["--connect-before-accept", "false"][..] })
             .args(&self.args)
             .arg("3")
             .stdin(Stdio::piped())

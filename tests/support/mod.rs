@@ -1,2 +1,3 @@
 pub mod fake_parent;
+pub mod hook;
 pub mod testbed;

@@ -331,6 +331,17 @@ impl<R: Read> Reader<R> {
     }
 }
 
+/// Raw bytes, counted in [`Reader::position`]: for payloads that sit between wire items and
+/// must be streamed rather than held in memory (NAR contents, an export stream), so that
+/// error offsets after them stay right.
+impl<R: Read> Read for Reader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
 /// Encodes Nix wire items onto a byte stream. No buffering of its own.
 #[derive(Debug)]
 pub struct Writer<W> {
@@ -404,6 +415,19 @@ impl<W: Write> Writer<W> {
             self.write_bytes(item.as_ref())?;
         }
         Ok(())
+    }
+}
+
+/// Raw bytes, counted in [`Writer::position`], for streamed payloads between wire items.
+impl<W: Write> Write for Writer<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 

@@ -1,0 +1,136 @@
+//! The local store, through Nix's own `nix-store` (the hook is not libstore): which paths are
+//! valid, their export stream, and importing outputs while Nix holds their locks.
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+/// Nix's own version, from `nix-store --version` ("nix-store (Nix) 2.8.0").
+pub fn nix_version() -> Result<(u32, u32)> {
+    let out = Command::new("nix-store")
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .context("running nix-store --version")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text.split_whitespace().last().unwrap_or_default();
+    let mut parts = version.split(['.', 'p', 'r', '-']);
+    let major = parts.next().and_then(|p| p.parse().ok());
+    let minor = parts.next().and_then(|p| p.parse().ok());
+    match (major, minor) {
+        (Some(a), Some(b)) => Ok((a, b)),
+        _ => bail!("cannot tell the Nix version from `nix-store --version`: {text:?}"),
+    }
+}
+
+/// Whether the output import can run while Nix holds the output locks: `NIX_HELD_LOCKS`
+/// tells a local-store process which locks its parent holds, and Nix 2.29 removed it (Lix
+/// keeps it). Without it the import would wait for Nix's own lock forever.
+pub fn check_held_locks_supported() -> Result<()> {
+    let text = Command::new("nix-store")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    if text.contains("Lix") {
+        return Ok(());
+    }
+    let (major, minor) = nix_version()?;
+    if (major, minor) >= (2, 29) {
+        bail!(
+            "this is Nix {major}.{minor}: since Nix 2.29 an external build hook cannot register outputs while \
+             Nix holds their locks (NIX_HELD_LOCKS is gone), so nix-wasm-hook cannot bring the build back; \
+             use Nix ≤ 2.28 or Lix, or Nix's own build hook"
+        );
+    }
+    Ok(())
+}
+
+/// The subset of `paths` that is not valid in the local store.
+pub fn invalid(paths: &BTreeSet<String>) -> Result<BTreeSet<String>> {
+    if paths.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let out = Command::new("nix-store")
+        .args(["--check-validity", "--print-invalid"])
+        .args(paths)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .context("running nix-store --check-validity")?;
+    if !out.status.success() {
+        bail!("nix-store --check-validity failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect())
+}
+
+/// A running `nix-store --export` of some paths (dependencies first, as Nix orders them):
+/// read the stream from `stdout` while it is produced, never more than a pipe buffer at once.
+pub struct Export {
+    child: Child,
+    pub stdout: std::process::ChildStdout,
+}
+
+pub fn export(paths: &BTreeSet<String>) -> Result<Export> {
+    let mut child = Command::new("nix-store")
+        .arg("--export")
+        .args(paths)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running nix-store --export")?;
+    let stdout = child.stdout.take().expect("piped");
+    Ok(Export { child, stdout })
+}
+
+impl Export {
+    pub fn finish(self) -> Result<()> {
+        drop(self.stdout);
+        finish(self.child, "nix-store --export")
+    }
+}
+
+/// A running `nix-store --import`; write the export stream into `stdin`, then `finish`.
+pub struct Import {
+    child: Child,
+    pub stdin: std::process::ChildStdin,
+}
+
+/// Starts `nix-store --import`, telling it that Nix already holds the locks of `outputs`.
+pub fn import(outputs: &BTreeSet<String>) -> Result<Import> {
+    let mut child = Command::new("nix-store")
+        .arg("--import")
+        .env("NIX_HELD_LOCKS", outputs.iter().cloned().collect::<Vec<_>>().join(" "))
+        // As root the importer opens the local store itself, which is what honours
+        // NIX_HELD_LOCKS; through the daemon it would wait on Nix's lock.
+        .env_remove("NIX_REMOTE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running nix-store --import")?;
+    let stdin = child.stdin.take().expect("piped");
+    Ok(Import { child, stdin })
+}
+
+impl Import {
+    pub fn finish(self) -> Result<()> {
+        drop(self.stdin);
+        finish(self.child, "nix-store --import")
+    }
+}
+
+fn finish(mut child: Child, what: &str) -> Result<()> {
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("{what} failed ({status}): {}", err.trim());
+    }
+    Ok(())
+}

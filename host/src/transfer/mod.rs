@@ -1,0 +1,126 @@
+//! After `# accept`: the input closure goes up, the build runs on the builder, the outputs
+//! come back into the local store. Only this module knows SSH and the serve protocol.
+
+pub mod health;
+pub mod local;
+pub mod ssh;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use nwh_nixconf::Settings;
+use nwh_serve::{BuildOptions, BuildStatus, ServeClient};
+
+use crate::log::{Activity, Level, Logger};
+use crate::protocol::Accepted;
+use ssh::Master;
+
+/// How a remote build ended, as Nix must learn it (hook-protocol.md §9).
+#[derive(Debug)]
+pub enum Outcome {
+    Built,
+    /// The builder ran the build and it failed; `timed_out` selects exit 101 over 100.
+    Failed {
+        message: String,
+        timed_out: bool,
+    },
+}
+
+pub struct Job<'a> {
+    pub uri: &'a str,
+    pub drv_path: &'a str,
+    pub accepted: &'a Accepted,
+    pub settings: &'a Settings,
+    pub upload_lock: &'a Path,
+}
+
+pub fn build(master: &Master, job: &Job, logger: &Logger) -> Result<Outcome> {
+    local::check_held_locks_supported()?;
+    let drv = nwh_drv::Derivation::read(job.drv_path)
+        .with_context(|| format!("reading the derivation {}", job.drv_path))?;
+
+    let mut args: Vec<&str> = vec!["--serve", "--write"];
+    if let Some(store) = &master.target.remote_store {
+        args.extend(["--store", store]);
+    }
+    // The builder's stderr (build log and errors) goes to Nix's build log, as with Nix's hook.
+    let log_fd = crate::fds::build_log()?;
+    let remote = master.spawn(&master.target.remote_program, &args, log_fd)?;
+    let (stdout, stdin) = (remote.stdout.try_clone()?, remote.stdin.try_clone()?);
+    let mut client = ServeClient::handshake(&master.target.display(), stdout, stdin)?;
+
+    let inputs: BTreeSet<String> = job.accepted.inputs.iter().cloned().collect();
+    upload(&mut client, job, &inputs, logger)?;
+
+    let basic = drv.to_basic(&inputs);
+    let options = BuildOptions {
+        max_silent_time: job.settings.max_silent_time(),
+        build_timeout: job.settings.build_timeout(),
+        max_log_size: job.settings.max_build_log_size(),
+        keep_failed: job.settings.get("keep-failed") == Some("true"),
+    };
+    let result = {
+        let _a = logger.start(Level::Talkative, Activity::Unknown, &format!("building on '{}'", job.uri));
+        client.build_derivation(job.drv_path, &basic, &options)?
+    };
+    if !result.status.is_success() {
+        return Ok(Outcome::Failed {
+            message: format!("build of '{}' on '{}' failed: {}", job.drv_path, job.uri, result.error_msg),
+            timed_out: result.status == BuildStatus::TimedOut,
+        });
+    }
+
+    let outputs: BTreeSet<String> = drv.output_paths().into_values().collect();
+    let missing = local::invalid(&outputs)?;
+    if !missing.is_empty() {
+        let _a =
+            logger.start(Level::Talkative, Activity::Unknown, &format!("copying outputs from '{}'", job.uri));
+        let mut import = local::import(&missing)?;
+        client.export_paths(&missing, &mut import.stdin)?;
+        import.finish()?;
+    }
+    drop(client);
+    remote.finish()?;
+    let still = local::invalid(&outputs)?;
+    anyhow::ensure!(still.is_empty(), "outputs are not valid locally after copying them back: {still:?}");
+    Ok(Outcome::Built)
+}
+
+/// Uploads what the builder lacks. The upload lock is taken only when something is missing
+/// (NixOS/nix#11083: Nix's hook queues every build behind it), and the question is asked again
+/// under the lock, since another hook may have uploaded the same paths meanwhile.
+fn upload<R: std::io::Read, W: std::io::Write>(
+    client: &mut ServeClient<R, W>,
+    job: &Job,
+    inputs: &BTreeSet<String>,
+    logger: &Logger,
+) -> Result<()> {
+    let substitute = job.settings.builders_use_substitutes();
+    let valid = client.query_valid_paths(inputs, false, substitute)?;
+    if inputs.is_subset(&valid) {
+        return Ok(());
+    }
+    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(job.upload_lock)?;
+    {
+        let _a = logger.start(
+            Level::Talkative,
+            Activity::Unknown,
+            &format!("waiting for the upload lock to '{}'", job.uri),
+        );
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
+    }
+    let valid = client.query_valid_paths(inputs, false, substitute)?;
+    let missing: BTreeSet<String> = inputs.difference(&valid).cloned().collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let _a = logger.start(
+        Level::Talkative,
+        Activity::CopyPaths,
+        &format!("copying {} paths to '{}'", missing.len(), job.uri),
+    );
+    let mut export = local::export(&missing)?;
+    client.import_paths(&mut export.stdout)?;
+    export.finish()
+}

@@ -1,0 +1,262 @@
+//! SSH to a builder: one multiplexed master per builder, shared by every hook process on this
+//! machine through a control socket keyed by how we connect, so that a new hook answers
+//! without a fresh SSH handshake (Nix's own hook spends ~0.4 s connecting per build while the
+//! whole scheduler waits, NixOS/nix#3651).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use nwh_machines::Machine;
+use sha2::{Digest, Sha256};
+
+/// Where to reach a builder, from its store URI and machines line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Target {
+    pub user: Option<String>,
+    pub host: String,
+    pub port: Option<u16>,
+    pub key: Option<PathBuf>,
+    /// The decoded host-key line (`ssh-ed25519 AAAA…`) from the machines file.
+    pub host_key: Option<String>,
+    /// `remote-program` from the URI's query, default `nix-store`.
+    pub remote_program: String,
+    /// `remote-store` from the URI's query, passed as `--store`.
+    pub remote_store: Option<String>,
+}
+
+impl Target {
+    pub fn from_machine(m: &Machine) -> Result<Target> {
+        let rest = m.uri.strip_prefix("ssh://").ok_or_else(|| {
+            anyhow!("{} is not an ssh:// store; only ssh:// builders are supported so far", m.uri)
+        })?;
+        let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (user, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u.to_string()), h),
+            None => (None, authority),
+        };
+        let (host, port) = split_port(hostport)?;
+        if host.is_empty() || host.starts_with('-') {
+            bail!("{}: '{host}' is not a host name ssh can be given", m.uri);
+        }
+        let mut t = Target {
+            user,
+            host: host.to_string(),
+            port,
+            key: m.ssh_key.clone(),
+            host_key: m.host_key.as_ref().map(|k| k.line.clone()),
+            remote_program: "nix-store".into(),
+            remote_store: None,
+        };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("remote-program", v)) => t.remote_program = v.to_string(),
+                Some(("remote-store", v)) => t.remote_store = Some(v.to_string()),
+                // Parameters for Nix's own store layer (compress, log-fd …) mean nothing here.
+                _ => {}
+            }
+        }
+        Ok(t)
+    }
+
+    /// What `known_hosts` calls this host.
+    fn known_hosts_name(&self) -> String {
+        match self.port {
+            Some(p) if p != 22 => format!("[{}]:{p}", self.host),
+            _ => self.host.clone(),
+        }
+    }
+
+    /// The control socket's name: everything that makes two connections differ.
+    fn key(&self) -> String {
+        let mut h = Sha256::new();
+        for part in [
+            self.user.as_deref().unwrap_or(""),
+            &self.host,
+            &self.port.map(|p| p.to_string()).unwrap_or_default(),
+            &self.key.as_ref().map(|k| k.display().to_string()).unwrap_or_default(),
+            self.host_key.as_deref().unwrap_or(""),
+        ] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        h.finalize()[..10].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn display(&self) -> String {
+        match &self.user {
+            Some(u) => format!("{u}@{}", self.host),
+            None => self.host.clone(),
+        }
+    }
+}
+
+fn split_port(hostport: &str) -> Result<(&str, Option<u16>)> {
+    if let Some(rest) = hostport.strip_prefix('[') {
+        let (h, after) = rest.split_once(']').ok_or_else(|| anyhow!("unclosed '[' in '{hostport}'"))?;
+        return Ok((h, after.strip_prefix(':').map(str::parse).transpose()?));
+    }
+    match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => {
+            Ok((h, Some(p.parse().with_context(|| format!("port '{p}' in '{hostport}'"))?)))
+        }
+        _ => Ok((hostport, None)),
+    }
+}
+
+/// SSH settings that are not in the machines file.
+#[derive(Clone, Debug)]
+pub struct SshOptions {
+    pub dir: PathBuf,
+    pub connect_timeout: Duration,
+    pub persist: Duration,
+}
+
+/// A live master for one builder.
+pub struct Master {
+    pub target: Target,
+    pub socket: PathBuf,
+}
+
+/// Why a builder could not be reached, in ssh's own words.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to '{host}': {reason}")]
+pub struct Unreachable {
+    pub host: String,
+    pub reason: String,
+}
+
+/// Returns a running master for `target`, reusing one another hook process started.
+pub fn master(target: &Target, opts: &SshOptions) -> Result<Master> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&opts.dir)
+        .with_context(|| format!("creating {}", opts.dir.display()))?;
+    let name = target.key();
+    let socket = opts.dir.join(format!("{name}.sock"));
+    // One process launches while the others wait, so a builder gets one master, not several.
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(opts.dir.join(format!("{name}.lock")))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
+    if alive(&socket, target) {
+        return Ok(Master { target: target.clone(), socket });
+    }
+    let _ = fs::remove_file(&socket);
+    launch(target, opts, &name, &socket)?;
+    drop(lock);
+    Ok(Master { target: target.clone(), socket })
+}
+
+fn ssh_base(target: &Target, socket: &Path) -> Command {
+    let mut c = Command::new("ssh");
+    c.arg("-S").arg(socket);
+    if let Some(u) = &target.user {
+        c.arg("-l").arg(u);
+    }
+    if let Some(p) = target.port {
+        c.arg("-p").arg(p.to_string());
+    }
+    c
+}
+
+fn alive(socket: &Path, target: &Target) -> bool {
+    socket.exists()
+        && ssh_base(target, socket)
+            .args(["-O", "check", "--", &target.host])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+fn launch(target: &Target, opts: &SshOptions, name: &str, socket: &Path) -> Result<()> {
+    let log = opts.dir.join(format!("{name}.log"));
+    let _ = fs::remove_file(&log);
+    let mut c = ssh_base(target, socket);
+    c.args(["-M", "-f", "-N", "-x", "-a"])
+        .arg("-E")
+        .arg(&log)
+        .arg("-o")
+        .arg(format!("ControlPersist={}", opts.persist.as_secs().max(1)))
+        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
+        .arg("-o")
+        .arg(format!("ConnectTimeout={}", opts.connect_timeout.as_secs().max(1)))
+        .args(["-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4", "-o", "TCPKeepAlive=yes"]);
+    if let Some(k) = &target.key {
+        c.args(["-o", "IdentitiesOnly=yes"]).arg("-i").arg(k);
+    }
+    if let Some(line) = &target.host_key {
+        let path = opts.dir.join(format!("{name}.known_hosts"));
+        let mut f = File::create(&path)?;
+        writeln!(f, "{} {line}", target.known_hosts_name())?;
+        c.arg("-o").arg(format!("UserKnownHostsFile={}", path.display()));
+    }
+    // `--` so that no host name is ever read as an option; no command, so no shell remotely.
+    c.arg("--").arg(&target.host);
+    // The master outlives this process; it must not hold Nix's pipes (stdio is null here, and
+    // fds 3–5 were made close-on-exec at start), or Nix would wait for EOF forever.
+    let status =
+        c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status().context("running ssh")?;
+    if status.success() && socket.exists() {
+        return Ok(());
+    }
+    let said = fs::read_to_string(&log).unwrap_or_default();
+    let reason = said.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+    Err(Unreachable {
+        host: target.display(),
+        reason: if reason.is_empty() { format!("ssh exited with {status}") } else { reason },
+    }
+    .into())
+}
+
+/// A command running on the builder, with our ends of its stdin and stdout as plain
+/// blocking pipes; its stderr goes where the caller said (fd 4, the build log, for builds).
+pub struct Remote {
+    pub stdin: std::io::PipeWriter,
+    pub stdout: std::io::PipeReader,
+    child: openssh::Child<std::sync::Arc<openssh::Session>>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Master {
+    /// Starts `program args…` on the builder through the master. Arguments are escaped by the
+    /// openssh crate: nothing from the machines file reaches a shell unquoted.
+    pub fn spawn(&self, program: &str, args: &[&str], stderr: OwnedFd) -> Result<Remote> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let session =
+            std::sync::Arc::new(openssh::Session::resume_mux(self.socket.clone().into_boxed_path(), None));
+        let (our_out, their_out) = std::io::pipe()?;
+        let (their_in, our_in) = std::io::pipe()?;
+        let child = runtime.block_on(async {
+            openssh::Session::to_command(session.clone(), program)
+                .args(args)
+                .stdin(OwnedFd::from(their_in))
+                .stdout(OwnedFd::from(their_out))
+                .stderr(stderr)
+                .spawn()
+                .await
+        })?;
+        Ok(Remote { stdin: our_in, stdout: our_out, child, runtime })
+    }
+}
+
+impl Remote {
+    /// Closes stdin and waits for the remote command to end.
+    pub fn finish(self) -> Result<std::process::ExitStatus> {
+        let Remote { stdin, stdout, child, runtime } = self;
+        drop(stdin);
+        drop(stdout);
+        Ok(runtime.block_on(child.wait())?)
+    }
+}

@@ -1,0 +1,58 @@
+//! Our hook as Nix 2.8 must be given it: `build-hook` there is a single path without
+//! arguments, so a wrapper script passes a private state directory. Dropping it ends the SSH
+//! masters the hook left running for later hooks (they would outlive the test bed).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+pub struct OurHook {
+    dir: tempfile::TempDir,
+    pub path: String,
+}
+
+impl OurHook {
+    pub fn new(extra_args: &[&str]) -> OurHook {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hook");
+        let state = dir.path().join("state");
+        let mut script = format!(
+            "#!/bin/sh\nexec {} --state-dir {} --cache-dir {}",
+            env!("CARGO_BIN_EXE_nix-wasm-hook"),
+            state.display(),
+            super::fake_parent::shared_cache().display()
+        );
+        for a in extra_args {
+            script.push_str(&format!(" '{a}'"));
+        }
+        script.push_str(" \"$@\"\n");
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        OurHook { path: path.display().to_string(), dir }
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Control sockets of the SSH masters our hooks started.
+    pub fn masters(&self) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(self.state().join("ssh")) else { return Vec::new() };
+        entries.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "sock")).collect()
+    }
+}
+
+impl Drop for OurHook {
+    fn drop(&mut self) {
+        for socket in self.masters() {
+            let _ = Command::new("ssh")
+                .arg("-S")
+                .arg(&socket)
+                .args(["-O", "exit", "nwh-test"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Builds really go remote: real Nix 2.8 with our hook on the test bed, over real SSH.
+
+use crate::support::hook::OurHook;
+use crate::support::testbed::{describe, out_paths, unique_nonce, Opts, Testbed};
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Which test bed builder a hostname names (`nwhtb-b3` → 3).
+fn builder_of(hostname: &str) -> usize {
+    hostname
+        .trim()
+        .strip_prefix("nwhtb-b")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not a builder: {hostname:?}"))
+}
+
+#[test]
+fn one_derivation_is_built_on_a_builder_and_comes_back() {
+    let Some(tb) = Testbed::up_or_skip(2, Opts::default()) else { return };
+    let hook = OurHook::new(&[]);
+    let builders = tb.machines_lines().join("\n");
+    let expr = format!(
+        r#"builtins.derivation {{
+  name = "nwh-one"; nonce = "{}"; system = builtins.currentSystem; builder = "/bin/sh";
+  args = [ "-c" "read h < /proc/sys/kernel/hostname; echo $h > $out; echo built on $h" ];
+}}"#,
+        unique_nonce()
+    );
+    let out = tb.nix_build(
+        &expr,
+        &["--max-jobs", "0", "--option", "builders", &builders, "--option", "build-hook", &hook.path],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let path = &out_paths(&out)[0];
+    let host = std::fs::read_to_string(path).expect("the output is in the local store");
+    let b = builder_of(&host);
+    assert!(tb.valid_on(b, path), "{path} is in the store of the builder that built it");
+    let check = std::process::Command::new("nix-store").args(["--check-validity", path]).status().unwrap();
+    assert!(check.success(), "{path} is valid locally");
+    let err = stderr(&out);
+    assert!(err.contains(&format!("on 'ssh://root@{}'", tb.addr(b))), "{err}");
+}
+
+#[test]
+fn a_graph_spreads_over_builders_and_inputs_travel_between_them() {
+    let Some(tb) = Testbed::up_or_skip(3, Opts::default()) else { return };
+    let hook = OurHook::new(&[]);
+    let builders = tb.machines_lines().join("\n");
+    // leaves a b c; ab <- a b; bc <- b c; top <- ab bc. Each output lists where its whole
+    // sub-graph was built, so the top output shows the path every input travelled.
+    let expr = format!(
+        r#"let
+  mk = name: deps: builtins.derivation {{
+    inherit name; nonce = "{nonce}"; system = builtins.currentSystem; builder = "/bin/sh";
+    deps = deps;
+    args = [ "-c" ''
+      read h < /proc/sys/kernel/hostname
+      for d in $deps; do /bin/cat $d/where >> $out.tmp 2>/dev/null || true; done
+      /bin/mkdir $out; echo "${{name}} $h" >> $out.tmp; /bin/mv $out.tmp $out/where
+      /bin/sleep 1
+    '' ];
+  }};
+  a = mk "nwh-a" [ ]; b = mk "nwh-b" [ ]; c = mk "nwh-c" [ ];
+  ab = mk "nwh-ab" [ a b ]; bc = mk "nwh-bc" [ b c ];
+in mk "nwh-top" [ ab bc ]"#,
+        nonce = unique_nonce()
+    );
+    let out = tb.nix_build(
+        &expr,
+        &["--max-jobs", "0", "--option", "builders", &builders, "--option", "build-hook", &hook.path],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let top = &out_paths(&out)[0];
+    let where_ = std::fs::read_to_string(format!("{top}/where")).unwrap();
+    let places: std::collections::BTreeMap<&str, usize> =
+        where_.lines().map(|l| l.split_once(' ').map(|(n, h)| (n, builder_of(h))).unwrap()).collect();
+    assert_eq!(places.len(), 6, "{where_}");
+    let used: std::collections::BTreeSet<_> = places.values().collect();
+    assert!(used.len() >= 2, "the graph should spread over builders: {where_}");
+    // Some derivation was built on a builder other than one of its inputs': that input was
+    // shipped from this machine to the builder.
+    let shipped =
+        [("nwh-ab", ["nwh-a", "nwh-b"]), ("nwh-bc", ["nwh-b", "nwh-c"]), ("nwh-top", ["nwh-ab", "nwh-bc"])]
+            .iter()
+            .any(|(d, ins)| ins.iter().any(|i| places[i] != places[d]));
+    assert!(shipped, "no input travelled between builders: {where_}");
+    let err = stderr(&out);
+    assert!(err.matches(" on 'ssh://root@").count() >= 6, "{err}");
+}
+
+#[test]
+fn a_failing_build_reports_the_builder_message() {
+    let Some(tb) = Testbed::up_or_skip(1, Opts::default()) else { return };
+    let hook = OurHook::new(&[]);
+    let expr = format!(
+        r#"builtins.derivation {{
+  name = "nwh-fails"; nonce = "{}"; system = builtins.currentSystem; builder = "/bin/sh";
+  args = [ "-c" "echo the-builder-says-boom >&2; exit 3" ];
+}}"#,
+        unique_nonce()
+    );
+    let out = tb.nix_build(
+        &expr,
+        &["--max-jobs", "0", "--option", "builders", &tb.machine(1), "--option", "build-hook", &hook.path],
+    );
+    assert!(!out.status.success(), "{}", describe(&out));
+    let err = stderr(&out);
+    assert!(err.contains("the-builder-says-boom"), "the builder's log reaches Nix: {err}");
+    assert!(err.contains(&format!("on 'ssh://root@{}' failed", tb.addr(1))), "{err}");
+}
