@@ -44,6 +44,9 @@ pub struct Cli {
     /// Connect to the builder before answering `# accept` (true) or after (false).
     #[arg(long, value_name = "BOOL")]
     pub connect_before_accept: Option<bool>,
+    /// Milliseconds to wait for a free slot before answering `postpone`.
+    #[arg(long, value_name = "MS")]
+    pub postpone_wait_ms: Option<u64>,
     /// Nix's verbosity (0 error … 7 vomit), which Nix passes as the last argument.
     pub verbosity: Option<u64>,
 }
@@ -60,6 +63,7 @@ impl Cli {
             state_dir: self.state_dir.clone(),
             connect_timeout: self.connect_timeout,
             connect_before_accept: self.connect_before_accept,
+            postpone_wait_ms: self.postpone_wait_ms,
         }
     }
 }

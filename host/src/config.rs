@@ -36,6 +36,9 @@ pub struct Options {
     /// builder is then skipped for the next one. `false` answers sooner, but a builder that
     /// turns out to be unreachable fails the build.
     pub connect_before_accept: Option<bool>,
+    /// Before answering `postpone` (after which Nix waits `build-poll-interval`, 5 s, even if
+    /// a slot frees at once), wait up to this many milliseconds for a slot to free.
+    pub postpone_wait_ms: Option<u64>,
 }
 
 impl Options {
@@ -77,7 +80,8 @@ impl Options {
             current_load,
             state_dir,
             connect_timeout,
-            connect_before_accept
+            connect_before_accept,
+            postpone_wait_ms
         );
         self
     }
@@ -97,6 +101,10 @@ impl Options {
             Some(p) => p.clone(),
             None => nix_state_dir().join("current-load"),
         }
+    }
+
+    pub fn postpone_wait(&self) -> Duration {
+        Duration::from_millis(self.postpone_wait_ms.unwrap_or(3000))
     }
 
     pub fn connect_before_accept(&self) -> bool {

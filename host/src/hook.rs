@@ -60,6 +60,7 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
             Message::Try(t) => t,
         };
         // Decided again after a machine turns out to be unreachable, as Nix's hook does.
+        let waited = std::time::Instant::now();
         let (machine, slot, master) = loop {
             for (i, m) in scheduler.machines.iter().enumerate() {
                 scheduler.disabled[i] = failed_here[i].clone().or_else(|| {
@@ -87,6 +88,13 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
                     }
                     session.decline()?;
                     break (None, None, None);
+                }
+                Reply::Postpone if waited.elapsed() < opts.postpone_wait() && a_slot_may_free(&outcome) => {
+                    // Nix waits `build-poll-interval` (5 s) after a postpone, even when a slot
+                    // frees sooner; waiting here a little, with the scheduler on hold (it has
+                    // nothing to build locally, or we would have declined), starts the build
+                    // as soon as a slot frees.
+                    std::thread::sleep(POSTPONE_POLL);
                 }
                 Reply::Postpone => {
                     session.postpone()?;
@@ -152,4 +160,14 @@ fn connect(
 /// Where the options file is read from when `--config` is not given.
 pub fn default_config() -> &'static Path {
     Path::new(crate::config::DEFAULT_CONFIG)
+}
+
+const POSTPONE_POLL: std::time::Duration = std::time::Duration::from_millis(40);
+
+/// Some machine the request fits is busy but takes builds at all, so waiting can help.
+fn a_slot_may_free(outcome: &schedule::Outcome) -> bool {
+    outcome
+        .machines
+        .iter()
+        .any(|m| m.max_jobs > 0 && crate::decision::eligibility(&outcome.request, m).is_ok())
 }

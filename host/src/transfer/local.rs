@@ -7,14 +7,8 @@ use std::process::{Child, Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-/// Nix's own version, from `nix-store --version` ("nix-store (Nix) 2.8.0").
-pub fn nix_version() -> Result<(u32, u32)> {
-    let out = Command::new("nix-store")
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .context("running nix-store --version")?;
-    let text = String::from_utf8_lossy(&out.stdout);
+/// Parses `nix-store --version` ("nix-store (Nix) 2.8.0") into (major, minor).
+fn parse_version(text: &str) -> Result<(u32, u32)> {
     let version = text.split_whitespace().last().unwrap_or_default();
     let mut parts = version.split(['.', 'p', 'r', '-']);
     let major = parts.next().and_then(|p| p.parse().ok());
@@ -29,15 +23,16 @@ pub fn nix_version() -> Result<(u32, u32)> {
 /// tells a local-store process which locks its parent holds, and Nix 2.29 removed it (Lix
 /// keeps it). Without it the import would wait for Nix's own lock forever.
 pub fn check_held_locks_supported() -> Result<()> {
-    let text = Command::new("nix-store")
+    let out = Command::new("nix-store")
         .arg("--version")
+        .stdin(Stdio::null())
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
+        .context("running nix-store --version")?;
+    let text = String::from_utf8_lossy(&out.stdout);
     if text.contains("Lix") {
         return Ok(());
     }
-    let (major, minor) = nix_version()?;
+    let (major, minor) = parse_version(&text)?;
     if (major, minor) >= (2, 29) {
         bail!(
             "this is Nix {major}.{minor}: since Nix 2.29 an external build hook cannot register outputs while \
@@ -133,4 +128,14 @@ fn finish(mut child: Child, what: &str) -> Result<()> {
         bail!("{what} failed ({status}): {}", err.trim());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn versions() {
+        assert_eq!(super::parse_version("nix-store (Nix) 2.8.0\n").unwrap(), (2, 8));
+        assert_eq!(super::parse_version("nix-store (Nix) 2.29.0pre20250101_abc").unwrap(), (2, 29));
+        assert!(super::parse_version("something else").is_err());
+    }
 }

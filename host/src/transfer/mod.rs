@@ -48,7 +48,7 @@ pub fn build(master: &Master, job: &Job, logger: &Logger) -> Result<Outcome> {
     let log_fd = crate::fds::build_log()?;
     let remote = master.spawn(&master.target.remote_program, &args, log_fd)?;
     let (stdout, stdin) = (remote.stdout.try_clone()?, remote.stdin.try_clone()?);
-    let mut client = ServeClient::handshake(&master.target.display(), stdout, stdin)?;
+    let mut client = ServeClient::handshake(master.target.display(), stdout, stdin)?;
 
     let inputs: BTreeSet<String> = job.accepted.inputs.iter().cloned().collect();
     upload(&mut client, job, &inputs, logger)?;
