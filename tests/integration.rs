@@ -11,3 +11,4 @@ mod testbed_build;
 mod testbed_decide;
 mod testbed_makespan;
 mod testbed_smoke;
+mod testbed_transfer;

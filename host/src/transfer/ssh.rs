@@ -212,7 +212,24 @@ fn launch(target: &Target, opts: &SshOptions, name: &str, socket: &Path) -> Resu
         return Ok(());
     }
     let said = fs::read_to_string(&log).unwrap_or_default();
-    let reason = said.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+    if let (Some(expected), Some(offered)) = (&target.host_key, offered_fingerprint(&said)) {
+        return Err(Unreachable {
+            host: target.display(),
+            reason: format!(
+                "its host key is {offered}, but the machines file (column 8) expects {}; if the builder \
+                 was reinstalled, put its new key (base64 of its /etc/ssh/ssh_host_*_key.pub line) in that column",
+                fingerprint(expected).unwrap_or_else(|| "an unreadable key".into())
+            ),
+        }
+        .into());
+    }
+    // ssh's banner of @ signs says nothing; its sentences do.
+    let reason = said
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.chars().all(|c| c == '@'))
+        .collect::<Vec<_>>()
+        .join(" ");
     Err(Unreachable {
         host: target.display(),
         reason: if reason.is_empty() { format!("ssh exited with {status}") } else { reason },
@@ -258,5 +275,60 @@ impl Remote {
         drop(stdin);
         drop(stdout);
         Ok(runtime.block_on(child.wait())?)
+    }
+}
+
+/// OpenSSH's fingerprint of a key line (`ssh-ed25519 AAAA… [comment]`): SHA256 of the key
+/// blob, base64 without padding.
+pub fn fingerprint(key_line: &str) -> Option<String> {
+    use base64::Engine;
+    let blob = base64::engine::general_purpose::STANDARD.decode(key_line.split_whitespace().nth(1)?).ok()?;
+    Some(format!("SHA256:{}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(Sha256::digest(blob))))
+}
+
+/// The fingerprint ssh reports for the key the host offered when it does not match.
+fn offered_fingerprint(ssh_log: &str) -> Option<String> {
+    if !ssh_log.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") {
+        return None;
+    }
+    let word = ssh_log.split_whitespace().find(|w| w.starts_with("SHA256:"))?;
+    Some(word.trim_end_matches('.').to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_match_ssh_keygen() {
+        // `ssh-keygen -lf` of this key prints SHA256:ZP9ekP0qMv2GCDfDy3e/MxuGDv2qMmThoqbT1xZ3oHA.
+        let line = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOr3iInSmWdR8tapsb9+3p6bE38cY3SnEQYfcb6aXGCJ";
+        let fp = fingerprint(line).unwrap();
+        let out = std::process::Command::new("ssh-keygen")
+            .args(["-lf", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn();
+        if let Ok(mut child) = out {
+            child.stdin.take().unwrap().write_all(line.as_bytes()).unwrap();
+            let text = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
+            assert!(text.contains(&fp), "{text} vs {fp}");
+        }
+        assert!(fp.starts_with("SHA256:") && !fp.ends_with('='));
+    }
+
+    #[test]
+    fn targets_from_uris() {
+        let m = |uri: &str| {
+            nwh_machines::parse_builders(uri, "t", &nwh_machines::ParseContext::new("x86_64-linux"))
+                .machines
+                .remove(0)
+        };
+        let t = Target::from_machine(&m("ssh://nix@b1:2222?remote-program=/opt/nix-store")).unwrap();
+        assert_eq!((t.user.as_deref(), t.host.as_str(), t.port), (Some("nix"), "b1", Some(2222)));
+        assert_eq!(t.remote_program, "/opt/nix-store");
+        let t = Target::from_machine(&m("ssh://[::1]:22")).unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("::1", Some(22)));
+        assert!(Target::from_machine(&m("ssh-ng://b1")).is_err());
     }
 }
