@@ -12,7 +12,17 @@ cargo build --release --quiet --manifest-path "$repo/Cargo.toml" -p nix-wasm-hoo
 hook="$(cargo metadata --format-version 1 --no-deps --manifest-path "$repo/Cargo.toml" \
   | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/nix-wasm-hook"
 
-trap '"$tb" down >/dev/null 2>&1 || true' EXIT
+# Nix 2.8 takes `build-hook` as one path, so a wrapper gives the hook a private state
+# directory; on exit its SSH masters are ended before the builders go down.
+work=$(mktemp -d)
+printf '#!/bin/sh\nexec %s --state-dir %s/state "$@"\n' "$hook" "$work" > "$work/hook"
+chmod +x "$work/hook"
+cleanup() {
+  for s in "$work"/state/ssh/*.sock; do [ -S "$s" ] && ssh -S "$s" -O exit demo 2>/dev/null; done
+  "$tb" down >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
 "$tb" up "$n" > /tmp/nwh-demo-machines 2>/dev/null
 echo "builders:"; sed 's/^/  /; s/ c3No.*$/ …/' /tmp/nwh-demo-machines
 
@@ -29,7 +39,7 @@ in mk "top" [ ab bc ]'
 cd /
 log=$(mktemp)
 NIX_CONFIG="$("$tb" nix-conf)" nix-build --no-out-link --max-jobs 0 \
-  --option builders "$(cat /tmp/nwh-demo-machines)" --option build-hook "$hook" -E "$expr" 2> "$log" >/dev/null \
+  --option builders "$(cat /tmp/nwh-demo-machines)" --option build-hook "$work/hook" -E "$expr" 2> "$log" >/dev/null \
   || { cat "$log"; exit 1; }
 echo "where each derivation ran:"
 sed -n "s|^building '/nix/store/[a-z0-9]*-\(.*\)\.drv' on '\(.*\)'\.\.\.$|  \1 -> \2|p" "$log"

@@ -67,11 +67,24 @@ impl Logger {
 
     /// Starts an activity that `nix build` shows while it runs; ends when the guard drops.
     pub fn start(&self, level: Level, kind: Activity, text: &str) -> ActivityGuard<'_> {
+        self.start_with(level, kind, text, &[])
+    }
+
+    /// Like `start`, with Nix's fields for that activity type (a copyPath activity's path,
+    /// source and destination), which `nix build` uses in its progress display.
+    pub fn start_with(
+        &self,
+        level: Level,
+        kind: Activity,
+        text: &str,
+        fields: &[serde_json::Value],
+    ) -> ActivityGuard<'_> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         if self.json {
-            emit(
-                &json!({"action": "start", "id": id, "level": level as u8, "type": kind as u64, "text": text, "parent": 0, "fields": []}),
-            );
+            emit(&json!({
+                "action": "start", "id": id, "level": level as u8, "type": kind as u64,
+                "text": text, "parent": 0, "fields": fields
+            }));
         } else if level <= self.verbosity {
             let _ = writeln!(std::io::stderr().lock(), "{text}");
         }
@@ -82,6 +95,15 @@ impl Logger {
 pub struct ActivityGuard<'a> {
     logger: &'a Logger,
     id: u64,
+}
+
+impl ActivityGuard<'_> {
+    /// Reports progress (Nix's result type 105: done, expected, running, failed).
+    pub fn progress(&self, done: u64, expected: u64) {
+        if self.logger.json {
+            emit(&json!({"action": "result", "id": self.id, "type": 105, "fields": [done, expected, 0, 0]}));
+        }
+    }
 }
 
 impl Drop for ActivityGuard<'_> {

@@ -61,6 +61,75 @@ pub fn invalid(paths: &BTreeSet<String>) -> Result<BTreeSet<String>> {
     Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect())
 }
 
+/// What the upload needs to know of a local path.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PathInfo {
+    pub nar_size: u64,
+    pub references: BTreeSet<String>,
+}
+
+/// Sizes and references of valid local paths, in one `nix-store --dump-db` (its registration
+/// format: path, hash, NAR size, deriver, count of references, references).
+pub fn path_infos(paths: &BTreeSet<String>) -> Result<std::collections::BTreeMap<String, PathInfo>> {
+    let out = Command::new("nix-store")
+        .arg("--dump-db")
+        .args(paths)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .context("running nix-store --dump-db")?;
+    if !out.status.success() {
+        bail!("nix-store --dump-db failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    parse_registrations(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn parse_registrations(text: &str) -> Result<std::collections::BTreeMap<String, PathInfo>> {
+    let mut lines = text.lines();
+    let mut infos = std::collections::BTreeMap::new();
+    while let Some(path) = lines.next() {
+        if path.is_empty() {
+            continue;
+        }
+        let mut next =
+            |what: &str| lines.next().with_context(|| format!("nix-store --dump-db: no {what} for {path}"));
+        let _hash = next("hash")?;
+        let nar_size =
+            next("size")?.parse().with_context(|| format!("nix-store --dump-db: size of {path}"))?;
+        let _deriver = next("deriver")?;
+        let count: usize = next("reference count")?.parse()?;
+        let references = (0..count).map(|_| next("reference").map(str::to_string)).collect::<Result<_>>()?;
+        infos.insert(path.to_string(), PathInfo { nar_size, references });
+    }
+    Ok(infos)
+}
+
+/// Dependencies first, so that the builder can register each path as it arrives.
+pub fn topo_order(infos: &std::collections::BTreeMap<String, PathInfo>) -> Vec<String> {
+    fn visit(
+        p: &str,
+        infos: &std::collections::BTreeMap<String, PathInfo>,
+        seen: &mut BTreeSet<String>,
+        out: &mut Vec<String>,
+    ) {
+        if !seen.insert(p.to_string()) {
+            return;
+        }
+        for r in &infos[p].references {
+            if r != p && infos.contains_key(r) {
+                visit(r, infos, seen, out);
+            }
+        }
+        out.push(p.to_string());
+    }
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for p in infos.keys() {
+        visit(p, infos, &mut seen, &mut out);
+    }
+    out
+}
+
 /// A running `nix-store --export` of some paths (dependencies first, as Nix orders them):
 /// read the stream from `stdout` while it is produced, never more than a pipe buffer at once.
 pub struct Export {
@@ -132,6 +201,21 @@ fn finish(mut child: Child, what: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn registrations_and_order() {
+        let text = "/nix/store/b-top\nabc\n392\n/nix/store/x.drv\n1\n/nix/store/a-dep\n/nix/store/a-dep\ndef\n120\n\n0\n";
+        let infos = super::parse_registrations(text).unwrap();
+        assert_eq!(infos["/nix/store/b-top"].nar_size, 392);
+        assert_eq!(infos["/nix/store/a-dep"].references.len(), 0);
+        // `b-top` sorts first by name but depends on `a-dep`... and `z` depends on `b-top`.
+        let mut infos = infos;
+        infos.insert(
+            "/nix/store/0-z".into(),
+            super::PathInfo { nar_size: 1, references: ["/nix/store/b-top".to_string()].into() },
+        );
+        assert_eq!(super::topo_order(&infos), ["/nix/store/a-dep", "/nix/store/b-top", "/nix/store/0-z"]);
+    }
+
     #[test]
     fn versions() {
         assert_eq!(super::parse_version("nix-store (Nix) 2.8.0\n").unwrap(), (2, 8));

@@ -75,11 +75,29 @@ pub fn build(master: &Master, job: &Job, logger: &Logger) -> Result<Outcome> {
     let outputs: BTreeSet<String> = drv.output_paths().into_values().collect();
     let missing = local::invalid(&outputs)?;
     if !missing.is_empty() {
-        let _a =
-            logger.start(Level::Talkative, Activity::Unknown, &format!("copying outputs from '{}'", job.uri));
+        let infos = client.query_path_infos(&missing)?;
+        let total: u64 = infos.iter().map(|(_, i)| i.nar_size).sum();
+        let all = logger.start(
+            Level::Info,
+            Activity::CopyPaths,
+            &format!("copying {} paths ({}) from '{}'", missing.len(), size(total), job.uri),
+        );
+        let each: Vec<_> = infos
+            .iter()
+            .map(|(path, info)| {
+                logger.start_with(
+                    Level::Talkative,
+                    Activity::CopyPath,
+                    &format!("copying path '{path}' ({}) from '{}'", size(info.nar_size), job.uri),
+                    &[path.clone().into(), job.uri.into(), "local".into()],
+                )
+            })
+            .collect();
         let mut import = local::import(&missing)?;
         client.export_paths(&missing, &mut import.stdin)?;
         import.finish()?;
+        all.progress(total, total);
+        drop(each);
     }
     drop(client);
     remote.finish()?;
@@ -127,15 +145,39 @@ fn upload<R: std::io::Read, W: std::io::Write>(
     if missing.is_empty() {
         return Ok(0);
     }
-    let _a = logger.start(
-        Level::Talkative,
+    let infos = local::path_infos(&missing)?;
+    let total: u64 = infos.values().map(|i| i.nar_size).sum();
+    let all = logger.start(
+        Level::Info,
         Activity::CopyPaths,
-        &format!("copying {} paths to '{}'", missing.len(), job.uri),
+        &format!("copying {} paths ({}) to '{}'", missing.len(), size(total), job.uri),
     );
-    let mut export = local::export(&missing)?;
-    client.import_paths(&mut export.stdout)?;
-    export.finish()?;
+    // One path at a time, dependencies first: `nix build` shows each with its size.
+    let mut done = 0;
+    for path in local::topo_order(&infos) {
+        let nar_size = infos[&path].nar_size;
+        let one = logger.start_with(
+            Level::Talkative,
+            Activity::CopyPath,
+            &format!("copying path '{path}' ({}) to '{}'", size(nar_size), job.uri),
+            &[path.clone().into(), "local".into(), job.uri.into()],
+        );
+        let mut export = local::export(&BTreeSet::from([path.clone()]))?;
+        client.import_paths(&mut export.stdout)?;
+        export.finish()?;
+        one.progress(nar_size, nar_size);
+        done += nar_size;
+        all.progress(done, total);
+    }
     Ok(missing.len())
+}
+
+fn size(bytes: u64) -> String {
+    if bytes >= 1 << 20 {
+        format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+    } else {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    }
 }
 
 /// The most resident memory this process used (VmHWM), which shows that closures are
