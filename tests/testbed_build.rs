@@ -110,3 +110,77 @@ fn a_failing_build_reports_the_builder_message() {
     assert!(err.contains("the-builder-says-boom"), "the builder's log reaches Nix: {err}");
     assert!(err.contains(&format!("on 'ssh://root@{}' failed", tb.addr(1))), "{err}");
 }
+
+#[test]
+fn a_build_that_times_out_on_the_builder_is_reported_as_timed_out() {
+    let Some(tb) = Testbed::up_or_skip(1, Opts::default()) else { return };
+    let hook = OurHook::new(&[]);
+    let expr = format!(
+        r#"builtins.derivation {{
+  name = "nwh-slow"; nonce = "{}"; system = builtins.currentSystem; builder = "/bin/sh";
+  args = [ "-c" "/bin/sleep 30; echo > $out" ];
+}}"#,
+        unique_nonce()
+    );
+    // `timeout` reaches the builder in the build options; the hook exits 101 (Nix 2.8: TimedOut).
+    let out = tb.nix_build(
+        &expr,
+        &[
+            "--max-jobs",
+            "0",
+            "--timeout",
+            "2",
+            "--option",
+            "builders",
+            &tb.machine(1),
+            "--option",
+            "build-hook",
+            &hook.path,
+        ],
+    );
+    assert!(!out.status.success(), "{}", describe(&out));
+    let err = stderr(&out);
+    assert!(err.contains("timed out"), "{err}");
+}
+
+#[test]
+fn nothing_to_upload_means_no_waiting_for_the_upload_lock() {
+    let Some(tb) = Testbed::up_or_skip(1, Opts::default()) else { return };
+    let hook = OurHook::new(&[]);
+    // Another hook is uploading to this builder (or hangs while holding the lock).
+    let dir = nwh_slots::LoadDir::open("/nix/var/nix/current-load");
+    let uri = format!("ssh://root@{}", tb.addr(1));
+    let held = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.upload_lock_path(&uri))
+        .unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+    let expr = format!(
+        r#"builtins.derivation {{
+  name = "nwh-no-inputs"; nonce = "{}"; system = builtins.currentSystem; builder = "/bin/sh";
+  args = [ "-c" "echo > $out" ];
+}}"#,
+        unique_nonce()
+    );
+    let mut cmd = tb.nix_build_cmd(
+        &expr,
+        &["--max-jobs", "0", "--option", "builders", &tb.machine(1), "--option", "build-hook", &hook.path],
+    );
+    let mut child = cmd.spawn().unwrap();
+    // Generous: the build takes well under a second; waiting on the lock would never end.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    drop(held);
+    assert!(status.is_some_and(|s| s.success()), "the build waited for an upload lock it did not need");
+}
