@@ -1,7 +1,7 @@
 //! Builds really go remote: real Nix 2.8 with our hook on the test bed, over real SSH.
 
 use crate::support::hook::OurHook;
-use crate::support::testbed::{describe, out_paths, unique_nonce, Opts, Testbed};
+use crate::support::testbed::{describe, out_paths, sh_derivation, unique_nonce, Opts, Testbed};
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -21,12 +21,11 @@ fn one_derivation_is_built_on_a_builder_and_comes_back() {
     let Some(tb) = Testbed::up_or_skip(2, Opts::default()) else { return };
     let hook = OurHook::new(&[]);
     let builders = tb.machines_lines().join("\n");
-    let expr = format!(
-        r#"builtins.derivation {{
-  name = "nwh-one"; nonce = "{}"; system = builtins.currentSystem; builder = "/bin/sh";
-  args = [ "-c" "read h < /proc/sys/kernel/hostname; echo $h > $out; echo built on $h" ];
-}}"#,
-        unique_nonce()
+    let expr = sh_derivation(
+        "nwh-one",
+        None,
+        &[],
+        "read h < /proc/sys/kernel/hostname; echo $h > $out; echo built on $h",
     );
     let out = tb.nix_build(
         &expr,
@@ -94,13 +93,7 @@ in mk "nwh-top" [ ab bc ]"#,
 fn a_failing_build_reports_the_builder_message() {
     let Some(tb) = Testbed::up_or_skip(1, Opts::default()) else { return };
     let hook = OurHook::new(&[]);
-    let expr = format!(
-        r#"builtins.derivation {{
-  name = "nwh-fails"; nonce = "{}"; system = builtins.currentSystem; builder = "/bin/sh";
-  args = [ "-c" "echo the-builder-says-boom >&2; exit 3" ];
-}}"#,
-        unique_nonce()
-    );
+    let expr = sh_derivation("nwh-fails", None, &[], "echo the-builder-says-boom >&2; exit 3");
     let out = tb.nix_build(
         &expr,
         &["--max-jobs", "0", "--option", "builders", &tb.machine(1), "--option", "build-hook", &hook.path],
@@ -115,13 +108,7 @@ fn a_failing_build_reports_the_builder_message() {
 fn a_build_that_times_out_on_the_builder_is_reported_as_timed_out() {
     let Some(tb) = Testbed::up_or_skip(1, Opts::default()) else { return };
     let hook = OurHook::new(&[]);
-    let expr = format!(
-        r#"builtins.derivation {{
-  name = "nwh-slow"; nonce = "{}"; system = builtins.currentSystem; builder = "/bin/sh";
-  args = [ "-c" "/bin/sleep 30; echo > $out" ];
-}}"#,
-        unique_nonce()
-    );
+    let expr = sh_derivation("nwh-slow", None, &[], "/bin/sleep 30; echo > $out");
     // `timeout` reaches the builder in the build options; the hook exits 101 (Nix 2.8: TimedOut).
     let out = tb.nix_build(
         &expr,
@@ -157,13 +144,7 @@ fn nothing_to_upload_means_no_waiting_for_the_upload_lock() {
         .open(dir.upload_lock_path(&uri))
         .unwrap();
     rustix::fs::flock(&held, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
-    let expr = format!(
-        r#"builtins.derivation {{
-  name = "nwh-no-inputs"; nonce = "{}"; system = builtins.currentSystem; builder = "/bin/sh";
-  args = [ "-c" "echo > $out" ];
-}}"#,
-        unique_nonce()
-    );
+    let expr = sh_derivation("nwh-no-inputs", None, &[], "echo > $out");
     let mut cmd = tb.nix_build_cmd(
         &expr,
         &["--max-jobs", "0", "--option", "builders", &tb.machine(1), "--option", "build-hook", &hook.path],

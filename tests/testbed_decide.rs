@@ -2,18 +2,10 @@
 //! with our replies, and what the user sees in Nix's own output.
 
 use crate::support::hook::OurHook;
-use crate::support::testbed::{describe, out_paths, unique_nonce, Opts, Testbed};
+use crate::support::testbed::{describe, out_paths, sh_derivation, Opts, Testbed};
 
 fn drv(name: &str, system: &str, features: &[&str]) -> String {
-    let features = features.iter().map(|f| format!("\"{f}\"")).collect::<Vec<_>>().join(" ");
-    format!(
-        r#"builtins.derivation {{
-  name = "{name}"; nonce = "{nonce}"; system = "{system}"; builder = "/bin/sh";
-  requiredSystemFeatures = [ {features} ];
-  args = [ "-c" "read h < /proc/sys/kernel/hostname; echo $h > $out" ];
-}}"#,
-        nonce = unique_nonce()
-    )
+    sh_derivation(name, Some(system), features, "read h < /proc/sys/kernel/hostname; echo $h > $out")
 }
 
 fn stderr(out: &std::process::Output) -> String {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::support::hook::OurHook;
-use crate::support::testbed::{describe, out_paths, unique_nonce, Opts, Testbed};
+use crate::support::testbed::{describe, out_paths, sh_derivation, unique_nonce, Opts, Testbed};
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -15,15 +15,7 @@ fn host_of(path: &str) -> String {
 }
 
 fn drv(name: &str, features: &[&str], script: &str) -> String {
-    let features = features.iter().map(|f| format!("\"{f}\"")).collect::<Vec<_>>().join(" ");
-    format!(
-        r#"builtins.derivation {{
-  name = "{name}"; nonce = "{nonce}"; system = builtins.currentSystem; builder = "/bin/sh";
-  requiredSystemFeatures = [ {features} ];
-  args = [ "-c" "{script}" ];
-}}"#,
-        nonce = unique_nonce()
-    )
+    sh_derivation(name, None, features, script)
 }
 
 const HOSTNAME: &str = "read h < /proc/sys/kernel/hostname; echo $h > $out";

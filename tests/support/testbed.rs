@@ -135,10 +135,19 @@ pub fn unique_nonce() -> String {
 /// A trivial derivation whose output is the hostname of the machine that built
 /// it (`nwhtb-b<i>` on builder i), followed by a newline. Never cached.
 pub fn hostname_drv(name: &str) -> String {
+    sh_derivation(name, None, &[], "read h < /proc/sys/kernel/hostname; echo $h > $out")
+}
+
+/// A derivation that runs `script` with /bin/sh (no PATH: call binaries by absolute path),
+/// for `system` (the current one when None) and with `features` required. Never cached.
+pub fn sh_derivation(name: &str, system: Option<&str>, features: &[&str], script: &str) -> String {
+    let system = system.map_or("builtins.currentSystem".to_string(), |s| format!("\"{s}\""));
+    let features = features.iter().map(|f| format!("\"{f}\"")).collect::<Vec<_>>().join(" ");
     format!(
         r#"builtins.derivation {{
-  name = "{name}"; nonce = "{nonce}"; system = builtins.currentSystem; builder = "/bin/sh";
-  args = [ "-c" "read h < /proc/sys/kernel/hostname; echo $h > $out" ];
+  name = "{name}"; nonce = "{nonce}"; system = {system}; builder = "/bin/sh";
+  requiredSystemFeatures = [ {features} ];
+  args = [ "-c" "{script}" ];
 }}"#,
         nonce = unique_nonce()
     )
