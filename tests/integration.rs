@@ -5,6 +5,7 @@ mod support;
 
 mod decisions;
 mod hook_mode;
+mod policy_contract;
 mod policy_limits;
 mod protocol;
 mod testbed_build;

@@ -21,6 +21,7 @@ fn machine(uri: &str, system: &str, in_use: u32) -> MachineView {
         mandatory_features: vec![],
         slots_in_use: in_use,
         enabled: true,
+        down_reason: None,
     }
 }
 

@@ -25,6 +25,9 @@ pub struct MachineView {
     pub mandatory_features: Vec<String>,
     pub slots_in_use: u32,
     pub enabled: bool,
+    /// Why it is not enabled (ssh's words for a failed connection), when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down_reason: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

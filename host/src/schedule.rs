@@ -103,7 +103,7 @@ impl Scheduler {
                 .load
                 .scan(&main, &m.uri, m.max_jobs)
                 .with_context(|| format!("reading the build slots of {}", m.uri))?;
-            views.push(view(m, scan.in_use, self.disabled[i].is_none()));
+            views.push(view(m, scan.in_use, self.disabled[i].clone()));
             free.push(scan.free);
         }
         let decided = self.policies.decide(&request, &views)?;
@@ -169,7 +169,7 @@ impl Scheduler {
     }
 }
 
-fn view(m: &Machine, in_use: u32, enabled: bool) -> MachineView {
+fn view(m: &Machine, in_use: u32, down_reason: Option<String>) -> MachineView {
     MachineView {
         uri: m.uri.clone(),
         systems: m.systems.clone(),
@@ -178,6 +178,7 @@ fn view(m: &Machine, in_use: u32, enabled: bool) -> MachineView {
         supported_features: m.supported_features.iter().cloned().collect(),
         mandatory_features: m.mandatory_features.iter().cloned().collect(),
         slots_in_use: in_use,
-        enabled,
+        enabled: down_reason.is_none(),
+        down_reason,
     }
 }

@@ -7,7 +7,18 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The interface every policy component exports.
-pub const POLICY_EXPORT: &str = "nix-wasm-hook:policy/policy@0.1.0";
+pub const POLICY_EXPORT: &str = "nix-wasm-hook:policy/policy@0.2.0";
+
+/// What a guest exports: the policy interface, except for the guests that test how the host
+/// refuses or adapts to other contracts.
+fn expected_export(name: &str) -> &'static str {
+    match name {
+        "old-minor" => "nix-wasm-hook:policy/policy@0.1.0",
+        "future-major" => "nix-wasm-hook:policy/policy@1.0.0",
+        "wrong-world" => "example:other/thing@0.1.0",
+        _ => POLICY_EXPORT,
+    }
+}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Target {
@@ -72,6 +83,10 @@ const GUESTS: &[Guest] = &[
     guest("misfit", "test-policy-misfit", Target::Core, Imports::None),
     guest("prefer-last", "test-policy-prefer-last", Target::Core, Imports::None),
     guest("snoop", "test-policy-snoop", Target::Wasip2, Imports::OnlyWasi),
+    guest("old-minor", "test-policy-old-minor", Target::Core, Imports::None),
+    guest("future-major", "test-policy-future-major", Target::Core, Imports::None),
+    guest("no-decide", "test-policy-no-decide", Target::Core, Imports::None),
+    guest("wrong-world", "test-policy-wrong-world", Target::Core, Imports::None),
     guest(
         "foreign-import",
         "test-policy-foreign-import",
@@ -81,8 +96,8 @@ const GUESTS: &[Guest] = &[
 ];
 
 pub struct Options {
-    repo: PathBuf,
-    target_dir: PathBuf,
+    pub repo: PathBuf,
+    pub target_dir: PathBuf,
 }
 
 impl Options {
@@ -324,11 +339,8 @@ fn verify(guest: &Guest, component: &[u8]) -> Result<()> {
         inspect::summarize(component).with_context(|| format!("{}: reading the component", guest.name))?;
     ensure!(summary.component, "{}: not a component", guest.name);
     let exports = summary.export_names();
-    ensure!(
-        exports == [POLICY_EXPORT],
-        "{}: exports {exports:?}, expected exactly [{POLICY_EXPORT:?}]",
-        guest.name
-    );
+    let expected = expected_export(guest.name);
+    ensure!(exports == [expected], "{}: exports {exports:?}, expected exactly [{expected:?}]", guest.name);
     let imports = summary.import_names();
     match guest.imports {
         Imports::None => {

@@ -1,14 +1,21 @@
-//! Host bindings generated from `wit/policy.wit`. Kept in one place so that the rest of the
-//! host never names generated paths; a later WIT minor version gets a sibling module here.
+//! Host bindings generated from the WIT contract, one module per version the host speaks, so
+//! that a policy built for an older version runs with that version's types (wasmCloud keeps
+//! its versions side by side the same way). The rest of the host never names generated paths.
 
-wasmtime::component::bindgen!({
-    world: "policy-world",
-    path: "../wit",
-});
+pub mod v0_2 {
+    wasmtime::component::bindgen!({ world: "policy-world", path: "../wit" });
+    pub use exports::nix_wasm_hook::policy::policy::{Answer, Decision, Machine, Request};
+}
 
-pub use exports::nix_wasm_hook::policy::policy::{Answer, Decision, Machine, Request};
+pub mod v0_1 {
+    wasmtime::component::bindgen!({ world: "policy-world", path: "../wit/versions/0.1.0" });
+    pub use exports::nix_wasm_hook::policy::policy::{Answer, Decision, Machine, Request};
+}
 
-/// The package and version this host was built against; the export a policy must provide.
+/// The package every policy exports its interface from.
 pub const PACKAGE: &str = "nix-wasm-hook:policy";
-pub const VERSION: &str = "0.1.0";
 pub const INTERFACE: &str = "policy";
+/// The current version (what `wit/policy.wit` declares).
+pub const VERSION: &str = "0.2.0";
+/// Every `major.minor` the host runs, newest first.
+pub const SUPPORTED: &[&str] = &["0.2", "0.1"];

@@ -14,7 +14,7 @@ use wasmtime::component::Component;
 use wasmtime::{Engine, Store, Trap};
 
 use crate::decision::{self, Answer, Choice, MachineView, Request};
-use bindings::PolicyWorldPre as PolicyPre;
+use bindings::{v0_1, v0_2};
 use cache::Cache;
 use sandbox::StoreState;
 
@@ -42,19 +42,41 @@ impl Default for Limits {
 /// Why a component cannot be used as a policy at all.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("it imports {}, which the hook does not provide: a policy gets no capabilities (only an empty WASI for toolchains that need one)", .0.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "))]
+    #[error(
+        "it imports {}, which the hook does not provide: a policy gets no capabilities, only an empty \
+         WASI 0.2 (cli, io, clocks, random, filesystem, sockets) for toolchains that need one",
+        .0.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+    )]
     ForbiddenImports(Vec<String>),
-    #[error("it does not export `{}/{}@{}`{}", bindings::PACKAGE, bindings::INTERFACE, bindings::VERSION, found_list(.found))]
+    #[error(
+        "it does not export the interface `{}/{}` (world `policy-world` of wit/policy.wit, version {}){}",
+        bindings::PACKAGE,
+        bindings::INTERFACE,
+        bindings::VERSION,
+        found_list(.found)
+    )]
     MissingExport { found: Vec<String> },
+    #[error(
+        "its `{interface}` has no function `decide`, which every policy must export as \
+         `decide: func(request: request, machines: list<machine>) -> answer`; it has {}",
+        if .found.is_empty() { "no functions".to_string() } else { .found.join(", ") }
+    )]
+    MissingDecide { interface: String, found: Vec<String> },
     #[error("its export is not usable: {0}")]
     WrongExport(String),
     #[error(
-        "it was built for version {policy} of `{}`, and this hook speaks version {host}",
-        bindings::PACKAGE
+        "it was built for version {policy} of `{}`, and this hook speaks {}: rebuild it against this \
+         hook's wit/policy.wit, or use a hook that speaks {policy}",
+        bindings::PACKAGE,
+        supported_versions()
     )]
-    Version { policy: String, host: String },
+    Version { policy: String },
     #[error("it is not a valid Wasm component: {0}")]
     Invalid(String),
+}
+
+fn supported_versions() -> String {
+    bindings::SUPPORTED.iter().map(|v| format!("{v}.x")).collect::<Vec<_>>().join(" and ")
 }
 
 fn found_list(found: &[String]) -> String {
@@ -80,11 +102,18 @@ pub enum CallError {
     Nonsense(String),
 }
 
+/// The instance-pre of the contract version the policy was built for.
+enum Pre {
+    V0_2(v0_2::PolicyWorldPre<StoreState>),
+    V0_1(v0_1::PolicyWorldPre<StoreState>),
+}
+
 /// A policy ready to decide: compiled, checked and linked once per process.
 pub struct Policy {
     name: String,
     sha256: String,
-    pre: PolicyPre<StoreState>,
+    version: &'static str,
+    pre: Pre,
     engine: Engine,
     pub limits: Limits,
 }
@@ -117,16 +146,19 @@ impl Policy {
             Ok((c, _)) => c,
             Err(e) => return Err(LoadError::Invalid(format!("{e:#}")).into()),
         };
-        sandbox::check_exports(&engine, &component)?;
+        let version = sandbox::check_exports(&engine, &component)?;
         let imports = sandbox::check_imports(&engine, &component)?;
         let linker = sandbox::linker(&engine, &imports)?;
-        let pre = linker
-            .instantiate_pre(&component)
-            .and_then(PolicyPre::new)
-            .map_err(|e| LoadError::WrongExport(format!("{e:#}")))?;
+        let unusable = |e: wasmtime::Error| LoadError::WrongExport(first_line(&format!("{e:#}")));
+        let instance_pre = linker.instantiate_pre(&component).map_err(unusable)?;
+        let pre = match version {
+            "0.1" => Pre::V0_1(v0_1::PolicyWorldPre::new(instance_pre).map_err(unusable)?),
+            _ => Pre::V0_2(v0_2::PolicyWorldPre::new(instance_pre).map_err(unusable)?),
+        };
         Ok(Policy {
             name: name.to_string(),
             sha256: cache::sha256_hex(bytes),
+            version,
             pre,
             engine,
             limits: Limits::default(),
@@ -135,6 +167,11 @@ impl Policy {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The `major.minor` of the contract the policy was built for.
+    pub fn contract_version(&self) -> &'static str {
+        self.version
     }
 
     pub fn sha256(&self) -> &str {
@@ -150,20 +187,23 @@ impl Policy {
         store.set_fuel(limits.fuel).expect("fuel is enabled on the engine");
         let ticks = (limits.deadline.as_millis() / engine::EPOCH_TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(ticks);
-        let result = self.pre.instantiate(&mut store).and_then(|instance| {
-            instance.nix_wasm_hook_policy_policy().call_decide(
-                &mut store,
-                &to_wit_request(req),
-                &machines.iter().map(to_wit_machine).collect::<Vec<_>>(),
-            )
-        });
+        let result = match &self.pre {
+            Pre::V0_2(pre) => pre.instantiate(&mut store).and_then(|i| {
+                let ms: Vec<_> = machines.iter().map(v0_2_machine).collect();
+                let answer = i.nix_wasm_hook_policy_policy().call_decide(&mut store, &v0_2_request(req), &ms)?;
+                Ok(from_v0_2(answer))
+            }),
+            Pre::V0_1(pre) => pre.instantiate(&mut store).and_then(|i| {
+                let ms: Vec<_> = machines.iter().map(v0_1_machine).collect();
+                let answer = i.nix_wasm_hook_policy_policy().call_decide(&mut store, &v0_1_request(req), &ms)?;
+                Ok(from_v0_1(answer))
+            }),
+        };
         let fuel_used = limits.fuel - store.get_fuel().unwrap_or(0);
         let state = store.data();
         let logs = String::from_utf8_lossy(&state.logs.contents()).into_owned();
         match result {
-            Ok(answer) => {
-                Ok(Call { answer: from_wit_answer(answer), fuel_used, peak_memory: state.limiter.peak, logs })
-            }
+            Ok(answer) => Ok(Call { answer, fuel_used, peak_memory: state.limiter.peak, logs }),
             Err(e) => Err(classify(e, state, limits)),
         }
     }
@@ -184,37 +224,47 @@ fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or_default().to_string()
 }
 
-fn to_wit_request(r: &Request) -> bindings::Request {
-    bindings::Request {
-        drv_path: r.drv_path.clone(),
-        system: r.system.clone(),
-        required_features: r.required_features.clone(),
-        am_willing: r.am_willing,
-        could_build_locally: r.could_build_locally,
-    }
-}
+// One set of conversions per contract version; they differ only in the fields each version
+// has, so a macro keeps them from drifting apart.
+macro_rules! conversions {
+    ($v:ident, $request:ident, $machine:ident, $answer:ident, |$m:ident| { $($extra:tt)* }) => {
+        fn $request(r: &Request) -> $v::Request {
+            $v::Request {
+                drv_path: r.drv_path.clone(),
+                system: r.system.clone(),
+                required_features: r.required_features.clone(),
+                am_willing: r.am_willing,
+                could_build_locally: r.could_build_locally,
+            }
+        }
 
-fn to_wit_machine(m: &MachineView) -> bindings::Machine {
-    bindings::Machine {
-        uri: m.uri.clone(),
-        systems: m.systems.clone(),
-        max_jobs: m.max_jobs,
-        speed_factor: m.speed_factor,
-        supported_features: m.supported_features.clone(),
-        mandatory_features: m.mandatory_features.clone(),
-        slots_in_use: m.slots_in_use,
-        enabled: m.enabled,
-    }
-}
+        fn $machine($m: &MachineView) -> $v::Machine {
+            $v::Machine {
+                uri: $m.uri.clone(),
+                systems: $m.systems.clone(),
+                max_jobs: $m.max_jobs,
+                speed_factor: $m.speed_factor,
+                supported_features: $m.supported_features.clone(),
+                mandatory_features: $m.mandatory_features.clone(),
+                slots_in_use: $m.slots_in_use,
+                enabled: $m.enabled,
+                $($extra)*
+            }
+        }
 
-fn from_wit_answer(a: bindings::Answer) -> Answer {
-    let choice = match a.decision {
-        bindings::Decision::Try(list) => Choice::Try(list),
-        bindings::Decision::Decline => Choice::Decline,
-        bindings::Decision::Postpone => Choice::Postpone,
+        fn $answer(a: $v::Answer) -> Answer {
+            let choice = match a.decision {
+                $v::Decision::Try(list) => Choice::Try(list),
+                $v::Decision::Decline => Choice::Decline,
+                $v::Decision::Postpone => Choice::Postpone,
+            };
+            Answer { choice, rejected: a.rejected.into_iter().map(|r| (r.machine, r.reason)).collect() }
+        }
     };
-    Answer { choice, rejected: a.rejected.into_iter().map(|r| (r.machine, r.reason)).collect() }
 }
+
+conversions!(v0_2, v0_2_request, v0_2_machine, from_v0_2, |m| { down_reason: m.down_reason.clone(), });
+conversions!(v0_1, v0_1_request, v0_1_machine, from_v0_1, |m| {});
 
 /// Checks that an answer names only machines that exist and fit now, and gives a reason for
 /// every machine it leaves out (so users can be told why).
@@ -258,6 +308,8 @@ pub struct Decided {
     pub answer: Answer,
     pub by: DecidedBy,
     pub fuel_used: u64,
+    /// Wall-clock time of the whole decision (both calls when the default stood in), for traces.
+    pub micros: u64,
     /// Set when the chosen policy failed and the default decided instead: the one warning.
     pub warning: Option<String>,
 }
@@ -288,6 +340,7 @@ impl Policies {
     }
 
     pub fn decide(&self, req: &Request, machines: &[MachineView]) -> Result<Decided> {
+        let started = std::time::Instant::now();
         let mut warning = None;
         if let Some(p) = &self.chosen {
             match p.call(req, machines).and_then(|c| validate(&c.answer, req, machines).map(|_| c)) {
@@ -296,6 +349,7 @@ impl Policies {
                         answer: c.answer,
                         by: DecidedBy::Policy,
                         fuel_used: c.fuel_used,
+                        micros: started.elapsed().as_micros() as u64,
                         warning,
                     })
                 }
@@ -313,6 +367,12 @@ impl Policies {
             .call(req, machines)
             .and_then(|c| validate(&c.answer, req, machines).map(|_| c))
             .map_err(|e| anyhow::anyhow!("the embedded default policy failed: {e}"))?;
-        Ok(Decided { answer: c.answer, by: DecidedBy::Default, fuel_used: c.fuel_used, warning })
+        Ok(Decided {
+            answer: c.answer,
+            by: DecidedBy::Default,
+            fuel_used: c.fuel_used,
+            micros: started.elapsed().as_micros() as u64,
+            warning,
+        })
     }
 }

@@ -24,14 +24,17 @@ pub struct Imports {
     pub wasi: bool,
 }
 
-/// Refuses any import that is neither our own package nor an allowed WASI package, naming it.
+/// Refuses any import that is neither our own package nor an allowed WASI 0.2 package,
+/// naming it.
 pub fn check_imports(engine: &Engine, component: &Component) -> Result<Imports, LoadError> {
     let mut wasi = false;
     let mut refused = Vec::new();
     for (name, _item) in component.component_type().imports(engine) {
         if let Some(rest) = name.strip_prefix("wasi:") {
             let package = rest.split('/').next().unwrap_or_default();
-            if WASI_PACKAGES.contains(&package) {
+            // wasmtime-wasi provides WASI 0.2.x; a 0.2 guest of any patch level links.
+            let version_ok = rest.rsplit_once('@').is_some_and(|(_, v)| v.starts_with("0.2."));
+            if WASI_PACKAGES.contains(&package) && version_ok {
                 wasi = true;
                 continue;
             }
@@ -46,39 +49,33 @@ pub fn check_imports(engine: &Engine, component: &Component) -> Result<Imports, 
     Ok(Imports { wasi })
 }
 
-/// Finds the policy interface among the exports and checks that its version is one this host
-/// speaks (same major, or same minor for 0.x, as semver does).
-pub fn check_exports(engine: &Engine, component: &Component) -> Result<(), LoadError> {
+/// Finds the policy interface among the exports and returns the `major.minor` of the
+/// contract it was built for, if the host speaks it.
+pub fn check_exports(engine: &Engine, component: &Component) -> Result<&'static str, LoadError> {
     let wanted = format!("{}/{}", bindings::PACKAGE, bindings::INTERFACE);
     let mut exports = Vec::new();
     for (name, item) in component.component_type().exports(engine) {
         if let Some(version) = name.strip_prefix(&wanted).and_then(|v| v.strip_prefix('@')) {
-            if !matches!(item.ty, ComponentItem::ComponentInstance(_)) {
+            let ComponentItem::ComponentInstance(instance) = &item.ty else {
                 return Err(LoadError::WrongExport(format!("`{name}` is not an interface instance")));
+            };
+            if !matches!(
+                instance.get_export(engine, "decide").map(|e| e.ty),
+                Some(ComponentItem::ComponentFunc(_))
+            ) {
+                let found: Vec<String> = instance.exports(engine).map(|(n, _)| format!("`{n}`")).collect();
+                return Err(LoadError::MissingDecide { interface: name.to_string(), found });
             }
-            if !compatible(version, bindings::VERSION) {
-                return Err(LoadError::Version {
-                    policy: version.to_string(),
-                    host: bindings::VERSION.to_string(),
-                });
-            }
-            return Ok(());
+            let minor = version.rsplit_once('.').map_or(version, |(mm, _patch)| mm);
+            return bindings::SUPPORTED
+                .iter()
+                .find(|s| **s == minor)
+                .copied()
+                .ok_or_else(|| LoadError::Version { policy: version.to_string() });
         }
         exports.push(name.to_string());
     }
     Err(LoadError::MissingExport { found: exports })
-}
-
-fn compatible(policy: &str, host: &str) -> bool {
-    let parse = |v: &str| -> Option<(u64, u64)> {
-        let mut it = v.split('.');
-        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
-    };
-    match (parse(policy), parse(host)) {
-        (Some((0, pm)), Some((0, hm))) => pm == hm,
-        (Some((pmaj, _)), Some((hmaj, _))) => pmaj == hmaj,
-        _ => false,
-    }
 }
 
 /// A linker that provides exactly what `imports` needs: nothing, or an empty WASI.

@@ -27,6 +27,7 @@ pub fn from_wit(request: wit::Request, machines: Vec<wit::Machine>) -> (logic::R
             mandatory_features: m.mandatory_features,
             slots_in_use: m.slots_in_use,
             enabled: m.enabled,
+            down_reason: m.down_reason,
         })
         .collect();
     (request, machines)

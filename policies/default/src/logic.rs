@@ -45,6 +45,8 @@ pub struct Machine {
     pub mandatory_features: Vec<String>,
     pub slots_in_use: u32,
     pub enabled: bool,
+    /// The host's reason when not enabled (WIT 0.2.0).
+    pub down_reason: Option<String>,
 }
 
 /// WIT `decision`.
@@ -92,7 +94,10 @@ impl Fit {
 pub fn eligibility_problems(request: &Request, machine: &Machine) -> Vec<String> {
     let mut problems = Vec::new();
     if !machine.enabled {
-        problems.push("disabled: connection failed earlier".to_string());
+        problems.push(match &machine.down_reason {
+            Some(why) => format!("unreachable: {why}"),
+            None => "disabled: connection failed earlier".to_string(),
+        });
     }
     if request.system != "builtin" && !machine.systems.contains(&request.system) {
         let systems =
@@ -288,6 +293,7 @@ mod tests {
             mandatory_features: vec![],
             slots_in_use: load,
             enabled: true,
+            down_reason: None,
         }
     }
 
@@ -593,6 +599,7 @@ mod tests {
                         mandatory_features: pick(&mut rng, &features, 8),
                         slots_in_use: rng.next(u64::from(max_jobs) + 1) as u32,
                         enabled: rng.next(10) != 0,
+                        down_reason: None,
                     }
                 })
                 .collect();
