@@ -157,19 +157,15 @@ fn compiled_policies_are_cached() {
     assert_eq!(images.len(), 1, "{images:?}");
     assert_eq!(images[0].extension().unwrap(), "cwasm");
     // A second load maps the image instead of compiling; a corrupt image is a miss.
+    let bytes = std::fs::read(fixture("prefer-last")).unwrap();
+    let sha = nix_wasm_hook::policy::cache::sha256_hex(&bytes);
     let (_, source) = cache
-        .load(
-            nix_wasm_hook::policy::engine::shared().unwrap(),
-            &std::fs::read(fixture("prefer-last")).unwrap(),
-        )
+        .load(nix_wasm_hook::policy::engine::shared().unwrap(), &bytes, &sha)
         .unwrap();
     assert_eq!(source, nix_wasm_hook::policy::cache::Source::Cached);
     std::fs::write(&images[0], b"not an image").unwrap();
     let (_, source) = cache
-        .load(
-            nix_wasm_hook::policy::engine::shared().unwrap(),
-            &std::fs::read(fixture("prefer-last")).unwrap(),
-        )
+        .load(nix_wasm_hook::policy::engine::shared().unwrap(), &bytes, &sha)
         .unwrap();
     assert_eq!(source, nix_wasm_hook::policy::cache::Source::Compiled);
 }

@@ -48,12 +48,14 @@ impl Cache {
         self.dir.as_deref()
     }
 
-    /// Returns the component for `bytes`, from the cache when a usable image is there.
-    pub fn load(&self, engine: &Engine, bytes: &[u8]) -> Result<(Component, Source)> {
+    /// Returns the component for `bytes` (whose `sha256_hex` the caller already has: hashing
+    /// an 18 MB Python component costs more than mapping its image), from the cache when a
+    /// usable image is there.
+    pub fn load(&self, engine: &Engine, bytes: &[u8], sha256: &str) -> Result<(Component, Source)> {
         let Some(dir) = &self.dir else {
             return Ok((Component::new(engine, bytes)?, Source::Compiled));
         };
-        let path = dir.join(format!("{}.cwasm", key(engine, bytes)));
+        let path = dir.join(format!("{}.cwasm", key(engine, sha256)));
         if path.exists() && private_to_us(dir) {
             // An image from another wasmtime or another engine config is refused by
             // wasmtime; that is a miss, not an error.
@@ -73,11 +75,11 @@ impl Cache {
 }
 
 /// Content hash of the component plus everything that makes an image unusable elsewhere.
-pub fn key(engine: &Engine, bytes: &[u8]) -> String {
+pub fn key(engine: &Engine, sha256: &str) -> String {
     let mut compat = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut compat);
     let mut h = Sha256::new();
-    h.update(bytes);
+    h.update(sha256.as_bytes());
     h.update(compat.finish().to_le_bytes());
     h.update(env!("CARGO_PKG_VERSION").as_bytes());
     h.update(b"wasmtime-48.0.8");

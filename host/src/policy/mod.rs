@@ -142,7 +142,8 @@ impl Policy {
 
     pub fn from_bytes(name: &str, bytes: &[u8], cache: &Cache) -> Result<Policy> {
         let engine = engine::shared()?.clone();
-        let component: Component = match cache.load(&engine, bytes) {
+        let sha256 = cache::sha256_hex(bytes);
+        let component: Component = match cache.load(&engine, bytes, &sha256) {
             Ok((c, _)) => c,
             Err(e) => return Err(LoadError::Invalid(format!("{e:#}")).into()),
         };
@@ -157,7 +158,7 @@ impl Policy {
         };
         Ok(Policy {
             name: name.to_string(),
-            sha256: cache::sha256_hex(bytes),
+            sha256,
             version,
             pre,
             engine,
