@@ -5,9 +5,12 @@ mod support;
 
 mod decisions;
 mod hook_mode;
+mod other_languages;
 mod policy_contract;
 mod policy_limits;
 mod protocol;
+mod replay;
+mod simulate;
 mod testbed_build;
 mod testbed_decide;
 mod testbed_makespan;

@@ -98,7 +98,7 @@ fn a_policy_that_allocates_without_end_hits_the_memory_limit() {
 
 #[test]
 fn a_policy_that_traps() {
-    falls_back("trap", Limits::default(), &["trap.wasm", "trapped"]);
+    falls_back("trap", Limits::default(), &["trap.wasm", "it trapped: wasm `unreachable` instruction executed"]);
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 use crate::config::Options;
 use crate::log::{self, Logger};
@@ -12,8 +12,10 @@ use crate::log::{self, Logger};
 /// Nix runs it as `build-hook` with its verbosity as the last argument; put options in
 /// /etc/nix/nix-wasm-hook.toml or before that argument.
 #[derive(Debug, Parser)]
-#[command(name = "nix-wasm-hook", version)]
+#[command(name = "nix-wasm-hook", version, args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Options file (TOML); absent is fine unless given here.
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
@@ -47,8 +49,21 @@ pub struct Cli {
     /// Milliseconds to wait for a free slot before answering `postpone`.
     #[arg(long, value_name = "MS")]
     pub postpone_wait_ms: Option<u64>,
+    /// Append one JSON line per decision to this file, for `replay`.
+    #[arg(long, value_name = "PATH")]
+    pub trace: Option<PathBuf>,
+    /// Size at which the trace moves to PATH.1 (default 64 MiB).
+    #[arg(long, value_name = "BYTES")]
+    pub trace_max_bytes: Option<u64>,
     /// Nix's verbosity (0 error … 7 vomit), which Nix passes as the last argument.
     pub verbosity: Option<u64>,
+}
+
+/// The tools for people; without one, the binary is the hook.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Replay(crate::replay::Args),
+    Simulate(crate::simulate::Args),
 }
 
 impl Cli {
@@ -64,6 +79,8 @@ impl Cli {
             connect_timeout: self.connect_timeout,
             connect_before_accept: self.connect_before_accept,
             postpone_wait_ms: self.postpone_wait_ms,
+            trace: self.trace.clone(),
+            trace_max_bytes: self.trace_max_bytes,
         }
     }
 }
@@ -71,15 +88,21 @@ impl Cli {
 pub fn main() -> i32 {
     crate::fds::protect_inherited();
     let cli = Cli::parse();
+    match &cli.command {
+        Some(Command::Replay(args)) => return crate::replay::main(args),
+        Some(Command::Simulate(args)) => return crate::simulate::main(args),
+        None => {}
+    }
     let logger = Logger::new(true, log::level_from_verbosity(cli.verbosity.unwrap_or(3)));
     let result = (|| {
         let explicit = cli.config.is_some();
         let path = cli.config.clone().unwrap_or_else(|| crate::hook::default_config().to_path_buf());
         let opts = Options::from_file(&path, explicit)?.overlay(cli.flags());
-        if let Some(p) = &opts.policy {
+        for (flag, p) in [("--policy", &opts.policy), ("--trace", &opts.trace)] {
+            let Some(p) = p else { continue };
             anyhow::ensure!(
                 p.is_absolute(),
-                "--policy {} is a relative path; the hook runs with its working directory at `/`, \
+                "{flag} {} is a relative path; the hook runs with its working directory at `/`, \
                  so it would mean {}: give an absolute path",
                 p.display(),
                 std::path::Path::new("/").join(p).display()

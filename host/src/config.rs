@@ -39,6 +39,10 @@ pub struct Options {
     /// Before answering `postpone` (after which Nix waits `build-poll-interval`, 5 s, even if
     /// a slot frees at once), wait up to this many milliseconds for a slot to free.
     pub postpone_wait_ms: Option<u64>,
+    /// Append one JSON line per decision to this file (see docs/replay.md).
+    pub trace: Option<PathBuf>,
+    /// When the trace reaches this size it is moved to `TRACE.1` (one old file is kept).
+    pub trace_max_bytes: Option<u64>,
 }
 
 impl Options {
@@ -54,10 +58,11 @@ impl Options {
 
     pub fn parse(text: &str) -> Result<Options> {
         let opts: Options = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
-        if let Some(p) = &opts.policy {
+        for (key, p) in [("policy", &opts.policy), ("trace", &opts.trace)] {
+            let Some(p) = p else { continue };
             anyhow::ensure!(
                 p.is_absolute(),
-                "`policy = {:?}` is a relative path; the hook runs with its working directory at `/`, \
+                "`{key} = {:?}` is a relative path; the hook runs with its working directory at `/`, \
                  so it would mean {:?}: write an absolute path",
                 p,
                 Path::new("/").join(p)
@@ -81,7 +86,9 @@ impl Options {
             state_dir,
             connect_timeout,
             connect_before_accept,
-            postpone_wait_ms
+            postpone_wait_ms,
+            trace,
+            trace_max_bytes
         );
         self
     }
@@ -105,6 +112,10 @@ impl Options {
 
     pub fn postpone_wait(&self) -> Duration {
         Duration::from_millis(self.postpone_wait_ms.unwrap_or(3000))
+    }
+
+    pub fn trace_max_bytes(&self) -> u64 {
+        self.trace_max_bytes.unwrap_or(crate::trace::DEFAULT_MAX_BYTES)
     }
 
     pub fn connect_before_accept(&self) -> bool {
@@ -161,6 +172,14 @@ mod tests {
         let msg = format!("{:#}", Options::parse("policy = \"p.wasm\"").unwrap_err());
         assert!(msg.contains("\"/p.wasm\""), "{msg}");
         assert!(msg.contains("absolute path"), "{msg}");
+    }
+
+    #[test]
+    fn a_relative_trace_is_refused() {
+        let msg = format!("{:#}", Options::parse("trace = \"t.jsonl\"").unwrap_err());
+        assert!(msg.contains("`trace = ") && msg.contains("\"/t.jsonl\""), "{msg}");
+        let o = Options::parse("trace = \"/var/log/t.jsonl\"\ntrace-max-bytes = 1000\n").unwrap();
+        assert_eq!(o.trace_max_bytes(), 1000);
     }
 
     #[test]

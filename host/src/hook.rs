@@ -10,6 +10,7 @@ use crate::log::{Level, Logger};
 use crate::policy::Policies;
 use crate::protocol::{Message, Session};
 use crate::schedule::{self, Local, Reply, Scheduler};
+use crate::trace;
 use crate::transfer;
 
 /// Runs one hook session on stdin/stderr. Returns the process exit code.
@@ -41,6 +42,17 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
     if let Some(w) = load_warning {
         logger.warn(&format!("nix-wasm-hook: {w}"));
     }
+    let mut tracer = opts.trace.as_ref().map(|p| {
+        let configured = policies.chosen.as_ref().unwrap_or(&policies.default);
+        trace::Writer::new(p.clone(), opts.trace_max_bytes(), trace::PolicyId::of(configured))
+            .with_secrets(&parsed.machines)
+    });
+    let mut record = |time, o: &schedule::Outcome, what| {
+        let Some(w) = tracer.as_mut() else { return };
+        if let Some(warning) = w.record(time, &o.request, &o.machines, &o.decided, what) {
+            logger.warn(&format!("nix-wasm-hook: {warning}"));
+        }
+    };
     let load = nwh_slots::LoadDir::open(opts.current_load_dir());
     let local = Local {
         max_jobs: settings.max_jobs(),
@@ -61,6 +73,8 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
         };
         // Decided again after a machine turns out to be unreachable, as Nix's hook does.
         let waited = std::time::Instant::now();
+        // A wait polls every 40 ms; a trace line per poll would say the same thing 75 times.
+        let mut last_waited: Option<Vec<crate::decision::MachineView>> = None;
         let (machine, slot, master) = loop {
             for (i, m) in scheduler.machines.iter().enumerate() {
                 scheduler.disabled[i] = failed_here[i].clone().or_else(|| {
@@ -73,12 +87,16 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
                     })
                 });
             }
-            let outcome = scheduler.decide(&t)?;
+            let time = std::time::SystemTime::now();
+            let mut outcome = scheduler.decide(&t)?;
             if let Some(w) = &outcome.decided.warning {
                 logger.warn(&format!("nix-wasm-hook: {w}"));
             }
-            match outcome.reply {
+            // Taken out so that the outcome stays whole for the trace.
+            let reply = std::mem::replace(&mut outcome.reply, Reply::Decline);
+            match reply {
                 Reply::Decline => {
+                    record(time, &outcome, trace::Outcome::Declined);
                     if let Some((level, text)) = &outcome.explanation {
                         let level = match level {
                             schedule::Level::Warn => Level::Warn,
@@ -94,9 +112,14 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
                     // frees sooner; waiting here a little, with the scheduler on hold (it has
                     // nothing to build locally, or we would have declined), starts the build
                     // as soon as a slot frees.
+                    if last_waited.as_ref() != Some(&outcome.machines) {
+                        record(time, &outcome, trace::Outcome::Waited);
+                        last_waited = Some(outcome.machines);
+                    }
                     std::thread::sleep(POSTPONE_POLL);
                 }
                 Reply::Postpone => {
+                    record(time, &outcome, trace::Outcome::Postponed);
                     session.postpone()?;
                     break (None, None, None);
                 }
@@ -104,11 +127,13 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
                     let uri = &scheduler.machines[machine].uri;
                     match connect(&scheduler.machines[machine], &ssh, logger) {
                         Ok(m) => {
+                            record(time, &outcome, trace::Outcome::Accepted { uri: uri.clone() });
                             health.mark_up(uri);
                             break (Some(machine), Some(slot), Some(m));
                         }
                         Err(e) => {
                             // Said once, here; later hooks skip the builder until its backoff ends.
+                            record(time, &outcome, trace::Outcome::ConnectionFailed { uri: uri.clone() });
                             let reason = format!("{e:#}");
                             logger.error(&format!("cannot build on '{uri}': {reason}"));
                             health.mark_down(uri, &reason);
@@ -116,7 +141,11 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
                         }
                     }
                 }
-                Reply::Accept { machine, slot } => break (Some(machine), Some(slot), None),
+                Reply::Accept { machine, slot } => {
+                    let uri = scheduler.machines[machine].uri.clone();
+                    record(time, &outcome, trace::Outcome::Accepted { uri });
+                    break (Some(machine), Some(slot), None);
+                }
             }
         };
         let (Some(machine), Some(_slot)) = (machine, slot) else { continue };

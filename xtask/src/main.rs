@@ -1,6 +1,7 @@
 //! Developer tasks for nix-wasm-hook. Run `cargo run -p xtask -- help`.
 
 mod inspect;
+mod other_policies;
 mod policies;
 
 use anyhow::{bail, Context, Result};
@@ -16,16 +17,22 @@ commands:
       not depend on the machine or the checkout), turn wasm32-unknown-unknown core modules
       into components, and write policies/default/default.wasm and
       tests/fixtures/policies/<name>.wasm. Then check each component's imports and exports.
+  build-other-policies [--target-dir DIR]
+      Build the policies in other languages: policies/c (wit-bindgen's C generator, zig cc)
+      into tests/fixtures/policies/c.wasm, and policies/python (componentize-py) into
+      DIR/other/python/python.wasm (not committed: its output is not reproducible). The
+      tools are installed with pip, pinned, into DIR/other/venv on first use.
   check-policies [--target-dir DIR]
-      Rebuild every guest into a temporary directory and fail (exit 1), naming the files,
-      if any committed .wasm differs from the fresh build or is missing.
+      Rebuild every guest (the C policy too) into a temporary directory and fail (exit 1),
+      naming the files, if any committed .wasm differs from the fresh build or is missing.
   inspect [--wit] FILE...
       Print size, sha256, kind, and the top-level imports and exports of Wasm files;
       --wit also prints the WIT world a component implements.
   test [--target-dir DIR] [-- ARGS...]
       The project's test command (CI runs it; alias `cargo xtask test`): the policy
-      logic's native unit tests (`cargo test` in policies/), then check-policies, then
-      `cargo test --workspace ARGS...` at the root. Stops at the first failure.
+      logic's native unit tests (`cargo test` in policies/), then check-policies, then the
+      Python policy (rebuilt only when its inputs changed), then `cargo test --workspace
+      ARGS...` at the root with $NWH_PYTHON_POLICY naming it. Stops at the first failure.
 
 The guests' cargo target directory is DIR, else $POLICIES_TARGET_DIR, else
 $CARGO_TARGET_DIR/policies, else policies/target.
@@ -54,9 +61,16 @@ fn run() -> Result<ExitCode> {
             policies::build(&opts)?;
             Ok(ExitCode::SUCCESS)
         }
+        "build-other-policies" => {
+            let opts = policies::Options::new(target_dir_arg(&rest)?)?;
+            other_policies::build(&opts)?;
+            Ok(ExitCode::SUCCESS)
+        }
         "check-policies" => {
             let opts = policies::Options::new(target_dir_arg(&rest)?)?;
-            Ok(if policies::check(&opts)? { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            let rust = policies::check(&opts)?;
+            let other = other_policies::check(&opts)?;
+            Ok(if rust && other { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         "test" => {
             let (opts_args, cargo_args) = match rest.iter().position(|a| a == "--") {
@@ -65,9 +79,13 @@ fn run() -> Result<ExitCode> {
             };
             let opts = policies::Options::new(target_dir_arg(opts_args)?)?;
             policies::unit_tests(&opts)?;
-            if !policies::check(&opts)? {
+            if !(policies::check(&opts)? & other_policies::check(&opts)?) {
                 return Ok(ExitCode::FAILURE);
             }
+            let tools = other_policies::tools(&opts)?;
+            let (python, _) = other_policies::build_python(&opts, &tools)?;
+            // The tests read it from the environment (cargo passes it on to them).
+            std::env::set_var(other_policies::PYTHON_ENV, &python);
             policies::workspace_tests(&opts, cargo_args)?;
             Ok(ExitCode::SUCCESS)
         }

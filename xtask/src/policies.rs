@@ -48,7 +48,7 @@ enum Imports {
 }
 
 struct Guest {
-    /// Short name: `policies/testing/<name>/` → `tests/fixtures/policies/<name>.wasm`.
+    /// Short name: `policies/{testing,examples}/<name>/` → `tests/fixtures/policies/<name>.wasm`.
     name: &'static str,
     package: &'static str,
     target: Target,
@@ -82,6 +82,7 @@ const GUESTS: &[Guest] = &[
     guest("phantom", "test-policy-phantom", Target::Core, Imports::None),
     guest("misfit", "test-policy-misfit", Target::Core, Imports::None),
     guest("prefer-last", "test-policy-prefer-last", Target::Core, Imports::None),
+    guest("fastest-first", "fastest-first-policy", Target::Core, Imports::None),
     guest("snoop", "test-policy-snoop", Target::Wasip2, Imports::OnlyWasi),
     guest("old-minor", "test-policy-old-minor", Target::Core, Imports::None),
     guest("future-major", "test-policy-future-major", Target::Core, Imports::None),

@@ -217,7 +217,13 @@ fn classify(e: wasmtime::Error, state: &StoreState, limits: Limits) -> CallError
     match e.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => CallError::OutOfFuel(limits.fuel),
         Some(Trap::Interrupt) => CallError::Deadline(limits.deadline),
-        _ => CallError::Trap(first_line(&format!("{e:#}"))),
+        // The trap's own words ("wasm `unreachable` instruction executed"); wasmtime's
+        // outermost message is only "error while executing at wasm backtrace:".
+        Some(t) => {
+            let words = t.to_string();
+            CallError::Trap(words.strip_prefix("wasm trap: ").unwrap_or(&words).to_string())
+        }
+        None => CallError::Trap(first_line(&e.root_cause().to_string())),
     }
 }
 
@@ -338,6 +344,35 @@ impl Policies {
             },
         };
         Ok((Policies { chosen, default }, warning))
+    }
+
+    /// For the offline tools (`replay`, `simulate`): a policy that cannot be loaded is an
+    /// error, because running the default in its place would measure the wrong thing.
+    pub fn load_strict(path: Option<&Path>, limits: Limits, cache: &Cache) -> Result<Policies> {
+        let mut default = Policy::default_policy(cache)?;
+        default.limits = limits;
+        let chosen = match path {
+            None => None,
+            Some(p) => {
+                let mut pol = Policy::from_file(p, cache)?;
+                pol.limits = limits;
+                Some(pol)
+            }
+        };
+        Ok(Policies { chosen, default })
+    }
+
+    /// The policy that decides when nothing fails.
+    pub fn active(&self) -> &Policy {
+        self.chosen.as_ref().unwrap_or(&self.default)
+    }
+
+    /// `policy NAME`, or `the default policy`.
+    pub fn label(&self) -> String {
+        match &self.chosen {
+            Some(p) => format!("policy {}", p.name()),
+            None => "the default policy".to_string(),
+        }
     }
 
     pub fn decide(&self, req: &Request, machines: &[MachineView]) -> Result<Decided> {

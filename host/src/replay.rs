@@ -1,0 +1,310 @@
+//! `nix-wasm-hook replay`: runs a policy over a decision trace, and compares two policies (or a
+//! policy with what the hook recorded) request by request, so that a policy repository can
+//! gate its CI on "decides as before, except where intended".
+//!
+//! Policies run exactly as in the hook: the same `Policies::decide` (fuel, memory, deadline,
+//! validation, and the default standing in for a policy that fails), on the request and
+//! machines recorded in the trace, one fresh instance per record.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use crate::config::Options;
+use crate::decision::{Answer, Choice, MachineView};
+use crate::policy::{cache::Cache, Limits, Policies};
+use crate::trace::{By, Reader, Record};
+
+/// Exit status when the answers differ and `--fail-on-diff` was given.
+pub const EXIT_DIFF: i32 = 1;
+/// Exit status for usage errors and for a trace or policy that cannot be read.
+pub const EXIT_ERROR: i32 = 2;
+
+/// Run a policy over a decision trace and print what it decides, or compare two policies (or
+/// a policy with the answers recorded in the trace) request by request.
+///
+/// Exit status: 0 when done (answers may differ unless --fail-on-diff), 1 when answers differ
+/// and --fail-on-diff was given, 2 on a usage error or a trace or policy that cannot be read.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A trace the hook wrote (`trace = PATH` or `--trace PATH`); `-` reads standard input.
+    #[arg(value_name = "TRACE")]
+    pub trace: PathBuf,
+    /// The policy component to run (answers A); the embedded default when absent.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Compare with another policy component, `default` (the embedded default policy), or
+    /// `recorded` (the answers the hook acted on when it wrote the trace).
+    #[arg(long, value_name = "FILE|default|recorded")]
+    pub against: Option<String>,
+    /// Exit with status 1 when any answer differs.
+    #[arg(long, requires = "against")]
+    pub fail_on_diff: bool,
+    /// One JSON object per record, then one summary object.
+    #[arg(long)]
+    pub json: bool,
+    /// Options file whose policy limits (policy-fuel, policy-memory-mib, policy-timeout-ms)
+    /// and cache-dir apply, as in the hook; its `policy` is not used.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+pub fn main(args: &Args) -> i32 {
+    match run(args, &mut std::io::stdout().lock()) {
+        Ok(code) => code,
+        // `replay … | head` is not an error.
+        Err(e) if is_broken_pipe(&e) => 0,
+        Err(e) => {
+            eprintln!("nix-wasm-hook replay: {e:#}");
+            EXIT_ERROR
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// One side of the comparison.
+enum Side {
+    Run { label: String, sha256: String, policies: Box<Policies> },
+    Recorded,
+}
+
+/// What one side answered for one record.
+struct Verdict {
+    answer: Answer,
+    by: By,
+    fuel: u64,
+    micros: u64,
+    warning: Option<String>,
+}
+
+impl Side {
+    fn load(which: Option<&Path>, limits: Limits, cache: &Cache) -> Result<Side> {
+        let policies = Policies::load_strict(which, limits, cache)?;
+        let (label, sha256) = (policies.label(), policies.active().sha256().to_string());
+        Ok(Side::Run { label, sha256, policies: Box::new(policies) })
+    }
+
+    fn label(&self) -> String {
+        match self {
+            Side::Run { label, sha256, .. } => {
+                format!("{label} (sha256 {})", &sha256[..12.min(sha256.len())])
+            }
+            Side::Recorded => "the answers recorded in the trace".to_string(),
+        }
+    }
+
+    fn decide(&self, rec: &Record) -> Result<Verdict> {
+        match self {
+            Side::Run { policies, .. } => {
+                let d = policies.decide(&rec.request, &rec.machines)?;
+                Ok(Verdict {
+                    answer: d.answer,
+                    by: d.by.into(),
+                    fuel: d.fuel_used,
+                    micros: d.micros,
+                    warning: d.warning,
+                })
+            }
+            Side::Recorded => Ok(Verdict {
+                answer: rec.answer.clone(),
+                by: rec.decided_by,
+                fuel: rec.fuel,
+                micros: rec.micros,
+                warning: rec.warning.clone(),
+            }),
+        }
+    }
+
+    fn json(&self, fell_back: usize) -> serde_json::Value {
+        match self {
+            Side::Run { label, sha256, .. } => {
+                json!({"label": label, "sha256": sha256, "fell_back": fell_back})
+            }
+            Side::Recorded => json!({"label": "recorded", "fell_back": fell_back}),
+        }
+    }
+}
+
+/// Runs the replay, writing to `out`; returns the exit status.
+pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
+    let explicit = args.config.is_some();
+    let config = args.config.clone().unwrap_or_else(|| crate::hook::default_config().to_path_buf());
+    let opts = Options::from_file(&config, explicit)?;
+    let (limits, cache) = (opts.limits(), opts.cache());
+    let a = Side::load(args.policy.as_deref(), limits, &cache)?;
+    let b = match args.against.as_deref() {
+        None => None,
+        Some("recorded") => Some(Side::Recorded),
+        Some("default") => Some(Side::load(None, limits, &cache)?),
+        Some(p) => Some(Side::load(Some(Path::new(p)), limits, &cache)?),
+    };
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
+    if !args.json {
+        writeln!(out, "A: {}", a.label())?;
+        if let Some(b) = &b {
+            writeln!(out, "B: {}", b.label())?;
+        }
+    }
+    let (mut records, mut fell_back_a, mut fell_back_b) = (0usize, 0usize, 0usize);
+    let mut differing = Vec::new();
+    // One record at a time: threads do not help, as most of a call's cost is mapping and
+    // unmapping the fresh instance's memory, which the kernel serialises per process.
+    for item in Reader::open(&args.trace)? {
+        let (n, rec) = item?;
+        records += 1;
+        let va = a.decide(&rec).with_context(|| format!("record {n}"))?;
+        let vb = b.as_ref().map(|b| b.decide(&rec).with_context(|| format!("record {n}"))).transpose()?;
+        fell_back_a += usize::from(va.warning.is_some());
+        fell_back_b += usize::from(vb.as_ref().is_some_and(|v| v.warning.is_some()));
+        let same = vb.as_ref().map(|vb| vb.answer.choice == va.answer.choice);
+        if same == Some(false) {
+            differing.push(n);
+        }
+        print_record(&mut out, args.json, n, &rec, &va, vb.as_ref(), same)?;
+    }
+    let differ = differing.len();
+    if args.json {
+        let mut summary = json!({"records": records, "a": a.json(fell_back_a)});
+        if let Some(b) = &b {
+            summary["b"] = b.json(fell_back_b);
+            summary["same"] = json!(records - differ);
+            summary["differ"] = json!(differ);
+            summary["differing"] = json!(differing);
+        }
+        serde_json::to_writer(&mut out, &json!({ "summary": summary }))?;
+        writeln!(out)?;
+    } else {
+        let mut line = format!("{records} records");
+        if b.is_some() {
+            line += &format!(": {} same, {differ} differ", records - differ);
+        }
+        for (side, n) in [("A", fell_back_a), ("B", fell_back_b)] {
+            if n > 0 {
+                line += &format!("; {side} failed on {n} and the default decided instead");
+            }
+        }
+        writeln!(out, "{line}")?;
+    }
+    out.flush()?;
+    Ok(if args.fail_on_diff && differ > 0 { EXIT_DIFF } else { 0 })
+}
+
+/// One record's line(s): every decision without `--against`, only differences and fallbacks with it.
+fn print_record(
+    out: &mut impl Write,
+    json: bool,
+    n: usize,
+    rec: &Record,
+    va: &Verdict,
+    vb: Option<&Verdict>,
+    same: Option<bool>,
+) -> Result<()> {
+    if json {
+        let mut obj = json!({
+            "record": n,
+            "drv": drv_name(&rec.request.drv_path),
+            "drv_path": rec.request.drv_path,
+            "system": rec.request.system,
+            "required_features": rec.request.required_features,
+            "a": verdict_json(va, &rec.machines),
+        });
+        if let Some(vb) = vb {
+            obj["b"] = verdict_json(vb, &rec.machines);
+            obj["same"] = json!(same);
+        }
+        serde_json::to_writer(&mut *out, &obj)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let drv = drv_name(&rec.request.drv_path);
+    match vb {
+        None => {
+            let features = match rec.request.required_features.as_slice() {
+                [] => "-".to_string(),
+                f => f.join(","),
+            };
+            write!(
+                out,
+                "{n}  {drv}  {}  {features}  {}  fuel {}",
+                rec.request.system,
+                describe(&va.answer.choice, &rec.machines),
+                va.fuel
+            )?;
+            if let Some(w) = &va.warning {
+                write!(out, "  ! {w}")?;
+            }
+            writeln!(out)?;
+        }
+        Some(vb) => {
+            if same == Some(false) {
+                writeln!(
+                    out,
+                    "record {n} {drv}: A {} | B {}",
+                    describe(&va.answer.choice, &rec.machines),
+                    describe(&vb.answer.choice, &rec.machines)
+                )?;
+            }
+            for (side, v) in [("A", va), ("B", vb)] {
+                if let Some(w) = &v.warning {
+                    writeln!(out, "record {n} {drv}: {side}: {w}")?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn verdict_json(v: &Verdict, machines: &[MachineView]) -> serde_json::Value {
+    json!({
+        "answer": describe(&v.answer.choice, machines),
+        "choice": v.answer.choice,
+        "rejected": v.answer.rejected,
+        "decided_by": v.by,
+        "fuel": v.fuel,
+        "micros": v.micros,
+        "warning": v.warning,
+    })
+}
+
+/// `try ssh://b2, ssh://b1`, `decline` or `postpone`.
+pub fn describe(choice: &Choice, machines: &[MachineView]) -> String {
+    match choice {
+        Choice::Try(ranking) => {
+            let uris: Vec<String> = ranking
+                .iter()
+                .map(|&i| machines.get(i as usize).map_or_else(|| format!("#{i}"), |m| m.uri.clone()))
+                .collect();
+            format!("try {}", uris.join(", "))
+        }
+        Choice::Decline => "decline".into(),
+        Choice::Postpone => "postpone".into(),
+    }
+}
+
+/// `/nix/store/<hash>-hello-2.12.drv` → `hello-2.12`.
+pub fn drv_name(path: &str) -> &str {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    let base = base.strip_suffix(".drv").unwrap_or(base);
+    match base.split_once('-') {
+        Some((hash, name)) if hash.len() == 32 => name,
+        _ => base,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drv_names() {
+        assert_eq!(drv_name("/nix/store/0c7w2i7kmf3ljc1vyqrvpxsn6gdn2l3y-hello-2.12.1.drv"), "hello-2.12.1");
+        assert_eq!(drv_name("odd"), "odd");
+    }
+}

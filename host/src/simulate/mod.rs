@@ -1,0 +1,378 @@
+//! `nix-wasm-hook simulate`: how fast would a cluster build a workload with a given policy?
+//! A discrete-event simulation (see `engine`) that asks the real policy component, through the
+//! same `Policies::decide` as the hook, at every decision; deterministic for a given input.
+
+pub mod engine;
+pub mod workload;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+
+use crate::config::Options;
+use crate::policy::Policies;
+use crate::schedule::Local;
+use engine::{micros, Builder, Cluster, Place, Report};
+use workload::Workload;
+
+/// Simulate building a workload on the machines of a machines file with a policy, and report
+/// makespan, per-builder utilisation and time spent waiting. Exit status: 0 when every
+/// derivation was built, 1 when some could not be, 2 on bad input.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The machines, in Nix's machines-file format (one line per builder).
+    #[arg(long, value_name = "FILE")]
+    pub machines: PathBuf,
+    /// The workload: a TOML file of `[[derivation]]` tables (see docs/simulate.md).
+    #[arg(long, value_name = "FILE", required_unless_present = "generate", conflicts_with = "generate")]
+    pub workload: Option<PathBuf>,
+    /// Generate a workload of N derivations instead, shaped like a package set.
+    #[arg(long, value_name = "N")]
+    pub generate: Option<usize>,
+    /// Seed of the generated workload.
+    #[arg(long, default_value_t = 1, requires = "generate")]
+    pub seed: u64,
+    /// A builder's true speed, when it differs from its declared speed factor (which is all
+    /// the policy sees); repeat for several builders.
+    #[arg(long = "true-speed", value_name = "URI=FACTOR")]
+    pub true_speed: Vec<String>,
+    /// MiB per second between the local store and each builder.
+    #[arg(long, value_name = "MIB_PER_S", default_value_t = 100.0)]
+    pub bandwidth: f64,
+    /// Nix's own max-jobs on the local machine (0: everything must be built remotely).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub local_jobs: u32,
+    /// The local machine's speed, relative to the workload's durations.
+    #[arg(long, value_name = "FACTOR", default_value_t = 1.0)]
+    pub local_speed: f64,
+    /// The local system: the default of the machines file's systems column and of the
+    /// derivations' system.
+    #[arg(long, value_name = "SYSTEM", default_value = "x86_64-linux")]
+    pub system: String,
+    /// The policy component; the embedded default when absent.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Also simulate with another policy component (or `default`) and report side by side.
+    #[arg(long, value_name = "FILE|default")]
+    pub against: Option<String>,
+    /// One JSON object: the inputs, and per policy its figures and every build.
+    #[arg(long)]
+    pub json: bool,
+    /// Options file whose policy limits and cache-dir apply, as in the hook.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+pub const EXIT_NOT_ALL_BUILT: i32 = 1;
+pub const EXIT_ERROR: i32 = 2;
+
+pub fn main(args: &Args) -> i32 {
+    match run(args, &mut std::io::stdout().lock()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("nix-wasm-hook simulate: {e:#}");
+            EXIT_ERROR
+        }
+    }
+}
+
+pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
+    let explicit = args.config.is_some();
+    let config = args.config.clone().unwrap_or_else(|| crate::hook::default_config().to_path_buf());
+    let opts = Options::from_file(&config, explicit)?;
+    let (limits, cache) = (opts.limits(), opts.cache());
+    let cluster = cluster(args)?;
+    let workload = match (&args.workload, args.generate) {
+        (Some(path), _) => Workload::from_file(path, &args.system)?,
+        (None, Some(n)) => Workload::generate(n, args.seed, &args.system),
+        (None, None) => bail!("give --workload FILE or --generate N"),
+    };
+    let mut sides = vec![Policies::load_strict(args.policy.as_deref(), limits, &cache)?];
+    match args.against.as_deref() {
+        None => {}
+        Some("default") => sides.push(Policies::load_strict(None, limits, &cache)?),
+        Some(p) => sides.push(Policies::load_strict(Some(Path::new(p)), limits, &cache)?),
+    }
+    let mut reports = Vec::with_capacity(sides.len());
+    for p in &sides {
+        reports.push(engine::run(&workload, &cluster, p).with_context(|| format!("simulating {}", p.label()))?);
+    }
+    if args.json {
+        serde_json::to_writer_pretty(&mut *out, &to_json(&workload, &cluster, &sides, &reports))?;
+        writeln!(out)?;
+    } else {
+        print_text(out, args, &workload, &cluster, &sides, &reports)?;
+    }
+    let all_built = reports.iter().all(|r| r.built() == workload.derivations.len());
+    Ok(if all_built { 0 } else { EXIT_NOT_ALL_BUILT })
+}
+
+/// The machines file read as the hook reads it (errors are fatal here: a simulation of a
+/// different cluster than the one written down would mislead), with the true speeds laid on.
+fn cluster(args: &Args) -> Result<Cluster> {
+    let cwd = std::env::current_dir().context("reading the working directory")?;
+    let ctx = nwh_machines::ParseContext { local_system: args.system.clone(), cwd };
+    let parsed = nwh_machines::parse_file(&args.machines, &ctx);
+    let mut errors = 0;
+    for d in &parsed.diagnostics {
+        eprintln!("{d}");
+        errors += usize::from(d.severity == nwh_machines::Severity::Error);
+    }
+    if errors > 0 {
+        bail!("{}: {errors} line(s) could not be read (see above); fix them first", args.machines.display());
+    }
+    if parsed.machines.is_empty() {
+        bail!("{}: no machines: write one builder per line", args.machines.display());
+    }
+    let mut builders: Vec<Builder> = parsed
+        .machines
+        .into_iter()
+        .map(|m| Builder { true_speed: m.speed_factor, machine: m })
+        .collect();
+    for spec in &args.true_speed {
+        let Some((uri, speed)) = spec.rsplit_once('=') else {
+            bail!("--true-speed {spec}: expected URI=FACTOR, such as ssh://b1=2.5");
+        };
+        let speed: f64 = match speed.parse() {
+            Ok(s) if s > 0.0 && f64::is_finite(s) => s,
+            _ => bail!("--true-speed {spec}: `{speed}` is not a speed; expected a number > 0"),
+        };
+        let Some(b) = builders.iter_mut().find(|b| b.machine.uri == uri) else {
+            let known: Vec<&str> = builders.iter().map(|b| b.machine.uri.as_str()).collect();
+            bail!("--true-speed {spec}: no machine `{uri}` in {}; it lists {}", args.machines.display(), known.join(", "));
+        };
+        b.true_speed = speed;
+    }
+    if !(args.bandwidth > 0.0 && args.local_speed > 0.0) {
+        bail!("--bandwidth and --local-speed must be greater than 0");
+    }
+    Ok(Cluster {
+        builders,
+        bandwidth: args.bandwidth * 1024.0 * 1024.0,
+        local: Local {
+            max_jobs: args.local_jobs,
+            system: args.system.clone(),
+            extra_platforms: Vec::new(),
+            features: Default::default(),
+        },
+        local_speed: args.local_speed,
+    })
+}
+
+/// `1h 02m 03s`, `4m 05s`, `6.7s`: short enough for a table, exact enough to compare.
+pub fn duration(us: u64) -> String {
+    let s = us as f64 / 1e6;
+    let whole = s.round() as u64;
+    match whole {
+        _ if s < 60.0 => format!("{s:.1}s"),
+        0..3600 => format!("{}m {:02}s", whole / 60, whole % 60),
+        _ => format!("{}h {:02}m {:02}s", whole / 3600, whole / 60 % 60, whole % 60),
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    let m = bytes as f64 / (1024.0 * 1024.0);
+    if m >= 1024.0 {
+        format!("{:.1} GiB", m / 1024.0)
+    } else {
+        format!("{m:.0} MiB")
+    }
+}
+
+fn print_text(
+    out: &mut dyn Write,
+    args: &Args,
+    w: &Workload,
+    c: &Cluster,
+    sides: &[Policies],
+    reports: &[Report],
+) -> Result<()> {
+    let n = w.derivations.len();
+    let slots: u32 = c.builders.iter().map(|b| b.machine.max_jobs).sum();
+    let fastest = c.builders.iter().map(|b| b.true_speed).fold(c.local_speed, f64::max);
+    writeln!(out, "workload: {} ({n} derivations)", w.source)?;
+    writeln!(
+        out,
+        "machines: {} ({} builders, {slots} slots); local max-jobs {}; {} MiB/s",
+        args.machines.display(),
+        c.builders.len(),
+        c.local.max_jobs,
+        args.bandwidth
+    )?;
+    writeln!(
+        out,
+        "no schedule can finish sooner than {} (the critical path on the fastest machine)",
+        duration(micros(w.critical_path_seconds(fastest)))
+    )?;
+    writeln!(out)?;
+    let mut rows: Vec<(String, Vec<String>)> = Vec::new();
+    let mut row = |label: &str, f: &dyn Fn(&Report) -> String| {
+        rows.push((label.to_string(), reports.iter().map(f).collect()));
+    };
+    row("makespan", &|r| duration(r.makespan_us));
+    row("built", &|r| format!("{} of {n}", r.built()));
+    row("waiting, mean", &|r| {
+        let (sum, _) = r.waiting_us();
+        duration(sum / r.built().max(1) as u64)
+    });
+    row("waiting, longest", &|r| duration(r.waiting_us().1));
+    row("transferred", &|r| {
+        let bytes: u64 = r.remote.iter().map(|u| u.transfer_bytes).sum();
+        let us: u64 = r.remote.iter().map(|u| u.transfer_us).sum();
+        format!("{} in {}", mib(bytes), duration(us))
+    });
+    row("decisions (postponed)", &|r| format!("{} ({})", r.decisions, r.postponed));
+    for (i, b) in c.builders.iter().enumerate() {
+        let m = &b.machine;
+        let mut label = format!("{} ×{}, speed {}", m.uri, m.max_jobs, m.speed_factor);
+        if b.true_speed != m.speed_factor {
+            label += &format!(" (true {})", b.true_speed);
+        }
+        row(&label, &|r| {
+            format!("{:>4} builds, {:>3.0} % busy", r.remote[i].builds, 100.0 * r.utilisation(i, m.max_jobs))
+        });
+    }
+    if c.local.max_jobs > 0 {
+        row("local", &|r| format!("{:>4} builds", r.local.builds));
+    }
+    let heads: Vec<String> = sides.iter().enumerate().map(|(i, p)| format!("{}: {}", side_tag(i), short_label(p))).collect();
+    let label_width = rows.iter().map(|(l, _)| l.chars().count()).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..sides.len())
+        .map(|i| rows.iter().map(|(_, v)| v[i].chars().count()).chain([heads[i].chars().count()]).max().unwrap_or(0))
+        .collect();
+    let line = |label: &str, cells: &[String]| {
+        let mut s = format!("{label:<label_width$}");
+        for (cell, w) in cells.iter().zip(&widths) {
+            s += &format!("   {cell:<w$}");
+        }
+        s.trim_end().to_string()
+    };
+    writeln!(out, "{}", line("", &heads))?;
+    for (label, cells) in &rows {
+        writeln!(out, "{}", line(label, cells))?;
+    }
+    for (i, r) in reports.iter().enumerate() {
+        let tag = side_tag(i);
+        if let Some(w) = &r.first_warning {
+            writeln!(out, "{tag}: the policy failed {} time(s); the first: {w}", r.fell_back)?;
+        }
+        for (d, why) in r.failed.iter().take(5) {
+            writeln!(out, "{tag}: not built: {}: {why}", w.derivations[*d].name)?;
+        }
+        if r.failed.len() > 5 {
+            writeln!(out, "{tag}: … and {} more not built", r.failed.len() - 5)?;
+        }
+        if !r.stuck.is_empty() {
+            let names: Vec<&str> = r.stuck.iter().take(5).map(|&d| w.derivations[d].name.as_str()).collect();
+            writeln!(
+                out,
+                "{tag}: {} derivation(s) waited forever ({}{}): no machine with a free slot ever took them",
+                r.stuck.len(),
+                names.join(", "),
+                if r.stuck.len() > 5 { ", …" } else { "" }
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn side_tag(i: usize) -> char {
+    (b'A' + i as u8) as char
+}
+
+/// `default` or the component's file name, with the start of its hash: short enough for a
+/// column heading, exact enough to know which build of a policy it was.
+fn short_label(p: &Policies) -> String {
+    let name = match &p.chosen {
+        Some(c) => Path::new(c.name()).file_name().map_or(c.name().to_string(), |f| f.to_string_lossy().into_owned()),
+        None => "default".to_string(),
+    };
+    format!("{name} ({})", &p.active().sha256()[..12])
+}
+
+fn to_json(w: &Workload, c: &Cluster, sides: &[Policies], reports: &[Report]) -> serde_json::Value {
+    let builders: Vec<_> = c
+        .builders
+        .iter()
+        .map(|b| {
+            json!({"uri": b.machine.uri, "max_jobs": b.machine.max_jobs,
+                   "speed_factor": b.machine.speed_factor, "true_speed": b.true_speed})
+        })
+        .collect();
+    let results: Vec<_> = sides
+        .iter()
+        .zip(reports)
+        .map(|(p, r)| {
+            let (wait_sum, wait_max) = r.waiting_us();
+            let per_builder: Vec<_> = c
+                .builders
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    let u = &r.remote[i];
+                    json!({"uri": b.machine.uri, "builds": u.builds, "busy_s": u.busy_us as f64 / 1e6,
+                           "utilisation": r.utilisation(i, b.machine.max_jobs),
+                           "transfer_s": u.transfer_us as f64 / 1e6, "transfer_bytes": u.transfer_bytes})
+                })
+                .collect();
+            let builds: Vec<_> = r
+                .builds
+                .iter()
+                .enumerate()
+                .map(|(d, b)| {
+                    let name = &w.derivations[d].name;
+                    match b {
+                        None => json!({"name": name, "built": false}),
+                        Some(b) => json!({
+                            "name": name,
+                            "on": match b.place { Place::Local => "local".to_string(),
+                                                  Place::Remote(i) => c.builders[i].machine.uri.clone() },
+                            "ready_s": b.ready_us as f64 / 1e6,
+                            "start_s": b.start_us as f64 / 1e6,
+                            "end_s": b.end_us as f64 / 1e6,
+                        }),
+                    }
+                })
+                .collect();
+            json!({
+                "policy": p.label(),
+                "sha256": p.active().sha256(),
+                "makespan_s": r.makespan_us as f64 / 1e6,
+                "built": r.built(),
+                "failed": r.failed.iter().map(|(d, why)| json!({"name": w.derivations[*d].name, "why": why})).collect::<Vec<_>>(),
+                "stuck": r.stuck.iter().map(|&d| &w.derivations[d].name).collect::<Vec<_>>(),
+                "waiting_mean_s": wait_sum as f64 / 1e6 / r.built().max(1) as f64,
+                "waiting_max_s": wait_max as f64 / 1e6,
+                "decisions": r.decisions,
+                "postponed": r.postponed,
+                "fell_back": r.fell_back,
+                "fuel": r.fuel,
+                "builders": per_builder,
+                "local_builds": r.local.builds,
+                "builds": builds,
+            })
+        })
+        .collect();
+    json!({
+        "workload": {"source": w.source, "derivations": w.derivations.len(),
+                     "critical_path_s": w.critical_path_seconds(1.0)},
+        "machines": builders,
+        "bandwidth_mib_s": c.bandwidth / (1024.0 * 1024.0),
+        "local_jobs": c.local.max_jobs,
+        "results": results,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration(6_740_000), "6.7s");
+        assert_eq!(duration(245_000_000), "4m 05s");
+        assert_eq!(duration(3_723_000_000), "1h 02m 03s");
+    }
+}

@@ -1,0 +1,75 @@
+//! Running the binary's offline tools (`replay`, `simulate`) as a user would.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use super::fake_parent::shared_cache;
+
+const PYTHON_ENV: &str = "NWH_PYTHON_POLICY";
+
+/// The Python component named by `$NWH_PYTHON_POLICY`, or None (after saying why) when the
+/// tests were not started by `cargo xtask test`, which builds it (componentize-py's output is
+/// not reproducible, so it is not committed). Under CI its absence is a failure.
+pub fn python_policy() -> Option<PathBuf> {
+    match std::env::var_os(PYTHON_ENV) {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            assert!(path.is_file(), "${PYTHON_ENV} names {}, which does not exist", path.display());
+            Some(path)
+        }
+        None if std::env::var_os("CI").is_some() => {
+            panic!("${PYTHON_ENV} is not set: CI must run `cargo xtask test`, which builds the Python policy")
+        }
+        None => {
+            eprintln!(
+                "skipped: ${PYTHON_ENV} is not set; `cargo xtask test` (or `cargo xtask \
+                 build-other-policies`, then {PYTHON_ENV}=<target>/policies/other/python/python.wasm) \
+                 runs this test"
+            );
+            None
+        }
+    }
+}
+
+/// A component in tests/fixtures/policies, by name; `python` is the Python policy
+/// ([`python_policy`]), `None` when it was not built.
+pub fn try_policy_fixture(name: &str) -> Option<String> {
+    if name == "python" {
+        return python_policy().map(|p| p.display().to_string());
+    }
+    Some(policy_fixture(name))
+}
+
+/// A component in tests/fixtures/policies, by name.
+pub fn policy_fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/policies")
+        .join(format!("{name}.wasm"))
+        .display()
+        .to_string()
+}
+
+/// `nix-wasm-hook SUBCOMMAND --config C ARGS` in the repository's root (as the README runs
+/// it), where C points at the tests' shared policy cache (so a policy is compiled once per
+/// test run).
+pub fn run_tool(subcommand: &str, args: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hook.toml");
+    std::fs::write(&config, format!("cache-dir = {:?}\n", shared_cache().display().to_string())).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_nix-wasm-hook"))
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .arg(subcommand)
+        .arg("--config")
+        .arg(&config)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
