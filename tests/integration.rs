@@ -4,6 +4,7 @@
 mod support;
 
 mod decisions;
+mod explain;
 mod hook_mode;
 mod other_languages;
 mod policy_contract;
@@ -13,6 +14,7 @@ mod replay;
 mod simulate;
 mod testbed_build;
 mod testbed_decide;
+mod testbed_diagnose;
 mod testbed_makespan;
 mod testbed_smoke;
 mod testbed_transfer;

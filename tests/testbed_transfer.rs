@@ -73,8 +73,12 @@ fn stopped_and_frozen_builders_are_skipped_and_remembered() {
     let frozen = format!("cannot build on 'ssh://root@{}'", tb.addr(2));
     assert_eq!(err.matches(&refused).count(), 1, "{err}");
     assert!(err.contains("Connection refused"), "{err}");
+    let advice = format!("nothing accepts connections on port 22 of {}: is sshd running there", tb.addr(1));
+    assert!(err.contains(&advice), "missing {advice:?} in\n{err}");
     assert_eq!(err.matches(&frozen).count(), 1, "{err}");
     assert!(err.to_lowercase().contains("timed out"), "{err}");
+    let advice = format!("root@{} did not answer in time: is it up (a VM still booting?)", tb.addr(2));
+    assert!(err.contains(&advice), "missing {advice:?} in\n{err}");
 }
 
 #[test]

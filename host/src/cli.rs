@@ -64,6 +64,7 @@ pub struct Cli {
 pub enum Command {
     Replay(crate::replay::Args),
     Simulate(crate::simulate::Args),
+    Explain(crate::explain::Args),
 }
 
 impl Cli {
@@ -91,6 +92,7 @@ pub fn main() -> i32 {
     match &cli.command {
         Some(Command::Replay(args)) => return crate::replay::main(args),
         Some(Command::Simulate(args)) => return crate::simulate::main(args),
+        Some(Command::Explain(args)) => return crate::explain::main(args),
         None => {}
     }
     let logger = Logger::new(true, log::level_from_verbosity(cli.verbosity.unwrap_or(3)));

@@ -77,15 +77,7 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
         let mut last_waited: Option<Vec<crate::decision::MachineView>> = None;
         let (machine, slot, master) = loop {
             for (i, m) in scheduler.machines.iter().enumerate() {
-                scheduler.disabled[i] = failed_here[i].clone().or_else(|| {
-                    health.down(&m.uri).map(|d| {
-                        format!(
-                            "unreachable ({}); not tried again for {} s",
-                            d.reason,
-                            d.until.saturating_sub(d.since)
-                        )
-                    })
-                });
+                scheduler.disabled[i] = failed_here[i].clone().or_else(|| health.disabled_reason(&m.uri));
             }
             let time = std::time::SystemTime::now();
             let mut outcome = scheduler.decide(&t)?;
@@ -120,6 +112,9 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
                 }
                 Reply::Postpone => {
                     record(time, &outcome, trace::Outcome::Postponed);
+                    if let Some((_, text)) = &outcome.explanation {
+                        logger.warn(text);
+                    }
                     session.postpone()?;
                     break (None, None, None);
                 }

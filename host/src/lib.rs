@@ -8,7 +8,9 @@
 pub mod cli;
 pub mod config;
 pub mod decision;
+pub mod explain;
 mod fds;
+pub mod hints;
 pub mod hook;
 pub mod log;
 pub mod policy;

@@ -91,8 +91,14 @@ impl Scheduler {
         }
     }
 
-    pub fn decide(&mut self, t: &Try) -> Result<Outcome> {
-        let request = self.request(t);
+    /// Every machine as the policy would see it now, without taking a slot (for `explain`).
+    pub fn measure(&self) -> Result<Vec<MachineView>> {
+        Ok(self.scan()?.0)
+    }
+
+    /// The machines' views and, per machine, a free slot's lock (held until dropped), measured
+    /// under the main lock, which is returned held.
+    fn scan(&self) -> Result<(Vec<MachineView>, Vec<Option<SlotLock>>, nwh_slots::MainLock)> {
         // Held while measuring and choosing, as Nix does, so that concurrent hooks (ours and
         // Nix's own) never pick the same last free slot.
         let main = self.load.lock_main().context("taking the main lock of the current-load directory")?;
@@ -106,6 +112,12 @@ impl Scheduler {
             views.push(view(m, scan.in_use, self.disabled[i].clone()));
             free.push(scan.free);
         }
+        Ok((views, free, main))
+    }
+
+    pub fn decide(&mut self, t: &Try) -> Result<Outcome> {
+        let request = self.request(t);
+        let (views, mut free, main) = self.scan()?;
         let decided = self.policies.decide(&request, &views)?;
         let reply = match &decided.answer.choice {
             Choice::Try(ranking) => {
@@ -123,7 +135,8 @@ impl Scheduler {
         drop(main);
         let explanation = match reply {
             Reply::Decline => Some(self.explain_decline(&request, &views, &decided)),
-            _ => None,
+            Reply::Postpone => self.explain_endless_wait(&request, &views),
+            Reply::Accept { .. } => None,
         };
         Ok(Outcome { reply, request, machines: views, decided, explanation })
     }
@@ -152,6 +165,9 @@ impl Scheduler {
                 .unwrap_or_else(|| "the policy declined".into());
             let _ = write!(s, "\n  {} ({}:{}): {why}", m.uri, m.origin.location, m.origin.line);
         }
+        for hint in crate::hints::unknown_words(req, views, &self.local) {
+            let _ = write!(s, "\n  hint: {hint}");
+        }
         if !req.could_build_locally {
             let _ = write!(
                 s,
@@ -169,7 +185,30 @@ impl Scheduler {
     }
 }
 
-fn view(m: &Machine, in_use: u32, down_reason: Option<String>) -> MachineView {
+impl Scheduler {
+    /// A postpone is an endless wait when every machine that fits has max-jobs 0 (Nix's own
+    /// rule postpones then, and nothing ever frees): say so, with the lines to fix.
+    fn explain_endless_wait(&self, req: &Request, views: &[MachineView]) -> Option<(Level, String)> {
+        let fitting: Vec<usize> = (0..views.len()).filter(|&i| decision::eligibility(req, &views[i]).is_ok()).collect();
+        if req.could_build_locally || fitting.is_empty() || fitting.iter().any(|&i| views[i].max_jobs > 0) {
+            return None;
+        }
+        let mut s = format!(
+            "nix-wasm-hook: {} waits and will wait forever: the only machines that can build it \
+             (system {}) have max-jobs 0, so they never take a build",
+            req.drv_path, req.system
+        );
+        for &i in &fitting {
+            let m = &self.machines[i];
+            let _ = write!(s, "\n  {} ({}:{}): max-jobs is 0", m.uri, m.origin.location, m.origin.line);
+        }
+        s.push_str("\n  fix: set column 4 (max-jobs) of those lines to 1 or more");
+        Some((Level::Warn, s))
+    }
+}
+
+/// A machine as the policy sees it.
+pub fn view(m: &Machine, in_use: u32, down_reason: Option<String>) -> MachineView {
     MachineView {
         uri: m.uri.clone(),
         systems: m.systems.clone(),

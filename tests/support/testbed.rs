@@ -277,8 +277,14 @@ impl Testbed {
     /// `extra_args`, then `-E expr`; not yet run. It runs under `timeout`
     /// ([`NIX_BUILD_TIMEOUT_SECS`]). Add arguments or environment as needed.
     pub fn nix_build_cmd(&self, expr: &str, extra_args: &[&str]) -> Command {
+        self.nix_build_cmd_within(NIX_BUILD_TIMEOUT_SECS, expr, extra_args)
+    }
+
+    /// [`Testbed::nix_build_cmd`] stopped (SIGTERM) after `secs`: for builds that are meant
+    /// to wait forever.
+    pub fn nix_build_cmd_within(&self, secs: u32, expr: &str, extra_args: &[&str]) -> Command {
         let mut cmd = Command::new("timeout");
-        cmd.args(["--kill-after=10", &NIX_BUILD_TIMEOUT_SECS.to_string(), "nix-build"]).arg("--no-out-link");
+        cmd.args(["--kill-after=10", &secs.to_string(), "nix-build"]).arg("--no-out-link");
         for (k, v) in &self.master_options {
             cmd.args(["--option", k, v]);
         }

@@ -94,7 +94,7 @@ impl Workload {
             let mut deps = Vec::with_capacity(e.deps.len());
             for d in &e.deps {
                 let Some(&j) = index.get(d.get_ref().as_str()) else {
-                    let hint = nearest(d.get_ref(), index.keys().copied())
+                    let hint = crate::hints::nearest(d.get_ref(), index.keys().copied())
                         .map_or_else(String::new, |n| format!("; did you mean `{n}`?"));
                     bail!(
                         "{}: `{}` depends on `{}`, which is not defined in this file{hint}",
@@ -240,30 +240,6 @@ fn reorder(ds: Vec<Derivation>, order: &[usize]) -> Vec<Derivation> {
         .collect()
 }
 
-/// The defined name closest to a misspelt one, when it is close enough to be a likely typo.
-fn nearest<'a>(wanted: &str, names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    names
-        .map(|n| (edit_distance(wanted, n), n))
-        .filter(|&(d, n)| d <= 2.max(n.len() / 4))
-        .min()
-        .map(|(_, n)| n)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let above = row[j + 1];
-            row[j + 1] = (above + 1).min(row[j] + 1).min(diagonal + usize::from(ca != cb));
-            diagonal = above;
-        }
-    }
-    row[b.len()]
-}
-
 /// Steele, Lea and Flood's SplitMix64: tiny, fast, and the same on every platform, which is
 /// all a reproducible workload needs.
 struct SplitMix64(u64);
@@ -375,11 +351,5 @@ features = ["big-parallel"]
         }
         let edges: usize = a.derivations.iter().map(|d| d.deps.len()).sum();
         assert!(edges > 200, "a package set is more than a chain: {edges} edges");
-    }
-
-    #[test]
-    fn nearest_names() {
-        assert_eq!(nearest("glibcc", ["glibc", "gcc"].into_iter()), Some("glibc"));
-        assert_eq!(nearest("zzz", ["glibc", "gcc"].into_iter()), None);
     }
 }

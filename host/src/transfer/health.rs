@@ -38,6 +38,14 @@ impl Health {
         (now() < d.until).then_some(d)
     }
 
+    /// Why the hook will not use the builder now, in the words the hook reports; `None`
+    /// when it may be tried.
+    pub fn disabled_reason(&self, uri: &str) -> Option<String> {
+        self.down(uri).map(|d| {
+            format!("unreachable ({}); not tried again for {} s", d.reason, d.until.saturating_sub(d.since))
+        })
+    }
+
     fn read(&self, uri: &str) -> Option<Down> {
         let text = fs::read_to_string(self.path(uri)).ok()?;
         let mut lines = text.splitn(4, '\n');

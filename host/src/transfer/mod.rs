@@ -1,6 +1,7 @@
 //! After `# accept`: the input closure goes up, the build runs on the builder, the outputs
 //! come back into the local store. Only this module knows SSH and the serve protocol.
 
+pub mod advice;
 pub mod health;
 pub mod local;
 pub mod ssh;

@@ -230,11 +230,12 @@ fn launch(target: &Target, opts: &SshOptions, name: &str, socket: &Path) -> Resu
         .filter(|l| !l.is_empty() && !l.chars().all(|c| c == '@'))
         .collect::<Vec<_>>()
         .join(" ");
-    Err(Unreachable {
-        host: target.display(),
-        reason: if reason.is_empty() { format!("ssh exited with {status}") } else { reason },
-    }
-    .into())
+    let reason = match (reason.is_empty(), super::advice::advice(&reason, target)) {
+        (true, _) => format!("ssh exited with {status}"),
+        (false, Some(advice)) => format!("{reason} — {advice}"),
+        (false, None) => reason,
+    };
+    Err(Unreachable { host: target.display(), reason }.into())
 }
 
 /// A command running on the builder, with our ends of its stdin and stdout as plain

@@ -1,0 +1,311 @@
+//! `nix-wasm-hook explain`: where would the hook send this derivation, and why not elsewhere?
+//! It reads nix.conf, the machines and the options exactly as the hook does (paths as seen
+//! from `/`), measures the slots in use, asks the active policy, and prints every machine with
+//! the rule that rejected it in plain words.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use crate::config::Options;
+use crate::decision::{self, Choice, MachineView, Misfit, Request};
+use crate::policy::{Decided, Policies};
+use crate::schedule::{Local, Scheduler};
+
+/// Show, for a derivation (or a system and features), every machine: whether it fits, its
+/// slots in use and Nix's score, the rank the active policy gives it, and for each one
+/// rejected the rule that rejected it. Exit status: 0 when the derivation can be built (on a
+/// machine now or later, or locally), 1 when nothing can build it, 2 on bad input.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The derivation, `/nix/store/…-name.drv`.
+    #[arg(value_name = "DRV", required_unless_present = "system")]
+    pub drv: Option<PathBuf>,
+    /// Instead of a derivation: its system …
+    #[arg(long, conflicts_with = "drv")]
+    pub system: Option<String>,
+    /// … and required features (comma-separated).
+    #[arg(long, value_delimiter = ',', requires = "system")]
+    pub features: Vec<String>,
+    /// The hook's options file (default /etc/nix/nix-wasm-hook.toml): policy, state and load
+    /// directories.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Explain with this policy instead of the configured one.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// A `builders` value to use instead of nix.conf's (same syntax: lines, `;`, `@file`).
+    #[arg(long, value_name = "BUILDERS")]
+    pub builders: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub const EXIT_UNBUILDABLE: i32 = 1;
+pub const EXIT_ERROR: i32 = 2;
+
+pub fn main(args: &Args) -> i32 {
+    match run(args, &mut std::io::stdout().lock()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("nix-wasm-hook explain: {e:#}");
+            EXIT_ERROR
+        }
+    }
+}
+
+/// One machine's row.
+struct Row {
+    view: MachineView,
+    location: String,
+    /// Why it cannot take the build now, when it cannot.
+    misfit: Option<Misfit>,
+    /// Its place in the policy's ranking (1 = chosen).
+    rank: Option<usize>,
+    /// The reason the policy gave, or the host's own words.
+    why: Option<String>,
+}
+
+pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
+    let explicit = args.config.is_some();
+    let config = args.config.clone().unwrap_or_else(|| crate::hook::default_config().to_path_buf());
+    let opts = Options::from_file(&config, explicit)?;
+    let mut settings = crate::settings::load(&[]).context("reading nix.conf")?;
+    if let Some(b) = &args.builders {
+        settings.apply_block([("builders", b.as_str())])?;
+    }
+    let mut notes: Vec<String> = settings.warnings().iter().map(|w| w.to_string()).collect();
+    // As the hook sees paths: Nix starts it in `/`.
+    let parsed = crate::settings::machines(&settings, Path::new("/"));
+    notes.extend(parsed.diagnostics.iter().map(|d| d.to_string()));
+
+    let policy_path = args.policy.clone().or(opts.policy.clone());
+    let (policies, load_warning) = Policies::load(policy_path.as_ref(), opts.limits(), &opts.cache())?;
+    notes.extend(load_warning);
+    let local = Local {
+        max_jobs: settings.max_jobs(),
+        system: settings.system().to_string(),
+        extra_platforms: settings.extra_platforms(),
+        features: settings.system_features(),
+    };
+    let (drv_path, system, features) = match (&args.drv, &args.system) {
+        (Some(p), _) => {
+            let drv = nwh_drv::Derivation::read(p).with_context(|| format!("reading {}", p.display()))?;
+            let features = drv
+                .env
+                .get("requiredSystemFeatures")
+                .map(|f| f.split_whitespace().map(str::to_string).collect())
+                .unwrap_or_default();
+            (p.display().to_string(), drv.platform, features)
+        }
+        (None, Some(s)) => ("(no derivation)".to_string(), s.clone(), args.features.clone()),
+        (None, None) => anyhow::bail!("give a .drv path, or --system (and --features)"),
+    };
+    let request = Request {
+        could_build_locally: local.could_build(&system, &features),
+        drv_path,
+        system,
+        required_features: features,
+        // As Nix asks when it has a free local slot.
+        am_willing: local.max_jobs > 0,
+    };
+
+    let health = opts.health();
+    let mut scheduler =
+        Scheduler::new(parsed.machines, nwh_slots::LoadDir::open(opts.current_load_dir()), policies, local);
+    for (i, m) in scheduler.machines.iter().enumerate() {
+        scheduler.disabled[i] = health.disabled_reason(&m.uri);
+    }
+    let views = match scheduler.measure() {
+        Ok(v) => v,
+        Err(e) => {
+            // Reading the slots needs write access to the load directory (root under the
+            // daemon); without it, explain with every slot free and say so.
+            notes.push(format!("{e:#}; slots in use are shown as 0"));
+            let disabled = scheduler.disabled.iter().cloned();
+            scheduler.machines.iter().zip(disabled).map(|(m, d)| crate::schedule::view(m, 0, d)).collect()
+        }
+    };
+    let decided = scheduler.policies.decide(&request, &views)?;
+    notes.extend(decided.warning.clone());
+    let rows = rows(&scheduler, &request, &views, &decided);
+    let hints = crate::hints::unknown_words(&request, &views, &scheduler.local);
+    let verdict = verdict(&request, &views, &decided);
+    let buildable = !matches!(verdict, Verdict::Nowhere);
+    if args.json {
+        let machines: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                json!({
+                    "uri": r.view.uri, "location": r.location, "slots_in_use": r.view.slots_in_use,
+                    "max_jobs": r.view.max_jobs, "speed_factor": r.view.speed_factor,
+                    "fits": r.misfit.is_none(), "eligible": decision::eligibility(&request, &r.view).is_ok(),
+                    "score": score(&r.view), "rank": r.rank, "why_not": r.why,
+                })
+            })
+            .collect();
+        serde_json::to_writer_pretty(
+            &mut *out,
+            &json!({
+                "request": request,
+                "policy": {"label": scheduler.policies.label(), "sha256": scheduler.policies.active().sha256()},
+                "decided_by": format!("{:?}", decided.by).to_lowercase(),
+                "answer": crate::replay::describe(&decided.answer.choice, &views),
+                "machines": machines,
+                "verdict": verdict.text(&scheduler),
+                "hints": hints,
+                "notes": notes,
+            }),
+        )?;
+        writeln!(out)?;
+    } else {
+        print_text(out, &request, &scheduler, &rows, &decided, &views, &verdict, &hints, &notes)?;
+    }
+    Ok(if buildable { 0 } else { EXIT_UNBUILDABLE })
+}
+
+/// Nix's score of a machine: lower is better (`load / speed-factor`).
+fn score(v: &MachineView) -> f64 {
+    f64::from(v.slots_in_use) / v.speed_factor
+}
+
+fn rows(s: &Scheduler, req: &Request, views: &[MachineView], decided: &Decided) -> Vec<Row> {
+    let ranking: &[u32] = match &decided.answer.choice {
+        Choice::Try(r) => r,
+        _ => &[],
+    };
+    views
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let m = &s.machines[i];
+            let misfit = decision::fits_now(req, v).err();
+            let rank = ranking.iter().position(|&r| r as usize == i).map(|p| p + 1);
+            let why = match (&misfit, rank) {
+                (_, Some(_)) => None,
+                // The host's own words for a disabled machine carry ssh's message.
+                (Some(Misfit::Disabled), None) => v.down_reason.clone().or(Some(Misfit::Disabled.to_string())),
+                (misfit, None) => decided
+                    .answer
+                    .reason_for(i as u32)
+                    .map(str::to_string)
+                    .or_else(|| misfit.as_ref().map(ToString::to_string))
+                    .or(Some("the policy did not rank it".into())),
+            };
+            Row { view: v.clone(), location: format!("{}:{}", m.origin.location, m.origin.line), misfit, rank, why }
+        })
+        .collect()
+}
+
+enum Verdict {
+    Remote(usize),
+    /// Every machine that fits is busy: Nix asks again later.
+    Later,
+    Local,
+    Nowhere,
+}
+
+impl Verdict {
+    fn text(&self, s: &Scheduler) -> String {
+        let l = &s.local;
+        match self {
+            Verdict::Remote(i) => format!("the hook would send it to {}", s.machines[*i].uri),
+            Verdict::Later => "every machine that fits is busy now: Nix waits and asks again".into(),
+            Verdict::Local => format!("Nix builds it on this machine (max-jobs {}, system {})", l.max_jobs, l.system),
+            Verdict::Nowhere => format!(
+                "nothing can build it: no machine fits, and this machine cannot either (max-jobs {}, \
+                 system {}{}); Nix fails with \"unable to start any build\" or \"a '…' with features {{…}} \
+                 is required\"",
+                l.max_jobs,
+                l.system,
+                if l.extra_platforms.is_empty() {
+                    String::new()
+                } else {
+                    format!(", extra-platforms {}", l.extra_platforms.join(" "))
+                }
+            ),
+        }
+    }
+}
+
+fn verdict(req: &Request, views: &[MachineView], decided: &Decided) -> Verdict {
+    match &decided.answer.choice {
+        Choice::Try(r) => Verdict::Remote(r[0] as usize),
+        Choice::Postpone
+            if views.iter().any(|v| decision::eligibility(req, v).is_ok() && v.max_jobs > 0) =>
+        {
+            Verdict::Later
+        }
+        _ if req.could_build_locally => Verdict::Local,
+        Choice::Postpone | Choice::Decline => Verdict::Nowhere,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn print_text(
+    out: &mut dyn Write,
+    req: &Request,
+    s: &Scheduler,
+    rows: &[Row],
+    decided: &Decided,
+    views: &[MachineView],
+    verdict: &Verdict,
+    hints: &[String],
+    notes: &[String],
+) -> Result<()> {
+    for n in notes {
+        writeln!(out, "note: {n}")?;
+    }
+    let features = if req.required_features.is_empty() { "none".into() } else { req.required_features.join(", ") };
+    writeln!(out, "derivation: {}", req.drv_path)?;
+    writeln!(out, "system: {}; required features: {features}", req.system)?;
+    writeln!(out, "policy: {} (sha256 {})", s.policies.label(), &s.policies.active().sha256()[..12])?;
+    writeln!(out)?;
+    let header = ["machine", "line", "slots", "fits", "score", "rank", "why not"];
+    let cells: Vec<[String; 7]> = rows
+        .iter()
+        .map(|r| {
+            let fits = match &r.misfit {
+                None => "yes",
+                Some(Misfit::Full { .. } | Misfit::NeverFree) => "busy",
+                Some(_) => "no",
+            };
+            let eligible = decision::eligibility(req, &r.view).is_ok();
+            [
+                r.view.uri.clone(),
+                r.location.clone(),
+                format!("{}/{}", r.view.slots_in_use, r.view.max_jobs),
+                fits.to_string(),
+                if eligible { format!("{:.2}", score(&r.view)) } else { "-".into() },
+                r.rank.map_or("-".into(), |k| k.to_string()),
+                r.why.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let widths: Vec<usize> = (0..7)
+        .map(|c| cells.iter().map(|row| row[c].chars().count()).chain([header[c].len()]).max().unwrap_or(0))
+        .collect();
+    let line = |row: &[&str]| {
+        let mut l = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            l += &format!("{cell:<w$}  ", w = widths[c]);
+        }
+        l.trim_end().to_string()
+    };
+    writeln!(out, "{}", line(&header))?;
+    for row in &cells {
+        writeln!(out, "{}", line(&row.iter().map(String::as_str).collect::<Vec<_>>()))?;
+    }
+    if rows.is_empty() {
+        writeln!(out, "(no usable machine in `builders`)")?;
+    }
+    writeln!(out)?;
+    writeln!(out, "answer: {}", crate::replay::describe(&decided.answer.choice, views))?;
+    writeln!(out, "so: {}", verdict.text(s))?;
+    for h in hints {
+        writeln!(out, "hint: {h}")?;
+    }
+    Ok(())
+}

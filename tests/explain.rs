@@ -1,0 +1,183 @@
+//! `nix-wasm-hook explain`: every machine with whether it fits, the rank the policy gives it,
+//! and for each one rejected the rule in plain words; settings read as the hook reads them.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use nix_wasm_hook::transfer::health::Health;
+use serde_json::Value;
+
+use crate::support::fake_parent::shared_cache;
+use crate::support::tool::{stderr, stdout};
+
+const MACHINES: &str = "\
+ssh://b1 x86_64-linux - 2 1 kvm,big-parallel
+ssh://b2 x86_64-linux,aarch64-linux - 1 2 - benchmark
+ssh://b3 aarch64-linux - 4 1 kvm
+";
+
+/// A private /etc/nix, options file, load and state directories.
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new(machines: &str, nix_conf_extra: &str) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let env = Env { dir };
+        std::fs::create_dir_all(env.path("etc-nix")).unwrap();
+        std::fs::write(env.path("machines"), machines).unwrap();
+        std::fs::write(
+            env.path("etc-nix/nix.conf"),
+            format!("builders = @{}\nmax-jobs = 0\n{nix_conf_extra}", env.path("machines").display()),
+        )
+        .unwrap();
+        std::fs::write(
+            env.path("hook.toml"),
+            format!(
+                "current-load = {:?}\nstate-dir = {:?}\ncache-dir = {:?}\n",
+                env.path("load"),
+                env.path("state"),
+                shared_cache()
+            ),
+        )
+        .unwrap();
+        env
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn explain(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_nix-wasm-hook"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("NIX_CONF_DIR", self.path("etc-nix"))
+            .current_dir(self.dir.path())
+            .arg("explain")
+            .arg("--config")
+            .arg(self.path("hook.toml"))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// A derivation file as Nix writes it, with these required features.
+    fn drv(&self, name: &str, system: &str, features: &str) -> String {
+        let out = format!("/nix/store/00000000000000000000000000000000-{name}");
+        let path = self.path(&format!("{name}.drv"));
+        std::fs::write(
+            &path,
+            format!(
+                "Derive([(\"out\",\"{out}\",\"\",\"\")],[],[],\"{system}\",\"/bin/sh\",[\"-c\",\"true\"],\
+                 [(\"builder\",\"/bin/sh\"),(\"name\",\"{name}\"),(\"out\",\"{out}\"),\
+                 (\"requiredSystemFeatures\",\"{features}\"),(\"system\",\"{system}\")])"
+            ),
+        )
+        .unwrap();
+        path.display().to_string()
+    }
+}
+
+/// The table row of a machine, split on runs of two or more spaces.
+fn row(text: &str, uri: &str) -> Vec<String> {
+    let line = text.lines().find(|l| l.starts_with(&format!("{uri} "))).unwrap_or_else(|| panic!("no row {uri}:\n{text}"));
+    line.split("  ").map(str::trim).filter(|c| !c.is_empty()).map(str::to_string).collect()
+}
+
+#[test]
+fn a_derivation_is_explained_machine_by_machine() {
+    let env = Env::new(MACHINES, "");
+    let drv = env.drv("needs-kvm", "x86_64-linux", "kvm");
+    let out = env.explain(&[&drv]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let m = env.path("machines").display().to_string();
+    assert!(text.contains(&format!("derivation: {drv}\nsystem: x86_64-linux; required features: kvm\n")), "{text}");
+    assert!(text.contains("policy: the default policy (sha256 "), "{text}");
+    assert_eq!(row(&text, "ssh://b1"), ["ssh://b1", &format!("{m}:1"), "0/2", "yes", "0.00", "1"]);
+    assert_eq!(
+        row(&text, "ssh://b2"),
+        [
+            "ssh://b2",
+            &format!("{m}:2"),
+            "0/1",
+            "no",
+            "-",
+            "-",
+            "does not support the required feature `kvm`; mandatory feature `benchmark` is not among the \
+             derivation's required features"
+        ]
+    );
+    assert_eq!(
+        row(&text, "ssh://b3")[6],
+        "system `x86_64-linux` is not among its systems (aarch64-linux)"
+    );
+    assert!(text.contains("answer: try ssh://b1\nso: the hook would send it to ssh://b1\n"), "{text}");
+}
+
+#[test]
+fn a_feature_typo_gets_the_nearest_name_and_exit_1() {
+    let env = Env::new(MACHINES, "");
+    let out = env.explain(&["--system", "x86_64-linux", "--features", "big-paralel"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("answer: decline\nso: nothing can build it: no machine fits, and this machine cannot either (max-jobs 0, system x86_64-linux"), "{text}");
+    assert!(text.contains("hint: no machine supports the required feature `big-paralel`; did you mean `big-parallel`?"), "{text}");
+}
+
+#[test]
+fn busy_and_unreachable_machines_say_so() {
+    let env = Env::new(MACHINES, "");
+    // b2 (the only machine for `benchmark`) is busy: its one slot is held, as a hook holds it.
+    let load = nwh_slots::LoadDir::open(env.path("load"));
+    let main = load.lock_main().unwrap();
+    let held = load.scan(&main, "ssh://b2", 1).unwrap().free.expect("a free slot");
+    drop(main);
+    let out = env.explain(&["--system", "x86_64-linux", "--features", "benchmark"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(row(&text, "ssh://b2")[2..], ["1/1", "busy", "0.50", "-", "its 1 slot is in use"]);
+    assert!(text.contains("answer: postpone\nso: every machine that fits is busy now: Nix waits and asks again"), "{text}");
+    drop(held);
+
+    // b1 failed to connect a moment ago (another hook wrote it down): disabled, with ssh's words.
+    Health::new(env.path("state/down")).mark_down("ssh://b1", "ssh: connect to host b1 port 22: Connection refused");
+    let out = env.explain(&["--system", "x86_64-linux", "--features", "kvm"]);
+    let text = stdout(&out);
+    let b1 = row(&text, "ssh://b1");
+    assert_eq!(b1[3], "no", "{text}");
+    assert!(
+        b1[6].starts_with("unreachable (ssh: connect to host b1 port 22: Connection refused); not tried again for "),
+        "{text}"
+    );
+    assert_eq!(out.status.code(), Some(1), "nothing else builds kvm on x86_64: {text}");
+}
+
+#[test]
+fn a_relative_machines_path_is_explained_as_the_hook_sees_it() {
+    let env = Env::new(MACHINES, "");
+    std::fs::write(env.path("etc-nix/nix.conf"), "builders = @machines\nmax-jobs = 0\n").unwrap();
+    let out = env.explain(&["--system", "x86_64-linux"]);
+    let text = stdout(&out);
+    // Run from the directory that holds `machines`: the hook would still look in `/`.
+    assert!(text.contains("note: setting 'builders'"), "{text}");
+    assert!(text.contains("/machines"), "{text}");
+    assert!(text.contains("(no usable machine in `builders`)"), "{text}");
+    assert_eq!(out.status.code(), Some(1), "{text}");
+}
+
+#[test]
+fn json_for_scripts() {
+    let env = Env::new(MACHINES, "");
+    let out = env.explain(&["--system", "aarch64-linux", "--json", "--features", "kvm"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["answer"], "try ssh://b3");
+    assert_eq!(v["machines"][2]["rank"], 1);
+    assert_eq!(v["machines"][0]["fits"], false);
+    assert_eq!(v["machines"][0]["why_not"], "system `aarch64-linux` is not among its systems (x86_64-linux)");
+    assert_eq!(v["request"]["required_features"], serde_json::json!(["kvm"]));
+}

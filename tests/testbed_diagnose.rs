@@ -1,0 +1,91 @@
+//! The causes users lose days to (user-pain.md §A), provoked on the test bed with real Nix 2.8:
+//! each must be named inside Nix's own output, next to Nix's error, with the fix.
+
+use std::process::Output;
+
+use crate::support::hook::OurHook;
+use crate::support::testbed::{describe, sh_derivation, Opts, Testbed};
+use crate::support::tool::stderr;
+
+fn drv(name: &str, features: &[&str]) -> String {
+    sh_derivation(name, Some("x86_64-linux"), features, "echo > $out")
+}
+
+fn build(tb: &Testbed, hook: &OurHook, expr: &str, builders: &str) -> Output {
+    tb.nix_build(expr, &["--max-jobs", "0", "--option", "builders", builders, "--option", "build-hook", &hook.path])
+}
+
+/// Users test `ssh builder` as themselves; the daemon's hook runs ssh as root, whose
+/// known_hosts lacks the builder (NixOS/nix#2030).
+#[test]
+fn a_host_key_root_does_not_know_is_named_with_the_fix() {
+    let Some(tb) = Testbed::up_or_skip(1, Opts::default()) else { return };
+    let known = std::process::Command::new("ssh-keygen").args(["-F", &tb.addr(1)]).output().unwrap();
+    if known.status.success() {
+        assert!(std::env::var_os("CI").is_none(), "a fresh CI machine's root knows no test-bed host");
+        eprintln!("skipped: root's known_hosts already has {}", tb.addr(1));
+        return;
+    }
+    // The test bed's line without column 8 (the host key): ssh falls back to root's files.
+    let line = tb.machine(1);
+    let without_key = line.split(' ').take(7).collect::<Vec<_>>().join(" ");
+    let hook = OurHook::new(&["--connect-timeout", "5"]);
+    let out = build(&tb, &hook, &drv("nwh-unknown-key", &[]), &without_key);
+    assert!(!out.status.success(), "{}", describe(&out));
+    let err = stderr(&out);
+    for words in [
+        format!("cannot build on 'ssh://root@{}'", tb.addr(1)),
+        "Host key verification failed".to_string(),
+        format!("the host key of root@{} is not known to the user ssh ran as, root (uid 0)", tb.addr(1)),
+        "Fix: put the builder's key in column 8 of its machines line".to_string(),
+        format!("`sudo ssh root@{} true`", tb.addr(1)),
+    ] {
+        assert!(err.contains(&words), "missing {words:?} in\n{err}");
+    }
+}
+
+/// A typo in a feature name that no builder has: Nix says only "unable to start any build".
+#[test]
+fn a_feature_no_builder_has_gets_the_nearest_name() {
+    let opts = Opts { features: Some("kvm,big-parallel".into()), ..Opts::default() };
+    let Some(tb) = Testbed::up_or_skip(1, opts) else { return };
+    let hook = OurHook::new(&[]);
+    let out = build(&tb, &hook, &drv("nwh-typo", &["big-paralel"]), &tb.machine(1));
+    assert!(!out.status.success(), "{}", describe(&out));
+    let err = stderr(&out);
+    assert!(err.contains("unable to start any build"), "Nix's own error:\n{err}");
+    for words in [
+        format!("ssh://root@{} (setting 'builders':1): does not support the required feature `big-paralel`", tb.addr(1)),
+        "hint: no machine supports the required feature `big-paralel`; did you mean `big-parallel`?".to_string(),
+    ] {
+        assert!(err.contains(&words), "missing {words:?} in\n{err}");
+    }
+}
+
+/// A builder with max-jobs 0 that alone could build a derivation: Nix's rule postpones, for
+/// ever, without a word.
+#[test]
+fn a_machine_with_max_jobs_0_is_named_while_nix_waits() {
+    let Some(tb) = Testbed::up_or_skip(1, Opts::default()) else { return };
+    let hook = OurHook::new(&[]);
+    let mut columns: Vec<String> = tb.machine(1).split(' ').map(str::to_string).collect();
+    columns[3] = "0".into();
+    let line = columns.join(" ");
+    let out = tb
+        .nix_build_cmd_within(
+            25,
+            &drv("nwh-never", &[]),
+            &["--max-jobs", "0", "--option", "builders", &line, "--option", "build-hook", &hook.path],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(124), "still waiting when stopped: {}", describe(&out));
+    let err = stderr(&out);
+    for words in [
+        "waits and will wait forever: the only machines that can build it (system x86_64-linux) have max-jobs 0".to_string(),
+        format!("ssh://root@{} (setting 'builders':1): max-jobs is 0", tb.addr(1)),
+        "fix: set column 4 (max-jobs) of those lines to 1 or more".to_string(),
+    ] {
+        assert!(err.contains(&words), "missing {words:?} in\n{err}");
+    }
+}
