@@ -65,6 +65,7 @@ pub enum Command {
     Replay(crate::replay::Args),
     Simulate(crate::simulate::Args),
     Explain(crate::explain::Args),
+    Check(crate::check::Args),
 }
 
 impl Cli {
@@ -93,6 +94,7 @@ pub fn main() -> i32 {
         Some(Command::Replay(args)) => return crate::replay::main(args),
         Some(Command::Simulate(args)) => return crate::simulate::main(args),
         Some(Command::Explain(args)) => return crate::explain::main(args),
+        Some(Command::Check(args)) => return crate::check::main(args),
         None => {}
     }
     let logger = Logger::new(true, log::level_from_verbosity(cli.verbosity.unwrap_or(3)));

@@ -1,0 +1,428 @@
+//! `nix-wasm-hook check`: is every builder usable, as the hook will use it? It reads nix.conf
+//! and the machines exactly as the hook does (paths as seen from `/`), connects with exactly
+//! the hook's SSH (same options, keys, known_hosts, control sockets), and compares what each
+//! line declares with what the builder's Nix really is.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use nwh_machines::{Machine, Severity};
+use serde::Serialize;
+
+use crate::config::Options;
+use crate::transfer::ssh::{self, Master, SshOptions, Target};
+
+/// Check nix.conf, the machines file and every builder: the host key, that Nix answers over
+/// SSH, its version, and that the systems and features each line declares are the builder's.
+/// Exit status: 0 when every builder is usable, 1 when one is not (or a line is unreadable),
+/// 2 when the check itself could not run.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The hook's options file (default /etc/nix/nix-wasm-hook.toml).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<std::path::PathBuf>,
+    /// A `builders` value to check instead of nix.conf's.
+    #[arg(long, value_name = "BUILDERS")]
+    pub builders: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub const EXIT_UNUSABLE: i32 = 1;
+pub const EXIT_ERROR: i32 = 2;
+
+pub fn main(args: &Args) -> i32 {
+    match run(args, &mut std::io::stdout().lock()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("nix-wasm-hook check: {e:#}");
+            EXIT_ERROR
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Warning,
+    Unusable,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    pub severity: Status,
+    pub problem: String,
+    pub fix: String,
+}
+
+/// What the builder's Nix says about itself.
+#[derive(Debug, Default, Serialize)]
+pub struct Facts {
+    pub host_key: String,
+    pub nix_version: Option<String>,
+    pub protocol: Option<String>,
+    pub system: Option<String>,
+    pub extra_platforms: Vec<String>,
+    pub system_features: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub uri: String,
+    pub line: String,
+    pub status: Status,
+    pub problems: Vec<Problem>,
+    pub facts: Facts,
+}
+
+impl Report {
+    fn add(&mut self, severity: Status, problem: impl Into<String>, fix: impl Into<String>) {
+        self.status = self.status.max(severity);
+        self.problems.push(Problem { severity, problem: problem.into(), fix: fix.into() });
+    }
+}
+
+pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
+    let explicit = args.config.is_some();
+    let config = args.config.clone().unwrap_or_else(|| crate::hook::default_config().to_path_buf());
+    let opts = Options::from_file(&config, explicit)?;
+    let mut settings = crate::settings::load(&[]).context("reading nix.conf")?;
+    if let Some(b) = &args.builders {
+        settings.apply_block([("builders", b.as_str())])?;
+    }
+    let mut notes: Vec<String> = settings.warnings().iter().map(|w| w.to_string()).collect();
+    let uid = rustix::process::geteuid().as_raw();
+    if uid != 0 {
+        notes.push(format!(
+            "check runs as uid {uid}, but the hook runs as root under the Nix daemon, with root's keys \
+             and known_hosts: run `sudo nix-wasm-hook check` to see what the hook sees"
+        ));
+    }
+    let parsed = crate::settings::machines(&settings, Path::new("/"));
+    let unreadable = parsed.diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
+    let ssh_opts = opts.ssh_options();
+    let reports: Vec<Report> = std::thread::scope(|scope| {
+        let handles: Vec<_> = parsed.machines.iter().map(|m| scope.spawn(|| check_machine(m, &ssh_opts))).collect();
+        handles.into_iter().map(|h| h.join().expect("a builder check panicked")).collect()
+    });
+    let usable = unreadable == 0 && reports.iter().all(|r| r.status != Status::Unusable);
+    if args.json {
+        let diagnostics: Vec<String> = parsed.diagnostics.iter().map(|d| d.to_string()).collect();
+        serde_json::to_writer_pretty(
+            &mut *out,
+            &serde_json::json!({"notes": notes, "machines_file": diagnostics, "builders": reports, "usable": usable}),
+        )?;
+        writeln!(out)?;
+    } else {
+        for n in &notes {
+            writeln!(out, "note: {n}")?;
+        }
+        for d in &parsed.diagnostics {
+            writeln!(out, "{d}")?;
+        }
+        if parsed.machines.is_empty() {
+            writeln!(out, "no usable machine in `builders` (from {})", builders_origin(&settings))?;
+        }
+        for r in &reports {
+            print_report(out, r)?;
+        }
+        let bad = reports.iter().filter(|r| r.status == Status::Unusable).count();
+        writeln!(
+            out,
+            "\n{} builder(s): {} usable, {bad} unusable; {unreadable} machines line(s) unreadable",
+            reports.len(),
+            reports.len() - bad
+        )?;
+    }
+    Ok(if usable { 0 } else { EXIT_UNUSABLE })
+}
+
+fn builders_origin(settings: &nwh_nixconf::Settings) -> String {
+    settings.origin("builders").map_or_else(|| "its default".to_string(), |o| o.to_string())
+}
+
+fn print_report(out: &mut dyn Write, r: &Report) -> Result<()> {
+    let status = match r.status {
+        Status::Ok => "ok",
+        Status::Warning => "WARNING",
+        Status::Unusable => "UNUSABLE",
+    };
+    writeln!(out, "\n{status:<8}  {} ({})", r.uri, r.line)?;
+    let f = &r.facts;
+    let mut facts = vec![format!("host key: {}", f.host_key)];
+    if let Some(v) = &f.nix_version {
+        facts.push(format!("{v}{}", f.protocol.as_ref().map_or(String::new(), |p| format!(" ({p})"))));
+    }
+    if let Some(s) = &f.system {
+        let mut systems = vec![s.clone()];
+        systems.extend(f.extra_platforms.iter().cloned());
+        facts.push(format!("builds {}", systems.join(", ")));
+        facts.push(format!("features: {}", if f.system_features.is_empty() { "none".into() } else { f.system_features.join(", ") }));
+    }
+    writeln!(out, "          {}", facts.join("; "))?;
+    for p in &r.problems {
+        writeln!(out, "          problem: {}", p.problem)?;
+        if !p.fix.is_empty() {
+            writeln!(out, "          fix: {}", p.fix)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_machine(m: &Machine, ssh_opts: &SshOptions) -> Report {
+    let mut r = Report {
+        uri: m.uri.clone(),
+        line: format!("{}:{}", m.origin.location, m.origin.line),
+        status: Status::Ok,
+        problems: Vec::new(),
+        facts: Facts::default(),
+    };
+    if m.max_jobs == 0 {
+        r.add(
+            Status::Warning,
+            "max-jobs (column 4) is 0: it never takes a build, and derivations only it can build wait forever",
+            format!("set column 4 of {} to 1 or more", r.line),
+        );
+    }
+    let ng = m.uri.starts_with("ssh-ng://");
+    let as_ssh = if ng { Machine { uri: m.uri.replacen("ssh-ng://", "ssh://", 1), ..m.clone() } } else { m.clone() };
+    let target = match Target::from_machine(&as_ssh) {
+        Ok(t) => t,
+        Err(e) => {
+            r.add(Status::Unusable, format!("{e:#}"), "use an ssh:// URI");
+            return r;
+        }
+    };
+    r.facts.host_key = host_key_source(&target, &mut r);
+    let key_unknown = r.status == Status::Unusable;
+    let master = match ssh::master(&target, ssh_opts) {
+        Ok(master) => master,
+        // ssh's words would only repeat the problem already named.
+        Err(e) if key_unknown && format!("{e:#}").contains("Host key verification failed") => return r,
+        Err(e) => {
+            r.add(Status::Unusable, format!("{e:#}"), "");
+            return r;
+        }
+    };
+    if ng {
+        match daemon_handshake(&master, &target) {
+            Ok(v) => r.facts.protocol = Some(format!("nix-daemon protocol {}.{}", v >> 8, v & 0xff)),
+            Err(e) => r.add(Status::Unusable, format!("`nix-daemon --stdio` does not answer: {e:#}"), INSTALL_FIX),
+        }
+        r.add(
+            Status::Unusable,
+            "ssh-ng:// builders are not spoken by this hook yet (it reports them unreachable)",
+            format!("write ssh:// instead of ssh-ng:// in {}: Nix's serve protocol does the same job", r.line),
+        );
+    } else {
+        match serve_handshake(&master, &target) {
+            Ok(v) => r.facts.protocol = Some(format!("serve protocol {}.{}", v >> 8, v & 0xff)),
+            Err(e) => {
+                r.add(Status::Unusable, format!("`{} --serve` does not answer: {e:#}", target.remote_program), INSTALL_FIX)
+            }
+        }
+    }
+    let program = if ng { "nix-store".to_string() } else { target.remote_program.clone() };
+    match run_remote(&master, &program, &["--version"]) {
+        // `nix-store (Nix) 2.8.0` → `Nix 2.8.0`; Lix says `nix-store (Lix, like Nix) 2.93.0`.
+        Ok(v) => {
+            let v = v.trim();
+            let flavour = if v.contains("Lix") { "Lix" } else { "Nix" };
+            r.facts.nix_version = Some(format!("{flavour} {}", v.rsplit(' ').next().unwrap_or(v)));
+        }
+        Err(e) => r.add(Status::Warning, format!("`{program} --version` failed: {e:#}"), ""),
+    }
+    compare_config(m, &master, &program, &mut r);
+    r
+}
+
+const INSTALL_FIX: &str = "is Nix installed on the builder, and on the PATH of a non-interactive ssh \
+    session (`ssh HOST nix-store --version`)? If not, give its path with ?remote-program=/nix/var/nix/profiles/default/bin/nix-store in the URI";
+
+/// Where the host key comes from, as ssh will look for it; a key only the invoking user's
+/// own known_hosts has (the classic "works for me, not for the daemon") is a problem.
+fn host_key_source(target: &Target, r: &mut Report) -> String {
+    if let Some(line) = &target.host_key {
+        return format!("column 8 ({})", ssh::fingerprint(line).unwrap_or_else(|| "unreadable".into()));
+    }
+    let name = match target.port {
+        Some(p) if p != 22 => format!("[{}]:{p}", target.host),
+        _ => target.host.clone(),
+    };
+    let home = home_of_euid();
+    let own = home.as_ref().map(|h| format!("{h}/.ssh/known_hosts"));
+    let files: Vec<String> = own.iter().cloned().chain(["/etc/ssh/ssh_known_hosts".to_string()]).collect();
+    if let Some(f) = files.iter().find(|f| known_in(&name, f)) {
+        return f.clone();
+    }
+    let mut problem = format!("the host key of {name} is in neither {}", files.join(" nor "));
+    if let Some(user) = std::env::var("SUDO_USER").ok().filter(|u| !u.is_empty() && u != "root") {
+        if let Some(h) = home_of(&user) {
+            let theirs = format!("{h}/.ssh/known_hosts");
+            if known_in(&name, &theirs) {
+                problem += &format!(
+                    "; {user}'s own {theirs} has it (you accepted it as yourself, but the hook runs ssh as root)"
+                );
+            }
+        }
+    }
+    r.add(
+        Status::Unusable,
+        problem,
+        format!(
+            "put the key in column 8 of {} (`ssh-keyscan -t ed25519 {} | cut -d' ' -f2- | base64 -w0`), or \
+             accept it once as root (`sudo ssh {} true`)",
+            r.line,
+            target.host,
+            target.display()
+        ),
+    );
+    "none known".into()
+}
+
+fn known_in(name: &str, file: &str) -> bool {
+    Path::new(file).exists()
+        && std::process::Command::new("ssh-keygen")
+            .args(["-F", name, "-f", file])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+/// ssh takes home directories from the password database, not from $HOME.
+fn home_of(user: &str) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() >= 6 && f[0] == user).map(|f| f[5].to_string())
+}
+
+fn home_of_euid() -> Option<String> {
+    let uid = rustix::process::geteuid().as_raw().to_string();
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() >= 6 && f[2] == uid).map(|f| f[5].to_string())
+}
+
+fn stderr_pipe() -> Result<(OwnedFd, std::io::PipeReader)> {
+    let (r, w) = std::io::pipe()?;
+    Ok((OwnedFd::from(w), r))
+}
+
+fn serve_handshake(master: &Master, target: &Target) -> Result<u64> {
+    let mut args = vec!["--serve"];
+    if let Some(store) = &target.remote_store {
+        args.extend(["--store", store]);
+    }
+    let (err_w, mut err_r) = stderr_pipe()?;
+    let remote = master.spawn(&target.remote_program, &args, err_w)?;
+    let (stdout, stdin) = (remote.stdout.try_clone()?, remote.stdin.try_clone()?);
+    let result = nwh_serve::ServeClient::handshake(target.display(), stdout, stdin).map(|c| c.remote_version());
+    let _ = remote.finish();
+    result.map_err(|e| {
+        let mut said = String::new();
+        let _ = err_r.read_to_string(&mut said);
+        anyhow::anyhow!("{e}{}", if said.trim().is_empty() { String::new() } else { format!(": {}", said.trim()) })
+    })
+}
+
+/// The worker protocol's greeting (`nix-daemon --stdio`, what ssh-ng:// speaks): magic, then
+/// the daemon's magic and protocol version.
+fn daemon_handshake(master: &Master, target: &Target) -> Result<u64> {
+    const WORKER_MAGIC_1: u64 = 0x6e69_7863;
+    const WORKER_MAGIC_2: u64 = 0x6478_696f;
+    let program = if target.remote_program == "nix-store" { "nix-daemon" } else { &target.remote_program };
+    let (err_w, _err_r) = stderr_pipe()?;
+    let remote = master.spawn(program, &["--stdio"], err_w)?;
+    let mut w = nwh_wire::Writer::new(remote.stdin.try_clone()?);
+    let mut rd = nwh_wire::Reader::new(remote.stdout.try_clone()?);
+    w.write_u64(WORKER_MAGIC_1)?;
+    w.flush()?;
+    let magic = rd.read_u64()?;
+    anyhow::ensure!(magic == WORKER_MAGIC_2, "it answered {magic:#x}, not the daemon's greeting");
+    let version = rd.read_u64()?;
+    drop((w, rd));
+    let _ = remote.finish();
+    Ok(version)
+}
+
+/// Runs a command through the master and returns its standard output; its standard error
+/// becomes the error when it fails.
+fn run_remote(master: &Master, program: &str, args: &[&str]) -> Result<String> {
+    let (err_w, mut err_r) = stderr_pipe()?;
+    let mut remote = master.spawn(program, args, err_w)?;
+    let mut out = String::new();
+    remote.stdout.read_to_string(&mut out)?;
+    let status = remote.finish()?;
+    let mut said = String::new();
+    let _ = err_r.read_to_string(&mut said);
+    anyhow::ensure!(status.success(), "{} ({status})", said.lines().next().unwrap_or("no message"));
+    Ok(out)
+}
+
+/// The builder's `system`, `extra-platforms` and `system-features`, against the line.
+fn compare_config(m: &Machine, master: &Master, program: &str, r: &mut Report) {
+    // `nix` sits beside `nix-store`; an absolute remote-program says where.
+    let nix = match program.rsplit_once('/') {
+        Some((dir, _)) => format!("{dir}/nix"),
+        None => "nix".to_string(),
+    };
+    let json = match run_remote(master, &nix, &["--extra-experimental-features", "nix-command", "show-config", "--json"]) {
+        Ok(j) => j,
+        Err(e) => {
+            r.add(
+                Status::Warning,
+                format!("could not read the builder's configuration (`{nix} show-config --json`): {e:#}"),
+                "the systems and features of the line were not checked",
+            );
+            return;
+        }
+    };
+    let Ok(config) = serde_json::from_str::<serde_json::Value>(&json) else {
+        r.add(Status::Warning, "the builder's `nix show-config --json` is not JSON", "");
+        return;
+    };
+    let value = |name: &str| -> Vec<String> {
+        match &config[name]["value"] {
+            serde_json::Value::String(s) => s.split_whitespace().map(str::to_string).collect(),
+            serde_json::Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+            _ => Vec::new(),
+        }
+    };
+    let system = value("system").into_iter().next();
+    let extra = value("extra-platforms");
+    let features: BTreeSet<String> = value("system-features").into_iter().collect();
+    let systems: BTreeSet<&str> = system.iter().chain(&extra).map(String::as_str).collect();
+    for s in &m.systems {
+        if !systems.contains(s.as_str()) {
+            let hint = crate::hints::nearest(s, systems.iter().copied()).map_or(String::new(), |n| format!(" (did you mean `{n}`?)"));
+            r.add(
+                Status::Warning,
+                format!(
+                    "the line declares system `{s}`, which the builder does not build (it builds {}); builds for it would fail there",
+                    systems.iter().copied().collect::<Vec<_>>().join(", ")
+                ),
+                format!("remove `{s}` from column 2 of {}{hint}, or add it to the builder's extra-platforms", r.line),
+            );
+        }
+    }
+    for f in m.supported_features.iter().chain(&m.mandatory_features) {
+        if !features.contains(f) {
+            let hint = crate::hints::nearest(f, features.iter().map(String::as_str))
+                .map_or(String::new(), |n| format!(" (did you mean `{n}`?)"));
+            r.add(
+                Status::Warning,
+                format!(
+                    "the line declares feature `{f}`, which the builder's system-features lack ({}); builds requiring it would fail there",
+                    features.iter().cloned().collect::<Vec<_>>().join(", ")
+                ),
+                format!("correct columns 6–7 of {}{hint}, or add `{f}` to the builder's system-features", r.line),
+            );
+        }
+    }
+    r.facts.system = system;
+    r.facts.extra_platforms = extra;
+    r.facts.system_features = features.into_iter().collect();
+}

@@ -1,0 +1,118 @@
+//! `nix-wasm-hook check` against the test bed: one good builder and one line for each fault
+//! users meet, each named with its fix.
+
+use std::process::{Command, Output};
+
+use crate::support::hook::OurHook;
+use crate::support::testbed::{describe, Opts, Testbed};
+use crate::support::tool::{stderr, stdout};
+
+fn check(hook: &OurHook, builders: &str, extra: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hook.toml");
+    std::fs::write(&config, format!("state-dir = {:?}\nconnect-timeout = 3\n", hook.state())).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_nix-wasm-hook"))
+        .current_dir("/")
+        .env_remove("NIX_CONFIG")
+        .env_remove("NIX_REMOTE_SYSTEMS")
+        .env("NIX_CONF_DIR", dir.path())
+        .args(["check", "--config"])
+        .arg(&config)
+        .args(["--builders", builders])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// The lines of the report about the machine on `line` of the builders setting.
+fn section<'a>(text: &'a str, line: usize) -> String {
+    let tag = format!("(setting 'builders':{line})");
+    let mut lines = text.lines().skip_while(|l| !l.contains(&tag));
+    let mut s: Vec<&str> = lines.next().into_iter().collect();
+    s.extend(lines.take_while(|l| l.starts_with("          ")));
+    s.join("\n")
+}
+
+#[test]
+fn check_names_every_fault_with_its_fix() {
+    let Some(tb) = Testbed::up_or_skip(3, Opts { features: Some("big-parallel".into()), ..Opts::default() }) else {
+        return;
+    };
+    let root_knows = |host: &str| Command::new("ssh-keygen").args(["-F", host]).output().unwrap().status.success();
+    if root_knows(&tb.addr(2)) {
+        assert!(std::env::var_os("CI").is_none(), "a fresh CI machine's root knows no test-bed host");
+        eprintln!("skipped: root's known_hosts already has {}", tb.addr(2));
+        return;
+    }
+    tb.builder_stop(3);
+    let cols = |i: usize| -> Vec<String> { tb.machine(i).split(' ').map(str::to_string).collect() };
+    let good = tb.machine(1);
+    // The same builder as line 1, with a typo in its features (column 6).
+    let mut typo = cols(1);
+    typo[0] = format!("ssh://{}", tb.addr(1));
+    typo[5] = "big-paralel".into();
+    // Builder 2 without its host key (column 8): root's known_hosts must have it, and has not.
+    let unknown_key = cols(2)[..7].join(" ");
+    // Builder 2 again, with max-jobs 0.
+    let mut zero = cols(2);
+    zero[3] = "0".into();
+    let lines = [
+        good,
+        unknown_key,
+        tb.machine(3),
+        typo.join(" "),
+        zero.join(" "),
+        "@machines.local".to_string(),
+        tb.machines_lines_ng()[0].clone(),
+    ];
+    let hook = OurHook::new(&[]);
+    let out = check(&hook, &lines.join("\n"), &[]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let (a1, a2, a3) = (tb.addr(1), tb.addr(2), tb.addr(3));
+
+    let s = section(&text, 1);
+    assert!(s.starts_with(&format!("ok        ssh://root@{a1} (setting 'builders':1)")), "{text}");
+    assert!(s.contains("host key: column 8 (SHA256:") && s.contains("Nix 2.8.0 (serve protocol 2."), "{s}");
+    assert!(s.contains("builds x86_64-linux") && s.contains("big-parallel"), "{s}");
+
+    let s = section(&text, 2);
+    assert!(s.starts_with(&format!("UNUSABLE  ssh://root@{a2} (setting 'builders':2)")), "{text}");
+    assert!(s.contains(&format!("problem: the host key of {a2} is in neither /root/.ssh/known_hosts nor /etc/ssh/ssh_known_hosts")), "{s}");
+    assert!(s.contains("fix: put the key in column 8 of setting 'builders':2"), "{s}");
+    assert_eq!(s.matches("problem:").count(), 1, "said once: {s}");
+
+    let s = section(&text, 3);
+    assert!(s.starts_with(&format!("UNUSABLE  ssh://root@{a3} (setting 'builders':3)")), "{text}");
+    assert!(s.contains("Connection refused"), "{s}");
+    assert!(s.contains(&format!("nothing accepts connections on port 22 of {a3}: is sshd running there")), "{s}");
+
+    let s = section(&text, 4);
+    assert!(s.starts_with(&format!("WARNING   ssh://{a1} (setting 'builders':4)")), "{text}");
+    assert!(s.contains("problem: the line declares feature `big-paralel`, which the builder's system-features lack"), "{s}");
+    assert!(s.contains("fix: correct columns 6–7 of setting 'builders':4 (did you mean `big-parallel`?)"), "{s}");
+
+    let s = section(&text, 5);
+    assert!(s.starts_with(&format!("WARNING   ssh://root@{a2} (setting 'builders':5)")), "{text}");
+    assert!(s.contains("problem: max-jobs (column 4) is 0: it never takes a build"), "{s}");
+    assert!(s.contains("fix: set column 4 of setting 'builders':5 to 1 or more"), "{s}");
+
+    assert!(
+        text.contains("setting 'builders':6:2: error: included file 'machines.local' is a relative path; the build hook runs with its working directory at '/'"),
+        "{text}"
+    );
+    // ssh-ng://: the daemon answers, but this hook does not speak its protocol yet.
+    let s = section(&text, 7);
+    assert!(s.starts_with(&format!("UNUSABLE  ssh-ng://root@{a1} (setting 'builders':7)")), "{text}");
+    assert!(s.contains("Nix 2.8.0 (nix-daemon protocol 1."), "{s}");
+    assert!(s.contains("fix: write ssh:// instead of ssh-ng:// in setting 'builders':7"), "{s}");
+
+    assert!(text.contains("6 builder(s): 3 usable, 3 unusable; 1 machines line(s) unreadable"), "{text}");
+
+    let json = check(&hook, &lines[..1].join("\n"), &["--json"]);
+    assert_eq!(json.status.code(), Some(0), "{}", stderr(&json));
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["builders"][0]["status"], "ok");
+    assert_eq!(v["builders"][0]["facts"]["nix_version"], "Nix 2.8.0");
+    assert_eq!(v["usable"], true);
+}
