@@ -9,7 +9,6 @@
 //! `$NWH_PYTHON_POLICY`. Without that variable (a plain `cargo test`) the Python tests say so
 //! and pass, except under CI, where they fail.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -17,9 +16,9 @@ use std::time::{Duration, Instant};
 use nix_wasm_hook::decision::{MachineView, Request};
 use nix_wasm_hook::policy::cache::{self, Cache};
 use nix_wasm_hook::policy::{engine, DecidedBy, Limits, Policies, Policy};
-use nix_wasm_hook::schedule::Local;
-use serde::Deserialize;
+use nix_wasm_hook::schedule;
 
+use crate::support::decision_table;
 use crate::support::tool::python_policy;
 
 fn c_policy() -> PathBuf {
@@ -57,77 +56,20 @@ struct Case {
     machines: Vec<MachineView>,
 }
 
-/// The decision table (tests/fixtures/decisions.toml), as tests/decisions.rs reads it, but with
-/// the policy's inputs built directly: `busy` becomes `slots-in-use`.
-#[derive(Deserialize)]
-struct Table {
-    case: Vec<TableCase>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "kebab-case")]
-struct TableCase {
-    name: String,
-    machines: Vec<String>,
-    #[serde(default)]
-    busy: Vec<u32>,
-    system: String,
-    #[serde(default)]
-    features: Vec<String>,
-    #[serde(default = "yes")]
-    am_willing: bool,
-    #[serde(default = "one")]
-    local_max_jobs: u32,
-}
-
-fn yes() -> bool {
-    true
-}
-fn one() -> u32 {
-    1
-}
-
-fn local(max_jobs: u32) -> Local {
-    Local {
-        max_jobs,
-        system: "x86_64-linux".into(),
-        extra_platforms: vec!["i686-linux".into()],
-        features: ["benchmark", "big-parallel", "kvm", "nixos-test"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<BTreeSet<_>>(),
-    }
-}
-
+/// The decision table's cases, with the policy's inputs built directly: `busy` becomes
+/// `slots-in-use`.
 fn table_cases() -> Vec<Case> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/decisions.toml");
-    let table: Table = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let ctx = nwh_machines::ParseContext { local_system: "x86_64-linux".into(), cwd: "/".into() };
-    table
-        .case
+    decision_table::load()
         .into_iter()
         .map(|c| {
-            let parsed = nwh_machines::parse_builders(&c.machines.join("\n"), "decisions.toml", &ctx);
-            assert!(parsed.diagnostics.iter().all(|d| !d.is_error()), "{}: {:?}", c.name, parsed.diagnostics);
-            let machines = parsed
-                .machines
+            let machines = decision_table::machines(&c)
                 .iter()
                 .enumerate()
-                .map(|(i, m)| MachineView {
-                    uri: m.uri.clone(),
-                    systems: m.systems.clone(),
-                    max_jobs: m.max_jobs,
-                    speed_factor: m.speed_factor,
-                    supported_features: m.supported_features.iter().cloned().collect(),
-                    mandatory_features: m.mandatory_features.iter().cloned().collect(),
-                    slots_in_use: c.busy.get(i).copied().unwrap_or(0),
-                    enabled: true,
-                    down_reason: None,
-                })
+                .map(|(i, m)| schedule::view(m, c.busy.get(i).copied().unwrap_or(0), None))
                 .collect();
             let request = Request {
                 drv_path: "/nix/store/00000000000000000000000000000000-case.drv".into(),
-                could_build_locally: local(c.local_max_jobs).could_build(&c.system, &c.features),
+                could_build_locally: decision_table::local(c.local_max_jobs).could_build(&c.system, &c.features),
                 system: c.system,
                 required_features: c.features,
                 am_willing: c.am_willing,

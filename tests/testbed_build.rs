@@ -2,10 +2,7 @@
 
 use crate::support::hook::OurHook;
 use crate::support::testbed::{describe, out_paths, sh_derivation, unique_nonce, Opts, Testbed};
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use crate::support::tool::stderr;
 
 /// Which test bed builder a hostname names (`nwhtb-b3` → 3).
 fn builder_of(hostname: &str) -> usize {

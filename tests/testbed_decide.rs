@@ -3,13 +3,10 @@
 
 use crate::support::hook::OurHook;
 use crate::support::testbed::{describe, out_paths, sh_derivation, Opts, Testbed};
+use crate::support::tool::stderr;
 
 fn drv(name: &str, system: &str, features: &[&str]) -> String {
     sh_derivation(name, Some(system), features, "read h < /proc/sys/kernel/hostname; echo $h > $out")
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]

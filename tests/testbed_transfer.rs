@@ -5,10 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::support::hook::OurHook;
 use crate::support::testbed::{describe, out_paths, sh_derivation, unique_nonce, Opts, Testbed};
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use crate::support::tool::stderr;
 
 fn host_of(path: &str) -> String {
     std::fs::read_to_string(path).unwrap().trim().to_string()

@@ -35,13 +35,7 @@ pub const EXIT_UNUSABLE: i32 = 1;
 pub const EXIT_ERROR: i32 = 2;
 
 pub fn main(args: &Args) -> i32 {
-    match run(args, &mut std::io::stdout().lock()) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("nix-wasm-hook check: {e:#}");
-            EXIT_ERROR
-        }
-    }
+    crate::cli::tool_main("check", EXIT_ERROR, |out| run(args, out))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -253,15 +247,15 @@ fn host_key_source(target: &Target, r: &mut Report) -> String {
         Some(p) if p != 22 => format!("[{}]:{p}", target.host),
         _ => target.host.clone(),
     };
-    let home = home_of_euid();
-    let own = home.as_ref().map(|h| format!("{h}/.ssh/known_hosts"));
+    let own_home = home(&rustix::process::geteuid().as_raw().to_string());
+    let own = own_home.as_ref().map(|h| format!("{h}/.ssh/known_hosts"));
     let files: Vec<String> = own.iter().cloned().chain(["/etc/ssh/ssh_known_hosts".to_string()]).collect();
     if let Some(f) = files.iter().find(|f| known_in(&name, f)) {
         return f.clone();
     }
     let mut problem = format!("the host key of {name} is in neither {}", files.join(" nor "));
     if let Some(user) = std::env::var("SUDO_USER").ok().filter(|u| !u.is_empty() && u != "root") {
-        if let Some(h) = home_of(&user) {
+        if let Some(h) = home(&user) {
             let theirs = format!("{h}/.ssh/known_hosts");
             if known_in(&name, &theirs) {
                 problem += &format!(
@@ -294,16 +288,14 @@ fn known_in(name: &str, file: &str) -> bool {
             .is_ok_and(|s| s.success())
 }
 
-/// ssh takes home directories from the password database, not from $HOME.
-fn home_of(user: &str) -> Option<String> {
+/// The home directory of a user, by name or by uid: ssh takes it from the password database,
+/// not from $HOME.
+fn home(user_or_uid: &str) -> Option<String> {
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() >= 6 && f[0] == user).map(|f| f[5].to_string())
-}
-
-fn home_of_euid() -> Option<String> {
-    let uid = rustix::process::geteuid().as_raw().to_string();
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() >= 6 && f[2] == uid).map(|f| f[5].to_string())
+    let entry = passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| {
+        f.len() >= 6 && (f[0] == user_or_uid || f[2] == user_or_uid)
+    })?;
+    Some(entry[5].to_string())
 }
 
 fn stderr_pipe() -> Result<(OwnedFd, std::io::PipeReader)> {

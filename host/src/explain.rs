@@ -47,13 +47,7 @@ pub const EXIT_UNBUILDABLE: i32 = 1;
 pub const EXIT_ERROR: i32 = 2;
 
 pub fn main(args: &Args) -> i32 {
-    match run(args, &mut std::io::stdout().lock()) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("nix-wasm-hook explain: {e:#}");
-            EXIT_ERROR
-        }
-    }
+    crate::cli::tool_main("explain", EXIT_ERROR, |out| run(args, out))
 }
 
 /// One machine's row.

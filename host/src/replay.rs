@@ -52,21 +52,7 @@ pub struct Args {
 }
 
 pub fn main(args: &Args) -> i32 {
-    match run(args, &mut std::io::stdout().lock()) {
-        Ok(code) => code,
-        // `replay … | head` is not an error.
-        Err(e) if is_broken_pipe(&e) => 0,
-        Err(e) => {
-            eprintln!("nix-wasm-hook replay: {e:#}");
-            EXIT_ERROR
-        }
-    }
-}
-
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
+    crate::cli::tool_main("replay", EXIT_ERROR, |out| run(args, out))
 }
 
 /// One side of the comparison.

@@ -1,3 +1,4 @@
+pub mod decision_table;
 pub mod fake_parent;
 pub mod hook;
 pub mod testbed;

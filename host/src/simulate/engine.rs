@@ -272,20 +272,7 @@ impl Sim<'_> {
             .builders
             .iter()
             .zip(&self.running)
-            .map(|(b, &in_use)| {
-                let m = &b.machine;
-                MachineView {
-                    uri: m.uri.clone(),
-                    systems: m.systems.clone(),
-                    max_jobs: m.max_jobs,
-                    speed_factor: m.speed_factor,
-                    supported_features: m.supported_features.iter().cloned().collect(),
-                    mandatory_features: m.mandatory_features.iter().cloned().collect(),
-                    slots_in_use: in_use,
-                    enabled: true,
-                    down_reason: None,
-                }
-            })
+            .map(|(b, &in_use)| crate::schedule::view(&b.machine, in_use, None))
             .collect()
     }
 

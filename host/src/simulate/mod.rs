@@ -69,13 +69,7 @@ pub const EXIT_NOT_ALL_BUILT: i32 = 1;
 pub const EXIT_ERROR: i32 = 2;
 
 pub fn main(args: &Args) -> i32 {
-    match run(args, &mut std::io::stdout().lock()) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("nix-wasm-hook simulate: {e:#}");
-            EXIT_ERROR
-        }
-    }
+    crate::cli::tool_main("simulate", EXIT_ERROR, |out| run(args, out))
 }
 
 pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {

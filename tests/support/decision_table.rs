@@ -1,0 +1,68 @@
+//! The decision table, tests/fixtures/decisions.toml: requests with the answer Nix's algorithm
+//! gives. tests/decisions.rs runs it through the whole host; tests/other_languages.rs gives
+//! its inputs to the policies in other languages directly.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use nix_wasm_hook::schedule::Local;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Table {
+    case: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Case {
+    pub name: String,
+    pub machines: Vec<String>,
+    /// Slots in use, per machine (held by "other hooks").
+    #[serde(default)]
+    pub busy: Vec<u32>,
+    pub system: String,
+    #[serde(default)]
+    pub features: Vec<String>,
+    #[serde(default = "yes")]
+    pub am_willing: bool,
+    #[serde(default = "one")]
+    pub local_max_jobs: u32,
+    /// `try URI…`, `decline` or `postpone`.
+    pub expect: String,
+}
+
+fn yes() -> bool {
+    true
+}
+fn one() -> u32 {
+    1
+}
+
+pub fn load() -> Vec<Case> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/decisions.toml");
+    let table: Table = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    table.case
+}
+
+/// The local machine of every case: x86_64-linux with Nix's default features.
+pub fn local(max_jobs: u32) -> Local {
+    Local {
+        max_jobs,
+        system: "x86_64-linux".into(),
+        extra_platforms: vec!["i686-linux".into()],
+        features: ["benchmark", "big-parallel", "kvm", "nixos-test"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<BTreeSet<_>>(),
+    }
+}
+
+/// The case's machines, parsed as the hook parses them.
+pub fn machines(case: &Case) -> Vec<nwh_machines::Machine> {
+    let ctx = nwh_machines::ParseContext { local_system: "x86_64-linux".into(), cwd: "/".into() };
+    let parsed = nwh_machines::parse_builders(&case.machines.join("\n"), "decisions.toml", &ctx);
+    assert!(parsed.diagnostics.iter().all(|d| !d.is_error()), "{}: {:?}", case.name, parsed.diagnostics);
+    parsed.machines
+}
