@@ -8,6 +8,11 @@ use crate::support::testbed::{describe, Opts, Testbed};
 use crate::support::tool::{stderr, stdout};
 
 fn check(hook: &OurHook, builders: &str, extra: &[&str]) -> Output {
+    check_as(hook, builders, extra, None)
+}
+
+/// `check`, as if run through `sudo` by `sudo_user`.
+fn check_as(hook: &OurHook, builders: &str, extra: &[&str], sudo_user: Option<&str>) -> Output {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("hook.toml");
     std::fs::write(&config, format!("state-dir = {:?}\nconnect-timeout = 3\n", hook.state())).unwrap();
@@ -16,6 +21,7 @@ fn check(hook: &OurHook, builders: &str, extra: &[&str]) -> Output {
         .env_remove("NIX_CONFIG")
         .env_remove("NIX_REMOTE_SYSTEMS")
         .env("NIX_CONF_DIR", dir.path())
+        .env("SUDO_USER", sudo_user.unwrap_or(""))
         .args(["check", "--config"])
         .arg(&config)
         .args(["--builders", builders])
@@ -109,10 +115,49 @@ fn check_names_every_fault_with_its_fix() {
 
     assert!(text.contains("6 builder(s): 3 usable, 3 unusable; 1 machines line(s) unreadable"), "{text}");
 
+    // The classic: the key is in the invoking user's own known_hosts (they ran `ssh` as
+    // themselves), not root's. `sudo` names that user in SUDO_USER.
+    let user = TempUser::new("nwh-check-user");
+    let ssh_dir = user.home.path().join(".ssh");
+    std::fs::create_dir_all(&ssh_dir).unwrap();
+    use base64::Engine;
+    let key = base64::engine::general_purpose::STANDARD.decode(&cols(2)[7]).unwrap();
+    std::fs::write(ssh_dir.join("known_hosts"), format!("{a2} {}\n", String::from_utf8(key).unwrap())).unwrap();
+    let out = check_as(&hook, &lines[1], &[], Some(&user.name));
+    let s = section(&stdout(&out), 1);
+    let theirs = format!(
+        "; nwh-check-user's own {}/.ssh/known_hosts has it (you accepted it as yourself, but the hook runs ssh as root)",
+        user.home.path().display()
+    );
+    assert!(s.contains(&theirs), "missing {theirs:?} in\n{s}");
+    drop(user);
+
     let json = check(&hook, &lines[..1].join("\n"), &["--json"]);
     assert_eq!(json.status.code(), Some(0), "{}", stderr(&json));
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(v["builders"][0]["status"], "ok");
     assert_eq!(v["builders"][0]["facts"]["nix_version"], "Nix 2.8.0");
     assert_eq!(v["usable"], true);
+}
+
+/// A system user with a temporary home, removed again on drop.
+struct TempUser {
+    name: String,
+    home: tempfile::TempDir,
+}
+
+impl TempUser {
+    fn new(name: &str) -> TempUser {
+        let home = tempfile::tempdir().unwrap();
+        let _ = Command::new("userdel").arg(name).output();
+        let out = Command::new("useradd").args(["-M", "-d"]).arg(home.path()).arg(name).output().unwrap();
+        assert!(out.status.success(), "useradd: {}", describe(&out));
+        TempUser { name: name.to_string(), home }
+    }
+}
+
+impl Drop for TempUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.name).output();
+    }
 }

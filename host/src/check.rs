@@ -291,11 +291,27 @@ fn known_in(name: &str, file: &str) -> bool {
 /// The home directory of a user, by name or by uid: ssh takes it from the password database,
 /// not from $HOME.
 fn home(user_or_uid: &str) -> Option<String> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    home_in(&std::fs::read_to_string("/etc/passwd").ok()?, user_or_uid)
+}
+
+fn home_in(passwd: &str, user_or_uid: &str) -> Option<String> {
     let entry = passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| {
         f.len() >= 6 && (f[0] == user_or_uid || f[2] == user_or_uid)
     })?;
     Some(entry[5].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::home_in;
+
+    #[test]
+    fn homes_by_name_or_uid() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000:Alice,,,:/home/alice:/bin/zsh\n";
+        assert_eq!(home_in(passwd, "alice").as_deref(), Some("/home/alice"));
+        assert_eq!(home_in(passwd, "0").as_deref(), Some("/root"));
+        assert_eq!(home_in(passwd, "bob"), None);
+    }
 }
 
 fn stderr_pipe() -> Result<(OwnedFd, std::io::PipeReader)> {
