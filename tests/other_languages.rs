@@ -19,7 +19,7 @@ use nix_wasm_hook::policy::{engine, DecidedBy, Limits, Policies, Policy};
 use nix_wasm_hook::schedule;
 
 use crate::support::decision_table;
-use crate::support::tool::python_policy;
+use crate::support::tool::{js_policy, python_policy};
 
 fn c_policy() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/policies/c.wasm")
@@ -29,6 +29,7 @@ fn c_policy() -> PathBuf {
 /// one compilation of it (a miss costs ~15 s in release, minutes in a debug build).
 static C_LOADED: OnceLock<Policies> = OnceLock::new();
 static PYTHON_LOADED: OnceLock<Policies> = OnceLock::new();
+static JS_LOADED: OnceLock<Policies> = OnceLock::new();
 
 fn loaded(cell: &'static OnceLock<Policies>, path: &Path) -> &'static Policies {
     cell.get_or_init(|| load(path))
@@ -284,6 +285,20 @@ fn the_python_policy_decides_exactly_as_the_default() {
     same_answers_as_the_default(loaded(&PYTHON_LOADED, &python), &python, &all_cases());
 }
 
+#[test]
+fn the_js_policy_decides_exactly_as_the_default() {
+    let Some(js) = js_policy() else { return };
+    same_answers_as_the_default(loaded(&JS_LOADED, &js), &js, &all_cases());
+}
+
+#[test]
+fn the_js_policy_imports_only_wasi_and_no_network() {
+    let Some(js) = js_policy() else { return };
+    loaded(&JS_LOADED, &js);
+    let names = imports(&js);
+    assert!(names.iter().all(|n| n.starts_with("wasi:") && !n.starts_with("wasi:http/")), "{names:?}");
+}
+
 /// The top-level imports of a component, read through the shared cache (a hit once the
 /// component is loaded).
 fn imports(path: &Path) -> Vec<String> {
@@ -349,6 +364,11 @@ fn compile_and_cached_load_times() {
     match python_policy() {
         Some(p) if measure_python => rows.push(("python", p)),
         Some(_) => println!("python: not measured in a debug build (see this test's comment)"),
+        None => {}
+    }
+    match js_policy() {
+        Some(p) if measure_python => rows.push(("js", p)),
+        Some(_) => println!("js: not measured in a debug build (see this test's comment)"),
         None => {}
     }
     let mut report = format!(

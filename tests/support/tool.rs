@@ -5,39 +5,47 @@ use std::process::{Command, Output};
 
 use super::fake_parent::shared_cache;
 
-const PYTHON_ENV: &str = "NWH_PYTHON_POLICY";
-
-/// The Python component named by `$NWH_PYTHON_POLICY`, or None (after saying why) when the
-/// tests were not started by `cargo xtask test`, which builds it (componentize-py's output is
-/// not reproducible, so it is not committed). Under CI its absence is a failure.
-pub fn python_policy() -> Option<PathBuf> {
-    match std::env::var_os(PYTHON_ENV) {
+/// A policy component that `cargo xtask test` builds and names in `env` (componentize-py's
+/// and componentize-js's output is not reproducible, so it is not committed), or None (after
+/// saying why) when the tests were not started by it. Under CI its absence is a failure.
+fn built_policy(env: &str) -> Option<PathBuf> {
+    match std::env::var_os(env) {
         Some(path) => {
             let path = PathBuf::from(path);
-            assert!(path.is_file(), "${PYTHON_ENV} names {}, which does not exist", path.display());
+            assert!(path.is_file(), "${env} names {}, which does not exist", path.display());
             Some(path)
         }
         None if std::env::var_os("CI").is_some() => {
-            panic!("${PYTHON_ENV} is not set: CI must run `cargo xtask test`, which builds the Python policy")
+            panic!("${env} is not set: CI must run `cargo xtask test`, which builds that policy")
         }
         None => {
             eprintln!(
-                "skipped: ${PYTHON_ENV} is not set; `cargo xtask test` (or `cargo xtask \
-                 build-other-policies`, then {PYTHON_ENV}=<target>/policies/other/python/python.wasm) \
-                 runs this test"
+                "skipped: ${env} is not set; `cargo xtask test` (or `cargo xtask build-other-policies`, \
+                 then {env}=<target>/policies/other/…) runs this test"
             );
             None
         }
     }
 }
 
-/// A component in tests/fixtures/policies, by name; `python` is the Python policy
-/// ([`python_policy`]), `None` when it was not built.
+/// The Python policy (policies/python).
+pub fn python_policy() -> Option<PathBuf> {
+    built_policy("NWH_PYTHON_POLICY")
+}
+
+/// The JavaScript policy (policies/js).
+pub fn js_policy() -> Option<PathBuf> {
+    built_policy("NWH_JS_POLICY")
+}
+
+/// A component in tests/fixtures/policies, by name; `python` and `js` are the policies
+/// `cargo xtask test` builds, `None` when they were not built.
 pub fn try_policy_fixture(name: &str) -> Option<String> {
-    if name == "python" {
-        return python_policy().map(|p| p.display().to_string());
+    match name {
+        "python" => python_policy().map(|p| p.display().to_string()),
+        "js" => js_policy().map(|p| p.display().to_string()),
+        _ => Some(policy_fixture(name)),
     }
-    Some(policy_fixture(name))
 }
 
 /// A component in tests/fixtures/policies, by name.

@@ -19,9 +19,10 @@ commands:
       tests/fixtures/policies/<name>.wasm. Then check each component's imports and exports.
   build-other-policies [--target-dir DIR]
       Build the policies in other languages: policies/c (wit-bindgen's C generator, zig cc)
-      into tests/fixtures/policies/c.wasm, and policies/python (componentize-py) into
-      DIR/other/python/python.wasm (not committed: its output is not reproducible). The
-      tools are installed with pip, pinned, into DIR/other/venv on first use.
+      into tests/fixtures/policies/c.wasm, policies/python (componentize-py) into
+      DIR/other/python/python.wasm and policies/js (componentize-js) into DIR/other/js/js.wasm
+      (these two not committed: their output is not reproducible). The tools are installed,
+      pinned, with pip into DIR/other/venv and with npm into DIR/other/js-tools on first use.
   check-policies [--target-dir DIR]
       Rebuild every guest (the C policy too) into a temporary directory and fail (exit 1),
       naming the files, if any committed .wasm differs from the fresh build or is missing.
@@ -31,8 +32,9 @@ commands:
   test [--target-dir DIR] [-- ARGS...]
       The project's test command (CI runs it; alias `cargo xtask test`): the policy
       logic's native unit tests (`cargo test` in policies/), then check-policies, then the
-      Python policy (rebuilt only when its inputs changed), then `cargo test --workspace
-      ARGS...` at the root with $NWH_PYTHON_POLICY naming it. Stops at the first failure.
+      Python and JavaScript policies (rebuilt only when their inputs changed), then `cargo
+      test --workspace ARGS...` at the root with $NWH_PYTHON_POLICY and $NWH_JS_POLICY naming
+      them. Stops at the first failure.
 
 The guests' cargo target directory is DIR, else $POLICIES_TARGET_DIR, else
 $CARGO_TARGET_DIR/policies, else policies/target.
@@ -86,6 +88,7 @@ fn run() -> Result<ExitCode> {
             let (python, _) = other_policies::build_python(&opts, &tools)?;
             // The tests read it from the environment (cargo passes it on to them).
             std::env::set_var(other_policies::PYTHON_ENV, &python);
+            std::env::set_var(other_policies::JS_ENV, other_policies::build_js(&opts)?);
             policies::workspace_tests(&opts, cargo_args)?;
             Ok(ExitCode::SUCCESS)
         }

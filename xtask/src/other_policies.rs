@@ -6,6 +6,9 @@
 //!   input differ: the interpreter snapshot holds randomised state; componentize-py issue
 //!   #247), so it is not committed: it is built into the target directory and the tests find
 //!   it through `$NWH_PYTHON_POLICY`, which `cargo xtask test` sets.
+//! * JavaScript: componentize-js (from npm, pinned, installed into `<work>/js-tools`). Not
+//!   reproducible either (the engine snapshot differs from build to build), so built like the
+//!   Python one and found through `$NWH_JS_POLICY`.
 //! * C: bindings from wit-bindgen's C generator (the `wit-bindgen-c` crate, as a library),
 //!   compiled by `zig cc` (the `ziglang` wheel) for wasm32-wasi as a reactor, made a component
 //!   with `wit-component`. The bytes are reproducible, so `tests/fixtures/policies/c.wasm` is
@@ -30,6 +33,12 @@ pub const C_OUTPUT: &str = "tests/fixtures/policies/c.wasm";
 
 /// The environment variable that tells the tests where the Python component is.
 pub const PYTHON_ENV: &str = "NWH_PYTHON_POLICY";
+
+/// The JavaScript toolchain, from npm.
+pub const JS_REQUIREMENT: &str = "@bytecodealliance/componentize-js@0.18.5";
+
+/// The environment variable that tells the tests where the JavaScript component is.
+pub const JS_ENV: &str = "NWH_JS_POLICY";
 
 /// Working directory for the venv, zig's caches and the Python output:
 /// `<policies target dir>/other`.
@@ -214,6 +223,64 @@ pub fn build_python(opts: &Options, tools: &Tools) -> Result<(PathBuf, bool)> {
     Ok((out, true))
 }
 
+/// Builds the JavaScript policy into `<work>/js/js.wasm` unless its inputs (sources, wit/,
+/// the pin) are unchanged. componentize-js comes from npm, pinned, into `<work>/js-tools`.
+pub fn build_js(opts: &Options) -> Result<PathBuf> {
+    let work = work_dir(opts);
+    let tools = work.join("js-tools");
+    let stamp = tools.join("nix-wasm-hook-requirement.txt");
+    let bin = tools.join("node_modules/.bin/componentize-js");
+    if !(bin.exists() && std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == JS_REQUIREMENT)) {
+        let started = Instant::now();
+        std::fs::create_dir_all(&tools)?;
+        run(
+            Command::new("npm")
+                .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
+                .arg(&tools)
+                .arg(JS_REQUIREMENT),
+            "npm install",
+        )
+        .context("Node.js with npm is needed for the JavaScript policy (Debian: nodejs npm)")?;
+        std::fs::write(&stamp, format!("{JS_REQUIREMENT}\n"))?;
+        eprintln!("xtask: {JS_REQUIREMENT} installed in {:.1} s", started.elapsed().as_secs_f64());
+    }
+    let out = work.join("js/js.wasm");
+    let dir = out.parent().unwrap().to_path_buf();
+    std::fs::create_dir_all(&dir)?;
+    let out_stamp = dir.join("inputs.sha256");
+    let mut inputs = JS_REQUIREMENT.as_bytes().to_vec();
+    for (base, ext) in [("policies/js", "js"), ("wit", "wit")] {
+        for path in files_with(&opts.repo.join(base), ext)? {
+            inputs.extend(path.strip_prefix(&opts.repo)?.to_string_lossy().as_bytes());
+            inputs.push(0);
+            inputs.extend(std::fs::read(&path)?);
+        }
+    }
+    let key = sha256_hex(&inputs);
+    if out.exists() && std::fs::read_to_string(&out_stamp).is_ok_and(|s| s.trim() == key) {
+        return Ok(out);
+    }
+    let tmp = dir.join("js.wasm.tmp");
+    let started = Instant::now();
+    // Relative paths from the sources' directory: componentize-js resolves imports (`./logic.js`)
+    // only below its working directory. No HTTP: a policy has no network, and the host refuses
+    // a component that imports wasi:http.
+    run(
+        Command::new(&bin)
+            .current_dir(opts.repo.join("policies/js"))
+            .args(["--wit", "../../wit", "-n", WORLD, "-d", "http", "-d", "fetch-event", "-o"])
+            .arg(&tmp)
+            .arg("app.js"),
+        "componentize-js",
+    )?;
+    eprintln!("xtask: componentize-js took {:.1} s", started.elapsed().as_secs_f64());
+    let component = std::fs::read(&tmp)?;
+    verify("js", &component, true)?;
+    std::fs::rename(&tmp, &out)?;
+    std::fs::write(&out_stamp, format!("{key}\n"))?;
+    Ok(out)
+}
+
 /// The files directly in `dir` whose name ends in `.ext`, sorted.
 fn files_with(dir: &Path, ext: &str) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
@@ -257,10 +324,13 @@ pub fn build(opts: &Options) -> Result<()> {
     let c = build_c(opts, &tools)?;
     write_if_changed(&opts.repo.join(C_OUTPUT), &c)?;
     let (python, _) = build_python(opts, &tools)?;
-    let py = std::fs::read(&python)?;
+    let js = build_js(opts)?;
     println!("{:<16} {:>8}  {:<64}  path", "policy", "bytes", "sha256");
     println!("{:<16} {:>8}  {}  {}", "c", c.len(), sha256_hex(&c), C_OUTPUT);
-    println!("{:<16} {:>8}  {}  {}", "python", py.len(), sha256_hex(&py), python.display());
+    for (name, path) in [("python", &python), ("js", &js)] {
+        let bytes = std::fs::read(path)?;
+        println!("{:<16} {:>8}  {}  {}", name, bytes.len(), sha256_hex(&bytes), path.display());
+    }
     Ok(())
 }
 
