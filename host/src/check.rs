@@ -8,11 +8,11 @@ use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use nwh_machines::{Machine, Severity};
 use serde::Serialize;
 
-use crate::config::Options;
+use crate::settings::AsTheHook;
 use crate::transfer::ssh::{self, Master, SshOptions, Target};
 
 /// Check nix.conf, the machines file and every builder: the host key, that Nix answers over
@@ -81,14 +81,8 @@ impl Report {
 }
 
 pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
-    let explicit = args.config.is_some();
-    let config = args.config.clone().unwrap_or_else(|| crate::hook::default_config().to_path_buf());
-    let opts = Options::from_file(&config, explicit)?;
-    let mut settings = crate::settings::load(&[]).context("reading nix.conf")?;
-    if let Some(b) = &args.builders {
-        settings.apply_block([("builders", b.as_str())])?;
-    }
-    let mut notes: Vec<String> = settings.warnings().iter().map(|w| w.to_string()).collect();
+    let AsTheHook { opts, settings, machines: parsed, warnings: mut notes } =
+        crate::settings::as_the_hook(args.config.as_deref(), args.builders.as_deref())?;
     let uid = rustix::process::geteuid().as_raw();
     if uid != 0 {
         notes.push(format!(
@@ -96,7 +90,6 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
              and known_hosts: run `sudo nix-wasm-hook check` to see what the hook sees"
         ));
     }
-    let parsed = crate::settings::machines(&settings, Path::new("/"));
     let unreadable = parsed.diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
     let ssh_opts = opts.ssh_options();
     let reports: Vec<Report> = std::thread::scope(|scope| {

@@ -4,12 +4,12 @@
 //! the rule that rejected it in plain words.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use crate::config::Options;
+use crate::settings::AsTheHook;
 use crate::decision::{self, Choice, MachineView, Misfit, Request};
 use crate::policy::{Decided, Policies};
 use crate::schedule::{Local, Scheduler};
@@ -63,16 +63,8 @@ struct Row {
 }
 
 pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
-    let explicit = args.config.is_some();
-    let config = args.config.clone().unwrap_or_else(|| crate::hook::default_config().to_path_buf());
-    let opts = Options::from_file(&config, explicit)?;
-    let mut settings = crate::settings::load(&[]).context("reading nix.conf")?;
-    if let Some(b) = &args.builders {
-        settings.apply_block([("builders", b.as_str())])?;
-    }
-    let mut notes: Vec<String> = settings.warnings().iter().map(|w| w.to_string()).collect();
-    // As the hook sees paths: Nix starts it in `/`.
-    let parsed = crate::settings::machines(&settings, Path::new("/"));
+    let AsTheHook { opts, settings, machines: parsed, warnings: mut notes } =
+        crate::settings::as_the_hook(args.config.as_deref(), args.builders.as_deref())?;
     notes.extend(parsed.diagnostics.iter().map(|d| d.to_string()));
 
     let policy_path = args.policy.clone().or(opts.policy.clone());

@@ -36,3 +36,26 @@ pub fn machines(settings: &Settings, cwd: &Path) -> Machines {
     let source = if from_env { nwh_machines::REMOTE_SYSTEMS_ENV } else { nwh_machines::BUILDERS_SETTING };
     nwh_machines::parse_builders(&value, source, &ctx)
 }
+
+/// What the offline tools (`check`, `explain`) read, read as the hook reads it: the options
+/// file, nix.conf and `NIX_CONFIG` (with `builders` replaced when asked), and the machines with
+/// paths as seen from `/`, where Nix starts the hook.
+pub struct AsTheHook {
+    pub opts: crate::config::Options,
+    pub settings: Settings,
+    pub machines: Machines,
+    /// nix.conf's warnings, worded for the user.
+    pub warnings: Vec<String>,
+}
+
+pub fn as_the_hook(config: Option<&Path>, builders: Option<&str>) -> Result<AsTheHook> {
+    let path = config.unwrap_or_else(|| crate::hook::default_config());
+    let opts = crate::config::Options::from_file(path, config.is_some())?;
+    let mut settings = load(&[]).map_err(|e| e.context("reading nix.conf"))?;
+    if let Some(b) = builders {
+        settings.apply_block([("builders", b)])?;
+    }
+    let warnings = settings.warnings().iter().map(|w| w.to_string()).collect();
+    let machines = machines(&settings, Path::new("/"));
+    Ok(AsTheHook { opts, settings, machines, warnings })
+}
