@@ -89,3 +89,21 @@ fn a_machine_with_max_jobs_0_is_named_while_nix_waits() {
         assert!(err.contains(&words), "missing {words:?} in\n{err}");
     }
 }
+
+/// `builders = 5` (a job count in the wrong setting) becomes host `ssh://5` in Nix, and every
+/// build waits for a connection timeout (NixOS/nix#4703).
+#[test]
+fn a_number_for_builders_is_named_as_a_job_count() {
+    let Some(tb) = Testbed::up_or_skip(1, Opts::default()) else { return };
+    let hook = OurHook::new(&[]);
+    let out = build(&tb, &hook, &drv("nwh-five", &[]), "5");
+    assert!(!out.status.success(), "{}", describe(&out));
+    let err = stderr(&out);
+    for words in [
+        "setting 'builders':1:1: warning: host '5' is a bare number",
+        "every build then waits for a connection timeout",
+        "fix: if you meant a job count, set 'max-jobs = 5' instead of 'builders'",
+    ] {
+        assert!(err.contains(words), "missing {words:?} in\n{err}");
+    }
+}
