@@ -83,7 +83,10 @@ impl Env {
 
 /// The table row of a machine, split on runs of two or more spaces.
 fn row(text: &str, uri: &str) -> Vec<String> {
-    let line = text.lines().find(|l| l.starts_with(&format!("{uri} "))).unwrap_or_else(|| panic!("no row {uri}:\n{text}"));
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{uri} ")))
+        .unwrap_or_else(|| panic!("no row {uri}:\n{text}"));
     line.split("  ").map(str::trim).filter(|c| !c.is_empty()).map(str::to_string).collect()
 }
 
@@ -95,7 +98,10 @@ fn a_derivation_is_explained_machine_by_machine() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
     let m = env.path("machines").display().to_string();
-    assert!(text.contains(&format!("derivation: {drv}\nsystem: x86_64-linux; required features: kvm\n")), "{text}");
+    assert!(
+        text.contains(&format!("derivation: {drv}\nsystem: x86_64-linux; required features: kvm\n")),
+        "{text}"
+    );
     assert!(text.contains("policy: the default policy (sha256 "), "{text}");
     assert_eq!(row(&text, "ssh://b1"), ["ssh://b1", &format!("{m}:1"), "0/2", "yes", "0.00", "1"]);
     assert_eq!(
@@ -111,10 +117,7 @@ fn a_derivation_is_explained_machine_by_machine() {
              derivation's required features"
         ]
     );
-    assert_eq!(
-        row(&text, "ssh://b3")[6],
-        "system `x86_64-linux` is not among its systems (aarch64-linux)"
-    );
+    assert_eq!(row(&text, "ssh://b3")[6], "system `x86_64-linux` is not among its systems (aarch64-linux)");
     assert!(text.contains("answer: try ssh://b1\nso: the hook would send it to ssh://b1\n"), "{text}");
 }
 
@@ -125,7 +128,12 @@ fn a_feature_typo_gets_the_nearest_name_and_exit_1() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("answer: decline\nso: nothing can build it: no machine fits, and this machine cannot either (max-jobs 0, system x86_64-linux"), "{text}");
-    assert!(text.contains("hint: no machine supports the required feature `big-paralel`; did you mean `big-parallel`?"), "{text}");
+    assert!(
+        text.contains(
+            "hint: no machine supports the required feature `big-paralel`; did you mean `big-parallel`?"
+        ),
+        "{text}"
+    );
 }
 
 #[test]
@@ -140,17 +148,23 @@ fn busy_and_unreachable_machines_say_so() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
     assert_eq!(row(&text, "ssh://b2")[2..], ["1/1", "busy", "0.50", "-", "its 1 slot is in use"]);
-    assert!(text.contains("answer: postpone\nso: every machine that fits is busy now: Nix waits and asks again"), "{text}");
+    assert!(
+        text.contains("answer: postpone\nso: every machine that fits is busy now: Nix waits and asks again"),
+        "{text}"
+    );
     drop(held);
 
     // b1 failed to connect a moment ago (another hook wrote it down): disabled, with ssh's words.
-    Health::new(env.path("state/down")).mark_down("ssh://b1", "ssh: connect to host b1 port 22: Connection refused");
+    Health::new(env.path("state/down"))
+        .mark_down("ssh://b1", "ssh: connect to host b1 port 22: Connection refused");
     let out = env.explain(&["--system", "x86_64-linux", "--features", "kvm"]);
     let text = stdout(&out);
     let b1 = row(&text, "ssh://b1");
     assert_eq!(b1[3], "no", "{text}");
     assert!(
-        b1[6].starts_with("unreachable (ssh: connect to host b1 port 22: Connection refused); not tried again for "),
+        b1[6].starts_with(
+            "unreachable (ssh: connect to host b1 port 22: Connection refused); not tried again for "
+        ),
         "{text}"
     );
     assert_eq!(out.status.code(), Some(1), "nothing else builds kvm on x86_64: {text}");

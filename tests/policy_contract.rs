@@ -54,7 +54,8 @@ fn a_policy_built_for_an_older_minor_version_keeps_working() {
     let (policies, warning) =
         Policies::load(Some(&fixture("old-minor")), Limits::default(), &Cache::disabled()).unwrap();
     assert!(warning.is_none());
-    let machines = [machine("ssh://a", 0, None), machine("ssh://b", 0, None), machine("ssh://c", 0, Some("gone"))];
+    let machines =
+        [machine("ssh://a", 0, None), machine("ssh://b", 0, None), machine("ssh://c", 0, Some("gone"))];
     let d = policies.decide(&request(), &machines).unwrap();
     // It ranks last-listed first: it decided, not the default (which would take `a`).
     assert_eq!(d.by, DecidedBy::Policy);

@@ -98,7 +98,11 @@ fn a_policy_that_allocates_without_end_hits_the_memory_limit() {
 
 #[test]
 fn a_policy_that_traps() {
-    falls_back("trap", Limits::default(), &["trap.wasm", "it trapped: wasm `unreachable` instruction executed"]);
+    falls_back(
+        "trap",
+        Limits::default(),
+        &["trap.wasm", "it trapped: wasm `unreachable` instruction executed"],
+    );
 }
 
 #[test]
@@ -159,13 +163,9 @@ fn compiled_policies_are_cached() {
     // A second load maps the image instead of compiling; a corrupt image is a miss.
     let bytes = std::fs::read(fixture("prefer-last")).unwrap();
     let sha = nix_wasm_hook::policy::cache::sha256_hex(&bytes);
-    let (_, source) = cache
-        .load(nix_wasm_hook::policy::engine::shared().unwrap(), &bytes, &sha)
-        .unwrap();
+    let (_, source) = cache.load(nix_wasm_hook::policy::engine::shared().unwrap(), &bytes, &sha).unwrap();
     assert_eq!(source, nix_wasm_hook::policy::cache::Source::Cached);
     std::fs::write(&images[0], b"not an image").unwrap();
-    let (_, source) = cache
-        .load(nix_wasm_hook::policy::engine::shared().unwrap(), &bytes, &sha)
-        .unwrap();
+    let (_, source) = cache.load(nix_wasm_hook::policy::engine::shared().unwrap(), &bytes, &sha).unwrap();
     assert_eq!(source, nix_wasm_hook::policy::cache::Source::Compiled);
 }

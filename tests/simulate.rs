@@ -55,7 +55,8 @@ fn where_built(result: &Value) -> Vec<(String, String)> {
 /// One fast machine with two slots, one slow with two: Nix's `load / speed` sends the second
 /// of two independent builds to the idle slow machine; fastest-first keeps it on the fast one.
 const FAST_AND_SLOW: &str = "ssh://fast x86_64-linux - 2 4\nssh://slow x86_64-linux - 2 1\n";
-const TWO_BUILDS: &str = "[[derivation]]\nname = \"one\"\nseconds = 40\n\n[[derivation]]\nname = \"two\"\nseconds = 40\n";
+const TWO_BUILDS: &str =
+    "[[derivation]]\nname = \"one\"\nseconds = 40\n\n[[derivation]]\nname = \"two\"\nseconds = 40\n";
 
 #[test]
 fn the_default_follows_nix_and_another_policy_changes_the_makespan() {
@@ -64,9 +65,15 @@ fn the_default_follows_nix_and_another_policy_changes_the_makespan() {
     let v = case.json(&["--against", &fastest]);
     let (default, other) = (&v["results"][0], &v["results"][1]);
     assert_eq!(default["policy"], "the default policy");
-    assert_eq!(where_built(default), [("one".into(), "ssh://fast".into()), ("two".into(), "ssh://slow".into())]);
+    assert_eq!(
+        where_built(default),
+        [("one".into(), "ssh://fast".into()), ("two".into(), "ssh://slow".into())]
+    );
     assert_eq!(default["makespan_s"], 40.0);
-    assert_eq!(where_built(other), [("one".into(), "ssh://fast".into()), ("two".into(), "ssh://fast".into())]);
+    assert_eq!(
+        where_built(other),
+        [("one".into(), "ssh://fast".into()), ("two".into(), "ssh://fast".into())]
+    );
     assert_eq!(other["makespan_s"], 10.0);
     // Busy slot time over the slots' capacity: 10 s of 2 × 40 s on the fast machine.
     assert_eq!(default["builders"][0]["utilisation"], 0.125);
@@ -104,7 +111,11 @@ fn closures_travel_once_per_builder_and_outputs_come_back() {
     let r = &case.json(&[])["results"][0];
     assert_eq!(
         where_built(r),
-        [("lib".into(), "ssh://a".into()), ("blocker".into(), "ssh://b".into()), ("app".into(), "ssh://a".into())]
+        [
+            ("lib".into(), "ssh://a".into()),
+            ("blocker".into(), "ssh://b".into()),
+            ("app".into(), "ssh://a".into())
+        ]
     );
     assert_eq!(r["builds"][0]["end_s"], 12.0);
     assert_eq!(r["builds"][2]["ready_s"], 31.0);
@@ -137,7 +148,10 @@ fn a_derivation_nothing_can_build_is_reported_with_its_dependents() {
     let out = case.simulate(&[]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["built", "1", "of", "3"]), "{text}");
+    assert!(
+        text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["built", "1", "of", "3"]),
+        "{text}"
+    );
     assert!(
         text.contains(
             "A: not built: arm-tool: declined, and this machine cannot build it either \
@@ -155,7 +169,9 @@ fn a_machine_that_never_takes_a_build_leaves_work_waiting_forever() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(
-        text.contains("A: 2 derivation(s) waited forever (one, two): no machine with a free slot ever took them"),
+        text.contains(
+            "A: 2 derivation(s) waited forever (one, two): no machine with a free slot ever took them"
+        ),
         "{text}"
     );
 }
@@ -182,7 +198,10 @@ fn a_failing_policy_costs_a_warning_and_the_default_decides() {
     let warning = warning.unwrap_or_else(|| panic!("one line names the failures: {text}"));
     assert!(warning.contains("trap.wasm failed on /nix/store/"), "{warning}");
     assert!(warning.ends_with("-one.drv: it trapped: wasm `unreachable` instruction executed; the default policy decided instead"), "{warning}");
-    assert!(text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["makespan", "40.0s"]), "{text}");
+    assert!(
+        text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["makespan", "40.0s"]),
+        "{text}"
+    );
 }
 
 #[test]
@@ -213,10 +232,26 @@ fn a_seed_gives_the_same_run_and_another_seed_another() {
 fn the_c_policy_schedules_exactly_as_the_default() {
     let dir = tempfile::tempdir().unwrap();
     let machines = dir.path().join("machines");
-    std::fs::write(&machines, "ssh://b1 - - 2 1\nssh://b2 - - 1 2 big-parallel\nssh://b3 - - 3 1.5\n").unwrap();
+    std::fs::write(&machines, "ssh://b1 - - 2 1\nssh://b2 - - 1 2 big-parallel\nssh://b3 - - 3 1.5\n")
+        .unwrap();
     let m = machines.display().to_string();
     let c = policy_fixture("c");
-    let out = run_tool("simulate", &["--machines", &m, "--generate", "120", "--seed", "3", "--json", "--policy", &c, "--against", "default"]);
+    let out = run_tool(
+        "simulate",
+        &[
+            "--machines",
+            &m,
+            "--generate",
+            "120",
+            "--seed",
+            "3",
+            "--json",
+            "--policy",
+            &c,
+            "--against",
+            "default",
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let (a, b) = (&v["results"][0], &v["results"][1]);
@@ -243,7 +278,8 @@ fn bad_input_is_named() {
     let case = Case::new(FAST_AND_SLOW, "[[derivation]]\nname = \"a\"\nseconds = 1\ndeps = [\"b\"]\n");
     let out = case.simulate(&[]);
     assert_eq!(out.status.code(), Some(2));
-    let wanted = format!("{}:4:9: `a` depends on `b`, which is not defined in this file", case.path("workload.toml"));
+    let wanted =
+        format!("{}:4:9: `a` depends on `b`, which is not defined in this file", case.path("workload.toml"));
     assert!(stderr(&out).contains(&wanted), "{}", stderr(&out));
 
     let case = Case::new("ssh://ok - - 1 1\nssh://bad - - many 1\n", TWO_BUILDS);

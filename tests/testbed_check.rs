@@ -41,10 +41,12 @@ fn section<'a>(text: &'a str, line: usize) -> String {
 
 #[test]
 fn check_names_every_fault_with_its_fix() {
-    let Some(tb) = Testbed::up_or_skip(3, Opts { features: Some("big-parallel".into()), ..Opts::default() }) else {
+    let Some(tb) = Testbed::up_or_skip(3, Opts { features: Some("big-parallel".into()), ..Opts::default() })
+    else {
         return;
     };
-    let root_knows = |host: &str| Command::new("ssh-keygen").args(["-F", host]).output().unwrap().status.success();
+    let root_knows =
+        |host: &str| Command::new("ssh-keygen").args(["-F", host]).output().unwrap().status.success();
     if root_knows(&tb.addr(2)) {
         assert!(std::env::var_os("CI").is_none(), "a fresh CI machine's root knows no test-bed host");
         eprintln!("skipped: root's known_hosts already has {}", tb.addr(2));
@@ -84,19 +86,35 @@ fn check_names_every_fault_with_its_fix() {
 
     let s = section(&text, 2);
     assert!(s.starts_with(&format!("UNUSABLE  ssh://root@{a2} (setting 'builders':2)")), "{text}");
-    assert!(s.contains(&format!("problem: the host key of {a2} is in neither /root/.ssh/known_hosts nor /etc/ssh/ssh_known_hosts")), "{s}");
+    assert!(
+        s.contains(&format!(
+            "problem: the host key of {a2} is in neither /root/.ssh/known_hosts nor /etc/ssh/ssh_known_hosts"
+        )),
+        "{s}"
+    );
     assert!(s.contains("fix: put the key in column 8 of setting 'builders':2"), "{s}");
     assert_eq!(s.matches("problem:").count(), 1, "said once: {s}");
 
     let s = section(&text, 3);
     assert!(s.starts_with(&format!("UNUSABLE  ssh://root@{a3} (setting 'builders':3)")), "{text}");
     assert!(s.contains("Connection refused"), "{s}");
-    assert!(s.contains(&format!("nothing accepts connections on port 22 of {a3}: is sshd running there")), "{s}");
+    assert!(
+        s.contains(&format!("nothing accepts connections on port 22 of {a3}: is sshd running there")),
+        "{s}"
+    );
 
     let s = section(&text, 4);
     assert!(s.starts_with(&format!("WARNING   ssh://{a1} (setting 'builders':4)")), "{text}");
-    assert!(s.contains("problem: the line declares feature `big-paralel`, which the builder's system-features lack"), "{s}");
-    assert!(s.contains("fix: correct columns 6–7 of setting 'builders':4 (did you mean `big-parallel`?)"), "{s}");
+    assert!(
+        s.contains(
+            "problem: the line declares feature `big-paralel`, which the builder's system-features lack"
+        ),
+        "{s}"
+    );
+    assert!(
+        s.contains("fix: correct columns 6–7 of setting 'builders':4 (did you mean `big-parallel`?)"),
+        "{s}"
+    );
 
     let s = section(&text, 5);
     assert!(s.starts_with(&format!("WARNING   ssh://root@{a2} (setting 'builders':5)")), "{text}");
@@ -122,7 +140,8 @@ fn check_names_every_fault_with_its_fix() {
     std::fs::create_dir_all(&ssh_dir).unwrap();
     use base64::Engine;
     let key = base64::engine::general_purpose::STANDARD.decode(&cols(2)[7]).unwrap();
-    std::fs::write(ssh_dir.join("known_hosts"), format!("{a2} {}\n", String::from_utf8(key).unwrap())).unwrap();
+    std::fs::write(ssh_dir.join("known_hosts"), format!("{a2} {}\n", String::from_utf8(key).unwrap()))
+        .unwrap();
     let out = check_as(&hook, &lines[1], &[], Some(&user.name));
     let s = section(&stdout(&out), 1);
     let theirs = format!(

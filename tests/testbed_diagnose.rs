@@ -12,7 +12,10 @@ fn drv(name: &str, features: &[&str]) -> String {
 }
 
 fn build(tb: &Testbed, hook: &OurHook, expr: &str, builders: &str) -> Output {
-    tb.nix_build(expr, &["--max-jobs", "0", "--option", "builders", builders, "--option", "build-hook", &hook.path])
+    tb.nix_build(
+        expr,
+        &["--max-jobs", "0", "--option", "builders", builders, "--option", "build-hook", &hook.path],
+    )
 }
 
 /// Users test `ssh builder` as themselves; the daemon's hook runs ssh as root, whose
@@ -55,8 +58,12 @@ fn a_feature_no_builder_has_gets_the_nearest_name() {
     let err = stderr(&out);
     assert!(err.contains("unable to start any build"), "Nix's own error:\n{err}");
     for words in [
-        format!("ssh://root@{} (setting 'builders':1): does not support the required feature `big-paralel`", tb.addr(1)),
-        "hint: no machine supports the required feature `big-paralel`; did you mean `big-parallel`?".to_string(),
+        format!(
+            "ssh://root@{} (setting 'builders':1): does not support the required feature `big-paralel`",
+            tb.addr(1)
+        ),
+        "hint: no machine supports the required feature `big-paralel`; did you mean `big-parallel`?"
+            .to_string(),
     ] {
         assert!(err.contains(&words), "missing {words:?} in\n{err}");
     }

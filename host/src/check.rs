@@ -93,7 +93,8 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
     let unreadable = parsed.diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
     let ssh_opts = opts.ssh_options();
     let reports: Vec<Report> = std::thread::scope(|scope| {
-        let handles: Vec<_> = parsed.machines.iter().map(|m| scope.spawn(|| check_machine(m, &ssh_opts))).collect();
+        let handles: Vec<_> =
+            parsed.machines.iter().map(|m| scope.spawn(|| check_machine(m, &ssh_opts))).collect();
         handles.into_iter().map(|h| h.join().expect("a builder check panicked")).collect()
     });
     let usable = unreadable == 0 && reports.iter().all(|r| r.status != Status::Unusable);
@@ -148,7 +149,10 @@ fn print_report(out: &mut dyn Write, r: &Report) -> Result<()> {
         let mut systems = vec![s.clone()];
         systems.extend(f.extra_platforms.iter().cloned());
         facts.push(format!("builds {}", systems.join(", ")));
-        facts.push(format!("features: {}", if f.system_features.is_empty() { "none".into() } else { f.system_features.join(", ") }));
+        facts.push(format!(
+            "features: {}",
+            if f.system_features.is_empty() { "none".into() } else { f.system_features.join(", ") }
+        ));
     }
     writeln!(out, "          {}", facts.join("; "))?;
     for p in &r.problems {
@@ -176,7 +180,8 @@ fn check_machine(m: &Machine, ssh_opts: &SshOptions) -> Report {
         );
     }
     let ng = m.uri.starts_with("ssh-ng://");
-    let as_ssh = if ng { Machine { uri: m.uri.replacen("ssh-ng://", "ssh://", 1), ..m.clone() } } else { m.clone() };
+    let as_ssh =
+        if ng { Machine { uri: m.uri.replacen("ssh-ng://", "ssh://", 1), ..m.clone() } } else { m.clone() };
     let target = match Target::from_machine(&as_ssh) {
         Ok(t) => t,
         Err(e) => {
@@ -198,19 +203,26 @@ fn check_machine(m: &Machine, ssh_opts: &SshOptions) -> Report {
     if ng {
         match daemon_handshake(&master, &target) {
             Ok(v) => r.facts.protocol = Some(format!("nix-daemon protocol {}.{}", v >> 8, v & 0xff)),
-            Err(e) => r.add(Status::Unusable, format!("`nix-daemon --stdio` does not answer: {e:#}"), INSTALL_FIX),
+            Err(e) => {
+                r.add(Status::Unusable, format!("`nix-daemon --stdio` does not answer: {e:#}"), INSTALL_FIX)
+            }
         }
         r.add(
             Status::Unusable,
             "ssh-ng:// builders are not spoken by this hook yet (it reports them unreachable)",
-            format!("write ssh:// instead of ssh-ng:// in {}: Nix's serve protocol does the same job", r.line),
+            format!(
+                "write ssh:// instead of ssh-ng:// in {}: Nix's serve protocol does the same job",
+                r.line
+            ),
         );
     } else {
         match serve_handshake(&master, &target) {
             Ok(v) => r.facts.protocol = Some(format!("serve protocol {}.{}", v >> 8, v & 0xff)),
-            Err(e) => {
-                r.add(Status::Unusable, format!("`{} --serve` does not answer: {e:#}", target.remote_program), INSTALL_FIX)
-            }
+            Err(e) => r.add(
+                Status::Unusable,
+                format!("`{} --serve` does not answer: {e:#}", target.remote_program),
+                INSTALL_FIX,
+            ),
         }
     }
     let program = if ng { "nix-store".to_string() } else { target.remote_program.clone() };
@@ -288,9 +300,10 @@ fn home(user_or_uid: &str) -> Option<String> {
 }
 
 fn home_in(passwd: &str, user_or_uid: &str) -> Option<String> {
-    let entry = passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| {
-        f.len() >= 6 && (f[0] == user_or_uid || f[2] == user_or_uid)
-    })?;
+    let entry = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 6 && (f[0] == user_or_uid || f[2] == user_or_uid))?;
     Some(entry[5].to_string())
 }
 
@@ -320,12 +333,16 @@ fn serve_handshake(master: &Master, target: &Target) -> Result<u64> {
     let (err_w, mut err_r) = stderr_pipe()?;
     let remote = master.spawn(&target.remote_program, &args, err_w)?;
     let (stdout, stdin) = (remote.stdout.try_clone()?, remote.stdin.try_clone()?);
-    let result = nwh_serve::ServeClient::handshake(target.display(), stdout, stdin).map(|c| c.remote_version());
+    let result =
+        nwh_serve::ServeClient::handshake(target.display(), stdout, stdin).map(|c| c.remote_version());
     let _ = remote.finish();
     result.map_err(|e| {
         let mut said = String::new();
         let _ = err_r.read_to_string(&mut said);
-        anyhow::anyhow!("{e}{}", if said.trim().is_empty() { String::new() } else { format!(": {}", said.trim()) })
+        anyhow::anyhow!(
+            "{e}{}",
+            if said.trim().is_empty() { String::new() } else { format!(": {}", said.trim()) }
+        )
     })
 }
 
@@ -370,7 +387,11 @@ fn compare_config(m: &Machine, master: &Master, program: &str, r: &mut Report) {
         Some((dir, _)) => format!("{dir}/nix"),
         None => "nix".to_string(),
     };
-    let json = match run_remote(master, &nix, &["--extra-experimental-features", "nix-command", "show-config", "--json"]) {
+    let json = match run_remote(
+        master,
+        &nix,
+        &["--extra-experimental-features", "nix-command", "show-config", "--json"],
+    ) {
         Ok(j) => j,
         Err(e) => {
             r.add(
@@ -398,7 +419,8 @@ fn compare_config(m: &Machine, master: &Master, program: &str, r: &mut Report) {
     let systems: BTreeSet<&str> = system.iter().chain(&extra).map(String::as_str).collect();
     for s in &m.systems {
         if !systems.contains(s.as_str()) {
-            let hint = crate::hints::nearest(s, systems.iter().copied()).map_or(String::new(), |n| format!(" (did you mean `{n}`?)"));
+            let hint = crate::hints::nearest(s, systems.iter().copied())
+                .map_or(String::new(), |n| format!(" (did you mean `{n}`?)"));
             r.add(
                 Status::Warning,
                 format!(

@@ -90,7 +90,11 @@ impl Cli {
 /// Runs one of the offline tools with stdout as its output: its exit status, or `error`
 /// after printing the error (`nix-wasm-hook NAME: …`). A closed stdout (`… | head`) is no
 /// error.
-pub fn tool_main(name: &str, error: i32, run: impl FnOnce(&mut dyn std::io::Write) -> anyhow::Result<i32>) -> i32 {
+pub fn tool_main(
+    name: &str,
+    error: i32,
+    run: impl FnOnce(&mut dyn std::io::Write) -> anyhow::Result<i32>,
+) -> i32 {
     match run(&mut std::io::stdout().lock()) {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => 0,

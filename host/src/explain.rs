@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use crate::settings::AsTheHook;
 use crate::decision::{self, Choice, MachineView, Misfit, Request};
 use crate::policy::{Decided, Policies};
 use crate::schedule::{Local, Scheduler};
+use crate::settings::AsTheHook;
 
 /// Show, for a derivation (or a system and features), every machine: whether it fits, its
 /// slots in use and Nix's score, the rank the active policy gives it, and for each one
@@ -172,7 +172,9 @@ fn rows(s: &Scheduler, req: &Request, views: &[MachineView], decided: &Decided) 
             let why = match (&misfit, rank) {
                 (_, Some(_)) => None,
                 // The host's own words for a disabled machine carry ssh's message.
-                (Some(Misfit::Disabled), None) => v.down_reason.clone().or(Some(Misfit::Disabled.to_string())),
+                (Some(Misfit::Disabled), None) => {
+                    v.down_reason.clone().or(Some(Misfit::Disabled.to_string()))
+                }
                 (misfit, None) => decided
                     .answer
                     .reason_for(i as u32)
@@ -180,7 +182,13 @@ fn rows(s: &Scheduler, req: &Request, views: &[MachineView], decided: &Decided) 
                     .or_else(|| misfit.as_ref().map(ToString::to_string))
                     .or(Some("the policy did not rank it".into())),
             };
-            Row { view: v.clone(), location: format!("{}:{}", m.origin.location, m.origin.line), misfit, rank, why }
+            Row {
+                view: v.clone(),
+                location: format!("{}:{}", m.origin.location, m.origin.line),
+                misfit,
+                rank,
+                why,
+            }
         })
         .collect()
 }
@@ -199,7 +207,9 @@ impl Verdict {
         match self {
             Verdict::Remote(i) => format!("the hook would send it to {}", s.machines[*i].uri),
             Verdict::Later => "every machine that fits is busy now: Nix waits and asks again".into(),
-            Verdict::Local => format!("Nix builds it on this machine (max-jobs {}, system {})", l.max_jobs, l.system),
+            Verdict::Local => {
+                format!("Nix builds it on this machine (max-jobs {}, system {})", l.max_jobs, l.system)
+            }
             Verdict::Nowhere => format!(
                 "nothing can build it: no machine fits, and this machine cannot either (max-jobs {}, \
                  system {}{}); Nix fails with \"unable to start any build\" or \"a '…' with features {{…}} \
@@ -219,9 +229,7 @@ impl Verdict {
 fn verdict(req: &Request, views: &[MachineView], decided: &Decided) -> Verdict {
     match &decided.answer.choice {
         Choice::Try(r) => Verdict::Remote(r[0] as usize),
-        Choice::Postpone
-            if views.iter().any(|v| decision::eligibility(req, v).is_ok() && v.max_jobs > 0) =>
-        {
+        Choice::Postpone if views.iter().any(|v| decision::eligibility(req, v).is_ok() && v.max_jobs > 0) => {
             Verdict::Later
         }
         _ if req.could_build_locally => Verdict::Local,
@@ -244,7 +252,8 @@ fn print_text(
     for n in notes {
         writeln!(out, "note: {n}")?;
     }
-    let features = if req.required_features.is_empty() { "none".into() } else { req.required_features.join(", ") };
+    let features =
+        if req.required_features.is_empty() { "none".into() } else { req.required_features.join(", ") };
     writeln!(out, "derivation: {}", req.drv_path)?;
     writeln!(out, "system: {}; required features: {features}", req.system)?;
     writeln!(out, "policy: {} (sha256 {})", s.policies.label(), &s.policies.active().sha256()[..12])?;

@@ -37,7 +37,8 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
 /// with the nearest one some machine does have, when there is one.
 pub fn unknown_words(req: &Request, machines: &[MachineView], local: &Local) -> Vec<String> {
     let mut hints = Vec::new();
-    let mut systems: BTreeSet<&str> = machines.iter().flat_map(|m| m.systems.iter().map(String::as_str)).collect();
+    let mut systems: BTreeSet<&str> =
+        machines.iter().flat_map(|m| m.systems.iter().map(String::as_str)).collect();
     systems.insert(&local.system);
     systems.extend(local.extra_platforms.iter().map(String::as_str));
     if req.system != "builtin" && !systems.contains(req.system.as_str()) {
@@ -108,7 +109,12 @@ mod tests {
             am_willing: false,
             could_build_locally: false,
         };
-        assert!(unknown_words(&req("i686-linux", &["kvm", "big-parallel", "nixos-test"]), &[m.clone()], &local).is_empty());
+        assert!(unknown_words(
+            &req("i686-linux", &["kvm", "big-parallel", "nixos-test"]),
+            &[m.clone()],
+            &local
+        )
+        .is_empty());
         assert_eq!(
             unknown_words(&req("aarch64-linx", &["kvmm", "cuda"]), &[m], &local),
             [

@@ -18,7 +18,7 @@ pub mod policy;
 pub mod protocol;
 pub mod replay;
 pub mod schedule;
-pub mod simulate;
 pub mod settings;
+pub mod simulate;
 pub mod trace;
 pub mod transfer;

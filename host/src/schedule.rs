@@ -189,7 +189,8 @@ impl Scheduler {
     /// A postpone is an endless wait when every machine that fits has max-jobs 0 (Nix's own
     /// rule postpones then, and nothing ever frees): say so, with the lines to fix.
     fn explain_endless_wait(&self, req: &Request, views: &[MachineView]) -> Option<(Level, String)> {
-        let fitting: Vec<usize> = (0..views.len()).filter(|&i| decision::eligibility(req, &views[i]).is_ok()).collect();
+        let fitting: Vec<usize> =
+            (0..views.len()).filter(|&i| decision::eligibility(req, &views[i]).is_ok()).collect();
         if req.could_build_locally || fitting.is_empty() || fitting.iter().any(|&i| views[i].max_jobs > 0) {
             return None;
         }

@@ -156,14 +156,7 @@ impl Policy {
             "0.1" => Pre::V0_1(v0_1::PolicyWorldPre::new(instance_pre).map_err(unusable)?),
             _ => Pre::V0_2(v0_2::PolicyWorldPre::new(instance_pre).map_err(unusable)?),
         };
-        Ok(Policy {
-            name: name.to_string(),
-            sha256,
-            version,
-            pre,
-            engine,
-            limits: Limits::default(),
-        })
+        Ok(Policy { name: name.to_string(), sha256, version, pre, engine, limits: Limits::default() })
     }
 
     pub fn name(&self) -> &str {
@@ -191,12 +184,14 @@ impl Policy {
         let result = match &self.pre {
             Pre::V0_2(pre) => pre.instantiate(&mut store).and_then(|i| {
                 let ms: Vec<_> = machines.iter().map(v0_2_machine).collect();
-                let answer = i.nix_wasm_hook_policy_policy().call_decide(&mut store, &v0_2_request(req), &ms)?;
+                let answer =
+                    i.nix_wasm_hook_policy_policy().call_decide(&mut store, &v0_2_request(req), &ms)?;
                 Ok(from_v0_2(answer))
             }),
             Pre::V0_1(pre) => pre.instantiate(&mut store).and_then(|i| {
                 let ms: Vec<_> = machines.iter().map(v0_1_machine).collect();
-                let answer = i.nix_wasm_hook_policy_policy().call_decide(&mut store, &v0_1_request(req), &ms)?;
+                let answer =
+                    i.nix_wasm_hook_policy_policy().call_decide(&mut store, &v0_1_request(req), &ms)?;
                 Ok(from_v0_1(answer))
             }),
         };

@@ -86,7 +86,11 @@ impl Report {
 
     /// Time from ready to started, summed and the largest, over built derivations.
     pub fn waiting_us(&self) -> (u64, u64) {
-        self.builds.iter().flatten().map(|b| b.start_us - b.ready_us).fold((0, 0), |(s, m), w| (s + w, m.max(w)))
+        self.builds
+            .iter()
+            .flatten()
+            .map(|b| b.start_us - b.ready_us)
+            .fold((0, 0), |(s, m), w| (s + w, m.max(w)))
     }
 
     /// Share of a builder's slot time that was taken, over the makespan.
@@ -205,8 +209,7 @@ impl Sim<'_> {
         let mut waiting = VecDeque::with_capacity(ready.len());
         for d in ready {
             let am_willing = self.local_running < self.c.local.max_jobs;
-            let remote_free =
-                self.c.builders.iter().zip(&self.running).any(|(b, &r)| r < b.machine.max_jobs);
+            let remote_free = self.c.builders.iter().zip(&self.running).any(|(b, &r)| r < b.machine.max_jobs);
             if !am_willing && !remote_free {
                 waiting.push_back(d);
                 continue;
@@ -311,7 +314,8 @@ impl Sim<'_> {
                 self.now + took
             }
         };
-        self.report.builds[d] = Some(Build { place, ready_us: self.ready_at[d], start_us: self.now, end_us: end });
+        self.report.builds[d] =
+            Some(Build { place, ready_us: self.ready_at[d], start_us: self.now, end_us: end });
         self.events.push(Reverse((end, d)));
     }
 

@@ -91,7 +91,8 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
     }
     let mut reports = Vec::with_capacity(sides.len());
     for p in &sides {
-        reports.push(engine::run(&workload, &cluster, p).with_context(|| format!("simulating {}", p.label()))?);
+        reports
+            .push(engine::run(&workload, &cluster, p).with_context(|| format!("simulating {}", p.label()))?);
     }
     if args.json {
         serde_json::to_writer_pretty(&mut *out, &to_json(&workload, &cluster, &sides, &reports))?;
@@ -120,11 +121,8 @@ fn cluster(args: &Args) -> Result<Cluster> {
     if parsed.machines.is_empty() {
         bail!("{}: no machines: write one builder per line", args.machines.display());
     }
-    let mut builders: Vec<Builder> = parsed
-        .machines
-        .into_iter()
-        .map(|m| Builder { true_speed: m.speed_factor, machine: m })
-        .collect();
+    let mut builders: Vec<Builder> =
+        parsed.machines.into_iter().map(|m| Builder { true_speed: m.speed_factor, machine: m }).collect();
     for spec in &args.true_speed {
         let Some((uri, speed)) = spec.rsplit_once('=') else {
             bail!("--true-speed {spec}: expected URI=FACTOR, such as ssh://b1=2.5");
@@ -135,7 +133,11 @@ fn cluster(args: &Args) -> Result<Cluster> {
         };
         let Some(b) = builders.iter_mut().find(|b| b.machine.uri == uri) else {
             let known: Vec<&str> = builders.iter().map(|b| b.machine.uri.as_str()).collect();
-            bail!("--true-speed {spec}: no machine `{uri}` in {}; it lists {}", args.machines.display(), known.join(", "));
+            bail!(
+                "--true-speed {spec}: no machine `{uri}` in {}; it lists {}",
+                args.machines.display(),
+                known.join(", ")
+            );
         };
         b.true_speed = speed;
     }
@@ -231,10 +233,17 @@ fn print_text(
     if c.local.max_jobs > 0 {
         row("local", &|r| format!("{:>4} builds", r.local.builds));
     }
-    let heads: Vec<String> = sides.iter().enumerate().map(|(i, p)| format!("{}: {}", side_tag(i), short_label(p))).collect();
+    let heads: Vec<String> =
+        sides.iter().enumerate().map(|(i, p)| format!("{}: {}", side_tag(i), short_label(p))).collect();
     let label_width = rows.iter().map(|(l, _)| l.chars().count()).max().unwrap_or(0);
     let widths: Vec<usize> = (0..sides.len())
-        .map(|i| rows.iter().map(|(_, v)| v[i].chars().count()).chain([heads[i].chars().count()]).max().unwrap_or(0))
+        .map(|i| {
+            rows.iter()
+                .map(|(_, v)| v[i].chars().count())
+                .chain([heads[i].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let line = |label: &str, cells: &[String]| {
         let mut s = format!("{label:<label_width$}");
@@ -280,7 +289,9 @@ fn side_tag(i: usize) -> char {
 /// column heading, exact enough to know which build of a policy it was.
 fn short_label(p: &Policies) -> String {
     let name = match &p.chosen {
-        Some(c) => Path::new(c.name()).file_name().map_or(c.name().to_string(), |f| f.to_string_lossy().into_owned()),
+        Some(c) => {
+            Path::new(c.name()).file_name().map_or(c.name().to_string(), |f| f.to_string_lossy().into_owned())
+        }
         None => "default".to_string(),
     };
     format!("{name} ({})", &p.active().sha256()[..12])

@@ -337,7 +337,9 @@ features = ["big-parallel"]
             SYS,
         )
         .unwrap_err();
-        assert!(e.to_string().starts_with("w.toml:5:8: derivation `a` is defined twice (first at w.toml:2:8)"));
+        assert!(e
+            .to_string()
+            .starts_with("w.toml:5:8: derivation `a` is defined twice (first at w.toml:2:8)"));
     }
 
     #[test]

@@ -8,7 +8,8 @@ use super::ssh::Target;
 /// (user-pain.md §A 2–3); `None` when ssh's words are all there is to say.
 pub fn advice(ssh_said: &str, target: &Target) -> Option<String> {
     let uid = rustix::process::geteuid().as_raw();
-    let who = if uid == 0 { "root (uid 0), as under the Nix daemon".to_string() } else { format!("uid {uid}") };
+    let who =
+        if uid == 0 { "root (uid 0), as under the Nix daemon".to_string() } else { format!("uid {uid}") };
     let host = target.display();
     let said = ssh_said.to_ascii_lowercase();
     if said.contains("host key verification failed") || said.contains("host key is known for") {
