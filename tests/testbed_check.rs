@@ -41,7 +41,7 @@ fn section<'a>(text: &'a str, line: usize) -> String {
 
 #[test]
 fn check_names_every_fault_with_its_fix() {
-    let Some(tb) = Testbed::up_or_skip(3, Opts { features: Some("big-parallel".into()), ..Opts::default() })
+    let Some(tb) = Testbed::up_or_skip(4, Opts { features: Some("big-parallel".into()), ..Opts::default() })
     else {
         return;
     };
@@ -53,6 +53,8 @@ fn check_names_every_fault_with_its_fix() {
         return;
     }
     tb.builder_stop(3);
+    // Builder 4 accepts TCP connections but never answers.
+    tb.builder_freeze(4);
     let cols = |i: usize| -> Vec<String> { tb.machine(i).split(' ').map(str::to_string).collect() };
     let good = tb.machine(1);
     // The same builder as line 1, with a typo in its features (column 6).
@@ -72,9 +74,13 @@ fn check_names_every_fault_with_its_fix() {
         zero.join(" "),
         "@machines.local".to_string(),
         tb.machines_lines_ng()[0].clone(),
+        tb.machine(4),
     ];
     let hook = OurHook::new(&[]);
+    let started = std::time::Instant::now();
     let out = check(&hook, &lines.join("\n"), &[]);
+    let took = started.elapsed();
+    tb.builder_thaw(4);
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let (a1, a2, a3) = (tb.addr(1), tb.addr(2), tb.addr(3));
@@ -131,7 +137,12 @@ fn check_names_every_fault_with_its_fix() {
     assert!(s.contains("Nix 2.8.0 (nix-daemon protocol 1."), "{s}");
     assert!(s.contains("fix: write ssh:// instead of ssh-ng:// in setting 'builders':7"), "{s}");
 
-    assert!(text.contains("6 builder(s): 3 usable, 3 unusable; 1 machines line(s) unreadable"), "{text}");
+    // A frozen builder is reported, and does not hold the others up (connect timeout 3 s).
+    let s = section(&text, 8);
+    assert!(s.starts_with(&format!("UNUSABLE  ssh://root@{} (setting 'builders':8)", tb.addr(4))), "{text}");
+    assert!(s.contains("did not answer in time") || s.contains("no answer within"), "{s}");
+    assert!(took < std::time::Duration::from_secs(30), "check took {took:?}");
+    assert!(text.contains("7 builder(s): 3 usable, 4 unusable; 1 machines line(s) unreadable"), "{text}");
 
     // The classic: the key is in the invoking user's own known_hosts (they ran `ssh` as
     // themselves), not root's. `sudo` names that user in SUDO_USER.

@@ -74,6 +74,16 @@ pub struct Report {
 }
 
 impl Report {
+    fn new(m: &Machine) -> Report {
+        Report {
+            uri: m.uri.clone(),
+            line: format!("{}:{}", m.origin.location, m.origin.line),
+            status: Status::Ok,
+            problems: Vec::new(),
+            facts: Facts::default(),
+        }
+    }
+
     fn add(&mut self, severity: Status, problem: impl Into<String>, fix: impl Into<String>) {
         self.status = self.status.max(severity);
         self.problems.push(Problem { severity, problem: problem.into(), fix: fix.into() });
@@ -92,11 +102,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
     }
     let unreadable = parsed.diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
     let ssh_opts = opts.ssh_options();
-    let reports: Vec<Report> = std::thread::scope(|scope| {
-        let handles: Vec<_> =
-            parsed.machines.iter().map(|m| scope.spawn(|| check_machine(m, &ssh_opts))).collect();
-        handles.into_iter().map(|h| h.join().expect("a builder check panicked")).collect()
-    });
+    let reports = check_all(&parsed.machines, &ssh_opts);
     let usable = unreadable == 0 && reports.iter().all(|r| r.status != Status::Unusable);
     if args.json {
         let diagnostics: Vec<String> = parsed.diagnostics.iter().map(|d| d.to_string()).collect();
@@ -164,14 +170,48 @@ fn print_report(out: &mut dyn Write, r: &Report) -> Result<()> {
     Ok(())
 }
 
+/// Every builder at once, each within a deadline: a builder that accepts the connection but
+/// never answers (a frozen machine, a hung `nix-store`) must not hang `check`. A check past
+/// its deadline is left running (the process ends after the report) and reported as such.
+fn check_all(machines: &[Machine], ssh_opts: &SshOptions) -> Vec<Report> {
+    let deadline = std::time::Instant::now() + ssh_opts.connect_timeout + CHECK_GRACE;
+    let waiting: Vec<_> = machines
+        .iter()
+        .map(|m| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (m, opts) = (m.clone(), ssh_opts.clone());
+            std::thread::spawn(move || {
+                let _ = tx.send(check_machine(&m, &opts));
+            });
+            rx
+        })
+        .collect();
+    waiting
+        .into_iter()
+        .zip(machines)
+        .map(|(rx, m)| {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            rx.recv_timeout(left).unwrap_or_else(|_| {
+                let mut r = Report::new(m);
+                r.add(
+                    Status::Unusable,
+                    format!(
+                        "no answer within {} s: the connection or Nix on the builder hangs",
+                        (ssh_opts.connect_timeout + CHECK_GRACE).as_secs()
+                    ),
+                    "is the builder overloaded or stopped (a frozen VM)? Does `ssh HOST nix-store --version` return?",
+                );
+                r
+            })
+        })
+        .collect()
+}
+
+/// How long a builder's checks may take once connected (handshakes and three commands).
+const CHECK_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+
 fn check_machine(m: &Machine, ssh_opts: &SshOptions) -> Report {
-    let mut r = Report {
-        uri: m.uri.clone(),
-        line: format!("{}:{}", m.origin.location, m.origin.line),
-        status: Status::Ok,
-        problems: Vec::new(),
-        facts: Facts::default(),
-    };
+    let mut r = Report::new(m);
     if m.max_jobs == 0 {
         r.add(
             Status::Warning,
