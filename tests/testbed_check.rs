@@ -31,7 +31,7 @@ fn check_as(hook: &OurHook, builders: &str, extra: &[&str], sudo_user: Option<&s
 }
 
 /// The lines of the report about the machine on `line` of the builders setting.
-fn section<'a>(text: &'a str, line: usize) -> String {
+fn section(text: &str, line: usize) -> String {
     let tag = format!("(setting 'builders':{line})");
     let mut lines = text.lines().skip_while(|l| !l.contains(&tag));
     let mut s: Vec<&str> = lines.next().into_iter().collect();

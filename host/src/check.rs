@@ -347,19 +347,6 @@ fn home_in(passwd: &str, user_or_uid: &str) -> Option<String> {
     Some(entry[5].to_string())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::home_in;
-
-    #[test]
-    fn homes_by_name_or_uid() {
-        let passwd = "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000:Alice,,,:/home/alice:/bin/zsh\n";
-        assert_eq!(home_in(passwd, "alice").as_deref(), Some("/home/alice"));
-        assert_eq!(home_in(passwd, "0").as_deref(), Some("/root"));
-        assert_eq!(home_in(passwd, "bob"), None);
-    }
-}
-
 fn stderr_pipe() -> Result<(OwnedFd, std::io::PipeReader)> {
     let (r, w) = std::io::pipe()?;
     Ok((OwnedFd::from(w), r))
@@ -488,4 +475,17 @@ fn compare_config(m: &Machine, master: &Master, program: &str, r: &mut Report) {
     r.facts.system = system;
     r.facts.extra_platforms = extra;
     r.facts.system_features = features.into_iter().collect();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::home_in;
+
+    #[test]
+    fn homes_by_name_or_uid() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000:Alice,,,:/home/alice:/bin/zsh\n";
+        assert_eq!(home_in(passwd, "alice").as_deref(), Some("/home/alice"));
+        assert_eq!(home_in(passwd, "0").as_deref(), Some("/root"));
+        assert_eq!(home_in(passwd, "bob"), None);
+    }
 }

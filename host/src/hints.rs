@@ -111,7 +111,7 @@ mod tests {
         };
         assert!(unknown_words(
             &req("i686-linux", &["kvm", "big-parallel", "nixos-test"]),
-            &[m.clone()],
+            std::slice::from_ref(&m),
             &local
         )
         .is_empty());

@@ -31,7 +31,8 @@ commands:
       --wit also prints the WIT world a component implements.
   test [--target-dir DIR] [-- ARGS...]
       The project's test command (CI runs it; alias `cargo xtask test`): the policy
-      logic's native unit tests (`cargo test` in policies/), then check-policies, then the
+      logic's native unit tests (`cargo test` in policies/), then `cargo fmt --check` and
+      `cargo clippy -D warnings` at the root, then check-policies, then the
       Python and JavaScript policies (rebuilt only when their inputs changed), then `cargo
       test --workspace ARGS...` at the root with $NWH_PYTHON_POLICY and $NWH_JS_POLICY naming
       them. Stops at the first failure.
@@ -81,6 +82,7 @@ fn run() -> Result<ExitCode> {
             };
             let opts = policies::Options::new(target_dir_arg(opts_args)?)?;
             policies::unit_tests(&opts)?;
+            policies::lint(&opts)?;
             if !(policies::check(&opts)? & other_policies::check(&opts)?) {
                 return Ok(ExitCode::FAILURE);
             }

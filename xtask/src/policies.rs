@@ -187,6 +187,23 @@ pub fn unit_tests(opts: &Options) -> Result<()> {
 }
 
 /// `cargo test --workspace` at the repository root, with `args` appended.
+/// `cargo fmt --check` and `cargo clippy -D warnings` over the root workspace (not the guests:
+/// reformatting a guest changes its committed .wasm).
+pub fn lint(opts: &Options) -> Result<()> {
+    for (what, args) in [
+        ("cargo fmt --all --check", &["fmt", "--all", "--check"][..]),
+        (
+            "cargo clippy --workspace --all-targets -- -D warnings",
+            &["clippy", "--workspace", "--all-targets", "--quiet", "--", "-D", "warnings"][..],
+        ),
+    ] {
+        eprintln!("xtask: {what}");
+        let status = cargo().current_dir(&opts.repo).args(args).status().context("running cargo")?;
+        ensure!(status.success(), "{what} failed: {status}");
+    }
+    Ok(())
+}
+
 pub fn workspace_tests(opts: &Options, args: &[String]) -> Result<()> {
     eprintln!("xtask: cargo test --workspace {}", args.join(" "));
     let status = cargo()
