@@ -195,3 +195,18 @@ fn json_for_scripts() {
     assert_eq!(v["machines"][0]["why_not"], "system `aarch64-linux` is not among its systems (x86_64-linux)");
     assert_eq!(v["request"]["required_features"], serde_json::json!(["kvm"]));
 }
+
+#[test]
+fn an_ssh_ng_machine_is_never_chosen_and_says_why() {
+    let env = Env::new("ssh-ng://ng x86_64-linux - 4 8\nssh://plain x86_64-linux - 1 1\n", "");
+    let out = env.explain(&["--system", "x86_64-linux"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let ng = row(&text, "ssh-ng://ng");
+    assert_eq!(ng[3], "no", "{text}");
+    assert!(
+        ng[6].starts_with("ssh-ng:// (the daemon protocol) is not spoken by this hook yet: write ssh://"),
+        "{text}"
+    );
+    assert!(text.contains("answer: try ssh://plain\n"), "the faster ssh-ng machine is not chosen: {text}");
+}

@@ -114,3 +114,21 @@ fn a_number_for_builders_is_named_as_a_job_count() {
         assert!(err.contains(words), "missing {words:?} in\n{err}");
     }
 }
+
+/// An `ssh-ng://` line: the hook does not speak the daemon protocol yet, so it never picks the
+/// machine (no connection attempt, no backoff) and says why next to Nix's error.
+#[test]
+fn an_ssh_ng_builder_is_named_as_not_spoken_yet() {
+    let Some(tb) = Testbed::up_or_skip(1, Opts::default()) else { return };
+    let hook = OurHook::new(&[]);
+    let out = build(&tb, &hook, &drv("nwh-ng", &[]), &tb.machines_lines_ng()[0]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    let err = stderr(&out);
+    let words = format!(
+        "ssh-ng://root@{} (setting 'builders':1): ssh-ng:// (the daemon protocol) is not spoken by this hook yet: write ssh://",
+        tb.addr(1)
+    );
+    assert!(err.contains(&words), "missing {words:?} in\n{err}");
+    assert!(!err.contains("cannot build on"), "no connection was tried: {err}");
+    assert!(hook.masters().is_empty(), "no SSH master was started");
+}

@@ -249,7 +249,7 @@ fn check_machine(m: &Machine, ssh_opts: &SshOptions) -> Report {
         }
         r.add(
             Status::Unusable,
-            "ssh-ng:// builders are not spoken by this hook yet (it reports them unreachable)",
+            "ssh-ng:// builders are not spoken by this hook yet (it never chooses them)",
             format!(
                 "write ssh:// instead of ssh-ng:// in {}: Nix's serve protocol does the same job",
                 r.line

@@ -102,7 +102,8 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
     let mut scheduler =
         Scheduler::new(parsed.machines, nwh_slots::LoadDir::open(opts.current_load_dir()), policies, local);
     for (i, m) in scheduler.machines.iter().enumerate() {
-        scheduler.disabled[i] = health.disabled_reason(&m.uri);
+        scheduler.disabled[i] =
+            crate::transfer::ssh::unsupported(&m.uri).or_else(|| health.disabled_reason(&m.uri));
     }
     let views = match scheduler.measure() {
         Ok(v) => v,

@@ -77,7 +77,9 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
         let mut last_waited: Option<Vec<crate::decision::MachineView>> = None;
         let (machine, slot, master) = loop {
             for (i, m) in scheduler.machines.iter().enumerate() {
-                scheduler.disabled[i] = failed_here[i].clone().or_else(|| health.disabled_reason(&m.uri));
+                scheduler.disabled[i] = transfer::ssh::unsupported(&m.uri)
+                    .or_else(|| failed_here[i].clone())
+                    .or_else(|| health.disabled_reason(&m.uri));
             }
             let time = std::time::SystemTime::now();
             let mut outcome = scheduler.decide(&t)?;

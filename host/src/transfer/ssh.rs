@@ -30,6 +30,23 @@ pub struct Target {
     pub remote_store: Option<String>,
 }
 
+/// Why the hook cannot build on a machine at all, whatever its state: a store URI it does
+/// not speak. Such a machine is shown to the policy as disabled, with this reason, instead of
+/// being chosen and then failing to connect.
+pub fn unsupported(uri: &str) -> Option<String> {
+    if uri.starts_with("ssh://") {
+        return None;
+    }
+    let scheme = uri.split_once("://").map_or(uri, |(s, _)| s);
+    Some(if scheme == "ssh-ng" {
+        "ssh-ng:// (the daemon protocol) is not spoken by this hook yet: write ssh:// in its machines \
+         line, which builds the same way over Nix's serve protocol"
+            .to_string()
+    } else {
+        format!("`{scheme}://` is not a store this hook can build on: write ssh://")
+    })
+}
+
 impl Target {
     pub fn from_machine(m: &Machine) -> Result<Target> {
         let rest = m.uri.strip_prefix("ssh://").ok_or_else(|| {
