@@ -15,10 +15,12 @@ use serde::Serialize;
 use crate::settings::AsTheHook;
 use crate::transfer::ssh::{self, Master, SshOptions, Target};
 
-/// Check nix.conf, the machines file and every builder: the host key, that Nix answers over
-/// SSH, its version, and that the systems and features each line declares are the builder's.
-/// Exit status: 0 when every builder is usable, 1 when one is not (or a line is unreadable),
-/// 2 when the check itself could not run.
+/// Is every builder usable, as the hook will use it?
+///
+/// Reads nix.conf and the machines file as the hook does, then checks every builder with the
+/// hook's own SSH: the host key, that Nix answers, its version, and that the systems and
+/// features each line declares are the builder's. Exit status: 0 when every builder is usable,
+/// 1 when one is not (or a line is unreadable), 2 when the check itself could not run.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The hook's options file (default /etc/nix/nix-wasm-hook.toml).

@@ -14,7 +14,9 @@ use crate::policy::{Decided, Policies};
 use crate::schedule::{Local, Scheduler};
 use crate::settings::AsTheHook;
 
-/// Show, for a derivation (or a system and features), every machine: whether it fits, its
+/// Where would the hook send this derivation, and why not elsewhere?
+///
+/// Shows, for a derivation (or a system and features), every machine: whether it fits, its
 /// slots in use and Nix's score, the rank the active policy gives it, and for each one
 /// rejected the rule that rejected it. Exit status: 0 when the derivation can be built (on a
 /// machine now or later, or locally), 1 when nothing can build it, 2 on bad input.

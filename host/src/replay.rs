@@ -22,10 +22,11 @@ pub const EXIT_DIFF: i32 = 1;
 /// Exit status for usage errors and for a trace or policy that cannot be read.
 pub const EXIT_ERROR: i32 = 2;
 
-/// Run a policy over a decision trace and print what it decides, or compare two policies (or
-/// a policy with the answers recorded in the trace) request by request.
+/// Run a policy over a decision trace, alone or against another policy or the trace's answers.
 ///
-/// Exit status: 0 when done (answers may differ unless --fail-on-diff), 1 when answers differ
+/// Prints what the policy decides for every recorded request, or compares two policies (or a
+/// policy with the answers recorded in the trace) request by request (docs/replay.md). Exit
+/// status: 0 when done (answers may differ unless --fail-on-diff), 1 when answers differ
 /// and --fail-on-diff was given, 2 on a usage error or a trace or policy that cannot be read.
 #[derive(Debug, clap::Args)]
 pub struct Args {

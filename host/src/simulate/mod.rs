@@ -17,9 +17,12 @@ use crate::schedule::Local;
 use engine::{micros, Builder, Cluster, Place, Report};
 use workload::Workload;
 
-/// Simulate building a workload on the machines of a machines file with a policy, and report
-/// makespan, per-builder utilisation and time spent waiting. Exit status: 0 when every
-/// derivation was built, 1 when some could not be, 2 on bad input.
+/// Simulate building a workload on a cluster with a policy: makespan, utilisation, waiting.
+///
+/// A discrete-event simulation of a workload (a file, or generated from a seed) over the
+/// machines of a machines file, with each builder's true speed, driving the real policy
+/// component decision by decision (docs/simulate.md). Exit status: 0 when every derivation
+/// was built, 1 when some could not be, 2 on bad input.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The machines, in Nix's machines-file format (one line per builder).
