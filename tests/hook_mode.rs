@@ -4,23 +4,12 @@
 use std::fs::OpenOptions;
 use std::path::Path;
 
-use crate::support::fake_parent::{put_string, try_message, HookEnv, Reply};
-
-fn settings(pairs: &[(&str, &str)]) -> Vec<u8> {
-    let mut b = Vec::new();
-    for (k, v) in pairs {
-        b.extend_from_slice(&1u64.to_le_bytes());
-        put_string(&mut b, k.as_bytes());
-        put_string(&mut b, v.as_bytes());
-    }
-    b.extend_from_slice(&0u64.to_le_bytes());
-    b
-}
+use crate::support::fake_parent::{put_string, settings_block, try_message, HookEnv, Reply};
 
 const DRV: &str = "/nix/store/0c7w2i7kmf3ljc1vyqrvpxsn6gdn2l3y-hello-2.12.1.drv";
 
 fn base(builders: &str) -> Vec<u8> {
-    settings(&[
+    settings_block(&[
         ("builders", builders),
         ("max-jobs", "1"),
         ("system", "x86_64-linux"),
@@ -129,7 +118,7 @@ fn slots_held_by_nix_own_hook_count_as_load() {
         .unwrap();
     rustix::fs::flock(&held, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
     let mut hook = env.start();
-    hook.send(&settings(&[
+    hook.send(&settings_block(&[
         ("builders", "ssh://a x86_64-linux ; ssh://b x86_64-linux"),
         ("max-jobs", "0"),
         ("system", "x86_64-linux"),
@@ -139,7 +128,7 @@ fn slots_held_by_nix_own_hook_count_as_load() {
     hook.finish();
 
     let mut hook = env.start();
-    hook.send(&settings(&[
+    hook.send(&settings_block(&[
         ("builders", "ssh://a x86_64-linux"),
         ("max-jobs", "0"),
         ("system", "x86_64-linux"),
@@ -226,7 +215,7 @@ fn settings_missing_from_the_block_come_from_nix_conf() {
     )
     .unwrap();
     let mut hook = env.start();
-    hook.send(&settings(&[("system", "x86_64-linux")]));
+    hook.send(&settings_block(&[("system", "x86_64-linux")]));
     hook.send(&try_message(false, "x86_64-linux", DRV, &[]));
     assert_eq!(hook.reply(), Some(Reply::Accept("ssh://from-conf".into())));
     hook.finish();
@@ -236,12 +225,12 @@ fn settings_missing_from_the_block_come_from_nix_conf() {
     std::fs::copy(env.path("etc-nix/nix.conf"), env2.path("etc-nix/nix.conf")).unwrap();
     env2.env.push(("NIX_CONFIG".into(), "builders = ssh://from-env x86_64-linux".into()));
     let mut hook = env2.start();
-    hook.send(&settings(&[("system", "x86_64-linux")]));
+    hook.send(&settings_block(&[("system", "x86_64-linux")]));
     hook.send(&try_message(false, "x86_64-linux", DRV, &[]));
     assert_eq!(hook.reply(), Some(Reply::Accept("ssh://from-env".into())));
     hook.finish();
     let mut hook = env2.start();
-    hook.send(&settings(&[("system", "x86_64-linux"), ("builders", "ssh://from-block x86_64-linux")]));
+    hook.send(&settings_block(&[("system", "x86_64-linux"), ("builders", "ssh://from-block x86_64-linux")]));
     hook.send(&try_message(false, "x86_64-linux", DRV, &[]));
     assert_eq!(hook.reply(), Some(Reply::Accept("ssh://from-block".into())));
     hook.finish();
@@ -253,7 +242,7 @@ fn a_relative_nix_remote_systems_is_reported_against_the_variable() {
     env.env.push(("NIX_REMOTE_SYSTEMS".into(), "etc/machines".into()));
     let mut hook = env.start();
     // What Nix 2.8 sends when NIX_REMOTE_SYSTEMS sets the default of `builders`.
-    hook.send(&settings(&[("builders", "@etc/machines"), ("system", "x86_64-linux")]));
+    hook.send(&settings_block(&[("builders", "@etc/machines"), ("system", "x86_64-linux")]));
     assert_eq!(hook.reply(), Some(Reply::DeclinePermanently));
     let (_, log, _) = hook.finish();
     let msgs = crate::support::fake_parent::Hook::messages(&log).join("\n");
@@ -268,7 +257,7 @@ fn unreachable_builders_are_skipped_before_accepting() {
     let mut env = HookEnv::new();
     env.connect_first = true;
     let mut hook = env.start();
-    hook.send(&settings(&[
+    hook.send(&settings_block(&[
         ("builders", "ssh://root@127.0.0.1:1 x86_64-linux - 1 2 ; ssh://root@[::1]:1 x86_64-linux"),
         ("max-jobs", "0"),
         ("system", "x86_64-linux"),

@@ -8,7 +8,7 @@ use std::process::Output;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::support::fake_parent::{put_string, try_message, HookEnv, Reply};
+use crate::support::fake_parent::{settings_block, try_message, HookEnv, Reply};
 use crate::support::hook::OurHook;
 use crate::support::testbed::{describe, out_paths, unique_nonce, Opts, Testbed, SSH_KEY};
 use crate::support::tool::{policy_fixture, run_tool, stderr, stdout, try_policy_fixture};
@@ -245,17 +245,6 @@ fn json_output_is_one_object_per_record_and_a_summary() {
 
 const DRV: &str = "/nix/store/0c7w2i7kmf3ljc1vyqrvpxsn6gdn2l3y-hello-2.12.1.drv";
 
-fn settings(pairs: &[(&str, &str)]) -> Vec<u8> {
-    let mut b = Vec::new();
-    for (k, v) in pairs {
-        b.extend_from_slice(&1u64.to_le_bytes());
-        put_string(&mut b, k.as_bytes());
-        put_string(&mut b, v.as_bytes());
-    }
-    b.extend_from_slice(&0u64.to_le_bytes());
-    b
-}
-
 fn read_trace(path: &Path) -> Vec<nix_wasm_hook::trace::Record> {
     nix_wasm_hook::trace::Reader::open(path).unwrap().map(|r| r.unwrap().1).collect()
 }
@@ -277,7 +266,7 @@ fn a_trace_never_holds_key_material() {
     env.args = vec!["--trace".into(), trace.display().to_string()];
     env.connect_first = true;
     let mut hook = env.start();
-    hook.send(&settings(&[("builders", &builders), ("max-jobs", "0"), ("system", "x86_64-linux")]));
+    hook.send(&settings_block(&[("builders", &builders), ("max-jobs", "0"), ("system", "x86_64-linux")]));
     hook.send(&try_message(false, "x86_64-linux", DRV, &[]));
     assert_eq!(hook.reply(), Some(Reply::Decline));
     let (_, log, _) = hook.finish();
@@ -288,7 +277,7 @@ fn a_trace_never_holds_key_material() {
     let mut env2 = HookEnv::new();
     env2.args = env.args.clone();
     let mut hook = env2.start();
-    hook.send(&settings(&[("builders", &builders), ("max-jobs", "0"), ("system", "x86_64-linux")]));
+    hook.send(&settings_block(&[("builders", &builders), ("max-jobs", "0"), ("system", "x86_64-linux")]));
     hook.send(&try_message(false, "x86_64-linux", DRV, &[]));
     assert_eq!(hook.reply(), Some(Reply::Accept("ssh://root@127.0.0.1:1".into())));
     hook.finish();
@@ -387,7 +376,7 @@ fn a_hook_records_what_its_policy_saw_and_answered() {
     env.args =
         vec!["--policy".into(), policy_fixture("prefer-last"), "--trace".into(), trace.display().to_string()];
     let mut hook = env.start();
-    hook.send(&settings(&[
+    hook.send(&settings_block(&[
         ("builders", "ssh://first x86_64-linux - 2 ; ssh://last x86_64-linux,aarch64-linux - 1 3 kvm"),
         ("max-jobs", "1"),
         ("system", "x86_64-linux"),
@@ -424,7 +413,7 @@ fn a_trace_that_cannot_be_written_costs_one_warning_not_the_build() {
     let mut env = HookEnv::new();
     env.args = vec!["--trace".into(), "/nonexistent-dir/trace.jsonl".into()];
     let mut hook = env.start();
-    hook.send(&settings(&[
+    hook.send(&settings_block(&[
         ("builders", "ssh://a aarch64-linux"),
         ("max-jobs", "1"),
         ("system", "x86_64-linux"),
@@ -451,7 +440,7 @@ fn the_trace_rotates_and_keeps_one_old_file() {
     env.args = vec!["--trace".into(), trace.display().to_string(), "--trace-max-bytes".into(), "1".into()];
     for name in ["a", "b", "c"] {
         let mut hook = env.start();
-        hook.send(&settings(&[
+        hook.send(&settings_block(&[
             ("builders", "ssh://a aarch64-linux"),
             ("max-jobs", "1"),
             ("system", "x86_64-linux"),
@@ -523,10 +512,7 @@ fn testbed_a_recorded_graph_replays_to_the_same_decisions() {
 in mk "nwh-top" [ ab cd ]"#,
         nonce = unique_nonce()
     );
-    let out = tb.nix_build(
-        &expr,
-        &["--max-jobs", "0", "--option", "builders", &builders, "--option", "build-hook", &hook.path],
-    );
+    let out = tb.nix_build(&expr, &hook.remote_only(&builders));
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(out_paths(&out).len(), 1);
     if let Some(keep) = std::env::var_os("NWH_KEEP_TRACE") {

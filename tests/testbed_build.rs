@@ -24,10 +24,7 @@ fn one_derivation_is_built_on_a_builder_and_comes_back() {
         &[],
         "read h < /proc/sys/kernel/hostname; echo $h > $out; echo built on $h",
     );
-    let out = tb.nix_build(
-        &expr,
-        &["--max-jobs", "0", "--option", "builders", &builders, "--option", "build-hook", &hook.path],
-    );
+    let out = tb.nix_build(&expr, &hook.remote_only(&builders));
     assert!(out.status.success(), "{}", describe(&out));
     let path = &out_paths(&out)[0];
     let host = std::fs::read_to_string(path).expect("the output is in the local store");
@@ -63,10 +60,7 @@ fn a_graph_spreads_over_builders_and_inputs_travel_between_them() {
 in mk "nwh-top" [ ab bc ]"#,
         nonce = unique_nonce()
     );
-    let out = tb.nix_build(
-        &expr,
-        &["--max-jobs", "0", "--option", "builders", &builders, "--option", "build-hook", &hook.path],
-    );
+    let out = tb.nix_build(&expr, &hook.remote_only(&builders));
     assert!(out.status.success(), "{}", describe(&out));
     let top = &out_paths(&out)[0];
     let where_ = std::fs::read_to_string(format!("{top}/where")).unwrap();
@@ -91,10 +85,7 @@ fn a_failing_build_reports_the_builder_message() {
     let Some(tb) = Testbed::up_or_skip(1, Opts::default()) else { return };
     let hook = OurHook::new(&[]);
     let expr = sh_derivation("nwh-fails", None, &[], "echo the-builder-says-boom >&2; exit 3");
-    let out = tb.nix_build(
-        &expr,
-        &["--max-jobs", "0", "--option", "builders", &tb.machine(1), "--option", "build-hook", &hook.path],
-    );
+    let out = tb.nix_build(&expr, &hook.remote_only(&tb.machine(1)));
     assert!(!out.status.success(), "{}", describe(&out));
     let err = stderr(&out);
     assert!(err.contains("the-builder-says-boom"), "the builder's log reaches Nix: {err}");
@@ -107,21 +98,8 @@ fn a_build_that_times_out_on_the_builder_is_reported_as_timed_out() {
     let hook = OurHook::new(&[]);
     let expr = sh_derivation("nwh-slow", None, &[], "/bin/sleep 30; echo > $out");
     // `timeout` reaches the builder in the build options; the hook exits 101 (Nix 2.8: TimedOut).
-    let out = tb.nix_build(
-        &expr,
-        &[
-            "--max-jobs",
-            "0",
-            "--timeout",
-            "2",
-            "--option",
-            "builders",
-            &tb.machine(1),
-            "--option",
-            "build-hook",
-            &hook.path,
-        ],
-    );
+    let line = tb.machine(1);
+    let out = tb.nix_build(&expr, &[&hook.remote_only(&line)[..], &["--timeout", "2"]].concat());
     assert!(!out.status.success(), "{}", describe(&out));
     let err = stderr(&out);
     assert!(err.contains("timed out"), "{err}");
@@ -142,10 +120,7 @@ fn nothing_to_upload_means_no_waiting_for_the_upload_lock() {
         .unwrap();
     rustix::fs::flock(&held, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
     let expr = sh_derivation("nwh-no-inputs", None, &[], "echo > $out");
-    let mut cmd = tb.nix_build_cmd(
-        &expr,
-        &["--max-jobs", "0", "--option", "builders", &tb.machine(1), "--option", "build-hook", &hook.path],
-    );
+    let mut cmd = tb.nix_build_cmd(&expr, &hook.remote_only(&tb.machine(1)));
     let mut child = cmd.spawn().unwrap();
     // Generous: the build takes well under a second; waiting on the lock would never end.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);

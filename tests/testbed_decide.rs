@@ -39,10 +39,7 @@ fn with_max_jobs_0_and_no_fitting_machine_nix_fails_and_we_say_why_per_machine()
     let Some(tb) = Testbed::up_or_skip(2, opts) else { return };
     let hook = OurHook::new(&[]);
     let builders = tb.machines_lines().join("\n");
-    let out = tb.nix_build(
-        &drv("nwh-needs-gpu", "x86_64-linux", &["gpu"]),
-        &["--max-jobs", "0", "--option", "builders", &builders, "--option", "build-hook", &hook.path],
-    );
+    let out = tb.nix_build(&drv("nwh-needs-gpu", "x86_64-linux", &["gpu"]), &hook.remote_only(&builders));
     let err = stderr(&out);
     assert!(!out.status.success(), "{}", describe(&out));
     assert!(err.contains("unable to start any build"), "Nix's own error:\n{err}");
@@ -88,10 +85,7 @@ fn the_faster_idle_builder_gets_the_build() {
     };
     let hook = OurHook::new(&[]);
     let builders = tb.machines_lines().join("\n");
-    let out = tb.nix_build(
-        &drv("nwh-faster", "x86_64-linux", &[]),
-        &["--max-jobs", "0", "--option", "builders", &builders, "--option", "build-hook", &hook.path],
-    );
+    let out = tb.nix_build(&drv("nwh-faster", "x86_64-linux", &[]), &hook.remote_only(&builders));
     assert!(out.status.success(), "{}", describe(&out));
     // Nix prints the machine line we sent after `# accept`.
     let err = stderr(&out);

@@ -1,21 +1,12 @@
 //! The causes users lose days to (user-pain.md §A), provoked on the test bed with real Nix 2.8:
 //! each must be named inside Nix's own output, next to Nix's error, with the fix.
 
-use std::process::Output;
-
 use crate::support::hook::OurHook;
 use crate::support::testbed::{describe, sh_derivation, Opts, Testbed};
 use crate::support::tool::stderr;
 
 fn drv(name: &str, features: &[&str]) -> String {
     sh_derivation(name, Some("x86_64-linux"), features, "echo > $out")
-}
-
-fn build(tb: &Testbed, hook: &OurHook, expr: &str, builders: &str) -> Output {
-    tb.nix_build(
-        expr,
-        &["--max-jobs", "0", "--option", "builders", builders, "--option", "build-hook", &hook.path],
-    )
 }
 
 /// Users test `ssh builder` as themselves; the daemon's hook runs ssh as root, whose
@@ -33,7 +24,7 @@ fn a_host_key_root_does_not_know_is_named_with_the_fix() {
     let line = tb.machine(1);
     let without_key = line.split(' ').take(7).collect::<Vec<_>>().join(" ");
     let hook = OurHook::new(&["--connect-timeout", "5"]);
-    let out = build(&tb, &hook, &drv("nwh-unknown-key", &[]), &without_key);
+    let out = tb.nix_build(&drv("nwh-unknown-key", &[]), &hook.remote_only(&without_key));
     assert!(!out.status.success(), "{}", describe(&out));
     let err = stderr(&out);
     for words in [
@@ -53,7 +44,7 @@ fn a_feature_no_builder_has_gets_the_nearest_name() {
     let opts = Opts { features: Some("kvm,big-parallel".into()), ..Opts::default() };
     let Some(tb) = Testbed::up_or_skip(1, opts) else { return };
     let hook = OurHook::new(&[]);
-    let out = build(&tb, &hook, &drv("nwh-typo", &["big-paralel"]), &tb.machine(1));
+    let out = tb.nix_build(&drv("nwh-typo", &["big-paralel"]), &hook.remote_only(&tb.machine(1)));
     assert!(!out.status.success(), "{}", describe(&out));
     let err = stderr(&out);
     assert!(err.contains("unable to start any build"), "Nix's own error:\n{err}");
@@ -78,14 +69,7 @@ fn a_machine_with_max_jobs_0_is_named_while_nix_waits() {
     let mut columns: Vec<String> = tb.machine(1).split(' ').map(str::to_string).collect();
     columns[3] = "0".into();
     let line = columns.join(" ");
-    let out = tb
-        .nix_build_cmd_within(
-            25,
-            &drv("nwh-never", &[]),
-            &["--max-jobs", "0", "--option", "builders", &line, "--option", "build-hook", &hook.path],
-        )
-        .output()
-        .unwrap();
+    let out = tb.nix_build_cmd_within(25, &drv("nwh-never", &[]), &hook.remote_only(&line)).output().unwrap();
     assert_eq!(out.status.code(), Some(124), "still waiting when stopped: {}", describe(&out));
     let err = stderr(&out);
     for words in [
@@ -103,7 +87,7 @@ fn a_machine_with_max_jobs_0_is_named_while_nix_waits() {
 fn a_number_for_builders_is_named_as_a_job_count() {
     let Some(tb) = Testbed::up_or_skip(1, Opts::default()) else { return };
     let hook = OurHook::new(&[]);
-    let out = build(&tb, &hook, &drv("nwh-five", &[]), "5");
+    let out = tb.nix_build(&drv("nwh-five", &[]), &hook.remote_only("5"));
     assert!(!out.status.success(), "{}", describe(&out));
     let err = stderr(&out);
     for words in [
@@ -121,7 +105,7 @@ fn a_number_for_builders_is_named_as_a_job_count() {
 fn an_ssh_ng_builder_is_named_as_not_spoken_yet() {
     let Some(tb) = Testbed::up_or_skip(1, Opts::default()) else { return };
     let hook = OurHook::new(&[]);
-    let out = build(&tb, &hook, &drv("nwh-ng", &[]), &tb.machines_lines_ng()[0]);
+    let out = tb.nix_build(&drv("nwh-ng", &[]), &hook.remote_only(&tb.machines_lines_ng()[0]));
     assert!(!out.status.success(), "{}", describe(&out));
     let err = stderr(&out);
     let words = format!(

@@ -31,10 +31,7 @@ fn required_and_mandatory_features_route_builds() {
         drv("nwh-bench", &["benchmark"], HOSTNAME),
         drv("nwh-plain", &[], HOSTNAME)
     );
-    let out = tb.nix_build(
-        &expr,
-        &["--max-jobs", "0", "--option", "builders", &builders, "--option", "build-hook", &hook.path],
-    );
+    let out = tb.nix_build(&expr, &hook.remote_only(&builders));
     assert!(out.status.success(), "{}", describe(&out));
     let hosts: Vec<String> = out_paths(&out).iter().map(|p| host_of(p)).collect();
     assert_eq!(hosts[0], "nwhtb-b1", "kvm only on b1");
@@ -52,10 +49,7 @@ fn stopped_and_frozen_builders_are_skipped_and_remembered() {
     let drvs: Vec<String> =
         (0..8).map(|i| format!("({})", drv(&format!("nwh-survive-{i}"), &[], HOSTNAME))).collect();
     let expr = format!("[ {} ]", drvs.join(" "));
-    let out = tb.nix_build(
-        &expr,
-        &["--max-jobs", "0", "--option", "builders", &builders, "--option", "build-hook", &hook.path],
-    );
+    let out = tb.nix_build(&expr, &hook.remote_only(&builders));
     tb.builder_thaw(2);
     assert!(out.status.success(), "every build completes: {}", describe(&out));
     let mut per_host: BTreeMap<String, usize> = BTreeMap::new();
@@ -99,20 +93,8 @@ fn a_64_mib_input_is_streamed_not_held() {
     // -vvvv (talkative) shows the hook's summary line with its peak memory; a tiny build
     // first gives the hook's own baseline (the Wasm engine and policy included).
     let peak = |expr: &str, name: &str| -> (u64, String) {
-        let out = tb.nix_build(
-            expr,
-            &[
-                "-vvvv",
-                "--max-jobs",
-                "0",
-                "--option",
-                "builders",
-                &tb.machine(1),
-                "--option",
-                "build-hook",
-                &hook.path,
-            ],
-        );
+        let line = tb.machine(1);
+        let out = tb.nix_build(expr, &[&["-vvvv"][..], &hook.remote_only(&line)].concat());
         assert!(out.status.success(), "{}", describe(&out));
         let err = stderr(&out);
         let line = err
@@ -141,10 +123,7 @@ fn a_host_key_that_differs_is_refused_with_both_fingerprints() {
     let mut fields: Vec<String> = tb.machine(1).split(' ').map(str::to_string).collect();
     fields[7] = tb.machine(2).split(' ').nth(7).unwrap().to_string();
     let line = fields.join(" ");
-    let out = tb.nix_build(
-        &drv("nwh-hostkey", &[], HOSTNAME),
-        &["--max-jobs", "0", "--option", "builders", &line, "--option", "build-hook", &hook.path],
-    );
+    let out = tb.nix_build(&drv("nwh-hostkey", &[], HOSTNAME), &hook.remote_only(&line));
     assert!(!out.status.success(), "{}", describe(&out));
     let err = stderr(&out);
     let key_of = |i: usize| {
@@ -178,10 +157,7 @@ fn nothing_from_the_machines_file_reaches_a_shell() {
     .enumerate()
     {
         let line = format!("{uri} {}", rest[1]);
-        let out = tb.nix_build(
-            &drv(&format!("nwh-inject-{i}"), &[], HOSTNAME),
-            &["--max-jobs", "0", "--option", "builders", &line, "--option", "build-hook", &hook.path],
-        );
+        let out = tb.nix_build(&drv(&format!("nwh-inject-{i}"), &[], HOSTNAME), &hook.remote_only(&line));
         let n = i + 1;
         assert!(!out.status.success(), "{uri} must not build: {}", describe(&out));
         assert!(
@@ -198,19 +174,7 @@ fn the_next_hook_reuses_the_warm_connection() {
     let Some(tb) = Testbed::up_or_skip(1, Opts::default()) else { return };
     let hook = OurHook::new(&[]);
     let build = |name: &str| {
-        let out = tb.nix_build(
-            &drv(name, &[], HOSTNAME),
-            &[
-                "--max-jobs",
-                "0",
-                "--option",
-                "builders",
-                &tb.machine(1),
-                "--option",
-                "build-hook",
-                &hook.path,
-            ],
-        );
+        let out = tb.nix_build(&drv(name, &[], HOSTNAME), &hook.remote_only(&tb.machine(1)));
         assert!(out.status.success(), "{}", describe(&out));
     };
     let master_pid = || {

@@ -104,6 +104,16 @@ impl Capture {
     }
 }
 
+/// A settings block holding just `pairs`, encoded as Nix does.
+pub fn settings_block(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (n, v) in pairs {
+        record(&mut out, n, v);
+    }
+    out.extend_from_slice(&0u64.to_le_bytes());
+    out
+}
+
 fn record(out: &mut Vec<u8>, n: &str, v: &str) {
     out.extend_from_slice(&1u64.to_le_bytes());
     put_string(out, n.as_bytes());

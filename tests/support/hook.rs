@@ -31,6 +31,12 @@ impl OurHook {
         OurHook { path: path.display().to_string(), dir }
     }
 
+    /// `nix-build` arguments that send every build through this hook to `builders` and never
+    /// build locally (`--max-jobs 0`).
+    pub fn remote_only<'a>(&'a self, builders: &'a str) -> [&'a str; 8] {
+        ["--max-jobs", "0", "--option", "builders", builders, "--option", "build-hook", &self.path]
+    }
+
     pub fn state(&self) -> PathBuf {
         self.dir.path().join("state")
     }
