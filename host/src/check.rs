@@ -23,12 +23,9 @@ use crate::transfer::ssh::{self, Master, SshOptions, Target};
 /// 1 when one is not (or a line is unreadable), 2 when the check itself could not run.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The hook's options file (default /etc/nix/nix-wasm-hook.toml).
-    #[arg(long, value_name = "PATH")]
-    pub config: Option<std::path::PathBuf>,
-    /// A `builders` value to check instead of nix.conf's.
-    #[arg(long, value_name = "BUILDERS")]
-    pub builders: Option<String>,
+    #[command(flatten)]
+    pub inputs: crate::settings::HookInputs,
+    /// One JSON object, for scripts.
     #[arg(long)]
     pub json: bool,
 }
@@ -94,7 +91,7 @@ impl Report {
 
 pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
     let AsTheHook { opts, settings, machines: parsed, warnings: mut notes } =
-        crate::settings::as_the_hook(args.config.as_deref(), args.builders.as_deref())?;
+        crate::settings::as_the_hook(&args.inputs)?;
     let uid = rustix::process::geteuid().as_raw();
     if uid != 0 {
         notes.push(format!(

@@ -31,16 +31,12 @@ pub struct Args {
     /// … and required features (comma-separated).
     #[arg(long, value_delimiter = ',', requires = "system")]
     pub features: Vec<String>,
-    /// The hook's options file (default /etc/nix/nix-wasm-hook.toml): policy, state and load
-    /// directories.
-    #[arg(long, value_name = "PATH")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub inputs: crate::settings::HookInputs,
     /// Explain with this policy instead of the configured one.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
-    /// A `builders` value to use instead of nix.conf's (same syntax: lines, `;`, `@file`).
-    #[arg(long, value_name = "BUILDERS")]
-    pub builders: Option<String>,
+    /// One JSON object, for scripts.
     #[arg(long)]
     pub json: bool,
 }
@@ -66,7 +62,7 @@ struct Row {
 
 pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
     let AsTheHook { opts, settings, machines: parsed, warnings: mut notes } =
-        crate::settings::as_the_hook(args.config.as_deref(), args.builders.as_deref())?;
+        crate::settings::as_the_hook(&args.inputs)?;
     notes.extend(parsed.diagnostics.iter().map(|d| d.to_string()));
 
     let policy_path = args.policy.clone().or(opts.policy.clone());

@@ -66,6 +66,9 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
     let health = opts.health();
     // Reasons found by this process; other hooks' findings come from `health`.
     let mut failed_here: Vec<Option<String>> = vec![None; scheduler.machines.len()];
+    // Machines this hook cannot build on at all; it does not change while it runs.
+    let unsupported: Vec<Option<String>> =
+        scheduler.machines.iter().map(|m| transfer::ssh::unsupported(&m.uri)).collect();
     loop {
         let t = match session.next_message()? {
             Message::End => return Ok(0),
@@ -77,7 +80,8 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
         let mut last_waited: Option<Vec<crate::decision::MachineView>> = None;
         let (machine, slot, master) = loop {
             for (i, m) in scheduler.machines.iter().enumerate() {
-                scheduler.disabled[i] = transfer::ssh::unsupported(&m.uri)
+                scheduler.disabled[i] = unsupported[i]
+                    .clone()
                     .or_else(|| failed_here[i].clone())
                     .or_else(|| health.disabled_reason(&m.uri));
             }

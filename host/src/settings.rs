@@ -48,11 +48,24 @@ pub struct AsTheHook {
     pub warnings: Vec<String>,
 }
 
-pub fn as_the_hook(config: Option<&Path>, builders: Option<&str>) -> Result<AsTheHook> {
+/// The flags of the offline tools that say what to read instead of the defaults.
+#[derive(Debug, clap::Args)]
+pub struct HookInputs {
+    /// The hook's options file (default /etc/nix/nix-wasm-hook.toml): policy, state and load
+    /// directories, SSH options.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<std::path::PathBuf>,
+    /// A `builders` value to use instead of nix.conf's (same syntax: lines, `;`, `@file`).
+    #[arg(long, value_name = "BUILDERS")]
+    pub builders: Option<String>,
+}
+
+pub fn as_the_hook(inputs: &HookInputs) -> Result<AsTheHook> {
+    let config = inputs.config.as_deref();
     let path = config.unwrap_or_else(|| crate::hook::default_config());
     let opts = crate::config::Options::from_file(path, config.is_some())?;
     let mut settings = load(&[]).map_err(|e| e.context("reading nix.conf"))?;
-    if let Some(b) = builders {
+    if let Some(b) = &inputs.builders {
         settings.apply_block([("builders", b)])?;
     }
     let warnings = settings.warnings().iter().map(|w| w.to_string()).collect();

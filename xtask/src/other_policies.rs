@@ -175,23 +175,11 @@ pub fn build_python(opts: &Options, tools: &Tools) -> Result<(PathBuf, bool)> {
     let out = python_output(opts);
     let dir = out.parent().unwrap().to_path_buf();
     let stamp = dir.join("inputs.sha256");
-    let mut inputs = REQUIREMENTS.join("\n").into_bytes();
-    let mut sources = Vec::new();
-    for (base, ext) in [("policies/python", "py"), ("wit", "wit")] {
-        for path in files_with(&opts.repo.join(base), ext)? {
-            let rel = path.strip_prefix(&opts.repo)?.to_string_lossy().into_owned();
-            inputs.extend(rel.as_bytes());
-            inputs.push(0);
-            inputs.extend(std::fs::read(&path)?);
-            if ext == "py" {
-                sources.push(path);
-            }
-        }
-    }
-    let key = sha256_hex(&inputs);
-    if out.exists() && std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == key) {
+    let key = inputs_key(&opts.repo, &REQUIREMENTS.join("\n"), &[("policies/python", "py"), ("wit", "wit")])?;
+    if up_to_date(&out, &stamp, &key) {
         return Ok((out, false));
     }
+    let sources = files_with(&opts.repo.join("policies/python"), "py")?;
     let src = dir.join("src");
     if src.exists() {
         std::fs::remove_dir_all(&src)?;
@@ -248,16 +236,8 @@ pub fn build_js(opts: &Options) -> Result<PathBuf> {
     let dir = out.parent().unwrap().to_path_buf();
     std::fs::create_dir_all(&dir)?;
     let out_stamp = dir.join("inputs.sha256");
-    let mut inputs = JS_REQUIREMENT.as_bytes().to_vec();
-    for (base, ext) in [("policies/js", "js"), ("wit", "wit")] {
-        for path in files_with(&opts.repo.join(base), ext)? {
-            inputs.extend(path.strip_prefix(&opts.repo)?.to_string_lossy().as_bytes());
-            inputs.push(0);
-            inputs.extend(std::fs::read(&path)?);
-        }
-    }
-    let key = sha256_hex(&inputs);
-    if out.exists() && std::fs::read_to_string(&out_stamp).is_ok_and(|s| s.trim() == key) {
+    let key = inputs_key(&opts.repo, JS_REQUIREMENT, &[("policies/js", "js"), ("wit", "wit")])?;
+    if up_to_date(&out, &out_stamp, &key) {
         return Ok(out);
     }
     let tmp = dir.join("js.wasm.tmp");
@@ -279,6 +259,25 @@ pub fn build_js(opts: &Options) -> Result<PathBuf> {
     std::fs::rename(&tmp, &out)?;
     std::fs::write(&out_stamp, format!("{key}\n"))?;
     Ok(out)
+}
+
+/// The hash of what a non-reproducible build is made from: the tool pins, then each source
+/// file (its path relative to the repository, a NUL, its bytes) of the `(dir, extension)` sets.
+fn inputs_key(repo: &Path, pins: &str, sources: &[(&str, &str)]) -> Result<String> {
+    let mut inputs = pins.as_bytes().to_vec();
+    for (base, ext) in sources {
+        for path in files_with(&repo.join(base), ext)? {
+            inputs.extend(path.strip_prefix(repo)?.to_string_lossy().as_bytes());
+            inputs.push(0);
+            inputs.extend(std::fs::read(&path)?);
+        }
+    }
+    Ok(sha256_hex(&inputs))
+}
+
+/// `out` exists and was built from the inputs whose key `stamp` holds.
+fn up_to_date(out: &Path, stamp: &Path, key: &str) -> bool {
+    out.exists() && std::fs::read_to_string(stamp).is_ok_and(|s| s.trim() == key)
 }
 
 /// The files directly in `dir` whose name ends in `.ext`, sorted.
