@@ -1,6 +1,7 @@
 //! `nix-wasm-hook explain`: every machine with whether it fits, the rank the policy gives it,
 //! and for each one rejected the rule in plain words; settings read as the hook reads them.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -50,9 +51,14 @@ impl Env {
     }
 
     fn explain(&self, args: &[&str]) -> Output {
+        self.explain_with_path(&std::env::var("PATH").unwrap_or_default(), args)
+    }
+
+    /// `explain` with this `PATH`, which decides the `nix-store` it asks for Nix's version.
+    fn explain_with_path(&self, path: &str, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_nix-wasm-hook"))
             .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("PATH", path)
             .env("HOME", self.dir.path())
             .env("NIX_CONF_DIR", self.path("etc-nix"))
             .current_dir(self.dir.path())
@@ -209,4 +215,107 @@ fn an_ssh_ng_machine_is_never_chosen_and_says_why() {
         "{text}"
     );
     assert!(text.contains("answer: try ssh://plain\n"), "the faster ssh-ng machine is not chosen: {text}");
+}
+
+/// The `so:` line of explain's text.
+fn so(text: &str) -> &str {
+    text.lines().find_map(|l| l.strip_prefix("so: ")).unwrap_or_else(|| panic!("no `so:` line:\n{text}"))
+}
+
+#[test]
+fn what_nix_does_next_is_said_in_the_words_of_its_release() {
+    let env = Env::new(MACHINES, "");
+    let drv = env.drv("needs-cuda", "x86_64-linux", "cuda");
+    let nowhere =
+        "nothing can build it: no machine fits, and this machine cannot either (max-jobs 0, system \
+                   x86_64-linux";
+    // Named on the command line.
+    let out = env.explain(&["--nix-version", "2.34.8", &drv]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(so(&text).starts_with(nowhere), "{text}");
+    assert!(
+        so(&text).ends_with(&format!(
+            "; Nix 2.34.8 fails with \"Cannot build '{drv}'. Reason: local builds are disabled (max-jobs = 0)\""
+        )),
+        "{text}"
+    );
+    let out = env.explain(&["--nix-version", "2.8.0", "--system", "x86_64-linux", "--features", "cuda"]);
+    assert!(
+        so(&stdout(&out)).ends_with("; Nix 2.8.0 fails with \"unable to start any build\""),
+        "{}",
+        stdout(&out)
+    );
+    let out = env.explain(&["--nix-version", "lix 2.93.0", "--system", "x86_64-linux", "--features", "cuda"]);
+    assert!(
+        so(&stdout(&out)).ends_with("; Lix 2.93.0 fails with \"unable to start any build\""),
+        "{}",
+        stdout(&out)
+    );
+
+    // Asked of the `nix-store` on PATH.
+    let bin = env.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let nix_store = bin.join("nix-store");
+    std::fs::write(&nix_store, "#!/bin/sh\necho 'nix-store (Nix) 2.26.3'\n").unwrap();
+    std::fs::set_permissions(&nix_store, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = env
+        .explain_with_path(&bin.display().to_string(), &["--system", "x86_64-linux", "--features", "cuda"]);
+    assert!(
+        so(&stdout(&out)).ends_with("; Nix 2.26.3 fails with \"unable to start any build\""),
+        "{}",
+        stdout(&out)
+    );
+
+    // No Nix at all: both wordings, each with its releases.
+    let empty = env.path("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = env.explain_with_path(&empty.display().to_string(), &[&drv]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        so(&text).ends_with(&format!(
+            "; Nix fails with \"unable to start any build\" (Nix up to 2.33, and Lix) or \"Cannot build \
+             '{drv}'. Reason: local builds are disabled (max-jobs = 0)\" (Nix 2.34 and later)"
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_machine_that_never_takes_a_build_means_waiting_for_ever() {
+    let env = Env::new("ssh://never x86_64-linux - 0\n", "");
+    let out = env.explain(&["--nix-version", "2.34.8", "--system", "x86_64-linux"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("answer: postpone\n"), "{text}");
+    assert!(
+        so(&text).starts_with("it waits for ever: no machine that fits ever takes a build (max-jobs 0)"),
+        "{text}"
+    );
+    assert!(!text.contains("fails with"), "Nix does not fail, it waits: {text}");
+}
+
+#[test]
+fn the_ca_derivations_experiment_makes_it_a_local_build() {
+    let with = Env::new(MACHINES, "max-jobs = 1\nexperimental-features = nix-command ca-derivations\n");
+    let out = with.explain(&["--system", "x86_64-linux", "--features", "ca-derivations"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(so(&stdout(&out)), "Nix builds it on this machine (max-jobs 1, system x86_64-linux)");
+    let without = Env::new(MACHINES, "max-jobs = 1\n");
+    let out = without.explain(&[
+        "--nix-version",
+        "2.34.8",
+        "--system",
+        "x86_64-linux",
+        "--features",
+        "ca-derivations",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        so(&stdout(&out))
+            .ends_with("Nix 2.34.8 fails with \"Cannot build '…'. Reason: missing system features\""),
+        "{}",
+        stdout(&out)
+    );
 }

@@ -4,7 +4,7 @@
 use std::fs::OpenOptions;
 use std::path::Path;
 
-use crate::support::fake_parent::{put_string, settings_block, try_message, HookEnv, Reply};
+use crate::support::fake_parent::{put_string, settings_block, try_message, Capture, HookEnv, Reply, Step};
 
 const DRV: &str = "/nix/store/0c7w2i7kmf3ljc1vyqrvpxsn6gdn2l3y-hello-2.12.1.drv";
 
@@ -277,4 +277,88 @@ fn unreachable_builders_are_skipped_before_accepting() {
         msgs.contains("(setting 'builders':1): unreachable (cannot connect"),
         "the decline says why: {msgs}"
     );
+}
+
+/// A capture of Nix 2.34 (tests/fixtures/captures), for its settings block.
+fn capture_2_34(name: &str) -> Capture {
+    Capture::read(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/captures")
+            .join(format!("nix-2.34.8-{name}/stdin-1.bin")),
+    )
+}
+
+#[test]
+fn our_flags_as_words_of_build_hook_then_nix_verbosity() {
+    // `build-hook = /usr/local/bin/nix-wasm-hook --policy /x.wasm --postpone-wait-ms=0` under
+    // `nix-build -vv`: Nix ≥ 2.10 splits the setting into words and adds its verbosity, as
+    // the spy-args capture of 2.34 shows (`['/compat/spy-hook.py', '--extra1', 'x2', '5']`).
+    let capture = capture_2_34("spy-args");
+    let try_raw = match &capture.steps[0] {
+        Step::Try { raw, .. } => raw.clone(),
+        other => panic!("{other:?}"),
+    };
+    for verbosity in [5, 3] {
+        let mut env = HookEnv::new();
+        env.args = vec!["--policy".into(), policy_fixture("prefer-last"), "--postpone-wait-ms=0".into()];
+        env.verbosity = verbosity;
+        let mut hook = env.start();
+        hook.send(
+            &capture.settings_block(&[("builders", "ssh://first x86_64-linux ; ssh://last x86_64-linux")]),
+        );
+        hook.send(&try_raw);
+        assert_eq!(
+            hook.reply(),
+            Some(Reply::Accept("ssh://last".into())),
+            "the policy the words name decides"
+        );
+        hook.finish();
+
+        // The explanation of a decline that Nix builds itself is chatty (5): shown at Nix's
+        // -vv, not at its default (3).
+        let mut hook = env.start();
+        hook.send(&capture.settings_block(&[("builders", "ssh://arm aarch64-linux"), ("max-jobs", "1")]));
+        hook.send(&try_raw);
+        assert_eq!(hook.reply(), Some(Reply::Decline));
+        let (code, log, plain) = hook.finish();
+        assert_eq!(code, 0, "{plain:?}");
+        let msgs = crate::support::fake_parent::Hook::messages(&log).join("\n");
+        assert_eq!(
+            msgs.contains("no remote machine will build"),
+            verbosity >= 5,
+            "verbosity {verbosity}: {msgs}"
+        );
+    }
+}
+
+#[test]
+fn the_ca_derivations_experiment_lets_nix_build_it_itself() {
+    // Nix's local store has the feature `ca-derivations` while that experiment is on, so with
+    // the one fitting machine busy and a free local slot, Nix's hook declines and Nix builds
+    // it; without the experiment, Nix cannot, and the answer is to wait for the machine.
+    let capture = capture_2_34("spy-mj1");
+    let mut env = HookEnv::new();
+    env.args = vec!["--postpone-wait-ms".into(), "0".into()];
+    // `ssh://a`'s only slot, held as another hook holds it while building there.
+    let held = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(env.current_load().join("ssh:__a-0"))
+        .unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+    for (experiments, want) in
+        [("nix-command ca-derivations", Reply::Decline), ("nix-command", Reply::Postpone)]
+    {
+        let mut hook = env.start();
+        hook.send(&capture.settings_block(&[
+            ("builders", "ssh://a x86_64-linux - 1 1 ca-derivations"),
+            ("experimental-features", experiments),
+        ]));
+        hook.send(&try_message(true, "x86_64-linux", DRV, &["ca-derivations"]));
+        assert_eq!(hook.reply(), Some(want), "experimental-features = {experiments}");
+        hook.finish();
+    }
+    drop(held);
 }

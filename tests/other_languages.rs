@@ -70,8 +70,7 @@ fn table_cases() -> Vec<Case> {
                 .collect();
             let request = Request {
                 drv_path: "/nix/store/00000000000000000000000000000000-case.drv".into(),
-                could_build_locally: decision_table::local(c.local_max_jobs)
-                    .could_build(&c.system, &c.features),
+                could_build_locally: decision_table::local(&c).could_build(&c.system, &c.features),
                 system: c.system,
                 required_features: c.features,
                 am_willing: c.am_willing,

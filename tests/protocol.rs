@@ -1,7 +1,7 @@
-//! The hook against the bytes Nix 2.8 really sent (tests/fixtures/captures/*). Each capture
-//! directory holds an `expect.toml` with the replies our hook must give, under the recorded
-//! settings or with some of them replaced; every capture is checked, and a capture without
-//! expectations fails the suite.
+//! The hook against the bytes Nix 2.8, 2.26 and 2.34 really sent (tests/fixtures/captures/*).
+//! Each capture directory holds an `expect.toml` with the replies our hook must give, under
+//! the recorded settings or with some of them replaced; every capture is checked, and a
+//! capture without expectations fails the suite.
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +31,14 @@ struct Case {
     /// Words that must not.
     #[serde(default)]
     messages_lack: Vec<String>,
+    /// Nix's verbosity, the hook's last argument (default 3: `nix-build` without `-v`).
+    verbosity: Option<u32>,
+    /// How many warnings (level 1) the hook logs; not counted when absent.
+    warnings: Option<usize>,
+    /// The hook quotes what Nix does next (`… fails with "…"`), and that Nix printed it: the
+    /// quote is in the capture's `nix-build.stderr`.
+    #[serde(default)]
+    quotes_nix: bool,
 }
 
 fn captures_dir() -> PathBuf {
@@ -50,9 +58,12 @@ fn parse_reply(s: &str) -> Reply {
 }
 
 /// Plays Nix's side of one case; returns a description of every mismatch.
-fn play(capture: &Capture, case: &Case) -> Vec<String> {
+fn play(dir: &Path, capture: &Capture, case: &Case) -> Vec<String> {
     let mut problems = Vec::new();
-    let env = HookEnv::new();
+    let mut env = HookEnv::new();
+    if let Some(v) = case.verbosity {
+        env.verbosity = v;
+    }
     let mut hook = env.start();
     let overrides: Vec<(&str, &str)> = case.settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     hook.send(&capture.settings_block(&overrides));
@@ -104,7 +115,43 @@ fn play(capture: &Capture, case: &Case) -> Vec<String> {
             problems.push(format!("{}: messages contain {w:?}; they were:\n{messages}", case.name));
         }
     }
+    if let Some(n) = case.warnings {
+        let warnings = warnings(&log);
+        if warnings.len() != n {
+            problems.push(format!(
+                "{}: {} warning(s), expected {n}: {warnings:#?}",
+                case.name,
+                warnings.len()
+            ));
+        }
+    }
+    if case.quotes_nix {
+        problems.extend(quote_problem(dir, &messages).map(|p| format!("{}: {p}", case.name)));
+    }
     problems
+}
+
+/// The `msg` lines at Nix's warning level.
+fn warnings(log: &[String]) -> Vec<String> {
+    log.iter()
+        .filter_map(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+        .filter(|v| v["action"] == "msg" && v["level"] == 1)
+        .map(|v| v["msg"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Why the hook's quote of Nix's next words is not what that Nix printed, if it is not.
+fn quote_problem(dir: &Path, messages: &str) -> Option<String> {
+    let Some((_, rest)) = messages.split_once("fails with \"") else {
+        return Some(format!("no quote of Nix's words in the messages:\n{messages}"));
+    };
+    let quote = rest.split('"').next().unwrap_or_default();
+    let printed = std::fs::read_to_string(dir.join("nix-build.stderr")).expect("nix-build.stderr");
+    // Nix indents and wraps its error over lines; and 2.21 to 2.29 capitalise "Unable to start
+    // any build", which their settings block does not tell apart from 2.8's lowercase.
+    let flat = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+    (!flat(&printed).contains(&flat(quote)))
+        .then(|| format!("Nix did not print {quote:?}; it printed:\n{printed}"))
 }
 
 fn no_inputs_only_out() -> Vec<u8> {
@@ -129,7 +176,8 @@ fn check_capture(name: &str) {
     for stream in &streams {
         let capture = Capture::read(stream);
         for case in &expect.case {
-            problems.extend(play(&capture, case).into_iter().map(|p| format!("{}: {p}", stream.display())));
+            problems
+                .extend(play(&dir, &capture, case).into_iter().map(|p| format!("{}: {p}", stream.display())));
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
@@ -169,6 +217,19 @@ captures! {
     real_hook_ssh => "real-hook-ssh",
     real_hook_ssh_deps => "real-hook-ssh-deps",
     real_hook_ssh_ng => "real-hook-ssh-ng",
+    nix_2_26_3_spy_accept_deps => "nix-2.26.3-spy-accept-deps",
+    nix_2_26_3_spy_accept0 => "nix-2.26.3-spy-accept0",
+    nix_2_26_3_spy_args => "nix-2.26.3-spy-args",
+    nix_2_26_3_spy_features => "nix-2.26.3-spy-features",
+    nix_2_26_3_spy_mj0 => "nix-2.26.3-spy-mj0",
+    nix_2_26_3_spy_mj1 => "nix-2.26.3-spy-mj1",
+    nix_2_34_8_spy_accept_deps => "nix-2.34.8-spy-accept-deps",
+    nix_2_34_8_spy_accept0 => "nix-2.34.8-spy-accept0",
+    nix_2_34_8_spy_accept1 => "nix-2.34.8-spy-accept1",
+    nix_2_34_8_spy_args => "nix-2.34.8-spy-args",
+    nix_2_34_8_spy_features => "nix-2.34.8-spy-features",
+    nix_2_34_8_spy_mj0 => "nix-2.34.8-spy-mj0",
+    nix_2_34_8_spy_mj1 => "nix-2.34.8-spy-mj1",
 }
 
 #[test]
@@ -182,6 +243,18 @@ fn captured_streams_decode_as_recorded() {
             assert_eq!(system, "x86_64-linux");
             assert_eq!(features, &["big-parallel", "kvm"]);
             assert!(*am_willing);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Nix 2.34 sends 31 settings more than 2.8, among them a JSON value.
+    let c = Capture::read(&captures_dir().join("nix-2.34.8-spy-features/stdin-1.bin"));
+    assert_eq!(c.settings.len(), 122);
+    assert_eq!(c.setting("external-builders"), Some("[]"));
+    assert_eq!(c.setting("max-free"), Some("9223372036854775807"));
+    match &c.steps[..] {
+        [Step::Try { features, am_willing, .. }] => {
+            assert_eq!(features, &["big-parallel", "kvm"]);
+            assert!(!*am_willing, "max-jobs 0");
         }
         other => panic!("{other:?}"),
     }

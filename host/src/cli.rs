@@ -10,7 +10,8 @@ use crate::log::{self, Logger};
 /// A Nix build hook whose choice of build machine is made by a sandboxed WebAssembly policy.
 ///
 /// Nix runs it as `build-hook` with its verbosity as the last argument; put options in
-/// /etc/nix/nix-wasm-hook.toml or before that argument.
+/// /etc/nix/nix-wasm-hook.toml or before that argument (Nix ≥ 2.10 passes the words of
+/// `build-hook` after the path there: `--policy /x.wasm 3`).
 #[derive(Debug, Parser)]
 #[command(name = "nix-wasm-hook", version, args_conflicts_with_subcommands = true)]
 pub struct Cli {

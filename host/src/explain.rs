@@ -10,8 +10,9 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use crate::decision::{self, Choice, MachineView, Misfit, Request};
+use crate::nix_release::NixRelease;
 use crate::policy::{Decided, Policies};
-use crate::schedule::{Local, Scheduler};
+use crate::schedule::Scheduler;
 use crate::settings::AsTheHook;
 
 /// Where would the hook send this derivation, and why not elsewhere?
@@ -36,9 +37,18 @@ pub struct Args {
     /// Explain with this policy instead of the configured one.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// The Nix whose words to quote for what it does next (`2.34.8`, `lix 2.93`); default:
+    /// what `nix-store --version` says, or every wording when there is no Nix.
+    #[arg(long, value_name = "VERSION", value_parser = parse_nix_version)]
+    pub nix_version: Option<NixRelease>,
     /// One JSON object, for scripts.
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_nix_version(text: &str) -> Result<NixRelease, String> {
+    NixRelease::from_version(text)
+        .ok_or_else(|| format!("'{text}' is not a version such as 2.34.8 or 'lix 2.93'"))
 }
 
 pub const EXIT_UNBUILDABLE: i32 = 1;
@@ -68,12 +78,8 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
     let policy_path = args.policy.clone().or(opts.policy.clone());
     let (policies, load_warning) = Policies::load(policy_path.as_ref(), opts.limits(), &opts.cache())?;
     notes.extend(load_warning);
-    let local = Local {
-        max_jobs: settings.max_jobs(),
-        system: settings.system().to_string(),
-        extra_platforms: settings.extra_platforms(),
-        features: settings.system_features(),
-    };
+    let nix = args.nix_version.clone().or_else(NixRelease::installed);
+    let local = crate::settings::local(&settings, nix);
     let (drv_path, system, features) = match (&args.drv, &args.system) {
         (Some(p), _) => {
             let drv = nwh_drv::Derivation::read(p).with_context(|| format!("reading {}", p.display()))?;
@@ -118,7 +124,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
     let rows = rows(&scheduler, &request, &views, &decided);
     let hints = crate::hints::unknown_words(&request, &views, &scheduler.local);
     let verdict = verdict(&request, &views, &decided);
-    let buildable = !matches!(verdict, Verdict::Nowhere);
+    let buildable = !matches!(verdict, Verdict::Nowhere | Verdict::Forever);
     if args.json {
         let machines: Vec<_> = rows
             .iter()
@@ -139,7 +145,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
                 "decided_by": format!("{:?}", decided.by).to_lowercase(),
                 "answer": crate::replay::describe(&decided.answer.choice, &views),
                 "machines": machines,
-                "verdict": verdict.text(&scheduler),
+                "verdict": verdict.text(&scheduler, &request),
                 "hints": hints,
                 "notes": notes,
             }),
@@ -197,30 +203,43 @@ enum Verdict {
     /// Every machine that fits is busy: Nix asks again later.
     Later,
     Local,
+    /// The policy postponed, but no machine that fits ever takes a build: Nix asks again,
+    /// for ever.
+    Forever,
     Nowhere,
 }
 
 impl Verdict {
-    fn text(&self, s: &Scheduler) -> String {
+    fn text(&self, s: &Scheduler, req: &Request) -> String {
         let l = &s.local;
+        let this_machine = format!(
+            "this machine cannot either (max-jobs {}, system {}{})",
+            l.max_jobs,
+            l.system,
+            if l.extra_platforms.is_empty() {
+                String::new()
+            } else {
+                format!(", extra-platforms {}", l.extra_platforms.join(" "))
+            }
+        );
         match self {
             Verdict::Remote(i) => format!("the hook would send it to {}", s.machines[*i].uri),
             Verdict::Later => "every machine that fits is busy now: Nix waits and asks again".into(),
             Verdict::Local => {
                 format!("Nix builds it on this machine (max-jobs {}, system {})", l.max_jobs, l.system)
             }
-            Verdict::Nowhere => format!(
-                "nothing can build it: no machine fits, and this machine cannot either (max-jobs {}, \
-                 system {}{}); Nix fails with \"unable to start any build\" or \"a '…' with features {{…}} \
-                 is required\"",
-                l.max_jobs,
-                l.system,
-                if l.extra_platforms.is_empty() {
-                    String::new()
-                } else {
-                    format!(", extra-platforms {}", l.extra_platforms.join(" "))
-                }
+            Verdict::Forever => format!(
+                "it waits for ever: no machine that fits ever takes a build (max-jobs 0), and \
+                 {this_machine}; Nix shows \"waiting for a machine to build '…'\" and asks again, \
+                 every build-poll-interval"
             ),
+            Verdict::Nowhere => {
+                let next = crate::nix_release::nix_fails_with(l.nix.as_ref(), req, l);
+                format!(
+                    "nothing can build it: no machine fits, and {this_machine}{}",
+                    next.map(|n| format!("; {n}")).unwrap_or_default()
+                )
+            }
         }
     }
 }
@@ -232,7 +251,8 @@ fn verdict(req: &Request, views: &[MachineView], decided: &Decided) -> Verdict {
             Verdict::Later
         }
         _ if req.could_build_locally => Verdict::Local,
-        Choice::Postpone | Choice::Decline => Verdict::Nowhere,
+        Choice::Postpone => Verdict::Forever,
+        Choice::Decline => Verdict::Nowhere,
     }
 }
 
@@ -297,7 +317,7 @@ fn print_text(
     }
     writeln!(out)?;
     writeln!(out, "answer: {}", crate::replay::describe(&decided.answer.choice, views))?;
-    writeln!(out, "so: {}", verdict.text(s))?;
+    writeln!(out, "so: {}", verdict.text(s, req))?;
     for h in hints {
         writeln!(out, "hint: {h}")?;
     }

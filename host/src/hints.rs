@@ -90,6 +90,7 @@ mod tests {
             system: "x86_64-linux".into(),
             extra_platforms: vec!["i686-linux".into()],
             features: ["nixos-test".to_string()].into(),
+            nix: None,
         };
         let m = MachineView {
             uri: "ssh://b".into(),

@@ -7,9 +7,10 @@ use anyhow::{Context, Result};
 
 use crate::config::Options;
 use crate::log::{Level, Logger};
+use crate::nix_release::NixRelease;
 use crate::policy::Policies;
 use crate::protocol::{Message, Session};
-use crate::schedule::{self, Local, Reply, Scheduler};
+use crate::schedule::{self, Reply, Scheduler};
 use crate::trace;
 use crate::transfer;
 
@@ -54,12 +55,7 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
         }
     };
     let load = nwh_slots::LoadDir::open(opts.current_load_dir());
-    let local = Local {
-        max_jobs: settings.max_jobs(),
-        system: settings.system().to_string(),
-        extra_platforms: settings.extra_platforms(),
-        features: settings.system_features(),
-    };
+    let local = crate::settings::local(&settings, Some(NixRelease::from_block(&block)));
     let mut scheduler = Scheduler::new(parsed.machines, load, policies, local);
 
     let ssh = opts.ssh_options();

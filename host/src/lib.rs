@@ -14,6 +14,7 @@ mod fds;
 pub mod hints;
 pub mod hook;
 pub mod log;
+pub mod nix_release;
 pub mod policy;
 pub mod protocol;
 pub mod replay;

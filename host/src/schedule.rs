@@ -10,16 +10,21 @@ use nwh_machines::Machine;
 use nwh_slots::{LoadDir, SlotLock};
 
 use crate::decision::{self, Choice, MachineView, Request};
+use crate::nix_release::NixRelease;
 use crate::policy::{Decided, Policies};
 
-/// What the local machine can build, from the parent's settings.
+/// What the local machine can build, from the parent's settings (`settings::local`), and
+/// which Nix the parent is.
 #[derive(Clone, Debug)]
 pub struct Local {
     /// The parent's `max-jobs` (the hook's own is irrelevant).
     pub max_jobs: u32,
     pub system: String,
     pub extra_platforms: Vec<String>,
+    /// The local store's features, which Nix tests "could build locally" against.
     pub features: BTreeSet<String>,
+    /// The parent's release, for quoting its words; `None` when it cannot be told.
+    pub nix: Option<NixRelease>,
 }
 
 impl Local {
@@ -180,6 +185,10 @@ impl Scheduler {
                     format!(", extra-platforms {}", self.local.extra_platforms.join(" "))
                 }
             );
+            if let Some(next) = crate::nix_release::nix_fails_with(self.local.nix.as_ref(), req, &self.local)
+            {
+                let _ = write!(s, "\n  so {next}");
+            }
         }
         (level, s)
     }

@@ -7,6 +7,9 @@ use anyhow::Result;
 use nwh_machines::{Machines, ParseContext};
 use nwh_nixconf::Settings;
 
+use crate::nix_release::NixRelease;
+use crate::schedule::Local;
+
 /// Loads nix.conf and `NIX_CONFIG` as Nix does, then applies the parent's block.
 pub fn load(block: &[(String, String)]) -> Result<Settings> {
     let mut settings = Settings::from_env(remote_systems_default())?;
@@ -19,6 +22,19 @@ fn remote_systems_default() -> Option<String> {
     nwh_nixconf::nix_remote_systems_env()
         .filter(|v| !v.is_empty())
         .map(|v| nwh_machines::builders_from_remote_systems_env(&v.to_string_lossy()))
+}
+
+/// What the parent can build itself, as Nix's own hook reckons it: its `max-jobs`, systems and
+/// the local store's features (`system-features`, plus `ca-derivations` and `recursive-nix`
+/// when those experiments are on), and, when known, which Nix it is.
+pub fn local(settings: &Settings, nix: Option<NixRelease>) -> Local {
+    Local {
+        max_jobs: settings.max_jobs(),
+        system: settings.system().to_string(),
+        extra_platforms: settings.extra_platforms(),
+        features: settings.local_store_features(),
+        nix,
+    }
 }
 
 /// The machines named by `builders`, resolved as the hook process sees paths (its working

@@ -29,6 +29,9 @@ pub struct Case {
     pub am_willing: bool,
     #[serde(default = "one")]
     pub local_max_jobs: u32,
+    /// The local `experimental-features`.
+    #[serde(default)]
+    pub local_experimental_features: Vec<String>,
     /// `try URI…`, `decline` or `postpone`.
     pub expect: String,
 }
@@ -46,17 +49,26 @@ pub fn load() -> Vec<Case> {
     table.case
 }
 
-/// The local machine of every case: x86_64-linux with Nix's default features.
-pub fn local(max_jobs: u32) -> Local {
-    Local {
-        max_jobs,
+/// The local machine of a case: x86_64-linux with Nix's default features, the case's
+/// max-jobs and experimental features, read from settings as the hook reads them.
+pub fn local(case: &Case) -> Local {
+    let host = nwh_nixconf::HostDefaults {
         system: "x86_64-linux".into(),
-        extra_platforms: vec!["i686-linux".into()],
-        features: ["benchmark", "big-parallel", "kvm", "nixos-test"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<BTreeSet<_>>(),
-    }
+        extra_platforms: BTreeSet::new(),
+        system_features: BTreeSet::new(),
+        cpus: 1,
+    };
+    let mut settings = nwh_nixconf::Settings::new("/nonexistent/etc/nix", None, host);
+    settings
+        .apply_block([
+            ("max-jobs", case.local_max_jobs.to_string()),
+            ("system", "x86_64-linux".into()),
+            ("extra-platforms", "i686-linux".into()),
+            ("system-features", "benchmark big-parallel kvm nixos-test".into()),
+            ("experimental-features", case.local_experimental_features.join(" ")),
+        ])
+        .unwrap();
+    nix_wasm_hook::settings::local(&settings, None)
 }
 
 /// The case's machines, parsed as the hook parses them.

@@ -1,6 +1,7 @@
 //! A fake Nix parent: plays Nix's side of the build-hook protocol against the real binary,
-//! with the bytes Nix 2.8 really sent (tests/fixtures/captures), so protocol tests are fast
-//! and need no Nix. The end-to-end tests on the test bed are what show compatibility.
+//! with the bytes Nix 2.8, 2.26 and 2.34 really sent (tests/fixtures/captures), so protocol
+//! tests are fast and need no Nix. The end-to-end tests on the test bed are what show
+//! compatibility.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -171,7 +172,10 @@ pub struct HookEnv {
     /// Connect to the chosen builder before `# accept`, as in real use. Off by default here:
     /// these tests are about replies, and their machines do not exist.
     pub connect_first: bool,
+    /// Words from `build-hook` after the path (Nix ≥ 2.10 passes them before the verbosity).
     pub args: Vec<String>,
+    /// Nix's verbosity, the last argument (3 unless `-v` or `--quiet`).
+    pub verbosity: u32,
     pub env: Vec<(String, String)>,
 }
 
@@ -180,7 +184,7 @@ impl HookEnv {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("etc-nix")).unwrap();
         std::fs::create_dir_all(dir.path().join("current-load")).unwrap();
-        HookEnv { dir, connect_first: false, args: Vec::new(), env: Vec::new() }
+        HookEnv { dir, connect_first: false, args: Vec::new(), verbosity: 3, env: Vec::new() }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -212,7 +216,7 @@ impl HookEnv {
             .arg("2")
             .args(if self.connect_first { &[][..] } else { &["--connect-before-accept", "false"][..] })
             .args(&self.args)
-            .arg("3")
+            .arg(self.verbosity.to_string())
             .stdin(Stdio::piped())
             .stdout(writer)
             .stderr(writer2);

@@ -168,6 +168,10 @@ const SCALARS: &[&str] = &[
     "timeout",
 ];
 
+/// Experimental features that, when on, are also features of the local store (each is named
+/// the same in both lists).
+const STORE_FEATURES_FROM_EXPERIMENTS: &[&str] = &["ca-derivations", "recursive-nix"];
+
 fn canonical(name: &str) -> &str {
     ALIASES.iter().find(|(alias, _)| *alias == name).map_or(name, |(_, real)| real)
 }
@@ -501,6 +505,29 @@ impl Settings {
             Some(v) => words(v),
             None => self.host.system_features.clone(),
         }
+    }
+
+    /// The experimental features turned on (`experimental-features`, plus any `extra-`).
+    pub fn experimental_features(&self) -> BTreeSet<String> {
+        self.get("experimental-features").map(words).unwrap_or_default()
+    }
+
+    /// The features of the local store, which Nix tests a derivation against to decide
+    /// whether it could build it itself: [`Settings::system_features`] plus `ca-derivations`
+    /// and `recursive-nix` when those experimental features are on. Nix adds them in the
+    /// store's default of its own `system-features` (`getDefaultSystemFeatures`, the same in
+    /// 2.8 and 2.34), so a derivation that needs them is never refused locally for lacking
+    /// them while the experiment is on.
+    pub fn local_store_features(&self) -> BTreeSet<String> {
+        let mut features = self.system_features();
+        let experimental = self.experimental_features();
+        features.extend(
+            STORE_FEATURES_FROM_EXPERIMENTS
+                .iter()
+                .filter(|f| experimental.contains(**f))
+                .map(|f| f.to_string()),
+        );
+        features
     }
 
     /// Seconds without output before a build is killed; 0 means no limit. Nix accepts

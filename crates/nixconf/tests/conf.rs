@@ -336,3 +336,63 @@ fn real_settings_block_from_nix_2_8() {
     assert!(!s.builders_use_substitutes());
     assert_eq!(s.get("max-free"), Some("18446744073709551615"));
 }
+
+/// A settings block as the spy hook wrote it down (`name = value` per line, in Nix's order).
+fn recorded_block(name: &str) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(fixture_dir(name)).unwrap();
+    text.lines()
+        .map(|l| {
+            let (n, v) = l.split_once(" = ").unwrap_or_else(|| panic!("{name}: {l:?}"));
+            (n.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn every_setting_nix_2_26_and_2_34_send_applies_without_a_warning() {
+    for (fixture, count) in [("block-nix-2.26.3.txt", 110), ("block-nix-2.34.8.txt", 122)] {
+        let block = recorded_block(fixture);
+        assert_eq!(block.len(), count, "{fixture}");
+        let mut s = Settings::new("/etc/nix", None, host());
+        s.apply_block(block.iter().map(|(n, v)| (n, v))).unwrap_or_else(|e| panic!("{fixture}: {e}"));
+        assert!(s.warnings().is_empty(), "{fixture}: {:?}", s.warnings());
+        assert_eq!(s.builders(), "ssh://dummy x86_64-linux", "{fixture}");
+        assert_eq!(s.max_jobs(), 0, "{fixture}");
+        assert_eq!(s.system(), "x86_64-linux", "{fixture}");
+        assert_eq!(
+            s.system_features(),
+            set(&["benchmark", "big-parallel", "kvm", "nixos-test", "uid-range"]),
+            "{fixture}"
+        );
+        assert_eq!(s.extra_platforms().len(), 5, "{fixture}");
+        assert_eq!((s.max_silent_time(), s.build_timeout(), s.max_build_log_size()), (0, 0, 0), "{fixture}");
+        assert!(s.experimental_features().is_empty(), "{fixture}: an empty value turns nothing on");
+        assert_eq!(s.local_store_features(), s.system_features(), "{fixture}");
+    }
+    // What 2.34 sends that 2.8 did not, or differently: kept as sent, none of them read.
+    let mut s = Settings::new("/etc/nix", None, host());
+    s.apply_block(recorded_block("block-nix-2.34.8.txt").iter().map(|(n, v)| (n, v))).unwrap();
+    assert_eq!(s.get("max-free"), Some("9223372036854775807"));
+    assert_eq!(s.get("external-builders"), Some("[]"), "a JSON value, not a list of words");
+    assert_eq!(s.get("cores"), Some("0"));
+    assert_eq!(s.get("connect-timeout"), Some("15"));
+}
+
+#[test]
+fn experimental_features_add_to_the_local_store_features() {
+    let mut s = Settings::new("/etc/nix", None, host());
+    s.apply_block([("system-features", "kvm"), ("experimental-features", "nix-command ca-derivations")])
+        .unwrap();
+    assert_eq!(s.experimental_features(), set(&["ca-derivations", "nix-command"]));
+    assert_eq!(s.system_features(), set(&["kvm"]), "the setting itself is unchanged");
+    assert_eq!(s.local_store_features(), set(&["ca-derivations", "kvm"]));
+
+    // `extra-` appends, and the default system features are the base when none are set.
+    let mut s = Settings::new("/etc/nix", None, host());
+    s.apply_nix_config("experimental-features = flakes\nextra-experimental-features = recursive-nix")
+        .unwrap();
+    assert_eq!(
+        s.local_store_features(),
+        set(&["benchmark", "big-parallel", "nixos-test", "recursive-nix", "uid-range"])
+    );
+}

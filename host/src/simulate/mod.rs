@@ -155,6 +155,7 @@ fn cluster(args: &Args) -> Result<Cluster> {
             system: args.system.clone(),
             extra_platforms: Vec::new(),
             features: Default::default(),
+            nix: None,
         },
         local_speed: args.local_speed,
     })
