@@ -1,8 +1,23 @@
-//! Builds really go remote: real Nix 2.8 with our hook on the test bed, over real SSH.
+//! Builds really go remote: real Nix with our hook on the test bed, over real SSH, with every
+//! Nix version as the master (`on_every_nix!`); the builders are the host's Nix 2.8.
 
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use crate::on_every_nix;
 use crate::support::hook::OurHook;
-use crate::support::testbed::{describe, out_paths, sh_derivation, unique_nonce, Opts, Testbed};
+use crate::support::testbed::{describe, out_paths, sh_derivation, unique_nonce, Nix, Opts, Testbed};
 use crate::support::tool::stderr;
+
+on_every_nix!(
+    one_derivation_is_built_on_a_builder_and_comes_back,
+    a_graph_spreads_over_builders_and_inputs_travel_between_them,
+    two_outputs_come_back_registered_with_their_references,
+    a_failing_build_reports_the_builder_message,
+    a_build_that_times_out_on_the_builder_is_reported_as_timed_out,
+    a_hook_killed_while_unpacking_leaves_nothing_valid_and_the_next_build_works,
+    a_failed_unpacking_is_removed_and_the_next_build_works,
+);
 
 /// Which test bed builder a hostname names (`nwhtb-b3` → 3).
 fn builder_of(hostname: &str) -> usize {
@@ -13,9 +28,18 @@ fn builder_of(hostname: &str) -> usize {
         .unwrap_or_else(|| panic!("not a builder: {hostname:?}"))
 }
 
-#[test]
-fn one_derivation_is_built_on_a_builder_and_comes_back() {
-    let Some(tb) = Testbed::up_or_skip(2, Opts::default()) else { return };
+fn up(n: usize, nix: Nix) -> Option<Testbed> {
+    Some(Testbed::up_or_skip(n, Opts::default())?.with_master(nix))
+}
+
+/// The path is valid in the master's store and its contents hash to what was registered.
+fn assert_verified(tb: &Testbed, path: &str) {
+    let out = tb.master_store(&["--verify-path", path]);
+    assert!(out.status.success(), "{path} is valid and intact on the master: {}", describe(&out));
+}
+
+fn one_derivation_is_built_on_a_builder_and_comes_back(nix: Nix) {
+    let Some(tb) = up(2, nix) else { return };
     let hook = OurHook::new(&[]);
     let builders = tb.machines_lines().join("\n");
     let expr = sh_derivation(
@@ -27,18 +51,16 @@ fn one_derivation_is_built_on_a_builder_and_comes_back() {
     let out = tb.nix_build(&expr, &hook.remote_only(&builders));
     assert!(out.status.success(), "{}", describe(&out));
     let path = &out_paths(&out)[0];
-    let host = std::fs::read_to_string(path).expect("the output is in the local store");
+    let host = std::fs::read_to_string(tb.master_path(path)).expect("the output is in the local store");
     let b = builder_of(&host);
     assert!(tb.valid_on(b, path), "{path} is in the store of the builder that built it");
-    let check = std::process::Command::new("nix-store").args(["--check-validity", path]).status().unwrap();
-    assert!(check.success(), "{path} is valid locally");
+    assert_verified(&tb, path);
     let err = stderr(&out);
     assert!(err.contains(&format!("on 'ssh://root@{}'", tb.addr(b))), "{err}");
 }
 
-#[test]
-fn a_graph_spreads_over_builders_and_inputs_travel_between_them() {
-    let Some(tb) = Testbed::up_or_skip(3, Opts::default()) else { return };
+fn a_graph_spreads_over_builders_and_inputs_travel_between_them(nix: Nix) {
+    let Some(tb) = up(3, nix) else { return };
     let hook = OurHook::new(&[]);
     let builders = tb.machines_lines().join("\n");
     // leaves a b c; ab <- a b; bc <- b c; top <- ab bc. Each output lists where its whole
@@ -63,7 +85,7 @@ in mk "nwh-top" [ ab bc ]"#,
     let out = tb.nix_build(&expr, &hook.remote_only(&builders));
     assert!(out.status.success(), "{}", describe(&out));
     let top = &out_paths(&out)[0];
-    let where_ = std::fs::read_to_string(format!("{top}/where")).unwrap();
+    let where_ = std::fs::read_to_string(tb.master_path(&format!("{top}/where"))).unwrap();
     let places: std::collections::BTreeMap<&str, usize> =
         where_.lines().map(|l| l.split_once(' ').map(|(n, h)| (n, builder_of(h))).unwrap()).collect();
     assert_eq!(places.len(), 6, "{where_}");
@@ -76,13 +98,67 @@ in mk "nwh-top" [ ab bc ]"#,
             .iter()
             .any(|(d, ins)| ins.iter().any(|i| places[i] != places[d]));
     assert!(shipped, "no input travelled between builders: {where_}");
+    // Every output of the graph is valid and intact in the master's store.
+    let deriver = tb.master_store(&["--query", "--deriver", top]);
+    let drv = String::from_utf8_lossy(&deriver.stdout).trim().to_string();
+    let closure = tb.master_store(&["--query", "--requisites", "--include-outputs", &drv]);
+    assert!(closure.status.success(), "{}", describe(&closure));
+    let closure = String::from_utf8_lossy(&closure.stdout).into_owned();
+    let outputs: Vec<&str> = closure.lines().filter(|p| !p.ends_with(".drv")).collect();
+    assert_eq!(outputs.len(), 6, "{closure}");
+    for path in outputs {
+        assert_verified(&tb, path);
+    }
     let err = stderr(&out);
     assert!(err.matches(" on 'ssh://root@").count() >= 6, "{err}");
 }
 
-#[test]
-fn a_failing_build_reports_the_builder_message() {
-    let Some(tb) = Testbed::up_or_skip(1, Opts::default()) else { return };
+/// Two outputs, one referring to the other and to an input: registered together, with the
+/// references the builder found.
+fn two_outputs_come_back_registered_with_their_references(nix: Nix) {
+    let Some(tb) = up(1, nix) else { return };
+    let hook = OurHook::new(&[]);
+    let expr = format!(
+        r#"let
+  dep = builtins.derivation {{
+    name = "nwh-dep"; nonce = "{nonce}"; system = builtins.currentSystem; builder = "/bin/sh";
+    args = [ "-c" "echo dep > $out" ];
+  }};
+  two = builtins.derivation {{
+    name = "nwh-two"; nonce = "{nonce}"; system = builtins.currentSystem; builder = "/bin/sh";
+    outputs = [ "out" "doc" ]; inherit dep;
+    args = [ "-c" "echo $dep > $out; echo $out > $doc" ];
+  }};
+in [ two.out two.doc ]"#,
+        nonce = unique_nonce()
+    );
+    let out = tb.nix_build(&expr, &hook.remote_only(&tb.machine(1)));
+    assert!(out.status.success(), "{}", describe(&out));
+    let paths = out_paths(&out);
+    assert_eq!(paths.len(), 2, "{}", describe(&out));
+    let (out_path, doc) =
+        if paths[0].ends_with("-doc") { (&paths[1], &paths[0]) } else { (&paths[0], &paths[1]) };
+    for p in [out_path, doc] {
+        assert_verified(&tb, p);
+    }
+    let references = |p: &str| {
+        let q = tb.master_store(&["--query", "--references", p]);
+        assert!(q.status.success(), "{}", describe(&q));
+        String::from_utf8_lossy(&q.stdout).lines().map(str::to_string).collect::<Vec<_>>()
+    };
+    assert_eq!(references(doc), [out_path.as_str()], "doc refers to out");
+    let dep = std::fs::read_to_string(tb.master_path(out_path)).unwrap().trim().to_string();
+    assert_eq!(references(out_path), [dep], "out refers to the input it names");
+    let deriver = tb.master_store(&["--query", "--deriver", out_path]);
+    assert!(
+        String::from_utf8_lossy(&deriver.stdout).trim().ends_with("-nwh-two.drv"),
+        "{}",
+        describe(&deriver)
+    );
+}
+
+fn a_failing_build_reports_the_builder_message(nix: Nix) {
+    let Some(tb) = up(1, nix) else { return };
     let hook = OurHook::new(&[]);
     let expr = sh_derivation("nwh-fails", None, &[], "echo the-builder-says-boom >&2; exit 3");
     let out = tb.nix_build(&expr, &hook.remote_only(&tb.machine(1)));
@@ -92,17 +168,121 @@ fn a_failing_build_reports_the_builder_message() {
     assert!(err.contains(&format!("on 'ssh://root@{}' failed", tb.addr(1))), "{err}");
 }
 
-#[test]
-fn a_build_that_times_out_on_the_builder_is_reported_as_timed_out() {
-    let Some(tb) = Testbed::up_or_skip(1, Opts::default()) else { return };
+fn a_build_that_times_out_on_the_builder_is_reported_as_timed_out(nix: Nix) {
+    let Some(tb) = up(1, nix) else { return };
     let hook = OurHook::new(&[]);
     let expr = sh_derivation("nwh-slow", None, &[], "/bin/sleep 30; echo > $out");
-    // `timeout` reaches the builder in the build options; the hook exits 101 (Nix 2.8: TimedOut).
+    // `timeout` reaches the builder in the build options; the hook exits 101 (TimedOut).
     let line = tb.machine(1);
     let out = tb.nix_build(&expr, &[&hook.remote_only(&line)[..], &["--timeout", "2"]].concat());
     assert!(!out.status.success(), "{}", describe(&out));
     let err = stderr(&out);
     assert!(err.contains("timed out"), "{err}");
+}
+
+/// A derivation with one large output, so that unpacking it takes long enough to interrupt.
+fn big_output(nonce: &str) -> String {
+    format!(
+        r#"builtins.derivation {{
+  name = "nwh-big"; nonce = "{nonce}"; system = builtins.currentSystem; builder = "/bin/sh";
+  args = [ "-c" "/bin/mkdir $out; /bin/dd if=/dev/zero of=$out/zeros bs=1M count=256 2>/dev/null; echo done > $out/end" ];
+}}"#
+    )
+}
+
+/// Parent PID and command line of a process.
+fn parent_and_cmdline(pid: u32) -> Option<(u32, Vec<String>)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let ppid = stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let argv = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into())
+        .collect();
+    Some((ppid, argv))
+}
+
+fn descends_from(mut pid: u32, ancestor: u32) -> bool {
+    while pid > 1 {
+        if pid == ancestor {
+            return true;
+        }
+        match parent_and_cmdline(pid) {
+            Some((ppid, _)) => pid = ppid,
+            None => return false,
+        }
+    }
+    false
+}
+
+/// Waits until a `nix-store --restore` started under `child` (our nix-build) runs; returns its
+/// PID, its parent's (the hook's) and the path it unpacks.
+fn restore_under(child: &mut Child) -> (u32, u32, String) {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while Instant::now() < deadline {
+        assert!(child.try_wait().unwrap().is_none(), "nix-build ended before the output was unpacked");
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            let Some((ppid, argv)) = parent_and_cmdline(pid) else { continue };
+            if argv.iter().any(|a| a == "--restore") && descends_from(pid, child.id()) {
+                let path = argv.last().unwrap().clone();
+                if path.ends_with("-nwh-big") {
+                    return (pid, ppid, path);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    panic!("no nix-store --restore appeared under nix-build");
+}
+
+/// Kill `victim(restore, hook)` while the output is unpacked; then the output must not be
+/// valid, `after` must hold, and the same derivation must build again.
+fn interrupt_unpacking(nix: Nix, victim: impl Fn(u32, u32) -> u32, after: impl Fn(&Testbed, &str)) {
+    let Some(tb) = up(1, nix) else { return };
+    let hook = OurHook::new(&[]);
+    let expr = big_output(&unique_nonce());
+    let line = tb.machine(1);
+    let mut child = tb.nix_build_cmd(&expr, &hook.remote_only(&line)).spawn().unwrap();
+    let (restore, hook_pid, path) = restore_under(&mut child);
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(victim(restore, hook_pid) as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    let first = child.wait_with_output().unwrap();
+    assert!(!first.status.success(), "the interrupted build fails: {}", describe(&first));
+    let valid = tb.master_store(&["--check-validity", &path]);
+    assert!(!valid.status.success(), "{path} must not be valid after an interrupted unpacking");
+    after(&tb, &path);
+
+    let again = tb.nix_build(&expr, &hook.remote_only(&line));
+    assert!(again.status.success(), "the next build of the same derivation works: {}", describe(&again));
+    assert_eq!(out_paths(&again), [path.as_str()]);
+    assert_verified(&tb, &path);
+    let end = std::fs::read_to_string(tb.master_path(&format!("{path}/end"))).unwrap();
+    assert_eq!(end, "done\n");
+}
+
+/// Nix kills its hook with SIGKILL when it is interrupted: the half-unpacked output stays on
+/// disk, invalid, and the next hook removes it before unpacking again.
+fn a_hook_killed_while_unpacking_leaves_nothing_valid_and_the_next_build_works(nix: Nix) {
+    interrupt_unpacking(nix, |_restore, hook| hook, |_, _| ());
+}
+
+/// When the unpacking itself fails, the hook removes what it unpacked before it reports.
+fn a_failed_unpacking_is_removed_and_the_next_build_works(nix: Nix) {
+    interrupt_unpacking(
+        nix,
+        |restore, _hook| restore,
+        |tb, path| {
+            assert!(
+                std::fs::symlink_metadata(tb.master_path(path)).is_err(),
+                "the hook removed the half-unpacked {path}"
+            );
+        },
+    );
 }
 
 #[test]

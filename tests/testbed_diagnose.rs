@@ -1,9 +1,12 @@
 //! The causes users lose days to (user-pain.md §A), provoked on the test bed with real Nix 2.8:
 //! each must be named inside Nix's own output, next to Nix's error, with the fix.
 
+use crate::on_every_nix;
 use crate::support::hook::OurHook;
-use crate::support::testbed::{describe, sh_derivation, Opts, Testbed};
+use crate::support::testbed::{describe, nothing_can_build, sh_derivation, Nix, Opts, Testbed};
 use crate::support::tool::stderr;
+
+on_every_nix!(a_feature_no_builder_has_gets_the_nearest_name);
 
 fn drv(name: &str, features: &[&str]) -> String {
     sh_derivation(name, Some("x86_64-linux"), features, "echo > $out")
@@ -38,16 +41,17 @@ fn a_host_key_root_does_not_know_is_named_with_the_fix() {
     }
 }
 
-/// A typo in a feature name that no builder has: Nix says only "unable to start any build".
-#[test]
-fn a_feature_no_builder_has_gets_the_nearest_name() {
+/// A typo in a feature name that no builder has: Nix says only "unable to start any build"
+/// (2.34: "Cannot build … local builds are disabled"), next to which the hook names the cause.
+fn a_feature_no_builder_has_gets_the_nearest_name(nix: Nix) {
     let opts = Opts { features: Some("kvm,big-parallel".into()), ..Opts::default() };
     let Some(tb) = Testbed::up_or_skip(1, opts) else { return };
+    let tb = tb.with_master(nix);
     let hook = OurHook::new(&[]);
     let out = tb.nix_build(&drv("nwh-typo", &["big-paralel"]), &hook.remote_only(&tb.machine(1)));
     assert!(!out.status.success(), "{}", describe(&out));
     let err = stderr(&out);
-    assert!(err.contains("unable to start any build"), "Nix's own error:\n{err}");
+    assert!(err.contains(nothing_can_build(nix)), "Nix's own error:\n{err}");
     for words in [
         format!(
             "ssh://root@{} (setting 'builders':1): does not support the required feature `big-paralel`",

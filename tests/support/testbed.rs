@@ -27,6 +27,55 @@ pub const SSH_KEY: &str = "/var/lib/nwh-testbed/ssh/id_ed25519";
 /// Seconds after which [`Testbed::nix_build`] kills `nix-build`.
 pub const NIX_BUILD_TIMEOUT_SECS: u32 = 300;
 
+/// The Nix that plays the master: the host's own, or Debian's Nix of another suite in a root
+/// file system beside the host (`testbed/master.sh`, made once and reused). The builders are
+/// the host's Nix 2.8 whichever master asks them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Nix {
+    /// Debian 12's nix-bin, the host's.
+    V2_8,
+    /// Debian 13 (trixie).
+    V2_26,
+    /// Debian sid: 2.34.8 when this was written; sid moves, and the tests print what it has.
+    V2_34,
+}
+
+impl Nix {
+    /// The version as `testbed/master.sh` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Nix::V2_8 => "2.8",
+            Nix::V2_26 => "2.26",
+            Nix::V2_34 => "2.34",
+        }
+    }
+}
+
+/// Runs a test body once per Nix master, as one test per version: `on_every_nix!(f, g)` makes
+/// `nix_2_8::f`, `nix_2_26::f`, `nix_2_34::f`, … calling `f(Nix::V2_8)` and so on.
+#[macro_export]
+macro_rules! on_every_nix {
+    ($($test:ident),* $(,)?) => {
+        mod nix_2_8 { $( #[test] fn $test() { super::$test($crate::support::testbed::Nix::V2_8) } )* }
+        mod nix_2_26 { $( #[test] fn $test() { super::$test($crate::support::testbed::Nix::V2_26) } )* }
+        mod nix_2_34 { $( #[test] fn $test() { super::$test($crate::support::testbed::Nix::V2_34) } )* }
+    };
+}
+
+/// What Nix itself prints when no machine, local or remote, can take a derivation.
+pub fn nothing_can_build(nix: Nix) -> &'static str {
+    match nix {
+        Nix::V2_8 => "unable to start any build",
+        Nix::V2_26 => "Unable to start any build",
+        Nix::V2_34 => "Cannot build '",
+    }
+}
+
+/// `testbed/master.sh`.
+pub fn master_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("testbed").join("master.sh")
+}
+
 /// `up` parameters. Each is a list with one value per builder; the last value
 /// repeats. `None` means the default (`1`, `1`, `-`, `-`).
 #[derive(Clone, Debug, Default)]
@@ -160,6 +209,9 @@ pub struct Testbed {
     machines_ng: Vec<String>,
     /// `--option NAME VALUE` settings the master's nix-build needs (`testbed.sh nix-conf`).
     master_options: Vec<(String, String)>,
+    master: Nix,
+    /// Where the master's file system starts: `/` for the host's Nix.
+    master_root: PathBuf,
     // Dropped (unlocked) only after `Drop::drop` has run `down`.
     _lock: File,
 }
@@ -216,6 +268,8 @@ impl Testbed {
             machines: Vec::new(),
             machines_ng: Vec::new(),
             master_options: Vec::new(),
+            master: Nix::V2_8,
+            master_root: PathBuf::from("/"),
             _lock: lock,
         };
         tb.machines = text(&up.stdout).lines().map(String::from).collect();
@@ -230,6 +284,51 @@ impl Testbed {
             })
             .collect();
         tb
+    }
+
+    /// The same test bed with `nix` as the master from now on. Its root file system is made
+    /// first if this machine has none yet (about two minutes, from Debian's archive).
+    pub fn with_master(mut self, nix: Nix) -> Testbed {
+        let out = Command::new("bash")
+            .arg(master_script())
+            .args(["root", nix.name()])
+            .stdin(Stdio::null())
+            .output()
+            .expect("cannot run testbed/master.sh");
+        assert!(out.status.success(), "testbed/master.sh root {} failed:\n{}", nix.name(), describe(&out));
+        self.master_root = PathBuf::from(text(&out.stdout).trim());
+        self.master = nix;
+        let version = self.master_cmd(&["nix-store", "--version"]).output().unwrap();
+        eprintln!("testbed: the master is {}", text(&version.stdout).trim());
+        self
+    }
+
+    /// The master's Nix.
+    pub fn master(&self) -> Nix {
+        self.master
+    }
+
+    /// `argv` run as the master would run it: in its root file system, with cwd `/`, the
+    /// hook binary and the tests' temporary files at the same paths as here.
+    pub fn master_cmd(&self, argv: &[&str]) -> Command {
+        let mut cmd = Command::new("bash");
+        cmd.arg(master_script()).args(["run", self.master.name()]).args(argv);
+        let hook_dir = Path::new(env!("CARGO_BIN_EXE_nix-wasm-hook")).parent().unwrap().to_path_buf();
+        let binds = [hook_dir, PathBuf::from(env!("CARGO_TARGET_TMPDIR"))];
+        cmd.env("NWH_MASTER_BIND", binds.map(|p| p.display().to_string()).join(":"));
+        cmd.current_dir("/").stdin(Stdio::null());
+        cmd
+    }
+
+    /// Where a path of the master's file system is seen from here.
+    pub fn master_path(&self, path: &str) -> PathBuf {
+        self.master_root.join(path.trim_start_matches('/'))
+    }
+
+    /// `nix-store ARGS` on the master's store.
+    pub fn master_store(&self, args: &[&str]) -> Output {
+        let argv: Vec<&str> = ["nix-store"].into_iter().chain(args.iter().copied()).collect();
+        self.master_cmd(&argv).output().expect("cannot run nix-store on the master")
     }
 
     fn script_ok<I, S>(&self, args: I) -> String
@@ -284,7 +383,13 @@ impl Testbed {
     /// to wait forever.
     pub fn nix_build_cmd_within(&self, secs: u32, expr: &str, extra_args: &[&str]) -> Command {
         let mut cmd = Command::new("timeout");
-        cmd.args(["--kill-after=10", &secs.to_string(), "nix-build"]).arg("--no-out-link");
+        cmd.args(["--kill-after=10", &secs.to_string()]);
+        if self.master != Nix::V2_8 {
+            let inner = self.master_cmd(&[]);
+            cmd.arg(inner.get_program()).args(inner.get_args());
+            cmd.envs(inner.get_envs().filter_map(|(k, v)| Some((k, v?))));
+        }
+        cmd.arg("nix-build").arg("--no-out-link");
         for (k, v) in &self.master_options {
             cmd.args(["--option", k, v]);
         }

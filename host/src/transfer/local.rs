@@ -1,47 +1,12 @@
 //! The local store, through Nix's own `nix-store` (the hook is not libstore): which paths are
-//! valid, their export stream, and importing outputs while Nix holds their locks.
+//! valid, their sizes and references, and their export stream. Outputs come back through
+//! [`super::register`].
 
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
 
 use anyhow::{bail, Context, Result};
-
-/// Parses `nix-store --version` ("nix-store (Nix) 2.8.0") into (major, minor).
-fn parse_version(text: &str) -> Result<(u32, u32)> {
-    let version = text.split_whitespace().last().unwrap_or_default();
-    let mut parts = version.split(['.', 'p', 'r', '-']);
-    let major = parts.next().and_then(|p| p.parse().ok());
-    let minor = parts.next().and_then(|p| p.parse().ok());
-    match (major, minor) {
-        (Some(a), Some(b)) => Ok((a, b)),
-        _ => bail!("cannot tell the Nix version from `nix-store --version`: {text:?}"),
-    }
-}
-
-/// Whether the output import can run while Nix holds the output locks: `NIX_HELD_LOCKS`
-/// tells a local-store process which locks its parent holds, and Nix 2.29 removed it (Lix
-/// keeps it). Without it the import would wait for Nix's own lock forever.
-pub fn check_held_locks_supported() -> Result<()> {
-    let out = Command::new("nix-store")
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .context("running nix-store --version")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if text.contains("Lix") {
-        return Ok(());
-    }
-    let (major, minor) = parse_version(&text)?;
-    if (major, minor) >= (2, 29) {
-        bail!(
-            "this is Nix {major}.{minor}: since Nix 2.29 an external build hook cannot register outputs while \
-             Nix holds their locks (NIX_HELD_LOCKS is gone), so nix-wasm-hook cannot bring the build back; \
-             use Nix ≤ 2.28 or Lix, or Nix's own build hook"
-        );
-    }
-    Ok(())
-}
 
 /// The subset of `paths` that is not valid in the local store.
 pub fn invalid(paths: &BTreeSet<String>) -> Result<BTreeSet<String>> {
@@ -157,37 +122,8 @@ impl Export {
     }
 }
 
-/// A running `nix-store --import`; write the export stream into `stdin`, then `finish`.
-pub struct Import {
-    child: Child,
-    pub stdin: std::process::ChildStdin,
-}
-
-/// Starts `nix-store --import`, telling it that Nix already holds the locks of `outputs`.
-pub fn import(outputs: &BTreeSet<String>) -> Result<Import> {
-    let mut child = Command::new("nix-store")
-        .arg("--import")
-        .env("NIX_HELD_LOCKS", outputs.iter().cloned().collect::<Vec<_>>().join(" "))
-        // As root the importer opens the local store itself, which is what honours
-        // NIX_HELD_LOCKS; through the daemon it would wait on Nix's lock.
-        .env_remove("NIX_REMOTE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("running nix-store --import")?;
-    let stdin = child.stdin.take().expect("piped");
-    Ok(Import { child, stdin })
-}
-
-impl Import {
-    pub fn finish(self) -> Result<()> {
-        drop(self.stdin);
-        finish(self.child, "nix-store --import")
-    }
-}
-
-fn finish(mut child: Child, what: &str) -> Result<()> {
+/// Waits for a `nix-store` child and turns a failure into an error with its own words.
+pub(super) fn finish(mut child: Child, what: &str) -> Result<()> {
     let mut err = String::new();
     if let Some(mut e) = child.stderr.take() {
         let _ = e.read_to_string(&mut err);
@@ -214,12 +150,5 @@ mod tests {
             super::PathInfo { nar_size: 1, references: ["/nix/store/b-top".to_string()].into() },
         );
         assert_eq!(super::topo_order(&infos), ["/nix/store/a-dep", "/nix/store/b-top", "/nix/store/0-z"]);
-    }
-
-    #[test]
-    fn versions() {
-        assert_eq!(super::parse_version("nix-store (Nix) 2.8.0\n").unwrap(), (2, 8));
-        assert_eq!(super::parse_version("nix-store (Nix) 2.29.0pre20250101_abc").unwrap(), (2, 29));
-        assert!(super::parse_version("something else").is_err());
     }
 }

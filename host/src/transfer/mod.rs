@@ -4,6 +4,7 @@
 pub mod advice;
 pub mod health;
 pub mod local;
+pub mod register;
 pub mod ssh;
 
 use std::collections::BTreeSet;
@@ -38,7 +39,6 @@ pub struct Job<'a> {
 
 pub fn build(master: &Master, job: &Job, logger: &Logger) -> Result<Outcome> {
     let started = std::time::Instant::now();
-    local::check_held_locks_supported()?;
     let drv = nwh_drv::Derivation::read(job.drv_path)
         .with_context(|| format!("reading the derivation {}", job.drv_path))?;
 
@@ -83,22 +83,29 @@ pub fn build(master: &Master, job: &Job, logger: &Logger) -> Result<Outcome> {
             Activity::CopyPaths,
             &format!("copying {} paths ({}) from '{}'", missing.len(), size(total), job.uri),
         );
-        let each: Vec<_> = infos
-            .iter()
-            .map(|(path, info)| {
-                logger.start_with(
-                    Level::Talkative,
-                    Activity::CopyPath,
-                    &format!("copying path '{path}' ({}) from '{}'", size(info.nar_size), job.uri),
-                    &[path.clone().into(), job.uri.into(), "local".into()],
-                )
-            })
-            .collect();
-        let mut import = local::import(&missing)?;
-        client.export_paths(&missing, &mut import.stdin)?;
-        import.finish()?;
-        all.progress(total, total);
-        drop(each);
+        let unannounced: Vec<&String> =
+            missing.iter().filter(|p| !infos.iter().any(|(i, _)| i == *p)).collect();
+        anyhow::ensure!(
+            unannounced.is_empty(),
+            "the build on '{}' succeeded, but the builder does not have the outputs {unannounced:?}",
+            job.uri
+        );
+        let mut fetched = 0;
+        let fetch = |path: &str, nar_size: u64, sink: &mut std::process::ChildStdin| {
+            let one = logger.start_with(
+                Level::Talkative,
+                Activity::CopyPath,
+                &format!("copying path '{path}' ({}) from '{}'", size(nar_size), job.uri),
+                &[path.to_string().into(), job.uri.into(), "local".into()],
+            );
+            let nar = client.dump_store_path(path, sink)?;
+            one.progress(nar.size, nar.size);
+            fetched += nar.size;
+            all.progress(fetched, total);
+            Ok(nar)
+        };
+        register::outputs(&infos, job.drv_path, fetch)
+            .with_context(|| format!("bringing the outputs of {} back from '{}'", job.drv_path, job.uri))?;
     }
     drop(client);
     remote.finish()?;
