@@ -362,3 +362,43 @@ fn the_ca_derivations_experiment_lets_nix_build_it_itself() {
     }
     drop(held);
 }
+
+#[test]
+fn a_derivation_whose_outputs_are_only_known_after_the_build_is_declined_not_accepted() {
+    // A floating content-addressed output has no path in the .drv: the hook could build it
+    // remotely but could not register it here, so it must not accept it.
+    let env = HookEnv::new();
+    let drv = env.path("x-floating.drv");
+    std::fs::write(
+        &drv,
+        r#"Derive([("out","","r:sha256","")],[],[],"x86_64-linux","/bin/sh",["-c","echo > $out"],[("out","")])"#,
+    )
+    .unwrap();
+    let drv = drv.display().to_string();
+    let mut hook = env.start();
+    hook.send(&base("ssh://a x86_64-linux - 1 1"));
+    hook.send(&try_message(true, "x86_64-linux", &drv, &[]));
+    assert_eq!(hook.reply(), Some(Reply::Decline));
+    let (code, log, _) = hook.finish();
+    assert_eq!(code, 0);
+    let messages = crate::support::fake_parent::Hook::messages(&log).join("\n");
+    assert!(
+        messages.contains(&format!(
+            "declines {drv}: its outputs `out` are content-addressed without a fixed hash"
+        )),
+        "{messages}"
+    );
+
+    // The same derivation with its output path known is accepted as usual.
+    let known = env.path("x-known.drv");
+    std::fs::write(
+        &known,
+        r#"Derive([("out","/nix/store/9ffff0jk7yp07fz3xhh7rzgqjj2ysq6x-x","","")],[],[],"x86_64-linux","/bin/sh",["-c","echo > $out"],[("out","/nix/store/9ffff0jk7yp07fz3xhh7rzgqjj2ysq6x-x")])"#,
+    )
+    .unwrap();
+    let mut hook = env.start();
+    hook.send(&base("ssh://a x86_64-linux - 1 1"));
+    hook.send(&try_message(true, "x86_64-linux", &known.display().to_string(), &[]));
+    assert_eq!(hook.reply(), Some(Reply::Accept("ssh://a".into())));
+    hook.finish();
+}

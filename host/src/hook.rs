@@ -70,6 +70,11 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
             Message::End => return Ok(0),
             Message::Try(t) => t,
         };
+        if let Some(why) = transfer::cannot_finish(&t.drv_path) {
+            logger.warn(&format!("nix-wasm-hook: declines {}: {why}", t.drv_path));
+            session.decline()?;
+            continue;
+        }
         // Decided again after a machine turns out to be unreachable, as Nix's hook does.
         let waited = std::time::Instant::now();
         // A wait polls every 40 ms; a trace line per poll would say the same thing 75 times.

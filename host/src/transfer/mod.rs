@@ -37,6 +37,25 @@ pub struct Job<'a> {
     pub upload_lock: &'a Path,
 }
 
+/// Why this hook could build `drv_path` remotely but not bring it back, if it knows so before
+/// `# accept`: outputs whose paths are only known after the build (floating content-addressed,
+/// deferred and impure ones) would need their realisations registered too, which this hook
+/// does not do. Nix is better served by a decline, after which it builds the derivation itself
+/// or says why it cannot; an accept would end in a failed build. A derivation that cannot be
+/// read here is left to [`build`], which reports why.
+pub fn cannot_finish(drv_path: &str) -> Option<String> {
+    let drv = nwh_drv::Derivation::read(drv_path).ok()?;
+    let floating: Vec<&str> =
+        drv.outputs.iter().filter(|(_, o)| o.path.is_empty()).map(|(name, _)| name.as_str()).collect();
+    (!floating.is_empty()).then(|| {
+        format!(
+            "its outputs {} are content-addressed without a fixed hash (ca-derivations), and this hook \
+             cannot register their realisations yet",
+            floating.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+        )
+    })
+}
+
 pub fn build(master: &Master, job: &Job, logger: &Logger) -> Result<Outcome> {
     let started = std::time::Instant::now();
     let drv = nwh_drv::Derivation::read(job.drv_path)
