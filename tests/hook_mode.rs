@@ -17,6 +17,19 @@ fn base(builders: &str) -> Vec<u8> {
     ])
 }
 
+/// Holds a slot lock of `env`'s current-load directory, as another hook building there does.
+fn hold_slot(env: &HookEnv, name: &str) -> std::fs::File {
+    let held = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(env.current_load().join(name))
+        .unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+    held
+}
+
 fn policy_fixture(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/fixtures/policies")
@@ -109,14 +122,7 @@ fn the_accepted_slot_is_held_until_the_hook_exits() {
 fn slots_held_by_nix_own_hook_count_as_load() {
     let env = HookEnv::new();
     // What Nix's build-remote holds while it builds on `ssh://a` (its only slot).
-    let held = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(env.current_load().join("ssh:__a-0"))
-        .unwrap();
-    rustix::fs::flock(&held, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+    let held = hold_slot(&env, "ssh:__a-0");
     let mut hook = env.start();
     hook.send(&settings_block(&[
         ("builders", "ssh://a x86_64-linux ; ssh://b x86_64-linux"),
@@ -340,14 +346,7 @@ fn the_ca_derivations_experiment_lets_nix_build_it_itself() {
     let mut env = HookEnv::new();
     env.args = vec!["--postpone-wait-ms".into(), "0".into()];
     // `ssh://a`'s only slot, held as another hook holds it while building there.
-    let held = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(env.current_load().join("ssh:__a-0"))
-        .unwrap();
-    rustix::fs::flock(&held, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+    let held = hold_slot(&env, "ssh:__a-0");
     for (experiments, want) in
         [("nix-command ca-derivations", Reply::Decline), ("nix-command", Reply::Postpone)]
     {
