@@ -9,6 +9,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod decision;
+pub mod dispatch;
 pub mod explain;
 mod fds;
 pub mod hints;

@@ -56,66 +56,176 @@ pub fn cannot_finish(drv_path: &str) -> Option<String> {
     })
 }
 
+/// Hook mode's whole transfer: inputs up, the build, outputs back into the local store.
 pub fn build(master: &Master, job: &Job, logger: &Logger) -> Result<Outcome> {
     let started = std::time::Instant::now();
     let drv = nwh_drv::Derivation::read(job.drv_path)
         .with_context(|| format!("reading the derivation {}", job.drv_path))?;
-
-    let mut args: Vec<&str> = vec!["--serve", "--write"];
-    if let Some(store) = &master.target.remote_store {
-        args.extend(["--store", store]);
-    }
     // The builder's stderr (build log and errors) goes to Nix's build log, as with Nix's hook.
-    let log_fd = crate::fds::build_log()?;
-    let remote = master.spawn(&master.target.remote_program, &args, log_fd)?;
-    let (stdout, stdin) = (remote.stdout.try_clone()?, remote.stdin.try_clone()?);
-    let mut client = ServeClient::handshake(master.target.display(), stdout, stdin)?;
-
+    let mut session = BuilderSession::open(master, job.uri, crate::fds::build_log()?)?;
     let inputs: BTreeSet<String> = job.accepted.inputs.iter().cloned().collect();
-    let uploaded = upload(&mut client, job, &inputs, logger)?;
-
-    let basic = drv.to_basic(&inputs);
+    let uploaded =
+        session.upload(&inputs, job.settings.builders_use_substitutes(), job.upload_lock, logger)?;
     let options = BuildOptions {
         max_silent_time: job.settings.max_silent_time(),
         build_timeout: job.settings.build_timeout(),
         max_log_size: job.settings.max_build_log_size(),
         keep_failed: job.settings.get("keep-failed") == Some("true"),
     };
-    let result = {
-        let _a = logger.start(Level::Talkative, Activity::Unknown, &format!("building on '{}'", job.uri));
-        client.build_derivation(job.drv_path, &basic, &options)?
-    };
+    let result = session.build(job.drv_path, &drv.to_basic(&inputs), &options, logger)?;
     if !result.status.is_success() {
         return Ok(Outcome::Failed {
             message: format!("build of '{}' on '{}' failed: {}", job.drv_path, job.uri, result.error_msg),
             timed_out: result.status == BuildStatus::TimedOut,
         });
     }
-
     let outputs: BTreeSet<String> = drv.output_paths().into_values().collect();
-    let missing = local::invalid(&outputs)?;
-    if !missing.is_empty() {
+    let fetched = session.bring_back(job.drv_path, &outputs, logger)?;
+    session.finish()?;
+    let still = local::invalid(&outputs)?;
+    anyhow::ensure!(still.is_empty(), "outputs are not valid locally after copying them back: {still:?}");
+    logger.msg(
+        Level::Talkative,
+        &format!(
+            "nix-wasm-hook: built {} on '{}' in {:.2} s ({uploaded} paths uploaded, {fetched} outputs fetched); peak memory {} KiB",
+            job.drv_path,
+            job.uri,
+            started.elapsed().as_secs_f64(),
+            peak_memory_kib().map_or("unknown".into(), |k| k.to_string()),
+        ),
+    );
+    Ok(Outcome::Built)
+}
+
+/// One serve-protocol conversation with a builder (`nix-store --serve --write` through its SSH
+/// master), for one build: what the front-ends do with a builder goes through here.
+pub struct BuilderSession {
+    uri: String,
+    client: ServeClient<std::io::PipeReader, std::io::PipeWriter>,
+    remote: ssh::Remote,
+}
+
+impl BuilderSession {
+    /// Starts the builder's store program; its stderr (build logs, errors) goes to `log`.
+    pub fn open(master: &Master, uri: &str, log: std::os::fd::OwnedFd) -> Result<BuilderSession> {
+        let mut args: Vec<&str> = vec!["--serve", "--write"];
+        if let Some(store) = &master.target.remote_store {
+            args.extend(["--store", store]);
+        }
+        let remote = master.spawn(&master.target.remote_program, &args, log)?;
+        let (stdout, stdin) = (remote.stdout.try_clone()?, remote.stdin.try_clone()?);
+        let client = ServeClient::handshake(master.target.display(), stdout, stdin)?;
+        Ok(BuilderSession { uri: uri.to_string(), client, remote })
+    }
+
+    /// The conversation itself, for a front-end that relays the builder's answers.
+    pub fn client(&mut self) -> &mut ServeClient<std::io::PipeReader, std::io::PipeWriter> {
+        &mut self.client
+    }
+
+    /// Uploads what the builder lacks of `inputs`; returns how many paths went up. The upload
+    /// lock is taken only when something is missing (NixOS/nix#11083: Nix's hook queues every
+    /// build behind it), and the question is asked again under the lock, since another hook
+    /// may have uploaded the same paths meanwhile.
+    pub fn upload(
+        &mut self,
+        inputs: &BTreeSet<String>,
+        substitute: bool,
+        upload_lock: &Path,
+        logger: &Logger,
+    ) -> Result<usize> {
+        let client = &mut self.client;
+        let valid = client.query_valid_paths(inputs, false, substitute)?;
+        if inputs.is_subset(&valid) {
+            return Ok(0);
+        }
+        let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(upload_lock)?;
+        {
+            let _a = logger.start(
+                Level::Talkative,
+                Activity::Unknown,
+                &format!("waiting for the upload lock to '{}'", self.uri),
+            );
+            rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
+        }
+        let valid = client.query_valid_paths(inputs, false, substitute)?;
+        let missing: BTreeSet<String> = inputs.difference(&valid).cloned().collect();
+        if missing.is_empty() {
+            return Ok(0);
+        }
+        let infos = local::path_infos(&missing)?;
+        let total: u64 = infos.values().map(|i| i.nar_size).sum();
+        let all = logger.start(
+            Level::Info,
+            Activity::CopyPaths,
+            &format!("copying {} paths ({}) to '{}'", missing.len(), size(total), self.uri),
+        );
+        // One path at a time, dependencies first: `nix build` shows each with its size.
+        let mut done = 0;
+        for path in local::topo_order(&infos) {
+            let nar_size = infos[&path].nar_size;
+            let one = logger.start_with(
+                Level::Talkative,
+                Activity::CopyPath,
+                &format!("copying path '{path}' ({}) to '{}'", size(nar_size), self.uri),
+                &[path.clone().into(), "local".into(), self.uri.as_str().into()],
+            );
+            let mut export = local::export(&BTreeSet::from([path.clone()]))?;
+            client.import_paths(&mut export.stdout)?;
+            export.finish()?;
+            one.progress(nar_size, nar_size);
+            done += nar_size;
+            all.progress(done, total);
+        }
+        Ok(missing.len())
+    }
+
+    /// Builds on the builder and waits; a failed build is a result, not an error.
+    pub fn build(
+        &mut self,
+        drv_path: &str,
+        basic: &nwh_drv::BasicDerivation,
+        options: &BuildOptions,
+        logger: &Logger,
+    ) -> Result<nwh_serve::BuildResult> {
+        let _a = logger.start(Level::Talkative, Activity::Unknown, &format!("building on '{}'", self.uri));
+        Ok(self.client.build_derivation(drv_path, basic, options)?)
+    }
+
+    /// Unpacks and registers in the local store those of `outputs` it lacks (see
+    /// [`register`]); returns how many.
+    pub fn bring_back(
+        &mut self,
+        drv_path: &str,
+        outputs: &BTreeSet<String>,
+        logger: &Logger,
+    ) -> Result<usize> {
+        let missing = local::invalid(outputs)?;
+        if missing.is_empty() {
+            return Ok(0);
+        }
+        let uri = self.uri.as_str();
+        let client = &mut self.client;
         let infos = client.query_path_infos(&missing)?;
         let total: u64 = infos.iter().map(|(_, i)| i.nar_size).sum();
         let all = logger.start(
             Level::Info,
             Activity::CopyPaths,
-            &format!("copying {} paths ({}) from '{}'", missing.len(), size(total), job.uri),
+            &format!("copying {} paths ({}) from '{uri}'", missing.len(), size(total)),
         );
         let unannounced: Vec<&String> =
             missing.iter().filter(|p| !infos.iter().any(|(i, _)| i == *p)).collect();
         anyhow::ensure!(
             unannounced.is_empty(),
-            "the build on '{}' succeeded, but the builder does not have the outputs {unannounced:?}",
-            job.uri
+            "the build on '{uri}' succeeded, but the builder does not have the outputs {unannounced:?}"
         );
         let mut fetched = 0;
         let fetch = |path: &str, nar_size: u64, sink: &mut std::process::ChildStdin| {
             let one = logger.start_with(
                 Level::Talkative,
                 Activity::CopyPath,
-                &format!("copying path '{path}' ({}) from '{}'", size(nar_size), job.uri),
-                &[path.to_string().into(), job.uri.into(), "local".into()],
+                &format!("copying path '{path}' ({}) from '{uri}'", size(nar_size)),
+                &[path.to_string().into(), uri.into(), "local".into()],
             );
             let nar = client.dump_store_path(path, sink)?;
             one.progress(nar.size, nar.size);
@@ -123,80 +233,17 @@ pub fn build(master: &Master, job: &Job, logger: &Logger) -> Result<Outcome> {
             all.progress(fetched, total);
             Ok(nar)
         };
-        register::outputs(&infos, job.drv_path, fetch)
-            .with_context(|| format!("bringing the outputs of {} back from '{}'", job.drv_path, job.uri))?;
+        register::outputs(&infos, drv_path, fetch)
+            .with_context(|| format!("bringing the outputs of {drv_path} back from '{uri}'"))?;
+        Ok(missing.len())
     }
-    drop(client);
-    remote.finish()?;
-    let still = local::invalid(&outputs)?;
-    anyhow::ensure!(still.is_empty(), "outputs are not valid locally after copying them back: {still:?}");
-    logger.msg(
-        Level::Talkative,
-        &format!(
-            "nix-wasm-hook: built {} on '{}' in {:.2} s ({uploaded} paths uploaded, {} outputs fetched); peak memory {} KiB",
-            job.drv_path,
-            job.uri,
-            started.elapsed().as_secs_f64(),
-            missing.len(),
-            peak_memory_kib().map_or("unknown".into(), |k| k.to_string()),
-        ),
-    );
-    Ok(Outcome::Built)
-}
 
-/// Uploads what the builder lacks. The upload lock is taken only when something is missing
-/// (NixOS/nix#11083: Nix's hook queues every build behind it), and the question is asked again
-/// under the lock, since another hook may have uploaded the same paths meanwhile.
-fn upload<R: std::io::Read, W: std::io::Write>(
-    client: &mut ServeClient<R, W>,
-    job: &Job,
-    inputs: &BTreeSet<String>,
-    logger: &Logger,
-) -> Result<usize> {
-    let substitute = job.settings.builders_use_substitutes();
-    let valid = client.query_valid_paths(inputs, false, substitute)?;
-    if inputs.is_subset(&valid) {
-        return Ok(0);
+    /// Ends the conversation and waits for the builder's program to exit.
+    pub fn finish(self) -> Result<()> {
+        drop(self.client);
+        self.remote.finish()?;
+        Ok(())
     }
-    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(job.upload_lock)?;
-    {
-        let _a = logger.start(
-            Level::Talkative,
-            Activity::Unknown,
-            &format!("waiting for the upload lock to '{}'", job.uri),
-        );
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
-    }
-    let valid = client.query_valid_paths(inputs, false, substitute)?;
-    let missing: BTreeSet<String> = inputs.difference(&valid).cloned().collect();
-    if missing.is_empty() {
-        return Ok(0);
-    }
-    let infos = local::path_infos(&missing)?;
-    let total: u64 = infos.values().map(|i| i.nar_size).sum();
-    let all = logger.start(
-        Level::Info,
-        Activity::CopyPaths,
-        &format!("copying {} paths ({}) to '{}'", missing.len(), size(total), job.uri),
-    );
-    // One path at a time, dependencies first: `nix build` shows each with its size.
-    let mut done = 0;
-    for path in local::topo_order(&infos) {
-        let nar_size = infos[&path].nar_size;
-        let one = logger.start_with(
-            Level::Talkative,
-            Activity::CopyPath,
-            &format!("copying path '{path}' ({}) to '{}'", size(nar_size), job.uri),
-            &[path.clone().into(), "local".into(), job.uri.into()],
-        );
-        let mut export = local::export(&BTreeSet::from([path.clone()]))?;
-        client.import_paths(&mut export.stdout)?;
-        export.finish()?;
-        one.progress(nar_size, nar_size);
-        done += nar_size;
-        all.progress(done, total);
-    }
-    Ok(missing.len())
 }
 
 fn size(bytes: u64) -> String {

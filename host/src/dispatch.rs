@@ -1,0 +1,209 @@
+//! The core a front-end drives: for one derivation, choose a builder and hold its slot —
+//! asking the policy, skipping builders that cannot be reached (and remembering them across
+//! processes), waiting for a slot when one may free, recording each decision in the trace.
+//! The hook front-end (`hook`) answers Nix with what it returns; the builder front-end runs
+//! the build on it directly. Neither knows how a machine was chosen.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Result;
+use nwh_machines::Machine;
+use nwh_slots::SlotLock;
+
+use crate::config::Options;
+use crate::decision::MachineView;
+use crate::log::{Activity, Level, Logger};
+use crate::policy::Policies;
+use crate::schedule::{self, Local, Reply, Scheduler, Try};
+use crate::trace;
+use crate::transfer;
+use crate::transfer::health::Health;
+use crate::transfer::ssh::{Master, SshOptions};
+
+/// Where one derivation goes.
+pub enum Placement {
+    /// No machine will build it; the explanation says why, at the level Nix would use.
+    Declined {
+        explanation: Option<(schedule::Level, String)>,
+    },
+    /// Machines fit but none is free (and waiting longer was not asked for).
+    Postponed {
+        explanation: Option<(schedule::Level, String)>,
+    },
+    Placed(Placed),
+}
+
+/// A builder chosen for one build, its slot held until this is dropped.
+pub struct Placed {
+    pub machine: usize,
+    pub uri: String,
+    pub slot: SlotLock,
+    /// The SSH master, when the connection was made before answering.
+    pub master: Option<Master>,
+}
+
+/// How long a front-end lets a build wait for a slot before it gives up with `Postponed`.
+#[derive(Clone, Copy, Debug)]
+pub enum Wait {
+    UpTo(Duration),
+    Forever,
+}
+
+pub struct Dispatcher {
+    pub scheduler: Scheduler,
+    health: Health,
+    ssh: SshOptions,
+    connect_first: bool,
+    tracer: Option<trace::Writer>,
+    /// Reasons found by this process; other processes' findings come from `health`.
+    failed_here: Vec<Option<String>>,
+    /// Machines this hook cannot build on at all; it does not change while it runs.
+    unsupported: Vec<Option<String>>,
+}
+
+/// How often a wait for a slot looks again.
+const SLOT_POLL: Duration = Duration::from_millis(40);
+
+impl Dispatcher {
+    pub fn new(opts: &Options, machines: Vec<Machine>, policies: Policies, local: Local) -> Dispatcher {
+        let tracer = opts.trace.as_ref().map(|p| {
+            let configured = policies.chosen.as_ref().unwrap_or(&policies.default);
+            trace::Writer::new(p.clone(), opts.trace_max_bytes(), trace::PolicyId::of(configured))
+                .with_secrets(&machines)
+        });
+        let unsupported = machines.iter().map(|m| transfer::ssh::unsupported(&m.uri)).collect();
+        let failed_here = vec![None; machines.len()];
+        let load = nwh_slots::LoadDir::open(opts.current_load_dir());
+        Dispatcher {
+            scheduler: Scheduler::new(machines, load, policies, local),
+            health: opts.health(),
+            ssh: opts.ssh_options(),
+            connect_first: opts.connect_before_accept(),
+            tracer,
+            failed_here,
+            unsupported,
+        }
+    }
+
+    pub fn machines(&self) -> &[Machine] {
+        &self.scheduler.machines
+    }
+
+    /// Chooses a builder for `t`. A builder that cannot be reached is skipped and the choice
+    /// made again, as Nix's hook does; when every fitting builder is busy, waits as `wait`
+    /// allows for one to free.
+    pub fn place(&mut self, t: &Try, wait: Wait, logger: &Logger) -> Result<Placement> {
+        let waited = Instant::now();
+        // A wait looks again every 40 ms; a trace line per look would say the same thing.
+        let mut last_waited: Option<Vec<MachineView>> = None;
+        loop {
+            for (i, m) in self.scheduler.machines.iter().enumerate() {
+                self.scheduler.disabled[i] = self.unsupported[i]
+                    .clone()
+                    .or_else(|| self.failed_here[i].clone())
+                    .or_else(|| self.health.disabled_reason(&m.uri));
+            }
+            let time = SystemTime::now();
+            let mut outcome = self.scheduler.decide(t)?;
+            if let Some(w) = &outcome.decided.warning {
+                logger.warn(&format!("nix-wasm-hook: {w}"));
+            }
+            // Taken out so that the outcome stays whole for the trace.
+            let reply = std::mem::replace(&mut outcome.reply, Reply::Decline);
+            match reply {
+                Reply::Decline => {
+                    self.record(time, &outcome, trace::Outcome::Declined, logger);
+                    return Ok(Placement::Declined { explanation: outcome.explanation });
+                }
+                Reply::Postpone if may_wait(wait, waited) && a_slot_may_free(&outcome) => {
+                    // Nix waits `build-poll-interval` (5 s) after a postpone, even when a slot
+                    // frees sooner; waiting here starts the build as soon as one frees.
+                    if last_waited.as_ref() != Some(&outcome.machines) {
+                        self.record(time, &outcome, trace::Outcome::Waited, logger);
+                        last_waited = Some(outcome.machines);
+                    }
+                    std::thread::sleep(SLOT_POLL);
+                }
+                Reply::Postpone => {
+                    self.record(time, &outcome, trace::Outcome::Postponed, logger);
+                    return Ok(Placement::Postponed { explanation: outcome.explanation });
+                }
+                Reply::Accept { machine, slot } => {
+                    let uri = self.scheduler.machines[machine].uri.clone();
+                    if !self.connect_first {
+                        self.record(time, &outcome, trace::Outcome::Accepted { uri: uri.clone() }, logger);
+                        return Ok(Placement::Placed(Placed { machine, uri, slot, master: None }));
+                    }
+                    match self.connect(machine, logger) {
+                        Ok(master) => {
+                            self.record(
+                                time,
+                                &outcome,
+                                trace::Outcome::Accepted { uri: uri.clone() },
+                                logger,
+                            );
+                            self.health.mark_up(&uri);
+                            return Ok(Placement::Placed(Placed {
+                                machine,
+                                uri,
+                                slot,
+                                master: Some(master),
+                            }));
+                        }
+                        Err(e) => {
+                            // Said once, here; later processes skip the builder until its
+                            // backoff ends.
+                            self.record(
+                                time,
+                                &outcome,
+                                trace::Outcome::ConnectionFailed { uri: uri.clone() },
+                                logger,
+                            );
+                            let reason = format!("{e:#}");
+                            logger.error(&format!("cannot build on '{uri}': {reason}"));
+                            self.health.mark_down(&uri, &reason);
+                            self.failed_here[machine] = Some(format!("unreachable ({reason})"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The SSH master of a placed build: the one made before answering, or a new one.
+    pub fn master(&self, placed: &mut Placed, logger: &Logger) -> Result<Master> {
+        match placed.master.take() {
+            Some(m) => Ok(m),
+            None => self.connect(placed.machine, logger),
+        }
+    }
+
+    fn connect(&self, machine: usize, logger: &Logger) -> Result<Master> {
+        let m = &self.scheduler.machines[machine];
+        let _a = logger.start(Level::Talkative, Activity::Unknown, &format!("connecting to '{}'", m.uri));
+        let target = transfer::ssh::Target::from_machine(m)?;
+        transfer::ssh::master(&target, &self.ssh)
+    }
+
+    fn record(&mut self, time: SystemTime, o: &schedule::Outcome, what: trace::Outcome, logger: &Logger) {
+        let Some(w) = self.tracer.as_mut() else { return };
+        if let Some(warning) = w.record(time, &o.request, &o.machines, &o.decided, what) {
+            logger.warn(&format!("nix-wasm-hook: {warning}"));
+        }
+    }
+}
+
+fn may_wait(wait: Wait, since: Instant) -> bool {
+    match wait {
+        Wait::UpTo(limit) => since.elapsed() < limit,
+        Wait::Forever => true,
+    }
+}
+
+/// Some machine the request fits is busy but takes builds at all, so waiting can help.
+fn a_slot_may_free(outcome: &schedule::Outcome) -> bool {
+    outcome
+        .machines
+        .iter()
+        .any(|m| m.max_jobs > 0 && crate::decision::eligibility(&outcome.request, m).is_ok())
+}
