@@ -23,14 +23,11 @@ use crate::transfer::ssh::{Master, SshOptions};
 /// Where one derivation goes.
 pub enum Placement {
     /// No machine will build it; the explanation says why, at the level Nix would use.
-    Declined {
-        explanation: Option<(schedule::Level, String)>,
-    },
+    Declined { explanation: Option<(schedule::Level, String)> },
     /// Machines fit but none is free (and waiting longer was not asked for).
-    Postponed {
-        explanation: Option<(schedule::Level, String)>,
-    },
-    Placed(Placed),
+    Postponed { explanation: Option<(schedule::Level, String)> },
+    /// Boxed: a held slot and an SSH master are much larger than an explanation.
+    Placed(Box<Placed>),
 }
 
 /// A builder chosen for one build, its slot held until this is dropped.
@@ -132,7 +129,7 @@ impl Dispatcher {
                     let uri = self.scheduler.machines[machine].uri.clone();
                     if !self.connect_first {
                         self.record(time, &outcome, trace::Outcome::Accepted { uri: uri.clone() }, logger);
-                        return Ok(Placement::Placed(Placed { machine, uri, slot, master: None }));
+                        return Ok(Placement::Placed(Box::new(Placed { machine, uri, slot, master: None })));
                     }
                     match self.connect(machine, logger) {
                         Ok(master) => {
@@ -143,12 +140,8 @@ impl Dispatcher {
                                 logger,
                             );
                             self.health.mark_up(&uri);
-                            return Ok(Placement::Placed(Placed {
-                                machine,
-                                uri,
-                                slot,
-                                master: Some(master),
-                            }));
+                            let placed = Placed { machine, uri, slot, master: Some(master) };
+                            return Ok(Placement::Placed(Box::new(placed)));
                         }
                         Err(e) => {
                             // Said once, here; later processes skip the builder until its
