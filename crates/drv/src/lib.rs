@@ -15,10 +15,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use nwh_wire::Writer;
+use nwh_wire::{Reader, WireError, Writer};
 
 /// One output of a derivation, as written in the `.drv`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -154,6 +154,31 @@ impl BasicDerivation {
             w.write_str(value)?;
         }
         Ok(())
+    }
+
+    /// Reads the serve-protocol form, as a builder receives it with `BuildDerivation`. A name
+    /// sent twice (Nix never does) keeps its last value.
+    pub fn read_from<R: Read>(r: &mut Reader<R>) -> Result<BasicDerivation, WireError> {
+        let mut drv = BasicDerivation::default();
+        let outputs = r.read_u64()?;
+        for _ in 0..outputs {
+            let name = r.read_string()?;
+            let path = r.read_string()?;
+            let hash_algo = r.read_string()?;
+            let hash = r.read_string()?;
+            drv.outputs.insert(name, Output { path, hash_algo, hash });
+        }
+        drv.input_srcs = r.read_string_set()?;
+        drv.platform = r.read_string()?;
+        drv.builder = r.read_string()?;
+        drv.args = r.read_string_list()?;
+        let env = r.read_u64()?;
+        for _ in 0..env {
+            let key = r.read_string()?;
+            let value = r.read_string()?;
+            drv.env.insert(key, value);
+        }
+        Ok(drv)
     }
 
     /// ATerm form of this basic derivation (with an empty input-derivation list), for logs

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use nwh_drv::{Derivation, Found, Output, ParseError};
+use nwh_drv::{BasicDerivation, Derivation, Found, Output, ParseError};
 use nwh_wire::{Reader, Writer};
 
 fn fixture(name: &str) -> PathBuf {
@@ -218,6 +218,42 @@ fn basic_derivation_wire_form() {
     }
     assert_eq!(keys, ["builder", "name", "out", "outputHash", "outputHashAlgo", "outputHashMode", "system"]);
     assert_eq!(r.position(), bytes.len() as u64);
+}
+
+/// `read_from` takes back exactly what `write_to` wrote, for every fixture, and stops there.
+#[test]
+fn basic_derivation_round_trips() {
+    for name in [
+        "simple.drv",
+        "escapes.drv",
+        "fixed-output-flat.drv",
+        "fixed-output-recursive.drv",
+        "floating-ca.drv",
+        "multi-output.drv",
+        "no-args.drv",
+        "source-only.drv",
+        "structured-attrs.drv",
+        "uses-multi-output.drv",
+        "with-input-drvs.drv",
+    ] {
+        let (_, drv) = load(name);
+        let basic = drv.to_basic(&set(&["/nix/store/00000000000000000000000000000000-closure"]));
+        let mut w = Writer::new(Vec::new());
+        basic.write_to(&mut w).unwrap();
+        let mut bytes = w.into_inner();
+        let len = bytes.len() as u64;
+        bytes.extend_from_slice(b"next");
+        let mut r = Reader::new(&bytes[..]);
+        assert_eq!(BasicDerivation::read_from(&mut r).unwrap(), basic, "{name}");
+        assert_eq!(r.position(), len, "{name}");
+        // Cut anywhere: an error, never a panic or a wrong derivation.
+        for cut in [0, 8, len / 2, len - 1] {
+            assert!(
+                BasicDerivation::read_from(&mut Reader::new(&bytes[..cut as usize])).is_err(),
+                "{name} cut at {cut}"
+            );
+        }
+    }
 }
 
 #[test]

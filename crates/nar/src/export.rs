@@ -17,7 +17,7 @@ use crate::{copy_nar, NarError, NarSummary, CHUNK_SIZE};
 pub const EXPORT_MAGIC: u64 = 0x4558_494e;
 
 /// Store paths are at most a few hundred bytes; 4 KiB leaves room for any store directory.
-const MAX_PATH_LEN: u64 = 4096;
+pub(crate) const MAX_PATH_LEN: u64 = 4096;
 
 /// One path of an export stream.
 #[derive(Debug, Clone, PartialEq, Eq)]

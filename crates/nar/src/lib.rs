@@ -3,8 +3,8 @@
 //! file contents in memory. The serve protocol sends NARs without a length prefix
 //! (`DumpStorePath`, export streams), so parsing is the only way to know where one ends.
 //!
-//! [`export`] handles the `nix-store --export` stream (§6) built from NARs, and [`hash`] the
-//! spellings of a NAR hash.
+//! [`export`] handles the `nix-store --export` stream (§6) built from NARs, [`export_reader`]
+//! the same stream as a reader that stops at its end, and [`hash`] the spellings of a NAR hash.
 
 use std::fmt;
 use std::io::{self, BufWriter, Read, Write};
@@ -13,12 +13,14 @@ use nwh_wire::{padding_len, Item, Limits, Reader, WireError};
 use sha2::{Digest, Sha256};
 
 pub mod export;
+pub mod export_reader;
 pub mod hash;
 
 pub use export::{
     copy_export, write_export_end, write_export_entry_header, write_export_entry_trailer, ExportError,
     ExportedPath, EXPORT_MAGIC,
 };
+pub use export_reader::{ExportFramer, ExportReader};
 
 /// The string every NAR starts with.
 pub const NAR_MAGIC: &str = "nix-archive-1";

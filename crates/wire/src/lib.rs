@@ -169,6 +169,12 @@ impl<R: Read> Reader<R> {
         Reader { inner, pos: 0, limits }
     }
 
+    /// A reader whose [`Reader::position`] (and so every error offset) starts at `position`:
+    /// for a decoder that keeps its place in a stream between calls but not the stream itself.
+    pub fn resume(inner: R, limits: Limits, position: u64) -> Self {
+        Reader { inner, pos: position, limits }
+    }
+
     pub fn limits(&self) -> Limits {
         self.limits
     }
@@ -444,6 +450,15 @@ mod tests {
         assert_eq!(padding_len(9), 7);
         assert_eq!(encoded_string_len(3), 16);
         assert_eq!(encoded_string_len(0), 8);
+    }
+
+    #[test]
+    fn resume_counts_from_the_given_position() {
+        let mut r = Reader::resume(&[1u8, 0, 0, 0, 0, 0, 0, 0, 9][..], Limits::default(), 100);
+        assert_eq!(r.read_u64().unwrap(), 1);
+        assert_eq!(r.position(), 108);
+        let err = r.read_u64().unwrap_err();
+        assert_eq!(err.offset(), 108);
     }
 
     #[test]
