@@ -29,6 +29,9 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{FlockOperation, Timespec, Timestamps, UTIME_NOW};
 use rustix::io::Errno;
 
+mod queue;
+pub use queue::Turn;
+
 /// Nix's compiled-in state directory.
 pub const DEFAULT_STATE_DIR: &str = "/nix/var/nix";
 
