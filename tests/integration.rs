@@ -13,6 +13,7 @@ mod protocol;
 mod replay;
 mod simulate;
 mod testbed_build;
+mod testbed_builder;
 mod testbed_check;
 mod testbed_decide;
 mod testbed_diagnose;

@@ -56,6 +56,16 @@ pub struct Cli {
     /// Size at which the trace moves to PATH.1 (default 64 MiB).
     #[arg(long, value_name = "BYTES")]
     pub trace_max_bytes: Option<u64>,
+    /// Builder mode only: the real builders (Nix's `builders` syntax, e.g. `@/etc/nix/nix-wasm-hook.machines`).
+    #[arg(long, value_name = "BUILDERS")]
+    pub machines: Option<String>,
+    /// Serve the serve protocol on stdin and stdout as one builder of Nix's own hook, which
+    /// runs `remote-program --serve --write` for an `ssh://localhost?remote-program=…` line.
+    #[arg(long)]
+    pub serve: bool,
+    /// Accepted with --serve, as Nix passes it; this builder always writes.
+    #[arg(long, requires = "serve")]
+    pub write: bool,
     /// Nix's verbosity (0 error … 7 vomit), which Nix passes as the last argument.
     pub verbosity: Option<u64>,
 }
@@ -84,6 +94,7 @@ impl Cli {
             postpone_wait_ms: self.postpone_wait_ms,
             trace: self.trace.clone(),
             trace_max_bytes: self.trace_max_bytes,
+            machines: self.machines.clone(),
         }
     }
 }
@@ -122,7 +133,8 @@ pub fn main() -> i32 {
         Some(Command::Check(args)) => return crate::check::main(args),
         None => {}
     }
-    let logger = Logger::new(true, log::level_from_verbosity(cli.verbosity.unwrap_or(3)));
+    // As a builder, stderr is the build log Nix's hook shows as it is: plain lines.
+    let logger = Logger::new(!cli.serve, log::level_from_verbosity(cli.verbosity.unwrap_or(3)));
     let result = (|| {
         let explicit = cli.config.is_some();
         let path = cli.config.clone().unwrap_or_else(|| crate::hook::default_config().to_path_buf());
@@ -137,7 +149,11 @@ pub fn main() -> i32 {
                 std::path::Path::new("/").join(p).display()
             );
         }
-        crate::hook::run(&opts, &logger)
+        if cli.serve {
+            crate::builder::run(&opts, &logger)
+        } else {
+            crate::hook::run(&opts, &logger)
+        }
     })();
     match result {
         Ok(code) => code,

@@ -11,6 +11,9 @@ use crate::policy::Limits;
 
 pub const DEFAULT_CONFIG: &str = "/etc/nix/nix-wasm-hook.toml";
 
+/// Where the `machines` option's entries come from, as diagnostics name it.
+pub const MACHINES_OPTION: &str = "nix-wasm-hook option 'machines'";
+
 /// Every key the file may hold. Unknown keys are errors that name the key, because a typo
 /// here would otherwise silently change where builds go.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -43,6 +46,10 @@ pub struct Options {
     pub trace: Option<PathBuf>,
     /// When the trace reaches this size it is moved to `TRACE.1` (one old file is kept).
     pub trace_max_bytes: Option<u64>,
+    /// Builder mode (`--serve`) only: the real builders behind this one, in the syntax of
+    /// Nix's `builders` (`@/etc/nix/nix-wasm-hook.machines`, lines, `;`). Hook mode takes Nix's
+    /// own `builders`.
+    pub machines: Option<String>,
 }
 
 impl Options {
@@ -88,7 +95,8 @@ impl Options {
             connect_before_accept,
             postpone_wait_ms,
             trace,
-            trace_max_bytes
+            trace_max_bytes,
+            machines
         );
         self
     }

@@ -93,6 +93,9 @@ impl Dispatcher {
         let waited = Instant::now();
         // A wait looks again every 40 ms; a trace line per look would say the same thing.
         let mut last_waited: Option<Vec<MachineView>> = None;
+        // Builder mode's place in the queue for the machines that fit; the next waiter moves
+        // up when this returns, holding a slot or not.
+        let mut turn: Option<nwh_slots::Turn> = None;
         loop {
             for (i, m) in self.scheduler.machines.iter().enumerate() {
                 self.scheduler.disabled[i] = self.unsupported[i]
@@ -111,6 +114,20 @@ impl Dispatcher {
                 Reply::Decline => {
                     self.record(time, &outcome, trace::Outcome::Declined, logger);
                     return Ok(Placement::Declined { explanation: outcome.explanation });
+                }
+                Reply::Postpone if matches!(wait, Wait::Forever) && a_slot_may_free(&outcome) => {
+                    if last_waited.as_ref() != Some(&outcome.machines) {
+                        self.record(time, &outcome, trace::Outcome::Waited, logger);
+                        last_waited = Some(outcome.machines.clone());
+                    }
+                    // In turn, without polling: first the waiters that came before, then a
+                    // build ending on one of the machines; then the policy chooses again.
+                    let fitting = fitting(&outcome);
+                    let load = &self.scheduler.load;
+                    match &turn {
+                        None => turn = Some(load.wait_turn(&queue_name(&fitting))?),
+                        Some(_) => load.wait_for_a_free_slot(&fitting)?,
+                    }
                 }
                 Reply::Postpone if may_wait(wait, waited) && a_slot_may_free(&outcome) => {
                     // Nix waits `build-poll-interval` (5 s) after a postpone, even when a slot
@@ -184,6 +201,28 @@ impl Dispatcher {
             logger.warn(&format!("nix-wasm-hook: {warning}"));
         }
     }
+}
+
+/// The machines a waiting request fits, with their max-jobs.
+fn fitting(outcome: &schedule::Outcome) -> Vec<(String, u32)> {
+    outcome
+        .machines
+        .iter()
+        .filter(|m| m.max_jobs > 0 && crate::decision::eligibility(&outcome.request, m).is_ok())
+        .map(|m| (m.uri.clone(), m.max_jobs))
+        .collect()
+}
+
+/// One queue per set of machines: requests that wait for the same machines are served in
+/// order of arrival, and one that waits for others is not held up behind them.
+fn queue_name(fitting: &[(String, u32)]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (uri, _) in fitting {
+        h.update(uri.as_bytes());
+        h.update([0]);
+    }
+    h.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn may_wait(wait: Wait, since: Instant) -> bool {

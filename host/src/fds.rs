@@ -38,3 +38,9 @@ pub fn build_log() -> std::io::Result<OwnedFd> {
     };
     Ok(fd)
 }
+
+/// A new descriptor for stderr, whatever Nix left open beyond it: where a builder's log goes
+/// in builder mode, where stderr is the log Nix's hook reads.
+pub fn stderr() -> std::io::Result<OwnedFd> {
+    Ok(fcntl_dupfd_cloexec(std::io::stderr().as_fd(), 0)?)
+}

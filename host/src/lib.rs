@@ -5,6 +5,7 @@
 //! [`protocol`] reply → [`transfer`] → Nix. Only `protocol` and `cli` touch the process's
 //! stdin and stderr, and only `policy` knows wasmtime.
 
+pub mod builder;
 pub mod check;
 pub mod cli;
 pub mod config;

@@ -13,7 +13,10 @@ pub struct OurHook {
 
 impl OurHook {
     pub fn new(extra_args: &[&str]) -> OurHook {
-        let dir = tempfile::tempdir().unwrap();
+        OurHook::in_dir(tempfile::tempdir().unwrap(), extra_args)
+    }
+
+    fn in_dir(dir: tempfile::TempDir, extra_args: &[&str]) -> OurHook {
         let path = dir.path().join("hook");
         let state = dir.path().join("state");
         let mut script = format!(
@@ -29,6 +32,24 @@ impl OurHook {
         std::fs::write(&path, script).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         OurHook { path: path.display().to_string(), dir }
+    }
+
+    /// Our binary as one builder of Nix's own hook (builder mode), dispatching to the real
+    /// builders `machines` (Nix's `builders` syntax, written to a file beside the wrapper).
+    pub fn as_builder(machines: &str, extra_args: &[&str]) -> OurHook {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("machines");
+        std::fs::write(&file, machines).unwrap();
+        let arg = format!("@{}", file.display());
+        let mut args = vec!["--machines", arg.as_str()];
+        args.extend_from_slice(extra_args);
+        OurHook::in_dir(dir, &args)
+    }
+
+    /// The machines line that makes this wrapper a builder of Nix's own hook: Nix starts it
+    /// locally, without ssh, as `remote-program --serve --write`.
+    pub fn builder_line(&self, jobs: u32, features: &str) -> String {
+        format!("ssh://localhost?remote-program={} x86_64-linux - {jobs} 1 {features}", self.path)
     }
 
     /// `nix-build` arguments that send every build through this hook to `builders` and never

@@ -29,7 +29,10 @@ pub fn invalid(paths: &BTreeSet<String>) -> Result<BTreeSet<String>> {
 /// What the upload needs to know of a local path.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PathInfo {
+    /// As `--dump-db` spells it: base 16, no prefix.
+    pub nar_hash: String,
     pub nar_size: u64,
+    pub deriver: Option<String>,
     pub references: BTreeSet<String>,
 }
 
@@ -58,15 +61,41 @@ fn parse_registrations(text: &str) -> Result<std::collections::BTreeMap<String, 
         }
         let mut next =
             |what: &str| lines.next().with_context(|| format!("nix-store --dump-db: no {what} for {path}"));
-        let _hash = next("hash")?;
+        let nar_hash = next("hash")?.to_string();
         let nar_size =
             next("size")?.parse().with_context(|| format!("nix-store --dump-db: size of {path}"))?;
-        let _deriver = next("deriver")?;
+        let deriver = Some(next("deriver")?).filter(|d| !d.is_empty()).map(str::to_string);
         let count: usize = next("reference count")?.parse()?;
         let references = (0..count).map(|_| next("reference").map(str::to_string)).collect::<Result<_>>()?;
-        infos.insert(path.to_string(), PathInfo { nar_size, references });
+        infos.insert(path.to_string(), PathInfo { nar_hash, nar_size, deriver, references });
     }
     Ok(infos)
+}
+
+/// Path infos of valid local paths as the serve protocol carries them (no content address or
+/// signatures: `--dump-db` has neither).
+pub fn serve_path_infos(paths: &BTreeSet<String>) -> Result<Vec<(String, nwh_serve::PathInfo)>> {
+    if paths.is_empty() {
+        return Ok(Vec::new());
+    }
+    path_infos(paths)?
+        .into_iter()
+        .map(|(path, info)| {
+            let sha256 = nwh_nar::hash::parse_sha256(&info.nar_hash).with_context(|| {
+                format!("nix-store --dump-db: unreadable hash {:?} of {path}", info.nar_hash)
+            })?;
+            let info = nwh_serve::PathInfo {
+                deriver: info.deriver,
+                references: info.references,
+                download_size: info.nar_size,
+                nar_size: info.nar_size,
+                nar_hash: format!("sha256:{}", nwh_nar::hash::nix32_encode(&sha256)),
+                ca: None,
+                sigs: BTreeSet::new(),
+            };
+            Ok((path, info))
+        })
+        .collect()
 }
 
 /// Dependencies first, so that the builder can register each path as it arrives.
@@ -115,6 +144,20 @@ pub fn export(paths: &BTreeSet<String>) -> Result<Export> {
     Ok(Export { child, stdout })
 }
 
+/// A running `nix-store --dump` of one path: its NAR on `stdout`.
+pub fn dump(path: &str) -> Result<Export> {
+    let mut child = Command::new("nix-store")
+        .arg("--dump")
+        .arg(path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running nix-store --dump")?;
+    let stdout = child.stdout.take().expect("piped");
+    Ok(Export { child, stdout })
+}
+
 impl Export {
     pub fn finish(self) -> Result<()> {
         drop(self.stdout);
@@ -147,7 +190,12 @@ mod tests {
         let mut infos = infos;
         infos.insert(
             "/nix/store/0-z".into(),
-            super::PathInfo { nar_size: 1, references: ["/nix/store/b-top".to_string()].into() },
+            super::PathInfo {
+                nar_hash: String::new(),
+                nar_size: 1,
+                deriver: None,
+                references: ["/nix/store/b-top".to_string()].into(),
+            },
         );
         assert_eq!(super::topo_order(&infos), ["/nix/store/a-dep", "/nix/store/b-top", "/nix/store/0-z"]);
     }

@@ -1,0 +1,185 @@
+//! Builder mode: nix-wasm-hook as one builder of Nix's own hook. A machines line such as
+//! `ssh://localhost?remote-program=/usr/local/bin/nix-wasm-hook x86_64-linux - 8 1` makes Nix's
+//! hook start this binary locally, without ssh, as `nix-wasm-hook --serve --write`, and speak
+//! the serve protocol to it on stdin and stdout (docs/compatibility.md, "builder mode"). This
+//! front-end answers as a builder would, and dispatches the build to the real builders named
+//! by its own `machines` option, through the same core as hook mode.
+//!
+//! It shares the machine, and so the store, with Nix: every input Nix asks about is already
+//! valid here, so Nix copies nothing to it, and the outputs stream from the real builder
+//! through this process to Nix, which imports them itself, under its own locks.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+
+use anyhow::{bail, Context, Result};
+use nwh_serve::{BuildResult, BuildStatus, PathInfo, Request, ServeServer};
+
+use crate::config::Options;
+use crate::dispatch::{Dispatcher, Placed, Placement, Wait};
+use crate::log::Logger;
+use crate::policy::Policies;
+use crate::schedule::{Local, Try};
+use crate::transfer::{local, BuilderSession};
+
+/// A placed build: its slot, and the conversation with its builder.
+type Running = (Box<Placed>, BuilderSession);
+
+/// Serves one connection from Nix's hook on stdin/stdout. Returns the process exit code.
+pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
+    let settings = crate::settings::load(&[]).context("reading nix.conf")?;
+    let machines = builder_machines(opts, &settings)?;
+    for d in &machines.diagnostics {
+        logger.warn(&format!("nix-wasm-hook: {d}"));
+    }
+    let (policies, load_warning) = Policies::load(opts.policy.as_ref(), opts.limits(), &opts.cache())?;
+    if let Some(w) = load_warning {
+        logger.warn(&format!("nix-wasm-hook: {w}"));
+    }
+    // This front-end never builds on its own machine: Nix has already decided that the
+    // derivation goes to a builder, and we are that builder.
+    let local = Local { max_jobs: 0, ..crate::settings::local(&settings, None) };
+    let mut dispatcher = Dispatcher::new(opts, machines.machines, policies, local);
+
+    let stdin = std::io::stdin().lock();
+    let stdout = std::io::stdout().lock();
+    let mut server = ServeServer::handshake(stdin, stdout).context("greeting Nix's hook")?;
+    // The build of this connection, once placed: its slot stays held, and its builder answers
+    // for the outputs until Nix has fetched them.
+    let mut running: Option<Running> = None;
+    while let Some(request) = server.next_request().context("reading Nix's hook's request")? {
+        match request {
+            Request::QueryValidPaths { paths, .. } => {
+                let valid = valid_paths(&paths, running.as_mut().map(|(_, s)| s))?;
+                server.reply_valid_paths(&valid)?;
+            }
+            Request::QueryPathInfos { paths } => {
+                let infos = path_infos(&paths, running.as_mut().map(|(_, s)| s))?;
+                server.reply_path_infos(&infos)?;
+            }
+            Request::DumpStorePath { path } => {
+                dump(&path, running.as_mut().map(|(_, s)| s), &mut server)?;
+            }
+            Request::BuildDerivation { drv_path, drv, options } => {
+                if running.is_some() {
+                    bail!("Nix's hook asked for a second build on one connection, which it never does");
+                }
+                let (result, placed) = build(&mut dispatcher, &drv_path, &drv, &options, &settings, logger)?;
+                server.reply_build_result(&result)?;
+                running = placed;
+            }
+            other => bail!(
+                "Nix's hook sent {}, which a builder that shares the store with it never gets",
+                other.name()
+            ),
+        }
+    }
+    if let Some((_, session)) = running {
+        session.finish()?;
+    }
+    Ok(0)
+}
+
+/// The real builders: the `machines` option, in the syntax of Nix's `builders`.
+fn builder_machines(opts: &Options, settings: &nwh_nixconf::Settings) -> Result<nwh_machines::Machines> {
+    let Some(value) = &opts.machines else {
+        bail!(
+            "builder mode (--serve) needs the real builders: set `machines = \"@/etc/nix/nix-wasm-hook.machines\"` \
+             (Nix's `builders` syntax) in {}",
+            crate::config::DEFAULT_CONFIG
+        )
+    };
+    let ctx = nwh_machines::ParseContext { local_system: settings.system().to_string(), cwd: "/".into() };
+    Ok(nwh_machines::parse_builders(value, crate::config::MACHINES_OPTION, &ctx))
+}
+
+/// Valid "on this builder": valid in the local store (which it shares with Nix), or an
+/// output of the build it ran.
+fn valid_paths(paths: &BTreeSet<String>, running: Option<&mut BuilderSession>) -> Result<BTreeSet<String>> {
+    let invalid = local::invalid(paths)?;
+    let mut valid: BTreeSet<String> = paths.difference(&invalid).cloned().collect();
+    if let Some(session) = running {
+        if !invalid.is_empty() {
+            valid.extend(session.client().query_valid_paths(&invalid, false, false)?);
+        }
+    }
+    Ok(valid)
+}
+
+fn path_infos(
+    paths: &BTreeSet<String>,
+    running: Option<&mut BuilderSession>,
+) -> Result<Vec<(String, PathInfo)>> {
+    let invalid = local::invalid(paths)?;
+    let here: BTreeSet<String> = paths.difference(&invalid).cloned().collect();
+    let mut infos: Vec<(String, PathInfo)> = local::serve_path_infos(&here)?;
+    if let Some(session) = running {
+        if !invalid.is_empty() {
+            infos.extend(session.client().query_path_infos(&invalid)?);
+        }
+    }
+    Ok(infos)
+}
+
+fn dump<R: Read, W: Write>(
+    path: &str,
+    running: Option<&mut BuilderSession>,
+    server: &mut ServeServer<R, W>,
+) -> Result<()> {
+    let here = local::invalid(&BTreeSet::from([path.to_string()]))?.is_empty();
+    match running {
+        Some(session) if !here => {
+            let mut sink = server.nar_sink();
+            session.client().dump_store_path(path, &mut sink)?;
+            sink.finish()?;
+        }
+        _ => {
+            let mut dump = local::dump(path)?;
+            server.reply_nar(&mut std::io::BufReader::new(&mut dump.stdout))?;
+            dump.finish()?;
+        }
+    }
+    Ok(())
+}
+
+/// Places the derivation and builds it on a real builder; a build that nothing can take is a
+/// failed result that says why, per machine.
+fn build(
+    dispatcher: &mut Dispatcher,
+    drv_path: &str,
+    drv: &nwh_drv::BasicDerivation,
+    options: &nwh_serve::BuildOptions,
+    settings: &nwh_nixconf::Settings,
+    logger: &Logger,
+) -> Result<(BuildResult, Option<Running>)> {
+    let required_features: Vec<String> = drv
+        .env
+        .get("requiredSystemFeatures")
+        .map(|f| f.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    let t = Try {
+        am_willing: true,
+        system: drv.platform.clone(),
+        drv_path: drv_path.to_string(),
+        required_features,
+    };
+    let mut placed = match dispatcher.place(&t, Wait::Forever, logger)? {
+        Placement::Placed(p) => p,
+        Placement::Declined { explanation } | Placement::Postponed { explanation } => {
+            let why = explanation.map(|(_, text)| text).unwrap_or_else(|| "no machine will build it".into());
+            return Ok((BuildResult::failure(BuildStatus::MiscFailure, why), None));
+        }
+    };
+    let master = dispatcher
+        .master(&mut placed, logger)
+        .with_context(|| format!("cannot build on '{}'", placed.uri))?;
+    let log = crate::fds::stderr()?;
+    let mut session = BuilderSession::open(&master, &placed.uri, log)?;
+    let upload_lock = dispatcher.scheduler.load.upload_lock_path(&placed.uri);
+    session.upload(&drv.input_srcs, settings.builders_use_substitutes(), &upload_lock, logger)?;
+    let mut result = session.build(drv_path, drv, options, logger)?;
+    if !result.status.is_success() {
+        result.error_msg = format!("on '{}': {}", placed.uri, result.error_msg);
+    }
+    Ok((result, Some((placed, session))))
+}
