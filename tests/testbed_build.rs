@@ -2,10 +2,10 @@
 //! Nix version as the master (`on_every_nix!`); the builders are the host's Nix 2.8.
 
 use std::process::Child;
-use std::time::{Duration, Instant};
 
 use crate::on_every_nix;
 use crate::support::hook::OurHook;
+use crate::support::procs;
 use crate::support::testbed::{describe, out_paths, sh_derivation, unique_nonce, Nix, Opts, Testbed};
 use crate::support::tool::stderr;
 
@@ -190,51 +190,13 @@ fn big_output(nonce: &str) -> String {
     )
 }
 
-/// Parent PID and command line of a process.
-fn parent_and_cmdline(pid: u32) -> Option<(u32, Vec<String>)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let ppid = stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()?;
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let argv = cmdline
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into())
-        .collect();
-    Some((ppid, argv))
-}
-
-fn descends_from(mut pid: u32, ancestor: u32) -> bool {
-    while pid > 1 {
-        if pid == ancestor {
-            return true;
-        }
-        match parent_and_cmdline(pid) {
-            Some((ppid, _)) => pid = ppid,
-            None => return false,
-        }
-    }
-    false
-}
-
-/// Waits until a `nix-store --restore` started under `child` (our nix-build) runs; returns its
-/// PID, its parent's (the hook's) and the path it unpacks.
+/// Waits until a `nix-store --restore` of the big output runs under `child` (our nix-build);
+/// returns its PID, its parent's (the hook's) and the path it unpacks.
 fn restore_under(child: &mut Child) -> (u32, u32, String) {
-    let deadline = Instant::now() + Duration::from_secs(240);
-    while Instant::now() < deadline {
-        assert!(child.try_wait().unwrap().is_none(), "nix-build ended before the output was unpacked");
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-            let Some((ppid, argv)) = parent_and_cmdline(pid) else { continue };
-            if argv.iter().any(|a| a == "--restore") && descends_from(pid, child.id()) {
-                let path = argv.last().unwrap().clone();
-                if path.ends_with("-nwh-big") {
-                    return (pid, ppid, path);
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    panic!("no nix-store --restore appeared under nix-build");
+    let (pid, ppid, argv) = procs::wait_for_descendant(child, "nix-store --restore", |argv| {
+        argv.iter().any(|a| a == "--restore") && argv.last().is_some_and(|p| p.ends_with("-nwh-big"))
+    });
+    (pid, ppid, argv.last().unwrap().clone())
 }
 
 /// Kill `victim(restore, hook)` while the output is unpacked; then the output must not be
@@ -246,11 +208,7 @@ fn interrupt_unpacking(nix: Nix, victim: impl Fn(u32, u32) -> u32, after: impl F
     let line = tb.machine(1);
     let mut child = tb.nix_build_cmd(&expr, &hook.remote_only(&line)).spawn().unwrap();
     let (restore, hook_pid, path) = restore_under(&mut child);
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(victim(restore, hook_pid) as i32).unwrap(),
-        rustix::process::Signal::KILL,
-    )
-    .unwrap();
+    procs::kill(victim(restore, hook_pid));
     let first = child.wait_with_output().unwrap();
     assert!(!first.status.success(), "the interrupted build fails: {}", describe(&first));
     let valid = tb.master_store(&["--check-validity", &path]);

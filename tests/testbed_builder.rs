@@ -4,6 +4,7 @@
 
 use crate::on_every_nix;
 use crate::support::hook::OurHook;
+use crate::support::procs;
 use crate::support::testbed::{describe, out_paths, sh_derivation, unique_nonce, Nix, Opts, Testbed};
 use crate::support::tool::stderr;
 
@@ -11,6 +12,8 @@ on_every_nix!(
     a_graph_is_dispatched_to_the_real_builders_and_lands_valid,
     a_failing_build_fails_with_the_builders_words,
     a_build_no_real_builder_can_take_fails_at_once_with_the_reasons,
+    a_full_cluster_queues_and_drains_in_order_of_arrival,
+    the_builder_killed_mid_build_leaves_both_stores_consistent_and_no_slot_held,
 );
 
 /// Nix's own hook with `builders` as its only machine, never building locally.
@@ -100,4 +103,96 @@ fn a_build_no_real_builder_can_take_fails_at_once_with_the_reasons(nix: Nix) {
     {
         assert!(err.contains(&words), "missing {words:?} in\n{err}");
     }
+}
+
+/// One real slot, four builds handed over at once: they wait inside our builder, one after
+/// the other, in the order they arrived, and Nix never postpones.
+fn a_full_cluster_queues_and_drains_in_order_of_arrival(nix: Nix) {
+    let Some(tb) = up(1, Opts::default(), nix) else { return };
+    let trace = tempfile::NamedTempFile::new().unwrap();
+    let trace_arg = trace.path().display().to_string();
+    let ours = OurHook::as_builder(&tb.machine(1), &["--trace", &trace_arg]);
+    let line = ours.builder_line(4, "-");
+    let nonce = unique_nonce();
+    let drvs: Vec<String> = (0..4)
+        .map(|i| {
+            format!(
+                r#"(builtins.derivation {{ name = "nwh-q-{i}"; nonce = "{nonce}"; system = builtins.currentSystem;
+  builder = "/bin/sh"; args = [ "-c" "read s < /proc/uptime; /bin/sleep 1; read e < /proc/uptime; echo $s $e > $out" ]; }})"#
+            )
+        })
+        .collect();
+    let out = tb.nix_build(&format!("[ {} ]", drvs.join("\n")), &through(&line));
+    assert!(out.status.success(), "{}", describe(&out));
+    // The one slot ran them one at a time.
+    let mut spans: Vec<(f64, f64)> = out_paths(&out)
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(tb.master_path(p)).unwrap();
+            let t: Vec<f64> = text.split_whitespace().filter_map(|w| w.parse().ok()).step_by(2).collect();
+            (t[0], t[1])
+        })
+        .collect();
+    spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert_eq!(spans.len(), 4);
+    for w in spans.windows(2) {
+        assert!(w[0].1 <= w[1].0, "builds overlapped on one slot: {spans:?}");
+    }
+    // Those that waited were placed in the order they started waiting.
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(trace.path())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let drv = |r: &serde_json::Value| r["request"]["drv_path"].as_str().unwrap().to_string();
+    let kind = |r: &serde_json::Value| r["outcome"]["kind"].as_str().unwrap().to_string();
+    let mut waited: Vec<String> = Vec::new();
+    for r in records.iter().filter(|r| kind(r) == "waited") {
+        if !waited.contains(&drv(r)) {
+            waited.push(drv(r));
+        }
+    }
+    let placed: Vec<String> =
+        records.iter().filter(|r| kind(r) == "accepted").map(drv).filter(|d| waited.contains(d)).collect();
+    assert!(waited.len() >= 2, "builds waited in the builder: {records:?}");
+    assert_eq!(placed, waited, "first come, first served");
+    assert!(!records.iter().any(|r| kind(r) == "postponed"), "nothing was postponed");
+    assert!(!stderr(&out).contains("postpone"), "{}", describe(&out));
+}
+
+/// Nix kills the builder (here: SIGKILL to our process) while the build runs on the real
+/// builder: the build fails, nothing is valid on the master, no slot stays held, the real
+/// builder's store verifies, and the next build of the derivation works.
+fn the_builder_killed_mid_build_leaves_both_stores_consistent_and_no_slot_held(nix: Nix) {
+    let Some(tb) = up(1, Opts::default(), nix) else { return };
+    let ours = OurHook::as_builder(&tb.machine(1), &[]);
+    let line = ours.builder_line(1, "-");
+    let expr = sh_derivation("nwh-killed", None, &[], "/bin/sleep 3; echo done > $out");
+    let mut child = tb.nix_build_cmd(&expr, &through(&line)).spawn().unwrap();
+    let (builder, _, _) = procs::wait_for_descendant(&mut child, "our builder", |argv| {
+        argv.iter().any(|a| a == "--serve") && argv.iter().any(|a| a.ends_with("nix-wasm-hook"))
+    });
+    // Killed once the build runs there: its slot is held.
+    let load = nwh_slots::LoadDir::open(tb.master_path("/nix/var/nix/current-load"));
+    let uri = format!("ssh://root@{}", tb.addr(1));
+    let in_use = || {
+        let main = load.lock_main().unwrap();
+        load.scan(&main, &uri, 1).unwrap().in_use
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while in_use() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the build never took the real builder's slot");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    procs::kill(builder);
+    let first = child.wait_with_output().unwrap();
+    assert!(!first.status.success(), "{}", describe(&first));
+    assert_eq!(in_use(), 0, "no slot is held after the builder died");
+    let verify = tb.exec(1, &["nix-store", "--verify"]);
+    assert!(verify.status.success(), "the real builder's store is consistent: {}", describe(&verify));
+
+    let again = tb.nix_build(&expr, &through(&line));
+    assert!(again.status.success(), "{}", describe(&again));
+    let path = &out_paths(&again)[0];
+    assert!(tb.master_store(&["--verify-path", path]).status.success());
 }

@@ -1,5 +1,6 @@
 pub mod decision_table;
 pub mod fake_parent;
 pub mod hook;
+pub mod procs;
 pub mod testbed;
 pub mod tool;
