@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
 # The main job: a real Nix build of a small graph, dispatched by nix-wasm-hook to local test
 # builders (testbed/), printing where each derivation ran. Run as root on Debian 12:
-#     examples/demo.sh [--nix VERSION] [N_BUILDERS]   (default: the host's Nix, 3 builders)
+#     examples/demo.sh [--nix VERSION] [--builder] [N_BUILDERS]   (default: the host's Nix, 3 builders)
 # It builds the hook, brings the test bed up, builds, and always brings the test bed down.
 # --nix 2.26 or 2.34 makes Debian's Nix of that version the master, in a root file system
 # beside the host (testbed/master.sh; made once, about two minutes, then reused).
+# --builder: no build-hook setting; Nix's own hook hands every build to nix-wasm-hook as one
+# builder (ssh://localhost?remote-program=…), which dispatches to the test builders.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 nix=2.8
-if [ "${1:-}" = --nix ]; then nix=${2:?--nix needs a version: 2.8, 2.26 or 2.34}; shift 2; fi
+builder_mode=0
+while [ $# -gt 0 ]; do
+  case $1 in
+    --nix) nix=${2:?--nix needs a version: 2.8, 2.26 or 2.34}; shift 2 ;;
+    --builder) builder_mode=1; shift ;;
+    *) break ;;
+  esac
+done
 n=${1:-3}
 tb="$repo/testbed/testbed.sh"
 master="$repo/testbed/master.sh"
@@ -22,7 +31,8 @@ hook="$(cargo metadata --format-version 1 --no-deps --manifest-path "$repo/Cargo
 # directory; on exit its SSH masters are ended before the builders go down.
 work=$(mktemp -d)
 printf '#!/bin/sh\nexec %s --state-dir %s/state "$@"\n' "$hook" "$work" > "$work/hook"
-chmod +x "$work/hook"
+printf '#!/bin/sh\nexec %s --state-dir %s/state --machines @/tmp/nwh-demo-machines "$@"\n' "$hook" "$work" > "$work/builder"
+chmod +x "$work/hook" "$work/builder"
 cleanup() {
   for s in "$work"/state/ssh/*.sock; do [ -S "$s" ] && ssh -S "$s" -O exit demo 2>/dev/null; done
   "$tb" down >/dev/null 2>&1 || true
@@ -45,11 +55,26 @@ in mk "top" [ ab bc ]'
 cd /
 log=$(mktemp)
 echo "master: $("$master" version "$nix")"
-# The hook binary and the wrapper are bound into the master's root file system at the same paths.
-NWH_MASTER_BIND="$(dirname "$hook"):$work" NIX_CONFIG="$("$tb" nix-conf)" \
+# The hook binary and the wrappers are bound into the master's root file system at the same paths.
+if [ $builder_mode = 1 ]; then
+  # One line with four times the real slots: Nix never postpones, our builder queues.
+  builders="ssh://localhost?remote-program=$work/builder $(uname -m)-linux - $(( n * 4 )) 1"
+  echo "Nix's only builder: $builders"
+  hook_args=()
+else
+  builders=$(cat /tmp/nwh-demo-machines)
+  hook_args=(--option build-hook "$work/hook")
+fi
+out=$(NWH_MASTER_BIND="$(dirname "$hook"):$work" NIX_CONFIG="$("$tb" nix-conf)" \
   "$master" run "$nix" nix-build --no-out-link --max-jobs 0 \
-  --option builders "$(cat /tmp/nwh-demo-machines)" --option build-hook "$work/hook" -E "$expr" 2> "$log" >/dev/null \
+  --option builders "$builders" "${hook_args[@]}" -E "$expr" 2> "$log") \
   || { cat "$log"; exit 1; }
 echo "where each derivation ran:"
-sed -n "s|^building '/nix/store/[a-z0-9]*-\(.*\)\.drv' on '\(.*\)'\.\.\.$|  \1 -> \2|p" "$log"
+# Every output records the hostname of the builder that made it (nwhtb-b<i> is 10.78.0.(10+i)).
+root=$("$master" root "$nix")
+drv=$("$master" run "$nix" nix-store --query --deriver "$out")
+for p in $("$master" run "$nix" nix-store --query --requisites --include-outputs "$drv" | grep -v '\.drv$'); do
+  i=$(sed 's/^nwhtb-b//' "$root$p/host")
+  echo "  ${p#/nix/store/*-} -> ssh://root@10.78.0.$((10 + i))"
+done | sort
 rm -f "$log"

@@ -27,23 +27,17 @@ type Running = (Box<Placed>, BuilderSession);
 
 /// Serves one connection from Nix's hook on stdin/stdout. Returns the process exit code.
 pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
+    // Nix's own hook connects before it accepts a build, while Nix waits for its answer: greet
+    // at once, and load the policy only when a build comes.
+    let stdin = std::io::stdin().lock();
+    let stdout = std::io::stdout().lock();
+    let mut server = ServeServer::handshake(stdin, stdout).context("greeting Nix's hook")?;
     let settings = crate::settings::load(&[]).context("reading nix.conf")?;
     let machines = builder_machines(opts, &settings)?;
     for d in &machines.diagnostics {
         logger.warn(&format!("nix-wasm-hook: {d}"));
     }
-    let (policies, load_warning) = Policies::load(opts.policy.as_ref(), opts.limits(), &opts.cache())?;
-    if let Some(w) = load_warning {
-        logger.warn(&format!("nix-wasm-hook: {w}"));
-    }
-    // This front-end never builds on its own machine: Nix has already decided that the
-    // derivation goes to a builder, and we are that builder.
-    let local = Local { max_jobs: 0, ..crate::settings::local(&settings, None) };
-    let mut dispatcher = Dispatcher::new(opts, machines.machines, policies, local);
-
-    let stdin = std::io::stdin().lock();
-    let stdout = std::io::stdout().lock();
-    let mut server = ServeServer::handshake(stdin, stdout).context("greeting Nix's hook")?;
+    let mut machines = Some(machines.machines);
     // The build of this connection, once placed: its slot stays held, and its builder answers
     // for the outputs until Nix has fetched them.
     let mut running: Option<Running> = None;
@@ -64,6 +58,8 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
                 if running.is_some() {
                     bail!("Nix's hook asked for a second build on one connection, which it never does");
                 }
+                let machines = machines.take().unwrap_or_default();
+                let mut dispatcher = dispatcher(opts, machines, &settings, logger)?;
                 let (result, placed) = build(&mut dispatcher, &drv_path, &drv, &options, &settings, logger)?;
                 server.reply_build_result(&result)?;
                 running = placed;
@@ -78,6 +74,22 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
         session.finish()?;
     }
     Ok(0)
+}
+
+fn dispatcher(
+    opts: &Options,
+    machines: Vec<nwh_machines::Machine>,
+    settings: &nwh_nixconf::Settings,
+    logger: &Logger,
+) -> Result<Dispatcher> {
+    let (policies, load_warning) = Policies::load(opts.policy.as_ref(), opts.limits(), &opts.cache())?;
+    if let Some(w) = load_warning {
+        logger.warn(&format!("nix-wasm-hook: {w}"));
+    }
+    // This front-end never builds on its own machine: Nix has already decided that the
+    // derivation goes to a builder, and we are that builder.
+    let local = Local { max_jobs: 0, ..crate::settings::local(settings, None) };
+    Ok(Dispatcher::new(opts, machines, policies, local))
 }
 
 /// The real builders: the `machines` option, in the syntax of Nix's `builders`.
