@@ -6,7 +6,9 @@ use std::process::Child;
 use crate::on_every_nix;
 use crate::support::hook::OurHook;
 use crate::support::procs;
-use crate::support::testbed::{describe, out_paths, sh_derivation, unique_nonce, Nix, Opts, Testbed};
+use crate::support::testbed::{
+    describe, graph_of_six, out_paths, sh_derivation, unique_nonce, Nix, Opts, Testbed,
+};
 use crate::support::tool::stderr;
 
 on_every_nix!(
@@ -63,25 +65,7 @@ fn a_graph_spreads_over_builders_and_inputs_travel_between_them(nix: Nix) {
     let Some(tb) = up(3, nix) else { return };
     let hook = OurHook::new(&[]);
     let builders = tb.machines_lines().join("\n");
-    // leaves a b c; ab <- a b; bc <- b c; top <- ab bc. Each output lists where its whole
-    // sub-graph was built, so the top output shows the path every input travelled.
-    let expr = format!(
-        r#"let
-  mk = name: deps: builtins.derivation {{
-    inherit name; nonce = "{nonce}"; system = builtins.currentSystem; builder = "/bin/sh";
-    deps = deps;
-    args = [ "-c" ''
-      read h < /proc/sys/kernel/hostname
-      for d in $deps; do /bin/cat $d/where >> $out.tmp 2>/dev/null || true; done
-      /bin/mkdir $out; echo "${{name}} $h" >> $out.tmp; /bin/mv $out.tmp $out/where
-      /bin/sleep 1
-    '' ];
-  }};
-  a = mk "nwh-a" [ ]; b = mk "nwh-b" [ ]; c = mk "nwh-c" [ ];
-  ab = mk "nwh-ab" [ a b ]; bc = mk "nwh-bc" [ b c ];
-in mk "nwh-top" [ ab bc ]"#,
-        nonce = unique_nonce()
-    );
+    let expr = graph_of_six();
     let out = tb.nix_build(&expr, &hook.remote_only(&builders));
     assert!(out.status.success(), "{}", describe(&out));
     let top = &out_paths(&out)[0];

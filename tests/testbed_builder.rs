@@ -5,7 +5,9 @@
 use crate::on_every_nix;
 use crate::support::hook::OurHook;
 use crate::support::procs;
-use crate::support::testbed::{describe, out_paths, sh_derivation, unique_nonce, Nix, Opts, Testbed};
+use crate::support::testbed::{
+    describe, graph_of_six, out_paths, sh_derivation, unique_nonce, Nix, Opts, Testbed,
+};
 use crate::support::tool::stderr;
 
 on_every_nix!(
@@ -29,22 +31,7 @@ fn a_graph_is_dispatched_to_the_real_builders_and_lands_valid(nix: Nix) {
     let Some(tb) = up(3, Opts::default(), nix) else { return };
     let ours = OurHook::as_builder(&tb.machines_lines().join("\n"), &[]);
     let line = ours.builder_line(3, "-");
-    let expr = format!(
-        r#"let
-  mk = name: deps: builtins.derivation {{
-    inherit name deps; nonce = "{nonce}"; system = builtins.currentSystem; builder = "/bin/sh";
-    args = [ "-c" ''
-      read h < /proc/sys/kernel/hostname
-      for d in $deps; do /bin/cat $d/where >> $out.tmp 2>/dev/null || true; done
-      /bin/mkdir $out; echo "${{name}} $h" >> $out.tmp; /bin/mv $out.tmp $out/where
-      /bin/sleep 1
-    '' ];
-  }};
-  a = mk "nwh-a" [ ]; b = mk "nwh-b" [ ]; c = mk "nwh-c" [ ];
-  ab = mk "nwh-ab" [ a b ]; bc = mk "nwh-bc" [ b c ];
-in mk "nwh-top" [ ab bc ]"#,
-        nonce = unique_nonce()
-    );
+    let expr = graph_of_six();
     let out = tb.nix_build(&expr, &through(&line));
     assert!(out.status.success(), "{}", describe(&out));
     let top = &out_paths(&out)[0];

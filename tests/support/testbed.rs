@@ -202,6 +202,29 @@ pub fn sh_derivation(name: &str, system: Option<&str>, features: &[&str], script
     )
 }
 
+/// The demo's graph: leaves a b c; ab <- a b; bc <- b c; top <- ab bc (`nwh-*`), each taking
+/// a second. Each output's `where` lists where its whole sub-graph was built (`name host` per
+/// line, shared inputs more than once), so the top output shows where every input travelled.
+/// Never cached.
+pub fn graph_of_six() -> String {
+    format!(
+        r#"let
+  mk = name: deps: builtins.derivation {{
+    inherit name deps; nonce = "{nonce}"; system = builtins.currentSystem; builder = "/bin/sh";
+    args = [ "-c" ''
+      read h < /proc/sys/kernel/hostname
+      for d in $deps; do /bin/cat $d/where >> $out.tmp 2>/dev/null || true; done
+      /bin/mkdir $out; echo "${{name}} $h" >> $out.tmp; /bin/mv $out.tmp $out/where
+      /bin/sleep 1
+    '' ];
+  }};
+  a = mk "nwh-a" [ ]; b = mk "nwh-b" [ ]; c = mk "nwh-c" [ ];
+  ab = mk "nwh-ab" [ a b ]; bc = mk "nwh-bc" [ b c ];
+in mk "nwh-top" [ ab bc ]"#,
+        nonce = unique_nonce()
+    )
+}
+
 /// A running test bed. Dropping it brings the test bed down.
 pub struct Testbed {
     n: usize,
