@@ -16,6 +16,7 @@ on_every_nix!(
     a_build_no_real_builder_can_take_fails_at_once_with_the_reasons,
     a_full_cluster_queues_and_drains_in_order_of_arrival,
     the_builder_killed_mid_build_leaves_both_stores_consistent_and_no_slot_held,
+    a_real_builder_that_is_down_is_skipped_and_remembered,
 );
 
 /// Nix's own hook with `builders` as its only machine, never building locally.
@@ -182,4 +183,37 @@ fn the_builder_killed_mid_build_leaves_both_stores_consistent_and_no_slot_held(n
     assert!(again.status.success(), "{}", describe(&again));
     let path = &out_paths(&again)[0];
     assert!(tb.master_store(&["--verify-path", path]).status.success());
+}
+
+/// A real builder that refuses connections: skipped for the next one, said in ssh's words in
+/// Nix's output, and remembered, so that later builds do not try it again, as in hook mode.
+fn a_real_builder_that_is_down_is_skipped_and_remembered(nix: Nix) {
+    let Some(tb) = up(2, Opts::default(), nix) else { return };
+    tb.builder_stop(1);
+    let ours = OurHook::as_builder(&tb.machines_lines().join("\n"), &[]);
+    let line = ours.builder_line(8, "-");
+    let refused = format!("cannot build on 'ssh://root@{}'", tb.addr(1));
+    let builds = |what: &str| {
+        let nonce = unique_nonce();
+        let drvs: Vec<String> = (0..4)
+            .map(|i| {
+                format!(
+                    r#"(builtins.derivation {{ name = "nwh-{what}-{i}"; nonce = "{nonce}"; system = builtins.currentSystem;
+  builder = "/bin/sh"; args = [ "-c" "read h < /proc/sys/kernel/hostname; echo $h > $out" ]; }})"#
+                )
+            })
+            .collect();
+        let out = tb.nix_build(&format!("[ {} ]", drvs.join("\n")), &through(&line));
+        assert!(out.status.success(), "every build completes: {}", describe(&out));
+        for p in out_paths(&out) {
+            let host = std::fs::read_to_string(tb.master_path(&p)).unwrap();
+            assert_eq!(host.trim(), "nwhtb-b2", "{p} was built on the builder that is up");
+        }
+        stderr(&out)
+    };
+    let first = builds("down");
+    assert!(first.contains(&refused) && first.contains("Connection refused"), "{first}");
+    // Builds that started together may each have found it down; later ones skip it.
+    let later = builds("still-down");
+    assert!(!later.contains(&refused), "the builder was remembered as down: {later}");
 }
