@@ -97,6 +97,60 @@ pub fn write_export_end(w: &mut impl Write) -> io::Result<()> {
     Writer::new(w).write_u64(0)
 }
 
+/// What follows a path's NAR in an export stream: magic, path, references, deriver and the
+/// optional legacy signature. Read and written by [`copy_export`] and the export reader alike.
+pub(crate) struct Trailer {
+    path: String,
+    /// In the order received, so a copy stays identical even if a writer did not sort.
+    references: Vec<String>,
+    deriver: String,
+    has_signature: u64,
+    signature: Option<Vec<u8>>,
+}
+
+impl Trailer {
+    pub(crate) fn read_from<R: Read>(r: &mut Reader<R>) -> Result<Trailer, ExportError> {
+        let offset = r.position();
+        let magic = r.read_u64().map_err(ExportError::Wire)?;
+        if magic != EXPORT_MAGIC {
+            return Err(ExportError::BadMagic { offset, value: magic });
+        }
+        let path = r.read_string().map_err(ExportError::Wire)?;
+        let references = r.read_string_list().map_err(ExportError::Wire)?;
+        let deriver = r.read_string().map_err(ExportError::Wire)?;
+        let offset = r.position();
+        let has_signature = r.read_u64().map_err(ExportError::Wire)?;
+        let signature = match has_signature {
+            0 => None,
+            1 => Some(r.read_bytes().map_err(ExportError::Wire)?),
+            value => return Err(ExportError::BadSignatureFlag { offset, value }),
+        };
+        Ok(Trailer { path, references, deriver, has_signature, signature })
+    }
+
+    /// The same bytes as were read (the magic is the only one `read_from` accepts).
+    pub(crate) fn write_to<W: Write>(&self, w: &mut Writer<W>) -> io::Result<()> {
+        w.write_u64(EXPORT_MAGIC)?;
+        w.write_str(&self.path)?;
+        w.write_list(&self.references)?;
+        w.write_str(&self.deriver)?;
+        w.write_u64(self.has_signature)?;
+        if let Some(sig) = &self.signature {
+            w.write_bytes(sig)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn into_exported(self, nar: NarSummary) -> ExportedPath {
+        ExportedPath {
+            path: self.path,
+            references: self.references.into_iter().collect(),
+            deriver: (!self.deriver.is_empty()).then_some(self.deriver),
+            nar,
+        }
+    }
+}
+
 /// Copies one whole export stream from `r` to `w`, byte for byte, checking every NAR, and
 /// returns what it contained. Nothing after the final `u64 0` is read. As with
 /// [`copy_nar`], wrap an unbuffered `r` in a `BufReader`; writes are buffered and flushed here.
@@ -123,43 +177,9 @@ pub fn copy_export<R: Read + ?Sized, W: Write + ?Sized>(
             source => ExportError::Nar { offset: nar_offset, source },
         })?;
 
-        let offset = r.position();
-        let magic = r.read_u64().map_err(ExportError::Wire)?;
-        if magic != EXPORT_MAGIC {
-            return Err(ExportError::BadMagic { offset, value: magic });
-        }
-        let path = r.read_string().map_err(ExportError::Wire)?;
-        // Re-encoded in the order received, so the copy stays identical even if a writer
-        // did not sort.
-        let references = r.read_string_list().map_err(ExportError::Wire)?;
-        let deriver = r.read_string().map_err(ExportError::Wire)?;
-        let offset = r.position();
-        let has_signature = r.read_u64().map_err(ExportError::Wire)?;
-        let signature = match has_signature {
-            0 => None,
-            1 => Some(r.read_bytes().map_err(ExportError::Wire)?),
-            value => return Err(ExportError::BadSignatureFlag { offset, value }),
-        };
-
-        (|| {
-            w.write_u64(magic)?;
-            w.write_str(&path)?;
-            w.write_list(&references)?;
-            w.write_str(&deriver)?;
-            w.write_u64(has_signature)?;
-            if let Some(sig) = &signature {
-                w.write_bytes(sig)?;
-            }
-            Ok(())
-        })()
-        .map_err(ExportError::Sink)?;
-
-        entries.push(ExportedPath {
-            path,
-            references: references.into_iter().collect(),
-            deriver: (!deriver.is_empty()).then_some(deriver),
-            nar,
-        });
+        let trailer = Trailer::read_from(&mut r)?;
+        trailer.write_to(&mut w).map_err(ExportError::Sink)?;
+        entries.push(trailer.into_exported(nar));
     }
     w.flush().map_err(ExportError::Sink)?;
     Ok(entries)

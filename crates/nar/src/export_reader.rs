@@ -9,13 +9,12 @@
 //! whole; file contents pass through in the consumer's buffer, so memory use does not depend
 //! on the stream.
 
-use std::collections::BTreeSet;
 use std::io::{self, Read};
 
 use nwh_wire::{padding_len, Item, Limits, Reader, WireError, Writer};
 use sha2::{Digest, Sha256};
 
-use crate::export::{ExportError, ExportedPath, EXPORT_MAGIC, MAX_PATH_LEN};
+use crate::export::{ExportError, ExportedPath, Trailer, MAX_PATH_LEN};
 use crate::{printable, NarError, NarSummary, Problem, MAX_DEPTH, MAX_NAME_LEN, MAX_TAG_LEN, MAX_TARGET_LEN};
 
 /// Where in the grammar the next item is.
@@ -489,48 +488,12 @@ impl ExportFramer {
     fn trailer<R: Read + ?Sized>(&mut self, src: &mut R) -> Result<(), ExportError> {
         let mut r = self.reader(src, MAX_PATH_LEN);
         let start = r.position();
-        let result = (|| {
-            let offset = r.position();
-            let magic = r.read_u64().map_err(ExportError::Wire)?;
-            if magic != EXPORT_MAGIC {
-                return Err(ExportError::BadMagic { offset, value: magic });
-            }
-            let path = r.read_string().map_err(ExportError::Wire)?;
-            let references = r.read_string_list().map_err(ExportError::Wire)?;
-            let deriver = r.read_string().map_err(ExportError::Wire)?;
-            let offset = r.position();
-            let has_signature = r.read_u64().map_err(ExportError::Wire)?;
-            let signature = match has_signature {
-                0 => None,
-                1 => Some(r.read_bytes().map_err(ExportError::Wire)?),
-                value => return Err(ExportError::BadSignatureFlag { offset, value }),
-            };
-            Ok((path, references, deriver, has_signature, signature))
-        })();
+        let result = Trailer::read_from(&mut r);
         let consumed = r.position() - start;
         self.advance(consumed);
-        let (path, references, deriver, has_signature, signature) = result?;
-
-        let mut w = Writer::new(&mut self.out);
-        (|| {
-            w.write_u64(EXPORT_MAGIC)?;
-            w.write_str(&path)?;
-            w.write_list(&references)?;
-            w.write_str(&deriver)?;
-            w.write_u64(has_signature)?;
-            if let Some(sig) = &signature {
-                w.write_bytes(sig)?;
-            }
-            io::Result::Ok(())
-        })()
-        .expect("writing to a Vec");
-
-        self.entries.push(ExportedPath {
-            path,
-            references: references.into_iter().collect::<BTreeSet<_>>(),
-            deriver: (!deriver.is_empty()).then_some(deriver),
-            nar: self.nar.take().expect("a NAR precedes its trailer"),
-        });
+        let trailer = result?;
+        trailer.write_to(&mut Writer::new(&mut self.out)).expect("writing to a Vec");
+        self.entries.push(trailer.into_exported(self.nar.take().expect("a NAR precedes its trailer")));
         self.state = State::Marker;
         Ok(())
     }
