@@ -115,7 +115,7 @@ impl Dispatcher {
                     self.record(time, &outcome, trace::Outcome::Declined, logger);
                     return Ok(Placement::Declined { explanation: outcome.explanation });
                 }
-                Reply::Postpone if matches!(wait, Wait::Forever) && a_slot_may_free(&outcome) => {
+                Reply::Postpone if matches!(wait, Wait::Forever) && !fitting(&outcome).is_empty() => {
                     if last_waited.as_ref() != Some(&outcome.machines) {
                         self.record(time, &outcome, trace::Outcome::Waited, logger);
                         last_waited = Some(outcome.machines.clone());
@@ -129,7 +129,10 @@ impl Dispatcher {
                         Some(_) => load.wait_for_a_free_slot(&fitting)?,
                     }
                 }
-                Reply::Postpone if may_wait(wait, waited) && a_slot_may_free(&outcome) => {
+                Reply::Postpone
+                    if matches!(wait, Wait::UpTo(limit) if waited.elapsed() < limit)
+                        && !fitting(&outcome).is_empty() =>
+                {
                     // Nix waits `build-poll-interval` (5 s) after a postpone, even when a slot
                     // frees sooner; waiting here starts the build as soon as one frees.
                     if last_waited.as_ref() != Some(&outcome.machines) {
@@ -203,7 +206,8 @@ impl Dispatcher {
     }
 }
 
-/// The machines a waiting request fits, with their max-jobs.
+/// The machines a waiting request fits that take builds at all, with their max-jobs: when
+/// there are none, no slot can free for it and waiting is pointless.
 fn fitting(outcome: &schedule::Outcome) -> Vec<(String, u32)> {
     outcome
         .machines
@@ -223,19 +227,4 @@ fn queue_name(fitting: &[(String, u32)]) -> String {
         h.update([0]);
     }
     h.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn may_wait(wait: Wait, since: Instant) -> bool {
-    match wait {
-        Wait::UpTo(limit) => since.elapsed() < limit,
-        Wait::Forever => true,
-    }
-}
-
-/// Some machine the request fits is busy but takes builds at all, so waiting can help.
-fn a_slot_may_free(outcome: &schedule::Outcome) -> bool {
-    outcome
-        .machines
-        .iter()
-        .any(|m| m.max_jobs > 0 && crate::decision::eligibility(&outcome.request, m).is_ok())
 }

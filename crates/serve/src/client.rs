@@ -166,6 +166,20 @@ impl<R: Read, W: Write> ServeClient<R, W> {
         self.send(request.name(), |w| request.write_to(w, version))
     }
 
+    /// The `1` with which the server says a transfer to it is done.
+    fn expect_done(&mut self, during: &'static str) -> Result<()> {
+        let reply = self.recv(during, |r| r.read_u64())?;
+        if reply != 1 {
+            return Err(ServeError::UnexpectedReply {
+                host: self.host.clone(),
+                during,
+                expected: 1,
+                got: reply,
+            });
+        }
+        Ok(())
+    }
+
     fn flush(&mut self, during: &'static str) -> Result<()> {
         self.w.flush().map_err(|e| self.send_err(during, e))
     }
@@ -259,15 +273,7 @@ impl<R: Read, W: Write> ServeClient<R, W> {
                 e => ServeError::InvalidExport(e),
             })?;
             c.flush(DURING)?;
-            let reply = c.recv(DURING, |r| r.read_u64())?;
-            if reply != 1 {
-                return Err(ServeError::UnexpectedReply {
-                    host: c.host.clone(),
-                    during: DURING,
-                    expected: 1,
-                    got: reply,
-                });
-            }
+            c.expect_done(DURING)?;
             Ok(entries)
         })
     }
@@ -351,15 +357,7 @@ impl<R: Read, W: Write> ServeClient<R, W> {
                 });
             }
             c.flush(DURING)?;
-            let reply = c.recv(DURING, |r| r.read_u64())?;
-            if reply != 1 {
-                return Err(ServeError::UnexpectedReply {
-                    host: c.host.clone(),
-                    during: DURING,
-                    expected: 1,
-                    got: reply,
-                });
-            }
+            c.expect_done(DURING)?;
             Ok(())
         })
     }

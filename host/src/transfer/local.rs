@@ -124,44 +124,44 @@ pub fn topo_order(infos: &std::collections::BTreeMap<String, PathInfo>) -> Vec<S
     out
 }
 
-/// A running `nix-store --export` of some paths (dependencies first, as Nix orders them):
-/// read the stream from `stdout` while it is produced, never more than a pipe buffer at once.
+/// A running `nix-store --export` of some paths (dependencies first, as Nix orders them) or
+/// `--dump` of one: read the stream from `stdout` while it is produced, never more than a pipe
+/// buffer at once.
 pub struct Export {
     child: Child,
+    operation: &'static str,
     pub stdout: std::process::ChildStdout,
 }
 
 pub fn export(paths: &BTreeSet<String>) -> Result<Export> {
+    streaming("--export", paths)
+}
+
+/// The NAR of one path.
+pub fn dump(path: &str) -> Result<Export> {
+    streaming("--dump", [path])
+}
+
+fn streaming<I: IntoIterator<Item = S>, S: AsRef<std::ffi::OsStr>>(
+    operation: &'static str,
+    paths: I,
+) -> Result<Export> {
     let mut child = Command::new("nix-store")
-        .arg("--export")
+        .arg(operation)
         .args(paths)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .context("running nix-store --export")?;
+        .with_context(|| format!("running nix-store {operation}"))?;
     let stdout = child.stdout.take().expect("piped");
-    Ok(Export { child, stdout })
-}
-
-/// A running `nix-store --dump` of one path: its NAR on `stdout`.
-pub fn dump(path: &str) -> Result<Export> {
-    let mut child = Command::new("nix-store")
-        .arg("--dump")
-        .arg(path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("running nix-store --dump")?;
-    let stdout = child.stdout.take().expect("piped");
-    Ok(Export { child, stdout })
+    Ok(Export { child, operation, stdout })
 }
 
 impl Export {
     pub fn finish(self) -> Result<()> {
         drop(self.stdout);
-        finish(self.child, "nix-store --export")
+        finish(self.child, &format!("nix-store {}", self.operation))
     }
 }
 
