@@ -319,3 +319,78 @@ fn the_ca_derivations_experiment_makes_it_a_local_build() {
         stdout(&out)
     );
 }
+
+#[test]
+fn builder_mode_is_explained_in_two_hops() {
+    // Nix's own hook sees the builder-mode line and one machine of its own; behind the line,
+    // nix-wasm-hook sees the real builders.
+    let line = "ssh://localhost?remote-program=/usr/local/bin/nix-wasm-hook x86_64-linux - 16 1 kvm,big-parallel,nixos-test";
+    let env = Env::new(&format!("{line}\nssh://other aarch64-linux - 1 1 kvm\n"), "");
+    std::fs::write(env.path("real"), MACHINES).unwrap();
+    let options = std::fs::read_to_string(env.path("hook.toml")).unwrap();
+    std::fs::write(
+        env.path("hook.toml"),
+        format!("{options}machines = \"@{}\"\n", env.path("real").display()),
+    )
+    .unwrap();
+
+    let out = env.explain(&["--system", "x86_64-linux", "--features", "kvm"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("\nNix's own hook chooses among `builders`, by Nix's rules:\n"), "{text}");
+    assert_eq!(
+        row(&text, "ssh://localhost?remote-program=/usr/local/bin/nix-wasm-hook")[2..6],
+        ["0/16", "yes", "0.00", "1"]
+    );
+    assert_eq!(row(&text, "ssh://other")[3], "no", "{text}");
+    assert!(
+        text.contains(
+            "\nbehind the builder-mode line, nix-wasm-hook chooses among nix-wasm-hook option 'machines':\n"
+        ),
+        "{text}"
+    );
+    let real = env.path("real").display().to_string();
+    assert_eq!(row(&text, "ssh://b1"), ["ssh://b1", &format!("{real}:1"), "0/2", "yes", "0.00", "1"]);
+    assert_eq!(row(&text, "ssh://b3")[6], "system `x86_64-linux` is not among its systems (aarch64-linux)");
+    assert!(text.contains("answer: try ssh://b1\n"), "{text}");
+    assert_eq!(
+        so(&text),
+        "Nix's own hook sends it to nix-wasm-hook (builder mode), which sends it to ssh://b1"
+    );
+
+    // Not for the line: Nix's own hook builds it elsewhere itself.
+    let out = env.explain(&["--system", "aarch64-linux", "--features", "kvm"]);
+    assert_eq!(
+        so(&stdout(&out)),
+        "Nix's own hook sends it to ssh://other directly: nix-wasm-hook is not involved"
+    );
+
+    // Every real builder that fits is busy: the build waits inside nix-wasm-hook.
+    let load = nwh_slots::LoadDir::open(env.path("load"));
+    let main = load.lock_main().unwrap();
+    let held: Vec<_> =
+        (0..2).map(|_| load.scan(&main, "ssh://b1", 2).unwrap().free.expect("a free slot")).collect();
+    drop(main);
+    let out = env.explain(&["--system", "x86_64-linux", "--features", "big-parallel"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(row(&text, "ssh://b1")[2..4], ["2/2", "busy"]);
+    assert_eq!(
+        so(&text),
+        "Nix's own hook sends it to nix-wasm-hook (builder mode), where it waits for the first free slot \
+         of a real builder that fits (first come, first served)"
+    );
+    drop(held);
+
+    // The line promises a feature no real builder has: Nix sends the build, and it fails there.
+    let out = env.explain(&["--system", "x86_64-linux", "--features", "nixos-test", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["answer"], "try ssh://localhost?remote-program=/usr/local/bin/nix-wasm-hook");
+    assert_eq!(v["behind"]["answer"], "decline");
+    assert_eq!(v["behind"]["machines"][0]["why_not"], "does not support the required feature `nixos-test`");
+    assert!(v["verdict"]
+        .as_str()
+        .unwrap()
+        .ends_with("where it fails at once: no real builder can take it (the rows behind say why)"));
+}

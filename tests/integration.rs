@@ -3,6 +3,7 @@
 
 mod support;
 
+mod check;
 mod decisions;
 mod explain;
 mod hook_mode;

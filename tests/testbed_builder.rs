@@ -145,6 +145,14 @@ fn a_full_cluster_queues_and_drains_in_order_of_arrival(nix: Nix) {
     assert!(waited.len() >= 2, "builds waited in the builder: {records:?}");
     assert_eq!(placed, waited, "first come, first served");
     assert!(!records.iter().any(|r| kind(r) == "postponed"), "nothing was postponed");
+    // Builder mode's trace is a trace like any other: `replay` decides every record as recorded.
+    let replay = std::process::Command::new(env!("CARGO_BIN_EXE_nix-wasm-hook"))
+        .arg("replay")
+        .arg(trace.path())
+        .args(["--against", "recorded", "--fail-on-diff"])
+        .output()
+        .unwrap();
+    assert!(replay.status.success(), "{}", describe(&replay));
     assert!(!stderr(&out).contains("postpone"), "{}", describe(&out));
 }
 

@@ -8,14 +8,21 @@ use crate::support::testbed::{describe, Opts, Testbed};
 use crate::support::tool::{stderr, stdout};
 
 fn check(hook: &OurHook, builders: &str, extra: &[&str]) -> Output {
-    check_as(hook, builders, extra, None)
+    check_as(hook, builders, extra, None, "")
 }
 
-/// `check`, as if run through `sudo` by `sudo_user`.
-fn check_as(hook: &OurHook, builders: &str, extra: &[&str], sudo_user: Option<&str>) -> Output {
+/// `check`, as if run through `sudo` by `sudo_user`, with more `options` in its options file.
+fn check_as(
+    hook: &OurHook,
+    builders: &str,
+    extra: &[&str],
+    sudo_user: Option<&str>,
+    options: &str,
+) -> Output {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("hook.toml");
-    std::fs::write(&config, format!("state-dir = {:?}\nconnect-timeout = 3\n", hook.state())).unwrap();
+    std::fs::write(&config, format!("state-dir = {:?}\nconnect-timeout = 3\n{options}", hook.state()))
+        .unwrap();
     Command::new(env!("CARGO_BIN_EXE_nix-wasm-hook"))
         .current_dir("/")
         .env_remove("NIX_CONFIG")
@@ -153,7 +160,7 @@ fn check_names_every_fault_with_its_fix() {
     let key = base64::engine::general_purpose::STANDARD.decode(&cols(2)[7]).unwrap();
     std::fs::write(ssh_dir.join("known_hosts"), format!("{a2} {}\n", String::from_utf8(key).unwrap()))
         .unwrap();
-    let out = check_as(&hook, &lines[1], &[], Some(&user.name));
+    let out = check_as(&hook, &lines[1], &[], Some(&user.name), "");
     let s = section(&stdout(&out), 1);
     let theirs = format!(
         "; nwh-check-user's own {}/.ssh/known_hosts has it (you accepted it as yourself, but the hook runs ssh as root)",
@@ -167,6 +174,42 @@ fn check_names_every_fault_with_its_fix() {
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(v["builders"][0]["status"], "ok");
     assert_eq!(v["builders"][0]["facts"]["nix_version"], "Nix 2.8.0");
+    assert_eq!(v["usable"], true);
+}
+
+/// Builder mode: the line that runs our binary greets as a builder, and the real builders
+/// behind it are checked as any builder is.
+#[test]
+fn check_follows_a_builder_mode_line_to_the_real_builders() {
+    let Some(tb) = Testbed::up_or_skip(2, Opts { features: Some("big-parallel".into()), ..Opts::default() })
+    else {
+        return;
+    };
+    let real = tb.machines_lines().join("\n");
+    let builder = OurHook::as_builder(&real, &[]);
+    let machines = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(machines.path(), &real).unwrap();
+    let slots: u32 =
+        tb.machines_lines().iter().map(|l| l.split(' ').nth(3).unwrap().parse::<u32>().unwrap()).sum();
+    let line = builder.builder_line(4 * slots, "big-parallel");
+    let options = format!("machines = \"@{}\"\n", machines.path().display());
+    let out = check_as(&builder, &line, &[], None, &options);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    let s = section(&text, 1);
+    assert!(s.starts_with("ok        ssh://localhost?remote-program="), "{text}");
+    assert!(s.contains(" (serve protocol 2.") && !s.contains("problem:"), "{s}");
+    assert!(text.contains("behind it, the real builders of nix-wasm-hook option 'machines':"), "{text}");
+    for i in 1..=2 {
+        let heading = format!("ok        ssh://root@{} ({}:{i})", tb.addr(i), machines.path().display());
+        assert!(text.contains(&heading), "missing {heading:?} in\n{text}");
+    }
+    assert!(text.contains("3 builder(s): 3 usable, 0 unusable"), "{text}");
+
+    let json = check_as(&builder, &line, &["--json"], None, &options);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["builders"][0]["status"], "ok");
+    assert_eq!(v["real_builders"][1]["facts"]["nix_version"], "Nix 2.8.0");
     assert_eq!(v["usable"], true);
 }
 

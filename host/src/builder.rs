@@ -94,15 +94,13 @@ fn dispatcher(
 
 /// The real builders: the `machines` option, in the syntax of Nix's `builders`.
 fn builder_machines(opts: &Options, settings: &nwh_nixconf::Settings) -> Result<nwh_machines::Machines> {
-    let Some(value) = &opts.machines else {
-        bail!(
+    crate::settings::builder_machines(opts, settings).ok_or_else(|| {
+        anyhow::anyhow!(
             "builder mode (--serve) needs the real builders: set `machines = \"@/etc/nix/nix-wasm-hook.machines\"` \
              (Nix's `builders` syntax) in {}",
             crate::config::DEFAULT_CONFIG
         )
-    };
-    let ctx = nwh_machines::ParseContext { local_system: settings.system().to_string(), cwd: "/".into() };
-    Ok(nwh_machines::parse_builders(value, crate::config::MACHINES_OPTION, &ctx))
+    })
 }
 
 /// Valid "on this builder": valid in the local store (which it shares with Nix), or an

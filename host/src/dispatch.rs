@@ -68,7 +68,7 @@ impl Dispatcher {
             trace::Writer::new(p.clone(), opts.trace_max_bytes(), trace::PolicyId::of(configured))
                 .with_secrets(&machines)
         });
-        let unsupported = machines.iter().map(|m| transfer::ssh::unsupported(&m.uri)).collect();
+        let unsupported = machines.iter().map(transfer::ssh::unsupported).collect();
         let failed_here = vec![None; machines.len()];
         let load = nwh_slots::LoadDir::open(opts.current_load_dir());
         Dispatcher {

@@ -9,11 +9,14 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use serde_json::json;
 
+use nwh_machines::{Machine, Machines};
+
 use crate::decision::{self, Choice, MachineView, Misfit, Request};
 use crate::nix_release::NixRelease;
 use crate::policy::{Decided, Policies};
-use crate::schedule::Scheduler;
+use crate::schedule::{Local, Scheduler};
 use crate::settings::AsTheHook;
+use crate::transfer::ssh::unsupported;
 
 /// Where would the hook send this derivation, and why not elsewhere?
 ///
@@ -70,6 +73,74 @@ struct Row {
     why: Option<String>,
 }
 
+/// One choice among a list of machines: in hook mode the only one; in builder mode Nix's own
+/// hook chooses among `builders` first (by Nix's rules, which the default policy encodes),
+/// and nix-wasm-hook then chooses among the real builders behind the builder-mode line.
+struct Hop {
+    scheduler: Scheduler,
+    request: Request,
+    views: Vec<MachineView>,
+    decided: Decided,
+    rows: Vec<Row>,
+    verdict: Verdict,
+}
+
+impl Hop {
+    /// Measures the slots of `machines` and asks `policies`; `disabled` says which machines
+    /// the chooser will not use and why.
+    fn decide(
+        mut scheduler: Scheduler,
+        request: Request,
+        disabled: impl Fn(&Machine) -> Option<String>,
+        notes: &mut Vec<String>,
+    ) -> Result<Hop> {
+        scheduler.disabled = scheduler.machines.iter().map(disabled).collect();
+        let views = match scheduler.measure() {
+            Ok(v) => v,
+            Err(e) => {
+                // Reading the slots needs write access to the load directory (root under the
+                // daemon); without it, explain with every slot free and say so.
+                notes.push(format!("{e:#}; slots in use are shown as 0"));
+                let disabled = scheduler.disabled.iter().cloned();
+                scheduler.machines.iter().zip(disabled).map(|(m, d)| crate::schedule::view(m, 0, d)).collect()
+            }
+        };
+        let decided = scheduler.policies.decide(&request, &views)?;
+        notes.extend(decided.warning.clone());
+        let rows = rows(&scheduler, &request, &views, &decided);
+        let verdict = verdict(&request, &views, &decided);
+        Ok(Hop { scheduler, request, views, decided, rows, verdict })
+    }
+
+    /// The builder-mode line this hop chose, if it chose one.
+    fn chose_builder_mode(&self) -> bool {
+        matches!(self.verdict, Verdict::Remote(i) if self.scheduler.machines[i].builder_mode_program().is_some())
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let (req, s) = (&self.request, &self.scheduler);
+        let machines: Vec<_> = self
+            .rows
+            .iter()
+            .map(|r| {
+                json!({
+                    "uri": r.view.uri, "location": r.location, "slots_in_use": r.view.slots_in_use,
+                    "max_jobs": r.view.max_jobs, "speed_factor": r.view.speed_factor,
+                    "fits": r.misfit.is_none(), "eligible": decision::eligibility(req, &r.view).is_ok(),
+                    "score": score(&r.view), "rank": r.rank, "why_not": r.why,
+                })
+            })
+            .collect();
+        json!({
+            "policy": {"label": s.policies.label(), "sha256": s.policies.active().sha256()},
+            "decided_by": format!("{:?}", self.decided.by).to_lowercase(),
+            "answer": crate::replay::describe(&self.decided.answer.choice, &self.views),
+            "machines": machines,
+            "verdict": self.verdict.text(s, req),
+        })
+    }
+}
+
 pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
     let AsTheHook { opts, settings, machines: parsed, warnings: mut notes } =
         crate::settings::as_the_hook(&args.inputs)?;
@@ -80,6 +151,54 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
     notes.extend(load_warning);
     let nix = args.nix_version.clone().or_else(NixRelease::installed);
     let local = crate::settings::local(&settings, nix);
+    let request = request(args, &local)?;
+    let load = || nwh_slots::LoadDir::open(opts.current_load_dir());
+    let builder_mode = parsed.machines.iter().any(|m| m.builder_mode_program().is_some());
+
+    let (first, behind) = if builder_mode {
+        // Nix's own hook chooses the line; nix-wasm-hook behind it, the real builder.
+        let (nix_rules, _) = Policies::load(None, opts.limits(), &opts.cache())?;
+        let scheduler = Scheduler::new(parsed.machines, load(), nix_rules, local.clone());
+        let first = Hop::decide(scheduler, request.clone(), |_| None, &mut notes)?;
+        let real = crate::settings::builder_machines(&opts, &settings).unwrap_or_else(|| {
+            notes.push(format!(
+                "builder mode needs the real builders, and {} is not set in the options file",
+                crate::config::MACHINES_OPTION
+            ));
+            Machines::default()
+        });
+        notes.extend(real.diagnostics.iter().map(|d| d.to_string()));
+        let local = Local { max_jobs: 0, ..local };
+        let request = Request { could_build_locally: false, am_willing: true, ..request };
+        let scheduler = Scheduler::new(real.machines, load(), policies, local);
+        let health = opts.health();
+        let disabled = |m: &Machine| unsupported(m).or_else(|| health.disabled_reason(&m.uri));
+        (first, Some(Hop::decide(scheduler, request, disabled, &mut notes)?))
+    } else {
+        let scheduler = Scheduler::new(parsed.machines, load(), policies, local);
+        let health = opts.health();
+        let disabled = |m: &Machine| unsupported(m).or_else(|| health.disabled_reason(&m.uri));
+        (Hop::decide(scheduler, request, disabled, &mut notes)?, None)
+    };
+    let hints = crate::hints::unknown_words(&first.request, &first.views, &first.scheduler.local);
+    let so = so(&first, behind.as_ref());
+    if args.json {
+        let mut report = first.json();
+        report["request"] = json!(first.request);
+        report["behind"] = json!(behind.as_ref().map(Hop::json));
+        report["verdict"] = json!(so.text);
+        report["hints"] = json!(hints);
+        report["notes"] = json!(notes);
+        serde_json::to_writer_pretty(&mut *out, &report)?;
+        writeln!(out)?;
+    } else {
+        print_text(out, &first, behind.as_ref(), &so.text, &hints, &notes)?;
+    }
+    Ok(if so.buildable { 0 } else { EXIT_UNBUILDABLE })
+}
+
+/// What explain is asked about: a derivation's system and features, or those given.
+fn request(args: &Args, local: &Local) -> Result<Request> {
     let (drv_path, system, features) = match (&args.drv, &args.system) {
         (Some(p), _) => {
             let drv = nwh_drv::Derivation::read(p).with_context(|| format!("reading {}", p.display()))?;
@@ -93,68 +212,49 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
         (None, Some(s)) => ("(no derivation)".to_string(), s.clone(), args.features.clone()),
         (None, None) => anyhow::bail!("give a .drv path, or --system (and --features)"),
     };
-    let request = Request {
+    Ok(Request {
         could_build_locally: local.could_build(&system, &features),
         drv_path,
         system,
         required_features: features,
         // As Nix asks when it has a free local slot.
         am_willing: local.max_jobs > 0,
-    };
+    })
+}
 
-    let health = opts.health();
-    let mut scheduler =
-        Scheduler::new(parsed.machines, nwh_slots::LoadDir::open(opts.current_load_dir()), policies, local);
-    for (i, m) in scheduler.machines.iter().enumerate() {
-        scheduler.disabled[i] =
-            crate::transfer::ssh::unsupported(&m.uri).or_else(|| health.disabled_reason(&m.uri));
-    }
-    let views = match scheduler.measure() {
-        Ok(v) => v,
-        Err(e) => {
-            // Reading the slots needs write access to the load directory (root under the
-            // daemon); without it, explain with every slot free and say so.
-            notes.push(format!("{e:#}; slots in use are shown as 0"));
-            let disabled = scheduler.disabled.iter().cloned();
-            scheduler.machines.iter().zip(disabled).map(|(m, d)| crate::schedule::view(m, 0, d)).collect()
+/// What happens to the build, in the end.
+struct So {
+    text: String,
+    buildable: bool,
+}
+
+fn so(first: &Hop, behind: Option<&Hop>) -> So {
+    let text = first.verdict.text(&first.scheduler, &first.request);
+    let buildable = |v: &Verdict| !matches!(v, Verdict::Nowhere | Verdict::Forever);
+    match behind {
+        Some(behind) if first.chose_builder_mode() => {
+            let then = match behind.verdict {
+                Verdict::Remote(i) => format!("which sends it to {}", behind.scheduler.machines[i].uri),
+                Verdict::Later => "where it waits for the first free slot of a real builder that fits \
+                                   (first come, first served)"
+                    .to_string(),
+                _ => "where it fails at once: no real builder can take it (the rows behind say why)"
+                    .to_string(),
+            };
+            So {
+                text: format!("Nix's own hook sends it to nix-wasm-hook (builder mode), {then}"),
+                buildable: buildable(&behind.verdict),
+            }
         }
-    };
-    let decided = scheduler.policies.decide(&request, &views)?;
-    notes.extend(decided.warning.clone());
-    let rows = rows(&scheduler, &request, &views, &decided);
-    let hints = crate::hints::unknown_words(&request, &views, &scheduler.local);
-    let verdict = verdict(&request, &views, &decided);
-    let buildable = !matches!(verdict, Verdict::Nowhere | Verdict::Forever);
-    if args.json {
-        let machines: Vec<_> = rows
-            .iter()
-            .map(|r| {
-                json!({
-                    "uri": r.view.uri, "location": r.location, "slots_in_use": r.view.slots_in_use,
-                    "max_jobs": r.view.max_jobs, "speed_factor": r.view.speed_factor,
-                    "fits": r.misfit.is_none(), "eligible": decision::eligibility(&request, &r.view).is_ok(),
-                    "score": score(&r.view), "rank": r.rank, "why_not": r.why,
-                })
-            })
-            .collect();
-        serde_json::to_writer_pretty(
-            &mut *out,
-            &json!({
-                "request": request,
-                "policy": {"label": scheduler.policies.label(), "sha256": scheduler.policies.active().sha256()},
-                "decided_by": format!("{:?}", decided.by).to_lowercase(),
-                "answer": crate::replay::describe(&decided.answer.choice, &views),
-                "machines": machines,
-                "verdict": verdict.text(&scheduler, &request),
-                "hints": hints,
-                "notes": notes,
-            }),
-        )?;
-        writeln!(out)?;
-    } else {
-        print_text(out, &request, &scheduler, &rows, &decided, &views, &verdict, &hints, &notes)?;
+        Some(_) if let Verdict::Remote(i) = first.verdict => So {
+            text: format!(
+                "Nix's own hook sends it to {} directly: nix-wasm-hook is not involved",
+                first.scheduler.machines[i].uri
+            ),
+            buildable: true,
+        },
+        _ => So { text, buildable: buildable(&first.verdict) },
     }
-    Ok(if buildable { 0 } else { EXIT_UNBUILDABLE })
 }
 
 /// Nix's score of a machine: lower is better (`load / speed-factor`).
@@ -256,29 +356,50 @@ fn verdict(req: &Request, views: &[MachineView], decided: &Decided) -> Verdict {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn print_text(
     out: &mut dyn Write,
-    req: &Request,
-    s: &Scheduler,
-    rows: &[Row],
-    decided: &Decided,
-    views: &[MachineView],
-    verdict: &Verdict,
+    first: &Hop,
+    behind: Option<&Hop>,
+    so: &str,
     hints: &[String],
     notes: &[String],
 ) -> Result<()> {
     for n in notes {
         writeln!(out, "note: {n}")?;
     }
+    let req = &first.request;
     let features =
         if req.required_features.is_empty() { "none".into() } else { req.required_features.join(", ") };
     writeln!(out, "derivation: {}", req.drv_path)?;
     writeln!(out, "system: {}; required features: {features}", req.system)?;
+    if let Some(behind) = behind {
+        writeln!(out, "\nNix's own hook chooses among `builders`, by Nix's rules:")?;
+        print_hop(out, first, BUILDERS)?;
+        writeln!(
+            out,
+            "\nbehind the builder-mode line, nix-wasm-hook chooses among {}:",
+            crate::config::MACHINES_OPTION
+        )?;
+        print_hop(out, behind, crate::config::MACHINES_OPTION)?;
+    } else {
+        print_hop(out, first, BUILDERS)?;
+    }
+    writeln!(out, "so: {so}")?;
+    for h in hints {
+        writeln!(out, "hint: {h}")?;
+    }
+    Ok(())
+}
+
+const BUILDERS: &str = "`builders`";
+
+fn print_hop(out: &mut dyn Write, hop: &Hop, source: &str) -> Result<()> {
+    let (req, s) = (&hop.request, &hop.scheduler);
     writeln!(out, "policy: {} (sha256 {})", s.policies.label(), &s.policies.active().sha256()[..12])?;
     writeln!(out)?;
     let header = ["machine", "line", "slots", "fits", "score", "rank", "why not"];
-    let cells: Vec<[String; 7]> = rows
+    let cells: Vec<[String; 7]> = hop
+        .rows
         .iter()
         .map(|r| {
             let fits = match &r.misfit {
@@ -312,14 +433,10 @@ fn print_text(
     for row in &cells {
         writeln!(out, "{}", line(&row.iter().map(String::as_str).collect::<Vec<_>>()))?;
     }
-    if rows.is_empty() {
-        writeln!(out, "(no usable machine in `builders`)")?;
+    if hop.rows.is_empty() {
+        writeln!(out, "(no usable machine in {source})")?;
     }
     writeln!(out)?;
-    writeln!(out, "answer: {}", crate::replay::describe(&decided.answer.choice, views))?;
-    writeln!(out, "so: {}", verdict.text(s, req))?;
-    for h in hints {
-        writeln!(out, "hint: {h}")?;
-    }
+    writeln!(out, "answer: {}", crate::replay::describe(&hop.decided.answer.choice, &hop.views))?;
     Ok(())
 }

@@ -53,6 +53,14 @@ pub fn machines(settings: &Settings, cwd: &Path) -> Machines {
     nwh_machines::parse_builders(&value, source, &ctx)
 }
 
+/// The real builders behind builder mode: the `machines` option, in the syntax of Nix's
+/// `builders`, with paths as seen from `/`. `None` when the option is not set.
+pub fn builder_machines(opts: &crate::config::Options, settings: &Settings) -> Option<Machines> {
+    let value = opts.machines.as_ref()?;
+    let ctx = ParseContext { local_system: settings.system().to_string(), cwd: "/".into() };
+    Some(nwh_machines::parse_builders(value, crate::config::MACHINES_OPTION, &ctx))
+}
+
 /// What the offline tools (`check`, `explain`) read, read as the hook reads it: the options
 /// file, nix.conf and `NIX_CONFIG` (with `builders` replaced when asked), and the machines with
 /// paths as seen from `/`, where Nix starts the hook.

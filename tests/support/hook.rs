@@ -17,7 +17,8 @@ impl OurHook {
     }
 
     fn in_dir(dir: tempfile::TempDir, extra_args: &[&str]) -> OurHook {
-        let path = dir.path().join("hook");
+        // Named as installed: a builder-mode line is recognised by this file name.
+        let path = dir.path().join("nix-wasm-hook");
         let state = dir.path().join("state");
         let mut script = format!(
             "#!/bin/sh\nexec {} --state-dir {} --cache-dir {}",

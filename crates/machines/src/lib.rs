@@ -78,7 +78,23 @@ pub struct HostKey {
     pub line: String,
 }
 
+/// The file name a line's `remote-program` has when it makes nix-wasm-hook a builder.
+pub const BUILDER_PROGRAM: &str = "nix-wasm-hook";
+
 impl Machine {
+    /// The program Nix runs on this very machine, without ssh, for this line: Nix fakes ssh for
+    /// an `ssh://` URI whose authority is exactly `localhost` (no user, no port) and starts its
+    /// `remote-program` (default `nix-store`) itself.
+    pub fn runs_here(&self) -> Option<&str> {
+        runs_here(&self.uri)
+    }
+
+    /// The `remote-program` of a line that makes nix-wasm-hook one builder of Nix's own hook
+    /// (builder mode): it runs here and its file name is [`BUILDER_PROGRAM`].
+    pub fn builder_mode_program(&self) -> Option<&str> {
+        builder_mode_program(&self.uri)
+    }
+
     /// This machine as a machines-file line, unset trailing columns left out. For messages:
     /// it shows what the hook understood, defaults filled in, the URI normalised.
     pub fn line(&self) -> String {
@@ -129,6 +145,19 @@ impl ParseContext {
     pub fn new(local_system: impl Into<String>) -> Self {
         ParseContext { local_system: local_system.into(), cwd: PathBuf::from("/") }
     }
+}
+
+fn runs_here(uri: &str) -> Option<&str> {
+    let rest = uri.strip_prefix("ssh://")?;
+    let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if authority != "localhost" {
+        return None;
+    }
+    Some(query.split('&').find_map(|p| p.strip_prefix("remote-program=")).unwrap_or("nix-store"))
+}
+
+fn builder_mode_program(uri: &str) -> Option<&str> {
+    runs_here(uri).filter(|p| Path::new(p).file_name().is_some_and(|n| n == BUILDER_PROGRAM))
 }
 
 /// Parse a `builders` value. `source` names where it came from for diagnostics:

@@ -278,7 +278,10 @@ fn check_host(site: &Site, t: Token, uri: &str, diags: &mut Vec<Diagnostic>) {
         ))
         .expected("a host name of letters, digits, '-' and '.', or an [IPv6] address")
         .fix("correct the host name")
-    } else if matches!(host, "localhost" | "127.0.0.1" | "[::1]") && !params.contains("remote-store=") {
+    } else if matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+        && !params.contains("remote-store=")
+        && crate::builder_mode_program(uri).is_none()
+    {
         warning(format!(
             "'{uri}' is this machine; with the same Nix store the build waits on its own output \
              locks and hangs (NixOS/nix#2029)"

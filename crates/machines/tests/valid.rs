@@ -156,6 +156,31 @@ fn localhost_with_another_store_is_fine() {
 }
 
 #[test]
+fn builder_mode_line_is_fine_and_recognised() {
+    let line = "ssh://localhost?remote-program=/usr/local/bin/nix-wasm-hook x86_64-linux - 32 1 kvm";
+    clean(line);
+    let m = parse(line);
+    assert_eq!(m.machines[0].builder_mode_program(), Some("/usr/local/bin/nix-wasm-hook"));
+    assert_eq!(m.machines[0].runs_here(), Some("/usr/local/bin/nix-wasm-hook"));
+}
+
+#[test]
+fn only_a_bare_localhost_runs_here() {
+    // Nix fakes ssh only when the authority is exactly `localhost`.
+    for (line, here) in [
+        ("ssh://localhost", Some("nix-store")),
+        ("ssh://root@localhost?remote-program=/usr/local/bin/nix-wasm-hook", None),
+        ("ssh://localhost:22?remote-program=/usr/local/bin/nix-wasm-hook", None),
+        ("ssh-ng://localhost?remote-program=/usr/local/bin/nix-wasm-hook", None),
+        ("ssh://b1?remote-program=/usr/local/bin/nix-wasm-hook", None),
+    ] {
+        let m = parse(line);
+        assert_eq!(m.machines[0].runs_here(), here, "{line}");
+        assert_eq!(m.machines[0].builder_mode_program(), None, "{line}");
+    }
+}
+
+#[test]
 fn legacy_remote_systems_conf_line() {
     // From the Nix 1.11 manual (build-remote.pl).
     let m = parse("nix@scratchy.labs.cs.uu.nl  i686-linux  /home/nix/.ssh/id_scratchy_auto  8 1 kvm");

@@ -31,13 +31,17 @@ pub struct Target {
 }
 
 /// Why the hook cannot build on a machine at all, whatever its state: a store URI it does
-/// not speak. Such a machine is shown to the policy as disabled, with this reason, instead of
-/// being chosen and then failing to connect.
-pub fn unsupported(uri: &str) -> Option<String> {
+/// not speak, or a line that would hand the build back to nix-wasm-hook. Such a machine is
+/// shown to the policy as disabled, with this reason, instead of being chosen and then failing.
+pub fn unsupported(m: &Machine) -> Option<String> {
+    if m.builder_mode_program().is_some() {
+        return Some(BUILDER_MODE_LINE.to_string());
+    }
+    let uri = &m.uri;
     if uri.starts_with("ssh://") {
         return None;
     }
-    let scheme = uri.split_once("://").map_or(uri, |(s, _)| s);
+    let scheme = uri.split_once("://").map_or(uri.as_str(), |(s, _)| s);
     Some(if scheme == "ssh-ng" {
         "ssh-ng:// (the daemon protocol) is not spoken by this hook yet: write ssh:// in its machines \
          line, which builds the same way over Nix's serve protocol"
@@ -46,6 +50,12 @@ pub fn unsupported(uri: &str) -> Option<String> {
         format!("`{scheme}://` is not a store this hook can build on: write ssh://")
     })
 }
+
+/// Why a builder-mode line is never chosen by nix-wasm-hook itself.
+pub const BUILDER_MODE_LINE: &str =
+    "this line makes nix-wasm-hook a builder of Nix's own hook (builder mode), \
+    and nix-wasm-hook never sends a build to itself: it dispatches to the real builders, which \
+    `builders` lists when it is the build hook, and its `machines` option in builder mode";
 
 impl Target {
     pub fn from_machine(m: &Machine) -> Result<Target> {
@@ -335,13 +345,22 @@ mod tests {
         assert!(fp.starts_with("SHA256:") && !fp.ends_with('='));
     }
 
+    fn m(uri: &str) -> Machine {
+        nwh_machines::parse_builders(uri, "t", &nwh_machines::ParseContext::new("x86_64-linux"))
+            .machines
+            .remove(0)
+    }
+
+    #[test]
+    fn a_builder_mode_line_is_never_built_on() {
+        let line = m("ssh://localhost?remote-program=/usr/local/bin/nix-wasm-hook");
+        assert_eq!(unsupported(&line).as_deref(), Some(BUILDER_MODE_LINE));
+        assert_eq!(unsupported(&m("ssh://b1?remote-program=/usr/local/bin/nix-wasm-hook")), None);
+        assert!(unsupported(&m("ssh-ng://b1")).is_some_and(|why| why.contains("write ssh://")));
+    }
+
     #[test]
     fn targets_from_uris() {
-        let m = |uri: &str| {
-            nwh_machines::parse_builders(uri, "t", &nwh_machines::ParseContext::new("x86_64-linux"))
-                .machines
-                .remove(0)
-        };
         let t = Target::from_machine(&m("ssh://nix@b1:2222?remote-program=/opt/nix-store")).unwrap();
         assert_eq!((t.user.as_deref(), t.host.as_str(), t.port), (Some("nix"), "b1", Some(2222)));
         assert_eq!(t.remote_program, "/opt/nix-store");

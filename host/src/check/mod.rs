@@ -15,6 +15,8 @@ use serde::Serialize;
 use crate::settings::AsTheHook;
 use crate::transfer::ssh::{self, Master, SshOptions, Target};
 
+mod builder_line;
+
 /// Is every builder usable, as the hook will use it?
 ///
 /// Reads nix.conf and the machines file as the hook does, then checks every builder with the
@@ -99,22 +101,29 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
              and known_hosts: run `sudo nix-wasm-hook check` to see what the hook sees"
         ));
     }
-    let unreadable = parsed.diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
+    let real = real_builders(&opts, &settings, &parsed.machines, &mut notes);
+    let diagnostics: Vec<&nwh_machines::Diagnostic> =
+        parsed.diagnostics.iter().chain(real.iter().flat_map(|r| &r.diagnostics)).collect();
+    let unreadable = diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
     let ssh_opts = opts.ssh_options();
-    let reports = check_all(&parsed.machines, &ssh_opts);
-    let usable = unreadable == 0 && reports.iter().all(|r| r.status != Status::Unusable);
+    let real_reports = real.as_ref().map(|r| check_all(&r.machines, &ssh_opts, None)).unwrap_or_default();
+    let reports = check_all(&parsed.machines, &ssh_opts, real.as_ref());
+    let usable = unreadable == 0 && reports.iter().chain(&real_reports).all(|r| r.status != Status::Unusable);
     if args.json {
-        let diagnostics: Vec<String> = parsed.diagnostics.iter().map(|d| d.to_string()).collect();
+        let diagnostics: Vec<String> = diagnostics.iter().map(|d| d.to_string()).collect();
         serde_json::to_writer_pretty(
             &mut *out,
-            &serde_json::json!({"notes": notes, "machines_file": diagnostics, "builders": reports, "usable": usable}),
+            &serde_json::json!({
+                "notes": notes, "machines_file": diagnostics, "builders": reports,
+                "real_builders": real_reports, "usable": usable,
+            }),
         )?;
         writeln!(out)?;
     } else {
         for n in &notes {
             writeln!(out, "note: {n}")?;
         }
-        for d in &parsed.diagnostics {
+        for d in &diagnostics {
             writeln!(out, "{d}")?;
         }
         if parsed.machines.is_empty() {
@@ -123,15 +132,43 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
         for r in &reports {
             print_report(out, r)?;
         }
-        let bad = reports.iter().filter(|r| r.status == Status::Unusable).count();
+        if real.is_some() {
+            writeln!(out, "\nbehind it, the real builders of {}:", crate::config::MACHINES_OPTION)?;
+        }
+        for r in &real_reports {
+            print_report(out, r)?;
+        }
+        let all = reports.len() + real_reports.len();
+        let bad = reports.iter().chain(&real_reports).filter(|r| r.status == Status::Unusable).count();
         writeln!(
             out,
-            "\n{} builder(s): {} usable, {bad} unusable; {unreadable} machines line(s) unreadable",
-            reports.len(),
-            reports.len() - bad
+            "\n{all} builder(s): {} usable, {bad} unusable; {unreadable} machines line(s) unreadable",
+            all - bad
         )?;
     }
     Ok(if usable { 0 } else { EXIT_UNUSABLE })
+}
+
+/// The real builders behind a builder-mode line, when `builders` has one; a `machines`
+/// option that nothing reads is worth a note.
+fn real_builders(
+    opts: &crate::config::Options,
+    settings: &nwh_nixconf::Settings,
+    machines: &[Machine],
+    notes: &mut Vec<String>,
+) -> Option<nwh_machines::Machines> {
+    let builder_mode = machines.iter().any(|m| m.builder_mode_program().is_some());
+    if !builder_mode {
+        if opts.machines.is_some() {
+            notes.push(format!(
+                "{} is read only in builder mode, and no line of `builders` runs nix-wasm-hook \
+                 (`ssh://localhost?remote-program=/path/to/nix-wasm-hook …`)",
+                crate::config::MACHINES_OPTION
+            ));
+        }
+        return None;
+    }
+    crate::settings::builder_machines(opts, settings)
 }
 
 fn builders_origin(settings: &nwh_nixconf::Settings) -> String {
@@ -172,15 +209,25 @@ fn print_report(out: &mut dyn Write, r: &Report) -> Result<()> {
 /// Every builder at once, each within a deadline: a builder that accepts the connection but
 /// never answers (a frozen machine, a hung `nix-store`) must not hang `check`. A check past
 /// its deadline is left running (the process ends after the report) and reported as such.
-fn check_all(machines: &[Machine], ssh_opts: &SshOptions) -> Vec<Report> {
+/// A builder-mode line is checked against `real`, the real builders behind it.
+fn check_all(
+    machines: &[Machine],
+    ssh_opts: &SshOptions,
+    real: Option<&nwh_machines::Machines>,
+) -> Vec<Report> {
     let deadline = std::time::Instant::now() + ssh_opts.connect_timeout + CHECK_GRACE;
     let waiting: Vec<_> = machines
         .iter()
         .map(|m| {
             let (tx, rx) = std::sync::mpsc::channel();
             let (m, opts) = (m.clone(), ssh_opts.clone());
+            let real = real.cloned();
             std::thread::spawn(move || {
-                let _ = tx.send(check_machine(&m, &opts));
+                let report = match m.builder_mode_program() {
+                    Some(program) => builder_line::check(&m, program, real.as_ref()),
+                    None => check_machine(&m, &opts),
+                };
+                let _ = tx.send(report);
             });
             rx
         })
@@ -211,6 +258,10 @@ const CHECK_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 
 fn check_machine(m: &Machine, ssh_opts: &SshOptions) -> Report {
     let mut r = Report::new(m);
+    if m.builder_mode_program().is_some() {
+        r.add(Status::Unusable, ssh::BUILDER_MODE_LINE, format!("remove {} from this list", r.line));
+        return r;
+    }
     if m.max_jobs == 0 {
         r.add(
             Status::Warning,
