@@ -365,6 +365,20 @@ fn builder_mode_is_explained_in_two_hops() {
         "Nix's own hook sends it to ssh://other directly: nix-wasm-hook is not involved"
     );
 
+    // The real builders have `benchmark` (b2), but the line does not offer it to Nix.
+    let out = env.explain(&["--system", "x86_64-linux", "--features", "benchmark"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("answer: decline\n\nbehind the builder-mode line"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "hint: the real builders behind the builder-mode line ({}:1) could build it, but the line does not \
+             declare its system or features, so Nix never sends it there",
+            env.path("machines").display()
+        )),
+        "{text}"
+    );
+
     // Every real builder that fits is busy: the build waits inside nix-wasm-hook.
     let load = nwh_slots::LoadDir::open(env.path("load"));
     let main = load.lock_main().unwrap();

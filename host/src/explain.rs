@@ -180,7 +180,8 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
         let disabled = |m: &Machine| unsupported(m).or_else(|| health.disabled_reason(&m.uri));
         (Hop::decide(scheduler, request, disabled, &mut notes)?, None)
     };
-    let hints = crate::hints::unknown_words(&first.request, &first.views, &first.scheduler.local);
+    let mut hints = crate::hints::unknown_words(&first.request, &first.views, &first.scheduler.local);
+    hints.extend(behind.as_ref().and_then(|behind| line_hides(&first, behind)));
     let so = so(&first, behind.as_ref());
     if args.json {
         let mut report = first.json();
@@ -219,6 +220,25 @@ fn request(args: &Args, local: &Local) -> Result<Request> {
         required_features: features,
         // As Nix asks when it has a free local slot.
         am_willing: local.max_jobs > 0,
+    })
+}
+
+/// When Nix's own hook finds no line for the build but the real builders behind the
+/// builder-mode line could take it, the line does not offer Nix what they can do.
+fn line_hides(first: &Hop, behind: &Hop) -> Option<String> {
+    let line = first.scheduler.machines.iter().find(|m| m.builder_mode_program().is_some())?;
+    let offered =
+        first.views.iter().zip(&first.scheduler.machines).any(|(v, m)| {
+            m.builder_mode_program().is_some() && decision::eligibility(&first.request, v).is_ok()
+        });
+    let could = behind.views.iter().any(|v| decision::eligibility(&behind.request, v).is_ok());
+    (!offered && could).then(|| {
+        format!(
+            "the real builders behind the builder-mode line ({}:{}) could build it, but the line does \
+             not declare its system or features, so Nix never sends it there: declare them in columns \
+             2 and 6 of that line",
+            line.origin.location, line.origin.line
+        )
     })
 }
 
