@@ -2,42 +2,17 @@
 //! program is started here as Nix's hook starts it, and the line is compared with the real
 //! builders behind it. (The test bed's `testbed_check` connects to real builders.)
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use crate::support::hook::OurHook;
-use crate::support::tool::{stderr, stdout};
+use crate::support::tool::{check_report, run_check, stderr, stdout};
 
-/// `check` with the options file `config` (state and load kept private) and `builders`.
-fn check(builders: &str, config: &str) -> Output {
+/// `check` of `builders`, with `options` beside private state and load directories.
+fn check(builders: &str, options: &str) -> Output {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("hook.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "state-dir = {:?}\ncurrent-load = {:?}\nconnect-timeout = 2\n{config}",
-            dir.path().join("state"),
-            dir.path().join("load")
-        ),
-    )
-    .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_nix-wasm-hook"))
-        .current_dir("/")
-        .env_remove("NIX_CONFIG")
-        .env_remove("NIX_REMOTE_SYSTEMS")
-        .env("NIX_CONF_DIR", dir.path())
-        .args(["check", "--config"])
-        .arg(&path)
-        .args(["--builders", builders])
-        .output()
-        .unwrap()
-}
-
-/// The report of the machine whose heading names `tag`, heading included.
-fn section(text: &str, tag: &str) -> String {
-    let mut lines = text.lines().skip_while(|l| !l.contains(tag));
-    let mut s: Vec<&str> = lines.next().into_iter().collect();
-    s.extend(lines.take_while(|l| l.starts_with("          ")));
-    s.join("\n")
+    let (state, load) = (dir.path().join("state"), dir.path().join("load"));
+    let options = format!("state-dir = {state:?}\ncurrent-load = {load:?}\nconnect-timeout = 2\n{options}");
+    run_check(&options, builders, &[], None)
 }
 
 #[test]
@@ -55,7 +30,7 @@ fn a_builder_mode_line_is_compared_with_the_real_builders_behind_it() {
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "the real builder is down: {text}{}", stderr(&out));
 
-    let s = section(&text, "(setting 'builders':1)");
+    let s = check_report(&text, "(setting 'builders':1)");
     assert!(s.starts_with("WARNING   ssh://localhost?remote-program="), "{text}");
     // Started as Nix starts it, it greeted as a builder.
     assert!(s.contains("not used: Nix runs it on this machine, without ssh"), "{s}");
@@ -73,7 +48,7 @@ fn a_builder_mode_line_is_compared_with_the_real_builders_behind_it() {
     assert!(!text.contains("setting 'builders':1:1: warning"), "{text}");
 
     assert!(text.contains("behind it, the real builders of nix-wasm-hook option 'machines':"), "{text}");
-    let s = section(&text, &format!("({}:1)", machines.path().display()));
+    let s = check_report(&text, &format!("({}:1)", machines.path().display()));
     assert!(s.starts_with("UNUSABLE  ssh://root@127.0.0.1:1 "), "{text}");
     assert!(s.contains("Connection refused"), "{s}");
     assert!(text.contains("2 builder(s): 1 usable, 1 unusable"), "{text}");
@@ -88,7 +63,7 @@ fn a_builder_mode_line_without_real_builders_is_unusable() {
     let out = check(&line, "");
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{text}{}", stderr(&out));
-    let s = section(&text, "(setting 'builders':1)");
+    let s = check_report(&text, "(setting 'builders':1)");
     assert!(s.starts_with("UNUSABLE  ssh://localhost?remote-program="), "{text}");
     for words in [
         "--serve --write`, as Nix's hook starts it, does not serve: after greeting it stopped (exit status: 1)",

@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 
 use crate::support::hook::OurHook;
 use crate::support::testbed::{describe, Opts, Testbed};
-use crate::support::tool::{stderr, stdout};
+use crate::support::tool::{check_report, run_check, stderr, stdout};
 
 fn check(hook: &OurHook, builders: &str, extra: &[&str]) -> Output {
     check_as(hook, builders, extra, None, "")
@@ -19,31 +19,13 @@ fn check_as(
     sudo_user: Option<&str>,
     options: &str,
 ) -> Output {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("hook.toml");
-    std::fs::write(&config, format!("state-dir = {:?}\nconnect-timeout = 3\n{options}", hook.state()))
-        .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_nix-wasm-hook"))
-        .current_dir("/")
-        .env_remove("NIX_CONFIG")
-        .env_remove("NIX_REMOTE_SYSTEMS")
-        .env("NIX_CONF_DIR", dir.path())
-        .env("SUDO_USER", sudo_user.unwrap_or(""))
-        .args(["check", "--config"])
-        .arg(&config)
-        .args(["--builders", builders])
-        .args(extra)
-        .output()
-        .unwrap()
+    let options = format!("state-dir = {:?}\nconnect-timeout = 3\n{options}", hook.state());
+    run_check(&options, builders, extra, sudo_user)
 }
 
-/// The lines of the report about the machine on `line` of the builders setting.
+/// The report about the machine on `line` of the builders setting.
 fn section(text: &str, line: usize) -> String {
-    let tag = format!("(setting 'builders':{line})");
-    let mut lines = text.lines().skip_while(|l| !l.contains(&tag));
-    let mut s: Vec<&str> = lines.next().into_iter().collect();
-    s.extend(lines.take_while(|l| l.starts_with("          ")));
-    s.join("\n")
+    check_report(text, &format!("(setting 'builders':{line})"))
 }
 
 #[test]

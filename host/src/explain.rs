@@ -112,7 +112,7 @@ impl Hop {
         Ok(Hop { scheduler, request, views, decided, rows, verdict })
     }
 
-    /// The builder-mode line this hop chose, if it chose one.
+    /// Whether this hop chose a builder-mode line.
     fn chose_builder_mode(&self) -> bool {
         matches!(self.verdict, Verdict::Remote(i) if self.scheduler.machines[i].builder_mode_program().is_some())
     }
@@ -155,6 +155,9 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
     let load = || nwh_slots::LoadDir::open(opts.current_load_dir());
     let builder_mode = parsed.machines.iter().any(|m| m.builder_mode_program().is_some());
 
+    let health = opts.health();
+    let hook_disables = |m: &Machine| unsupported(m).or_else(|| health.disabled_reason(&m.uri));
+
     let (first, behind) = if builder_mode {
         // Nix's own hook chooses the line; nix-wasm-hook behind it, the real builder.
         let (nix_rules, _) = Policies::load(None, opts.limits(), &opts.cache())?;
@@ -168,17 +171,14 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
             Machines::default()
         });
         notes.extend(real.diagnostics.iter().map(|d| d.to_string()));
+        // As the builder front-end asks: it never builds on this machine itself.
         let local = Local { max_jobs: 0, ..local };
         let request = Request { could_build_locally: false, am_willing: true, ..request };
         let scheduler = Scheduler::new(real.machines, load(), policies, local);
-        let health = opts.health();
-        let disabled = |m: &Machine| unsupported(m).or_else(|| health.disabled_reason(&m.uri));
-        (first, Some(Hop::decide(scheduler, request, disabled, &mut notes)?))
+        (first, Some(Hop::decide(scheduler, request, hook_disables, &mut notes)?))
     } else {
         let scheduler = Scheduler::new(parsed.machines, load(), policies, local);
-        let health = opts.health();
-        let disabled = |m: &Machine| unsupported(m).or_else(|| health.disabled_reason(&m.uri));
-        (Hop::decide(scheduler, request, disabled, &mut notes)?, None)
+        (Hop::decide(scheduler, request, hook_disables, &mut notes)?, None)
     };
     let mut hints = crate::hints::unknown_words(&first.request, &first.views, &first.scheduler.local);
     hints.extend(behind.as_ref().and_then(|behind| line_hides(&first, behind)));

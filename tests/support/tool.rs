@@ -74,6 +74,34 @@ pub fn run_tool(subcommand: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `nix-wasm-hook check` as Nix's daemon would meet it: cwd `/`, an empty nix.conf directory
+/// (so only `builders` counts), an options file holding `options`, and `SUDO_USER` as given.
+pub fn run_check(options: &str, builders: &str, extra: &[&str], sudo_user: Option<&str>) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hook.toml");
+    std::fs::write(&config, options).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_nix-wasm-hook"))
+        .current_dir("/")
+        .env_remove("NIX_CONFIG")
+        .env_remove("NIX_REMOTE_SYSTEMS")
+        .env("NIX_CONF_DIR", dir.path())
+        .env("SUDO_USER", sudo_user.unwrap_or(""))
+        .args(["check", "--config"])
+        .arg(&config)
+        .args(["--builders", builders])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// The report `check` gave on the builder whose heading contains `tag`, heading included.
+pub fn check_report(text: &str, tag: &str) -> String {
+    let mut lines = text.lines().skip_while(|l| !l.contains(tag));
+    let mut s: Vec<&str> = lines.next().into_iter().collect();
+    s.extend(lines.take_while(|l| l.starts_with("          ")));
+    s.join("\n")
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
