@@ -203,18 +203,26 @@ fn json_for_scripts() {
 }
 
 #[test]
-fn an_ssh_ng_machine_is_never_chosen_and_says_why() {
-    let env = Env::new("ssh-ng://ng x86_64-linux - 4 8\nssh://plain x86_64-linux - 1 1\n", "");
+fn an_ssh_ng_machine_is_a_machine_and_unknown_store_parameters_are_named() {
+    let env = Env::new(
+        "ssh-ng://ng x86_64-linux - 4 8\nssh://plain x86_64-linux - 1 1\nssh-ng://odd?frobnicate=1 x86_64-linux - 9 9\n",
+        "",
+    );
     let out = env.explain(&["--system", "x86_64-linux"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
-    let ng = row(&text, "ssh-ng://ng");
-    assert_eq!(ng[3], "no", "{text}");
     assert!(
-        ng[6].starts_with("ssh-ng:// (the daemon protocol) is not spoken by this hook yet: write ssh://"),
+        text.contains("answer: try ssh-ng://ng, ssh://plain\n"),
+        "the faster ssh-ng machine first: {text}"
+    );
+    let odd = row(&text, "ssh-ng://odd?frobnicate=1");
+    assert_eq!(odd[3], "no", "{text}");
+    assert!(
+        odd[6].starts_with(
+            "ssh-ng://odd?frobnicate=1: the store parameter `frobnicate` is not one this hook knows"
+        ),
         "{text}"
     );
-    assert!(text.contains("answer: try ssh://plain\n"), "the faster ssh-ng machine is not chosen: {text}");
 }
 
 /// The `so:` line of explain's text.

@@ -20,4 +20,5 @@ mod testbed_decide;
 mod testbed_diagnose;
 mod testbed_makespan;
 mod testbed_smoke;
+mod testbed_ssh_ng;
 mod testbed_transfer;

@@ -1,17 +1,18 @@
 //! Builds really go remote: real Nix with our hook on the test bed, over real SSH, with every
-//! Nix version as the master (`on_every_nix!`); the builders are the host's Nix 2.8.
+//! Nix version as the master and builders reached over `ssh://` and over `ssh-ng://`
+//! (`on_every_nix_and_protocol!`); the builders are the host's Nix 2.8.
 
 use std::process::Child;
 
-use crate::on_every_nix;
+use crate::on_every_nix_and_protocol;
 use crate::support::hook::OurHook;
 use crate::support::procs;
 use crate::support::testbed::{
-    describe, graph_of_six, out_paths, sh_derivation, unique_nonce, Nix, Opts, Testbed,
+    describe, graph_of_six, out_paths, sh_derivation, unique_nonce, Nix, Opts, Proto, Testbed,
 };
 use crate::support::tool::stderr;
 
-on_every_nix!(
+on_every_nix_and_protocol!(
     one_derivation_is_built_on_a_builder_and_comes_back,
     a_graph_spreads_over_builders_and_inputs_travel_between_them,
     two_outputs_come_back_registered_with_their_references,
@@ -30,8 +31,8 @@ fn builder_of(hostname: &str) -> usize {
         .unwrap_or_else(|| panic!("not a builder: {hostname:?}"))
 }
 
-fn up(n: usize, nix: Nix) -> Option<Testbed> {
-    Some(Testbed::up_or_skip(n, Opts::default())?.with_master(nix))
+fn up(n: usize, nix: Nix, proto: Proto) -> Option<Testbed> {
+    Some(Testbed::up_or_skip(n, Opts::default())?.with_master(nix).with_protocol(proto))
 }
 
 /// The path is valid in the master's store and its contents hash to what was registered.
@@ -40,8 +41,8 @@ fn assert_verified(tb: &Testbed, path: &str) {
     assert!(out.status.success(), "{path} is valid and intact on the master: {}", describe(&out));
 }
 
-fn one_derivation_is_built_on_a_builder_and_comes_back(nix: Nix) {
-    let Some(tb) = up(2, nix) else { return };
+fn one_derivation_is_built_on_a_builder_and_comes_back(nix: Nix, proto: Proto) {
+    let Some(tb) = up(2, nix, proto) else { return };
     let hook = OurHook::new(&[]);
     let builders = tb.machines_lines().join("\n");
     let expr = sh_derivation(
@@ -58,11 +59,11 @@ fn one_derivation_is_built_on_a_builder_and_comes_back(nix: Nix) {
     assert!(tb.valid_on(b, path), "{path} is in the store of the builder that built it");
     assert_verified(&tb, path);
     let err = stderr(&out);
-    assert!(err.contains(&format!("on 'ssh://root@{}'", tb.addr(b))), "{err}");
+    assert!(err.contains(&format!("on '{}'", tb.uri(b))), "{err}");
 }
 
-fn a_graph_spreads_over_builders_and_inputs_travel_between_them(nix: Nix) {
-    let Some(tb) = up(3, nix) else { return };
+fn a_graph_spreads_over_builders_and_inputs_travel_between_them(nix: Nix, proto: Proto) {
+    let Some(tb) = up(3, nix, proto) else { return };
     let hook = OurHook::new(&[]);
     let builders = tb.machines_lines().join("\n");
     let expr = graph_of_six();
@@ -94,13 +95,13 @@ fn a_graph_spreads_over_builders_and_inputs_travel_between_them(nix: Nix) {
         assert_verified(&tb, path);
     }
     let err = stderr(&out);
-    assert!(err.matches(" on 'ssh://root@").count() >= 6, "{err}");
+    assert!(err.matches(&format!(" on '{}://root@", proto.scheme())).count() >= 6, "{err}");
 }
 
 /// Two outputs, one referring to the other and to an input: registered together, with the
 /// references the builder found.
-fn two_outputs_come_back_registered_with_their_references(nix: Nix) {
-    let Some(tb) = up(1, nix) else { return };
+fn two_outputs_come_back_registered_with_their_references(nix: Nix, proto: Proto) {
+    let Some(tb) = up(1, nix, proto) else { return };
     let hook = OurHook::new(&[]);
     let expr = format!(
         r#"let
@@ -141,19 +142,19 @@ in [ two.out two.doc ]"#,
     );
 }
 
-fn a_failing_build_reports_the_builder_message(nix: Nix) {
-    let Some(tb) = up(1, nix) else { return };
+fn a_failing_build_reports_the_builder_message(nix: Nix, proto: Proto) {
+    let Some(tb) = up(1, nix, proto) else { return };
     let hook = OurHook::new(&[]);
     let expr = sh_derivation("nwh-fails", None, &[], "echo the-builder-says-boom >&2; exit 3");
     let out = tb.nix_build(&expr, &hook.remote_only(&tb.machine(1)));
     assert!(!out.status.success(), "{}", describe(&out));
     let err = stderr(&out);
     assert!(err.contains("the-builder-says-boom"), "the builder's log reaches Nix: {err}");
-    assert!(err.contains(&format!("on 'ssh://root@{}' failed", tb.addr(1))), "{err}");
+    assert!(err.contains(&format!("on '{}' failed", tb.uri(1))), "{err}");
 }
 
-fn a_build_that_times_out_on_the_builder_is_reported_as_timed_out(nix: Nix) {
-    let Some(tb) = up(1, nix) else { return };
+fn a_build_that_times_out_on_the_builder_is_reported_as_timed_out(nix: Nix, proto: Proto) {
+    let Some(tb) = up(1, nix, proto) else { return };
     let hook = OurHook::new(&[]);
     let expr = sh_derivation("nwh-slow", None, &[], "/bin/sleep 30; echo > $out");
     // `timeout` reaches the builder in the build options; the hook exits 101 (TimedOut).
@@ -185,8 +186,13 @@ fn restore_under(child: &mut Child) -> (u32, u32, String) {
 
 /// Kill `victim(restore, hook)` while the output is unpacked; then the output must not be
 /// valid, `after` must hold, and the same derivation must build again.
-fn interrupt_unpacking(nix: Nix, victim: impl Fn(u32, u32) -> u32, after: impl Fn(&Testbed, &str)) {
-    let Some(tb) = up(1, nix) else { return };
+fn interrupt_unpacking(
+    nix: Nix,
+    proto: Proto,
+    victim: impl Fn(u32, u32) -> u32,
+    after: impl Fn(&Testbed, &str),
+) {
+    let Some(tb) = up(1, nix, proto) else { return };
     let hook = OurHook::new(&[]);
     let expr = big_output(&unique_nonce());
     let line = tb.machine(1);
@@ -209,14 +215,15 @@ fn interrupt_unpacking(nix: Nix, victim: impl Fn(u32, u32) -> u32, after: impl F
 
 /// Nix kills its hook with SIGKILL when it is interrupted: the half-unpacked output stays on
 /// disk, invalid, and the next hook removes it before unpacking again.
-fn a_hook_killed_while_unpacking_leaves_nothing_valid_and_the_next_build_works(nix: Nix) {
-    interrupt_unpacking(nix, |_restore, hook| hook, |_, _| ());
+fn a_hook_killed_while_unpacking_leaves_nothing_valid_and_the_next_build_works(nix: Nix, proto: Proto) {
+    interrupt_unpacking(nix, proto, |_restore, hook| hook, |_, _| ());
 }
 
 /// When the unpacking itself fails, the hook removes what it unpacked before it reports.
-fn a_failed_unpacking_is_removed_and_the_next_build_works(nix: Nix) {
+fn a_failed_unpacking_is_removed_and_the_next_build_works(nix: Nix, proto: Proto) {
     interrupt_unpacking(
         nix,
+        proto,
         |restore, _hook| restore,
         |tb, path| {
             assert!(
@@ -233,7 +240,7 @@ fn nothing_to_upload_means_no_waiting_for_the_upload_lock() {
     let hook = OurHook::new(&[]);
     // Another hook is uploading to this builder (or hangs while holding the lock).
     let dir = nwh_slots::LoadDir::open("/nix/var/nix/current-load");
-    let uri = format!("ssh://root@{}", tb.addr(1));
+    let uri = tb.uri(1);
     let held = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

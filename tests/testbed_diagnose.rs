@@ -103,17 +103,19 @@ fn a_number_for_builders_is_named_as_a_job_count() {
     }
 }
 
-/// An `ssh-ng://` line: the hook does not speak the daemon protocol yet, so it never picks the
-/// machine (no connection attempt, no backoff) and says why next to Nix's error.
+/// A store parameter the hook does not know: it never picks the machine (no connection
+/// attempt, no backoff) and names the parameter next to Nix's error.
 #[test]
-fn an_ssh_ng_builder_is_named_as_not_spoken_yet() {
+fn an_unknown_store_parameter_is_named_and_no_connection_tried() {
     let Some(tb) = Testbed::up_or_skip(1, Opts::default()) else { return };
     let hook = OurHook::new(&[]);
-    let out = tb.nix_build(&drv("nwh-ng", &[]), &hook.remote_only(&tb.machines_lines_ng()[0]));
+    let line = tb.machines_lines_ng()[0].replacen(' ', "?frobnicate=1 ", 1);
+    let out = tb.nix_build(&drv("nwh-param", &[]), &hook.remote_only(&line));
     assert!(!out.status.success(), "{}", describe(&out));
     let err = stderr(&out);
     let words = format!(
-        "ssh-ng://root@{} (setting 'builders':1): ssh-ng:// (the daemon protocol) is not spoken by this hook yet: write ssh://",
+        "ssh-ng://root@{}?frobnicate=1 (setting 'builders':1): ssh-ng://root@{}?frobnicate=1: the store parameter `frobnicate` is not one this hook knows",
+        tb.addr(1),
         tb.addr(1)
     );
     assert!(err.contains(&words), "missing {words:?} in\n{err}");

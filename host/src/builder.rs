@@ -110,7 +110,7 @@ fn valid_paths(paths: &BTreeSet<String>, running: Option<&mut BuilderSession>) -
     let mut valid: BTreeSet<String> = paths.difference(&invalid).cloned().collect();
     if let Some(session) = running {
         if !invalid.is_empty() {
-            valid.extend(session.client().query_valid_paths(&invalid, false, false)?);
+            valid.extend(session.store().query_valid_paths(&invalid, false)?);
         }
     }
     Ok(valid)
@@ -125,7 +125,7 @@ fn path_infos(
     let mut infos: Vec<(String, PathInfo)> = local::serve_path_infos(&here)?;
     if let Some(session) = running {
         if !invalid.is_empty() {
-            infos.extend(session.client().query_path_infos(&invalid)?);
+            infos.extend(session.store().query_path_infos(&invalid)?);
         }
     }
     Ok(infos)
@@ -140,7 +140,7 @@ fn dump<R: Read, W: Write>(
     match running {
         Some(session) if !here => {
             let mut sink = server.nar_sink();
-            session.client().dump_store_path(path, &mut sink)?;
+            session.store().dump(path, &mut sink)?;
             sink.finish()?;
         }
         _ => {

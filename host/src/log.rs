@@ -92,6 +92,17 @@ impl Logger {
     }
 }
 
+impl Logger {
+    /// Passes on a `@nix` message of another Nix (a builder's daemon: its activities and their
+    /// results) as it came, so that `nix build` shows them as Nix's own hook's; only in hook
+    /// mode, where Nix reads them.
+    pub fn relay(&self, message: serde_json::Value) {
+        if self.json {
+            emit(&message);
+        }
+    }
+}
+
 pub struct ActivityGuard<'a> {
     logger: &'a Logger,
     id: u64,

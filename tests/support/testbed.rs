@@ -62,6 +62,45 @@ macro_rules! on_every_nix {
     };
 }
 
+/// How the builders are reached: the scheme of their machines lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    /// `ssh://`: the serve protocol, `nix-store --serve --write`.
+    Ssh,
+    /// `ssh-ng://`: the worker protocol, `nix-daemon --stdio`.
+    SshNg,
+}
+
+impl Proto {
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Proto::Ssh => "ssh",
+            Proto::SshNg => "ssh-ng",
+        }
+    }
+}
+
+/// [`on_every_nix!`] times both protocols: `nix_2_8::ssh::f`, `nix_2_8::ssh_ng::f`, … calling
+/// `f(Nix::V2_8, Proto::Ssh)` and so on.
+#[macro_export]
+macro_rules! on_every_nix_and_protocol {
+    ($($test:ident),* $(,)?) => {
+        $crate::on_every_nix_and_protocol!(@nix nix_2_8 V2_8 $($test),*);
+        $crate::on_every_nix_and_protocol!(@nix nix_2_26 V2_26 $($test),*);
+        $crate::on_every_nix_and_protocol!(@nix nix_2_34 V2_34 $($test),*);
+    };
+    (@nix $module:ident $nix:ident $($test:ident),*) => {
+        mod $module {
+            mod ssh { $( #[test] fn $test() {
+                super::super::$test($crate::support::testbed::Nix::$nix, $crate::support::testbed::Proto::Ssh)
+            } )* }
+            mod ssh_ng { $( #[test] fn $test() {
+                super::super::$test($crate::support::testbed::Nix::$nix, $crate::support::testbed::Proto::SshNg)
+            } )* }
+        }
+    };
+}
+
 /// What Nix itself prints when no machine, local or remote, can take a derivation.
 pub fn nothing_can_build(nix: Nix) -> &'static str {
     match nix {
@@ -230,6 +269,8 @@ pub struct Testbed {
     n: usize,
     machines: Vec<String>,
     machines_ng: Vec<String>,
+    /// Which of the two lists [`Testbed::machines_lines`] and [`Testbed::machine`] give.
+    proto: Proto,
     /// `--option NAME VALUE` settings the master's nix-build needs (`testbed.sh nix-conf`).
     master_options: Vec<(String, String)>,
     master: Nix,
@@ -290,6 +331,7 @@ impl Testbed {
             n,
             machines: Vec::new(),
             machines_ng: Vec::new(),
+            proto: Proto::Ssh,
             master_options: Vec::new(),
             master: Nix::V2_8,
             master_root: PathBuf::from("/"),
@@ -369,20 +411,35 @@ impl Testbed {
         self.n
     }
 
-    /// The `ssh://` machines lines, builder 1 first (fields: URI, system, key,
-    /// maxJobs, speedFactor, supportedFeatures, mandatoryFeatures, base64 host key).
+    /// The machines lines in the test bed's protocol ([`Testbed::with_protocol`], `ssh://`
+    /// unless set), builder 1 first (fields: URI, system, key, maxJobs, speedFactor,
+    /// supportedFeatures, mandatoryFeatures, base64 host key).
     pub fn machines_lines(&self) -> Vec<String> {
-        self.machines.clone()
+        match self.proto {
+            Proto::Ssh => self.machines.clone(),
+            Proto::SshNg => self.machines_ng.clone(),
+        }
     }
 
-    /// The same lines with `ssh-ng://` URIs.
+    /// The lines with `ssh-ng://` URIs, whatever the protocol.
     pub fn machines_lines_ng(&self) -> Vec<String> {
         self.machines_ng.clone()
     }
 
-    /// Machines line of builder `i` (1-based), `ssh://`.
+    /// Machines line of builder `i` (1-based), in the test bed's protocol.
     pub fn machine(&self, i: usize) -> String {
-        self.machines[i - 1].clone()
+        self.machines_lines()[i - 1].clone()
+    }
+
+    /// Store URI of builder `i`, as the hook and Nix name it in messages.
+    pub fn uri(&self, i: usize) -> String {
+        format!("{}://root@{}", self.proto.scheme(), self.addr(i))
+    }
+
+    /// The same test bed with builders reached by `proto`.
+    pub fn with_protocol(mut self, proto: Proto) -> Testbed {
+        self.proto = proto;
+        self
     }
 
     /// Address of builder `i`.

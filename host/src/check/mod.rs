@@ -269,16 +269,18 @@ fn check_machine(m: &Machine, ssh_opts: &SshOptions) -> Report {
             format!("set column 4 of {} to 1 or more", r.line),
         );
     }
-    let ng = m.uri.starts_with("ssh-ng://");
-    let as_ssh =
-        if ng { Machine { uri: m.uri.replacen("ssh-ng://", "ssh://", 1), ..m.clone() } } else { m.clone() };
-    let target = match Target::from_machine(&as_ssh) {
+    let target = match Target::from_machine(m) {
         Ok(t) => t,
         Err(e) => {
-            r.add(Status::Unusable, format!("{e:#}"), "use an ssh:// URI");
+            r.add(
+                Status::Unusable,
+                format!("{e:#}"),
+                "use an ssh:// or ssh-ng:// URI with the parameters named",
+            );
             return r;
         }
     };
+    let ng = target.protocol == ssh::Protocol::Daemon;
     r.facts.host_key = host_key_source(&target, &mut r);
     let key_unknown = r.status == Status::Unusable;
     let master = match ssh::master(&target, ssh_opts) {
@@ -292,19 +294,26 @@ fn check_machine(m: &Machine, ssh_opts: &SshOptions) -> Report {
     };
     if ng {
         match daemon_handshake(&master, &target) {
-            Ok(v) => r.facts.protocol = Some(format!("nix-daemon protocol {}.{}", v >> 8, v & 0xff)),
-            Err(e) => {
-                r.add(Status::Unusable, format!("`nix-daemon --stdio` does not answer: {e:#}"), INSTALL_FIX)
+            Ok(greeting) => {
+                r.facts.protocol = Some(greeting.describe());
+                if greeting.trusted == Some(false) {
+                    let user = target.user.clone().unwrap_or_else(|| "root".into());
+                    r.add(
+                        Status::Unusable,
+                        format!(
+                            "the builder's nix-daemon does not trust {user}, the user the hook logs in as: it \
+                             refuses to build a derivation it has not got, and inputs without a signature it trusts"
+                        ),
+                        format!("add {user} to `trusted-users` in the builder's nix.conf and restart its nix-daemon"),
+                    );
+                }
             }
-        }
-        r.add(
-            Status::Unusable,
-            "ssh-ng:// builders are not spoken by this hook yet (it never chooses them)",
-            format!(
-                "write ssh:// instead of ssh-ng:// in {}: Nix's serve protocol does the same job",
-                r.line
+            Err(e) => r.add(
+                Status::Unusable,
+                format!("`{} --stdio` does not answer: {e:#}", target.remote_program),
+                INSTALL_FIX,
             ),
-        );
+        }
     } else {
         match serve_handshake(&master, &target) {
             Ok(v) => r.facts.protocol = Some(format!("serve protocol {}.{}", v >> 8, v & 0xff)),
@@ -315,7 +324,9 @@ fn check_machine(m: &Machine, ssh_opts: &SshOptions) -> Report {
             ),
         }
     }
-    let program = if ng { "nix-store".to_string() } else { target.remote_program.clone() };
+    // A daemon's `nix-store` sits beside it, as `nix` does beside `nix-store`.
+    let program =
+        if ng { sibling(&target.remote_program, "nix-store") } else { target.remote_program.clone() };
     match run_remote(&master, &program, &["--version"]) {
         // `nix-store (Nix) 2.8.0` → `Nix 2.8.0`; Lix says `nix-store (Lix, like Nix) 2.93.0`.
         Ok(v) => {
@@ -423,24 +434,43 @@ fn serve_handshake(master: &Master, target: &Target) -> Result<u64> {
     })
 }
 
-/// The worker protocol's greeting (`nix-daemon --stdio`, what ssh-ng:// speaks): magic, then
-/// the daemon's magic and protocol version.
-fn daemon_handshake(master: &Master, target: &Target) -> Result<u64> {
-    const WORKER_MAGIC_1: u64 = 0x6e69_7863;
-    const WORKER_MAGIC_2: u64 = 0x6478_696f;
-    let program = if target.remote_program == "nix-store" { "nix-daemon" } else { &target.remote_program };
-    let (err_w, _err_r) = stderr_pipe()?;
-    let remote = master.spawn(program, &["--stdio"], err_w)?;
-    let mut w = nwh_wire::Writer::new(remote.stdin.try_clone()?);
-    let mut rd = nwh_wire::Reader::new(remote.stdout.try_clone()?);
-    w.write_u64(WORKER_MAGIC_1)?;
-    w.flush()?;
-    let magic = rd.read_u64()?;
-    anyhow::ensure!(magic == WORKER_MAGIC_2, "it answered {magic:#x}, not the daemon's greeting");
-    let version = rd.read_u64()?;
-    drop((w, rd));
+/// What a daemon said of itself in the worker protocol's greeting.
+struct DaemonGreeting {
+    version: u64,
+    trusted: Option<bool>,
+}
+
+impl DaemonGreeting {
+    fn describe(&self) -> String {
+        let trust = match self.trusted {
+            Some(true) => ", trusted",
+            Some(false) => ", not trusted",
+            None => "",
+        };
+        format!("nix-daemon protocol {}.{}{trust}", self.version >> 8, self.version & 0xff)
+    }
+}
+
+/// The worker protocol's greeting (`nix-daemon --stdio`, what ssh-ng:// speaks).
+fn daemon_handshake(master: &Master, target: &Target) -> Result<DaemonGreeting> {
+    let mut args = vec!["--stdio"];
+    if let Some(store) = &target.remote_store {
+        args.extend(["--store", store]);
+    }
+    let (err_w, mut err_r) = stderr_pipe()?;
+    let remote = master.spawn(&target.remote_program, &args, err_w)?;
+    let (stdout, stdin) = (remote.stdout.try_clone()?, remote.stdin.try_clone()?);
+    let greeting = nwh_daemon::DaemonClient::handshake(target.display(), stdout, stdin)
+        .map(|c| DaemonGreeting { version: c.remote_version(), trusted: c.trusted() });
     let _ = remote.finish();
-    Ok(version)
+    greeting.map_err(|e| {
+        let mut said = String::new();
+        let _ = err_r.read_to_string(&mut said);
+        anyhow::anyhow!(
+            "{e}{}",
+            if said.trim().is_empty() { String::new() } else { format!(": {}", said.trim()) }
+        )
+    })
 }
 
 /// Runs a command through the master and returns its standard output; its standard error
@@ -457,13 +487,18 @@ fn run_remote(master: &Master, program: &str, args: &[&str]) -> Result<String> {
     Ok(out)
 }
 
+/// The program `name` in the directory of `program` when that is given as a path (Nix's
+/// commands are installed side by side), else `name` from the PATH.
+fn sibling(program: &str, name: &str) -> String {
+    match program.rsplit_once('/') {
+        Some((dir, _)) => format!("{dir}/{name}"),
+        None => name.to_string(),
+    }
+}
+
 /// The builder's `system`, `extra-platforms` and `system-features`, against the line.
 fn compare_config(m: &Machine, master: &Master, program: &str, r: &mut Report) {
-    // `nix` sits beside `nix-store`; an absolute remote-program says where.
-    let nix = match program.rsplit_once('/') {
-        Some((dir, _)) => format!("{dir}/nix"),
-        None => "nix".to_string(),
-    };
+    let nix = sibling(program, "nix");
     let json = match run_remote(
         master,
         &nix,

@@ -6,17 +6,19 @@ pub mod health;
 pub mod local;
 pub mod register;
 pub mod ssh;
+pub mod store;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use nwh_nixconf::Settings;
-use nwh_serve::{BuildOptions, BuildStatus, ServeClient};
+use nwh_serve::{BuildOptions, BuildStatus};
 
 use crate::log::{Activity, Level, Logger};
 use crate::protocol::Accepted;
 use ssh::Master;
+use store::StoreConn;
 
 /// How a remote build ended, as Nix must learn it (hook-protocol.md §9).
 #[derive(Debug)]
@@ -97,30 +99,25 @@ pub fn build(master: &Master, job: &Job, logger: &Logger) -> Result<Outcome> {
     Ok(Outcome::Built)
 }
 
-/// One serve-protocol conversation with a builder (`nix-store --serve --write` through its SSH
-/// master), for one build: what the front-ends do with a builder goes through here.
+/// One conversation with a builder's store (`nix-store --serve --write` or `nix-daemon
+/// --stdio` through its SSH master), for one build: what the front-ends do with a builder
+/// goes through here.
 pub struct BuilderSession {
     uri: String,
-    client: ServeClient<std::io::PipeReader, std::io::PipeWriter>,
+    store: StoreConn,
     remote: ssh::Remote,
 }
 
 impl BuilderSession {
     /// Starts the builder's store program; its stderr (build logs, errors) goes to `log`.
     pub fn open(master: &Master, uri: &str, log: std::os::fd::OwnedFd) -> Result<BuilderSession> {
-        let mut args: Vec<&str> = vec!["--serve", "--write"];
-        if let Some(store) = &master.target.remote_store {
-            args.extend(["--store", store]);
-        }
-        let remote = master.spawn(&master.target.remote_program, &args, log)?;
-        let (stdout, stdin) = (remote.stdout.try_clone()?, remote.stdin.try_clone()?);
-        let client = ServeClient::handshake(master.target.display(), stdout, stdin)?;
-        Ok(BuilderSession { uri: uri.to_string(), client, remote })
+        let (store, remote) = StoreConn::open(master, log)?;
+        Ok(BuilderSession { uri: uri.to_string(), store, remote })
     }
 
     /// The conversation itself, for a front-end that relays the builder's answers.
-    pub fn client(&mut self) -> &mut ServeClient<std::io::PipeReader, std::io::PipeWriter> {
-        &mut self.client
+    pub fn store(&mut self) -> &mut StoreConn {
+        &mut self.store
     }
 
     /// Uploads what the builder lacks of `inputs`; returns how many paths went up. The upload
@@ -134,8 +131,8 @@ impl BuilderSession {
         upload_lock: &Path,
         logger: &Logger,
     ) -> Result<usize> {
-        let client = &mut self.client;
-        let valid = client.query_valid_paths(inputs, false, substitute)?;
+        let store = &mut self.store;
+        let valid = store.query_valid_paths(inputs, substitute)?;
         if inputs.is_subset(&valid) {
             return Ok(0);
         }
@@ -148,7 +145,7 @@ impl BuilderSession {
             );
             rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
         }
-        let valid = client.query_valid_paths(inputs, false, substitute)?;
+        let valid = store.query_valid_paths(inputs, substitute)?;
         let missing: BTreeSet<String> = inputs.difference(&valid).cloned().collect();
         if missing.is_empty() {
             return Ok(0);
@@ -170,9 +167,7 @@ impl BuilderSession {
                 &format!("copying path '{path}' ({}) to '{}'", size(nar_size), self.uri),
                 &[path.clone().into(), "local".into(), self.uri.as_str().into()],
             );
-            let mut export = local::export(&BTreeSet::from([path.clone()]))?;
-            client.import_paths(&mut export.stdout)?;
-            export.finish()?;
+            store.add(&path, &infos[&path])?;
             one.progress(nar_size, nar_size);
             done += nar_size;
             all.progress(done, total);
@@ -189,7 +184,7 @@ impl BuilderSession {
         logger: &Logger,
     ) -> Result<nwh_serve::BuildResult> {
         let _a = logger.start(Level::Talkative, Activity::Unknown, &format!("building on '{}'", self.uri));
-        Ok(self.client.build_derivation(drv_path, basic, options)?)
+        self.store.build(drv_path, basic, options, logger)
     }
 
     /// Unpacks and registers in the local store those of `outputs` it lacks (see
@@ -205,8 +200,8 @@ impl BuilderSession {
             return Ok(0);
         }
         let uri = self.uri.as_str();
-        let client = &mut self.client;
-        let infos = client.query_path_infos(&missing)?;
+        let store = &mut self.store;
+        let infos = store.query_path_infos(&missing)?;
         let total: u64 = infos.iter().map(|(_, i)| i.nar_size).sum();
         let all = logger.start(
             Level::Info,
@@ -227,7 +222,7 @@ impl BuilderSession {
                 &format!("copying path '{path}' ({}) from '{uri}'", size(nar_size)),
                 &[path.to_string().into(), uri.into(), "local".into()],
             );
-            let nar = client.dump_store_path(path, sink)?;
+            let nar = store.dump(path, sink)?;
             one.progress(nar.size, nar.size);
             fetched += nar.size;
             all.progress(fetched, total);
@@ -240,7 +235,7 @@ impl BuilderSession {
 
     /// Ends the conversation and waits for the builder's program to exit.
     pub fn finish(self) -> Result<()> {
-        drop(self.client);
+        drop(self.store);
         self.remote.finish()?;
         Ok(())
     }

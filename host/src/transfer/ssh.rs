@@ -18,37 +18,53 @@ use sha2::{Digest, Sha256};
 /// Where to reach a builder, from its store URI and machines line.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Target {
+    /// Which protocol the builder's store program speaks: the URI's scheme.
+    pub protocol: Protocol,
     pub user: Option<String>,
     pub host: String,
     pub port: Option<u16>,
     pub key: Option<PathBuf>,
     /// The decoded host-key line (`ssh-ed25519 AAAA…`) from the machines file.
     pub host_key: Option<String>,
-    /// `remote-program` from the URI's query, default `nix-store`.
+    /// `remote-program` from the URI's query; default `nix-store` (`ssh://`) or `nix-daemon`
+    /// (`ssh-ng://`).
     pub remote_program: String,
     /// `remote-store` from the URI's query, passed as `--store`.
     pub remote_store: Option<String>,
+    /// `compress=true`: ssh compresses the connection (`-C`).
+    pub compress: bool,
 }
 
+/// The two store protocols a builder can be reached with over SSH.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// `ssh://`: Nix's serve protocol, `nix-store --serve --write`.
+    Serve,
+    /// `ssh-ng://`: Nix's worker protocol, `nix-daemon --stdio`.
+    Daemon,
+}
+
+/// Store-URI parameters Nix takes that change nothing for a hook, which opens one connection
+/// per build and has its own log and cache: accepted, so that a line written for Nix works.
+const INERT_PARAMETERS: &[&str] = &[
+    "max-connections",
+    "max-connection-age",
+    "log-fd",
+    "path-info-cache-size",
+    "priority",
+    "want-mass-query",
+    "trusted",
+];
+
 /// Why the hook cannot build on a machine at all, whatever its state: a store URI it does
-/// not speak, or a line that would hand the build back to nix-wasm-hook. Such a machine is
-/// shown to the policy as disabled, with this reason, instead of being chosen and then failing.
+/// not speak, a store-URI parameter it does not know, or a line that would hand the build back
+/// to nix-wasm-hook. Such a machine is shown to the policy as disabled, with this reason,
+/// instead of being chosen and then failing.
 pub fn unsupported(m: &Machine) -> Option<String> {
     if m.builder_mode_program().is_some() {
         return Some(BUILDER_MODE_LINE.to_string());
     }
-    let uri = &m.uri;
-    if uri.starts_with("ssh://") {
-        return None;
-    }
-    let scheme = uri.split_once("://").map_or(uri.as_str(), |(s, _)| s);
-    Some(if scheme == "ssh-ng" {
-        "ssh-ng:// (the daemon protocol) is not spoken by this hook yet: write ssh:// in its machines \
-         line, which builds the same way over Nix's serve protocol"
-            .to_string()
-    } else {
-        format!("`{scheme}://` is not a store this hook can build on: write ssh://")
-    })
+    Target::from_machine(m).err().map(|e| format!("{e:#}"))
 }
 
 /// Why a builder-mode line is never chosen by nix-wasm-hook itself.
@@ -59,9 +75,15 @@ pub const BUILDER_MODE_LINE: &str =
 
 impl Target {
     pub fn from_machine(m: &Machine) -> Result<Target> {
-        let rest = m.uri.strip_prefix("ssh://").ok_or_else(|| {
-            anyhow!("{} is not an ssh:// store; only ssh:// builders are supported so far", m.uri)
-        })?;
+        let uri = &m.uri;
+        let (protocol, rest, program) = if let Some(rest) = uri.strip_prefix("ssh://") {
+            (Protocol::Serve, rest, "nix-store")
+        } else if let Some(rest) = uri.strip_prefix("ssh-ng://") {
+            (Protocol::Daemon, rest, "nix-daemon")
+        } else {
+            let scheme = uri.split_once("://").map_or(uri.as_str(), |(s, _)| s);
+            bail!("`{scheme}://` is not a store this hook can build on: write ssh:// or ssh-ng://");
+        };
         let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
         let (user, hostport) = match authority.rsplit_once('@') {
             Some((u, h)) => (Some(u.to_string()), h),
@@ -69,23 +91,46 @@ impl Target {
         };
         let (host, port) = split_port(hostport)?;
         if host.is_empty() || host.starts_with('-') {
-            bail!("{}: '{host}' is not a host name ssh can be given", m.uri);
+            bail!("{uri}: '{host}' is not a host name ssh can be given");
         }
         let mut t = Target {
+            protocol,
             user,
             host: host.to_string(),
             port,
             key: m.ssh_key.clone(),
             host_key: m.host_key.as_ref().map(|k| k.line.clone()),
-            remote_program: "nix-store".into(),
+            remote_program: program.into(),
             remote_store: None,
+            compress: false,
         };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
-            match pair.split_once('=') {
-                Some(("remote-program", v)) => t.remote_program = v.to_string(),
-                Some(("remote-store", v)) => t.remote_store = Some(v.to_string()),
-                // Parameters for Nix's own store layer (compress, log-fd …) mean nothing here.
-                _ => {}
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match name {
+                "remote-program" => t.remote_program = value.to_string(),
+                "remote-store" => t.remote_store = Some(value.to_string()),
+                // As in Nix, the machines line's own columns win over the URI's parameters.
+                "ssh-key" if t.key.is_none() => {
+                    anyhow::ensure!(
+                        Path::new(value).is_absolute(),
+                        "{uri}: ssh-key={value} is a relative path, which ssh would look for from `/`: \
+                         give an absolute path"
+                    );
+                    t.key = Some(value.into());
+                }
+                "base64-ssh-public-host-key" if t.host_key.is_none() => {
+                    t.host_key = Some(decode_host_key(value).with_context(|| {
+                        format!("{uri}: base64-ssh-public-host-key is not the base64 of a public key line")
+                    })?);
+                }
+                "ssh-key" | "base64-ssh-public-host-key" => {}
+                "compress" => t.compress = value == "true",
+                name if INERT_PARAMETERS.contains(&name) => {}
+                name => bail!(
+                    "{uri}: the store parameter `{name}` is not one this hook knows (it takes remote-program, \
+                     remote-store, ssh-key, base64-ssh-public-host-key, compress, and ignores {}): remove it",
+                    INERT_PARAMETERS.join(", ")
+                ),
             }
         }
         Ok(t)
@@ -108,6 +153,7 @@ impl Target {
             &self.port.map(|p| p.to_string()).unwrap_or_default(),
             &self.key.as_ref().map(|k| k.display().to_string()).unwrap_or_default(),
             self.host_key.as_deref().unwrap_or(""),
+            if self.compress { "compress" } else { "" },
         ] {
             h.update(part.as_bytes());
             h.update([0]);
@@ -121,6 +167,16 @@ impl Target {
             None => self.host.clone(),
         }
     }
+}
+
+/// A host key as column 8 and `base64-ssh-public-host-key` carry it: the base64 of a
+/// `known_hosts`-style line (`ssh-ed25519 AAAA…`).
+fn decode_host_key(base64: &str) -> Result<String> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(base64.trim())?;
+    let line = String::from_utf8(bytes)?.trim().to_string();
+    anyhow::ensure!(line.split_whitespace().count() >= 2, "no key type and key in {line:?}");
+    Ok(line)
 }
 
 fn split_port(hostport: &str) -> Result<(&str, Option<u16>)> {
@@ -222,6 +278,9 @@ fn launch(target: &Target, opts: &SshOptions, name: &str, socket: &Path) -> Resu
         .args(["-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4", "-o", "TCPKeepAlive=yes"]);
     if let Some(k) = &target.key {
         c.args(["-o", "IdentitiesOnly=yes"]).arg("-i").arg(k);
+    }
+    if target.compress {
+        c.arg("-C");
     }
     if let Some(line) = &target.host_key {
         let path = opts.dir.join(format!("{name}.known_hosts"));
@@ -356,7 +415,12 @@ mod tests {
         let line = m("ssh://localhost?remote-program=/usr/local/bin/nix-wasm-hook");
         assert_eq!(unsupported(&line).as_deref(), Some(BUILDER_MODE_LINE));
         assert_eq!(unsupported(&m("ssh://b1?remote-program=/usr/local/bin/nix-wasm-hook")), None);
-        assert!(unsupported(&m("ssh-ng://b1")).is_some_and(|why| why.contains("write ssh://")));
+        assert_eq!(unsupported(&m("ssh-ng://b1")), None);
+        let why = unsupported(&m("ssh://b1?frobnicate=1")).unwrap();
+        assert!(why.contains("the store parameter `frobnicate` is not one this hook knows"), "{why}");
+        assert!(
+            unsupported(&m("file:///srv/store")).is_some_and(|why| why.contains("write ssh:// or ssh-ng://"))
+        );
     }
 
     #[test]
@@ -366,6 +430,21 @@ mod tests {
         assert_eq!(t.remote_program, "/opt/nix-store");
         let t = Target::from_machine(&m("ssh://[::1]:22")).unwrap();
         assert_eq!((t.host.as_str(), t.port), ("::1", Some(22)));
-        assert!(Target::from_machine(&m("ssh-ng://b1")).is_err());
+        let t =
+            Target::from_machine(&m("ssh-ng://b1?remote-store=/srv/store&compress=true&max-connections=4"))
+                .unwrap();
+        assert_eq!((t.protocol, t.remote_program.as_str()), (Protocol::Daemon, "nix-daemon"));
+        assert_eq!((t.remote_store.as_deref(), t.compress), (Some("/srv/store"), true));
+        // The line's own columns win over the URI's parameters, as in Nix.
+        let t = Target::from_machine(&m("ssh://b1?ssh-key=/uri-key x86_64-linux /column-key")).unwrap();
+        assert_eq!(t.key.as_deref(), Some(Path::new("/column-key")));
+        let t = Target::from_machine(&m("ssh://b1?ssh-key=/uri-key")).unwrap();
+        assert_eq!(t.key.as_deref(), Some(Path::new("/uri-key")));
+        assert!(Target::from_machine(&m("ssh://b1?ssh-key=relative")).is_err());
+        // base64 of "ssh-ed25519 AAAA", a key line.
+        let t =
+            Target::from_machine(&m("ssh://b1?base64-ssh-public-host-key=c3NoLWVkMjU1MTkgQUFBQQ==")).unwrap();
+        assert_eq!(t.host_key.as_deref(), Some("ssh-ed25519 AAAA"));
+        assert!(Target::from_machine(&m("ssh://b1?base64-ssh-public-host-key=bm9wZQ==")).is_err());
     }
 }

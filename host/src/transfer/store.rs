@@ -1,0 +1,223 @@
+//! The conversation with a builder's store, in the protocol its URI names: Nix's serve
+//! protocol (`ssh://`, `nix-store --serve --write`) or its worker protocol (`ssh-ng://`,
+//! `nix-daemon --stdio`). The rest of the transfer asks the same questions of either.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{PipeReader, PipeWriter, Write};
+use std::os::fd::OwnedFd;
+
+use anyhow::{Context, Result};
+use nwh_daemon::{DaemonClient, Field, LogMessage};
+use nwh_nar::NarSummary;
+use nwh_serve::{BuildOptions, BuildResult, PathInfo, ServeClient};
+
+use super::local;
+use super::ssh::{Master, Protocol, Remote};
+use crate::log::Logger;
+
+/// Nix's result type of a build's log line, and of a post-build hook's.
+const BUILD_LOG_LINE: u64 = 101;
+const SET_PHASE: u64 = 104;
+const POST_BUILD_LOG_LINE: u64 = 107;
+
+pub enum StoreConn {
+    Serve(ServeClient<PipeReader, PipeWriter>),
+    Daemon {
+        client: DaemonClient<PipeReader, PipeWriter>,
+        /// The build log: where the daemon's messages and the build's lines go, as the serve
+        /// protocol's builder writes them to its stderr.
+        log: File,
+    },
+}
+
+impl StoreConn {
+    /// Starts the builder's store program through `master`; its stderr (and, for a daemon,
+    /// its messages and build log lines) go to `log`.
+    pub fn open(master: &Master, log: OwnedFd) -> Result<(StoreConn, Remote)> {
+        let target = &master.target;
+        let mut args: Vec<&str> = match target.protocol {
+            Protocol::Serve => vec!["--serve", "--write"],
+            Protocol::Daemon => vec!["--stdio"],
+        };
+        if let Some(store) = &target.remote_store {
+            args.extend(["--store", store]);
+        }
+        let log_file = File::from(log.try_clone()?);
+        let remote = master.spawn(&target.remote_program, &args, log)?;
+        let (stdout, stdin) = (remote.stdout.try_clone()?, remote.stdin.try_clone()?);
+        let conn = match target.protocol {
+            Protocol::Serve => StoreConn::Serve(ServeClient::handshake(target.display(), stdout, stdin)?),
+            Protocol::Daemon => {
+                let mut log = log_file;
+                let client = DaemonClient::handshake_logged(target.display(), stdout, stdin, &mut |m| {
+                    text(&mut log, &m)
+                })?;
+                StoreConn::Daemon { client, log }
+            }
+        };
+        Ok((conn, remote))
+    }
+
+    pub fn query_valid_paths(
+        &mut self,
+        paths: &BTreeSet<String>,
+        substitute: bool,
+    ) -> Result<BTreeSet<String>> {
+        Ok(match self {
+            StoreConn::Serve(c) => c.query_valid_paths(paths, false, substitute)?,
+            StoreConn::Daemon { client, log } => {
+                client.query_valid_paths(paths, substitute, &mut |m| text(log, &m))?
+            }
+        })
+    }
+
+    /// The builder's infos of those of `paths` it has, as the serve protocol carries them.
+    pub fn query_path_infos(&mut self, paths: &BTreeSet<String>) -> Result<Vec<(String, PathInfo)>> {
+        match self {
+            StoreConn::Serve(c) => Ok(c.query_path_infos(paths)?),
+            StoreConn::Daemon { client, log } => {
+                let mut infos = Vec::new();
+                for path in paths {
+                    let Some(info) = client.query_path_info(path, &mut |m| text(log, &m))? else { continue };
+                    let sha256 = info.nar_sha256().with_context(|| {
+                        format!("the daemon's NAR hash of {path} ({}) is no sha256", info.nar_hash)
+                    })?;
+                    infos.push((
+                        path.clone(),
+                        PathInfo {
+                            deriver: info.deriver,
+                            references: info.references,
+                            download_size: info.nar_size,
+                            nar_size: info.nar_size,
+                            nar_hash: format!("sha256:{}", nwh_nar::hash::nix32_encode(&sha256)),
+                            ca: info.ca,
+                            sigs: info.sigs,
+                        },
+                    ));
+                }
+                Ok(infos)
+            }
+        }
+    }
+
+    /// Streams the NAR of `path` on the builder into `sink`.
+    pub fn dump(&mut self, path: &str, sink: &mut dyn Write) -> Result<NarSummary> {
+        Ok(match self {
+            StoreConn::Serve(c) => c.dump_store_path(path, &mut &mut *sink)?,
+            StoreConn::Daemon { client, log } => client.nar_from_path(path, sink, &mut |m| text(log, &m))?,
+        })
+    }
+
+    /// Adds one local path, whose references the builder already has.
+    pub fn add(&mut self, path: &str, info: &local::PathInfo) -> Result<()> {
+        match self {
+            StoreConn::Serve(c) => {
+                let mut export = local::export(&BTreeSet::from([path.to_string()]))?;
+                c.import_paths(&mut export.stdout)?;
+                export.finish()
+            }
+            StoreConn::Daemon { client, log } => {
+                let daemon_info = nwh_daemon::PathInfo {
+                    deriver: info.deriver.clone(),
+                    nar_hash: info.nar_hash.clone(),
+                    references: info.references.clone(),
+                    registration_time: 0,
+                    nar_size: info.nar_size,
+                    ultimate: false,
+                    sigs: BTreeSet::new(),
+                    ca: None,
+                };
+                let mut dump = local::dump(path)?;
+                client.add_to_store_nar(path, &daemon_info, &mut dump.stdout, &mut |m| text(log, &m))?;
+                dump.finish()
+            }
+        }
+    }
+
+    /// Builds on the builder and waits; the build's log goes to the build log, a daemon's
+    /// activities to Nix through `logger`.
+    pub fn build(
+        &mut self,
+        drv_path: &str,
+        basic: &nwh_drv::BasicDerivation,
+        options: &BuildOptions,
+        logger: &Logger,
+    ) -> Result<BuildResult> {
+        match self {
+            StoreConn::Serve(c) => Ok(c.build_derivation(drv_path, basic, options)?),
+            StoreConn::Daemon { client, log } => {
+                let mut forward = |m: LogMessage| relay(log, logger, m);
+                // The daemon builds under its own settings unless told otherwise; these are
+                // the ones Nix's hook passes to `nix-store --serve` with each build.
+                let settings = nwh_daemon::Options {
+                    keep_failed: options.keep_failed,
+                    max_silent_time: options.max_silent_time,
+                    overrides: [
+                        ("timeout".to_string(), options.build_timeout.to_string()),
+                        ("max-build-log-size".to_string(), options.max_log_size.to_string()),
+                    ]
+                    .into(),
+                    ..Default::default()
+                };
+                client.set_options(&settings, &mut forward)?;
+                let result =
+                    client.build_derivation(drv_path, basic, nwh_daemon::BuildMode::Normal, &mut forward)?;
+                Ok(result.to_serve())
+            }
+        }
+    }
+}
+
+/// A daemon's log frame where only text can go: into the build log.
+fn text(log: &mut File, m: &LogMessage) {
+    let line = match m {
+        LogMessage::Next(text) => text.clone(),
+        LogMessage::Result { result_type: BUILD_LOG_LINE | POST_BUILD_LOG_LINE, fields, .. } => {
+            match fields.first() {
+                Some(Field::String(line)) => format!("{line}\n"),
+                _ => return,
+            }
+        }
+        _ => return,
+    };
+    // A build log that cannot be written loses nothing the build depends on.
+    let _ = log.write_all(line.as_bytes());
+}
+
+/// A daemon's log frame during a build: text into the build log, activities to Nix as if
+/// they were the hook's own (in hook mode; a builder front-end has no way to show them).
+fn relay(log: &mut File, logger: &Logger, m: LogMessage) {
+    let json = |fields: &[Field]| -> Vec<serde_json::Value> {
+        fields
+            .iter()
+            .map(|f| match f {
+                Field::Int(n) => (*n).into(),
+                Field::String(s) => s.as_str().into(),
+            })
+            .collect()
+    };
+    match &m {
+        // Until a hook writes its build log, Nix 2.26 reads the first field of every `@nix`
+        // message whose type number is that of a phase result, activities included (type
+        // 104 is also "builds"), and aborts when there is none.
+        LogMessage::StartActivity { activity_type: SET_PHASE, fields, .. }
+        | LogMessage::Result { result_type: SET_PHASE, fields, .. }
+            if fields.is_empty() => {}
+        LogMessage::StartActivity { id, level, activity_type, text, fields, parent } => {
+            logger.relay(serde_json::json!({
+                "action": "start", "id": id, "level": level, "type": activity_type, "text": text,
+                "fields": json(fields), "parent": parent,
+            }))
+        }
+        LogMessage::StopActivity { id } => logger.relay(serde_json::json!({"action": "stop", "id": id})),
+        LogMessage::Result { id, result_type, fields }
+            if !matches!(*result_type, BUILD_LOG_LINE | POST_BUILD_LOG_LINE) =>
+        {
+            logger.relay(serde_json::json!({
+                "action": "result", "id": id, "type": result_type, "fields": json(fields),
+            }))
+        }
+        _ => text(log, &m),
+    }
+}
