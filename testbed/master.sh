@@ -9,7 +9,9 @@
 #        master.sh versions              the VERSIONs this script knows
 #
 # VERSION: 2.8 (the host's own Nix: no root file system, CMD runs as it is), 2.26 (Debian
-# trixie) or 2.34 (Debian sid, which moves: the Nix found there is printed by `version`).
+# trixie), 2.34 (Debian sid, which moves: the Nix found there is printed by `version`) or lix
+# (a root file system with Lix that someone built into $NWH_NIX_ROOTS/lix: Debian has none, so
+# `root lix` only finds it, and says so when it is not there).
 # Root file systems live in $NWH_NIX_ROOTS (default ~/.cache/nix-wasm-hook/nix-roots), outside
 # any checkout, and are made once (debootstrap, ~2 minutes, from $NWH_DEBIAN_MIRROR, default
 # http://deb.debian.org/debian) and reused. Inside, the host's /proc, /sys, /dev, /tmp and the
@@ -30,7 +32,8 @@ suite_of() {
         2.8) echo host ;;
         2.26) echo trixie ;;
         2.34) echo sid ;;
-        *) die "unknown Nix version '$1' (known: 2.8 2.26 2.34)" ;;
+        lix) echo lix ;;
+        *) die "unknown Nix version '$1' (known: 2.8 2.26 2.34 lix)" ;;
     esac
 }
 
@@ -69,6 +72,9 @@ make_root() {
     exec 9>>"$ROOTS/.lock"
     flock -w 1200 9 || die "timed out waiting for $ROOTS/.lock"
     if [ -s "$dir/.nwh-nix-version" ]; then echo "$dir"; return 0; fi
+    [ "$suite" != lix ] || die "no Lix root file system in $dir: Debian does not package Lix, so this \
+script cannot make one; build Lix into a root file system there (docs/compatibility.md, \"Lix\"), \
+then write its \`nix-store --version\` into $dir/.nwh-nix-version"
     command -v debootstrap >/dev/null || {
         log "installing debootstrap"
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >&2 \

@@ -1,8 +1,8 @@
 //! Builder mode: Nix's own hook, no `build-hook` setting, one `ssh://localhost?remote-program=`
 //! line naming our binary, which dispatches to the test bed's real builders. With every Nix
-//! version as the master.
+//! version as the master, and Lix where a Lix root file system is there.
 
-use crate::on_every_nix;
+use crate::on_every_nix_and_lix;
 use crate::support::hook::OurHook;
 use crate::support::procs;
 use crate::support::testbed::{
@@ -10,7 +10,7 @@ use crate::support::testbed::{
 };
 use crate::support::tool::stderr;
 
-on_every_nix!(
+on_every_nix_and_lix!(
     a_graph_is_dispatched_to_the_real_builders_and_lands_valid,
     a_failing_build_fails_with_the_builders_words,
     a_build_no_real_builder_can_take_fails_at_once_with_the_reasons,
@@ -25,7 +25,7 @@ fn through(line: &str) -> [&str; 5] {
 }
 
 fn up(n: usize, opts: Opts, nix: Nix) -> Option<Testbed> {
-    Some(Testbed::up_or_skip(n, opts)?.with_master(nix))
+    Testbed::up_or_skip_as(nix, n, opts)
 }
 
 fn a_graph_is_dispatched_to_the_real_builders_and_lands_valid(nix: Nix) {

@@ -38,6 +38,10 @@ pub enum Nix {
     V2_26,
     /// Debian sid: 2.34.8 when this was written; sid moves, and the tests print what it has.
     V2_34,
+    /// Lix, from a root file system someone built (Debian has no Lix): 2.95.3 when this was
+    /// written. Its hook speaks no hook protocol we know (Cap'n Proto since 2.94), so only
+    /// builder mode is tested with it, and only where that root exists.
+    Lix,
 }
 
 impl Nix {
@@ -47,7 +51,23 @@ impl Nix {
             Nix::V2_8 => "2.8",
             Nix::V2_26 => "2.26",
             Nix::V2_34 => "2.34",
+            Nix::Lix => "lix",
         }
+    }
+
+    /// Why this master cannot be had here, if it cannot: only a Lix root may be missing,
+    /// because nothing can make it unattended (in CI too, where it is then skipped, loudly).
+    pub fn missing(self) -> Option<String> {
+        if self != Nix::Lix {
+            return None;
+        }
+        let roots = std::env::var_os("NWH_NIX_ROOTS").map(PathBuf::from).unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/nix-wasm-hook/nix-roots")
+        });
+        let probe = roots.join("lix/.nwh-nix-version");
+        (!probe.is_file()).then(|| {
+            format!("no Lix root file system ({} is missing; see testbed/master.sh)", probe.display())
+        })
     }
 }
 
@@ -59,6 +79,16 @@ macro_rules! on_every_nix {
         mod nix_2_8 { $( #[test] fn $test() { super::$test($crate::support::testbed::Nix::V2_8) } )* }
         mod nix_2_26 { $( #[test] fn $test() { super::$test($crate::support::testbed::Nix::V2_26) } )* }
         mod nix_2_34 { $( #[test] fn $test() { super::$test($crate::support::testbed::Nix::V2_34) } )* }
+    };
+}
+
+/// [`on_every_nix!`] and Lix too (`lix::f`, calling `f(Nix::Lix)`), for what Lix can be
+/// asked to do: builder mode.
+#[macro_export]
+macro_rules! on_every_nix_and_lix {
+    ($($test:ident),* $(,)?) => {
+        $crate::on_every_nix!($($test),*);
+        mod lix { $( #[test] fn $test() { super::$test($crate::support::testbed::Nix::Lix) } )* }
     };
 }
 
@@ -107,6 +137,7 @@ pub fn nothing_can_build(nix: Nix) -> &'static str {
         Nix::V2_8 => "unable to start any build",
         Nix::V2_26 => "Unable to start any build",
         Nix::V2_34 => "Cannot build '",
+        Nix::Lix => "unable to start any build",
     }
 }
 
@@ -289,6 +320,16 @@ impl Testbed {
             return None;
         }
         Some(Testbed::up(n, opts))
+    }
+
+    /// [`Testbed::up_or_skip`] with `nix` as the master, or `None` (after saying why) when
+    /// that master cannot be had here.
+    pub fn up_or_skip_as(nix: Nix, n: usize, opts: Opts) -> Option<Testbed> {
+        if let Some(why) = nix.missing() {
+            eprintln!("SKIPPED ({}): {why}", nix.name());
+            return None;
+        }
+        Some(Testbed::up_or_skip(n, opts)?.with_master(nix))
     }
 
     /// Lock, clean up whatever an earlier run left, and start `n` builders.

@@ -27,7 +27,7 @@ const INPUT: &str = "/nix/store/y7wycm3xsy02jh5094hxcdfkgjmg4s22-nwh-lh-input";
 const INPUT_HASH: &str = "f8482a5580c09565b3927b95e290e97dc4106ddd40d3dd7b5cb47b695b458d15";
 const INPUT_CA: &str = "fixed:r:sha256:05cd8mdnjyxlbixxvls0vmni1i3xx68f55bvjarnb5f0h1ajlj7q";
 
-const VERSIONS: [&str; 3] = ["nix-2.8.0", "nix-2.26.3", "nix-2.34.8"];
+const VERSIONS: [&str; 4] = ["nix-2.8.0", "nix-2.26.3", "nix-2.34.8", "lix-2.95.3"];
 
 fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
