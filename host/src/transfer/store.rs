@@ -16,11 +16,13 @@ use super::local;
 use super::ssh::{Master, Protocol, Remote};
 use crate::log::Logger;
 
-/// Nix's result type of a build's log line, and of a post-build hook's.
+/// Nix's result types a daemon sends during a build: a log line of the build, the start of a
+/// build phase, a log line of the post-build hook.
 const BUILD_LOG_LINE: u64 = 101;
 const SET_PHASE: u64 = 104;
 const POST_BUILD_LOG_LINE: u64 = 107;
 
+/// A builder's store, spoken to in its protocol.
 pub enum StoreConn {
     Serve(ServeClient<PipeReader, PipeWriter>),
     Daemon {
