@@ -4,6 +4,7 @@
 mod support;
 
 mod check;
+mod daemon_trust;
 mod decisions;
 mod explain;
 mod hook_mode;

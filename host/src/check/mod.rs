@@ -299,10 +299,11 @@ fn check_machine(m: &Machine, ssh_opts: &SshOptions) -> Report {
                 if greeting.trusted == Some(false) {
                     let user = target.user.clone().unwrap_or_else(|| "root".into());
                     r.add(
-                        Status::Unusable,
+                        Status::Warning,
                         format!(
-                            "the builder's nix-daemon does not trust {user}, the user the hook logs in as: it \
-                             refuses to build a derivation it has not got, and inputs without a signature it trusts"
+                            "the builder's nix-daemon does not trust {user}, the user the hook logs in as: \
+                             derivations are sent and built by path, as Nix's hook does, but inputs built \
+                             on this machine are refused unless signed by a key the builder trusts"
                         ),
                         format!("add {user} to `trusted-users` in the builder's nix.conf and restart its nix-daemon"),
                     );

@@ -26,6 +26,21 @@ pub fn invalid(paths: &BTreeSet<String>) -> Result<BTreeSet<String>> {
     Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect())
 }
 
+/// `paths` and everything they refer to, directly or not.
+pub fn requisites(paths: &BTreeSet<String>) -> Result<BTreeSet<String>> {
+    let out = Command::new("nix-store")
+        .args(["--query", "--requisites"])
+        .args(paths)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .context("running nix-store --query --requisites")?;
+    if !out.status.success() {
+        bail!("nix-store --query --requisites failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect())
+}
+
 /// What the upload needs to know of a local path.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PathInfo {

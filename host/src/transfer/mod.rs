@@ -2,6 +2,7 @@
 //! come back into the local store. Only this module knows SSH and the serve protocol.
 
 pub mod advice;
+pub mod content_address;
 pub mod health;
 pub mod local;
 pub mod register;
