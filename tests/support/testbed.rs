@@ -295,6 +295,30 @@ in mk "nwh-top" [ ab bc ]"#,
     )
 }
 
+/// After a build of [`graph_of_six`] whose top output is `top`: every output of the graph is
+/// valid and intact on the master; returns where each of the six derivations was built (by
+/// name: inputs shared by two derivations appear twice in the output, each ran once).
+pub fn six_valid_outputs(tb: &Testbed, top: &str) -> std::collections::BTreeMap<String, String> {
+    let deriver = tb.master_store(&["--query", "--deriver", top]);
+    let drv = String::from_utf8_lossy(&deriver.stdout).trim().to_string();
+    let closure = tb.master_store(&["--query", "--requisites", "--include-outputs", &drv]);
+    let closure = String::from_utf8_lossy(&closure.stdout).into_owned();
+    let outputs: Vec<&str> = closure.lines().filter(|p| !p.ends_with(".drv")).collect();
+    assert_eq!(outputs.len(), 6, "{closure}");
+    for path in outputs {
+        let verify = tb.master_store(&["--verify-path", path]);
+        assert!(verify.status.success(), "{path}: {}", describe(&verify));
+    }
+    let where_ = std::fs::read_to_string(tb.master_path(&format!("{top}/where"))).unwrap();
+    let places: std::collections::BTreeMap<String, String> = where_
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(n, h)| (n.to_string(), h.to_string()))
+        .collect();
+    assert_eq!(places.len(), 6, "{where_}");
+    places
+}
+
 /// A running test bed. Dropping it brings the test bed down.
 pub struct Testbed {
     n: usize,

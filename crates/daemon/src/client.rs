@@ -7,6 +7,7 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 
 use nwh_drv::BasicDerivation;
 use nwh_nar::{copy_nar, hash, NarError, NarSummary};
+use nwh_wire::greeting::read_up_to;
 use nwh_wire::{Limits, Reader, WireError, Writer};
 
 use crate::error::{is_broken_pipe, printable_greeting, DaemonError, Result};
@@ -645,19 +646,4 @@ fn wire_read_err(e: io::Error, offset: u64) -> WireError {
     } else {
         WireError::Io { what: nwh_wire::Item::StringData, offset, source: e }
     }
-}
-
-/// Appends to `buf` until it holds `limit` bytes or the input ends.
-fn read_up_to(r: &mut impl Read, buf: &mut Vec<u8>, limit: usize) -> io::Result<()> {
-    let mut chunk = [0u8; 512];
-    while buf.len() < limit {
-        let want = (limit - buf.len()).min(chunk.len());
-        match r.read(&mut chunk[..want]) {
-            Ok(0) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }

@@ -7,6 +7,7 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 
 use nwh_drv::BasicDerivation;
 use nwh_nar::{copy_export, copy_nar, hash, ExportError, ExportedPath, NarError, NarSummary};
+use nwh_wire::greeting::read_up_to;
 use nwh_wire::{Reader, WireError, Writer};
 
 use crate::error::{is_broken_pipe, printable_greeting, Result, ServeError};
@@ -415,19 +416,4 @@ impl<R: Read, W: Write> ServeClient<R, W> {
             c.recv(DURING, |r| r.read_string_set())
         })
     }
-}
-
-/// Appends to `buf` until it holds `limit` bytes or the input ends.
-fn read_up_to(r: &mut impl Read, buf: &mut Vec<u8>, limit: usize) -> io::Result<()> {
-    let mut chunk = [0u8; 512];
-    while buf.len() < limit {
-        let want = (limit - buf.len()).min(chunk.len());
-        match r.read(&mut chunk[..want]) {
-            Ok(0) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }

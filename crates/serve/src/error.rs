@@ -110,33 +110,7 @@ pub type Result<T, E = ServeError> = std::result::Result<T, E>;
 /// The result of a [`crate::ServeServer`] call.
 pub type ServerResult<T, E = ServerError> = std::result::Result<T, E>;
 
-pub(crate) fn is_broken_pipe(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
-    )
-}
-
-/// One line, control characters escaped, cut at a sensible length.
-pub(crate) fn printable_greeting(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let text = text.trim_end();
-    let mut out = String::new();
-    for (i, c) in text.chars().enumerate() {
-        if i == 512 {
-            out.push('…');
-            break;
-        }
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.push_str(&c.escape_unicode().to_string()),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub(crate) use nwh_wire::greeting::{is_broken_pipe, printable_greeting};
 
 /// What went wrong on the server side ([`crate::ServeServer`]). [`ServerError::Eof`] is the
 /// client going away; the variants from [`ServerError::NotAnswered`] on are mistakes of the

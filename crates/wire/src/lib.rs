@@ -8,6 +8,8 @@
 //! against [`Limits`] before anything is allocated for it, all errors name the byte offset at
 //! which the offending item starts, and no input can make it panic.
 
+pub mod greeting;
+
 use std::collections::BTreeSet;
 use std::fmt;
 use std::io::{self, Read, Write};

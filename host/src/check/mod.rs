@@ -425,14 +425,17 @@ fn serve_handshake(master: &Master, target: &Target) -> Result<u64> {
     let result =
         nwh_serve::ServeClient::handshake(target.display(), stdout, stdin).map(|c| c.remote_version());
     let _ = remote.finish();
-    result.map_err(|e| {
-        let mut said = String::new();
-        let _ = err_r.read_to_string(&mut said);
-        anyhow::anyhow!(
-            "{e}{}",
-            if said.trim().is_empty() { String::new() } else { format!(": {}", said.trim()) }
-        )
-    })
+    result.map_err(|e| with_what_it_said(e, &mut err_r))
+}
+
+/// A failed greeting, with what the remote program wrote on its stderr (why it failed).
+fn with_what_it_said(e: impl std::fmt::Display, stderr: &mut std::io::PipeReader) -> anyhow::Error {
+    let mut said = String::new();
+    let _ = stderr.read_to_string(&mut said);
+    anyhow::anyhow!(
+        "{e}{}",
+        if said.trim().is_empty() { String::new() } else { format!(": {}", said.trim()) }
+    )
 }
 
 /// What a daemon said of itself in the worker protocol's greeting.
@@ -464,14 +467,7 @@ fn daemon_handshake(master: &Master, target: &Target) -> Result<DaemonGreeting> 
     let greeting = nwh_daemon::DaemonClient::handshake(target.display(), stdout, stdin)
         .map(|c| DaemonGreeting { version: c.remote_version(), trusted: c.trusted() });
     let _ = remote.finish();
-    greeting.map_err(|e| {
-        let mut said = String::new();
-        let _ = err_r.read_to_string(&mut said);
-        anyhow::anyhow!(
-            "{e}{}",
-            if said.trim().is_empty() { String::new() } else { format!(": {}", said.trim()) }
-        )
-    })
+    greeting.map_err(|e| with_what_it_said(e, &mut err_r))
 }
 
 /// Runs a command through the master and returns its standard output; its standard error

@@ -13,30 +13,26 @@ pub fn invalid(paths: &BTreeSet<String>) -> Result<BTreeSet<String>> {
     if paths.is_empty() {
         return Ok(BTreeSet::new());
     }
-    let out = Command::new("nix-store")
-        .args(["--check-validity", "--print-invalid"])
-        .args(paths)
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .context("running nix-store --check-validity")?;
-    if !out.status.success() {
-        bail!("nix-store --check-validity failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect())
+    store_paths(&["--check-validity", "--print-invalid"], paths)
 }
 
 /// `paths` and everything they refer to, directly or not.
 pub fn requisites(paths: &BTreeSet<String>) -> Result<BTreeSet<String>> {
+    store_paths(&["--query", "--requisites"], paths)
+}
+
+/// The store paths `nix-store ARGS PATHS` prints, one a line.
+fn store_paths(args: &[&str], paths: &BTreeSet<String>) -> Result<BTreeSet<String>> {
+    let what = format!("nix-store {}", args.join(" "));
     let out = Command::new("nix-store")
-        .args(["--query", "--requisites"])
+        .args(args)
         .args(paths)
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .output()
-        .context("running nix-store --query --requisites")?;
+        .with_context(|| format!("running {what}"))?;
     if !out.status.success() {
-        bail!("nix-store --query --requisites failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect())
 }
