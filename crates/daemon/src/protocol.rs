@@ -35,19 +35,9 @@ pub const STDERR_STOP_ACTIVITY: u64 = 0x5354_4f50;
 /// Since 1.20.
 pub const STDERR_RESULT: u64 = 0x5253_4c54;
 
-/// The major version of a version word (`major << 8 | minor`); 1 for every Nix so far.
-pub fn major(version: u64) -> u64 {
-    version >> 8
-}
-
-pub fn minor(version: u64) -> u64 {
-    version & 0xff
-}
-
-/// True when the negotiated `version` has what protocol 1.`since` added.
-pub(crate) fn has(version: u64, since: u64) -> bool {
-    minor(version) >= since
-}
+// Version words (1 for every worker protocol so far).
+pub(crate) use nwh_wire::version::has;
+pub use nwh_wire::version::{major, minor};
 
 /// The operations this crate sends, by their code on the wire. The daemon knows many more
 /// (store queries, garbage collection, roots); a builder needs only these.

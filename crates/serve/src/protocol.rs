@@ -22,19 +22,9 @@ pub const CLIENT_VERSION: u64 = PROTOCOL_VERSION;
 /// 2.5, Lix clients below 2.4.
 pub const SERVER_VERSION: u64 = PROTOCOL_VERSION;
 
-/// The major version of a version word (`major << 8 | minor`); always 2 so far.
-pub fn major(version: u64) -> u64 {
-    version >> 8
-}
-
-pub fn minor(version: u64) -> u64 {
-    version & 0xff
-}
-
-/// True when the negotiated `version` has what protocol 2.`since` added.
-pub(crate) fn has(version: u64, since: u64) -> bool {
-    minor(version) >= since
-}
+// Version words (2 for every serve protocol so far).
+pub(crate) use nwh_wire::version::has;
+pub use nwh_wire::version::{major, minor};
 
 /// A serve-protocol command, by its code on the wire. Every Nix and Lix server knows the same
 /// nine; current Nix servers have dropped `ExportPaths`.

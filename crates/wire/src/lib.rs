@@ -9,6 +9,7 @@
 //! which the offending item starts, and no input can make it panic.
 
 pub mod greeting;
+pub mod version;
 
 use std::collections::BTreeSet;
 use std::fmt;
