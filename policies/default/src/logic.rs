@@ -212,11 +212,18 @@ pub fn no_candidate_decision(request: &Request, right_type: bool) -> Decision {
 /// `try` when it is non-empty, else Nix's postpone/decline; every machine not in `ranked`
 /// gets a rejection with its reason, in file order.
 pub fn answer_with(request: &Request, assessment: &Assessment, ranked: Vec<u32>) -> Answer {
+    // A mark per machine: looking each one up in the ranking would cost n² for n machines.
+    let mut is_ranked = vec![false; assessment.fits.len()];
+    for &i in &ranked {
+        if let Some(mark) = is_ranked.get_mut(i as usize) {
+            *mark = true;
+        }
+    }
     let rejected = assessment
         .fits
         .iter()
         .enumerate()
-        .filter(|(i, _)| !ranked.contains(&index(*i)))
+        .filter(|(i, _)| !is_ranked[*i])
         .map(|(i, f)| Rejection {
             machine: index(i),
             reason: match f {
@@ -236,18 +243,35 @@ pub fn answer_with(request: &Request, assessment: &Assessment, ranked: Vec<u32>)
 
 /// The free eligible machines of `assessment`, best first in Nix's order.
 pub fn rank(assessment: &Assessment) -> Vec<u32> {
-    // A stable insertion sort: machines that compare equal keep file order, as in Nix.
-    // (Machine lists are short; `slice::sort_by` would triple the size of the component.)
-    let mut ranked: Vec<u32> = Vec::with_capacity(assessment.free.len());
-    for &i in &assessment.free {
-        let c = candidate(assessment, i);
-        let at = ranked
-            .iter()
-            .rposition(|&j| compare_candidates(candidate(assessment, j), c) != Ordering::Greater)
-            .map_or(0, |p| p + 1);
-        ranked.insert(at, i);
+    // A stable merge sort, written out: machines that compare equal keep file order, as in
+    // Nix, and a thousand machines cost ten thousand comparisons, not half a million (an
+    // insertion sort's). `slice::sort_by` would triple the size of the component.
+    let mut ranked: Vec<(u32, (u32, f64))> =
+        assessment.free.iter().map(|&i| (i, candidate(assessment, i))).collect();
+    let mut merged = ranked.clone();
+    let mut width = 1;
+    while width < ranked.len() {
+        for start in (0..ranked.len()).step_by(2 * width) {
+            let mid = (start + width).min(ranked.len());
+            let end = (start + 2 * width).min(ranked.len());
+            let (mut left, mut right) = (start, mid);
+            for slot in &mut merged[start..end] {
+                // From the right only when strictly better: equals keep their order.
+                let take_right = right < end
+                    && (left == mid || compare_candidates(ranked[right].1, ranked[left].1) == Ordering::Less);
+                if take_right {
+                    *slot = ranked[right];
+                    right += 1;
+                } else {
+                    *slot = ranked[left];
+                    left += 1;
+                }
+            }
+        }
+        std::mem::swap(&mut ranked, &mut merged);
+        width *= 2;
     }
-    ranked
+    ranked.into_iter().map(|(i, _)| i).collect()
 }
 
 fn candidate(assessment: &Assessment, i: u32) -> (u32, f64) {
@@ -377,6 +401,18 @@ mod tests {
         m_none.systems.clear();
         let ms = [ms[0].clone(), m_none];
         assert_eq!(decide(&req("builtin", &[]), &ms).decision, Decision::Try(vec![0, 1]));
+    }
+
+    #[test]
+    fn a_long_list_ranks_as_a_stable_sort_does() {
+        // Many ties (loads 0-3, speeds 1-3) over 1 000 machines, in a scrambled order.
+        let free: Vec<u32> = (0..1000).collect();
+        let key = |i: u32| (i * 7 % 4, f64::from(1 + i * 13 % 3));
+        let fits = free.iter().map(|&i| Fit::Free { load: key(i).0, speed: key(i).1 }).collect();
+        let assessment = Assessment { free: free.clone(), right_type: true, fits };
+        let mut expected = free;
+        expected.sort_by(|&a, &b| compare_candidates(key(a), key(b)));
+        assert_eq!(rank(&assessment), expected);
     }
 
     #[test]
