@@ -35,7 +35,7 @@ pub const STDERR_STOP_ACTIVITY: u64 = 0x5354_4f50;
 /// Since 1.20.
 pub const STDERR_RESULT: u64 = 0x5253_4c54;
 
-// Version words (1 for every worker protocol so far).
+// Version words: `major << 8 | minor`, major 1 for every worker protocol so far.
 pub(crate) use nwh_wire::version::has;
 pub use nwh_wire::version::{major, minor};
 

@@ -22,7 +22,7 @@ pub const CLIENT_VERSION: u64 = PROTOCOL_VERSION;
 /// 2.5, Lix clients below 2.4.
 pub const SERVER_VERSION: u64 = PROTOCOL_VERSION;
 
-// Version words (2 for every serve protocol so far).
+// Version words: `major << 8 | minor`, major 2 for every serve protocol so far.
 pub(crate) use nwh_wire::version::has;
 pub use nwh_wire::version::{major, minor};
 
