@@ -55,6 +55,7 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
                 dump(&path, running.as_mut().map(|(_, s)| s), &mut server)?;
             }
             Request::BuildDerivation { drv_path, drv, options } => {
+                crate::timeline::derivation(&drv_path);
                 if running.is_some() {
                     bail!("Nix's hook asked for a second build on one connection, which it never does");
                 }
@@ -183,6 +184,7 @@ fn build(
     let master = dispatcher
         .master(&mut placed, logger)
         .with_context(|| format!("cannot build on '{}'", placed.uri))?;
+    crate::timeline::mark("connected");
     let log = crate::fds::stderr()?;
     let mut session = BuilderSession::open(&master, &placed.uri, log)?;
     let upload_lock = dispatcher.scheduler.load.upload_lock_path(&placed.uri);

@@ -133,6 +133,7 @@ pub fn main() -> i32 {
         Some(Command::Check(args)) => return crate::check::main(args),
         None => {}
     }
+    crate::timeline::start();
     // As a builder, stderr is the build log Nix's hook shows as it is: plain lines.
     let logger = Logger::new(!cli.serve, log::level_from_verbosity(cli.verbosity.unwrap_or(3)));
     let result = (|| {
@@ -155,6 +156,7 @@ pub fn main() -> i32 {
             crate::hook::run(&opts, &logger)
         }
     })();
+    crate::timeline::mark("end");
     match result {
         Ok(code) => code,
         Err(e) => {

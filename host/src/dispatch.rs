@@ -105,6 +105,7 @@ impl Dispatcher {
             }
             let time = SystemTime::now();
             let mut outcome = self.scheduler.decide(t)?;
+            crate::timeline::mark("decided");
             if let Some(w) = &outcome.decided.warning {
                 logger.warn(&format!("nix-wasm-hook: {w}"));
             }

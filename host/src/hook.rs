@@ -13,6 +13,7 @@ use crate::nix_release::NixRelease;
 use crate::policy::Policies;
 use crate::protocol::{Message, Session};
 use crate::schedule;
+use crate::timeline;
 use crate::transfer;
 
 /// Runs one hook session on stdin/stderr. Returns the process exit code.
@@ -24,6 +25,7 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
 
     let block = session.read_settings().context("reading the settings block that Nix sends first")?;
     let settings = crate::settings::load(&block).context("reading Nix's settings")?;
+    timeline::mark("settings");
     for w in settings.warnings() {
         logger.warn(&format!("nix-wasm-hook: {w}"));
     }
@@ -44,6 +46,7 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
     if let Some(w) = load_warning {
         logger.warn(&format!("nix-wasm-hook: {w}"));
     }
+    timeline::mark("policy");
     let local = crate::settings::local(&settings, Some(NixRelease::from_block(&block)));
     let mut dispatcher = Dispatcher::new(opts, parsed.machines, policies, local);
     loop {
@@ -51,6 +54,7 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
             Message::End => return Ok(0),
             Message::Try(t) => t,
         };
+        timeline::derivation(&t.drv_path);
         if let Some(why) = transfer::cannot_finish(&t.drv_path) {
             logger.warn(&format!("nix-wasm-hook: declines {}: {why}", t.drv_path));
             session.decline()?;
@@ -79,10 +83,13 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
         };
         // The slot stays held until this process exits, as Nix's own hook does.
         session.accept(&placed.uri)?;
+        timeline::mark("accepted");
         let accepted = session.read_accepted()?;
+        timeline::mark("inputs");
         let master = dispatcher
             .master(&mut placed, logger)
             .with_context(|| format!("cannot build on '{}'", placed.uri))?;
+        timeline::mark("connected");
         let job = transfer::Job {
             uri: &placed.uri,
             drv_path: &t.drv_path,

@@ -23,5 +23,6 @@ pub mod replay;
 pub mod schedule;
 pub mod settings;
 pub mod simulate;
+pub mod timeline;
 pub mod trace;
 pub mod transfer;

@@ -113,6 +113,7 @@ impl BuilderSession {
     /// Starts the builder's store program; its stderr (build logs, errors) goes to `log`.
     pub fn open(master: &Master, uri: &str, log: std::os::fd::OwnedFd) -> Result<BuilderSession> {
         let (store, remote) = StoreConn::open(master, log)?;
+        crate::timeline::mark("session");
         Ok(BuilderSession { uri: uri.to_string(), store, remote })
     }
 
@@ -184,8 +185,11 @@ impl BuilderSession {
         options: &BuildOptions,
         logger: &Logger,
     ) -> Result<nwh_serve::BuildResult> {
+        crate::timeline::mark("uploaded");
         let _a = logger.start(Level::Talkative, Activity::Unknown, &format!("building on '{}'", self.uri));
-        self.store.build(drv_path, basic, options, logger)
+        let result = self.store.build(drv_path, basic, options, logger);
+        crate::timeline::mark("built");
+        result
     }
 
     /// Unpacks and registers in the local store those of `outputs` it lacks (see
@@ -236,6 +240,7 @@ impl BuilderSession {
 
     /// Ends the conversation and waits for the builder's program to exit.
     pub fn finish(self) -> Result<()> {
+        crate::timeline::mark("fetched");
         drop(self.store);
         self.remote.finish()?;
         Ok(())
