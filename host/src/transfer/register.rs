@@ -51,7 +51,10 @@ pub fn outputs(
             agrees(path, &nar, info)?;
             arrived.push(Arrived { path: path.clone(), nar, references: info.references.clone() });
         }
-        register_validity(&arrived, deriver)
+        crate::timeline::mark("unpacked");
+        register_validity(&arrived, deriver)?;
+        crate::timeline::mark("registered");
+        Ok(())
     })();
     if result.is_err() {
         // Only what is still invalid is ours to remove; a valid path is the store's.
