@@ -75,16 +75,21 @@ pub fn build(master: &Master, job: &Job, logger: &Logger) -> Result<Outcome> {
         max_log_size: job.settings.max_build_log_size(),
         keep_failed: job.settings.get("keep-failed") == Some("true"),
     };
+    // Which outputs this machine lacks cannot change while the build runs (Nix holds their
+    // locks), and a nix-store process costs tens of milliseconds on a busy machine: ask now.
+    let outputs: BTreeSet<String> = drv.output_paths().into_values().collect();
+    let missing = std::thread::spawn(move || local::invalid(&outputs));
     let result = session.build(job.drv_path, &drv.to_basic(&inputs), &options, logger)?;
+    let missing =
+        missing.join().map_err(|_| anyhow::anyhow!("the validity check of the outputs panicked"))??;
     if !result.status.is_success() {
         return Ok(Outcome::Failed {
             message: format!("build of '{}' on '{}' failed: {}", job.drv_path, job.uri, result.error_msg),
             timed_out: result.status == BuildStatus::TimedOut,
         });
     }
-    let outputs: BTreeSet<String> = drv.output_paths().into_values().collect();
     // Registered: `nix-store --register-validity` succeeded for every output that was missing.
-    let fetched = session.bring_back(job.drv_path, &outputs, logger)?;
+    let fetched = session.bring_back(job.drv_path, &missing, logger)?;
     session.finish()?;
     logger.msg(
         Level::Talkative,
@@ -191,21 +196,20 @@ impl BuilderSession {
         result
     }
 
-    /// Unpacks and registers in the local store those of `outputs` it lacks (see
+    /// Unpacks and registers in the local store the outputs it lacks, `missing` (see
     /// [`register`]); returns how many.
     pub fn bring_back(
         &mut self,
         drv_path: &str,
-        outputs: &BTreeSet<String>,
+        missing: &BTreeSet<String>,
         logger: &Logger,
     ) -> Result<usize> {
-        let missing = local::invalid(outputs)?;
         if missing.is_empty() {
             return Ok(0);
         }
         let uri = self.uri.as_str();
         let store = &mut self.store;
-        let infos = store.query_path_infos(&missing)?;
+        let infos = store.query_path_infos(missing)?;
         let total: u64 = infos.iter().map(|(_, i)| i.nar_size).sum();
         let all = logger.start(
             Level::Info,
