@@ -9,4 +9,6 @@
 pub mod logic;
 
 #[cfg(target_arch = "wasm32")]
+mod bump;
+#[cfg(target_arch = "wasm32")]
 mod component;

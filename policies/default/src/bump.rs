@@ -1,0 +1,62 @@
+//! The allocator of the component (wasm32 only). Every decision runs in a fresh instance whose
+//! memory is thrown away afterwards, so nothing needs to be freed: each allocation is an
+//! addition, and freeing does nothing. A decision over a thousand machines makes thousands of
+//! allocations (every string the host passes in is one), which a general allocator made the
+//! larger part of its cost.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+const PAGE: usize = 65536;
+
+struct Bump {
+    /// The next free byte, and the end of the memory this allocator has grown.
+    next: AtomicUsize,
+    end: AtomicUsize,
+}
+
+#[global_allocator]
+static ALLOCATOR: Bump = Bump { next: AtomicUsize::new(0), end: AtomicUsize::new(0) };
+
+// SAFETY: single-threaded (core wasm has no threads here); every block handed out is aligned
+// as asked, lies in memory this allocator grew, and is never handed out twice.
+unsafe impl GlobalAlloc for Bump {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let mut next = self.next.load(Ordering::Relaxed);
+        let mut end = self.end.load(Ordering::Relaxed);
+        let start = (next + layout.align() - 1) & !(layout.align() - 1);
+        let Some(stop) = start.checked_add(layout.size()) else { return core::ptr::null_mut() };
+        if stop > end || end == 0 {
+            // Enough for the block wherever it lands: after the end, or at fresh pages.
+            let wanted = stop.saturating_sub(end) + layout.size() + layout.align();
+            let pages = wanted.div_ceil(PAGE).max(16);
+            let before = core::arch::wasm32::memory_grow(0, pages);
+            if before == usize::MAX {
+                return core::ptr::null_mut();
+            }
+            if end == 0 || before * PAGE != end {
+                // The first growth, or memory grown by someone else: start afresh at the new pages.
+                next = before * PAGE;
+            }
+            end = (before + pages) * PAGE;
+            self.end.store(end, Ordering::Relaxed);
+            return self.alloc_from(next, layout);
+        }
+        self.next.store(stop, Ordering::Relaxed);
+        start as *mut u8
+    }
+
+    unsafe fn dealloc(&self, _ptr: *mut u8, _layout: Layout) {}
+}
+
+impl Bump {
+    /// Allocates `layout` at the first aligned address from `next`, which is known to fit.
+    unsafe fn alloc_from(&self, next: usize, layout: Layout) -> *mut u8 {
+        let start = (next + layout.align() - 1) & !(layout.align() - 1);
+        if start + layout.size() > self.end.load(Ordering::Relaxed) {
+            return core::ptr::null_mut();
+        }
+        self.next.store(start + layout.size(), Ordering::Relaxed);
+        start as *mut u8
+    }
+}
