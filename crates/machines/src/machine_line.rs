@@ -432,6 +432,14 @@ struct KeyError {
     plain: bool,
 }
 
+impl HostKey {
+    /// A host key as Nix's `base64-ssh-public-host-key` store parameter carries it: column 8's
+    /// encoding, decoded as column 8 is. The error says what is wrong and how to fix it.
+    pub fn from_base64(text: &str) -> Result<HostKey, String> {
+        host_key(Token { at: 0, text }, None).map_err(|e| format!("{}; {}", e.message, e.fix))
+    }
+}
+
 fn host_key(t: Token, next: Option<Token>) -> Result<HostKey, KeyError> {
     let fail = |at: usize, len: usize, message: String, fix: String| KeyError {
         at,

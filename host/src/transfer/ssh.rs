@@ -119,9 +119,9 @@ impl Target {
                     t.key = Some(value.into());
                 }
                 "base64-ssh-public-host-key" if t.host_key.is_none() => {
-                    t.host_key = Some(decode_host_key(value).with_context(|| {
-                        format!("{uri}: base64-ssh-public-host-key is not the base64 of a public key line")
-                    })?);
+                    let key = nwh_machines::HostKey::from_base64(value)
+                        .map_err(|e| anyhow!("{uri}: base64-ssh-public-host-key: {e}"))?;
+                    t.host_key = Some(key.line);
                 }
                 "ssh-key" | "base64-ssh-public-host-key" => {}
                 "compress" => t.compress = value == "true",
@@ -167,16 +167,6 @@ impl Target {
             None => self.host.clone(),
         }
     }
-}
-
-/// A host key as column 8 and `base64-ssh-public-host-key` carry it: the base64 of a
-/// `known_hosts`-style line (`ssh-ed25519 AAAA…`).
-fn decode_host_key(base64: &str) -> Result<String> {
-    use base64::Engine;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(base64.trim())?;
-    let line = String::from_utf8(bytes)?.trim().to_string();
-    anyhow::ensure!(line.split_whitespace().count() >= 2, "no key type and key in {line:?}");
-    Ok(line)
 }
 
 fn split_port(hostport: &str) -> Result<(&str, Option<u16>)> {
