@@ -90,9 +90,7 @@ impl Logger {
         }
         ActivityGuard { logger: self, id }
     }
-}
 
-impl Logger {
     /// Passes on a `@nix` message of another Nix (a builder's daemon: its activities and their
     /// results) as it came, so that `nix build` shows them as Nix's own hook's; only in hook
     /// mode, where Nix reads them.

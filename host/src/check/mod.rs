@@ -415,12 +415,8 @@ fn stderr_pipe() -> Result<(OwnedFd, std::io::PipeReader)> {
 }
 
 fn serve_handshake(master: &Master, target: &Target) -> Result<u64> {
-    let mut args = vec!["--serve"];
-    if let Some(store) = &target.remote_store {
-        args.extend(["--store", store]);
-    }
     let (err_w, mut err_r) = stderr_pipe()?;
-    let remote = master.spawn(&target.remote_program, &args, err_w)?;
+    let remote = master.spawn(&target.remote_program, &target.store_args(false), err_w)?;
     let (stdout, stdin) = (remote.stdout.try_clone()?, remote.stdin.try_clone()?);
     let result =
         nwh_serve::ServeClient::handshake(target.display(), stdout, stdin).map(|c| c.remote_version());
@@ -457,12 +453,8 @@ impl DaemonGreeting {
 
 /// The worker protocol's greeting (`nix-daemon --stdio`, what ssh-ng:// speaks).
 fn daemon_handshake(master: &Master, target: &Target) -> Result<DaemonGreeting> {
-    let mut args = vec!["--stdio"];
-    if let Some(store) = &target.remote_store {
-        args.extend(["--store", store]);
-    }
     let (err_w, mut err_r) = stderr_pipe()?;
-    let remote = master.spawn(&target.remote_program, &args, err_w)?;
+    let remote = master.spawn(&target.remote_program, &target.store_args(false), err_w)?;
     let (stdout, stdin) = (remote.stdout.try_clone()?, remote.stdin.try_clone()?);
     let greeting = nwh_daemon::DaemonClient::handshake(target.display(), stdout, stdin)
         .map(|c| DaemonGreeting { version: c.remote_version(), trusted: c.trusted() });

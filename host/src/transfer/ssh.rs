@@ -136,6 +136,20 @@ impl Target {
         Ok(t)
     }
 
+    /// The arguments of the builder's store program: the serve protocol (read-only unless
+    /// `write`) or the daemon's on stdin/stdout, on the `remote-store` when one is named.
+    pub fn store_args(&self, write: bool) -> Vec<&str> {
+        let mut args = match self.protocol {
+            Protocol::Serve if write => vec!["--serve", "--write"],
+            Protocol::Serve => vec!["--serve"],
+            Protocol::Daemon => vec!["--stdio"],
+        };
+        if let Some(store) = &self.remote_store {
+            args.extend(["--store", store.as_str()]);
+        }
+        args
+    }
+
     /// What `known_hosts` calls this host.
     fn known_hosts_name(&self) -> String {
         match self.port {

@@ -38,15 +38,8 @@ impl StoreConn {
     /// its messages and build log lines) go to `log`.
     pub fn open(master: &Master, log: OwnedFd) -> Result<(StoreConn, Remote)> {
         let target = &master.target;
-        let mut args: Vec<&str> = match target.protocol {
-            Protocol::Serve => vec!["--serve", "--write"],
-            Protocol::Daemon => vec!["--stdio"],
-        };
-        if let Some(store) = &target.remote_store {
-            args.extend(["--store", store]);
-        }
         let log_file = File::from(log.try_clone()?);
-        let remote = master.spawn(&target.remote_program, &args, log)?;
+        let remote = master.spawn(&target.remote_program, &target.store_args(true), log)?;
         let (stdout, stdin) = (remote.stdout.try_clone()?, remote.stdin.try_clone()?);
         let conn = match target.protocol {
             Protocol::Serve => StoreConn::Serve(ServeClient::handshake(target.display(), stdout, stdin)?),
