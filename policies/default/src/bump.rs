@@ -22,13 +22,13 @@ static ALLOCATOR: Bump = Bump { next: AtomicUsize::new(0), end: AtomicUsize::new
 // as asked, lies in memory this allocator grew, and is never handed out twice.
 unsafe impl GlobalAlloc for Bump {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let mut next = self.next.load(Ordering::Relaxed);
+        let aligned = |at: usize| (at + layout.align() - 1) & !(layout.align() - 1);
+        let mut start = aligned(self.next.load(Ordering::Relaxed));
         let mut end = self.end.load(Ordering::Relaxed);
-        let start = (next + layout.align() - 1) & !(layout.align() - 1);
-        let Some(stop) = start.checked_add(layout.size()) else { return core::ptr::null_mut() };
-        if stop > end || end == 0 {
+        if end == 0 || start.saturating_add(layout.size()) > end {
             // Enough for the block wherever it lands: after the end, or at fresh pages.
-            let wanted = stop.saturating_sub(end) + layout.size() + layout.align();
+            let wanted =
+                start.saturating_add(layout.size()).saturating_sub(end) + layout.size() + layout.align();
             let pages = wanted.div_ceil(PAGE).max(16);
             let before = core::arch::wasm32::memory_grow(0, pages);
             if before == usize::MAX {
@@ -36,27 +36,18 @@ unsafe impl GlobalAlloc for Bump {
             }
             if end == 0 || before * PAGE != end {
                 // The first growth, or memory grown by someone else: start afresh at the new pages.
-                next = before * PAGE;
+                start = aligned(before * PAGE);
             }
             end = (before + pages) * PAGE;
             self.end.store(end, Ordering::Relaxed);
-            return self.alloc_from(next, layout);
+        }
+        let stop = start + layout.size();
+        if stop > end {
+            return core::ptr::null_mut();
         }
         self.next.store(stop, Ordering::Relaxed);
         start as *mut u8
     }
 
     unsafe fn dealloc(&self, _ptr: *mut u8, _layout: Layout) {}
-}
-
-impl Bump {
-    /// Allocates `layout` at the first aligned address from `next`, which is known to fit.
-    unsafe fn alloc_from(&self, next: usize, layout: Layout) -> *mut u8 {
-        let start = (next + layout.align() - 1) & !(layout.align() - 1);
-        if start + layout.size() > self.end.load(Ordering::Relaxed) {
-            return core::ptr::null_mut();
-        }
-        self.next.store(start + layout.size(), Ordering::Relaxed);
-        start as *mut u8
-    }
 }
