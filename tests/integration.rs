@@ -19,7 +19,6 @@ mod testbed_builder;
 mod testbed_check;
 mod testbed_decide;
 mod testbed_diagnose;
-mod testbed_makespan;
 mod testbed_smoke;
 mod testbed_ssh_ng;
 mod testbed_transfer;

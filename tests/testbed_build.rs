@@ -175,30 +175,49 @@ fn big_output(nonce: &str) -> String {
     )
 }
 
-/// Waits until a `nix-store --restore` of the big output runs under `child` (our nix-build);
-/// returns its PID, its parent's (the hook's) and the path it unpacks.
-fn restore_under(child: &mut Child) -> (u32, u32, String) {
-    let (pid, ppid, argv) = procs::wait_for_descendant(child, "nix-store --restore", |argv| {
-        argv.iter().any(|a| a == "--restore") && argv.last().is_some_and(|p| p.ends_with("-nwh-big"))
-    });
-    (pid, ppid, argv.last().unwrap().clone())
+/// The output path of `expr` (one output), from the master's `nix-instantiate`.
+fn output_of(tb: &Testbed, expr: &str) -> String {
+    let drv = tb.master_cmd(&["nix-instantiate", "-E", expr]).output().unwrap();
+    assert!(drv.status.success(), "{}", describe(&drv));
+    let drv = String::from_utf8_lossy(&drv.stdout).trim().to_string();
+    let out = tb.master_store(&["--query", "--outputs", &drv]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// Kill `victim(restore, hook)` while the output is unpacked; then the output must not be
-/// valid, `after` must hold, and the same derivation must build again.
-fn interrupt_unpacking(
-    nix: Nix,
-    proto: Proto,
-    victim: impl Fn(u32, u32) -> u32,
-    after: impl Fn(&Testbed, &str),
-) {
+/// The processes that take part in unpacking an output under `child` (our nix-build), once
+/// the unpacking has begun (its file is on disk): the hook, and the SSH master that carries
+/// its conversation with the builder's store.
+struct Unpacking {
+    hook: u32,
+    master: u32,
+}
+
+fn unpacking_under(child: &mut Child, tb: &Testbed, hook: &OurHook, path: &str) -> Unpacking {
+    let (pid, _, _) = procs::wait_for_descendant(child, "our hook", |argv| {
+        argv.first().is_some_and(|a| a == env!("CARGO_BIN_EXE_nix-wasm-hook"))
+    });
+    let file = tb.master_path(&format!("{path}/zeros"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    while !file.exists() {
+        assert!(child.try_wait().unwrap().is_none(), "nix-build ended before {path} was unpacked");
+        assert!(std::time::Instant::now() < deadline, "{path} was never unpacked");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let masters = hook.master_pids();
+    assert_eq!(masters.len(), 1, "one builder, one SSH master: {masters:?}");
+    Unpacking { hook: pid, master: masters[0] }
+}
+
+/// Kill `victim(unpacking)` while the output is unpacked; then the output must not be valid,
+/// `after` must hold, and the same derivation must build again.
+fn interrupt_unpacking(nix: Nix, proto: Proto, victim: impl Fn(Unpacking) -> u32, after: impl Fn(&Testbed, &str)) {
     let Some(tb) = up(1, nix, proto) else { return };
     let hook = OurHook::new(&[]);
     let expr = big_output(&unique_nonce());
+    let path = output_of(&tb, &expr);
     let line = tb.machine(1);
     let mut child = tb.nix_build_cmd(&expr, &hook.remote_only(&line)).spawn().unwrap();
-    let (restore, hook_pid, path) = restore_under(&mut child);
-    procs::kill(victim(restore, hook_pid));
+    procs::kill(victim(unpacking_under(&mut child, &tb, &hook, &path)));
     let first = child.wait_with_output().unwrap();
     assert!(!first.status.success(), "the interrupted build fails: {}", describe(&first));
     let valid = tb.master_store(&["--check-validity", &path]);
@@ -216,15 +235,16 @@ fn interrupt_unpacking(
 /// Nix kills its hook with SIGKILL when it is interrupted: the half-unpacked output stays on
 /// disk, invalid, and the next hook removes it before unpacking again.
 fn a_hook_killed_while_unpacking_leaves_nothing_valid_and_the_next_build_works(nix: Nix, proto: Proto) {
-    interrupt_unpacking(nix, proto, |_restore, hook| hook, |_, _| ());
+    interrupt_unpacking(nix, proto, |u| u.hook, |_, _| ());
 }
 
-/// When the unpacking itself fails, the hook removes what it unpacked before it reports.
+/// When the unpacking fails (here: the stream from the builder breaks off with its SSH
+/// connection), the hook removes what it unpacked before it reports.
 fn a_failed_unpacking_is_removed_and_the_next_build_works(nix: Nix, proto: Proto) {
     interrupt_unpacking(
         nix,
         proto,
-        |restore, _hook| restore,
+        |u| u.master,
         |tb, path| {
             assert!(
                 std::fs::symlink_metadata(tb.master_path(path)).is_err(),

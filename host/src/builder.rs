@@ -145,9 +145,9 @@ fn dump<R: Read, W: Write>(
             sink.finish()?;
         }
         _ => {
-            let mut dump = local::dump(path)?;
-            server.reply_nar(&mut std::io::BufReader::new(&mut dump.stdout))?;
-            dump.finish()?;
+            let mut nar = local::nar(path)?;
+            let sent = server.reply_nar(&mut std::io::BufReader::new(&mut nar.reader)).map_err(Into::into);
+            nar.finish_after(sent)?;
         }
     }
     Ok(())

@@ -1,8 +1,8 @@
 //! When each phase of a process happened, to find where a build's time goes: with
 //! `NWH_TIMELINE=FILE` in its environment, a process appends one JSON line to FILE per phase it
-//! reaches, `{"pid", "drv", "phase", "us"}` (unix microseconds). A line at once, not one at the
-//! end, because Nix kills a builder it is done with. Measurement only: without the variable
-//! nothing is written.
+//! reaches, `{"pid", "drv", "phase", "us", "peak_rss_kib"}` (unix microseconds; the process's
+//! peak resident memory so far). A line at once, not one at the end, because Nix kills a builder
+//! it is done with. Measurement only: without the variable nothing is written.
 
 use std::io::Write;
 use std::sync::Mutex;
@@ -34,11 +34,20 @@ pub fn mark(phase: &'static str) {
     let guard = lock();
     let Some((file, drv)) = guard.as_ref() else { return };
     let us = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros());
-    let line = serde_json::json!({"pid": std::process::id(), "drv": drv, "phase": phase, "us": us});
+    let line = serde_json::json!({
+        "pid": std::process::id(), "drv": drv, "phase": phase, "us": us, "peak_rss_kib": peak_rss_kib()
+    });
     if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(file) {
         // One write per line: concurrent processes append whole lines.
         let _ = f.write_all(format!("{line}\n").as_bytes());
     }
+}
+
+/// `VmHWM` of /proc/self/status: the most this process has held in memory so far.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn lock() -> std::sync::MutexGuard<'static, Option<(std::ffi::OsString, Option<String>)>> {

@@ -70,6 +70,26 @@ impl OurHook {
     }
 }
 
+impl OurHook {
+    /// The PIDs of the SSH masters our hooks started (as `ssh -O check` tells them).
+    pub fn master_pids(&self) -> Vec<u32> {
+        self.masters()
+            .iter()
+            .filter_map(|socket| {
+                let out = Command::new("ssh")
+                    .arg("-S")
+                    .arg(socket)
+                    .args(["-O", "check", "nwh-test"])
+                    .stdin(Stdio::null())
+                    .output()
+                    .ok()?;
+                let said = String::from_utf8_lossy(&out.stderr).into_owned();
+                said.split_once("pid=")?.1.split(')').next()?.parse().ok()
+            })
+            .collect()
+    }
+}
+
 impl Drop for OurHook {
     fn drop(&mut self) {
         for socket in self.masters() {

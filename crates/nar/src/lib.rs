@@ -3,6 +3,7 @@
 //! file contents in memory. The serve protocol sends NARs without a length prefix
 //! (`DumpStorePath`, export streams), so parsing is the only way to know where one ends.
 //!
+//! [`dump::dump`] writes the NAR of a file system tree, as Nix does.
 //! [`export`] handles the `nix-store --export` stream (§6) built from NARs, [`export_reader`]
 //! the same stream as a reader that stops at its end, and [`hash`] the spellings of a NAR hash.
 
@@ -12,6 +13,8 @@ use std::io::{self, BufWriter, Read, Write};
 use nwh_wire::{padding_len, Item, Limits, Reader, WireError};
 use sha2::{Digest, Sha256};
 
+pub mod dump;
+mod restore;
 pub mod export;
 pub mod export_reader;
 pub mod hash;
@@ -21,6 +24,7 @@ pub use export::{
     ExportedPath, EXPORT_MAGIC,
 };
 pub use export_reader::{ExportFramer, ExportReader};
+pub use restore::restore;
 
 /// The string every NAR starts with.
 pub const NAR_MAGIC: &str = "nix-archive-1";
@@ -120,6 +124,9 @@ pub enum NarError {
     /// Writing the copy failed. What was read so far is lost to the caller.
     #[error("writing the NAR copy failed")]
     Sink(#[source] io::Error),
+    /// Unpacking it into the file system failed ([`restore`]).
+    #[error("unpacking the NAR failed")]
+    Restore(#[source] io::Error),
 }
 
 impl NarError {
@@ -128,7 +135,7 @@ impl NarError {
         match self {
             NarError::Wire(e) => Some(e.offset()),
             NarError::Invalid { offset, .. } => Some(*offset),
-            NarError::Sink(_) => None,
+            NarError::Sink(_) | NarError::Restore(_) => None,
         }
     }
 
@@ -150,13 +157,18 @@ pub type Result<T, E = NarError> = std::result::Result<T, E>;
 ///
 /// On error, some prefix of the NAR may already have been written to `w`.
 pub fn copy_nar<R: Read + ?Sized, W: Write + ?Sized>(r: &mut R, w: &mut W) -> Result<NarSummary> {
+    parse(r, w, &mut Ignore)
+}
+
+/// [`copy_nar`], telling `visit` of every node on the way.
+fn parse<R: Read + ?Sized, W: Write + ?Sized>(r: &mut R, w: &mut W, visit: &mut dyn Visit) -> Result<NarSummary> {
     let tee = Tee {
         src: r,
         sink: BufWriter::with_capacity(CHUNK_SIZE, w),
         hasher: Sha256::new(),
         sink_error: None,
     };
-    let mut p = Parser { r: Reader::new(tee), buf: vec![0u8; CHUNK_SIZE] };
+    let mut p = Parser { r: Reader::new(tee), buf: vec![0u8; CHUNK_SIZE], visit };
     p.nar()?;
     let size = p.r.position();
     let mut tee = p.r.into_inner();
@@ -190,6 +202,43 @@ impl<R: Read + ?Sized, W: Write + ?Sized> Read for Tee<'_, R, W> {
 struct Parser<'a, R: ?Sized, W: Write + ?Sized> {
     r: Reader<Tee<'a, R, W>>,
     buf: Vec<u8>,
+    /// Told of each node as soon as the grammar has accepted what it needs (see [`restore`]).
+    visit: &'a mut dyn Visit,
+}
+
+/// What a NAR holds, node by node, in the order the parser accepts it. Entry names reach
+/// `enter` only after they were checked (no `/`, `.`, `..` or NUL; sorted).
+trait Visit {
+    fn directory(&mut self) -> io::Result<()>;
+    fn enter(&mut self, name: &[u8]);
+    fn leave(&mut self);
+    fn regular(&mut self, executable: bool) -> io::Result<()>;
+    fn data(&mut self, bytes: &[u8]) -> io::Result<()>;
+    fn regular_end(&mut self) -> io::Result<()>;
+    fn symlink(&mut self, target: &[u8]) -> io::Result<()>;
+}
+
+/// Copying only: nothing to do per node.
+struct Ignore;
+
+impl Visit for Ignore {
+    fn directory(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    fn enter(&mut self, _: &[u8]) {}
+    fn leave(&mut self) {}
+    fn regular(&mut self, _: bool) -> io::Result<()> {
+        Ok(())
+    }
+    fn data(&mut self, _: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+    fn regular_end(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    fn symlink(&mut self, _: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Printable form of a token or name for messages; long ones are cut.
@@ -280,7 +329,8 @@ impl<R: Read + ?Sized, W: Write + ?Sized> Parser<'_, R, W> {
     fn regular(&mut self) -> Result<()> {
         const NEXT: &str = "'executable' or 'contents'";
         let (mut tag, mut offset) = self.tag(NEXT)?;
-        if tag == b"executable" {
+        let executable = tag == b"executable";
+        if executable {
             let (marker, marker_offset) = self.tag("''")?;
             if !marker.is_empty() {
                 return Err(Self::invalid(marker_offset, Problem::NonEmptyExecutableMarker));
@@ -294,7 +344,9 @@ impl<R: Read + ?Sized, W: Write + ?Sized> Parser<'_, R, W> {
             let found = format!("'{}'", printable(&tag));
             return Err(Self::invalid(offset, Problem::Expected { expected: NEXT, found }));
         }
+        self.visit.regular(executable).map_err(NarError::Restore)?;
         self.contents()?;
+        self.visit.regular_end().map_err(NarError::Restore)?;
         self.expect(")", "')'")
     }
 
@@ -315,7 +367,10 @@ impl<R: Read + ?Sized, W: Write + ?Sized> Parser<'_, R, W> {
                     };
                     return Err(self.wire(e));
                 }
-                Ok(n) => done += n as u64,
+                Ok(n) => {
+                    self.visit.data(&self.buf[..n]).map_err(NarError::Restore)?;
+                    done += n as u64;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(source) => {
                     let e = WireError::Io { what: Item::StringData, offset: data_offset, source };
@@ -360,11 +415,13 @@ impl<R: Read + ?Sized, W: Write + ?Sized> Parser<'_, R, W> {
         if target.is_empty() || target.contains(&0) {
             return Err(Self::invalid(offset, Problem::BadSymlinkTarget { target: printable(&target) }));
         }
+        self.visit.symlink(&target).map_err(NarError::Restore)?;
         self.expect(")", "')'")
     }
 
     fn directory(&mut self, depth: usize) -> Result<()> {
         const NEXT: &str = "'entry' or ')'";
+        self.visit.directory().map_err(NarError::Restore)?;
         let mut previous: Option<Vec<u8>> = None;
         loop {
             let (tag, offset) = self.tag(NEXT)?;
@@ -389,7 +446,10 @@ impl<R: Read + ?Sized, W: Write + ?Sized> Parser<'_, R, W> {
                 }
             }
             self.expect("node", "'node'")?;
-            self.node(depth + 1)?;
+            self.visit.enter(&name);
+            let node = self.node(depth + 1);
+            self.visit.leave();
+            node?;
             self.expect(")", "')'")?;
             previous = Some(name);
         }

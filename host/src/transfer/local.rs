@@ -3,7 +3,8 @@
 //! [`super::register`].
 
 use std::collections::BTreeSet;
-use std::io::Read;
+use std::io::{BufWriter, PipeReader, PipeWriter, Read, Write};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use anyhow::{bail, Context, Result};
@@ -89,24 +90,22 @@ pub fn serve_path_infos(paths: &BTreeSet<String>) -> Result<Vec<(String, nwh_ser
     if paths.is_empty() {
         return Ok(Vec::new());
     }
-    path_infos(paths)?
-        .into_iter()
-        .map(|(path, info)| {
-            let sha256 = nwh_nar::hash::parse_sha256(&info.nar_hash).with_context(|| {
-                format!("nix-store --dump-db: unreadable hash {:?} of {path}", info.nar_hash)
-            })?;
-            let info = nwh_serve::PathInfo {
-                deriver: info.deriver,
-                references: info.references,
-                download_size: info.nar_size,
-                nar_size: info.nar_size,
-                nar_hash: format!("sha256:{}", nwh_nar::hash::nix32_encode(&sha256)),
-                ca: None,
-                sigs: BTreeSet::new(),
-            };
-            Ok((path, info))
-        })
-        .collect()
+    path_infos(paths)?.into_iter().map(|(path, info)| Ok((path.clone(), serve_path_info(&path, &info)?))).collect()
+}
+
+/// One path's info as the serve protocol carries it.
+pub fn serve_path_info(path: &str, info: &PathInfo) -> Result<nwh_serve::PathInfo> {
+    let sha256 = nwh_nar::hash::parse_sha256(&info.nar_hash)
+        .with_context(|| format!("nix-store --dump-db: unreadable hash {:?} of {path}", info.nar_hash))?;
+    Ok(nwh_serve::PathInfo {
+        deriver: info.deriver.clone(),
+        references: info.references.clone(),
+        download_size: info.nar_size,
+        nar_size: info.nar_size,
+        nar_hash: format!("sha256:{}", nwh_nar::hash::nix32_encode(&sha256)),
+        ca: None,
+        sigs: BTreeSet::new(),
+    })
 }
 
 /// Dependencies first, so that the builder can register each path as it arrives.
@@ -135,44 +134,71 @@ pub fn topo_order(infos: &std::collections::BTreeMap<String, PathInfo>) -> Vec<S
     out
 }
 
-/// A running `nix-store --export` of some paths (dependencies first, as Nix orders them) or
-/// `--dump` of one: read the stream from `stdout` while it is produced, never more than a pipe
-/// buffer at once.
-pub struct Export {
-    child: Child,
-    operation: &'static str,
-    pub stdout: std::process::ChildStdout,
+/// A local store path's NAR (or its export-stream entry), written by a thread into a pipe as
+/// the files are read, so that it is sent while it is made and never held whole. In-process:
+/// a `nix-store --dump` per path cost a process start each, and hashed what the receiver
+/// hashes anyway.
+pub struct Nar {
+    path: String,
+    pub reader: PipeReader,
+    writer: std::thread::JoinHandle<std::io::Result<()>>,
 }
 
-pub fn export(paths: &BTreeSet<String>) -> Result<Export> {
-    streaming("--export", paths)
+/// The NAR of `path`, as `nix-store --dump` writes it.
+pub fn nar(path: &str) -> Result<Nar> {
+    let owned = path.to_string();
+    stream(path, move |out| nwh_nar::dump::dump(Path::new(&owned), out).map(drop))
 }
 
-/// The NAR of one path.
-pub fn dump(path: &str) -> Result<Export> {
-    streaming("--dump", [path])
+/// `path` as one entry of an export stream (NAR, then its registration), ended as a stream of
+/// that one path: what `nix-store --export PATH` writes, for builders older than `AddToStoreNar`.
+pub fn export(path: &str, info: &PathInfo) -> Result<Nar> {
+    let (references, deriver) = (info.references.clone(), info.deriver.clone());
+    let owned = path.to_string();
+    stream(path, move |out| {
+        nwh_nar::write_export_entry_header(out)?;
+        nwh_nar::dump::dump(Path::new(&owned), out)?;
+        nwh_nar::write_export_entry_trailer(out, &owned, &references, deriver.as_deref())?;
+        nwh_nar::write_export_end(out)
+    })
 }
 
-fn streaming<I: IntoIterator<Item = S>, S: AsRef<std::ffi::OsStr>>(
-    operation: &'static str,
-    paths: I,
-) -> Result<Export> {
-    let mut child = Command::new("nix-store")
-        .arg(operation)
-        .args(paths)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("running nix-store {operation}"))?;
-    let stdout = child.stdout.take().expect("piped");
-    Ok(Export { child, operation, stdout })
+fn stream(
+    path: &str,
+    write: impl FnOnce(&mut BufWriter<PipeWriter>) -> std::io::Result<()> + Send + 'static,
+) -> Result<Nar> {
+    let (reader, pipe) = std::io::pipe().context("making a pipe for a NAR")?;
+    let writer = std::thread::Builder::new()
+        .name("nar".into())
+        .spawn(move || {
+            let mut out = BufWriter::with_capacity(nwh_nar::CHUNK_SIZE, pipe);
+            write(&mut out)?;
+            out.flush()
+        })
+        .context("starting the thread that writes a NAR")?;
+    Ok(Nar { path: path.to_string(), reader, writer })
 }
 
-impl Export {
+impl Nar {
+    /// Waits for the writer; its error (a file that vanished or changed) explains a NAR the
+    /// receiver found short, so it comes first.
     pub fn finish(self) -> Result<()> {
-        drop(self.stdout);
-        finish(self.child, &format!("nix-store {}", self.operation))
+        drop(self.reader);
+        match self.writer.join() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e).with_context(|| format!("reading {} from the local store", self.path)),
+            Err(_) => bail!("the thread writing the NAR of {} panicked", self.path),
+        }
+    }
+
+    /// `result` of sending this NAR, with the writer's error in front when there was one.
+    pub fn finish_after<T>(self, result: Result<T>) -> Result<T> {
+        match (result, self.finish()) {
+            (Ok(v), Ok(())) => Ok(v),
+            (Ok(_), Err(e)) => Err(e),
+            (Err(sent), Ok(())) => Err(sent),
+            (Err(sent), Err(read)) => Err(read.context(format!("{sent:#}"))),
+        }
     }
 }
 

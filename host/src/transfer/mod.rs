@@ -223,7 +223,7 @@ impl BuilderSession {
             "the build on '{uri}' succeeded, but the builder does not have the outputs {unannounced:?}"
         );
         let mut fetched = 0;
-        let fetch = |path: &str, nar_size: u64, sink: &mut std::process::ChildStdin| {
+        let fetch = |path: &str, nar_size: u64, sink: &mut std::io::PipeWriter| {
             let one = logger.start_with(
                 Level::Talkative,
                 Activity::CopyPath,

@@ -2,11 +2,12 @@
 //!
 //! Nix holds the lock file of every output while its hook runs, and `nix-store --import`
 //! takes those locks again; it learned that its parent held them from `NIX_HELD_LOCKS` until
-//! Nix 2.29 removed the variable, after which an import from a hook waits for ever. Two
-//! commands that take no path lock do the same work on every version (docs/compatibility.md):
-//! `nix-store --restore PATH` unpacks a NAR at the path, and one `nix-store
-//! --register-validity --hash-given` makes all outputs of the derivation valid at once, in
-//! one database transaction, with the hash of the bytes that arrived.
+//! Nix 2.29 removed the variable, after which an import from a hook waits for ever. So the
+//! work is done in two steps that take no path lock, on every version (docs/compatibility.md):
+//! each NAR is unpacked at its path as `nix-store --restore PATH` would (in-process: a process
+//! per output cost tens of milliseconds), and one `nix-store --register-validity --hash-given`
+//! makes all outputs of the derivation valid at once, in one database transaction, with the
+//! hash of the bytes that arrived; it also canonicalises them (modes, times, owner).
 //!
 //! Consistency: nothing is valid until every output is unpacked and its size and hash match
 //! what the builder announced. A failure on the way removes what was unpacked; a hook killed
@@ -14,9 +15,9 @@
 //! lock on the output means that nobody else is writing it).
 
 use std::collections::BTreeSet;
-use std::io::Write;
+use std::io::{PipeWriter, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use anyhow::{ensure, Context, Result};
 use nwh_nar::NarSummary;
@@ -36,7 +37,7 @@ pub struct Arrived {
 pub fn outputs(
     infos: &[(String, PathInfo)],
     deriver: &str,
-    mut fetch: impl FnMut(&str, u64, &mut ChildStdin) -> Result<NarSummary>,
+    mut fetch: impl FnMut(&str, u64, &mut PipeWriter) -> Result<NarSummary>,
 ) -> Result<()> {
     let mut unpacked: Vec<String> = Vec::new();
     let result = (|| {
@@ -45,9 +46,17 @@ pub fn outputs(
             remove_invalid(path)?;
             unpacked.push(path.clone());
             let mut restore = Restore::start(path)?;
-            let nar = fetch(path, info.nar_size, &mut restore.stdin)
-                .with_context(|| format!("receiving {path}"))?;
-            restore.finish()?;
+            let fetched = fetch(path, info.nar_size, &mut restore.pipe).with_context(|| format!("receiving {path}"));
+            let unpacked = restore.finish();
+            let nar = match (fetched, unpacked) {
+                (Ok(nar), Ok(restored)) => {
+                    ensure!(nar == restored, "{path} was unpacked from other bytes than arrived");
+                    nar
+                }
+                (Ok(_), Err(e)) | (Err(e), Ok(_)) => return Err(e),
+                // Each side stops when the other does; which one began is not known here.
+                (Err(fetching), Err(unpacking)) => anyhow::bail!("{fetching:#}; {unpacking:#}"),
+            };
             agrees(path, &nar, info)?;
             arrived.push(Arrived { path: path.clone(), nar, references: info.references.clone() });
         }
@@ -135,30 +144,30 @@ fn local_store_command() -> Command {
     c
 }
 
-/// A running `nix-store --restore PATH`: write the NAR into `stdin`, then `finish`.
+/// A NAR being unpacked at a path by a thread, as it is written into `pipe`: then `finish`.
 struct Restore {
-    child: Child,
-    stdin: ChildStdin,
-    path: String,
+    pipe: PipeWriter,
+    thread: std::thread::JoinHandle<Result<NarSummary>>,
 }
 
 impl Restore {
     fn start(path: &str) -> Result<Restore> {
-        let mut child = local_store_command()
-            .arg("--restore")
-            .arg(path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("running nix-store --restore")?;
-        let stdin = child.stdin.take().expect("piped");
-        Ok(Restore { child, stdin, path: path.to_string() })
+        let (reader, pipe) = std::io::pipe().context("making a pipe to unpack through")?;
+        let dest = path.to_string();
+        let thread = std::thread::Builder::new()
+            .name("restore".into())
+            .spawn(move || {
+                let mut reader = std::io::BufReader::with_capacity(nwh_nar::CHUNK_SIZE, reader);
+                nwh_nar::restore(&mut reader, Path::new(&dest)).with_context(|| format!("unpacking {dest}"))
+            })
+            .context("starting the thread that unpacks an output")?;
+        Ok(Restore { pipe, thread })
     }
 
-    fn finish(self) -> Result<()> {
-        drop(self.stdin);
-        super::local::finish(self.child, &format!("nix-store --restore {}", self.path))
+    /// Closes the pipe and waits: the size and hash of what was unpacked.
+    fn finish(self) -> Result<NarSummary> {
+        drop(self.pipe);
+        self.thread.join().map_err(|_| anyhow::anyhow!("the thread unpacking an output panicked"))?
     }
 }
 

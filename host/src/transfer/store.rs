@@ -107,10 +107,18 @@ impl StoreConn {
     /// Adds one local path, whose references the builder already has.
     pub fn add(&mut self, path: &str, info: &local::PathInfo) -> Result<()> {
         match self {
+            // `AddToStoreNar` (servers since Nix 2.4ish, protocol 2.5) streams into the store
+            // as it arrives; `ImportPaths` makes the server hold each NAR in memory first.
+            StoreConn::Serve(c) if c.supports_add_to_store_nar() => {
+                let info = local::serve_path_info(path, info)?;
+                let mut nar = local::nar(path)?;
+                let sent = c.add_to_store_nar(path, &info, &mut nar.reader).map_err(Into::into);
+                nar.finish_after(sent)
+            }
             StoreConn::Serve(c) => {
-                let mut export = local::export(&BTreeSet::from([path.to_string()]))?;
-                c.import_paths(&mut export.stdout)?;
-                export.finish()
+                let mut export = local::export(path, info)?;
+                let sent = c.import_paths(&mut export.reader).map(drop).map_err(Into::into);
+                export.finish_after(sent)
             }
             StoreConn::Daemon { client, log } => {
                 let untrusted = client.trusted() == Some(false);
@@ -195,9 +203,9 @@ fn add_to_daemon(
         sigs: BTreeSet::new(),
         ca: content_address.then(|| super::content_address::of(path, info)).flatten(),
     };
-    let mut dump = local::dump(path)?;
-    client.add_to_store_nar(path, &daemon_info, &mut dump.stdout, log)?;
-    dump.finish()
+    let mut nar = local::nar(path)?;
+    let sent = client.add_to_store_nar(path, &daemon_info, &mut nar.reader, log).map_err(Into::into);
+    nar.finish_after(sent)
 }
 
 /// A daemon's log frame where only text can go: into the build log.
