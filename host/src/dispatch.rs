@@ -58,9 +58,6 @@ pub struct Dispatcher {
     unsupported: Vec<Option<String>>,
 }
 
-/// How often a wait for a slot looks again.
-const SLOT_POLL: Duration = Duration::from_millis(40);
-
 impl Dispatcher {
     pub fn new(opts: &Options, machines: Vec<Machine>, policies: Policies, local: Local) -> Dispatcher {
         let tracer = opts.trace.as_ref().map(|p| {
@@ -91,7 +88,7 @@ impl Dispatcher {
     /// allows for one to free.
     pub fn place(&mut self, t: &Try, wait: Wait, logger: &Logger) -> Result<Placement> {
         let waited = Instant::now();
-        // A wait looks again every 40 ms; a trace line per look would say the same thing.
+        // A wait looks again whenever a build ends; a trace line per look may say the same thing.
         let mut last_waited: Option<Vec<MachineView>> = None;
         // Builder mode's place in the queue for the machines that fit; the next waiter moves
         // up when this returns, holding a slot or not.
@@ -138,9 +135,12 @@ impl Dispatcher {
                     // frees sooner; waiting here starts the build as soon as one frees.
                     if last_waited.as_ref() != Some(&outcome.machines) {
                         self.record(time, &outcome, trace::Outcome::Waited, logger);
-                        last_waited = Some(outcome.machines);
+                        last_waited = Some(outcome.machines.clone());
                     }
-                    std::thread::sleep(SLOT_POLL);
+                    let Wait::UpTo(limit) = wait else { unreachable!("matched above") };
+                    // Woken when a build ends; at the deadline the policy is asked once more,
+                    // and its postpone then goes to Nix.
+                    self.scheduler.load.wait_for_a_free_slot_until(&fitting(&outcome), Some(waited + limit))?;
                 }
                 Reply::Postpone => {
                     self.record(time, &outcome, trace::Outcome::Postponed, logger);

@@ -13,10 +13,13 @@
 //!   of those machines: one thread per slot file blocks in `flock`, and the first to get its
 //!   lock releases it and wakes the caller, who then chooses again under the main lock
 //!   (another hook may take that slot first, and the choice is the policy's).
+//!   [`LoadDir::wait_for_a_free_slot_until`] does the same for at most a while: the hook
+//!   front-end's short wait before it must answer `postpone`.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
+use std::time::Instant;
 
 use rustix::fs::FlockOperation;
 use rustix::io::Errno;
@@ -71,6 +74,13 @@ impl LoadDir {
     /// Blocks until one of `slots` (machine URI and max-jobs) has a slot nobody holds, then
     /// returns without holding it.
     pub fn wait_for_a_free_slot(&self, slots: &[(String, u32)]) -> Result<()> {
+        self.wait_for_a_free_slot_until(slots, None).map(drop)
+    }
+
+    /// [`LoadDir::wait_for_a_free_slot`], giving up at `deadline`: true when a slot freed,
+    /// false when the deadline came first. A hook that may wait only so long before it must
+    /// answer Nix is woken the moment a build ends, not at its next look.
+    pub fn wait_for_a_free_slot_until(&self, slots: &[(String, u32)], deadline: Option<Instant>) -> Result<bool> {
         let (tx, rx) = mpsc::channel();
         let mut waiting = 0;
         for (uri, max_jobs) in slots {
@@ -90,9 +100,17 @@ impl LoadDir {
         }
         drop(tx);
         if waiting == 0 {
-            return Ok(());
+            return Ok(true);
         }
-        rx.recv().unwrap_or(Ok(()))
+        let got = match deadline {
+            None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+            Some(d) => rx.recv_timeout(d.saturating_duration_since(Instant::now())),
+        };
+        match got {
+            Ok(locked) => locked.map(|()| true),
+            Err(mpsc::RecvTimeoutError::Timeout) => Ok(false),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Ok(true),
+        }
     }
 
     fn queue_path(&self, name: &str, number: u64) -> PathBuf {

@@ -130,3 +130,32 @@ fn the_head_wakes_when_a_slot_frees() {
     assert_eq!(holder.scan(&main, "ssh://b", 2).unwrap().in_use, 1);
     drop((a, b0));
 }
+
+#[test]
+fn a_wait_with_a_deadline_ends_at_it_or_when_a_slot_frees() {
+    let (_tmp, path) = load_dir();
+    let holder = LoadDir::open(&path);
+    let main = holder.lock_main().unwrap();
+    let a = holder.scan(&main, "ssh://a", 1).unwrap().free.unwrap();
+    drop(main);
+    let machines = [("ssh://a".to_string(), 1)];
+    let waiter = LoadDir::open(&path);
+    let started = std::time::Instant::now();
+    let deadline = started + Duration::from_millis(200);
+    assert!(!waiter.wait_for_a_free_slot_until(&machines, Some(deadline)).unwrap(), "the slot stays held");
+    assert!(started.elapsed() >= Duration::from_millis(200));
+
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let far = std::time::Instant::now() + Duration::from_secs(60);
+        let woke = waiter.wait_for_a_free_slot_until(&machines, Some(far)).unwrap();
+        tx.send((woke, std::time::Instant::now())).unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let freed = std::time::Instant::now();
+    drop(a);
+    let (woke, at) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(woke);
+    // Woken by the lock, not by a later look: well before the deadline a minute away.
+    assert!(at.duration_since(freed) < Duration::from_secs(5));
+}
