@@ -81,7 +81,8 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
             }
             Placement::Placed(placed) => placed,
         };
-        // The slot stays held until this process exits, as Nix's own hook does.
+        // The slot stays held until the builder is done with the build (Nix's own hook holds
+        // it until it exits, also while it registers the outputs locally).
         session.accept(&placed.uri)?;
         timeline::mark("accepted");
         let accepted = session.read_accepted()?;
@@ -90,6 +91,7 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
             .master(&mut placed, logger)
             .with_context(|| format!("cannot build on '{}'", placed.uri))?;
         timeline::mark("connected");
+        let placed = *placed;
         let job = transfer::Job {
             uri: &placed.uri,
             drv_path: &t.drv_path,
@@ -97,7 +99,7 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
             settings: &settings,
             upload_lock: &dispatcher.scheduler.load.upload_lock_path(&placed.uri),
         };
-        return match transfer::build(&master, &job, logger)? {
+        return match transfer::build(&master, &job, placed.slot, logger)? {
             transfer::Outcome::Built => Ok(0),
             transfer::Outcome::Failed { message, timed_out } => {
                 logger.error(&message);

@@ -60,7 +60,9 @@ pub fn cannot_finish(drv_path: &str) -> Option<String> {
 }
 
 /// Hook mode's whole transfer: inputs up, the build, outputs back into the local store.
-pub fn build(master: &Master, job: &Job, logger: &Logger) -> Result<Outcome> {
+/// `slot` is released as soon as the builder is done with this build, before the outputs are
+/// registered here: the next build can start on it meanwhile.
+pub fn build(master: &Master, job: &Job, slot: nwh_slots::SlotLock, logger: &Logger) -> Result<Outcome> {
     let started = std::time::Instant::now();
     let drv = nwh_drv::Derivation::read(job.drv_path)
         .with_context(|| format!("reading the derivation {}", job.drv_path))?;
@@ -89,7 +91,7 @@ pub fn build(master: &Master, job: &Job, logger: &Logger) -> Result<Outcome> {
         });
     }
     // Registered: `nix-store --register-validity` succeeded for every output that was missing.
-    let fetched = session.bring_back(job.drv_path, &missing, logger)?;
+    let fetched = session.bring_back(job.drv_path, &missing, logger, || drop(slot))?;
     session.finish()?;
     logger.msg(
         Level::Talkative,
@@ -197,14 +199,17 @@ impl BuilderSession {
     }
 
     /// Unpacks and registers in the local store the outputs it lacks, `missing` (see
-    /// [`register`]); returns how many.
+    /// [`register`]); returns how many. `builder_done` is called as soon as the builder is
+    /// needed no more (before the local registration).
     pub fn bring_back(
         &mut self,
         drv_path: &str,
         missing: &BTreeSet<String>,
         logger: &Logger,
+        builder_done: impl FnOnce(),
     ) -> Result<usize> {
         if missing.is_empty() {
+            builder_done();
             return Ok(0);
         }
         let uri = self.uri.as_str();
@@ -236,7 +241,7 @@ impl BuilderSession {
             all.progress(fetched, total);
             Ok(nar)
         };
-        register::outputs(&infos, drv_path, fetch)
+        register::outputs(&infos, drv_path, fetch, builder_done)
             .with_context(|| format!("bringing the outputs of {drv_path} back from '{uri}'"))?;
         Ok(missing.len())
     }

@@ -33,11 +33,14 @@ pub struct Arrived {
 
 /// Unpacks the outputs the builder announced (`infos`) and registers them together, with
 /// `deriver` (the `.drv`) as their deriver. `fetch(path, announced size, sink)` streams one
-/// path's NAR into `sink` and returns the size and hash of what it streamed.
+/// path's NAR into `sink` and returns the size and hash of what it streamed; `fetched` is
+/// called once everything has arrived, before the registration, which needs the builder no
+/// more.
 pub fn outputs(
     infos: &[(String, PathInfo)],
     deriver: &str,
     mut fetch: impl FnMut(&str, u64, &mut PipeWriter) -> Result<NarSummary>,
+    fetched: impl FnOnce(),
 ) -> Result<()> {
     let mut unpacked: Vec<String> = Vec::new();
     let result = (|| {
@@ -61,6 +64,7 @@ pub fn outputs(
             arrived.push(Arrived { path: path.clone(), nar, references: info.references.clone() });
         }
         crate::timeline::mark("unpacked");
+        fetched();
         register_validity(&arrived, deriver)?;
         crate::timeline::mark("registered");
         Ok(())
