@@ -16,14 +16,14 @@ use anyhow::{bail, Context, Result};
 use nwh_serve::{BuildResult, BuildStatus, PathInfo, Request, ServeServer};
 
 use crate::config::Options;
-use crate::dispatch::{Dispatcher, Placed, Placement, Wait};
+use crate::dispatch::{Dispatcher, Placement, Wait};
 use crate::log::Logger;
 use crate::policy::Policies;
 use crate::schedule::{Local, Try};
 use crate::transfer::{local, BuilderSession};
 
 /// A placed build: its slot, and the conversation with its builder.
-type Running = (Box<Placed>, BuilderSession);
+type Running = BuilderSession;
 
 /// Serves one connection from Nix's hook on stdin/stdout. Returns the process exit code.
 pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
@@ -38,21 +38,21 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
         logger.warn(&format!("nix-wasm-hook: {d}"));
     }
     let mut machines = Some(machines.machines);
-    // The build of this connection, once placed: its slot stays held, and its builder answers
-    // for the outputs until Nix has fetched them.
+    // The build of this connection, once built: its builder answers for the outputs until
+    // Nix has fetched them.
     let mut running: Option<Running> = None;
     while let Some(request) = server.next_request().context("reading Nix's hook's request")? {
         match request {
             Request::QueryValidPaths { paths, .. } => {
-                let valid = valid_paths(&paths, running.as_mut().map(|(_, s)| s))?;
+                let valid = valid_paths(&paths, running.as_mut())?;
                 server.reply_valid_paths(&valid)?;
             }
             Request::QueryPathInfos { paths } => {
-                let infos = path_infos(&paths, running.as_mut().map(|(_, s)| s))?;
+                let infos = path_infos(&paths, running.as_mut())?;
                 server.reply_path_infos(&infos)?;
             }
             Request::DumpStorePath { path } => {
-                dump(&path, running.as_mut().map(|(_, s)| s), &mut server)?;
+                dump(&path, running.as_mut(), &mut server)?;
             }
             Request::BuildDerivation { drv_path, drv, options } => {
                 crate::timeline::derivation(&drv_path);
@@ -71,7 +71,7 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
             ),
         }
     }
-    if let Some((_, session)) = running {
+    if let Some(session) = running {
         session.finish()?;
     }
     Ok(0)
@@ -193,5 +193,8 @@ fn build(
     if !result.status.is_success() {
         result.error_msg = format!("on '{}': {}", placed.uri, result.error_msg);
     }
-    Ok((result, Some((placed, session))))
+    // The builder is done with the build: its slot frees now, while it still answers Nix's
+    // hook for the outputs.
+    drop(placed);
+    Ok((result, Some(session)))
 }
