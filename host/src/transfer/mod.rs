@@ -78,7 +78,7 @@ pub fn build(master: &Master, job: &Job, slot: nwh_slots::SlotLock, logger: &Log
         keep_failed: job.settings.get("keep-failed") == Some("true"),
     };
     // Which outputs this machine lacks cannot change while the build runs (Nix holds their
-    // locks), and a nix-store process costs tens of milliseconds on a busy machine: ask now.
+    // locks), and asking may cost a nix-store process: ask now, while the build runs.
     let outputs: BTreeSet<String> = drv.output_paths().into_values().collect();
     let missing = std::thread::spawn(move || local::invalid(&outputs));
     let result = session.build(job.drv_path, &drv.to_basic(&inputs), &options, logger)?;
