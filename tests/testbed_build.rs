@@ -210,7 +210,12 @@ fn unpacking_under(child: &mut Child, tb: &Testbed, hook: &OurHook, path: &str) 
 
 /// Kill `victim(unpacking)` while the output is unpacked; then the output must not be valid,
 /// `after` must hold, and the same derivation must build again.
-fn interrupt_unpacking(nix: Nix, proto: Proto, victim: impl Fn(Unpacking) -> u32, after: impl Fn(&Testbed, &str)) {
+fn interrupt_unpacking(
+    nix: Nix,
+    proto: Proto,
+    victim: impl Fn(Unpacking) -> u32,
+    after: impl Fn(&Testbed, &str),
+) {
     let Some(tb) = up(1, nix, proto) else { return };
     let hook = OurHook::new(&[]);
     let expr = big_output(&unique_nonce());

@@ -194,3 +194,72 @@ fn the_next_hook_reuses_the_warm_connection() {
     build("nwh-warm-2");
     assert_eq!(master_pid(), first, "the second build went through the same master");
 }
+
+/// PIDs of the builders' store programs started for the serve protocol.
+fn serve_programs() -> Vec<u32> {
+    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            crate::support::procs::parent_and_cmdline(*pid)
+                .is_some_and(|(_, argv)| argv == ["nix-store", "--serve", "--write"])
+        })
+        .collect();
+    pids.sort();
+    pids
+}
+
+fn keeper_pid(hook: &OurHook) -> Option<u32> {
+    let text = std::fs::read_to_string(hook.state().join("ssh/warm.pid")).ok()?;
+    let pid: u32 = text.trim().parse().ok()?;
+    std::path::Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+}
+
+/// The store program a build used on its builder is kept for the next build: the second hook
+/// starts the keeper of warm sessions, and from then on builds borrow the session it keeps.
+#[test]
+fn the_next_build_borrows_the_store_program_the_last_one_used() {
+    let Some(tb) = Testbed::up_or_skip(1, Opts::default()) else { return };
+    let hook = OurHook::new(&[]);
+    let build = |name: &str| {
+        let out = tb.nix_build(&drv(name, &[], HOSTNAME), &hook.remote_only(&tb.machine(1)));
+        assert!(out.status.success(), "{}", describe(&out));
+        assert_eq!(host_of(&out_paths(&out)[0]), "nwhtb-b1");
+    };
+    build("nwh-warm-a");
+    build("nwh-warm-b");
+    let kept = serve_programs();
+    assert_eq!(kept.len(), 1, "one session kept between builds: {kept:?}");
+    build("nwh-warm-c");
+    build("nwh-warm-d");
+    assert_eq!(serve_programs(), kept, "the later builds used the kept session");
+}
+
+/// Nothing depends on the keeper: killed, the next build opens its own session, and a new
+/// keeper takes over from there.
+#[test]
+fn a_build_works_without_the_keeper_of_warm_sessions() {
+    let Some(tb) = Testbed::up_or_skip(1, Opts::default()) else { return };
+    let hook = OurHook::new(&[]);
+    let build = |name: &str| {
+        let out = tb.nix_build(&drv(name, &[], HOSTNAME), &hook.remote_only(&tb.machine(1)));
+        assert!(out.status.success(), "{}", describe(&out));
+    };
+    build("nwh-keeper-a");
+    build("nwh-keeper-b");
+    let keeper = keeper_pid(&hook).expect("the first hook started a keeper");
+    crate::support::procs::kill(keeper);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{keeper}/cmdline")).exists() {
+        assert!(std::time::Instant::now() < deadline, "the keeper did not end");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    build("nwh-keeper-c");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while keeper_pid(&hook).is_none_or(|p| p == keeper) {
+        assert!(std::time::Instant::now() < deadline, "no new keeper started");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    build("nwh-keeper-d");
+}

@@ -66,6 +66,9 @@ pub struct Cli {
     /// Accepted with --serve, as Nix passes it; this builder always writes.
     #[arg(long, requires = "serve")]
     pub write: bool,
+    /// Keep builders' sessions warm for the hook processes (started by a hook, not by people).
+    #[arg(long = "warm-sessions", value_name = "DIR", hide = true)]
+    pub warm_sessions: Option<PathBuf>,
     /// Nix's verbosity (0 error … 7 vomit), which Nix passes as the last argument.
     pub verbosity: Option<u64>,
 }
@@ -132,6 +135,12 @@ pub fn main() -> i32 {
         Some(Command::Explain(args)) => return crate::explain::main(args),
         Some(Command::Check(args)) => return crate::check::main(args),
         None => {}
+    }
+    if let Some(dir) = &cli.warm_sessions {
+        return match crate::transfer::warm::keep(dir) {
+            Ok(()) => 0,
+            Err(_) => 1,
+        };
     }
     crate::timeline::start();
     // As a builder, stderr is the build log Nix's hook shows as it is: plain lines.

@@ -140,7 +140,9 @@ impl Dispatcher {
                     let Wait::UpTo(limit) = wait else { unreachable!("matched above") };
                     // Woken when a build ends; at the deadline the policy is asked once more,
                     // and its postpone then goes to Nix.
-                    self.scheduler.load.wait_for_a_free_slot_until(&fitting(&outcome), Some(waited + limit))?;
+                    self.scheduler
+                        .load
+                        .wait_for_a_free_slot_until(&fitting(&outcome), Some(waited + limit))?;
                 }
                 Reply::Postpone => {
                     self.record(time, &outcome, trace::Outcome::Postponed, logger);

@@ -63,10 +63,13 @@ impl OurHook {
         self.dir.path().join("state")
     }
 
-    /// Control sockets of the SSH masters our hooks started.
+    /// Control sockets of the SSH masters our hooks started (not the keeper of warm sessions').
     pub fn masters(&self) -> Vec<PathBuf> {
         let Ok(entries) = std::fs::read_dir(self.state().join("ssh")) else { return Vec::new() };
-        entries.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "sock")).collect()
+        entries
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "sock") && !p.ends_with("warm.sock"))
+            .collect()
     }
 }
 
@@ -92,6 +95,14 @@ impl OurHook {
 
 impl Drop for OurHook {
     fn drop(&mut self) {
+        // The keeper of warm sessions our hooks started (it would end by itself when idle).
+        let pid_file = self.state().join("ssh").join("warm.pid");
+        if let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|t| t.trim().parse::<i32>().ok())
+        {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+        }
         for socket in self.masters() {
             let _ = Command::new("ssh")
                 .arg("-S")

@@ -27,7 +27,10 @@ pub fn dump(path: &Path, out: &mut impl Write) -> io::Result<u64> {
 
 fn node<W: Write>(path: &Path, w: &mut Writer<W>, depth: usize) -> io::Result<()> {
     if depth > MAX_DEPTH {
-        return Err(io::Error::other(format!("{}: nested deeper than {MAX_DEPTH} directories", path.display())));
+        return Err(io::Error::other(format!(
+            "{}: nested deeper than {MAX_DEPTH} directories",
+            path.display()
+        )));
     }
     let meta = fs::symlink_metadata(path)?;
     let kind = meta.file_type();

@@ -14,10 +14,10 @@ use nwh_wire::{padding_len, Item, Limits, Reader, WireError};
 use sha2::{Digest, Sha256};
 
 pub mod dump;
-mod restore;
 pub mod export;
 pub mod export_reader;
 pub mod hash;
+mod restore;
 
 pub use export::{
     copy_export, write_export_end, write_export_entry_header, write_export_entry_trailer, ExportError,
@@ -161,7 +161,11 @@ pub fn copy_nar<R: Read + ?Sized, W: Write + ?Sized>(r: &mut R, w: &mut W) -> Re
 }
 
 /// [`copy_nar`], telling `visit` of every node on the way.
-fn parse<R: Read + ?Sized, W: Write + ?Sized>(r: &mut R, w: &mut W, visit: &mut dyn Visit) -> Result<NarSummary> {
+fn parse<R: Read + ?Sized, W: Write + ?Sized>(
+    r: &mut R,
+    w: &mut W,
+    visit: &mut dyn Visit,
+) -> Result<NarSummary> {
     let tee = Tee {
         src: r,
         sink: BufWriter::with_capacity(CHUNK_SIZE, w),

@@ -25,7 +25,8 @@ fn a_tree_is_dumped_as_nix_dumps_it() {
     std::fs::create_dir_all(root.join("sub/deeper")).unwrap();
     std::fs::create_dir(root.join("empty")).unwrap();
     // Names whose byte order differs from a case-insensitive or locale order.
-    for (name, body) in [("b", "bee\n"), ("B", "Bee"), ("a.txt", ""), ("é", "e acute"), ("sub/x", "1234567")] {
+    for (name, body) in [("b", "bee\n"), ("B", "Bee"), ("a.txt", ""), ("é", "e acute"), ("sub/x", "1234567")]
+    {
         std::fs::write(root.join(name), body).unwrap();
     }
     std::fs::write(root.join("sub/deeper/run"), "#!/bin/sh\n").unwrap();
@@ -63,13 +64,16 @@ fn a_restored_nar_dumps_back_to_itself() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("tree");
     std::fs::create_dir_all(root.join("sub/empty")).unwrap();
-    std::fs::write(root.join("sub/big"), (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    std::fs::write(root.join("sub/big"), (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect::<Vec<u8>>())
+        .unwrap();
     std::fs::write(root.join("run"), "#!/bin/sh\n").unwrap();
     std::fs::set_permissions(root.join("run"), std::fs::Permissions::from_mode(0o555)).unwrap();
     std::fs::write(root.join("odd"), "123").unwrap();
     symlink("../run", root.join("sub/link")).unwrap();
     let nar = ours(&root);
-    for (name, bytes) in [("copy", nar.clone()), ("file", ours(&root.join("sub/big"))), ("link", ours(&root.join("sub/link")))] {
+    for (name, bytes) in
+        [("copy", nar.clone()), ("file", ours(&root.join("sub/big"))), ("link", ours(&root.join("sub/link")))]
+    {
         let dest = dir.path().join(name);
         let summary = nwh_nar::restore(&mut &bytes[..], &dest).unwrap();
         assert_eq!(summary.size, bytes.len() as u64);

@@ -104,6 +104,26 @@ impl<R: Read, W: Write> ServeClient<R, W> {
         Ok(ServeClient { host, r, w, remote_version, version, poisoned: false })
     }
 
+    /// A connection whose handshake another [`ServeClient`] made (on other handles to the
+    /// same pipes), for a session that outlives the process that opened it: `remote_version`
+    /// is what the server announced then.
+    pub fn resume(host: impl Into<String>, r: R, w: W, remote_version: u64) -> Self {
+        ServeClient {
+            host: host.into(),
+            r: Reader::new(BufReader::new(r)),
+            w: Writer::new(BufWriter::new(w)),
+            remote_version,
+            version: remote_version.min(CLIENT_VERSION),
+            poisoned: false,
+        }
+    }
+
+    /// Every command so far ended where the protocol expects, so the next one can be sent
+    /// (another user of the session included).
+    pub fn is_clean(&self) -> bool {
+        !self.poisoned
+    }
+
     pub fn host(&self) -> &str {
         &self.host
     }

@@ -80,7 +80,11 @@ impl LoadDir {
     /// [`LoadDir::wait_for_a_free_slot`], giving up at `deadline`: true when a slot freed,
     /// false when the deadline came first. A hook that may wait only so long before it must
     /// answer Nix is woken the moment a build ends, not at its next look.
-    pub fn wait_for_a_free_slot_until(&self, slots: &[(String, u32)], deadline: Option<Instant>) -> Result<bool> {
+    pub fn wait_for_a_free_slot_until(
+        &self,
+        slots: &[(String, u32)],
+        deadline: Option<Instant>,
+    ) -> Result<bool> {
         let (tx, rx) = mpsc::channel();
         let mut waiting = 0;
         for (uri, max_jobs) in slots {

@@ -14,9 +14,9 @@ use anyhow::{bail, Context, Result};
 /// run are, and a `nix-store` process costs some 20 ms of CPU (mostly its dynamic linking),
 /// which on a busy machine is what bounds how many builds per second it dispatches.
 pub fn invalid(paths: &BTreeSet<String>) -> Result<BTreeSet<String>> {
-    let (absent, present): (BTreeSet<String>, BTreeSet<String>) = paths.iter().cloned().partition(|p| {
-        matches!(Path::new(p).symlink_metadata(), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
-    });
+    let (absent, present): (BTreeSet<String>, BTreeSet<String>) = paths.iter().cloned().partition(
+        |p| matches!(Path::new(p).symlink_metadata(), Err(e) if e.kind() == std::io::ErrorKind::NotFound),
+    );
     if present.is_empty() {
         return Ok(absent);
     }
@@ -98,7 +98,10 @@ pub fn serve_path_infos(paths: &BTreeSet<String>) -> Result<Vec<(String, nwh_ser
     if paths.is_empty() {
         return Ok(Vec::new());
     }
-    path_infos(paths)?.into_iter().map(|(path, info)| Ok((path.clone(), serve_path_info(&path, &info)?))).collect()
+    path_infos(paths)?
+        .into_iter()
+        .map(|(path, info)| Ok((path.clone(), serve_path_info(&path, &info)?)))
+        .collect()
 }
 
 /// One path's info as the serve protocol carries it.

@@ -8,6 +8,7 @@ pub mod local;
 pub mod register;
 pub mod ssh;
 pub mod store;
+pub mod warm;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -19,7 +20,7 @@ use nwh_serve::{BuildOptions, BuildStatus};
 use crate::log::{Activity, Level, Logger};
 use crate::protocol::Accepted;
 use ssh::Master;
-use store::StoreConn;
+use store::{Link, StoreConn};
 
 /// How a remote build ended, as Nix must learn it (hook-protocol.md §9).
 #[derive(Debug)]
@@ -112,15 +113,15 @@ pub fn build(master: &Master, job: &Job, slot: nwh_slots::SlotLock, logger: &Log
 pub struct BuilderSession {
     uri: String,
     store: StoreConn,
-    remote: ssh::Remote,
+    link: Link,
 }
 
 impl BuilderSession {
     /// Starts the builder's store program; its stderr (build logs, errors) goes to `log`.
     pub fn open(master: &Master, uri: &str, log: std::os::fd::OwnedFd) -> Result<BuilderSession> {
-        let (store, remote) = StoreConn::open(master, log)?;
+        let (store, link) = StoreConn::open(master, log)?;
         crate::timeline::mark("session");
-        Ok(BuilderSession { uri: uri.to_string(), store, remote })
+        Ok(BuilderSession { uri: uri.to_string(), store, link })
     }
 
     /// The conversation itself, for a front-end that relays the builder's answers.
@@ -246,11 +247,19 @@ impl BuilderSession {
         Ok(missing.len())
     }
 
-    /// Ends the conversation and waits for the builder's program to exit.
+    /// Ends the conversation: waits for the builder's program to exit, or gives a lent
+    /// session back for the next build when it is clean.
     pub fn finish(self) -> Result<()> {
         crate::timeline::mark("fetched");
+        let clean = self.store.is_clean();
         drop(self.store);
-        self.remote.finish()?;
+        match self.link {
+            Link::Spawned(remote) => {
+                remote.finish()?;
+            }
+            Link::Lent(lease) if clean => lease.give_back(),
+            Link::Lent(_) => {}
+        }
         Ok(())
     }
 }

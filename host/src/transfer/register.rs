@@ -49,7 +49,8 @@ pub fn outputs(
             remove_invalid(path)?;
             unpacked.push(path.clone());
             let mut restore = Restore::start(path)?;
-            let fetched = fetch(path, info.nar_size, &mut restore.pipe).with_context(|| format!("receiving {path}"));
+            let fetched =
+                fetch(path, info.nar_size, &mut restore.pipe).with_context(|| format!("receiving {path}"));
             let unpacked = restore.finish();
             let nar = match (fetched, unpacked) {
                 (Ok(nar), Ok(restored)) => {

@@ -337,22 +337,27 @@ impl Master {
     /// Starts `program args…` on the builder through the master. Arguments are escaped by the
     /// openssh crate: nothing from the machines file reaches a shell unquoted.
     pub fn spawn(&self, program: &str, args: &[&str], stderr: OwnedFd) -> Result<Remote> {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let session =
-            std::sync::Arc::new(openssh::Session::resume_mux(self.socket.clone().into_boxed_path(), None));
-        let (our_out, their_out) = std::io::pipe()?;
-        let (their_in, our_in) = std::io::pipe()?;
-        let child = runtime.block_on(async {
-            openssh::Session::to_command(session.clone(), program)
-                .args(args)
-                .stdin(OwnedFd::from(their_in))
-                .stdout(OwnedFd::from(their_out))
-                .stderr(stderr)
-                .spawn()
-                .await
-        })?;
-        Ok(Remote { stdin: our_in, stdout: our_out, child, runtime })
+        spawn_through(&self.socket, program, args, stderr)
     }
+}
+
+/// [`Master::spawn`] through the master listening on `socket`.
+pub fn spawn_through(socket: &Path, program: &str, args: &[&str], stderr: OwnedFd) -> Result<Remote> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let session =
+        std::sync::Arc::new(openssh::Session::resume_mux(socket.to_path_buf().into_boxed_path(), None));
+    let (our_out, their_out) = std::io::pipe()?;
+    let (their_in, our_in) = std::io::pipe()?;
+    let child = runtime.block_on(async {
+        openssh::Session::to_command(session.clone(), program)
+            .args(args)
+            .stdin(OwnedFd::from(their_in))
+            .stdout(OwnedFd::from(their_out))
+            .stderr(stderr)
+            .spawn()
+            .await
+    })?;
+    Ok(Remote { stdin: our_in, stdout: our_out, child, runtime })
 }
 
 impl Remote {

@@ -22,6 +22,13 @@ const BUILD_LOG_LINE: u64 = 101;
 const SET_PHASE: u64 = 104;
 const POST_BUILD_LOG_LINE: u64 = 107;
 
+/// How this process holds the builder's store program: started for this build, or lent by
+/// the keeper of warm sessions ([`super::warm`]).
+pub enum Link {
+    Spawned(Box<Remote>),
+    Lent(super::warm::Lease),
+}
+
 /// A builder's store, spoken to in its protocol.
 pub enum StoreConn {
     Serve(ServeClient<PipeReader, PipeWriter>),
@@ -36,8 +43,15 @@ pub enum StoreConn {
 impl StoreConn {
     /// Starts the builder's store program through `master`; its stderr (and, for a daemon,
     /// its messages and build log lines) go to `log`.
-    pub fn open(master: &Master, log: OwnedFd) -> Result<(StoreConn, Remote)> {
+    pub fn open(master: &Master, log: OwnedFd) -> Result<(StoreConn, Link)> {
         let target = &master.target;
+        if target.protocol == Protocol::Serve {
+            let args = target.store_args(true);
+            if let Some(lent) = super::warm::borrow(master, &target.remote_program, &args, &log) {
+                let conn = ServeClient::resume(target.display(), lent.stdout, lent.stdin, lent.version);
+                return Ok((StoreConn::Serve(conn), Link::Lent(lent.lease)));
+            }
+        }
         let log_file = File::from(log.try_clone()?);
         let remote = master.spawn(&target.remote_program, &target.store_args(true), log)?;
         let (stdout, stdin) = (remote.stdout.try_clone()?, remote.stdin.try_clone()?);
@@ -51,7 +65,15 @@ impl StoreConn {
                 StoreConn::Daemon { client, log }
             }
         };
-        Ok((conn, remote))
+        Ok((conn, Link::Spawned(Box::new(remote))))
+    }
+
+    /// Every command ended where its protocol expects: the session could serve another build.
+    pub fn is_clean(&self) -> bool {
+        match self {
+            StoreConn::Serve(c) => c.is_clean(),
+            StoreConn::Daemon { .. } => false,
+        }
     }
 
     pub fn query_valid_paths(

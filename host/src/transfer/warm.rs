@@ -1,0 +1,318 @@
+//! Warm sessions: one long-lived local process (`nix-wasm-hook --warm-sessions DIR`) keeps
+//! builders' `nix-store --serve --write` sessions open between builds and lends them to the
+//! hook processes, one build at a time. Without it every build starts a store program on its
+//! builder: some 40 ms before the build can begin, and some 20 ms of the builder's CPU (most of
+//! it dynamic linking), which with many small builds is what bounds how many a machine
+//! dispatches per second.
+//!
+//! It starts itself: a hook that finds no one listening on `DIR/warm.sock` starts it, detached
+//! (its own process group, so that Nix killing the hook's group leaves it), and opens its own
+//! session this time. It stops after [`IDLE`] without a request, when nothing is lent. A hook
+//! that cannot reach it, or is refused, opens its own session as before: nothing depends on it.
+//!
+//! The conversation on the socket, one connection per lent session:
+//! - hook: one JSON line ([`Ask`]), with its build log's descriptor (`SCM_RIGHTS`), where the
+//!   session's stderr (the build's log lines) goes while it is lent;
+//! - keeper: one JSON line ([`Lend`]) with the session's stdin and stdout descriptors, after
+//!   checking that the session still answers;
+//! - hook, when done: `returned\n` if every command ended cleanly. Closing without it (an
+//!   error, or the hook killed mid-build) ends the session instead: its state is unknown.
+//!
+//! Only the serve protocol (`ssh://`) is lent: a daemon connection's handshake leaves state
+//! (features, trust) that a second process would have to be told.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, IoSlice, IoSliceMut, PipeReader, PipeWriter, Read, Write};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage,
+    SendFlags,
+};
+use serde::{Deserialize, Serialize};
+
+use super::ssh::{Master, Remote};
+
+/// How long the keeper stays without a request before it ends (and its sessions with it).
+pub const IDLE: Duration = Duration::from_secs(60);
+
+/// The flag that makes the binary the keeper.
+pub const FLAG: &str = "--warm-sessions";
+
+/// What a hook asks for: a session of `program args…` through the master at `socket`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Ask {
+    socket: PathBuf,
+    program: String,
+    args: Vec<String>,
+    host: String,
+}
+
+/// Idle sessions kept per kind at most. No more are ever idle than were lent at once, which
+/// the builder's slots bound; this only bounds a machines file with absurd max-jobs.
+const KEEP: usize = 64;
+
+/// The keeper's answer: the version the server announced at the handshake, or why not.
+#[derive(Debug, Serialize, Deserialize)]
+struct Lend {
+    version: Option<u64>,
+    error: Option<String>,
+}
+
+fn socket_path(dir: &Path) -> PathBuf {
+    dir.join("warm.sock")
+}
+
+/// A session lent to this process: talk on `stdin`/`stdout`, then [`Lease::give_back`].
+pub struct Lent {
+    pub stdin: PipeWriter,
+    pub stdout: PipeReader,
+    pub version: u64,
+    pub lease: Lease,
+}
+
+/// The connection that holds a lent session; dropping it without [`Lease::give_back`] ends
+/// the session.
+pub struct Lease(UnixStream);
+
+impl Lease {
+    /// The session is clean (every command ended where the protocol expects): the keeper may
+    /// lend it again.
+    pub fn give_back(mut self) {
+        let _ = self.0.write_all(b"returned\n");
+    }
+}
+
+/// Borrows a warm session for `master`'s builder, its stderr going to `log`; `None` when the
+/// keeper is not there (it is started for the next build) or cannot lend one.
+pub fn borrow(master: &Master, program: &str, args: &[&str], log: &OwnedFd) -> Option<Lent> {
+    let dir = master.socket.parent()?;
+    let mut stream = match UnixStream::connect(socket_path(dir)) {
+        Ok(s) => s,
+        Err(_) => {
+            start_keeper(dir);
+            return None;
+        }
+    };
+    let ask = Ask {
+        socket: master.socket.clone(),
+        program: program.to_string(),
+        args: args.iter().map(|a| a.to_string()).collect(),
+        host: master.target.display(),
+    };
+    let line = format!("{}\n", serde_json::to_string(&ask).ok()?);
+    send_with_fds(&stream, line.as_bytes(), &[log.as_fd()]).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    let (reply, mut fds) = recv_line_with_fds(&mut stream).ok()?;
+    let lend: Lend = serde_json::from_str(&reply).ok()?;
+    let version = lend.version?;
+    if fds.len() != 2 {
+        return None;
+    }
+    let stdout = PipeReader::from(fds.pop()?);
+    let stdin = PipeWriter::from(fds.pop()?);
+    stream.set_read_timeout(None).ok()?;
+    Some(Lent { stdin, stdout, version, lease: Lease(stream) })
+}
+
+/// Starts the keeper for `dir`, detached, unless one is starting already.
+fn start_keeper(dir: &Path) {
+    let Ok(exe) = std::env::current_exe() else { return };
+    // Its own process group: Nix ends a hook by killing the hook's group.
+    let _ = std::process::Command::new(exe)
+        .arg(FLAG)
+        .arg(dir)
+        .current_dir("/")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn();
+}
+
+fn send_with_fds(stream: &UnixStream, bytes: &[u8], fds: &[std::os::fd::BorrowedFd<'_>]) -> Result<()> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    anyhow::ensure!(control.push(SendAncillaryMessage::ScmRights(fds)), "too many descriptors to send");
+    let sent = rustix::net::sendmsg(stream, &[IoSlice::new(bytes)], &mut control, SendFlags::NOSIGNAL)?;
+    anyhow::ensure!(sent == bytes.len(), "a short message on the warm-session socket");
+    Ok(())
+}
+
+/// One line (up to 4 KiB, sent in one message) and the descriptors that came with it.
+fn recv_line_with_fds(stream: &mut UnixStream) -> Result<(String, Vec<OwnedFd>)> {
+    let mut buf = [0u8; 4096];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let got = rustix::net::recvmsg(
+        &*stream,
+        &mut [IoSliceMut::new(&mut buf)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )?;
+    let mut fds = Vec::new();
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = message {
+            fds.extend(received);
+        }
+    }
+    let text = std::str::from_utf8(&buf[..got.bytes]).context("a message that is not text")?;
+    let Some(line) = text.strip_suffix('\n') else { bail!("a message that is not one line") };
+    Ok((line.to_string(), fds))
+}
+
+/// One session the keeper holds: the remote program, our ends of its stdin and stdout, and
+/// where its stderr goes (the borrower's build log, or nowhere between builds).
+struct Session {
+    remote: Remote,
+    version: u64,
+    log: Arc<Mutex<Option<File>>>,
+}
+
+type Idle = Arc<Mutex<HashMap<String, Vec<Session>>>>;
+
+/// The keeper: runs until [`IDLE`] passes without a request and nothing is lent. Another
+/// keeper of `dir` already running makes this one end at once.
+pub fn keep(dir: &Path) -> Result<()> {
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("warm.lock"))
+        .context("opening the keeper's lock")?;
+    if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+        return Ok(());
+    }
+    let path = socket_path(dir);
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).with_context(|| format!("listening on {}", path.display()))?;
+    // Who to stop, for whoever started the hook (the tests end what they started).
+    let _ = std::fs::write(dir.join("warm.pid"), format!("{}\n", std::process::id()));
+    let idle: Idle = Arc::default();
+    let activity = Arc::new(Mutex::new((Instant::now(), 0usize)));
+    {
+        let activity = activity.clone();
+        let path = path.clone();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let (last, lent) = *activity.lock().unwrap_or_else(|p| p.into_inner());
+            if lent == 0 && last.elapsed() >= IDLE {
+                // Whoever connects after this finds no one and starts a new keeper.
+                let _ = std::fs::remove_file(&path);
+                std::process::exit(0);
+            }
+        });
+    }
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        {
+            let mut a = activity.lock().unwrap_or_else(|p| p.into_inner());
+            *a = (Instant::now(), a.1 + 1);
+        }
+        let (idle, activity) = (idle.clone(), activity.clone());
+        std::thread::spawn(move || {
+            let _ = lend(stream, &idle);
+            let mut a = activity.lock().unwrap_or_else(|p| p.into_inner());
+            *a = (Instant::now(), a.1 - 1);
+        });
+    }
+    drop(lock);
+    Ok(())
+}
+
+/// Serves one borrower: a session (an idle one that still answers, or a new one), held until
+/// it is given back or the borrower goes.
+fn lend(mut stream: UnixStream, idle: &Idle) -> Result<()> {
+    let (line, mut fds) = recv_line_with_fds(&mut stream)?;
+    let ask: Ask = serde_json::from_str(&line)?;
+    let log = File::from(fds.pop().context("no build log came with the request")?);
+    let key = serde_json::to_string(&(&ask.socket, &ask.program, &ask.args))?;
+    let session = match take_idle(idle, &key, &ask) {
+        Some(s) => s,
+        None => match open(&ask) {
+            Ok(s) => s,
+            Err(e) => {
+                let reply = serde_json::to_string(&Lend { version: None, error: Some(format!("{e:#}")) })?;
+                stream.write_all(format!("{reply}\n").as_bytes())?;
+                return Ok(());
+            }
+        },
+    };
+    *session.log.lock().unwrap_or_else(|p| p.into_inner()) = Some(log);
+    let reply = serde_json::to_string(&Lend { version: Some(session.version), error: None })?;
+    send_with_fds(
+        &stream,
+        format!("{reply}\n").as_bytes(),
+        &[session.remote.stdin.as_fd(), session.remote.stdout.as_fd()],
+    )?;
+    let mut said = String::new();
+    let _ = BufReader::new(&stream).read_line(&mut said);
+    *session.log.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    if said == "returned\n" {
+        let mut idle = idle.lock().unwrap_or_else(|p| p.into_inner());
+        let kept = idle.entry(key).or_default();
+        if kept.len() < KEEP {
+            kept.push(session);
+            return Ok(());
+        }
+    }
+    let _ = session.remote.finish();
+    Ok(())
+}
+
+/// An idle session of this kind that still answers; those that do not are ended.
+fn take_idle(idle: &Idle, key: &str, ask: &Ask) -> Option<Session> {
+    loop {
+        let session = idle.lock().unwrap_or_else(|p| p.into_inner()).get_mut(key)?.pop()?;
+        if answers(&session, &ask.host) {
+            return Some(session);
+        }
+        let _ = session.remote.finish();
+    }
+}
+
+/// A round trip on the session: a builder that went away since is found here, not by the
+/// borrower in the middle of its build.
+fn answers(session: &Session, host: &str) -> bool {
+    let (Ok(r), Ok(w)) = (session.remote.stdout.try_clone(), session.remote.stdin.try_clone()) else {
+        return false;
+    };
+    let mut client = nwh_serve::ServeClient::resume(host, r, w, session.version);
+    client.query_valid_paths(std::iter::empty::<&str>(), false, false).is_ok() && client.is_clean()
+}
+
+/// A new session: the remote program started through the master, greeted, its stderr relayed
+/// by a thread to whoever borrows it.
+fn open(ask: &Ask) -> Result<Session> {
+    let (err_r, err_w) = std::io::pipe()?;
+    let args: Vec<&str> = ask.args.iter().map(String::as_str).collect();
+    let remote = super::ssh::spawn_through(&ask.socket, &ask.program, &args, OwnedFd::from(err_w))?;
+    let client =
+        nwh_serve::ServeClient::handshake(&ask.host, remote.stdout.try_clone()?, remote.stdin.try_clone()?)?;
+    let version = client.remote_version();
+    let log: Arc<Mutex<Option<File>>> = Arc::default();
+    let to = log.clone();
+    std::thread::spawn(move || relay(err_r, &to));
+    Ok(Session { remote, version, log })
+}
+
+/// Copies the session's stderr to the current borrower's build log until the session ends.
+fn relay(mut from: PipeReader, to: &Mutex<Option<File>>) {
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = from.read(&mut buf) {
+        if n == 0 {
+            return;
+        }
+        if let Some(log) = to.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            let _ = log.write_all(&buf[..n]);
+        }
+    }
+}
