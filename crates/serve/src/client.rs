@@ -29,6 +29,8 @@ pub struct ServeClient<R: Read, W: Write> {
     remote_version: u64,
     version: u64,
     poisoned: bool,
+    /// Uploads sent whose replies have not been read yet ([`ServeClient::send_nar`]).
+    unanswered: u64,
 }
 
 impl<R: Read, W: Write> fmt::Debug for ServeClient<R, W> {
@@ -101,7 +103,7 @@ impl<R: Read, W: Write> ServeClient<R, W> {
             return Err(ServeError::UnsupportedVersion { host, version: remote_version });
         }
         let version = remote_version.min(version);
-        Ok(ServeClient { host, r, w, remote_version, version, poisoned: false })
+        Ok(ServeClient { host, r, w, remote_version, version, poisoned: false, unanswered: 0 })
     }
 
     /// A connection whose handshake another [`ServeClient`] made (on other handles to the
@@ -115,6 +117,7 @@ impl<R: Read, W: Write> ServeClient<R, W> {
             remote_version,
             version: remote_version.min(CLIENT_VERSION),
             poisoned: false,
+            unanswered: 0,
         }
     }
 
@@ -165,6 +168,9 @@ impl<R: Read, W: Write> ServeClient<R, W> {
     /// Runs one command. The connection counts as broken until the command has finished
     /// cleanly, so an error anywhere in between (ours or the server's) poisons it.
     fn command<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        if self.unanswered > 0 {
+            self.wait_for_uploads()?;
+        }
         if self.poisoned {
             return Err(ServeError::Poisoned { host: self.host.clone() });
         }
@@ -331,6 +337,15 @@ impl<R: Read, W: Write> ServeClient<R, W> {
     /// The path is registered without a registration time of ours (the server stamps its
     /// own) and as not "ultimately trusted", as Nix does when copying between stores.
     pub fn add_to_store_nar(&mut self, path: &str, info: &PathInfo, nar: &mut impl Read) -> Result<()> {
+        self.send_nar(path, info, nar)?;
+        self.wait_for_uploads()
+    }
+
+    /// [`ServeClient::add_to_store_nar`] without waiting for the server's reply: the server
+    /// stores this path while the next one is on its way (it takes commands in order, so
+    /// send references first). [`ServeClient::wait_for_uploads`] reads the replies; so does
+    /// the next other command.
+    pub fn send_nar(&mut self, path: &str, info: &PathInfo, nar: &mut impl Read) -> Result<()> {
         const DURING: &str = "AddToStoreNar";
         if !self.supports_add_to_store_nar() {
             return Err(ServeError::Unsupported {
@@ -355,32 +370,72 @@ impl<R: Read, W: Write> ServeClient<R, W> {
             registration_time: 0, // the server's clock
             ultimate: false,
         };
-        self.command(|c| {
-            c.send_request(&request)?;
-            // Never more than narSize bytes: the server reads exactly that many.
-            let mut limited = nar.take(info.nar_size);
-            let summary = copy_nar(&mut limited, &mut c.w).map_err(|e| match e {
-                NarError::Sink(e) => c.send_err(DURING, e),
-                source => ServeError::InvalidNar { path: path.to_string(), source },
-            })?;
-            if summary.size != info.nar_size {
-                return Err(ServeError::NarSizeMismatch {
-                    path: path.to_string(),
-                    expected: info.nar_size,
-                    actual: summary.size,
-                });
+        // Uploads waiting for their replies leave the connection "poisoned" (unusable for
+        // anything else) until they are read; a failed one leaves it so for good.
+        if self.poisoned && self.unanswered == 0 {
+            return Err(ServeError::Poisoned { host: self.host.clone() });
+        }
+        self.poisoned = true;
+        let sent = self.send_checked_nar(&request, path, info, &expected_hash, nar);
+        match sent {
+            Ok(()) => self.unanswered += 1,
+            Err(_) => self.unanswered = 0,
+        }
+        sent
+    }
+
+    fn send_checked_nar(
+        &mut self,
+        request: &Request,
+        path: &str,
+        info: &PathInfo,
+        expected_hash: &[u8; 32],
+        nar: &mut impl Read,
+    ) -> Result<()> {
+        const DURING: &str = "AddToStoreNar";
+        self.send_request(request)?;
+        // Never more than narSize bytes: the server reads exactly that many.
+        let mut limited = nar.take(info.nar_size);
+        let summary = copy_nar(&mut limited, &mut self.w).map_err(|e| match e {
+            NarError::Sink(e) => self.send_err(DURING, e),
+            source => ServeError::InvalidNar { path: path.to_string(), source },
+        })?;
+        if summary.size != info.nar_size {
+            return Err(ServeError::NarSizeMismatch {
+                path: path.to_string(),
+                expected: info.nar_size,
+                actual: summary.size,
+            });
+        }
+        if summary.sha256 != *expected_hash {
+            return Err(ServeError::NarHashMismatch {
+                path: path.to_string(),
+                expected: info.nar_hash.clone(),
+                actual: summary.nar_hash(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads the server's reply to every upload sent with [`ServeClient::send_nar`].
+    pub fn wait_for_uploads(&mut self) -> Result<()> {
+        const DURING: &str = "AddToStoreNar";
+        if self.unanswered == 0 {
+            return Ok(());
+        }
+        let answered = (|| {
+            self.flush(DURING)?;
+            while self.unanswered > 0 {
+                self.expect_done(DURING)?;
+                self.unanswered -= 1;
             }
-            if summary.sha256 != expected_hash {
-                return Err(ServeError::NarHashMismatch {
-                    path: path.to_string(),
-                    expected: info.nar_hash.clone(),
-                    actual: summary.nar_hash(),
-                });
-            }
-            c.flush(DURING)?;
-            c.expect_done(DURING)?;
             Ok(())
-        })
+        })();
+        match answered {
+            Ok(()) => self.poisoned = false,
+            Err(_) => self.unanswered = 0,
+        }
+        answered
     }
 
     /// Builds `drv` (sent whole; the server never needs the `.drv` file) and waits for the

@@ -378,3 +378,35 @@ fn without_write_mutating_commands_end_the_session() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("importing paths is not allowed"), "{stderr}");
 }
+
+/// Uploads sent back to back, the replies read at the end (or by the next command): the
+/// server stores each as it comes, references first.
+#[test]
+fn uploads_sent_without_waiting_are_all_stored() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipping the real-Nix test: {reason}");
+        return;
+    }
+    let sb = Sandbox::new();
+    std::fs::write(sb.dir.join("exprs.nix"), EXPRS).unwrap();
+    let local = sb.local();
+    let local_s = local.to_str().unwrap().to_string();
+    let built = sb.run_text(
+        "nix-build",
+        &["--store", &local_s, "--no-out-link", "exprs.nix", "-A", "ref", "-A", "dep"],
+    );
+    let built: Vec<&str> = built.lines().collect();
+    let (ref_path, dep_path) = (built[0].to_string(), built[1].to_string());
+    let nar = |p: &str| sb.run("nix-store", &["--dump", Sandbox::real(&local, p).to_str().unwrap()]).stdout;
+    let (server, stdout, stdin) = Server::start(&sb);
+    let mut c = ServeClient::handshake("local nix-store --serve", stdout, stdin)
+        .unwrap_or_else(|e| panic!("{e}; server stderr: {}", server.stderr()));
+    c.send_nar(&dep_path, &local_info(&sb, &dep_path), &mut &nar(&dep_path)[..]).unwrap();
+    c.send_nar(&ref_path, &local_info(&sb, &ref_path), &mut &nar(&ref_path)[..]).unwrap();
+    assert!(!c.is_clean(), "two replies are still to be read");
+    // The next command reads them first.
+    let both = [dep_path.as_str(), ref_path.as_str()];
+    assert_eq!(c.query_valid_paths(both, false, false).unwrap(), BTreeSet::from(both.map(String::from)));
+    assert!(c.is_clean());
+    c.wait_for_uploads().unwrap();
+}

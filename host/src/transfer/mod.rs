@@ -181,6 +181,7 @@ impl BuilderSession {
             done += nar_size;
             all.progress(done, total);
         }
+        store.added()?;
         Ok(missing.len())
     }
 

@@ -126,15 +126,17 @@ impl StoreConn {
         })
     }
 
-    /// Adds one local path, whose references the builder already has.
+    /// Adds one local path, whose references the builder already has or was sent before; the
+    /// builder may still be storing it when this returns ([`StoreConn::added`] waits).
     pub fn add(&mut self, path: &str, info: &local::PathInfo) -> Result<()> {
         match self {
-            // `AddToStoreNar` (servers since Nix 2.4ish, protocol 2.5) streams into the store
-            // as it arrives; `ImportPaths` makes the server hold each NAR in memory first.
+            // `AddToStoreNar` (serve protocol 2.5 and later) streams into the store as it
+            // arrives, and its reply is read later, so the builder stores one path while the
+            // next is on its way; `ImportPaths` makes the server hold each NAR in memory first.
             StoreConn::Serve(c) if c.supports_add_to_store_nar() => {
                 let info = local::serve_path_info(path, info)?;
                 let mut nar = local::nar(path)?;
-                let sent = c.add_to_store_nar(path, &info, &mut nar.reader).map_err(Into::into);
+                let sent = c.send_nar(path, &info, &mut nar.reader).map_err(Into::into);
                 nar.finish_after(sent)
             }
             StoreConn::Serve(c) => {
@@ -146,6 +148,14 @@ impl StoreConn {
                 let untrusted = client.trusted() == Some(false);
                 add_to_daemon(client, path, info, untrusted, &mut |m| text(log, &m))
             }
+        }
+    }
+
+    /// Waits until the builder has stored every path [`StoreConn::add`] sent.
+    pub fn added(&mut self) -> Result<()> {
+        match self {
+            StoreConn::Serve(c) => Ok(c.wait_for_uploads()?),
+            StoreConn::Daemon { .. } => Ok(()),
         }
     }
 
