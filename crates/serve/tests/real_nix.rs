@@ -209,6 +209,18 @@ impl Server {
     }
 }
 
+/// `ref` and `dep` (which `ref` refers to), built in the sandbox's local store.
+fn inputs(sb: &Sandbox) -> (String, String) {
+    std::fs::write(sb.dir.join("exprs.nix"), EXPRS).unwrap();
+    let local = sb.local();
+    let built = sb.run_text(
+        "nix-build",
+        &["--store", local.to_str().unwrap(), "--no-out-link", "exprs.nix", "-A", "ref", "-A", "dep"],
+    );
+    let built: Vec<&str> = built.lines().collect();
+    (built[0].to_string(), built[1].to_string())
+}
+
 fn local_info(sb: &Sandbox, path: &str) -> PathInfo {
     let local = sb.local();
     let store = local.to_str().unwrap();
@@ -232,18 +244,10 @@ fn against_nix_store_serve() {
         return;
     }
     let sb = Sandbox::new();
-    std::fs::write(sb.dir.join("exprs.nix"), EXPRS).unwrap();
+    let (ref_path, dep_path) = inputs(&sb);
     let local = sb.local();
     let local_s = local.to_str().unwrap().to_string();
     let remote = sb.remote();
-
-    // Inputs, built in the local store.
-    let built = sb.run_text(
-        "nix-build",
-        &["--store", &local_s, "--no-out-link", "exprs.nix", "-A", "ref", "-A", "dep"],
-    );
-    let built: Vec<&str> = built.lines().collect();
-    let (ref_path, dep_path) = (built[0].to_string(), built[1].to_string());
     let export_dep = sb.run("nix-store", &["--store", &local_s, "--export", &dep_path]).stdout;
     let export_both = sb.run("nix-store", &["--store", &local_s, "--export", &dep_path, &ref_path]).stdout;
     let ref_nar = sb.run("nix-store", &["--dump", Sandbox::real(&local, &ref_path).to_str().unwrap()]).stdout;
@@ -388,15 +392,8 @@ fn uploads_sent_without_waiting_are_all_stored() {
         return;
     }
     let sb = Sandbox::new();
-    std::fs::write(sb.dir.join("exprs.nix"), EXPRS).unwrap();
+    let (ref_path, dep_path) = inputs(&sb);
     let local = sb.local();
-    let local_s = local.to_str().unwrap().to_string();
-    let built = sb.run_text(
-        "nix-build",
-        &["--store", &local_s, "--no-out-link", "exprs.nix", "-A", "ref", "-A", "dep"],
-    );
-    let built: Vec<&str> = built.lines().collect();
-    let (ref_path, dep_path) = (built[0].to_string(), built[1].to_string());
     let nar = |p: &str| sb.run("nix-store", &["--dump", Sandbox::real(&local, p).to_str().unwrap()]).stdout;
     let (server, stdout, stdin) = Server::start(&sb);
     let mut c = ServeClient::handshake("local nix-store --serve", stdout, stdin)
