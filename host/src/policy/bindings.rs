@@ -1,15 +1,15 @@
 //! Host bindings generated from the WIT contract, one module per version the host speaks, so
 //! that a policy built for an older version runs with that version's types (wasmCloud keeps
-//! its versions side by side the same way). The rest of the host never names generated paths.
+//! its versions side by side the same way). They check a component against its version when
+//! it is loaded; the calls pass the host's own types (`params`). The rest of the host never
+//! names generated paths.
 
 pub mod v0_2 {
     wasmtime::component::bindgen!({ world: "policy-world", path: "../wit" });
-    pub use exports::nix_wasm_hook::policy::policy::{Answer, Decision, Machine, Request};
 }
 
 pub mod v0_1 {
     wasmtime::component::bindgen!({ world: "policy-world", path: "../wit/versions/0.1.0" });
-    pub use exports::nix_wasm_hook::policy::policy::{Answer, Decision, Machine, Request};
 }
 
 /// The package every policy exports its interface from.

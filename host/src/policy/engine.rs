@@ -1,10 +1,11 @@
 //! One wasmtime engine per process, configured for bounded, deterministic policy calls.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::Result;
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// How often the epoch advances. A call's wall-clock deadline is a number of these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -16,9 +17,51 @@ pub fn new_engine() -> Result<Engine> {
     config.consume_fuel(true);
     config.epoch_interruption(true);
     config.max_wasm_stack(1 << 20);
+    if POOLED.load(Ordering::Relaxed) {
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool()));
+    }
     let engine = Engine::new(&config)?;
     start_ticker(&engine);
     Ok(engine)
+}
+
+/// Whether this process's engine keeps instance slots between decisions ([`pool_instances`]).
+static POOLED: AtomicBool = AtomicBool::new(false);
+
+/// Makes this process's engine pool its instances: for the tools that decide thousands of
+/// times in one process (`simulate`, `replay`). Call before the first policy is loaded. The
+/// hook decides once or a few times per process, where the pool's reservation (128 slots of
+/// address space) and its resident pages would cost more than they save.
+pub fn pool_instances() {
+    POOLED.store(true, Ordering::Relaxed);
+}
+
+/// Every decision runs in a fresh instance. wasmtime's default allocator maps new linear
+/// memory for each instance and unmaps it afterwards, and each page the call touches is a page
+/// fault: at a thousand machines (~80 pages) that was a quarter of a decision, spent in the
+/// kernel. The pooling allocator keeps memory slots between instances and hands a slot back
+/// reset to the policy's initial image, the written pages zeroed in place (only those: Linux
+/// ≥ 6.7 names them, PAGEMAP_SCAN), so a fresh instance costs no mapping and no fault. Nothing
+/// of one decision is visible to the next, as before.
+fn pool() -> PoolingAllocationConfig {
+    let mut pool = PoolingAllocationConfig::new();
+    // A process decides one request at a time; the tests run a few at once. Python and
+    // JavaScript components have a dozen core instances, several tables, big ones. Each
+    // memory slot reserves 4 GiB of address space (and a guard), as an instance did before.
+    pool.total_component_instances(128)
+        .total_core_instances(1024)
+        .total_memories(128)
+        .total_tables(512)
+        .max_memories_per_module(2)
+        .max_tables_per_module(8)
+        // The limit `MemoryLimiter::table_growing` enforces anyway.
+        .table_elements(100_000)
+        // Enough for the default policy over a thousand machines; a bigger memory is reset
+        // beyond this by the kernel, as before.
+        .linear_memory_keep_resident(2 << 20)
+        .table_keep_resident(64 << 10)
+        .pagemap_scan(Enabled::Auto);
+    pool
 }
 
 /// The engine shared by every policy in this process (default and user policy alike), so the

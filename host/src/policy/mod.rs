@@ -4,18 +4,20 @@
 mod bindings;
 pub mod cache;
 pub mod engine;
+mod params;
 mod sandbox;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use wasmtime::component::Component;
+use wasmtime::component::{Component, ComponentExportIndex, Instance, InstancePre};
 use wasmtime::{Engine, Store, Trap};
 
 use crate::decision::{self, Answer, Choice, MachineView, Request};
 use bindings::{v0_1, v0_2};
 use cache::Cache;
+use params::{AnswerOut, MachineArg, MachineRecord, MachineV0_1, MachineV0_2, RequestArg};
 use sandbox::StoreState;
 
 /// The default policy, built from `policies/default` and committed (CI rebuilds it and fails
@@ -102,18 +104,14 @@ pub enum CallError {
     Nonsense(String),
 }
 
-/// The instance-pre of the contract version the policy was built for.
-enum Pre {
-    V0_2(v0_2::PolicyWorldPre<StoreState>),
-    V0_1(v0_1::PolicyWorldPre<StoreState>),
-}
-
 /// A policy ready to decide: compiled, checked and linked once per process.
 pub struct Policy {
     name: String,
     sha256: String,
     version: &'static str,
-    pre: Pre,
+    pre: InstancePre<StoreState>,
+    /// `decide` in the policy interface, found once instead of by name on every call.
+    decide: ComponentExportIndex,
     engine: Engine,
     pub limits: Limits,
 }
@@ -147,16 +145,27 @@ impl Policy {
             Ok((c, _)) => c,
             Err(e) => return Err(LoadError::Invalid(format!("{e:#}")).into()),
         };
-        let version = sandbox::check_exports(&engine, &component)?;
+        let (version, interface) = sandbox::check_exports(&engine, &component)?;
         let imports = sandbox::check_imports(&engine, &component)?;
         let linker = sandbox::linker(&engine, &imports)?;
         let unusable = |e: wasmtime::Error| LoadError::WrongExport(first_line(&format!("{e:#}")));
-        let instance_pre = linker.instantiate_pre(&component).map_err(unusable)?;
-        let pre = match version {
-            "0.1" => Pre::V0_1(v0_1::PolicyWorldPre::new(instance_pre).map_err(unusable)?),
-            _ => Pre::V0_2(v0_2::PolicyWorldPre::new(instance_pre).map_err(unusable)?),
-        };
-        Ok(Policy { name: name.to_string(), sha256, version, pre, engine, limits: Limits::default() })
+        let pre = linker.instantiate_pre(&component).map_err(unusable)?;
+        // The generated bindings check the component's whole world against its contract
+        // version. The calls go through `params`, whose types wasmtime checks again when
+        // `decide` is looked up.
+        match version {
+            "0.1" => {
+                v0_1::PolicyWorldPre::new(pre.clone()).map_err(unusable)?;
+            }
+            _ => {
+                v0_2::PolicyWorldPre::new(pre.clone()).map_err(unusable)?;
+            }
+        }
+        let decide = component
+            .get_export_index(None, interface.as_str())
+            .and_then(|i| component.get_export_index(Some(&i), "decide"))
+            .ok_or_else(|| LoadError::WrongExport(format!("`{interface}` has no `decide`")))?;
+        Ok(Policy { name: name.to_string(), sha256, version, pre, decide, engine, limits: Limits::default() })
     }
 
     pub fn name(&self) -> &str {
@@ -181,20 +190,13 @@ impl Policy {
         store.set_fuel(limits.fuel).expect("fuel is enabled on the engine");
         let ticks = (limits.deadline.as_millis() / engine::EPOCH_TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(ticks);
-        let result = match &self.pre {
-            Pre::V0_2(pre) => pre.instantiate(&mut store).and_then(|i| {
-                let ms: Vec<_> = machines.iter().map(v0_2_machine).collect();
-                let answer =
-                    i.nix_wasm_hook_policy_policy().call_decide(&mut store, &v0_2_request(req), &ms)?;
-                Ok(from_v0_2(answer))
-            }),
-            Pre::V0_1(pre) => pre.instantiate(&mut store).and_then(|i| {
-                let ms: Vec<_> = machines.iter().map(v0_1_machine).collect();
-                let answer =
-                    i.nix_wasm_hook_policy_policy().call_decide(&mut store, &v0_1_request(req), &ms)?;
-                Ok(from_v0_1(answer))
-            }),
-        };
+        let result = self.pre.instantiate(&mut store).and_then(|instance| {
+            let answer = match self.version {
+                "0.1" => self.call_decide::<MachineV0_1>(&mut store, &instance, req, machines)?,
+                _ => self.call_decide::<MachineV0_2>(&mut store, &instance, req, machines)?,
+            };
+            Ok(Answer::from(answer))
+        });
         let fuel_used = limits.fuel - store.get_fuel().unwrap_or(0);
         let state = store.data();
         let logs = String::from_utf8_lossy(&state.logs.contents()).into_owned();
@@ -202,6 +204,21 @@ impl Policy {
             Ok(answer) => Ok(Call { answer, fuel_used, peak_memory: state.limiter.peak, logs }),
             Err(e) => Err(classify(e, state, limits)),
         }
+    }
+
+    /// `decide`, its machines passed as the `machine` record `R` of the policy's contract.
+    fn call_decide<R: MachineRecord>(
+        &self,
+        store: &mut Store<StoreState>,
+        instance: &Instance,
+        req: &Request,
+        machines: &[MachineView],
+    ) -> wasmtime::Result<AnswerOut> {
+        let machines: Vec<MachineArg<R>> = machines.iter().map(MachineArg::of).collect();
+        let decide = instance
+            .get_typed_func::<(RequestArg, &[MachineArg<R>]), (AnswerOut,)>(&mut *store, &self.decide)?;
+        let (answer,) = decide.call(store, (RequestArg::of(req), &machines))?;
+        Ok(answer)
     }
 }
 
@@ -226,48 +243,6 @@ fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or_default().to_string()
 }
 
-// One set of conversions per contract version; they differ only in the fields each version
-// has, so a macro keeps them from drifting apart.
-macro_rules! conversions {
-    ($v:ident, $request:ident, $machine:ident, $answer:ident, |$m:ident| { $($extra:tt)* }) => {
-        fn $request(r: &Request) -> $v::Request {
-            $v::Request {
-                drv_path: r.drv_path.clone(),
-                system: r.system.clone(),
-                required_features: r.required_features.clone(),
-                am_willing: r.am_willing,
-                could_build_locally: r.could_build_locally,
-            }
-        }
-
-        fn $machine($m: &MachineView) -> $v::Machine {
-            $v::Machine {
-                uri: $m.uri.clone(),
-                systems: $m.systems.clone(),
-                max_jobs: $m.max_jobs,
-                speed_factor: $m.speed_factor,
-                supported_features: $m.supported_features.clone(),
-                mandatory_features: $m.mandatory_features.clone(),
-                slots_in_use: $m.slots_in_use,
-                enabled: $m.enabled,
-                $($extra)*
-            }
-        }
-
-        fn $answer(a: $v::Answer) -> Answer {
-            let choice = match a.decision {
-                $v::Decision::Try(list) => Choice::Try(list),
-                $v::Decision::Decline => Choice::Decline,
-                $v::Decision::Postpone => Choice::Postpone,
-            };
-            Answer { choice, rejected: a.rejected.into_iter().map(|r| (r.machine, r.reason)).collect() }
-        }
-    };
-}
-
-conversions!(v0_2, v0_2_request, v0_2_machine, from_v0_2, |m| { down_reason: m.down_reason.clone(), });
-conversions!(v0_1, v0_1_request, v0_1_machine, from_v0_1, |m| {});
-
 /// Checks that an answer names only machines that exist and fit now, and gives a reason for
 /// every machine it leaves out (so users can be told why).
 pub fn validate(answer: &Answer, req: &Request, machines: &[MachineView]) -> Result<(), CallError> {
@@ -277,14 +252,17 @@ pub fn validate(answer: &Answer, req: &Request, machines: &[MachineView]) -> Res
                 "it ranked no machine; an empty ranking must be `decline` or `postpone`".into(),
             ));
         }
-        for (pos, &i) in ranking.iter().enumerate() {
+        // A mark per machine: looking each one up in the ranking before it would cost n²
+        // for n machines (half a million comparisons at a thousand).
+        let mut ranked = vec![false; machines.len()];
+        for &i in ranking {
             let Some(m) = machines.get(i as usize) else {
                 return Err(CallError::Nonsense(format!(
                     "it ranked machine #{i}, but there are only {} machines",
                     machines.len()
                 )));
             };
-            if ranking[..pos].contains(&i) {
+            if std::mem::replace(&mut ranked[i as usize], true) {
                 return Err(CallError::Nonsense(format!("it ranked machine #{i} ({}) twice", m.uri)));
             }
             if let Err(why) = decision::fits_now(req, m) {

@@ -50,8 +50,8 @@ pub fn check_imports(engine: &Engine, component: &Component) -> Result<Imports, 
 }
 
 /// Finds the policy interface among the exports and returns the `major.minor` of the
-/// contract it was built for, if the host speaks it.
-pub fn check_exports(engine: &Engine, component: &Component) -> Result<&'static str, LoadError> {
+/// contract it was built for, if the host speaks it, and the interface's full export name.
+pub fn check_exports(engine: &Engine, component: &Component) -> Result<(&'static str, String), LoadError> {
     let wanted = format!("{}/{}", bindings::PACKAGE, bindings::INTERFACE);
     let mut exports = Vec::new();
     for (name, item) in component.component_type().exports(engine) {
@@ -70,7 +70,7 @@ pub fn check_exports(engine: &Engine, component: &Component) -> Result<&'static 
             return bindings::SUPPORTED
                 .iter()
                 .find(|s| **s == minor)
-                .copied()
+                .map(|s| (*s, name.to_string()))
                 .ok_or_else(|| LoadError::Version { policy: version.to_string() });
         }
         exports.push(name.to_string());

@@ -123,7 +123,12 @@ struct Sim<'a> {
     policies: &'a Policies,
     drv_paths: Vec<String>,
     now: u64,
-    running: Vec<u32>,
+    /// The builders as the policy sees them; a builder's `slots_in_use` is the number of
+    /// builds running on it. Kept from one decision to the next (only the counts change):
+    /// building a thousand views, strings and all, for every decision was a tenth of its cost.
+    views: Vec<MachineView>,
+    /// Free slots over all builders, so that "no slot free anywhere" is not a walk over them.
+    free_slots: u64,
     local_running: u32,
     /// `present[b][d]`: the output of `d` is in builder `b`'s store.
     present: Vec<Vec<bool>>,
@@ -141,7 +146,8 @@ pub fn run(w: &Workload, c: &Cluster, policies: &Policies) -> Result<Report> {
         policies,
         drv_paths: w.derivations.iter().map(|d| drv_path(&d.name)).collect(),
         now: 0,
-        running: vec![0; c.builders.len()],
+        views: c.builders.iter().map(|b| crate::schedule::view(&b.machine, 0, None)).collect(),
+        free_slots: c.builders.iter().map(|b| u64::from(b.machine.max_jobs)).sum(),
         local_running: 0,
         present: vec![vec![false; n]; c.builders.len()],
         events: BinaryHeap::new(),
@@ -179,7 +185,10 @@ pub fn run(w: &Workload, c: &Cluster, policies: &Policies) -> Result<Report> {
             }
             sim.events.pop();
             match sim.report.builds[d].as_ref().map(|b| b.place) {
-                Some(Place::Remote(b)) => sim.running[b] -= 1,
+                Some(Place::Remote(b)) => {
+                    sim.views[b].slots_in_use -= 1;
+                    sim.free_slots += 1;
+                }
                 _ => sim.local_running -= 1,
             }
             for &k in &dependents[d] {
@@ -209,8 +218,7 @@ impl Sim<'_> {
         let mut waiting = VecDeque::with_capacity(ready.len());
         for d in ready {
             let am_willing = self.local_running < self.c.local.max_jobs;
-            let remote_free = self.c.builders.iter().zip(&self.running).any(|(b, &r)| r < b.machine.max_jobs);
-            if !am_willing && !remote_free {
+            if !am_willing && self.free_slots == 0 {
                 waiting.push_back(d);
                 continue;
             }
@@ -222,8 +230,7 @@ impl Sim<'_> {
                 am_willing,
                 could_build_locally: self.c.local.could_build(&drv.system, &drv.features),
             };
-            let views = self.views();
-            let decided = self.policies.decide(&request, &views)?;
+            let decided = self.policies.decide(&request, &self.views)?;
             self.report.decisions += 1;
             self.report.fuel += decided.fuel_used;
             if let Some(w) = decided.warning {
@@ -245,13 +252,20 @@ impl Sim<'_> {
                     }
                 }
                 Choice::Decline => {
-                    let why: Vec<String> = views
+                    // The policy's reason for each machine, looked up once: `reason_for` per
+                    // machine would cost n² for n machines, for every derivation declined.
+                    let mut given: Vec<Option<&str>> = vec![None; self.views.len()];
+                    for (m, reason) in &decided.answer.rejected {
+                        if let Some(slot @ None) = given.get_mut(*m as usize) {
+                            *slot = Some(reason);
+                        }
+                    }
+                    let why: Vec<String> = self
+                        .views
                         .iter()
-                        .enumerate()
-                        .map(|(i, v)| {
-                            let reason = decided
-                                .answer
-                                .reason_for(i as u32)
+                        .zip(given)
+                        .map(|(v, given)| {
+                            let reason = given
                                 .map(str::to_string)
                                 .or_else(|| decision::fits_now(&request, v).err().map(|e| e.to_string()))
                                 .unwrap_or_else(|| "the policy declined".into());
@@ -270,15 +284,6 @@ impl Sim<'_> {
         Ok(waiting)
     }
 
-    fn views(&self) -> Vec<MachineView> {
-        self.c
-            .builders
-            .iter()
-            .zip(&self.running)
-            .map(|(b, &in_use)| crate::schedule::view(&b.machine, in_use, None))
-            .collect()
-    }
-
     fn start(&mut self, d: usize, place: Place) {
         let drv = &self.w.derivations[d];
         let end = match place {
@@ -290,7 +295,9 @@ impl Sim<'_> {
                 self.now + took
             }
             Place::Remote(b) => {
-                self.running[b] += 1;
+                // The policy's answer was validated: the builder had a free slot.
+                self.views[b].slots_in_use += 1;
+                self.free_slots -= 1;
                 // The inputs' closure goes out first (what the builder lacks), the output comes
                 // back after: the local store always ends up with every output.
                 let mut bytes_in = 0;

@@ -72,6 +72,8 @@ pub const EXIT_NOT_ALL_BUILT: i32 = 1;
 pub const EXIT_ERROR: i32 = 2;
 
 pub fn main(args: &Args) -> i32 {
+    // Thousands of decisions in one process: instances from a pool.
+    crate::policy::engine::pool_instances();
     crate::cli::tool_main("simulate", EXIT_ERROR, |out| run(args, out))
 }
 
