@@ -117,7 +117,8 @@ pub struct BuilderSession {
 }
 
 impl BuilderSession {
-    /// Starts the builder's store program; its stderr (build logs, errors) goes to `log`.
+    /// Borrows a warm session of the builder's store program or starts one; its stderr (build
+    /// logs, errors) goes to `log`.
     pub fn open(master: &Master, uri: &str, log: std::os::fd::OwnedFd) -> Result<BuilderSession> {
         let (store, link) = StoreConn::open(master, log)?;
         crate::timeline::mark("session");
