@@ -315,10 +315,18 @@ pub fn parse_line(text: &str) -> Result<Record> {
     struct Version {
         v: u32,
     }
-    // The version first, so that a line from a newer hook is named as such and not as garbage.
-    let v: Version = serde_json::from_str(text)?;
-    anyhow::ensure!(v.v == VERSION, "format version {} (this nix-wasm-hook reads version {VERSION})", v.v);
-    Ok(serde_json::from_str(text)?)
+    let version_error =
+        |v: u32| anyhow::anyhow!("format version {v} (this nix-wasm-hook reads version {VERSION})");
+    // Parsed once: at a thousand machines a line costs about as much to parse as to decide.
+    match serde_json::from_str::<Record>(text) {
+        Ok(record) if record.v == VERSION => Ok(record),
+        Ok(record) => Err(version_error(record.v)),
+        // A line from a newer hook may not fit this record: named as such, not as garbage.
+        Err(e) => match serde_json::from_str::<Version>(text) {
+            Ok(v) if v.v != VERSION => Err(version_error(v.v)),
+            _ => Err(e.into()),
+        },
+    }
 }
 
 /// RFC 3339 in UTC with milliseconds, e.g. `2025-03-01T12:34:56.789Z`.
