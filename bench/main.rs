@@ -128,6 +128,26 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// `nix-build` of `expr` with `args` (the row `label`), our processes writing their timeline
+/// to `timeline` when given: the seconds it took, and its output. A failed build ends the run.
+fn timed_build(
+    tb: &support::testbed::Testbed,
+    label: &str,
+    expr: &str,
+    args: &[&str],
+    timeline: Option<&std::path::Path>,
+) -> (f64, std::process::Output) {
+    let mut cmd = tb.nix_build_cmd(expr, args);
+    if let Some(file) = timeline {
+        cmd.env(nix_wasm_hook::timeline::VARIABLE, file);
+    }
+    let t = std::time::Instant::now();
+    let out = cmd.output().expect("running nix-build");
+    let secs = t.elapsed().as_secs_f64();
+    assert!(out.status.success(), "{label}: {}", support::testbed::describe(&out));
+    (secs, out)
+}
+
 fn policy_tables(rounds: usize) -> Result<Vec<Table>> {
     let (machines, derivations) = (1000, 100_000);
     let scale = policy_scale::measure(machines, derivations, rounds)?;

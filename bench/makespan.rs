@@ -2,13 +2,10 @@
 //! Nix building them locally with the same number of slots, by Nix's own hook, and by
 //! nix-wasm-hook as the hook and as a builder of Nix's own hook.
 
-use std::path::Path;
-use std::time::Instant;
-
 use crate::report::{Against, Row, Stats, Table};
 use crate::support::hook::OurHook;
-use crate::support::testbed::{describe, unique_nonce, Nix, Opts, Testbed};
-use crate::timeline;
+use crate::support::testbed::{unique_nonce, Nix, Opts, Testbed};
+use crate::{timed_build, timeline};
 
 const LOCAL: &str = "Nix building them locally, same slots";
 const NIX_HOOK: &str = "Nix's own hook";
@@ -62,20 +59,6 @@ fn sleeps(n: usize, seconds: &str) -> String {
     format!("[ {} ]", drvs.join("\n"))
 }
 
-/// Seconds `nix-build` took for `expr` with `args`; our processes write their timeline to
-/// `timeline` when given.
-fn time_build(tb: &Testbed, expr: &str, args: &[&str], timeline: Option<&Path>) -> f64 {
-    let mut cmd = tb.nix_build_cmd(expr, args);
-    if let Some(file) = timeline {
-        cmd.env(nix_wasm_hook::timeline::VARIABLE, file);
-    }
-    let t = Instant::now();
-    let out = cmd.output().expect("running nix-build");
-    let secs = t.elapsed().as_secs_f64();
-    assert!(out.status.success(), "{}", describe(&out));
-    secs
-}
-
 /// The table of one workload, and the timelines of our processes (one string per mode).
 pub fn run(nix: Nix, w: &Workload, rounds: usize) -> (Table, Vec<String>) {
     let tb = Testbed::up(4, Opts { jobs: Some(w.jobs.to_string()), ..Opts::default() }).with_master(nix);
@@ -95,15 +78,15 @@ pub fn run(nix: Nix, w: &Workload, rounds: usize) -> (Table, Vec<String>) {
     ];
     // A first build warms what a long-running machine has warm anyway: the policy cache and
     // the SSH masters of our hook.
-    for (_, args) in &variants[2..] {
-        time_build(&tb, &sleeps(4, "0"), args, None);
+    for (label, args) in &variants[2..] {
+        timed_build(&tb, label, &sleeps(4, "0"), args, None);
     }
     let timelines = tempfile::tempdir_in("/tmp").unwrap();
     let mut times = vec![Vec::new(); variants.len()];
     for round in 0..rounds {
         for (i, (label, args)) in variants.iter().enumerate() {
             let file = timelines.path().join(format!("{i}-{round}"));
-            let secs = time_build(&tb, &sleeps(w.builds, w.seconds), args, Some(&file));
+            let (secs, _) = timed_build(&tb, label, &sleeps(w.builds, w.seconds), args, Some(&file));
             eprintln!("  round {}: {label}: {secs:.2} s", round + 1);
             times[i].push(secs);
         }

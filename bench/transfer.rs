@@ -10,7 +10,7 @@ use std::time::Instant;
 use crate::report::{Against, Row, Stats, Table};
 use crate::support::hook::OurHook;
 use crate::support::testbed::{describe, unique_nonce, Nix, Opts, Testbed};
-use crate::timeline;
+use crate::{timed_build, timeline};
 
 const PATHS: usize = 16;
 const MIB_PER_PATH: usize = 16;
@@ -106,12 +106,7 @@ pub fn run(nix: Nix, rounds: usize) -> (Table, Table, Vec<String>) {
                 times[0].push(secs);
             }
             let file = scratch.path().join(format!("timeline-{i}-{round}"));
-            let mut cmd = tb.nix_build_cmd(&derivation(&inputs), args);
-            cmd.env(nix_wasm_hook::timeline::VARIABLE, &file);
-            let t = Instant::now();
-            let out = cmd.output().expect("running nix-build");
-            let secs = t.elapsed().as_secs_f64();
-            assert!(out.status.success(), "{label}: {}", describe(&out));
+            let (secs, out) = timed_build(&tb, label, &derivation(&inputs), args, Some(&file));
             eprintln!("  round {}: {label}: {secs:.2} s", round + 1);
             times[i + 1].push(secs);
             if i > 0 {

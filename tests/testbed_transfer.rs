@@ -169,29 +169,27 @@ fn nothing_from_the_machines_file_reaches_a_shell() {
     }
 }
 
+/// Builds `name` (its output: the builder's host name) on builder 1 through `hook`.
+fn build_on_b1(tb: &Testbed, hook: &OurHook, name: &str) -> std::process::Output {
+    let out = tb.nix_build(&drv(name, &[], HOSTNAME), &hook.remote_only(&tb.machine(1)));
+    assert!(out.status.success(), "{}", describe(&out));
+    out
+}
+
 #[test]
 fn the_next_hook_reuses_the_warm_connection() {
     let Some(tb) = Testbed::up_or_skip(1, Opts::default()) else { return };
     let hook = OurHook::new(&[]);
-    let build = |name: &str| {
-        let out = tb.nix_build(&drv(name, &[], HOSTNAME), &hook.remote_only(&tb.machine(1)));
-        assert!(out.status.success(), "{}", describe(&out));
-    };
     let master_pid = || {
         let sockets = hook.masters();
         assert_eq!(sockets.len(), 1, "one master per builder: {sockets:?}");
-        let out = std::process::Command::new("ssh")
-            .arg("-S")
-            .arg(&sockets[0])
-            .args(["-O", "check", "x"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stderr).trim().to_string()
+        let pids = hook.master_pids();
+        assert_eq!(pids.len(), 1, "the master of {sockets:?} is running");
+        pids[0]
     };
-    build("nwh-warm-1");
+    build_on_b1(&tb, &hook, "nwh-warm-1");
     let first = master_pid();
-    assert!(first.contains("Master running"), "{first}");
-    build("nwh-warm-2");
+    build_on_b1(&tb, &hook, "nwh-warm-2");
     assert_eq!(master_pid(), first, "the second build went through the same master");
 }
 
@@ -223,8 +221,7 @@ fn the_next_build_borrows_the_store_program_the_last_one_used() {
     let Some(tb) = Testbed::up_or_skip(1, Opts::default()) else { return };
     let hook = OurHook::new(&[]);
     let build = |name: &str| {
-        let out = tb.nix_build(&drv(name, &[], HOSTNAME), &hook.remote_only(&tb.machine(1)));
-        assert!(out.status.success(), "{}", describe(&out));
+        let out = build_on_b1(&tb, &hook, name);
         assert_eq!(host_of(&out_paths(&out)[0]), "nwhtb-b1");
     };
     build("nwh-warm-a");
@@ -242,24 +239,21 @@ fn the_next_build_borrows_the_store_program_the_last_one_used() {
 fn a_build_works_without_the_keeper_of_warm_sessions() {
     let Some(tb) = Testbed::up_or_skip(1, Opts::default()) else { return };
     let hook = OurHook::new(&[]);
-    let build = |name: &str| {
-        let out = tb.nix_build(&drv(name, &[], HOSTNAME), &hook.remote_only(&tb.machine(1)));
-        assert!(out.status.success(), "{}", describe(&out));
+    let within_10_s = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     };
-    build("nwh-keeper-a");
-    build("nwh-keeper-b");
+    build_on_b1(&tb, &hook, "nwh-keeper-a");
+    build_on_b1(&tb, &hook, "nwh-keeper-b");
     let keeper = keeper_pid(&hook).expect("the first hook started a keeper");
     crate::support::procs::kill(keeper);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::path::Path::new(&format!("/proc/{keeper}/cmdline")).exists() {
-        assert!(std::time::Instant::now() < deadline, "the keeper did not end");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    build("nwh-keeper-c");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while keeper_pid(&hook).is_none_or(|p| p == keeper) {
-        assert!(std::time::Instant::now() < deadline, "no new keeper started");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    build("nwh-keeper-d");
+    within_10_s("the keeper did not end", &|| {
+        !std::path::Path::new(&format!("/proc/{keeper}/cmdline")).exists()
+    });
+    build_on_b1(&tb, &hook, "nwh-keeper-c");
+    within_10_s("no new keeper started", &|| keeper_pid(&hook).is_some_and(|p| p != keeper));
+    build_on_b1(&tb, &hook, "nwh-keeper-d");
 }

@@ -22,9 +22,6 @@ use crate::policy::Policies;
 use crate::schedule::{Local, Try};
 use crate::transfer::{local, BuilderSession};
 
-/// A placed build: its slot, and the conversation with its builder.
-type Running = BuilderSession;
-
 /// Serves one connection from Nix's hook on stdin/stdout. Returns the process exit code.
 pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
     // Nix's own hook connects before it accepts a build, while Nix waits for its answer: greet
@@ -40,7 +37,7 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
     let mut machines = Some(machines.machines);
     // The build of this connection, once built: its builder answers for the outputs until
     // Nix has fetched them.
-    let mut running: Option<Running> = None;
+    let mut running: Option<BuilderSession> = None;
     while let Some(request) = server.next_request().context("reading Nix's hook's request")? {
         match request {
             Request::QueryValidPaths { paths, .. } => {
@@ -162,7 +159,7 @@ fn build(
     options: &nwh_serve::BuildOptions,
     settings: &nwh_nixconf::Settings,
     logger: &Logger,
-) -> Result<(BuildResult, Option<Running>)> {
+) -> Result<(BuildResult, Option<BuilderSession>)> {
     let required_features: Vec<String> = drv
         .env
         .get("requiredSystemFeatures")

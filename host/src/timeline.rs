@@ -44,7 +44,7 @@ pub fn mark(phase: &'static str) {
 }
 
 /// `VmHWM` of /proc/self/status: the most this process has held in memory so far.
-fn peak_rss_kib() -> Option<u64> {
+pub fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()

@@ -101,7 +101,8 @@ pub fn build(master: &Master, job: &Job, slot: nwh_slots::SlotLock, logger: &Log
             job.drv_path,
             job.uri,
             started.elapsed().as_secs_f64(),
-            peak_memory_kib().map_or("unknown".into(), |k| k.to_string()),
+            // Shows that closures are streamed rather than held.
+            crate::timeline::peak_rss_kib().map_or("unknown".into(), |k| k.to_string()),
         ),
     );
     Ok(Outcome::Built)
@@ -272,12 +273,4 @@ fn size(bytes: u64) -> String {
     } else {
         format!("{:.1} KiB", bytes as f64 / 1024.0)
     }
-}
-
-/// The most resident memory this process used (VmHWM), which shows that closures are
-/// streamed rather than held.
-fn peak_memory_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }

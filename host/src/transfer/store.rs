@@ -41,19 +41,20 @@ pub enum StoreConn {
 }
 
 impl StoreConn {
-    /// Starts the builder's store program through `master`; its stderr (and, for a daemon,
-    /// its messages and build log lines) go to `log`.
+    /// Borrows a warm session of the builder's store program (`ssh://` only) or starts it
+    /// through `master`; its stderr (and, for a daemon, its messages and build log lines) go to
+    /// `log`.
     pub fn open(master: &Master, log: OwnedFd) -> Result<(StoreConn, Link)> {
         let target = &master.target;
+        let args = target.store_args(true);
         if target.protocol == Protocol::Serve {
-            let args = target.store_args(true);
             if let Some(lent) = super::warm::borrow(master, &target.remote_program, &args, &log) {
                 let conn = ServeClient::resume(target.display(), lent.stdout, lent.stdin, lent.version);
                 return Ok((StoreConn::Serve(conn), Link::Lent(lent.lease)));
             }
         }
         let log_file = File::from(log.try_clone()?);
-        let remote = master.spawn(&target.remote_program, &target.store_args(true), log)?;
+        let remote = master.spawn(&target.remote_program, &args, log)?;
         let (stdout, stdin) = (remote.stdout.try_clone()?, remote.stdin.try_clone()?);
         let conn = match target.protocol {
             Protocol::Serve => StoreConn::Serve(ServeClient::handshake(target.display(), stdout, stdin)?),

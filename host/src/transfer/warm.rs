@@ -60,11 +60,11 @@ struct Ask {
 /// the builder's slots bound; this only bounds a machines file with absurd max-jobs.
 const KEEP: usize = 64;
 
-/// The keeper's answer: the version the server announced at the handshake, or why not.
+/// The keeper's answer: the version the server announced at the handshake, or none when it
+/// could not open a session (the hook then opens its own, and meets the cause itself).
 #[derive(Debug, Serialize, Deserialize)]
 struct Lend {
     version: Option<u64>,
-    error: Option<String>,
 }
 
 fn socket_path(dir: &Path) -> PathBuf {
@@ -239,15 +239,15 @@ fn lend(mut stream: UnixStream, idle: &Idle) -> Result<()> {
         Some(s) => s,
         None => match open(&ask) {
             Ok(s) => s,
-            Err(e) => {
-                let reply = serde_json::to_string(&Lend { version: None, error: Some(format!("{e:#}")) })?;
+            Err(_) => {
+                let reply = serde_json::to_string(&Lend { version: None })?;
                 stream.write_all(format!("{reply}\n").as_bytes())?;
                 return Ok(());
             }
         },
     };
     *session.log.lock().unwrap_or_else(|p| p.into_inner()) = Some(log);
-    let reply = serde_json::to_string(&Lend { version: Some(session.version), error: None })?;
+    let reply = serde_json::to_string(&Lend { version: Some(session.version) })?;
     send_with_fds(
         &stream,
         format!("{reply}\n").as_bytes(),
