@@ -17,6 +17,7 @@ on_every_nix_and_lix!(
     a_full_cluster_queues_and_drains_in_order_of_arrival,
     the_builder_killed_mid_build_leaves_both_stores_consistent_and_no_slot_held,
     a_real_builder_that_is_down_is_skipped_and_remembered,
+    the_next_build_borrows_the_session_the_last_one_used,
 );
 
 /// Nix's own hook with `builders` as its only machine, never building locally.
@@ -46,6 +47,28 @@ fn a_graph_is_dispatched_to_the_real_builders_and_lands_valid(nix: Nix) {
     // Nix's hook chose our line; we chose the real builders.
     let err = stderr(&out);
     assert!(err.contains("ssh://localhost?remote-program="), "{err}");
+}
+
+/// Nix's hook kills this builder as it closes the connection, so the session to the real
+/// builder goes back to the keeper of warm sessions as soon as Nix has fetched the outputs: the
+/// later builds use the same store program there.
+fn the_next_build_borrows_the_session_the_last_one_used(nix: Nix) {
+    let Some(tb) = up(1, Opts::default(), nix) else { return };
+    let ours = OurHook::as_builder(&tb.machine(1), &[]);
+    let line = ours.builder_line(1, "-");
+    let build = |name: &str| {
+        let expr = sh_derivation(name, None, &[], "read h < /proc/sys/kernel/hostname; echo $h > $out");
+        let out = tb.nix_build(&expr, &through(&line));
+        assert!(out.status.success(), "{}", describe(&out));
+    };
+    // The first build starts the keeper; the second leaves it a session.
+    build("nwh-warm-builder-a");
+    build("nwh-warm-builder-b");
+    let kept = procs::serve_programs();
+    assert_eq!(kept.len(), 1, "one session kept between builds: {kept:?}");
+    build("nwh-warm-builder-c");
+    build("nwh-warm-builder-d");
+    assert_eq!(procs::serve_programs(), kept, "the later builds used the kept session");
 }
 
 fn a_failing_build_fails_with_the_builders_words(nix: Nix) {

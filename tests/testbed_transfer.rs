@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::support::hook::OurHook;
+use crate::support::procs;
 use crate::support::testbed::{describe, out_paths, sh_derivation, unique_nonce, Opts, Testbed};
 use crate::support::tool::stderr;
 
@@ -194,20 +195,6 @@ fn the_next_hook_reuses_the_warm_connection() {
 }
 
 /// PIDs of the builders' store programs started for the serve protocol.
-fn serve_programs() -> Vec<u32> {
-    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            crate::support::procs::parent_and_cmdline(*pid)
-                .is_some_and(|(_, argv)| argv == ["nix-store", "--serve", "--write"])
-        })
-        .collect();
-    pids.sort();
-    pids
-}
-
 fn keeper_pid(hook: &OurHook) -> Option<u32> {
     let text = std::fs::read_to_string(hook.state().join("ssh/warm.pid")).ok()?;
     let pid: u32 = text.trim().parse().ok()?;
@@ -226,11 +213,11 @@ fn the_next_build_borrows_the_store_program_the_last_one_used() {
     };
     build("nwh-warm-a");
     build("nwh-warm-b");
-    let kept = serve_programs();
+    let kept = procs::serve_programs();
     assert_eq!(kept.len(), 1, "one session kept between builds: {kept:?}");
     build("nwh-warm-c");
     build("nwh-warm-d");
-    assert_eq!(serve_programs(), kept, "the later builds used the kept session");
+    assert_eq!(procs::serve_programs(), kept, "the later builds used the kept session");
 }
 
 /// Nothing depends on the keeper: killed, the next build opens its own session, and a new
@@ -249,7 +236,7 @@ fn a_build_works_without_the_keeper_of_warm_sessions() {
     build_on_b1(&tb, &hook, "nwh-keeper-a");
     build_on_b1(&tb, &hook, "nwh-keeper-b");
     let keeper = keeper_pid(&hook).expect("the first hook started a keeper");
-    crate::support::procs::kill(keeper);
+    procs::kill(keeper);
     within_10_s("the keeper did not end", &|| {
         !std::path::Path::new(&format!("/proc/{keeper}/cmdline")).exists()
     });

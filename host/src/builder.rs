@@ -35,21 +35,22 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
         logger.warn(&format!("nix-wasm-hook: {d}"));
     }
     let mut machines = Some(machines.machines);
-    // The build of this connection, once built: its builder answers for the outputs until
-    // Nix has fetched them.
-    let mut running: Option<BuilderSession> = None;
+    let mut running: Option<Built> = None;
     while let Some(request) = server.next_request().context("reading Nix's hook's request")? {
         match request {
             Request::QueryValidPaths { paths, .. } => {
-                let valid = valid_paths(&paths, running.as_mut())?;
+                let valid = valid_paths(&paths, running.as_mut().and_then(Built::session))?;
                 server.reply_valid_paths(&valid)?;
             }
             Request::QueryPathInfos { paths } => {
-                let infos = path_infos(&paths, running.as_mut())?;
+                let infos = path_infos(&paths, running.as_mut().and_then(Built::session))?;
                 server.reply_path_infos(&infos)?;
             }
             Request::DumpStorePath { path } => {
-                dump(&path, running.as_mut(), &mut server)?;
+                dump(&path, running.as_mut().and_then(Built::session), &mut server)?;
+                if let Some(built) = running.as_mut() {
+                    built.fetched(&path)?;
+                }
             }
             Request::BuildDerivation { drv_path, drv, options } => {
                 crate::timeline::derivation(&drv_path);
@@ -58,9 +59,11 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
                 }
                 let machines = machines.take().unwrap_or_default();
                 let mut dispatcher = dispatcher(opts, machines, &settings, logger)?;
-                let (result, placed) = build(&mut dispatcher, &drv_path, &drv, &options, &settings, logger)?;
+                let (result, session) = build(&mut dispatcher, &drv_path, &drv, &options, &settings, logger)?;
                 server.reply_build_result(&result)?;
-                running = placed;
+                if let Some(session) = session {
+                    running = Some(Built::new(session, &drv, result.status.is_success())?);
+                }
             }
             other => bail!(
                 "Nix's hook sent {}, which a builder that shares the store with it never gets",
@@ -68,10 +71,56 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
             ),
         }
     }
-    if let Some(session) = running {
-        session.finish()?;
+    if let Some(built) = running {
+        built.finish()?;
     }
     Ok(0)
+}
+
+/// The build of this connection, once built: its builder answers for the outputs until Nix
+/// has fetched every one it lacks, and then its session ends (or goes back to the keeper of
+/// warm sessions) at once. It cannot wait for the end of the connection: Nix's hook kills this
+/// process as it closes it, and a lent session that is not given back is lost.
+struct Built {
+    session: Option<BuilderSession>,
+    /// Outputs not valid here that Nix has not fetched yet.
+    unfetched: BTreeSet<String>,
+}
+
+impl Built {
+    fn new(session: BuilderSession, drv: &nwh_drv::BasicDerivation, success: bool) -> Result<Built> {
+        let outputs: BTreeSet<String> =
+            drv.outputs.values().filter(|o| !o.path.is_empty()).map(|o| o.path.clone()).collect();
+        // Nix fetches nothing after a failed build; after a good one, what it lacks.
+        let unfetched = if success { local::invalid(&outputs)? } else { BTreeSet::new() };
+        let mut built = Built { session: Some(session), unfetched };
+        built.end_when_fetched()?;
+        Ok(built)
+    }
+
+    fn session(&mut self) -> Option<&mut BuilderSession> {
+        self.session.as_mut()
+    }
+
+    fn fetched(&mut self, path: &str) -> Result<()> {
+        self.unfetched.remove(path);
+        self.end_when_fetched()
+    }
+
+    fn end_when_fetched(&mut self) -> Result<()> {
+        if self.unfetched.is_empty() {
+            self.finish_session()?;
+        }
+        Ok(())
+    }
+
+    fn finish_session(&mut self) -> Result<()> {
+        self.session.take().map_or(Ok(()), BuilderSession::finish)
+    }
+
+    fn finish(mut self) -> Result<()> {
+        self.finish_session()
+    }
 }
 
 fn dispatcher(

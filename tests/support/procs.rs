@@ -60,3 +60,18 @@ pub fn kill(pid: u32) {
     )
     .unwrap();
 }
+
+/// The builders' store programs (`nix-store --serve --write`) running now, by PID: the test
+/// bed's builders share the host's PID space.
+pub fn serve_programs() -> Vec<u32> {
+    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            parent_and_cmdline(*pid).is_some_and(|(_, argv)| argv == ["nix-store", "--serve", "--write"])
+        })
+        .collect();
+    pids.sort();
+    pids
+}
