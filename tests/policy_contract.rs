@@ -56,7 +56,7 @@ fn a_policy_built_for_an_older_minor_version_keeps_working() {
     assert!(warning.is_none());
     let machines =
         [machine("ssh://a", 0, None), machine("ssh://b", 0, None), machine("ssh://c", 0, Some("gone"))];
-    let d = policies.decide(&request(), &machines).unwrap();
+    let d = policies.decide(&request(), &machines);
     // It ranks last-listed first: it decided, not the default (which would take `a`).
     assert_eq!(d.by, DecidedBy::Policy);
     assert_eq!(d.answer.choice, Choice::Try(vec![1, 0]));
@@ -66,7 +66,7 @@ fn a_policy_built_for_an_older_minor_version_keeps_working() {
 fn the_current_contract_tells_the_policy_why_a_machine_is_down() {
     let (policies, _) = Policies::load(None, Limits::default(), &Cache::disabled()).unwrap();
     let machines = [machine("ssh://a", 0, Some("cannot connect to 'a': Connection refused"))];
-    let d = policies.decide(&request(), &machines).unwrap();
+    let d = policies.decide(&request(), &machines);
     assert_eq!(d.answer.choice, Choice::Decline);
     assert_eq!(d.answer.reason_for(0), Some("unreachable: cannot connect to 'a': Connection refused"));
 }
@@ -135,7 +135,7 @@ fn the_template_builds_with_one_command_and_decides() {
     let (policies, warning) = Policies::load(Some(&wasm), Limits::default(), &Cache::disabled()).unwrap();
     assert!(warning.is_none(), "{warning:?}");
     let machines = [machine("ssh://slow-1", 0, None), machine("ssh://fast-1", 0, None)];
-    let d = policies.decide(&request(), &machines).unwrap();
+    let d = policies.decide(&request(), &machines);
     assert_eq!(d.by, DecidedBy::Policy);
     assert_eq!(d.answer.choice, Choice::Try(vec![1, 0]), "the template avoids `slow` machines");
 }

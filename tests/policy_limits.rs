@@ -54,7 +54,7 @@ fn load(name: &str, limits: Limits) -> (Policies, Option<String>) {
 fn falls_back(name: &str, limits: Limits, words: &[&str]) {
     let (policies, load_warning) = load(name, limits);
     assert!(load_warning.is_none(), "{name} should load: {load_warning:?}");
-    let d = policies.decide(&request(), &machines()).unwrap();
+    let d = policies.decide(&request(), &machines());
     assert_eq!(d.by, DecidedBy::Default, "{name}");
     assert_eq!(d.answer.choice, Choice::Try(DEFAULT_CHOICE.to_vec()), "{name}");
     let w = d.warning.unwrap_or_else(|| panic!("{name}: no warning"));
@@ -67,12 +67,41 @@ fn falls_back(name: &str, limits: Limits, words: &[&str]) {
 #[test]
 fn the_default_policy_decides_like_nix() {
     let (policies, _) = Policies::load(None, Limits::default(), &Cache::disabled()).unwrap();
-    let d = policies.decide(&request(), &machines()).unwrap();
+    let d = policies.decide(&request(), &machines());
     assert_eq!(d.by, DecidedBy::Default);
     assert_eq!(d.answer.choice, Choice::Try(DEFAULT_CHOICE.to_vec()));
     assert!(d.warning.is_none());
     let why = d.answer.reason_for(1).expect("a reason for the aarch64 machine");
     assert!(why.contains("aarch64-linux"), "{why}");
+}
+
+/// Nix gets an answer even when the embedded default cannot give one: its rules run natively,
+/// and they answer exactly as its Wasm does.
+#[test]
+fn when_the_default_policy_itself_fails_its_rules_decide_natively() {
+    let (ample, _) = Policies::load(None, Limits::default(), &Cache::disabled()).unwrap();
+    let wasm = ample.decide(&request(), &machines());
+    let starved = Limits { fuel: 100, ..Limits::default() };
+    let (policies, _) = Policies::load(None, starved, &Cache::disabled()).unwrap();
+    let d = policies.decide(&request(), &machines());
+    assert_eq!(d.by, DecidedBy::Default);
+    assert_eq!(d.answer, wasm.answer, "the native rules answer as the Wasm default does");
+    let w = d.warning.expect("one warning says the default failed");
+    for word in ["embedded default policy failed", "out of fuel (100 units)", "natively"] {
+        assert!(w.contains(word), "warning {w:?} lacks {word:?}");
+    }
+    assert_eq!(w.lines().count(), 1, "{w}");
+}
+
+/// A failing policy and a failing default: still an answer, and one warning that names both.
+#[test]
+fn a_failing_policy_over_a_failing_default_still_gets_an_answer() {
+    let (policies, _) = load("trap", Limits { fuel: 100, ..Limits::default() });
+    let d = policies.decide(&request(), &machines());
+    assert_eq!(d.answer.choice, Choice::Try(DEFAULT_CHOICE.to_vec()));
+    let w = d.warning.expect("a warning");
+    assert!(w.contains("trap.wasm failed") && w.contains("embedded default policy failed"), "{w}");
+    assert_eq!(w.lines().count(), 1, "{w}");
 }
 
 #[test]
@@ -119,12 +148,12 @@ fn a_policy_that_names_a_machine_that_does_not_fit() {
 fn another_policy_changes_the_choice() {
     let (policies, warning) = load("prefer-last", Limits::default());
     assert!(warning.is_none(), "{warning:?}");
-    let d = policies.decide(&request(), &machines()).unwrap();
+    let d = policies.decide(&request(), &machines());
     assert_eq!(d.by, DecidedBy::Policy);
     assert_eq!(d.answer.choice, Choice::Try(vec![2, 0]));
     let mut ms = machines();
     ms[0].slots_in_use = 0;
-    let d = policies.decide(&request(), &ms).unwrap();
+    let d = policies.decide(&request(), &ms);
     // The default would take `a` (first listed of two idle machines); this one takes `b`.
     assert_eq!(d.answer.choice, Choice::Try(vec![2, 0]));
 }
@@ -136,7 +165,7 @@ fn a_wasi_policy_runs_in_an_empty_world() {
     std::env::set_var("NWH_SECRET", "leaked");
     let (policies, warning) = load("snoop", Limits::default());
     assert!(warning.is_none(), "{warning:?}");
-    let d = policies.decide(&request(), &machines()).unwrap();
+    let d = policies.decide(&request(), &machines());
     assert_eq!(d.by, DecidedBy::Policy);
     assert_eq!(d.answer.choice, Choice::Try(DEFAULT_CHOICE.to_vec()), "{:?}", d.answer);
 }

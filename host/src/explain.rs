@@ -105,7 +105,7 @@ impl Hop {
                 scheduler.machines.iter().zip(disabled).map(|(m, d)| crate::schedule::view(m, 0, d)).collect()
             }
         };
-        let decided = scheduler.policies.decide(&request, &views)?;
+        let decided = scheduler.policies.decide(&request, &views);
         notes.extend(decided.warning.clone());
         let rows = rows(&scheduler, &request, &views, &decided);
         let verdict = verdict(&request, &views, &decided);

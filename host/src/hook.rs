@@ -60,7 +60,13 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
             session.decline()?;
             continue;
         }
-        let mut placed = match dispatcher.place(&t, Wait::UpTo(opts.postpone_wait()), logger)? {
+        let placement = dispatcher.place(&t, Wait::UpTo(opts.postpone_wait()), logger).unwrap_or_else(|e| {
+            // Nix gets an answer whatever failed here (reading the slots, say): without one it
+            // fails the build with "unexpected EOF" and nothing else.
+            let why = format!("nix-wasm-hook: declines {}: {e:#}", t.drv_path);
+            Placement::Declined { explanation: Some((schedule::Level::Warn, why)) }
+        });
+        let mut placed = match placement {
             Placement::Declined { explanation } => {
                 if let Some((level, text)) = &explanation {
                     let level = match level {

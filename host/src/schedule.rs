@@ -123,7 +123,7 @@ impl Scheduler {
     pub fn decide(&mut self, t: &Try) -> Result<Outcome> {
         let request = self.request(t);
         let (views, mut free, main) = self.scan()?;
-        let decided = self.policies.decide(&request, &views)?;
+        let decided = self.policies.decide(&request, &views);
         let reply = match &decided.answer.choice {
             Choice::Try(ranking) => {
                 // Validation guaranteed a free slot on every ranked machine; the first wins.

@@ -4,6 +4,7 @@
 mod bindings;
 pub mod cache;
 pub mod engine;
+mod native;
 mod params;
 mod sandbox;
 
@@ -290,7 +291,8 @@ pub struct Decided {
     pub fuel_used: u64,
     /// Wall-clock time of the whole decision (both calls when the default stood in), for traces.
     pub micros: u64,
-    /// Set when the chosen policy failed and the default decided instead: the one warning.
+    /// Set when the chosen policy failed and the default decided instead, or the default failed
+    /// too and its rules ran natively: the one warning.
     pub warning: Option<String>,
 }
 
@@ -348,40 +350,52 @@ impl Policies {
         }
     }
 
-    pub fn decide(&self, req: &Request, machines: &[MachineView]) -> Result<Decided> {
+    /// Always an answer: the chosen policy's, else the default policy's, else (when even the
+    /// default cannot decide, say out of fuel on a huge machine list) the default's rules run
+    /// natively, else a decline. Every stand-in is named in the one warning.
+    pub fn decide(&self, req: &Request, machines: &[MachineView]) -> Decided {
         let started = std::time::Instant::now();
-        let mut warning = None;
+        let mut failures = Vec::new();
         if let Some(p) = &self.chosen {
             match p.call(req, machines).and_then(|c| validate(&c.answer, req, machines).map(|_| c)) {
-                Ok(c) => {
-                    return Ok(Decided {
-                        answer: c.answer,
-                        by: DecidedBy::Policy,
-                        fuel_used: c.fuel_used,
-                        micros: started.elapsed().as_micros() as u64,
-                        warning,
-                    })
-                }
-                Err(e) => {
-                    warning = Some(format!(
-                        "policy {} failed on {}: {e}; the default policy decided instead",
-                        p.name(),
-                        req.drv_path
-                    ))
-                }
+                Ok(c) => return Decided::new(c.answer, DecidedBy::Policy, c.fuel_used, started, failures),
+                Err(e) => failures.push(format!("policy {} failed on {}: {e}", p.name(), req.drv_path)),
             }
         }
-        let c = self
-            .default
-            .call(req, machines)
-            .and_then(|c| validate(&c.answer, req, machines).map(|_| c))
-            .map_err(|e| anyhow::anyhow!("the embedded default policy failed: {e}"))?;
-        Ok(Decided {
-            answer: c.answer,
-            by: DecidedBy::Default,
-            fuel_used: c.fuel_used,
-            micros: started.elapsed().as_micros() as u64,
-            warning,
-        })
+        match self.default.call(req, machines).and_then(|c| validate(&c.answer, req, machines).map(|_| c)) {
+            Ok(c) => return Decided::new(c.answer, DecidedBy::Default, c.fuel_used, started, failures),
+            Err(e) => failures.push(format!("the embedded default policy failed on {}: {e}", req.drv_path)),
+        }
+        let answer = native::decide(req, machines);
+        if validate(&answer, req, machines).is_ok() {
+            failures.push("the default policy's rules decided natively".into());
+            return Decided::new(answer, DecidedBy::Default, 0, started, failures);
+        }
+        // The native rules and the host's check disagree: a bug, but Nix still gets an answer.
+        failures.push("its rules ranked a machine that does not fit, so the hook declined".into());
+        let answer = Answer { choice: Choice::Decline, rejected: Vec::new() };
+        Decided::new(answer, DecidedBy::Default, 0, started, failures)
+    }
+}
+
+impl Decided {
+    fn new(
+        answer: Answer,
+        by: DecidedBy,
+        fuel_used: u64,
+        started: std::time::Instant,
+        failures: Vec<String>,
+    ) -> Self {
+        let warning = match by {
+            DecidedBy::Policy => None,
+            DecidedBy::Default if failures.is_empty() => None,
+            // "policy P failed on D: why; the default policy decided instead" as before, or the
+            // whole chain when the default failed too.
+            DecidedBy::Default if failures.len() == 1 => {
+                Some(format!("{}; the default policy decided instead", failures[0]))
+            }
+            DecidedBy::Default => Some(failures.join("; ")),
+        };
+        Decided { answer, by, fuel_used, micros: started.elapsed().as_micros() as u64, warning }
     }
 }

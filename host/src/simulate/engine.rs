@@ -230,7 +230,7 @@ impl Sim<'_> {
                 am_willing,
                 could_build_locally: self.c.local.could_build(&drv.system, &drv.features),
             };
-            let decided = self.policies.decide(&request, &self.views)?;
+            let decided = self.policies.decide(&request, &self.views);
             self.report.decisions += 1;
             self.report.fuel += decided.fuel_used;
             if let Some(w) = decided.warning {

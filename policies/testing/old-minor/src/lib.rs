@@ -13,7 +13,9 @@ struct OldMinor;
 fn fits(r: &wit::Request, m: &wit::Machine) -> bool {
     m.enabled
         && (r.system == "builtin" || m.systems.contains(&r.system))
-        && r.required_features.iter().all(|f| m.supported_features.contains(f) || m.mandatory_features.contains(f))
+        && r.required_features
+            .iter()
+            .all(|f| m.supported_features.contains(f) || m.mandatory_features.contains(f))
         && m.mandatory_features.iter().all(|f| r.required_features.contains(f))
         && m.slots_in_use < m.max_jobs
 }
