@@ -346,11 +346,23 @@ impl<R: Read, W: Write> ServeClient<R, W> {
     /// send references first). [`ServeClient::wait_for_uploads`] reads the replies; so does
     /// the next other command.
     pub fn send_nar(&mut self, path: &str, info: &PathInfo, nar: &mut impl Read) -> Result<()> {
-        const DURING: &str = "AddToStoreNar";
+        let (request, expected_hash) = self.add_to_store_nar_request(path, info)?;
+        self.poisoned = true;
+        let sent = self.send_checked_nar(&request, path, info, &expected_hash, nar);
+        match sent {
+            Ok(()) => self.unanswered += 1,
+            Err(_) => self.unanswered = 0,
+        }
+        sent
+    }
+
+    /// The `AddToStoreNar` request for `path` and the NAR hash it names, once the path info
+    /// and the connection allow it.
+    fn add_to_store_nar_request(&self, path: &str, info: &PathInfo) -> Result<(Request, [u8; 32])> {
         if !self.supports_add_to_store_nar() {
             return Err(ServeError::Unsupported {
                 host: self.host.clone(),
-                command: DURING,
+                command: "AddToStoreNar",
                 version: self.version,
             });
         }
@@ -364,19 +376,55 @@ impl<R: Read, W: Write> ServeClient<R, W> {
         }
         let expected_hash =
             hash::parse_sha256(&info.nar_hash).ok_or_else(|| invalid("NAR hash", info.nar_hash.clone()))?;
+        // Uploads waiting for their replies leave the connection "poisoned" (unusable for
+        // anything else) until they are read; a failed one leaves it so for good.
+        if self.poisoned && self.unanswered == 0 {
+            return Err(ServeError::Poisoned { host: self.host.clone() });
+        }
         let request = Request::AddToStoreNar {
             path: path.to_string(),
             info: PathInfo { nar_hash: hash::base16_encode(&expected_hash), ..info.clone() },
             registration_time: 0, // the server's clock
             ultimate: false,
         };
-        // Uploads waiting for their replies leave the connection "poisoned" (unusable for
-        // anything else) until they are read; a failed one leaves it so for good.
-        if self.poisoned && self.unanswered == 0 {
-            return Err(ServeError::Poisoned { host: self.host.clone() });
-        }
+        Ok((request, expected_hash))
+    }
+
+    /// [`ServeClient::send_nar`] for a NAR made here: `write` writes it straight into the
+    /// connection (no pipe, no thread, no second pass over the bytes). Only its size is checked
+    /// on this side: never more than `info.nar_size` bytes go out, and fewer is an error. Its
+    /// hash is checked where it matters, by the builder's store, which refuses a NAR whose hash
+    /// is not the path info's (as Nix does with every NAR it imports).
+    pub fn send_nar_written(
+        &mut self,
+        path: &str,
+        info: &PathInfo,
+        write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<()> {
+        const DURING: &str = "AddToStoreNar";
+        let (request, _) = self.add_to_store_nar_request(path, info)?;
         self.poisoned = true;
-        let sent = self.send_checked_nar(&request, path, info, &expected_hash, nar);
+        let sent = self.send_request(&request).and_then(|()| {
+            let mut bounded =
+                Bounded { inner: &mut self.w, left: info.nar_size, sink: None, too_long: false };
+            let written = write(&mut bounded);
+            let (left, sink, too_long) = (bounded.left, bounded.sink.take(), bounded.too_long);
+            match written {
+                Err(_) if too_long => {
+                    Err(ServeError::NarTooLong { path: path.to_string(), nar_size: info.nar_size })
+                }
+                Err(e) => Err(match sink {
+                    Some(e) => self.send_err(DURING, e),
+                    None => ServeError::NarWriter { path: path.to_string(), source: e },
+                }),
+                Ok(()) if left > 0 => Err(ServeError::NarSizeMismatch {
+                    path: path.to_string(),
+                    expected: info.nar_size,
+                    actual: info.nar_size - left,
+                }),
+                Ok(()) => Ok(()),
+            }
+        });
         match sent {
             Ok(()) => self.unanswered += 1,
             Err(_) => self.unanswered = 0,
@@ -490,5 +538,43 @@ impl<R: Read, W: Write> ServeClient<R, W> {
             c.flush(DURING)?;
             c.recv(DURING, |r| r.read_string_set())
         })
+    }
+}
+
+/// The connection as [`ServeClient::send_nar_written`] lends it to the NAR's writer: it lets
+/// at most `left` bytes through and keeps the connection's own error, so that a failure is
+/// told apart from the writer's.
+struct Bounded<'a, W: Write> {
+    inner: &'a mut W,
+    left: u64,
+    sink: Option<io::Error>,
+    too_long: bool,
+}
+
+impl<W: Write> Bounded<'_, W> {
+    fn sink_failed(&mut self, e: io::Error) -> io::Error {
+        let kind = e.kind();
+        self.sink = Some(e);
+        io::Error::new(kind, "the connection failed")
+    }
+}
+
+impl<W: Write> Write for Bounded<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.len() as u64 > self.left {
+            self.too_long = true;
+            return Err(io::Error::other("the NAR goes on past its size"));
+        }
+        match self.inner.write(buf) {
+            Ok(n) => {
+                self.left -= n as u64;
+                Ok(n)
+            }
+            Err(e) => Err(self.sink_failed(e)),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush().map_err(|e| self.sink_failed(e))
     }
 }

@@ -83,6 +83,15 @@ pub enum ServeError {
     },
     #[error("the NAR of '{path}' is {actual} bytes long, but its path info says {expected}")]
     NarSizeMismatch { path: String, expected: u64, actual: u64 },
+    #[error("the NAR of '{path}' goes on past the {nar_size} bytes its path info says")]
+    NarTooLong { path: String, nar_size: u64 },
+    /// The caller's writer of a NAR (for [`crate::ServeClient::send_nar_written`]) failed.
+    #[error("making the NAR of '{path}' to send failed")]
+    NarWriter {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("the NAR of '{path}' has hash {actual}, but its path info says {expected}")]
     NarHashMismatch { path: String, expected: String, actual: String },
     #[error("invalid {what} '{value}' in the path info of '{path}'")]

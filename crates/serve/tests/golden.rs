@@ -607,6 +607,54 @@ fn import_and_export_paths() {
     assert!(matches!(err, ServeError::Eof { during: "ExportPaths", .. }), "{err:?}");
 }
 
+/// A NAR written straight into the connection goes out as `send_nar` sends it; its size is
+/// held to the path info's, and a failing writer is told apart from a failing connection.
+#[test]
+fn a_nar_written_into_the_connection() {
+    let nar = read_fixture("hello.nar");
+    let good = PathInfo {
+        nar_size: 120,
+        nar_hash: "sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw".into(),
+        ..PathInfo::default()
+    };
+    let (mut c, read) = client_with(0x207, &Bytes::default().u64(1).0);
+    c.send_nar("/nix/store/p", &good, &mut &nar[..]).unwrap();
+    c.wait_for_uploads().unwrap();
+    let (mut c, written) = client_with(0x207, &Bytes::default().u64(1).0);
+    c.send_nar_written("/nix/store/p", &good, |w| w.write_all(&nar)).unwrap();
+    c.wait_for_uploads().unwrap();
+    assert_eq!(written.bytes(), read.bytes(), "the same bytes as a NAR read from a reader");
+
+    // Longer than its path info says: nothing past the size goes out.
+    let (mut c, sent) = client_with(0x207, &[]);
+    let short = PathInfo { nar_size: 100, ..good.clone() };
+    let err = c.send_nar_written("/nix/store/p", &short, |w| w.write_all(&nar)).unwrap_err();
+    assert!(matches!(err, ServeError::NarTooLong { nar_size: 100, .. }), "{err:?}");
+    assert!(matches!(
+        c.query_valid_paths(["/nix/store/p"], false, false).unwrap_err(),
+        ServeError::Poisoned { .. }
+    ));
+    drop(c);
+    assert!(sent.bytes().len() < 16 + 8 + 300 + 100);
+
+    // Shorter.
+    let (mut c, _) = client_with(0x207, &[]);
+    let long = PathInfo { nar_size: 128, ..good.clone() };
+    let err = c.send_nar_written("/nix/store/p", &long, |w| w.write_all(&nar)).unwrap_err();
+    assert!(matches!(err, ServeError::NarSizeMismatch { expected: 128, actual: 120, .. }), "{err:?}");
+
+    // The writer's own failure (a file that vanished, say) is named as such.
+    let (mut c, _) = client_with(0x207, &[]);
+    let err = c
+        .send_nar_written("/nix/store/p", &good, |w| {
+            w.write_all(&nar[..8])?;
+            Err(std::io::Error::other("the file vanished"))
+        })
+        .unwrap_err();
+    assert!(matches!(err, ServeError::NarWriter { .. }), "{err:?}");
+    assert_eq!(std::error::Error::source(&err).unwrap().to_string(), "the file vanished");
+}
+
 #[test]
 fn add_to_store_nar_checks() {
     let nar = read_fixture("hello.nar");
