@@ -14,15 +14,20 @@ use anyhow::{bail, Context, Result};
 /// run are, and a `nix-store` process costs some 20 ms of CPU (mostly its dynamic linking),
 /// which on a busy machine is what bounds how many builds per second it dispatches.
 pub fn invalid(paths: &BTreeSet<String>) -> Result<BTreeSet<String>> {
-    let (absent, present): (BTreeSet<String>, BTreeSet<String>) = paths.iter().cloned().partition(
-        |p| matches!(Path::new(p).symlink_metadata(), Err(e) if e.kind() == std::io::ErrorKind::NotFound),
-    );
+    let (absent, present) = on_disk(paths);
     if present.is_empty() {
         return Ok(absent);
     }
     let mut invalid = store_paths(&["--check-validity", "--print-invalid"], &present)?;
     invalid.extend(absent);
     Ok(invalid)
+}
+
+/// `paths` split into those not on disk and those on disk.
+pub fn on_disk(paths: &BTreeSet<String>) -> (BTreeSet<String>, BTreeSet<String>) {
+    paths.iter().cloned().partition(
+        |p| matches!(Path::new(p).symlink_metadata(), Err(e) if e.kind() == std::io::ErrorKind::NotFound),
+    )
 }
 
 /// `paths` and everything they refer to, directly or not.
