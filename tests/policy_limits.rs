@@ -76,18 +76,19 @@ fn the_default_policy_decides_like_nix() {
 }
 
 /// Nix gets an answer even when the embedded default cannot give one: its rules run natively,
-/// and they answer exactly as its Wasm does.
+/// and they answer exactly as its Wasm does. (The default does not fail on any input within the
+/// stated bounds, so a policy that traps stands in for it here.)
 #[test]
 fn when_the_default_policy_itself_fails_its_rules_decide_natively() {
-    let (ample, _) = Policies::load(None, Limits::default(), &Cache::disabled()).unwrap();
-    let wasm = ample.decide(&request(), &machines());
-    let starved = Limits { fuel: 100, ..Limits::default() };
-    let (policies, _) = Policies::load(None, starved, &Cache::disabled()).unwrap();
-    let d = policies.decide(&request(), &machines());
+    let (wasm, _) = Policies::load(None, Limits::default(), &Cache::disabled()).unwrap();
+    let wasm = wasm.decide(&request(), &machines());
+    let failing =
+        Policies { chosen: None, default: Policy::from_file(&fixture("trap"), &Cache::disabled()).unwrap() };
+    let d = failing.decide(&request(), &machines());
     assert_eq!(d.by, DecidedBy::Default);
     assert_eq!(d.answer, wasm.answer, "the native rules answer as the Wasm default does");
     let w = d.warning.expect("one warning says the default failed");
-    for word in ["embedded default policy failed", "out of fuel (100 units)", "natively"] {
+    for word in ["embedded default policy failed", "it trapped", "natively"] {
         assert!(w.contains(word), "warning {w:?} lacks {word:?}");
     }
     assert_eq!(w.lines().count(), 1, "{w}");
@@ -96,12 +97,47 @@ fn when_the_default_policy_itself_fails_its_rules_decide_natively() {
 /// A failing policy and a failing default: still an answer, and one warning that names both.
 #[test]
 fn a_failing_policy_over_a_failing_default_still_gets_an_answer() {
-    let (policies, _) = load("trap", Limits { fuel: 100, ..Limits::default() });
-    let d = policies.decide(&request(), &machines());
+    let failing = Policies {
+        chosen: Some(Policy::from_file(&fixture("spin"), &Cache::disabled()).unwrap()),
+        default: Policy::from_file(&fixture("trap"), &Cache::disabled()).unwrap(),
+    };
+    let d = failing.decide(&request(), &machines());
     assert_eq!(d.answer.choice, Choice::Try(DEFAULT_CHOICE.to_vec()));
     let w = d.warning.expect("a warning");
-    assert!(w.contains("trap.wasm failed") && w.contains("embedded default policy failed"), "{w}");
+    assert!(w.contains("spin.wasm failed") && w.contains("embedded default policy failed"), "{w}");
     assert_eq!(w.lines().count(), 1, "{w}");
+}
+
+/// The default's budget grows with its input: at the bound on machines, each with many
+/// features, the Wasm default decides by itself (no warning), under the default limits.
+#[test]
+fn the_default_policy_decides_the_most_machines_a_file_may_list_by_itself() {
+    let machines: Vec<MachineView> = (0..nwh_machines::MAX_MACHINES)
+        .map(|i| MachineView {
+            uri: format!("ssh://builder{i:05}.example.org"),
+            systems: vec!["x86_64-linux".into(), "aarch64-linux".into()],
+            max_jobs: 8,
+            speed_factor: 1.0 + (i % 4) as f64,
+            supported_features: (0..16).map(|f| format!("feature-{f}")).collect(),
+            mandatory_features: vec![],
+            slots_in_use: (i % 8) as u32 / 2,
+            enabled: true,
+            down_reason: None,
+        })
+        .collect();
+    let req = Request { required_features: vec!["feature-3".into(), "feature-9".into()], ..request() };
+    let (policies, _) = Policies::load(None, Limits::default(), &Cache::disabled()).unwrap();
+    let d = policies.decide(&req, &machines);
+    assert_eq!((d.by, d.warning), (DecidedBy::Default, None));
+    eprintln!("fuel {} for {} machines", d.fuel_used, machines.len());
+    assert!(
+        d.fuel_used > Limits::default().fuel,
+        "a budget beyond the configured one was needed: {}",
+        d.fuel_used
+    );
+    // Idle machines first (1 in 8 is idle at speed 2, 1 in 8 at speed 1), then in file order.
+    let Choice::Try(ranking) = d.answer.choice else { panic!("{:?}", d.answer.choice) };
+    assert_eq!(ranking[..2], [1, 9]);
 }
 
 #[test]

@@ -217,6 +217,39 @@ fn exit_codes() {
     );
 }
 
+/// A trace is read a bounded line at a time, and an error quotes a bounded part of it: a line
+/// with a huge field, or no line end at all, costs neither the memory nor the terminal.
+#[test]
+fn huge_lines_are_refused_and_errors_quote_a_bounded_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let field = dir.path().join("field.jsonl");
+    std::fs::write(&field, format!("{{\"v\": 1, \"request\": \"{}\"}}\n", "x".repeat(50 << 20))).unwrap();
+    let out = replay(&[field.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let said = stderr(&out);
+    assert!(
+        said.contains(&format!("{}:1: not a nix-wasm-hook trace record", field.display())),
+        "{}",
+        &said[..said.len().min(2000)]
+    );
+    assert!(said.len() < 2000, "the error quotes {} bytes", said.len());
+
+    let endless = dir.path().join("endless.jsonl");
+    let mut f = std::fs::File::create(&endless).unwrap();
+    let block = vec![b'{'; 1 << 20];
+    for _ in 0..(nix_wasm_hook::trace::MAX_LINE >> 20) + 1 {
+        std::io::Write::write_all(&mut f, &block).unwrap();
+    }
+    drop(f);
+    let out = replay(&[endless.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(&format!("{}:1: the line is longer than 64 MiB", endless.display())),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn json_output_is_one_object_per_record_and_a_summary() {
     let trace = traces_dir().join("prefer-last-differs.jsonl").display().to_string();

@@ -148,17 +148,9 @@ pub fn main() -> i32 {
     let result = (|| {
         let explicit = cli.config.is_some();
         let path = cli.config.clone().unwrap_or_else(|| crate::hook::default_config().to_path_buf());
-        let opts = Options::from_file(&path, explicit)?.overlay(cli.flags());
-        for (flag, p) in [("--policy", &opts.policy), ("--trace", &opts.trace)] {
-            let Some(p) = p else { continue };
-            anyhow::ensure!(
-                p.is_absolute(),
-                "{flag} {} is a relative path; the hook runs with its working directory at `/`, \
-                 so it would mean {}: give an absolute path",
-                p.display(),
-                std::path::Path::new("/").join(p).display()
-            );
-        }
+        let flags = cli.flags();
+        flags.check(crate::config::Spelling::Flag)?;
+        let opts = Options::from_file(&path, explicit)?.overlay(flags);
         if cli.serve {
             crate::builder::run(&opts, &logger)
         } else {

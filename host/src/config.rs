@@ -55,7 +55,7 @@ pub struct Options {
 impl Options {
     /// Reads `path`; a missing file is fine only when the path was not asked for explicitly.
     pub fn from_file(path: &Path, explicit: bool) -> Result<Options> {
-        let text = match std::fs::read_to_string(path) {
+        let text = match nwh_files::read_to_string(path, nwh_files::OPTIONS_FILE) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(Options::default()),
             Err(e) => return Err(e).with_context(|| format!("reading the configuration {}", path.display())),
@@ -65,17 +65,47 @@ impl Options {
 
     pub fn parse(text: &str) -> Result<Options> {
         let opts: Options = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
-        for (key, p) in [("policy", &opts.policy), ("trace", &opts.trace)] {
+        opts.check(Spelling::File)?;
+        Ok(opts)
+    }
+
+    /// Refuses, by name, values that make no sense: a relative path (the hook runs in `/`, so
+    /// it would mean a path under `/`), and a number outside what the hook can work with (no
+    /// fuel, no memory, a memory size that overflows). A value that got through here works.
+    pub fn check(&self, spelling: Spelling) -> Result<()> {
+        let paths = [
+            ("policy", &self.policy),
+            ("trace", &self.trace),
+            ("cache-dir", &self.cache_dir),
+            ("current-load", &self.current_load),
+            ("state-dir", &self.state_dir),
+        ];
+        for (key, p) in paths {
             let Some(p) = p else { continue };
-            anyhow::ensure!(
-                p.is_absolute(),
-                "`{key} = {:?}` is a relative path; the hook runs with its working directory at `/`, \
-                 so it would mean {:?}: write an absolute path",
-                p,
-                Path::new("/").join(p)
+            // `cache-dir = ""` turns the cache off.
+            if p.is_absolute() || (key == "cache-dir" && p.as_os_str().is_empty()) {
+                continue;
+            }
+            anyhow::bail!(
+                "{} is a relative path; the hook runs with its working directory at `/`, so it would \
+                 mean {}: write an absolute path",
+                spelling.of(key, &format!("{:?}", p.display().to_string())),
+                Path::new("/").join(p).display()
             );
         }
-        Ok(opts)
+        for bound in BOUNDS {
+            let Some(value) = (bound.get)(self) else { continue };
+            anyhow::ensure!(
+                bound.range.contains(&value),
+                "{} is out of range: it must be from {} to {} ({}; the default is {})",
+                spelling.of(bound.key, &value),
+                bound.range.start(),
+                bound.range.end(),
+                bound.why,
+                bound.default
+            );
+        }
+        Ok(())
     }
 
     /// Flags win over the file.
@@ -156,6 +186,72 @@ impl Options {
     }
 }
 
+/// How an option is spelled where it was given, for errors that name it as the user wrote it.
+#[derive(Clone, Copy, Debug)]
+pub enum Spelling {
+    /// `key = value`, in the options file.
+    File,
+    /// `--key value`, on the command line.
+    Flag,
+}
+
+impl Spelling {
+    fn of(self, key: &str, value: &dyn std::fmt::Display) -> String {
+        match self {
+            Spelling::File => format!("`{key} = {value}`"),
+            Spelling::Flag => format!("`--{key} {value}`"),
+        }
+    }
+}
+
+/// The numbers an option may take, and why.
+struct Bound {
+    key: &'static str,
+    get: fn(&Options) -> Option<u64>,
+    range: std::ops::RangeInclusive<u64>,
+    default: u64,
+    why: &'static str,
+}
+
+const BOUNDS: [Bound; 5] = [
+    Bound {
+        key: "policy-fuel",
+        get: |o| o.policy_fuel,
+        range: 10_000..=100_000_000_000,
+        default: Limits::DEFAULT_FUEL,
+        why:
+            "a Rust policy spends ~60 000 on a few machines; beyond the top, the deadline stops a call first",
+    },
+    Bound {
+        key: "policy-timeout-ms",
+        get: |o| o.policy_timeout_ms,
+        range: 10..=60_000,
+        default: Limits::DEFAULT_DEADLINE_MS,
+        why: "the deadline is counted in 10 ms ticks, and Nix waits for every decision",
+    },
+    Bound {
+        key: "policy-memory-mib",
+        get: |o| o.policy_memory_mib,
+        range: 1..=4096,
+        default: Limits::DEFAULT_MEMORY_MIB,
+        why: "a Wasm memory holds at most 4 GiB",
+    },
+    Bound {
+        key: "connect-timeout",
+        get: |o| o.connect_timeout,
+        range: 1..=600,
+        default: 10,
+        why: "seconds; Nix waits for the answer meanwhile",
+    },
+    Bound {
+        key: "postpone-wait-ms",
+        get: |o| o.postpone_wait_ms,
+        range: 0..=600_000,
+        default: 3000,
+        why: "Nix waits for the answer meanwhile",
+    },
+];
+
 fn nix_state_dir() -> PathBuf {
     std::env::var_os("NIX_STATE_DIR")
         .filter(|v| !v.is_empty())
@@ -178,25 +274,25 @@ mod tests {
     #[test]
     fn relative_policy_is_refused_with_the_resolved_path() {
         let msg = format!("{:#}", Options::parse("policy = \"p.wasm\"").unwrap_err());
-        assert!(msg.contains("\"/p.wasm\""), "{msg}");
+        assert!(msg.contains("it would mean /p.wasm"), "{msg}");
         assert!(msg.contains("absolute path"), "{msg}");
     }
 
     #[test]
     fn a_relative_trace_is_refused() {
         let msg = format!("{:#}", Options::parse("trace = \"t.jsonl\"").unwrap_err());
-        assert!(msg.contains("`trace = ") && msg.contains("\"/t.jsonl\""), "{msg}");
-        let o = Options::parse("trace = \"/var/log/t.jsonl\"\ntrace-max-bytes = 1000\n").unwrap();
-        assert_eq!(o.trace_max_bytes(), 1000);
+        assert!(msg.contains("`trace = ") && msg.contains("mean /t.jsonl"), "{msg}");
+        let o = Options::parse("trace = \"/var/log/t.jsonl\"\ntrace-max-bytes = 2000000\n").unwrap();
+        assert_eq!(o.trace_max_bytes(), 2_000_000);
     }
 
     #[test]
     fn flags_override_file() {
-        let file = Options::parse("policy = \"/a.wasm\"\npolicy-fuel = 10\n").unwrap();
+        let file = Options::parse("policy = \"/a.wasm\"\npolicy-fuel = 100000\n").unwrap();
         let flags = Options { policy: Some("/b.wasm".into()), ..Default::default() };
         let o = file.overlay(flags);
         assert_eq!(o.policy.as_deref(), Some(Path::new("/b.wasm")));
-        assert_eq!(o.limits().fuel, 10);
+        assert_eq!(o.limits().fuel, 100_000);
     }
 
     #[test]
@@ -210,5 +306,37 @@ mod tests {
     fn wrong_type_names_key_and_line() {
         let msg = format!("{:#}", Options::parse("\npolicy-fuel = \"lots\"\n").unwrap_err());
         assert!(msg.contains("line 2") && msg.contains("policy-fuel"), "{msg}");
+    }
+
+    #[test]
+    fn nonsense_numbers_are_refused_by_name_with_the_range() {
+        for (text, words) in [
+            ("policy-fuel = 0", "`policy-fuel = 0` is out of range: it must be from 10000 to 100000000000"),
+            ("policy-memory-mib = 0", "`policy-memory-mib = 0` is out of range: it must be from 1 to 4096"),
+            // Would overflow when turned into bytes.
+            (
+                "policy-memory-mib = 9223372036854775807",
+                "it must be from 1 to 4096 (a Wasm memory holds at most 4 GiB",
+            ),
+            ("policy-timeout-ms = 0", "`policy-timeout-ms = 0` is out of range"),
+            ("connect-timeout = 0", "`connect-timeout = 0` is out of range"),
+        ] {
+            let msg = format!("{:#}", Options::parse(text).unwrap_err());
+            assert!(msg.contains(words), "{text}: {msg}");
+        }
+        assert!(Options::parse("postpone-wait-ms = 0").is_ok(), "no wait is a choice");
+    }
+
+    #[test]
+    fn every_relative_path_is_refused_with_the_path_it_would_mean() {
+        for key in ["cache-dir", "current-load", "state-dir", "policy", "trace"] {
+            let msg = format!("{:#}", Options::parse(&format!("{key} = \"var/x\"")).unwrap_err());
+            assert!(msg.contains(&format!("`{key} = \"var/x\"` is a relative path")), "{msg}");
+            assert!(msg.contains("it would mean /var/x"), "{msg}");
+        }
+        assert!(Options::parse("cache-dir = \"\"").is_ok(), "an empty cache-dir turns the cache off");
+        let flags = Options { state_dir: Some("run/nwh".into()), ..Default::default() };
+        let msg = format!("{:#}", flags.check(Spelling::Flag).unwrap_err());
+        assert!(msg.starts_with("`--state-dir \"run/nwh\"` is a relative path"), "{msg}");
     }
 }

@@ -7,7 +7,7 @@
 //! whole at the end of the file, after any other process's line.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -266,11 +266,17 @@ fn rotate(path: &Path, file: &File) {
     let _ = flock(file, FlockOperation::Unlock);
 }
 
+/// The longest line read as a record: a record of ten thousand machines (the most a machines
+/// file gives) is under 2 MiB. A longer line stops the reader with an error, before it is
+/// held whole in memory.
+pub const MAX_LINE: u64 = 64 << 20;
+
 /// Reads a trace, one record per non-empty line.
 pub struct Reader {
     path: PathBuf,
-    lines: std::io::Lines<BufReader<Box<dyn std::io::Read>>>,
+    input: BufReader<Box<dyn std::io::Read>>,
     line: usize,
+    failed: bool,
 }
 
 impl Reader {
@@ -283,9 +289,33 @@ impl Reader {
         };
         Ok(Reader {
             path: path.to_path_buf(),
-            lines: BufReader::with_capacity(1 << 16, input).lines(),
+            input: BufReader::with_capacity(1 << 16, input),
             line: 0,
+            failed: false,
         })
+    }
+
+    /// The next line, without its end, at most [`MAX_LINE`] long.
+    fn next_line(&mut self) -> Option<Result<String>> {
+        let mut bytes = Vec::new();
+        let read = (&mut self.input).take(MAX_LINE + 1).read_until(b'\n', &mut bytes);
+        self.line += 1;
+        let at = || format!("{}:{}", self.path.display(), self.line);
+        match read {
+            Ok(0) => None,
+            Err(e) => Some(Err(e).with_context(|| format!("reading {}", at()))),
+            Ok(_) if bytes.len() as u64 > MAX_LINE => Some(Err(anyhow::anyhow!(
+                "{}: the line is longer than {}, the most a trace record may be: is this a trace?",
+                at(),
+                nwh_files::size(MAX_LINE)
+            ))),
+            Ok(_) => {
+                if bytes.last() == Some(&b'\n') {
+                    bytes.pop();
+                }
+                Some(String::from_utf8(bytes).with_context(|| format!("{}: not UTF-8 text", at())))
+            }
+        }
     }
 }
 
@@ -294,19 +324,39 @@ impl Iterator for Reader {
     type Item = Result<(usize, Record)>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
         loop {
-            let text = match self.lines.next()? {
+            let text = match self.next_line()? {
                 Ok(t) => t,
-                Err(e) => return Some(Err(e).with_context(|| format!("reading {}", self.path.display()))),
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
             };
-            self.line += 1;
             if text.trim().is_empty() {
                 continue;
             }
-            return Some(parse_line(&text).map(|r| (self.line, r)).with_context(|| {
-                format!("{}:{}: not a nix-wasm-hook trace record", self.path.display(), self.line)
+            return Some(parse_line(&text).map(|r| (self.line, r)).map_err(|e| {
+                // serde's words may quote the offending value, which may be megabytes long.
+                anyhow::anyhow!(
+                    "{}:{}: not a nix-wasm-hook trace record: {}",
+                    self.path.display(),
+                    self.line,
+                    shorten(&format!("{e:#}"))
+                )
             }));
         }
+    }
+}
+
+/// At most a few hundred characters of `text`, for an error that quotes input.
+fn shorten(text: &str) -> String {
+    const MAX: usize = 300;
+    match text.char_indices().nth(MAX) {
+        Some((end, _)) => format!("{}… ({} bytes in all)", &text[..end], text.len()),
+        None => text.to_string(),
     }
 }
 

@@ -77,8 +77,8 @@ impl Derivation {
     /// Reads and parses a `.drv` file.
     pub fn read(path: impl AsRef<Path>) -> Result<Derivation, ReadError> {
         let path = path.as_ref();
-        let bytes =
-            std::fs::read(path).map_err(|source| ReadError::Io { path: path.to_path_buf(), source })?;
+        let bytes = nwh_files::read(path, nwh_files::DERIVATION)
+            .map_err(|source| ReadError::Io { path: path.to_path_buf(), source })?;
         Derivation::parse(&bytes).map_err(|source| ReadError::Parse { path: path.to_path_buf(), source })
     }
 

@@ -21,11 +21,13 @@ pub(crate) struct Reader<'c> {
     /// Canonical paths of the files being read, outermost first, to catch include cycles (Nix
     /// would recurse until it runs out of stack or file descriptors).
     open_files: Vec<PathBuf>,
+    /// [`crate::MAX_MACHINES`] machines were read, and the next one was refused.
+    past_the_bound: bool,
 }
 
 impl<'c> Reader<'c> {
     pub(crate) fn new(ctx: &'c ParseContext) -> Self {
-        Reader { ctx, out: Machines::default(), open_files: Vec::new() }
+        Reader { ctx, out: Machines::default(), open_files: Vec::new(), past_the_bound: false }
     }
 
     pub(crate) fn finish(self) -> Machines {
@@ -50,6 +52,8 @@ impl<'c> Reader<'c> {
                 if let Some(path) = entry.strip_prefix('@') {
                     let path_at = at + 1 + (path.len() - path.trim_start_matches(BLANK).len());
                     self.include(&site, at, path.trim_matches(BLANK), path_at);
+                } else if self.out.machines.len() >= crate::MAX_MACHINES {
+                    self.too_many(&site, at, entry.len());
                 } else {
                     machine_line::parse(&site, at, entry, self.ctx, &mut self.out);
                 }
@@ -57,11 +61,29 @@ impl<'c> Reader<'c> {
         }
     }
 
+    /// Said once, at the first machine past [`crate::MAX_MACHINES`].
+    fn too_many(&mut self, site: &Site, at: usize, len: usize) {
+        if self.past_the_bound {
+            return;
+        }
+        self.past_the_bound = true;
+        let max = crate::MAX_MACHINES;
+        self.out.diagnostics.push(
+            site.error(
+                at,
+                len,
+                format!("more than {max} machines: this one and every one after it are ignored"),
+            )
+            .expected(format!("at most {max} machines"))
+            .fix("remove machines, or share the cluster between several Nix hosts"),
+        );
+    }
+
     /// The file named on the command line or by the caller: nothing includes it, so a missing
     /// file is an error of the file itself.
     pub(crate) fn read_top_file(&mut self, path: &Path) {
         let name = path.display().to_string();
-        match std::fs::read(path) {
+        match nwh_files::read(path, nwh_files::MACHINES_FILE) {
             Ok(bytes) => self.expand_file(path, &bytes),
             Err(e) => self.out.diagnostics.push(Diagnostic::whole_file(
                 Severity::Error,
@@ -117,7 +139,7 @@ impl<'c> Reader<'c> {
             );
             return;
         }
-        let bytes = match std::fs::read(file) {
+        let bytes = match nwh_files::read(file, nwh_files::MACHINES_FILE) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 let remove = if from_env {
@@ -264,7 +286,6 @@ fn describe(e: &std::io::Error) -> String {
     match e.kind() {
         ErrorKind::NotFound => "no such file".to_owned(),
         ErrorKind::PermissionDenied => "permission denied".to_owned(),
-        ErrorKind::IsADirectory => "it is a directory".to_owned(),
         _ => e.to_string(),
     }
 }
@@ -278,6 +299,8 @@ fn read_fix(e: &std::io::Error, path: &str) -> String {
         ErrorKind::IsADirectory => {
             format!("name a file, not a directory (e.g. '@{}/NAME')", path.trim_end_matches('/'))
         }
+        ErrorKind::InvalidInput => format!("name a regular file instead of '{path}'"),
+        ErrorKind::FileTooLarge => format!("check that '{path}' is the machines file you meant"),
         _ => format!("check that '{path}' is a readable machines file"),
     }
 }

@@ -32,6 +32,14 @@ pub use diagnostic::{Diagnostic, Severity};
 /// The `source` to pass to [`parse_builders`] for a value taken from the `builders` setting.
 pub const BUILDERS_SETTING: &str = "setting 'builders'";
 
+/// The most machines read; the ones after are refused with one error. Every decision looks at
+/// every machine (and its slots), so a list without end would stall every build.
+pub const MAX_MACHINES: usize = 10_000;
+
+/// The most builds one machine takes at once (`max-jobs`, column 4): each is a lock file that
+/// every decision looks at, so a slip of the keyboard (four billion) would stall every build.
+pub const MAX_JOBS: u32 = 1024;
+
 /// The `source` to pass to [`parse_builders`] for the output of
 /// [`builders_from_remote_systems_env`]; it makes relative entries be reported against the
 /// variable and enables the warning about multi-file values in old Nix.

@@ -374,12 +374,13 @@ fn ssh_key(site: &Site, t: Token, ctx: &ParseContext, diags: &mut Vec<Diagnostic
 fn max_jobs(text: &str) -> Result<u32, (String, String)> {
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     if digits(text) {
-        return text.parse().map_err(|_| {
-            (
-                format!("max-jobs column is '{text}', larger than {}", u32::MAX),
-                format!("use at most {}", u32::MAX),
-            )
-        });
+        return match text.parse::<u32>() {
+            Ok(n) if n <= crate::MAX_JOBS => Ok(n),
+            _ => Err((
+                format!("max-jobs column is '{text}', more than the {} builds at once this hook takes on one machine", crate::MAX_JOBS),
+                format!("use at most {}", crate::MAX_JOBS),
+            )),
+        };
     }
     if text.strip_prefix('-').is_some_and(digits) {
         return Err((

@@ -289,14 +289,31 @@ fn max_jobs_fraction() {
 
 #[test]
 fn max_jobs_too_large() {
-    one(
-        "b1 - - 4294967296",
-        Want {
-            expected: &["unsigned integer"],
-            fix: &["4294967295"],
-            ..error(1, 8, &["larger than 4294967295"])
-        },
-    );
+    // Each slot is a lock file every decision looks at: four billion would stall every build.
+    for text in ["b1 - - 4294967295", "b1 - - 4294967296", "b1 - - 1025"] {
+        one(
+            text,
+            Want {
+                expected: &["unsigned integer"],
+                fix: &["use at most 1024"],
+                ..error(1, 8, &["builds at once this hook takes on one machine"])
+            },
+        );
+    }
+    let ok =
+        nwh_machines::parse_builders("b1 - - 1024", "test", &nwh_machines::ParseContext::new("x86_64-linux"));
+    assert_eq!(ok.machines[0].max_jobs, 1024);
+}
+
+#[test]
+fn machines_past_the_bound_are_refused_with_one_error() {
+    let text: String = (0..nwh_machines::MAX_MACHINES + 5).map(|i| format!("ssh://b{i}\n")).collect();
+    let parsed =
+        nwh_machines::parse_builders(&text, "test", &nwh_machines::ParseContext::new("x86_64-linux"));
+    assert_eq!(parsed.machines.len(), nwh_machines::MAX_MACHINES);
+    assert_eq!(parsed.diagnostics.len(), 1, "{:?}", parsed.diagnostics);
+    let said = parsed.diagnostics[0].to_string();
+    assert!(said.starts_with("test:10001:1: error: more than 10000 machines"), "{said}");
 }
 
 #[test]

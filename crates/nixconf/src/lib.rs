@@ -379,7 +379,7 @@ impl Settings {
 
     /// Reads a configuration file as text; `None` means skip it.
     fn read_conf(&mut self, path: &Path, included_from: Option<&Origin>) -> Option<String> {
-        match std::fs::read(path) {
+        match nwh_files::read(path, nwh_files::NIX_CONF) {
             Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => {

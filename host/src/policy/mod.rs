@@ -34,11 +34,58 @@ pub struct Limits {
     pub memory: usize,
 }
 
+impl Limits {
+    /// A Rust policy spends ~60 k fuel per decision, Python ~600 k and JS ~4 M on 16 machines;
+    /// 50 M leaves room without letting a loop stall Nix.
+    pub const DEFAULT_FUEL: u64 = 50_000_000;
+    pub const DEFAULT_DEADLINE_MS: u64 = 200;
+    pub const DEFAULT_MEMORY_MIB: u64 = 64;
+}
+
+impl Limits {
+    /// The limits the embedded default policy runs with on this input: never below these, and
+    /// growing with the size of the input, so that a long machine list or feature list is not
+    /// what stops it (its cost grows with its input: a pass over the machines, a sort). Only a
+    /// bug, or an input far past the stated bounds, could stop it; its rules then run natively.
+    pub fn scaled_to(self, req: &Request, machines: &[MachineView]) -> Limits {
+        let strings = |v: &[String]| v.iter().map(|s| s.len() + 8).sum::<usize>();
+        let machines_bytes: usize = machines
+            .iter()
+            .map(|m| {
+                64 + m.uri.len()
+                    + strings(&m.systems)
+                    + strings(&m.supported_features)
+                    + strings(&m.mandatory_features)
+                    + m.down_reason.as_ref().map_or(0, String::len)
+            })
+            .sum();
+        let input =
+            (req.drv_path.len() + req.system.len() + strings(&req.required_features) + machines_bytes) as u64;
+        let features = (req.required_features.len() + 1) as u64;
+        Limits {
+            // Each machine's features are compared with the request's.
+            fuel: self.fuel.max(DEFAULT_FUEL_PER_BYTE * input * features),
+            deadline: self.deadline,
+            memory: self.memory.max(DEFAULT_MEMORY_BASE + DEFAULT_MEMORY_PER_BYTE * input as usize),
+        }
+    }
+}
+
+/// The embedded default's budget per byte of its input, with room to spare: it spent ~19 fuel
+/// per byte on ten thousand machines of sixteen features each (policy_limits.rs), and its
+/// memory holds the input once, lowered, and its answer.
+const DEFAULT_FUEL_PER_BYTE: u64 = 400;
+const DEFAULT_MEMORY_PER_BYTE: usize = 64;
+/// Its own image and stack, whatever the input.
+const DEFAULT_MEMORY_BASE: usize = 16 << 20;
+
 impl Default for Limits {
     fn default() -> Self {
-        // A Rust policy spends ~60 k fuel per decision, Python ~600 k and JS ~4 M on 16
-        // machines (spec/wasm-host.md §3.6); 50 M leaves room without letting a loop stall Nix.
-        Limits { fuel: 50_000_000, deadline: Duration::from_millis(200), memory: 64 << 20 }
+        Limits {
+            fuel: Self::DEFAULT_FUEL,
+            deadline: Duration::from_millis(Self::DEFAULT_DEADLINE_MS),
+            memory: (Self::DEFAULT_MEMORY_MIB as usize) << 20,
+        }
     }
 }
 
@@ -134,7 +181,8 @@ impl Policy {
     }
 
     pub fn from_file(path: &Path, cache: &Cache) -> Result<Policy> {
-        let bytes = std::fs::read(path).with_context(|| format!("reading policy {}", path.display()))?;
+        let bytes = nwh_files::read(path, nwh_files::POLICY)
+            .with_context(|| format!("reading policy {}", path.display()))?;
         Policy::from_bytes(&path.display().to_string(), &bytes, cache)
             .with_context(|| format!("policy {} cannot be used", path.display()))
     }
@@ -185,7 +233,16 @@ impl Policy {
     /// One call on a fresh instance: requests stay independent, and after a trap there is
     /// nothing to clean up.
     pub fn call(&self, req: &Request, machines: &[MachineView]) -> Result<Call, CallError> {
-        let limits = self.limits;
+        self.call_within(req, machines, self.limits)
+    }
+
+    /// [`Policy::call`] with other limits.
+    pub fn call_within(
+        &self,
+        req: &Request,
+        machines: &[MachineView],
+        limits: Limits,
+    ) -> Result<Call, CallError> {
         let mut store = Store::new(&self.engine, StoreState::new(limits.memory));
         store.limiter(|s| &mut s.limiter);
         store.set_fuel(limits.fuel).expect("fuel is enabled on the engine");
@@ -362,7 +419,12 @@ impl Policies {
                 Err(e) => failures.push(format!("policy {} failed on {}: {e}", p.name(), req.drv_path)),
             }
         }
-        match self.default.call(req, machines).and_then(|c| validate(&c.answer, req, machines).map(|_| c)) {
+        let limits = self.default.limits.scaled_to(req, machines);
+        match self
+            .default
+            .call_within(req, machines, limits)
+            .and_then(|c| validate(&c.answer, req, machines).map(|_| c))
+        {
             Ok(c) => return Decided::new(c.answer, DecidedBy::Default, c.fuel_used, started, failures),
             Err(e) => failures.push(format!("the embedded default policy failed on {}: {e}", req.drv_path)),
         }

@@ -54,7 +54,8 @@ struct Entry {
 impl Workload {
     /// Reads a workload file; `system` is the system of derivations that name none.
     pub fn from_file(path: &Path, system: &str) -> Result<Workload> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text = nwh_files::read_to_string(path, nwh_files::WORKLOAD)
+            .with_context(|| format!("reading {}", path.display()))?;
         Workload::parse(&text, &path.display().to_string(), system)
     }
 
