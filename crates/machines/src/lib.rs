@@ -36,6 +36,10 @@ pub const BUILDERS_SETTING: &str = "setting 'builders'";
 /// every machine (and its slots), so a list without end would stall every build.
 pub const MAX_MACHINES: usize = 10_000;
 
+/// The longest store URI: slot lock files are named after it (`<uri>-<slot>`,
+/// `<uri>.upload-lock`), and a file name holds at most 255 bytes.
+pub const MAX_URI_LEN: usize = 240;
+
 /// The most builds one machine takes at once (`max-jobs`, column 4): each is a lock file that
 /// every decision looks at, so a slip of the keyboard (four billion) would stall every build.
 pub const MAX_JOBS: u32 = 1024;

@@ -224,6 +224,30 @@ fn normalise_uri(text: &str) -> String {
 /// Warn about hosts that cannot be what the user meant.
 fn check_host(site: &Site, t: Token, uri: &str, diags: &mut Vec<Diagnostic>) {
     let (at, len) = (t.at, t.text.len());
+    if let Some(c) = uri.chars().find(|c| c.is_control()) {
+        diags.push(
+            site.error(at, len, format!("store URI holds the control character {c:?}, which no host or user name can hold"))
+                .expected("a store URI of printable characters")
+                .fix("remove the character (a file copied from elsewhere may carry it)"),
+        );
+        return;
+    }
+    if uri.len() > crate::MAX_URI_LEN {
+        diags.push(
+            site.error(
+                at,
+                len,
+                format!(
+                    "store URI is {} bytes long; its slot lock files are named after it, and a file name holds at \
+                     most 255 bytes",
+                    uri.len()
+                ),
+            )
+            .expected(format!("a store URI of at most {} bytes", crate::MAX_URI_LEN))
+            .fix("use a shorter name: a Host alias in root's ~/.ssh/config can stand for a long host name"),
+        );
+        return;
+    }
     if matches!(uri, "auto" | "daemon" | "local") {
         let message = format!(
             "'{uri}' is this machine's own Nix store; building there through the hook waits on \

@@ -531,3 +531,21 @@ fn non_ascii_character_in_host_key() {
         },
     );
 }
+
+#[test]
+fn a_uri_no_lock_file_can_be_named_after_is_refused() {
+    one(
+        "ssh://b\u{0}1 x86_64-linux",
+        Want {
+            expected: &["printable characters"],
+            fix: &["remove the character"],
+            ..error(1, 1, &["control character '\\0'"])
+        },
+    );
+    let long = format!("ssh://{} x86_64-linux", "b".repeat(nwh_machines::MAX_URI_LEN));
+    one(
+        &long,
+        Want { expected: &["at most 240 bytes"], fix: &["Host alias"], ..error(1, 1, &["246 bytes long"]) },
+    );
+}
+
