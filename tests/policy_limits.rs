@@ -161,6 +161,50 @@ fn a_policy_that_allocates_without_end_hits_the_memory_limit() {
     falls_back("hog", Limits::default(), &["hog.wasm", "memory limit of 67108864 bytes"]);
 }
 
+/// A policy that answers far more than it was asked: a million rejections, or one 100 MiB
+/// reason. Its answer is refused (or its memory limit stops it first), one warning says why,
+/// the default decides.
+#[test]
+fn a_policy_that_floods_its_answer() {
+    // Making a million rejections costs more than the default fuel: with room for them (and
+    // for a 100 MiB string), the answer itself is refused.
+    let roomy = Limits { fuel: 2_000_000_000, memory: 512 << 20, ..Limits::default() };
+    falls_back("flood", roomy, &["flood.wasm", "it gave 1000000 reasons for 3 machines"]);
+    let (policies, _) = load("flood", roomy);
+    let req =
+        Request { drv_path: "/nix/store/00000000000000000000000000000000-reason.drv".into(), ..request() };
+    let d = policies.decide(&req, &machines());
+    assert_eq!(d.by, DecidedBy::Default);
+    let w = d.warning.expect("a warning");
+    assert!(w.contains("its reason for machine #0 is 104857600 bytes long; a reason is at most 4096"), "{w}");
+    // Within the default limits, the policy cannot even make them.
+    let (policies, _) = load("flood", Limits::default());
+    let w = policies.decide(&req, &machines()).warning.expect("a warning");
+    assert!(w.contains("memory limit of 67108864 bytes"), "{w}");
+    let w = policies.decide(&request(), &machines()).warning.expect("a warning");
+    assert!(w.contains("ran out of fuel"), "{w}");
+}
+
+/// A policy that is slow only on some inputs: those fall back within the deadline, each with
+/// its warning; the others are its own answers.
+#[test]
+fn a_policy_slow_on_some_inputs_falls_back_on_those_only() {
+    let (policies, _) = load("moody", Limits::default());
+    let fast = policies.decide(&request(), &machines());
+    assert_eq!((fast.by, fast.warning.as_deref()), (DecidedBy::Policy, None));
+    let slow =
+        Request { drv_path: "/nix/store/00000000000000000000000000000000-slow.drv".into(), ..request() };
+    let started = std::time::Instant::now();
+    let d = policies.decide(&slow, &machines());
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "bounded by fuel and the deadline");
+    assert_eq!(d.by, DecidedBy::Default);
+    assert_eq!(d.answer.choice, Choice::Try(DEFAULT_CHOICE.to_vec()));
+    let w = d.warning.expect("a warning");
+    assert!(w.contains("moody.wasm failed on /nix/store/00000000000000000000000000000000-slow.drv"), "{w}");
+    let again = policies.decide(&request(), &machines());
+    assert_eq!(again.by, DecidedBy::Policy, "a slow request leaves nothing behind for the next");
+}
+
 #[test]
 fn a_policy_that_traps() {
     falls_back(

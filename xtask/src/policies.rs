@@ -79,6 +79,8 @@ const GUESTS: &[Guest] = &[
     guest("spin", "test-policy-spin", Target::Core, Imports::None),
     guest("hog", "test-policy-hog", Target::Core, Imports::None),
     guest("trap", "test-policy-trap", Target::Core, Imports::None),
+    guest("flood", "test-policy-flood", Target::Core, Imports::None),
+    guest("moody", "test-policy-moody", Target::Core, Imports::None),
     guest("phantom", "test-policy-phantom", Target::Core, Imports::None),
     guest("misfit", "test-policy-misfit", Target::Core, Imports::None),
     guest("prefer-last", "test-policy-prefer-last", Target::Core, Imports::None),

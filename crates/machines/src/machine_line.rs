@@ -226,9 +226,13 @@ fn check_host(site: &Site, t: Token, uri: &str, diags: &mut Vec<Diagnostic>) {
     let (at, len) = (t.at, t.text.len());
     if let Some(c) = uri.chars().find(|c| c.is_control()) {
         diags.push(
-            site.error(at, len, format!("store URI holds the control character {c:?}, which no host or user name can hold"))
-                .expected("a store URI of printable characters")
-                .fix("remove the character (a file copied from elsewhere may carry it)"),
+            site.error(
+                at,
+                len,
+                format!("store URI holds the control character {c:?}, which no host or user name can hold"),
+            )
+            .expected("a store URI of printable characters")
+            .fix("remove the character (a file copied from elsewhere may carry it)"),
         );
         return;
     }

@@ -548,4 +548,3 @@ fn a_uri_no_lock_file_can_be_named_after_is_refused() {
         Want { expected: &["at most 240 bytes"], fix: &["Host alias"], ..error(1, 1, &["246 bytes long"]) },
     );
 }
-

@@ -301,9 +301,26 @@ fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or_default().to_string()
 }
 
+/// The longest reason a policy may give for not choosing a machine: a sentence, not a file.
+pub const MAX_REASON: usize = 4096;
+
 /// Checks that an answer names only machines that exist and fit now, and gives a reason for
-/// every machine it leaves out (so users can be told why).
+/// every machine it leaves out (so users can be told why), each reason a sentence. An answer
+/// can be no larger than the policy's memory, which bounds what a hostile one costs the host.
 pub fn validate(answer: &Answer, req: &Request, machines: &[MachineView]) -> Result<(), CallError> {
+    if answer.rejected.len() > machines.len() {
+        return Err(CallError::Nonsense(format!(
+            "it gave {} reasons for {} machines",
+            answer.rejected.len(),
+            machines.len()
+        )));
+    }
+    if let Some((i, why)) = answer.rejected.iter().find(|(_, why)| why.len() > MAX_REASON) {
+        return Err(CallError::Nonsense(format!(
+            "its reason for machine #{i} is {} bytes long; a reason is at most {MAX_REASON}",
+            why.len()
+        )));
+    }
     if let Choice::Try(ranking) = &answer.choice {
         if ranking.is_empty() {
             return Err(CallError::Nonsense(
