@@ -87,3 +87,22 @@ fn a_machines_option_nothing_reads_is_noted() {
         "{text}"
     );
 }
+
+/// Many builders are checked a bounded number at a time, and every one gets its report, in
+/// the order of the machines file.
+#[test]
+fn many_builders_are_checked_a_few_at_a_time_and_each_is_reported() {
+    // Loopback ports that refuse at once: builders that are down, each its own line.
+    let builders: Vec<String> =
+        (0..40).map(|i| format!("ssh://root@127.0.0.1:{} x86_64-linux", 1 + i)).collect();
+    let out = check(&builders.join("\n"), "");
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}{}", stderr(&out));
+    assert!(text.contains("40 builder(s): 0 usable, 40 unusable"), "{text}");
+    let mut at = 0;
+    for i in 0..40 {
+        let line = format!("UNUSABLE  ssh://root@127.0.0.1:{} ", 1 + i);
+        let found = text[at..].find(&line).unwrap_or_else(|| panic!("{line:?} not in order in\n{text}"));
+        at += found + line.len();
+    }
+}

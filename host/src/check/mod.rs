@@ -206,51 +206,91 @@ fn print_report(out: &mut dyn Write, r: &Report) -> Result<()> {
     Ok(())
 }
 
-/// Every builder at once, each within a deadline: a builder that accepts the connection but
-/// never answers (a frozen machine, a hung `nix-store`) must not hang `check`. A check past
-/// its deadline is left running (the process ends after the report) and reported as such.
-/// A builder-mode line is checked against `real`, the real builders behind it.
+/// How many builders are checked at once: each check is an ssh connection (and processes on
+/// both ends), so a machines file of thousands must not open thousands at a time.
+const AT_ONCE: usize = 16;
+
+/// Every builder, [`AT_ONCE`] at a time, each within a deadline from when its check starts: a
+/// builder that accepts the connection but never answers (a frozen machine, a hung
+/// `nix-store`) must not hang `check`. A check past its deadline is left running (the process
+/// ends after the report), reported as such, and another worker takes its place. A
+/// builder-mode line is checked against `real`, the real builders behind it.
 fn check_all(
     machines: &[Machine],
     ssh_opts: &SshOptions,
     real: Option<&nwh_machines::Machines>,
 ) -> Vec<Report> {
-    let deadline = std::time::Instant::now() + ssh_opts.connect_timeout + CHECK_GRACE;
-    let waiting: Vec<_> = machines
-        .iter()
-        .map(|m| {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let (m, opts) = (m.clone(), ssh_opts.clone());
-            let real = real.cloned();
-            std::thread::spawn(move || {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{mpsc, Arc};
+    use std::time::Instant;
+
+    enum Event {
+        Started(usize),
+        Done(usize, Report),
+    }
+    let limit = ssh_opts.connect_timeout + CHECK_GRACE;
+    let shared = Arc::new((machines.to_vec(), ssh_opts.clone(), real.cloned(), AtomicUsize::new(0)));
+    let (tx, rx) = mpsc::channel();
+    let worker = || {
+        let (shared, tx) = (Arc::clone(&shared), tx.clone());
+        std::thread::spawn(move || {
+            let (machines, opts, real, next) = &*shared;
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(m) = machines.get(i) else { return };
+                if tx.send(Event::Started(i)).is_err() {
+                    return;
+                }
                 let report = match m.builder_mode_program() {
-                    Some(program) => builder_line::check(&m, program, real.as_ref()),
-                    None => check_machine(&m, &opts),
+                    Some(program) => builder_line::check(m, program, real.as_ref()),
+                    None => check_machine(m, opts),
                 };
-                let _ = tx.send(report);
-            });
-            rx
-        })
-        .collect();
-    waiting
-        .into_iter()
-        .zip(machines)
-        .map(|(rx, m)| {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            rx.recv_timeout(left).unwrap_or_else(|_| {
-                let mut r = Report::new(m);
-                r.add(
-                    Status::Unusable,
-                    format!(
-                        "no answer within {} s: the connection or Nix on the builder hangs",
-                        (ssh_opts.connect_timeout + CHECK_GRACE).as_secs()
-                    ),
-                    "is the builder overloaded or stopped (a frozen VM)? Does `ssh HOST nix-store --version` return?",
-                );
-                r
-            })
-        })
-        .collect()
+                if tx.send(Event::Done(i, report)).is_err() {
+                    return;
+                }
+            }
+        });
+    };
+    for _ in 0..AT_ONCE.min(machines.len()) {
+        worker();
+    }
+    let mut reports: Vec<Option<Report>> = machines.iter().map(|_| None).collect();
+    let mut running: Vec<(usize, Instant)> = Vec::new();
+    let mut left = machines.len();
+    while left > 0 {
+        let wait =
+            running.iter().map(|(_, since)| (*since + limit).saturating_duration_since(Instant::now())).min();
+        match rx.recv_timeout(wait.unwrap_or(limit)) {
+            Ok(Event::Started(i)) => running.push((i, Instant::now())),
+            Ok(Event::Done(i, report)) => {
+                running.retain(|(r, _)| *r != i);
+                if reports[i].is_none() {
+                    reports[i] = Some(report);
+                    left -= 1;
+                }
+            }
+            Err(_) => {
+                let now = Instant::now();
+                for (i, _) in running.iter().filter(|(_, since)| now >= *since + limit) {
+                    reports[*i] = Some(no_answer(&machines[*i], limit));
+                    left -= 1;
+                    worker();
+                }
+                running.retain(|(_, since)| now < *since + limit);
+            }
+        }
+    }
+    reports.into_iter().map(|r| r.expect("every machine has a report")).collect()
+}
+
+fn no_answer(m: &Machine, limit: std::time::Duration) -> Report {
+    let mut r = Report::new(m);
+    r.add(
+        Status::Unusable,
+        format!("no answer within {} s: the connection or Nix on the builder hangs", limit.as_secs()),
+        "is the builder overloaded or stopped (a frozen VM)? Does `ssh HOST nix-store --version` return?",
+    );
+    r
 }
 
 /// How long a builder's checks may take once connected (handshakes and three commands).
