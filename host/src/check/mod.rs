@@ -226,7 +226,7 @@ fn check_all(
 
     enum Event {
         Started(usize),
-        Done(usize, Report),
+        Done(usize, Box<Report>),
     }
     let limit = ssh_opts.connect_timeout + CHECK_GRACE;
     let shared = Arc::new((machines.to_vec(), ssh_opts.clone(), real.cloned(), AtomicUsize::new(0)));
@@ -245,7 +245,7 @@ fn check_all(
                     Some(program) => builder_line::check(m, program, real.as_ref()),
                     None => check_machine(m, opts),
                 };
-                if tx.send(Event::Done(i, report)).is_err() {
+                if tx.send(Event::Done(i, Box::new(report))).is_err() {
                     return;
                 }
             }
@@ -265,7 +265,7 @@ fn check_all(
             Ok(Event::Done(i, report)) => {
                 running.retain(|(r, _)| *r != i);
                 if reports[i].is_none() {
-                    reports[i] = Some(report);
+                    reports[i] = Some(*report);
                     left -= 1;
                 }
             }
