@@ -15,7 +15,7 @@
 # usage: testbed.sh up N | down | status | machines [ssh|ssh-ng]
 #                   | ssh I CMD | exec I CMD... | nix-conf | nix-build ARGS...
 #                   | builder-stop I | builder-start I
-#                   | builder-freeze I | builder-thaw I
+#                   | builder-freeze I | builder-thaw I | link-down I | link-up I
 # Run as root. stdin is never read. Logs go to stderr, results to stdout.
 # Env for `up` (one value per builder, the last one repeats; later commands
 # reuse what `up` used): TESTBED_SPEEDS, TESTBED_JOBS (comma lists of
@@ -583,6 +583,13 @@ cmd_builder_signal() {  # STOP|CONT I: freeze/thaw every process of builder I
     log "$NS$2: SIG$sig sent to ${pids//$'\n'/ }"
 }
 
+cmd_link() {  # down|up I: builder I's own end of its link, inside its namespace
+    local state=$1; need_index "${2:-}"
+    netns_exists "$NS$2" || die "no builder $NS$2"
+    ip netns exec "$NS$2" ip link set dev eth0 "$state"
+    log "$NS$2: eth0 $state"
+}
+
 cmd_nix_conf() { printf '%s\n' "${MASTER_CONF[@]}"; }
 
 cmd_nix_build() {  # nix-build from / with the master settings as --option
@@ -612,6 +619,8 @@ case "${1:-}" in
     builder-start) shift; cmd_builder_start "$@" ;;
     builder-freeze) shift; cmd_builder_signal STOP "$@" ;;
     builder-thaw) shift; cmd_builder_signal CONT "$@" ;;
+    link-down) shift; cmd_link down "$@" ;;
+    link-up) shift; cmd_link up "$@" ;;
     help|-h|--help) usage ;;
     *) usage >&2; exit 2 ;;
 esac

@@ -19,6 +19,7 @@ mod testbed_builder;
 mod testbed_check;
 mod testbed_decide;
 mod testbed_diagnose;
+mod testbed_faults;
 mod testbed_load;
 mod testbed_smoke;
 mod testbed_ssh_ng;

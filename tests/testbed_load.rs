@@ -74,7 +74,11 @@ fn assert_within_max_jobs(tb: &Testbed, nonce: &str, out: &std::process::Output)
     eprintln!("builder: (builds, most at once): {seen:?}");
     assert_eq!(seen.values().map(|(n, _)| n).sum::<usize>(), BUILDS, "each build ran once: {seen:?}");
     for (b, (_, most)) in &seen {
-        assert!(*most <= JOBS[b - 1], "builder {b} ran {most} builds at once, max-jobs {}: {seen:?}", JOBS[b - 1]);
+        assert!(
+            *most <= JOBS[b - 1],
+            "builder {b} ran {most} builds at once, max-jobs {}: {seen:?}",
+            JOBS[b - 1]
+        );
     }
     assert!(seen.values().filter(|(n, _)| *n > 0).count() >= 2, "the load was spread: {seen:?}");
 }

@@ -599,6 +599,14 @@ impl Testbed {
     pub fn builder_thaw(&self, i: usize) {
         self.script_ok(["builder-thaw".to_string(), i.to_string()]);
     }
+    /// Fault injection: builder `i`'s link down in its namespace (packets vanish, no reset).
+    pub fn link_down(&self, i: usize) {
+        self.script_ok(["link-down".to_string(), i.to_string()]);
+    }
+    /// Builder `i`'s link up again.
+    pub fn link_up(&self, i: usize) {
+        self.script_ok(["link-up".to_string(), i.to_string()]);
+    }
 
     /// `testbed.sh status` output.
     pub fn status(&self) -> Output {

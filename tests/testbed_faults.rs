@@ -1,0 +1,314 @@
+//! Faults on the test bed, each at a known phase of a build: the hook killed as Nix kills it
+//! (SIGKILL to its process group) while it waits for a slot, uploads, waits for the build,
+//! downloads or registers; and the builder stopped mid-build, frozen mid-upload, cut off
+//! mid-download. The phase is read from the timeline the hook writes (`NWH_TIMELINE`), so a
+//! fault lands where it is meant to. Afterwards, whatever happened: `nix-store --verify
+//! --check-contents` is clean on the master and the builder, a path valid on the master is
+//! complete, no slot is held, and the next build of the same derivation works. On the oldest
+//! and the newest Nix of the test bed, for the hook front-end and the builder front-end.
+
+use std::path::PathBuf;
+use std::process::{Child, Output};
+use std::time::{Duration, Instant};
+
+use crate::support::hook::OurHook;
+use crate::support::testbed::{describe, out_paths, unique_nonce, Nix, Opts, Testbed};
+use crate::support::tool::stderr;
+
+macro_rules! on_oldest_and_newest_nix {
+    ($($test:ident),* $(,)?) => {
+        mod nix_2_8 { $( #[test] fn $test() { super::$test($crate::support::testbed::Nix::V2_8) } )* }
+        mod nix_2_34 { $( #[test] fn $test() { super::$test($crate::support::testbed::Nix::V2_34) } )* }
+    };
+}
+
+on_oldest_and_newest_nix!(
+    the_hook_killed_waiting_for_a_slot,
+    the_hook_killed_uploading,
+    the_hook_killed_while_the_builder_builds,
+    the_hook_killed_downloading,
+    the_hook_killed_registering,
+    the_builder_stopped_mid_build,
+    the_builder_frozen_mid_upload,
+    the_builder_cut_off_mid_download,
+    the_builder_front_end_killed_uploading,
+    the_builder_front_end_killed_while_the_builder_builds,
+    the_builder_front_end_killed_downloading,
+);
+
+/// How the build reaches the builder.
+#[derive(Clone, Copy, PartialEq)]
+enum Front {
+    Hook,
+    Builder,
+}
+
+/// One builder of one slot, a build with a 64 MiB input (fresh random bytes, so an upload that
+/// takes a while) and a 64 MiB output, sleeping `seconds` on the builder.
+struct Scene {
+    tb: Testbed,
+    hook: OurHook,
+    front: Front,
+    expr: String,
+    output: String,
+    timeline: tempfile::TempDir,
+}
+
+impl Scene {
+    fn new(nix: Nix, front: Front, seconds: &str) -> Option<Scene> {
+        let tb = Testbed::up_or_skip_as(nix, 1, Opts::default())?;
+        let hook = match front {
+            Front::Hook => OurHook::new(&[]),
+            Front::Builder => OurHook::as_builder(&tb.machine(1), &[]),
+        };
+        let nonce = unique_nonce();
+        let timeline = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let input = timeline.path().join(format!("nwh-fault-input-{nonce}"));
+        let mut random = std::fs::File::open("/dev/urandom").unwrap();
+        let mut file = std::fs::File::create(&input).unwrap();
+        std::io::copy(&mut std::io::Read::take(&mut random, 64 << 20), &mut file).unwrap();
+        let added = tb.master_store(&["--add", &input.display().to_string()]);
+        assert!(added.status.success(), "{}", describe(&added));
+        let input = String::from_utf8_lossy(&added.stdout).trim().to_string();
+        let expr = format!(
+            r#"builtins.derivation {{ name = "nwh-fault"; nonce = "{nonce}"; system = builtins.currentSystem;
+  builder = "/bin/sh"; input = builtins.storePath "{input}";
+  args = [ "-c" "/bin/sleep {seconds}; /bin/mkdir $out; /bin/dd if=/dev/zero of=$out/zeros bs=1M count=64 2>/dev/null; echo done > $out/end" ]; }}"#
+        );
+        let drv = tb.master_cmd(&["nix-instantiate", "-E", &expr]).output().unwrap();
+        assert!(drv.status.success(), "{}", describe(&drv));
+        let drv = String::from_utf8_lossy(&drv.stdout).trim().to_string();
+        let output = tb.master_store(&["--query", "--outputs", &drv]);
+        let output = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        Some(Scene { tb, hook, front, expr, output, timeline })
+    }
+
+    fn timeline_file(&self) -> PathBuf {
+        self.timeline.path().join("timeline.jsonl")
+    }
+
+    fn args(&self) -> Vec<String> {
+        let line = match self.front {
+            Front::Hook => self.tb.machine(1),
+            Front::Builder => self.hook.builder_line(4, "-"),
+        };
+        let mut args: Vec<String> =
+            ["--max-jobs", "0", "--option", "builders", &line].map(String::from).into();
+        if self.front == Front::Hook {
+            args.extend(["--option".into(), "build-hook".into(), self.hook.path.clone()]);
+        }
+        args
+    }
+
+    /// `nix-build` of the scene's derivation, started; our processes write the timeline.
+    fn start(&self, expr: &str) -> Child {
+        let args = self.args();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut cmd = self.tb.nix_build_cmd(expr, &args);
+        cmd.env(nix_wasm_hook::timeline::VARIABLE, self.timeline_file());
+        cmd.spawn().unwrap()
+    }
+
+    /// Waits until one of our processes working on a derivation named `name` reaches `phase`;
+    /// returns its PID.
+    fn reached(&self, child: &mut Child, name: &str, phase: &str) -> u32 {
+        let suffix = format!("-{name}.drv");
+        let what = format!("{name} reached {phase}");
+        self.reached_where(child, &what, |m| {
+            m["phase"] == phase && m["drv"].as_str().is_some_and(|d| d.ends_with(&suffix))
+        })
+    }
+
+    /// Waits for a timeline mark that `wanted` picks; returns the PID that wrote it.
+    fn reached_where(
+        &self,
+        child: &mut Child,
+        what: &str,
+        wanted: impl Fn(&serde_json::Value) -> bool,
+    ) -> u32 {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let text = std::fs::read_to_string(self.timeline_file()).unwrap_or_default();
+            let found = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|m| wanted(m));
+            if let Some(m) = found {
+                return m["pid"].as_u64().unwrap() as u32;
+            }
+            assert!(child.try_wait().unwrap().is_none(), "nix-build ended before {what}");
+            assert!(Instant::now() < deadline, "never {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// What must hold after any fault: both stores verify, the output is valid on the master
+    /// only if complete, no slot is held, and the same derivation builds again.
+    fn afterwards(&self) {
+        let master = self.tb.master_store(&["--verify", "--check-contents"]);
+        assert!(master.status.success() && !stderr(&master).contains("modified"), "{}", describe(&master));
+        let builder = self.tb.exec(1, &["nix-store", "--verify", "--check-contents"]);
+        assert!(builder.status.success() && !stderr(&builder).contains("modified"), "{}", describe(&builder));
+        if self.tb.master_store(&["--check-validity", &self.output]).status.success() {
+            let end = std::fs::read_to_string(self.tb.master_path(&format!("{}/end", self.output))).unwrap();
+            assert_eq!(end, "done\n", "a valid output is complete");
+        }
+        let load = nwh_slots::LoadDir::open(self.tb.master_path("/nix/var/nix/current-load"));
+        let main = load.lock_main().unwrap();
+        assert_eq!(load.scan(&main, &self.tb.uri(1), 1).unwrap().in_use, 0, "no slot is held");
+        drop(main);
+        let args = self.args();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let again = self.tb.nix_build(&self.expr, &args);
+        assert!(again.status.success(), "the next build of the same derivation works: {}", describe(&again));
+        assert_eq!(out_paths(&again), [self.output.as_str()]);
+        let end = std::fs::read_to_string(self.tb.master_path(&format!("{}/end", self.output))).unwrap();
+        assert_eq!(end, "done\n");
+    }
+}
+
+impl Drop for Scene {
+    fn drop(&mut self) {
+        // The master's store outlives the test bed: a hundred megabytes a test.
+        let _ = self.tb.master_store(&["--delete", &self.output]);
+    }
+}
+
+/// SIGKILL to the process group of `pid`, as Nix ends its hook.
+fn kill_group(pid: u32) {
+    let group = rustix::process::Pid::from_raw(pid as i32).unwrap();
+    rustix::process::kill_process_group(group, rustix::process::Signal::KILL).unwrap();
+}
+
+fn finish(child: Child) -> Output {
+    child.wait_with_output().unwrap()
+}
+
+/// The hook killed at `phase` (the next phase mark not yet written): the build fails, and all
+/// of [`Scene::afterwards`] holds.
+fn hook_killed_after(nix: Nix, front: Front, phase: &str, seconds: &str) {
+    let Some(scene) = Scene::new(nix, front, seconds) else { return };
+    let mut child = scene.start(&scene.expr);
+    let pid = scene.reached(&mut child, "nwh-fault", phase);
+    match front {
+        Front::Hook => kill_group(pid),
+        // Our builder is a process of Nix's own hook's; Nix's hook sees it die.
+        Front::Builder => crate::support::procs::kill(pid),
+    }
+    let first = finish(child);
+    // Killed while registering, the outputs may already be valid: then the build succeeded.
+    if phase != "unpacked" {
+        assert!(!first.status.success(), "the interrupted build fails: {}", describe(&first));
+    }
+    scene.afterwards();
+}
+
+fn the_hook_killed_uploading(nix: Nix) {
+    hook_killed_after(nix, Front::Hook, "session", "0");
+}
+
+fn the_hook_killed_while_the_builder_builds(nix: Nix) {
+    hook_killed_after(nix, Front::Hook, "uploaded", "3");
+}
+
+fn the_hook_killed_downloading(nix: Nix) {
+    hook_killed_after(nix, Front::Hook, "built", "0");
+}
+
+fn the_hook_killed_registering(nix: Nix) {
+    hook_killed_after(nix, Front::Hook, "unpacked", "0");
+}
+
+fn the_builder_front_end_killed_uploading(nix: Nix) {
+    hook_killed_after(nix, Front::Builder, "session", "0");
+}
+
+fn the_builder_front_end_killed_while_the_builder_builds(nix: Nix) {
+    hook_killed_after(nix, Front::Builder, "uploaded", "3");
+}
+
+fn the_builder_front_end_killed_downloading(nix: Nix) {
+    hook_killed_after(nix, Front::Builder, "built", "0");
+}
+
+/// A hook waiting for the one slot (another build holds it) is killed: it held nothing, and
+/// the other build goes on.
+fn the_hook_killed_waiting_for_a_slot(nix: Nix) {
+    let Some(scene) = Scene::new(nix, Front::Hook, "3") else { return };
+    let nonce = unique_nonce();
+    let waiter = format!(
+        r#"builtins.derivation {{ name = "nwh-waiter"; nonce = "{nonce}"; system = builtins.currentSystem;
+  builder = "/bin/sh"; args = [ "-c" "echo > $out" ]; }}"#
+    );
+    let mut holder = scene.start(&scene.expr);
+    let holding = scene.reached(&mut holder, "nwh-fault", "uploaded");
+    let mut child = scene.start(&waiter);
+    // Another hook has decided: the slot is held, so it waits for it before it accepts.
+    let pid = scene
+        .reached_where(&mut child, "the waiter decided", |m| m["phase"] == "decided" && m["pid"] != holding);
+    std::thread::sleep(Duration::from_millis(300));
+    let text = std::fs::read_to_string(scene.timeline_file()).unwrap();
+    assert!(
+        !text.lines().any(|l| l.contains(&format!("\"pid\":{pid},")) && l.contains("\"accepted\"")),
+        "the waiter did not get the slot while it was held:\n{text}"
+    );
+    kill_group(pid);
+    let first = finish(child);
+    assert!(!first.status.success(), "{}", describe(&first));
+    let held = finish(holder);
+    assert!(held.status.success(), "the build holding the slot went on: {}", describe(&held));
+    scene.afterwards();
+}
+
+/// The builder stopped (its sshd and everything under it killed) while it builds: the build
+/// fails with a message that names the builder; started again, it takes the next build.
+fn the_builder_stopped_mid_build(nix: Nix) {
+    let Some(scene) = Scene::new(nix, Front::Hook, "3") else { return };
+    let mut child = scene.start(&scene.expr);
+    scene.reached(&mut child, "nwh-fault", "uploaded");
+    scene.tb.builder_stop(1);
+    let first = finish(child);
+    scene.tb.builder_start(1);
+    assert!(!first.status.success(), "{}", describe(&first));
+    let said = stderr(&first);
+    assert!(said.contains(&format!("'{}'", scene.tb.uri(1))), "the builder is named: {said}");
+    scene.afterwards();
+}
+
+/// The builder frozen (SIGSTOP) mid-upload for two seconds: the upload resumes where it was,
+/// and the build completes.
+fn the_builder_frozen_mid_upload(nix: Nix) {
+    let Some(scene) = Scene::new(nix, Front::Hook, "0") else { return };
+    let mut child = scene.start(&scene.expr);
+    scene.reached(&mut child, "nwh-fault", "session");
+    scene.tb.builder_freeze(1);
+    std::thread::sleep(Duration::from_secs(2));
+    scene.tb.builder_thaw(1);
+    let first = finish(child);
+    assert!(first.status.success(), "the paused upload went on: {}", describe(&first));
+    scene.afterwards();
+}
+
+/// The builder's link down mid-download for two seconds (packets vanish, nothing is reset):
+/// TCP carries on when it comes back, and the build completes.
+fn the_builder_cut_off_mid_download(nix: Nix) {
+    let Some(scene) = Scene::new(nix, Front::Hook, "0") else { return };
+    let mut child = scene.start(&scene.expr);
+    scene.reached(&mut child, "nwh-fault", "built");
+    scene.tb.link_down(1);
+    let link = LinkUp(&scene.tb);
+    std::thread::sleep(Duration::from_secs(2));
+    drop(link);
+    let first = finish(child);
+    assert!(first.status.success(), "the download went on: {}", describe(&first));
+    scene.afterwards();
+}
+
+/// Brings the link back up, also when the test fails.
+struct LinkUp<'a>(&'a Testbed);
+
+impl Drop for LinkUp<'_> {
+    fn drop(&mut self) {
+        self.0.link_up(1);
+    }
+}
