@@ -401,3 +401,41 @@ fn a_derivation_whose_outputs_are_only_known_after_the_build_is_declined_not_acc
     assert_eq!(hook.reply(), Some(Reply::Accept("ssh://a".into())));
     hook.finish();
 }
+
+/// Whatever fails while the hook places a derivation (here: the current-load directory is a
+/// file, so no slot can be read), Nix still gets an answer: a decline, with the reason.
+#[test]
+fn a_failure_while_placing_is_a_decline_with_the_reason_not_silence() {
+    let env = HookEnv::new();
+    std::fs::remove_dir(env.current_load()).unwrap();
+    std::fs::write(env.current_load(), "not a directory").unwrap();
+    let capture = capture_2_34("spy-mj1");
+    let mut hook = env.start();
+    hook.send(&capture.settings_block(&[("builders", "ssh://a x86_64-linux - 1 1")]));
+    hook.send(&try_message(true, "x86_64-linux", DRV, &[]));
+    assert_eq!(hook.reply(), Some(Reply::Decline));
+    let (code, log, plain) = hook.finish();
+    assert_eq!(code, 0, "{plain:?}");
+    let msgs = crate::support::fake_parent::Hook::messages(&log).join("\n");
+    assert!(msgs.contains(&format!("nix-wasm-hook: declines {DRV}: ")), "{msgs}");
+}
+
+/// An options file that is not a regular file (a FIFO nobody writes to) is refused at once,
+/// by what it is, instead of blocking the hook for ever.
+#[test]
+fn an_options_file_that_is_a_fifo_is_refused_not_waited_on() {
+    let env = HookEnv::new();
+    let fifo = env.path("hook.toml");
+    rustix::fs::mknodat(rustix::fs::CWD, &fifo, rustix::fs::FileType::Fifo, rustix::fs::Mode::from(0o600), 0)
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (code, log, plain) = env.start().finish();
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "it did not wait for a writer");
+    assert_eq!(code, 1, "{plain:?}");
+    let said =
+        format!("{}{}", crate::support::fake_parent::Hook::messages(&log).join("\n"), plain.join("\n"));
+    assert!(
+        said.contains("it is a FIFO (named pipe), not a regular file (an options file must be one)"),
+        "{said}"
+    );
+}
