@@ -36,6 +36,9 @@ pub const BUILDERS_SETTING: &str = "setting 'builders'";
 /// every machine (and its slots), so a list without end would stall every build.
 pub const MAX_MACHINES: usize = 10_000;
 
+/// The most entries of one list column (systems, supported or mandatory features).
+pub const MAX_LIST: usize = 256;
+
 /// The longest store URI: slot lock files are named after it (`<uri>-<slot>`,
 /// `<uri>.upload-lock`), and a file name holds at most 255 bytes.
 pub const MAX_URI_LEN: usize = 240;

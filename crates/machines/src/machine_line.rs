@@ -148,6 +148,16 @@ pub(crate) fn parse(site: &Site, at: usize, entry: &str, ctx: &ParseContext, out
     };
     let supported_features = feature_set(5);
     let mandatory_features = feature_set(6);
+    let lists = [(1, "systems", systems.len()), (5, "supported features", supported_features.len())];
+    for (i, what, n) in lists.into_iter().chain([(6, "mandatory features", mandatory_features.len())]) {
+        if let Some(t) = column(i).filter(|_| n > crate::MAX_LIST) {
+            diags.push(
+                site.error(t.at, t.text.len(), format!("column {} lists {n} {what}", i + 1))
+                    .expected(format!("at most {} (each is compared with every request)", crate::MAX_LIST))
+                    .fix(format!("list only the {what} this machine has")),
+            );
+        }
+    }
 
     let mut plain_key_line = false;
     let host_key = match column(7) {

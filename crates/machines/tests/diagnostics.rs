@@ -548,3 +548,17 @@ fn a_uri_no_lock_file_can_be_named_after_is_refused() {
         Want { expected: &["at most 240 bytes"], fix: &["Host alias"], ..error(1, 1, &["246 bytes long"]) },
     );
 }
+
+#[test]
+fn a_list_column_past_the_bound_is_refused() {
+    let features: Vec<String> = (0..=nwh_machines::MAX_LIST).map(|i| format!("f{i}")).collect();
+    let line = format!("ssh://b1 x86_64-linux - 1 1 {}", features.join(","));
+    one(
+        &line,
+        Want {
+            expected: &["at most 256"],
+            fix: &["list only the supported features"],
+            ..error(1, 29, &["column 6 lists 257 supported features"])
+        },
+    );
+}
