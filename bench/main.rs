@@ -11,7 +11,9 @@ mod support;
 
 mod latency;
 mod makespan;
+mod policy_load;
 mod policy_scale;
+mod replay_mix;
 mod report;
 mod timeline;
 mod transfer;
@@ -25,7 +27,7 @@ use report::{Against, Row, Stats, Table};
 use support::testbed::Nix;
 
 const USAGE: &str =
-    "usage: bench/run [--rounds N] [--nix 2.8|2.26|2.34 ...] [--only makespan,latency,transfer,policy] \
+    "usage: bench/run [--rounds N] [--nix 2.8|2.26|2.34 ...] [--only makespan,latency,transfer,policy,load] \
                      [--decisions N] [--out FILE]";
 
 struct Args {
@@ -76,7 +78,7 @@ fn args() -> Result<Args> {
         args.nix.push(Nix::V2_8);
     }
     for o in &args.only {
-        if !["makespan", "latency", "transfer", "policy"].contains(&o.as_str()) {
+        if !["makespan", "latency", "transfer", "policy", "load"].contains(&o.as_str()) {
             bail!("--only {o}: not a workload\n{USAGE}");
         }
     }
@@ -119,6 +121,14 @@ fn main() -> Result<()> {
     if wanted("policy") {
         eprintln!("policy at scale");
         for table in policy_tables(args.rounds)? {
+            done(table, &mut tables);
+        }
+        eprintln!("replay of small clusters");
+        done(replay_mix::run(args.rounds)?, &mut tables);
+    }
+    if wanted("load") {
+        eprintln!("policy load, per language");
+        for table in policy_load::run(args.rounds)? {
             done(table, &mut tables);
         }
     }

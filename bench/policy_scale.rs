@@ -105,7 +105,7 @@ fn path(p: &Path) -> Result<&str> {
 
 /// Runs the hook binary with `args` (its input: `trace`, else nothing; its output thrown
 /// away) and returns its wall time in seconds; it must succeed.
-fn timed(args: &[&str], trace: Option<TraceStream>) -> Result<f64> {
+pub fn timed(args: &[&str], trace: Option<TraceStream>) -> Result<f64> {
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_nix-wasm-hook"))
         .args(args)
@@ -135,7 +135,7 @@ fn timed(args: &[&str], trace: Option<TraceStream>) -> Result<f64> {
 }
 
 /// `records` trace records on `views`, written as JSON lines.
-struct TraceStream<'a> {
+pub struct TraceStream<'a> {
     views: &'a [MachineView],
     records: usize,
 }

@@ -11,11 +11,10 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
 use nix_wasm_hook::decision::{MachineView, Request};
-use nix_wasm_hook::policy::cache::{self, Cache};
-use nix_wasm_hook::policy::{engine, DecidedBy, Limits, Policies, Policy};
+use nix_wasm_hook::policy::cache::Cache;
+use nix_wasm_hook::policy::{engine, DecidedBy, Limits, Policies};
 use nix_wasm_hook::schedule;
 
 use crate::support::decision_table;
@@ -342,78 +341,4 @@ fn the_c_policy_imports_nothing() {
     let c = c_policy();
     loaded(&C_LOADED, &c);
     assert_eq!(imports(&c), Vec::<String>::new());
-}
-
-fn millis(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-/// Prints what a hook process pays to get each policy ready: the first start compiles and
-/// stores the image (a cache miss), later starts map it (a hit); "read" and "sha256" are the
-/// parts of a hit spent reading the .wasm and hashing it once (a load hashes it for the cache
-/// key and for traces). Prints, does not assert: these are figures, and machines vary.
-///
-/// A debug build of the tests compiles with an unoptimised cranelift: the Python component
-/// then takes minutes instead of ~15 s, so its miss is measured only in release
-/// (`cargo test --release -p nix-wasm-hook --test integration -- other_languages::compile
-/// --nocapture`, with $NWH_PYTHON_POLICY set) or when $NWH_MEASURE_PYTHON is set.
-#[test]
-fn compile_and_cached_load_times() {
-    let mut rows = vec![("c", c_policy())];
-    let measure_python = !cfg!(debug_assertions) || std::env::var_os("NWH_MEASURE_PYTHON").is_some();
-    match python_policy() {
-        Some(p) if measure_python => rows.push(("python", p)),
-        Some(_) => println!("python: not measured in a debug build (see this test's comment)"),
-        None => {}
-    }
-    match js_policy() {
-        Some(p) if measure_python => rows.push(("js", p)),
-        Some(_) => println!("js: not measured in a debug build (see this test's comment)"),
-        None => {}
-    }
-    let mut report = format!(
-        "{:<8} {:>9} {:>11} {:>9} {:>9} {:>10} {:>10} {:>12}\n",
-        "policy", "wasm KiB", "miss ms", "hit ms", "read ms", "sha256 ms", "cwasm KiB", "decide ms"
-    );
-    for (name, path) in rows {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::at(dir.path().join("cache"));
-        let started = Instant::now();
-        let first = Policy::from_file(&path, &cache).unwrap();
-        let miss = started.elapsed();
-        drop(first);
-        let started = Instant::now();
-        let second = Policy::from_file(&path, &cache).unwrap();
-        let hit = started.elapsed();
-        let started = Instant::now();
-        let bytes = std::fs::read(&path).unwrap();
-        let read = started.elapsed();
-        let started = Instant::now();
-        let _ = cache::sha256_hex(&bytes);
-        let sha256 = started.elapsed();
-        // One fresh-instance decision over 16 machines, as each hook request makes.
-        let machines: Vec<MachineView> = (0..16)
-            .map(|i| machine(&format!("ssh://m{i}"), &["x86_64-linux"], 4, 1.0 + f64::from(i), i % 5))
-            .collect();
-        let started = Instant::now();
-        second.call(&request("x86_64-linux", &[], true, true), &machines).unwrap();
-        let decide = started.elapsed();
-        let cwasm: u64 = std::fs::read_dir(dir.path().join("cache"))
-            .unwrap()
-            .filter_map(|e| e.ok()?.metadata().ok())
-            .map(|m| m.len())
-            .sum();
-        report.push_str(&format!(
-            "{name:<8} {:>9} {:>11.1} {:>9.2} {:>9.2} {:>10.2} {:>10} {:>12.2}\n",
-            bytes.len() / 1024,
-            millis(miss),
-            millis(hit),
-            millis(read),
-            millis(sha256),
-            cwasm / 1024,
-            millis(decide)
-        ));
-    }
-    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
-    println!("policy load ({profile} build), first hook start (compile + store) vs later ones (cached image):\n{report}");
 }
