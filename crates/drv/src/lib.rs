@@ -1,5 +1,5 @@
 //! Nix derivation files (`.drv`, the ATerm form written by Nix) and the `BasicDerivation` that
-//! a remote build sends over the serve protocol (closure-transfer.md §1 step 5, §3.3).
+//! a remote build sends over the serve protocol (docs/serve-protocol.md §5).
 //!
 //! ```text
 //! Derive([outputs],[inputDrvs],[inputSrcs],"platform","builder",[args],[env])
@@ -56,7 +56,7 @@ pub struct Derivation {
 }
 
 /// A derivation as a remote builder receives it: no input derivations, all inputs as store
-/// paths (closure-transfer.md §3.3). The name is not part of it; the server takes it from the
+/// paths (docs/serve-protocol.md §5). The name is not part of it; the server takes it from the
 /// `.drv` path that accompanies it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BasicDerivation {
@@ -134,7 +134,7 @@ impl BasicDerivation {
         output_paths(&self.outputs)
     }
 
-    /// Writes the serve-protocol form (closure-transfer.md §3.3). Maps iterate sorted, which is
+    /// Writes the serve-protocol form (docs/serve-protocol.md §5). Maps iterate sorted, which is
     /// the order Nix sends and expects.
     pub fn write_to<W: Write>(&self, w: &mut Writer<W>) -> io::Result<()> {
         w.write_u64(self.outputs.len() as u64)?;

@@ -155,7 +155,7 @@ fn to_basic_replaces_sources_only_with_input_derivations() {
     assert_eq!(aterm, drv.to_aterm(), "without input drvs the basic drv prints as the original");
 }
 
-/// The serve-protocol form (closure-transfer.md §3.3), written out by hand.
+/// The serve-protocol form (docs/serve-protocol.md §5), written out by hand.
 #[test]
 fn basic_derivation_wire_form() {
     let (_, drv) = load("multi-output.drv");

@@ -1,4 +1,4 @@
-//! Lines, comments, `;` entries and `@file` includes (machines-file.md §2).
+//! Lines, comments, `;` entries and `@file` includes (docs/machines-file.md §2).
 //!
 //! The grammar is current Nix's. Nix 2.8–2.28.1 and Lix split on `;` before cutting comments and
 //! do not trim, so the same file can mean something else (or abort every build) there; those

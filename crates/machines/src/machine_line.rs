@@ -1,4 +1,4 @@
-//! One machine line: eight whitespace-separated columns (machines-file.md §3, §4).
+//! One machine line: eight whitespace-separated columns (docs/machines-file.md §3, §4).
 //!
 //! Errors skip the line (Nix would abort the whole list instead); warnings keep it. Several
 //! checks look for columns that slid by one, the usual cause of a confusing message elsewhere.

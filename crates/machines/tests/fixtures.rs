@@ -80,7 +80,7 @@ macro_rules! fixtures {
 }
 
 fixtures! {
-    good_spec_example => "good/spec-example.machines",
+    good_three_kinds => "good/three-kinds.machines",
     good_legacy_remote_systems => "good/legacy-remote-systems.conf",
     good_defaults => "good/defaults.machines",
     good_comments => "good/comments.machines",

@@ -1,5 +1,5 @@
 //! The `nix-store --export` stream, as `ImportPaths` takes it and `ExportPaths` returns it
-//! (closure-transfer.md §6):
+//! (docs/nar.md §4):
 //!
 //! ```text
 //! per path:  u64 1 | NAR | u64 0x4558494e | path | set<path> references | deriver | u64 0

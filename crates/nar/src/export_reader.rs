@@ -1,4 +1,4 @@
-//! An export stream (closure-transfer.md §6) as a reader: [`ExportReader`] hands on exactly the
+//! An export stream (docs/nar.md §4) as a reader: [`ExportReader`] hands on exactly the
 //! bytes of one stream and then reports the end, so a protocol that sends a stream without a
 //! length in front (`ImportPaths`) can give it to a consumer that wants a [`Read`] (a child's
 //! stdin via [`io::copy`], another connection) without reading past it.

@@ -1,10 +1,10 @@
-//! Nix archives (NAR, closure-transfer.md §4) as a stream: [`copy_nar`] reads exactly one NAR,
+//! Nix archives (NAR, docs/nar.md §1) as a stream: [`copy_nar`] reads exactly one NAR,
 //! checks its grammar, writes the same bytes on and returns its size and sha256, holding no
 //! file contents in memory. The serve protocol sends NARs without a length prefix
 //! (`DumpStorePath`, export streams), so parsing is the only way to know where one ends.
 //!
 //! [`dump::dump`] writes the NAR of a file system tree, as Nix does.
-//! [`export`] handles the `nix-store --export` stream (§6) built from NARs, [`export_reader`]
+//! [`export`] handles the `nix-store --export` stream (docs/nar.md §4) built from NARs, [`export_reader`]
 //! the same stream as a reader that stops at its end, and [`hash`] the spellings of a NAR hash.
 
 use std::fmt;

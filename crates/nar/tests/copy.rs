@@ -29,7 +29,7 @@ fn invalid(bytes: &[u8]) -> (u64, Problem) {
     }
 }
 
-/// closure-transfer.md §4: a regular file containing `hello\n` is 120 bytes.
+/// docs/nar.md §3: a regular file containing `hello\n` is 120 bytes.
 #[test]
 fn hello_example_byte_for_byte() {
     let mut expect = Vec::new();

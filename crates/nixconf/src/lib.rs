@@ -1,7 +1,7 @@
 //! nix.conf as a build hook has to read it.
 //!
 //! Nix sends every setting in the settings block, but Lix ≤ 2.93 sends only the ones the client
-//! overrode (hook-protocol.md §5), so the hook must itself load what the parent loaded from
+//! overrode (docs/hook-protocol.md §4), so the hook must itself load what the parent loaded from
 //! the global configuration: `$NIX_CONF_DIR/nix.conf` (default `/etc/nix/nix.conf`), then
 //! `NIX_CONFIG`, and then lay the block over both.
 //!

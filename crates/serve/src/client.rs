@@ -288,7 +288,7 @@ impl<R: Read, W: Write> ServeClient<R, W> {
         }
     }
 
-    /// Sends an export stream (`nix-store --export` format, §6) for the server to import;
+    /// Sends an export stream (`nix-store --export` format, docs/nar.md §4) for the server to import;
     /// returns what it contained. The stream is checked while it is sent, and only up to its
     /// end marker is read from `export`.
     pub fn import_paths(&mut self, export: &mut impl Read) -> Result<Vec<ExportedPath>> {

@@ -1,5 +1,5 @@
 //! Nix's serve protocol (`nix-store --serve`, the protocol of `ssh://` builders,
-//! closure-transfer.md §3), synchronous, over any reader/writer pair, from both sides:
+//! docs/serve-protocol.md), synchronous, over any reader/writer pair, from both sides:
 //!
 //! * [`ServeClient`] talks to a builder's `nix-store --serve`, typically over an ssh child's
 //!   stdout/stdin.

@@ -1,4 +1,4 @@
-//! The values the serve protocol carries (closure-transfer.md §3.3–§3.5), each with one
+//! The values the serve protocol carries (docs/serve-protocol.md §4–§6), each with one
 //! `read_from` and one `write_to` for a negotiated version, used by both the client and the
 //! server. Fields that a protocol version added say from which minor version on they are sent.
 
@@ -10,8 +10,8 @@ use nwh_wire::{Reader, WireError, Writer};
 
 use crate::protocol::has;
 
-/// Path info as `QueryPathInfos` returns it (§3.4). `AddToStoreNar` sends the same facts in
-/// another order and spelling (see [`crate::Request::AddToStoreNar`]).
+/// Path info as `QueryPathInfos` returns it (docs/serve-protocol.md §4). `AddToStoreNar` sends
+/// the same facts in another order and spelling (see [`crate::Request::AddToStoreNar`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PathInfo {
     pub deriver: Option<String>,
@@ -67,7 +67,7 @@ impl PathInfo {
     }
 }
 
-/// Settings sent with a build (§3.3). Zero means "no limit" for all three limits.
+/// Settings sent with a build (docs/serve-protocol.md §5). Zero means "no limit" for all three limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct BuildOptions {
     pub max_silent_time: u64,
@@ -138,7 +138,7 @@ impl BuildOptions {
     }
 }
 
-/// Outcome of a build as the server reports it (§3.5).
+/// Outcome of a build as the server reports it (docs/serve-protocol.md §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BuildStatus {
     Built,

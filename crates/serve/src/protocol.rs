@@ -1,5 +1,5 @@
 //! The constants of the serve protocol: greeting magics, versions, command codes
-//! (closure-transfer.md §3.1, §3.2).
+//! (docs/serve-protocol.md §2, §3).
 
 use std::fmt;
 

@@ -1,4 +1,4 @@
-//! The commands a client sends (closure-transfer.md §3.2), decoded: [`Request::write_to`] is
+//! The commands a client sends (docs/serve-protocol.md §3), decoded: [`Request::write_to`] is
 //! what [`crate::ServeClient`] sends and [`Request::read_args`] what [`crate::ServeServer`]
 //! takes, so both sides share one encoding.
 

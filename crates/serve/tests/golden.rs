@@ -35,7 +35,7 @@ fn our_greeting() -> Vec<u8> {
 
 #[test]
 fn handshake_with_a_2_5_server() {
-    // What a Nix 2.3 server says (spec: closure-transfer.md §3.1).
+    // What a Nix 2.3 server says (docs/serve-protocol.md §2).
     let server = Bytes::default().u64(0x5452eecb).u64(0x205).0;
     let (client, sent) = connect(&server);
     let client = client.unwrap();

@@ -1,4 +1,4 @@
-//! Build-slot accounting in the `current-load` directory (scheduling.md §3).
+//! Build-slot accounting in the `current-load` directory (docs/scheduling.md §4).
 //!
 //! Nix's own build hook counts a remote machine's load as the number of its slot files that
 //! some process holds an exclusive `flock(2)` on. Using the same directory, the same file

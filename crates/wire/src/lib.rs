@@ -1,4 +1,4 @@
-//! Nix's wire serialisation, as used on the build hook's stdin (hook-protocol.md §4).
+//! Nix's wire serialisation, as used on the build hook's stdin (docs/hook-protocol.md §3).
 //!
 //! Integers are u64 little-endian. A string is a u64 length, the raw bytes, then zero bytes up
 //! to the next multiple of 8. A list or set is a u64 count followed by that many strings.

@@ -1,4 +1,4 @@
-//! The worked examples of hook-protocol.md §14, rebuilt byte by byte from the spec's listing.
+//! The worked examples of docs/hook-protocol.md §11, rebuilt byte by byte from its listing.
 
 mod common;
 
@@ -14,7 +14,7 @@ fn hex_row(row: &str) -> Vec<u8> {
 }
 
 /// The 168-byte `try` request, from the listing. The listing elides the middle of the store
-/// path ("52 more path bytes"); those rows are filled from the path itself.
+/// path after its first 8 bytes; those rows are filled from the path itself.
 fn spec_try_bytes() -> Vec<u8> {
     let rows: &[(usize, &str)] = &[
         (0x00, "03 00 00 00 00 00 00 00"),

@@ -5,7 +5,7 @@
 use super::ssh::Target;
 
 /// A sentence naming the likely cause and the fix, for the failures users meet most
-/// (user-pain.md §A 2–3); `None` when ssh's words are all there is to say.
+/// (docs/hook-protocol.md §2, who the hook runs as); `None` when ssh's words are all there is to say.
 pub fn advice(ssh_said: &str, target: &Target) -> Option<String> {
     let uid = rustix::process::geteuid().as_raw();
     let who =

@@ -22,7 +22,7 @@ use crate::protocol::Accepted;
 use ssh::Master;
 use store::{Link, StoreConn};
 
-/// How a remote build ended, as Nix must learn it (hook-protocol.md §9).
+/// How a remote build ended, as Nix must learn it (docs/hook-protocol.md §9).
 #[derive(Debug)]
 pub enum Outcome {
     Built,

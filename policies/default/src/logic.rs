@@ -1,7 +1,7 @@
 //! Nix's own choice of build machine, as plain Rust (no Wasm, no bindings).
 //!
 //! This is `build-remote` of current Nix (≥ 2.20) and Lix, one request at a time
-//! (see `shared/spec/scheduling.md` §1, §2 and §4):
+//! (see `docs/scheduling.md` §1, §3 and §5):
 //!
 //! * A machine is **eligible** ("the right type") when it is enabled, builds the derivation's
 //!   system (`builtin` builds everywhere), supports every required feature (supported ∪
@@ -407,7 +407,7 @@ mod tests {
 
     #[test]
     fn float_division_idle_slow_beats_busy_fast() {
-        // scheduling.md §2: F (speed 4) with one job scores 0.25 > 0, so idle S wins.
+        // docs/scheduling.md §3: F (speed 4) with one job scores 0.25 > 0, so idle S wins.
         // Nix 2.8-2.19 (integer division) would have picked F.
         let ms = [machine("ssh://fast", X86, 8, 4.0, 1), machine("ssh://slow", X86, 8, 1.0, 0)];
         assert_eq!(decide(&req(X86, &[]), &ms).decision, Decision::Try(vec![1, 0]));
@@ -672,7 +672,7 @@ mod tests {
         assert_eq!(reasons(&a), vec![(0, "not ranked by the policy")]);
     }
 
-    /// Nix's loop from scheduling.md §1–§2, written out literally, as a reference.
+    /// Nix's loop from docs/scheduling.md §1 and §3, written out literally, as a reference.
     fn nix_pick(request: &Request, machines: &[Machine]) -> (Option<usize>, bool) {
         let mut right_type = false;
         let mut best: Option<(usize, u32, f64)> = None;

@@ -1,5 +1,5 @@
 //! Message-level decoding shared by the integration tests. The hook crate owns the real
-//! protocol loop; this only strings the primitives together the way hook-protocol.md §5–§7
+//! protocol loop; this only strings the primitives together the way docs/hook-protocol.md §4–§7
 //! lays the stream out.
 #![allow(dead_code)]
 
