@@ -29,6 +29,7 @@ fn section(text: &str, line: usize) -> String {
 }
 
 #[test]
+#[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"]
 fn check_names_every_fault_with_its_fix() {
     let Some(tb) = Testbed::up_or_skip(4, Opts { features: Some("big-parallel".into()), ..Opts::default() })
     else {
@@ -161,6 +162,7 @@ fn check_names_every_fault_with_its_fix() {
 /// Builder mode: the line that runs our binary greets as a builder, and the real builders
 /// behind it are checked as any builder is.
 #[test]
+#[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"]
 fn check_follows_a_builder_mode_line_to_the_real_builders() {
     let Some(tb) = Testbed::up_or_skip(2, Opts { features: Some("big-parallel".into()), ..Opts::default() })
     else {

@@ -17,8 +17,8 @@ use crate::support::tool::stderr;
 
 macro_rules! on_oldest_and_newest_nix {
     ($($test:ident),* $(,)?) => {
-        mod nix_2_8 { $( #[test] fn $test() { super::$test($crate::support::testbed::Nix::V2_8) } )* }
-        mod nix_2_34 { $( #[test] fn $test() { super::$test($crate::support::testbed::Nix::V2_34) } )* }
+        mod nix_2_8 { $( #[test] #[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"] fn $test() { super::$test($crate::support::testbed::Nix::V2_8) } )* }
+        mod nix_2_34 { $( #[test] #[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"] fn $test() { super::$test($crate::support::testbed::Nix::V2_34) } )* }
     };
 }
 

@@ -38,6 +38,7 @@ fn build_on_builder_1(tb: &Testbed, line: &str, scheme: &str) {
 }
 
 #[test]
+#[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"]
 fn nix_own_hook_builds_on_builder_1() {
     let Some(tb) = Testbed::up_or_skip(2, Opts::default()) else {
         return;

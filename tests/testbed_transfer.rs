@@ -19,6 +19,7 @@ fn drv(name: &str, features: &[&str], script: &str) -> String {
 const HOSTNAME: &str = "read h < /proc/sys/kernel/hostname; echo $h > $out";
 
 #[test]
+#[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"]
 fn required_and_mandatory_features_route_builds() {
     // b1 supports kvm; b2 only takes derivations that ask for benchmark; b3 is plain.
     let opts =
@@ -41,6 +42,7 @@ fn required_and_mandatory_features_route_builds() {
 }
 
 #[test]
+#[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"]
 fn stopped_and_frozen_builders_are_skipped_and_remembered() {
     let Some(tb) = Testbed::up_or_skip(4, Opts::default()) else { return };
     let hook = OurHook::new(&["--connect-timeout", "2"]);
@@ -74,6 +76,7 @@ fn stopped_and_frozen_builders_are_skipped_and_remembered() {
 }
 
 #[test]
+#[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"]
 fn a_64_mib_input_is_streamed_not_held() {
     let Some(tb) = Testbed::up_or_skip(1, Opts::default()) else { return };
     let hook = OurHook::new(&[]);
@@ -117,6 +120,7 @@ fn a_64_mib_input_is_streamed_not_held() {
 }
 
 #[test]
+#[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"]
 fn a_host_key_that_differs_is_refused_with_both_fingerprints() {
     let Some(tb) = Testbed::up_or_skip(2, Opts::default()) else { return };
     let hook = OurHook::new(&[]);
@@ -143,6 +147,7 @@ fn a_host_key_that_differs_is_refused_with_both_fingerprints() {
 }
 
 #[test]
+#[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"]
 fn nothing_from_the_machines_file_reaches_a_shell() {
     let Some(tb) = Testbed::up_or_skip(1, Opts::default()) else { return };
     let hook = OurHook::new(&[]);
@@ -178,6 +183,7 @@ fn build_on_b1(tb: &Testbed, hook: &OurHook, name: &str) -> std::process::Output
 }
 
 #[test]
+#[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"]
 fn the_next_hook_reuses_the_warm_connection() {
     let Some(tb) = Testbed::up_or_skip(1, Opts::default()) else { return };
     let hook = OurHook::new(&[]);
@@ -204,6 +210,7 @@ fn keeper_pid(hook: &OurHook) -> Option<u32> {
 /// The store program a build used on its builder is kept for the next build: the second hook
 /// starts the keeper of warm sessions, and from then on builds borrow the session it keeps.
 #[test]
+#[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"]
 fn the_next_build_borrows_the_store_program_the_last_one_used() {
     let Some(tb) = Testbed::up_or_skip(1, Opts::default()) else { return };
     let hook = OurHook::new(&[]);
@@ -223,6 +230,7 @@ fn the_next_build_borrows_the_store_program_the_last_one_used() {
 /// Nothing depends on the keeper: killed, the next build opens its own session, and a new
 /// keeper takes over from there.
 #[test]
+#[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"]
 fn a_build_works_without_the_keeper_of_warm_sessions() {
     let Some(tb) = Testbed::up_or_skip(1, Opts::default()) else { return };
     let hook = OurHook::new(&[]);

@@ -76,9 +76,9 @@ impl Nix {
 #[macro_export]
 macro_rules! on_every_nix {
     ($($test:ident),* $(,)?) => {
-        mod nix_2_8 { $( #[test] fn $test() { super::$test($crate::support::testbed::Nix::V2_8) } )* }
-        mod nix_2_26 { $( #[test] fn $test() { super::$test($crate::support::testbed::Nix::V2_26) } )* }
-        mod nix_2_34 { $( #[test] fn $test() { super::$test($crate::support::testbed::Nix::V2_34) } )* }
+        mod nix_2_8 { $( #[test] #[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"] fn $test() { super::$test($crate::support::testbed::Nix::V2_8) } )* }
+        mod nix_2_26 { $( #[test] #[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"] fn $test() { super::$test($crate::support::testbed::Nix::V2_26) } )* }
+        mod nix_2_34 { $( #[test] #[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"] fn $test() { super::$test($crate::support::testbed::Nix::V2_34) } )* }
     };
 }
 
@@ -88,7 +88,7 @@ macro_rules! on_every_nix {
 macro_rules! on_every_nix_and_lix {
     ($($test:ident),* $(,)?) => {
         $crate::on_every_nix!($($test),*);
-        mod lix { $( #[test] fn $test() { super::$test($crate::support::testbed::Nix::Lix) } )* }
+        mod lix { $( #[test] #[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"] fn $test() { super::$test($crate::support::testbed::Nix::Lix) } )* }
     };
 }
 
@@ -121,10 +121,10 @@ macro_rules! on_every_nix_and_protocol {
     };
     (@nix $module:ident $nix:ident $($test:ident),*) => {
         mod $module {
-            mod ssh { $( #[test] fn $test() {
+            mod ssh { $( #[test] #[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"] fn $test() {
                 super::super::$test($crate::support::testbed::Nix::$nix, $crate::support::testbed::Proto::Ssh)
             } )* }
-            mod ssh_ng { $( #[test] fn $test() {
+            mod ssh_ng { $( #[test] #[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"] fn $test() {
                 super::super::$test($crate::support::testbed::Nix::$nix, $crate::support::testbed::Proto::SshNg)
             } )* }
         }
