@@ -168,7 +168,8 @@ fn a_policy_that_allocates_without_end_hits_the_memory_limit() {
 fn a_policy_that_floods_its_answer() {
     // Making a million rejections costs more than the default fuel: with room for them (and
     // for a 100 MiB string), the answer itself is refused.
-    let roomy = Limits { fuel: 2_000_000_000, memory: 512 << 20, ..Limits::default() };
+    let roomy =
+        Limits { fuel: 2_000_000_000, memory: 512 << 20, deadline: std::time::Duration::from_secs(20) };
     falls_back("flood", roomy, &["flood.wasm", "it gave 1000000 reasons for 3 machines"]);
     let (policies, _) = load("flood", roomy);
     let req =

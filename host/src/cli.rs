@@ -20,45 +20,8 @@ pub struct Cli {
     /// Options file (TOML); absent is fine unless given here.
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
-    /// A policy component to decide instead of the embedded default.
-    #[arg(long, value_name = "FILE")]
-    pub policy: Option<PathBuf>,
-    /// Fuel a policy may spend per decision.
-    #[arg(long, value_name = "N")]
-    pub policy_fuel: Option<u64>,
-    /// Wall-clock limit per decision, in milliseconds.
-    #[arg(long, value_name = "MS")]
-    pub policy_timeout_ms: Option<u64>,
-    /// Memory a policy may use, in MiB.
-    #[arg(long, value_name = "MIB")]
-    pub policy_memory_mib: Option<u64>,
-    /// Cache directory for compiled policies ("" disables it).
-    #[arg(long, value_name = "DIR")]
-    pub cache_dir: Option<PathBuf>,
-    /// The current-load directory shared with Nix's own hook.
-    #[arg(long, value_name = "DIR")]
-    pub current_load: Option<PathBuf>,
-    /// The hook's own state directory (SSH control sockets).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// Seconds to wait for a builder's SSH handshake.
-    #[arg(long, value_name = "SECONDS")]
-    pub connect_timeout: Option<u64>,
-    /// Connect to the builder before answering `# accept` (true) or after (false).
-    #[arg(long, value_name = "BOOL")]
-    pub connect_before_accept: Option<bool>,
-    /// Milliseconds to wait for a free slot before answering `postpone`.
-    #[arg(long, value_name = "MS")]
-    pub postpone_wait_ms: Option<u64>,
-    /// Append one JSON line per decision to this file, for `replay`.
-    #[arg(long, value_name = "PATH")]
-    pub trace: Option<PathBuf>,
-    /// Size at which the trace moves to PATH.1 (default 64 MiB).
-    #[arg(long, value_name = "BYTES")]
-    pub trace_max_bytes: Option<u64>,
-    /// Builder mode only: the real builders (Nix's `builders` syntax, e.g. `@/etc/nix/nix-wasm-hook.machines`).
-    #[arg(long, value_name = "BUILDERS")]
-    pub machines: Option<String>,
+    #[command(flatten)]
+    pub options: Options,
     /// Serve the serve protocol on stdin and stdout as one builder of Nix's own hook, which
     /// runs `remote-program --serve --write` for an `ssh://localhost?remote-program=…` line.
     #[arg(long)]
@@ -80,26 +43,6 @@ pub enum Command {
     Simulate(crate::simulate::Args),
     Explain(crate::explain::Args),
     Check(crate::check::Args),
-}
-
-impl Cli {
-    fn flags(&self) -> Options {
-        Options {
-            policy: self.policy.clone(),
-            policy_fuel: self.policy_fuel,
-            policy_timeout_ms: self.policy_timeout_ms,
-            policy_memory_mib: self.policy_memory_mib,
-            cache_dir: self.cache_dir.clone(),
-            current_load: self.current_load.clone(),
-            state_dir: self.state_dir.clone(),
-            connect_timeout: self.connect_timeout,
-            connect_before_accept: self.connect_before_accept,
-            postpone_wait_ms: self.postpone_wait_ms,
-            trace: self.trace.clone(),
-            trace_max_bytes: self.trace_max_bytes,
-            machines: self.machines.clone(),
-        }
-    }
 }
 
 /// Runs one of the offline tools with stdout as its output: its exit status, or `error`
@@ -148,7 +91,7 @@ pub fn main() -> i32 {
     let result = (|| {
         let explicit = cli.config.is_some();
         let path = cli.config.clone().unwrap_or_else(|| crate::hook::default_config().to_path_buf());
-        let flags = cli.flags();
+        let flags = cli.options.clone();
         flags.check(crate::config::Spelling::Flag)?;
         let opts = Options::from_file(&path, explicit)?.overlay(flags);
         if cli.serve {

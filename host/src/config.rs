@@ -14,41 +14,55 @@ pub const DEFAULT_CONFIG: &str = "/etc/nix/nix-wasm-hook.toml";
 /// Where the `machines` option's entries come from, as diagnostics name it.
 pub const MACHINES_OPTION: &str = "nix-wasm-hook option 'machines'";
 
-/// Every key the file may hold. Unknown keys are errors that name the key, because a typo
-/// here would otherwise silently change where builds go.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+/// Every option, once: the keys of the options file (TOML, kebab-case) and the command-line
+/// flags of the same names, which win over the file. Unknown keys are errors that name the
+/// key, because a typo here would otherwise silently change where builds go.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, clap::Args)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Options {
-    /// A policy component to use instead of the embedded default.
+    /// A policy component to decide instead of the embedded default.
+    #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
     /// Fuel (about one unit per Wasm instruction) a policy may spend per decision.
+    #[arg(long, value_name = "N")]
     pub policy_fuel: Option<u64>,
     /// Wall-clock limit per decision, in milliseconds.
+    #[arg(long, value_name = "MS")]
     pub policy_timeout_ms: Option<u64>,
     /// Linear memory a policy may use, in MiB.
+    #[arg(long, value_name = "MIB")]
     pub policy_memory_mib: Option<u64>,
-    /// Where compiled policies are cached; `""` disables the cache.
+    /// Where compiled policies are cached; "" disables the cache.
+    #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
     /// The current-load directory shared with Nix's own hook.
+    #[arg(long, value_name = "DIR")]
     pub current_load: Option<PathBuf>,
     /// The hook's own state (SSH control sockets); default `$NIX_STATE_DIR/nix-wasm-hook`.
+    #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// Seconds to wait for a builder's SSH handshake.
+    #[arg(long, value_name = "SECONDS")]
     pub connect_timeout: Option<u64>,
     /// Connect before answering `# accept` (the default, as Nix's hook does): an unreachable
     /// builder is then skipped for the next one. `false` answers sooner, but a builder that
     /// turns out to be unreachable fails the build.
+    #[arg(long, value_name = "BOOL")]
     pub connect_before_accept: Option<bool>,
     /// Before answering `postpone` (after which Nix waits `build-poll-interval`, 5 s, even if
     /// a slot frees at once), wait up to this many milliseconds for a slot to free.
+    #[arg(long, value_name = "MS")]
     pub postpone_wait_ms: Option<u64>,
     /// Append one JSON line per decision to this file (see docs/replay.md).
+    #[arg(long, value_name = "PATH")]
     pub trace: Option<PathBuf>,
     /// When the trace reaches this size it is moved to `TRACE.1` (one old file is kept).
+    #[arg(long, value_name = "BYTES")]
     pub trace_max_bytes: Option<u64>,
     /// Builder mode (`--serve`) only: the real builders behind this one, in the syntax of
     /// Nix's `builders` (`@/etc/nix/nix-wasm-hook.machines`, lines, `;`). Hook mode takes Nix's
     /// own `builders`.
+    #[arg(long, value_name = "BUILDERS")]
     pub machines: Option<String>,
 }
 
