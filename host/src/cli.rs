@@ -45,30 +45,6 @@ pub enum Command {
     Check(crate::check::Args),
 }
 
-/// Runs one of the offline tools with stdout as its output: its exit status, or `error`
-/// after printing the error (`nix-wasm-hook NAME: …`). A closed stdout (`… | head`) is no
-/// error.
-pub fn tool_main(
-    name: &str,
-    error: i32,
-    run: impl FnOnce(&mut dyn std::io::Write) -> anyhow::Result<i32>,
-) -> i32 {
-    match run(&mut std::io::stdout().lock()) {
-        Ok(code) => code,
-        Err(e) if is_broken_pipe(&e) => 0,
-        Err(e) => {
-            eprintln!("nix-wasm-hook {name}: {e:#}");
-            error
-        }
-    }
-}
-
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
-}
-
 pub fn main() -> i32 {
     crate::fds::protect_inherited();
     let cli = Cli::parse();
@@ -90,7 +66,7 @@ pub fn main() -> i32 {
     let logger = Logger::new(!cli.serve, log::level_from_verbosity(cli.verbosity.unwrap_or(3)));
     let result = (|| {
         let explicit = cli.config.is_some();
-        let path = cli.config.clone().unwrap_or_else(|| crate::hook::default_config().to_path_buf());
+        let path = cli.config.clone().unwrap_or_else(|| crate::config::default_config().to_path_buf());
         let flags = cli.options.clone();
         flags.check(crate::config::Spelling::Flag)?;
         let opts = Options::from_file(&path, explicit)?.overlay(flags);

@@ -11,6 +11,11 @@ use crate::policy::Limits;
 
 pub const DEFAULT_CONFIG: &str = "/etc/nix/nix-wasm-hook.toml";
 
+/// Where the options file is read from when `--config` is not given.
+pub fn default_config() -> &'static Path {
+    Path::new(DEFAULT_CONFIG)
+}
+
 /// Where the `machines` option's entries come from, as diagnostics name it.
 pub const MACHINES_OPTION: &str = "nix-wasm-hook option 'machines'";
 

@@ -39,6 +39,30 @@ pub enum Choice {
     Postpone,
 }
 
+impl Choice {
+    /// `try ssh://b2, ssh://b1`, `decline` or `postpone`.
+    pub fn describe(&self, machines: &[MachineView]) -> String {
+        match self {
+            Choice::Try(ranking) => {
+                // Written in place: a ranking of a thousand machines is a thousand URIs per record.
+                let mut line = String::from("try ");
+                for (n, &i) in ranking.iter().enumerate() {
+                    if n > 0 {
+                        line.push_str(", ");
+                    }
+                    match machines.get(i as usize) {
+                        Some(m) => line.push_str(&m.uri),
+                        None => line.push_str(&format!("#{i}")),
+                    }
+                }
+                line
+            }
+            Choice::Decline => "decline".into(),
+            Choice::Postpone => "postpone".into(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Answer {
     pub choice: Choice,

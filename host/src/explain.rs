@@ -58,7 +58,7 @@ pub const EXIT_UNBUILDABLE: i32 = 1;
 pub const EXIT_ERROR: i32 = 2;
 
 pub fn main(args: &Args) -> i32 {
-    crate::cli::tool_main("explain", EXIT_ERROR, |out| run(args, out))
+    crate::tool::main("explain", EXIT_ERROR, |out| run(args, out))
 }
 
 /// One machine's row.
@@ -134,7 +134,7 @@ impl Hop {
         json!({
             "policy": {"label": s.policies.label(), "sha256": s.policies.active().sha256()},
             "decided_by": format!("{:?}", self.decided.by).to_lowercase(),
-            "answer": crate::replay::describe(&self.decided.answer.choice, &self.views),
+            "answer": self.decided.answer.choice.describe(&self.views),
             "machines": machines,
             "verdict": self.verdict.text(s, req),
         })
@@ -457,6 +457,6 @@ fn print_hop(out: &mut dyn Write, hop: &Hop, source: &str) -> Result<()> {
         writeln!(out, "(no usable machine in {source})")?;
     }
     writeln!(out)?;
-    writeln!(out, "answer: {}", crate::replay::describe(&hop.decided.answer.choice, &hop.views))?;
+    writeln!(out, "answer: {}", hop.decided.answer.choice.describe(&hop.views))?;
     Ok(())
 }

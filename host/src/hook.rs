@@ -2,8 +2,6 @@
 //! reads Nix's questions (`protocol`), asks the core where each derivation goes (`dispatch`),
 //! answers, and runs the accepted build (`transfer`), reporting through Nix's log.
 
-use std::path::Path;
-
 use anyhow::{Context, Result};
 
 use crate::config::Options;
@@ -113,9 +111,4 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
             }
         };
     }
-}
-
-/// Where the options file is read from when `--config` is not given.
-pub fn default_config() -> &'static Path {
-    Path::new(crate::config::DEFAULT_CONFIG)
 }

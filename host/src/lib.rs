@@ -24,5 +24,6 @@ pub mod schedule;
 pub mod settings;
 pub mod simulate;
 pub mod timeline;
+pub mod tool;
 pub mod trace;
 pub mod transfer;

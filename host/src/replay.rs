@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use crate::config::Options;
-use crate::decision::{Answer, Choice, MachineView};
+use crate::decision::{Answer, MachineView};
 use crate::policy::{cache::Cache, Limits, Policies};
 use crate::trace::{By, Reader, Record};
 
@@ -56,7 +56,7 @@ pub struct Args {
 pub fn main(args: &Args) -> i32 {
     // Thousands of decisions in one process: instances from a pool.
     crate::policy::engine::pool_instances();
-    crate::cli::tool_main("replay", EXIT_ERROR, |out| run(args, out))
+    crate::tool::main("replay", EXIT_ERROR, |out| run(args, out))
 }
 
 /// One side of the comparison.
@@ -125,7 +125,7 @@ impl Side {
 /// Runs the replay, writing to `out`; returns the exit status.
 pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
     let explicit = args.config.is_some();
-    let config = args.config.clone().unwrap_or_else(|| crate::hook::default_config().to_path_buf());
+    let config = args.config.clone().unwrap_or_else(|| crate::config::default_config().to_path_buf());
     let opts = Options::from_file(&config, explicit)?;
     let (limits, cache) = (opts.limits(), opts.cache());
     let a = Side::load(args.policy.as_deref(), limits, &cache)?;
@@ -276,7 +276,7 @@ fn print_record(
                 out,
                 "{n}  {drv}  {}  {features}  {}  fuel {}",
                 rec.request.system,
-                describe(&va.answer.choice, &rec.machines),
+                va.answer.choice.describe(&rec.machines),
                 va.fuel
             )?;
             if let Some(w) = &va.warning {
@@ -289,8 +289,8 @@ fn print_record(
                 writeln!(
                     out,
                     "record {n} {drv}: A {} | B {}",
-                    describe(&va.answer.choice, &rec.machines),
-                    describe(&vb.answer.choice, &rec.machines)
+                    va.answer.choice.describe(&rec.machines),
+                    vb.answer.choice.describe(&rec.machines)
                 )?;
             }
             for (side, v) in [("A", va), ("B", vb)] {
@@ -305,7 +305,7 @@ fn print_record(
 
 fn verdict_json(v: &Verdict, machines: &[MachineView]) -> serde_json::Value {
     json!({
-        "answer": describe(&v.answer.choice, machines),
+        "answer": v.answer.choice.describe(machines),
         "choice": v.answer.choice,
         "rejected": v.answer.rejected,
         "decided_by": v.by,
@@ -313,28 +313,6 @@ fn verdict_json(v: &Verdict, machines: &[MachineView]) -> serde_json::Value {
         "micros": v.micros,
         "warning": v.warning,
     })
-}
-
-/// `try ssh://b2, ssh://b1`, `decline` or `postpone`.
-pub fn describe(choice: &Choice, machines: &[MachineView]) -> String {
-    match choice {
-        Choice::Try(ranking) => {
-            // Written in place: a ranking of a thousand machines is a thousand URIs per record.
-            let mut line = String::from("try ");
-            for (n, &i) in ranking.iter().enumerate() {
-                if n > 0 {
-                    line.push_str(", ");
-                }
-                match machines.get(i as usize) {
-                    Some(m) => line.push_str(&m.uri),
-                    None => line.push_str(&format!("#{i}")),
-                }
-            }
-            line
-        }
-        Choice::Decline => "decline".into(),
-        Choice::Postpone => "postpone".into(),
-    }
 }
 
 /// `/nix/store/<hash>-hello-2.12.drv` → `hello-2.12`.

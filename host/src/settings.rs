@@ -86,7 +86,7 @@ pub struct HookInputs {
 
 pub fn as_the_hook(inputs: &HookInputs) -> Result<AsTheHook> {
     let config = inputs.config.as_deref();
-    let path = config.unwrap_or_else(|| crate::hook::default_config());
+    let path = config.unwrap_or_else(|| crate::config::default_config());
     let opts = crate::config::Options::from_file(path, config.is_some())?;
     let mut settings = load(&[]).map_err(|e| e.context("reading nix.conf"))?;
     if let Some(b) = &inputs.builders {

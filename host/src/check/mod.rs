@@ -36,7 +36,7 @@ pub const EXIT_UNUSABLE: i32 = 1;
 pub const EXIT_ERROR: i32 = 2;
 
 pub fn main(args: &Args) -> i32 {
-    crate::cli::tool_main("check", EXIT_ERROR, |out| run(args, out))
+    crate::tool::main("check", EXIT_ERROR, |out| run(args, out))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]

@@ -74,12 +74,12 @@ pub const EXIT_ERROR: i32 = 2;
 pub fn main(args: &Args) -> i32 {
     // Thousands of decisions in one process: instances from a pool.
     crate::policy::engine::pool_instances();
-    crate::cli::tool_main("simulate", EXIT_ERROR, |out| run(args, out))
+    crate::tool::main("simulate", EXIT_ERROR, |out| run(args, out))
 }
 
 pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
     let explicit = args.config.is_some();
-    let config = args.config.clone().unwrap_or_else(|| crate::hook::default_config().to_path_buf());
+    let config = args.config.clone().unwrap_or_else(|| crate::config::default_config().to_path_buf());
     let opts = Options::from_file(&config, explicit)?;
     let (limits, cache) = (opts.limits(), opts.cache());
     let cluster = cluster(args)?;
