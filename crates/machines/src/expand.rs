@@ -8,10 +8,7 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use crate::diagnostic::{Diagnostic, Severity, Site};
-use crate::{machine_line, Machines, ParseContext, REMOTE_SYSTEMS_ENV};
-
-/// What Nix trims around entries.
-pub(crate) const BLANK: &[char] = &[' ', '\t', '\r', '\n'];
+use crate::{existence, machine_line, Machines, ParseContext, BLANK, REMOTE_SYSTEMS_ENV};
 
 const OLD_NIX: &str = "Nix 2.8–2.28.1 and Lix";
 
@@ -270,15 +267,6 @@ impl<'c> Reader<'c> {
                     ),
             );
         }
-    }
-}
-
-/// For messages about relative paths: where they would have led matters to the user.
-pub(crate) fn existence(path: &Path) -> &'static str {
-    match std::fs::metadata(path) {
-        Ok(_) => "which exists",
-        Err(e) if e.kind() == ErrorKind::NotFound => "which does not exist",
-        Err(_) => "which cannot be checked",
     }
 }
 

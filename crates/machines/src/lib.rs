@@ -32,6 +32,18 @@ pub use diagnostic::{Diagnostic, Severity};
 /// The `source` to pass to [`parse_builders`] for a value taken from the `builders` setting.
 pub const BUILDERS_SETTING: &str = "setting 'builders'";
 
+/// What Nix trims around entries.
+pub(crate) const BLANK: &[char] = &[' ', '\t', '\r', '\n'];
+
+/// For messages about relative paths: where they would have led matters to the user.
+pub(crate) fn existence(path: &Path) -> &'static str {
+    match std::fs::metadata(path) {
+        Ok(_) => "which exists",
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "which does not exist",
+        Err(_) => "which cannot be checked",
+    }
+}
+
 /// The most machines read; the ones after are refused with one error. Every decision looks at
 /// every machine (and its slots), so a list without end would stall every build.
 pub const MAX_MACHINES: usize = 10_000;

@@ -12,8 +12,7 @@ use base64::engine::DecodePaddingMode;
 use base64::Engine;
 
 use crate::diagnostic::{Diagnostic, Site};
-use crate::expand::{existence, BLANK};
-use crate::{HostKey, Machine, Machines, Origin, ParseContext};
+use crate::{existence, HostKey, Machine, Machines, Origin, ParseContext, BLANK};
 
 /// Nix's decoder stops at `=` and ignores leftover bits, so padding and trailing bits must not
 /// matter here either.
