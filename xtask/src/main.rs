@@ -1,5 +1,6 @@
 //! Developer tasks for nix-wasm-hook. Run `cargo run -p xtask -- help`.
 
+mod fuzz;
 mod inspect;
 mod other_policies;
 mod policies;
@@ -26,6 +27,12 @@ commands:
   check-policies [--target-dir DIR]
       Rebuild every guest (the C policy too) into a temporary directory and fail (exit 1),
       naming the files, if any committed .wasm differs from the fresh build or is missing.
+  fuzz [--seconds N] [--target NAME]
+      Build the cargo-fuzz targets in fuzz/ (installing the pinned cargo-fuzz under
+      $CARGO_TARGET_DIR/fuzz first if needed), seed their corpora from the tests' captures and
+      fixtures, and run each target (or only NAME) for N seconds (default 20). Exits 1,
+      printing each reproducer and the command that replays it, if a target crashed.
+      See docs/fuzzing.md.
   inspect [--wit] FILE...
       Print size, sha256, kind, and the top-level imports and exports of Wasm files;
       --wit also prints the WIT world a component implements.
@@ -35,7 +42,7 @@ commands:
       `cargo clippy -D warnings` at the root, then check-policies, then the
       Python and JavaScript policies (rebuilt only when their inputs changed), then `cargo
       test --workspace ARGS...` at the root with $NWH_PYTHON_POLICY and $NWH_JS_POLICY naming
-      them. Stops at the first failure.
+      them, then `fuzz` with its defaults. Stops at the first failure.
 
 The guests' cargo target directory is DIR, else $POLICIES_TARGET_DIR, else
 $CARGO_TARGET_DIR/policies, else policies/target.
@@ -92,7 +99,16 @@ fn run() -> Result<ExitCode> {
             std::env::set_var(other_policies::PYTHON_ENV, &python);
             std::env::set_var(other_policies::JS_ENV, other_policies::build_js(&opts)?);
             policies::workspace_tests(&opts, cargo_args)?;
+            // Last: bounded (about three minutes warm), and a crash it finds is best read
+            // once everything else is known to pass.
+            if !fuzz::run(&opts.repo, &fuzz::Options::parse(&[])?)? {
+                return Ok(ExitCode::FAILURE);
+            }
             Ok(ExitCode::SUCCESS)
+        }
+        "fuzz" => {
+            let opts = fuzz::Options::parse(&rest)?;
+            Ok(if fuzz::run(&policies::repo_root()?, &opts)? { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         "inspect" => {
             let wit = rest.iter().any(|a| a == "--wit");
