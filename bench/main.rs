@@ -236,7 +236,7 @@ fn document(args: &Args, tables: &[Table], notes: &[String]) -> String {
          Every row of a table ran in the same run, on the same test bed, rounds interleaved (each \
          round runs every row once), so the ratios compare like with like; the absolute figures depend \
          on the machine. Nothing here is asserted by the tests.\n\n\
-         Run again, as root, after the README's set-up: `bench/run` (about 15 minutes; \
+         Run again, as root, after the README's set-up: `bench/run` (about 20 minutes; \
          `bench/run --help` for the options).\n",
         args.rounds,
         args.nix.iter().map(|n| n.name()).collect::<Vec<_>>().join(", "),
