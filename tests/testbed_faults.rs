@@ -34,6 +34,9 @@ on_oldest_and_newest_nix!(
     the_builder_front_end_killed_uploading,
     the_builder_front_end_killed_while_the_builder_builds,
     the_builder_front_end_killed_downloading,
+    the_builder_stopped_mid_build_behind_the_builder_front_end,
+    the_builder_frozen_mid_upload_behind_the_builder_front_end,
+    the_builder_cut_off_mid_download_behind_the_builder_front_end,
 );
 
 /// How the build reaches the builder.
@@ -260,10 +263,34 @@ fn the_hook_killed_waiting_for_a_slot(nix: Nix) {
     scene.afterwards();
 }
 
+fn the_builder_stopped_mid_build(nix: Nix) {
+    builder_stopped_mid_build(nix, Front::Hook);
+}
+
+fn the_builder_stopped_mid_build_behind_the_builder_front_end(nix: Nix) {
+    builder_stopped_mid_build(nix, Front::Builder);
+}
+
+fn the_builder_frozen_mid_upload(nix: Nix) {
+    builder_frozen_mid_upload(nix, Front::Hook);
+}
+
+fn the_builder_frozen_mid_upload_behind_the_builder_front_end(nix: Nix) {
+    builder_frozen_mid_upload(nix, Front::Builder);
+}
+
+fn the_builder_cut_off_mid_download(nix: Nix) {
+    builder_cut_off_mid_download(nix, Front::Hook);
+}
+
+fn the_builder_cut_off_mid_download_behind_the_builder_front_end(nix: Nix) {
+    builder_cut_off_mid_download(nix, Front::Builder);
+}
+
 /// The builder stopped (its sshd and everything under it killed) while it builds: the build
 /// fails with a message that names the builder; started again, it takes the next build.
-fn the_builder_stopped_mid_build(nix: Nix) {
-    let Some(scene) = Scene::new(nix, Front::Hook, "3") else { return };
+fn builder_stopped_mid_build(nix: Nix, front: Front) {
+    let Some(scene) = Scene::new(nix, front, "3") else { return };
     let mut child = scene.start(&scene.expr);
     scene.reached(&mut child, "nwh-fault", "uploaded");
     scene.tb.builder_stop(1);
@@ -277,8 +304,8 @@ fn the_builder_stopped_mid_build(nix: Nix) {
 
 /// The builder frozen (SIGSTOP) mid-upload for two seconds: the upload resumes where it was,
 /// and the build completes.
-fn the_builder_frozen_mid_upload(nix: Nix) {
-    let Some(scene) = Scene::new(nix, Front::Hook, "0") else { return };
+fn builder_frozen_mid_upload(nix: Nix, front: Front) {
+    let Some(scene) = Scene::new(nix, front, "0") else { return };
     let mut child = scene.start(&scene.expr);
     scene.reached(&mut child, "nwh-fault", "session");
     scene.tb.builder_freeze(1);
@@ -291,8 +318,8 @@ fn the_builder_frozen_mid_upload(nix: Nix) {
 
 /// The builder's link down mid-download for two seconds (packets vanish, nothing is reset):
 /// TCP carries on when it comes back, and the build completes.
-fn the_builder_cut_off_mid_download(nix: Nix) {
-    let Some(scene) = Scene::new(nix, Front::Hook, "0") else { return };
+fn builder_cut_off_mid_download(nix: Nix, front: Front) {
+    let Some(scene) = Scene::new(nix, front, "0") else { return };
     let mut child = scene.start(&scene.expr);
     scene.reached(&mut child, "nwh-fault", "built");
     scene.tb.link_down(1);
