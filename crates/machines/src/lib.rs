@@ -125,22 +125,25 @@ impl Machine {
     /// This machine as a machines-file line, unset trailing columns left out. For messages:
     /// it shows what the hook understood, defaults filled in, the URI normalised.
     pub fn line(&self) -> String {
-        fn set<'a>(items: impl IntoIterator<Item = &'a String>) -> String {
+        // A list column as it must be written to mean this list again: a lone `-` would read
+        // as unset, so a list of the one item `-` keeps a comma.
+        fn set<'a>(items: impl IntoIterator<Item = &'a String>, empty: &str) -> String {
             let joined = items.into_iter().map(String::as_str).collect::<Vec<_>>().join(",");
-            if joined.is_empty() {
-                "-".to_owned()
-            } else {
-                joined
+            match joined.as_str() {
+                "" => empty.to_owned(),
+                "-" => "-,".to_owned(),
+                _ => joined,
             }
         }
         let mut columns = vec![
             self.uri.clone(),
-            set(&self.systems),
+            // No system at all (a column of commas) is not the local system that `-` means.
+            set(&self.systems, ","),
             self.ssh_key.as_ref().map_or("-".to_owned(), |k| k.display().to_string()),
             self.max_jobs.to_string(),
             self.speed_factor.to_string(),
-            set(&self.supported_features),
-            set(&self.mandatory_features),
+            set(&self.supported_features, "-"),
+            set(&self.mandatory_features, "-"),
             self.host_key.as_ref().map_or("-".to_owned(), |k| k.base64.clone()),
         ];
         while columns.len() > 1 && columns.last().is_some_and(|c| c == "-") {

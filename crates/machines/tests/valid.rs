@@ -222,3 +222,22 @@ fn line_renders_what_was_understood() {
     assert_eq!(again.machines[0].host_key, m.machines[0].host_key);
     assert_eq!(again.machines[0].supported_features, m.machines[0].supported_features);
 }
+
+/// What messages show as "what the hook understood" means the same machine again, also for
+/// the two odd lists the fuzzer found: the one item `-`, and no system at all.
+#[test]
+fn line_gives_back_odd_lists() {
+    let ctx = nwh_machines::ParseContext::new("x86_64-linux");
+    for (text, line) in [
+        ("b1 , - 1 1 -,- -,-", "ssh://b1 , - 1 1 -, -,"),
+        ("b2 x86_64-linux - 1 1 kvm", "ssh://b2 x86_64-linux - 1 1 kvm"),
+    ] {
+        let parsed = nwh_machines::parse_builders(text, "test", &ctx);
+        let m = &parsed.machines[0];
+        assert_eq!(m.line(), line);
+        let again = nwh_machines::parse_builders(&m.line(), "test", &ctx);
+        assert_eq!(again.machines[0].systems, m.systems, "{line}");
+        assert_eq!(again.machines[0].supported_features, m.supported_features, "{line}");
+        assert_eq!(again.machines[0].mandatory_features, m.mandatory_features, "{line}");
+    }
+}
