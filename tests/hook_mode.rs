@@ -5,6 +5,7 @@ use std::fs::OpenOptions;
 use std::path::Path;
 
 use crate::support::fake_parent::{put_string, settings_block, try_message, Capture, HookEnv, Reply, Step};
+use crate::support::tool::policy_fixture;
 
 const DRV: &str = "/nix/store/0c7w2i7kmf3ljc1vyqrvpxsn6gdn2l3y-hello-2.12.1.drv";
 
@@ -28,16 +29,6 @@ fn hold_slot(env: &HookEnv, name: &str) -> std::fs::File {
         .unwrap();
     rustix::fs::flock(&held, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
     held
-}
-
-fn policy_fixture(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/policies")
-        .join(format!("{name}.wasm"))
-        .canonicalize()
-        .unwrap()
-        .display()
-        .to_string()
 }
 
 /// True when some other open file holds an exclusive flock on `path`.

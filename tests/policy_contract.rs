@@ -7,14 +7,12 @@ use std::path::PathBuf;
 use nix_wasm_hook::decision::{Choice, MachineView, Request};
 use nix_wasm_hook::policy::{cache::Cache, DecidedBy, Limits, Policies, Policy};
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/policies").join(format!("{name}.wasm"))
-}
+use crate::support::tool::policy_fixture_path;
 
 /// The whole message a refused policy gets, as the hook prints it.
 fn refusal(name: &str) -> String {
-    let err = Policy::from_file(&fixture(name), &Cache::disabled()).err().expect("refused");
-    format!("{err:#}").replace(&fixture(name).display().to_string(), &format!("{name}.wasm"))
+    let err = Policy::from_file(&policy_fixture_path(name), &Cache::disabled()).err().expect("refused");
+    format!("{err:#}").replace(&policy_fixture_path(name).display().to_string(), &format!("{name}.wasm"))
 }
 
 fn machine(uri: &str, in_use: u32, down: Option<&str>) -> MachineView {
@@ -49,10 +47,11 @@ fn the_default_policy_speaks_the_current_contract() {
 
 #[test]
 fn a_policy_built_for_an_older_minor_version_keeps_working() {
-    let p = Policy::from_file(&fixture("old-minor"), &Cache::disabled()).unwrap();
+    let p = Policy::from_file(&policy_fixture_path("old-minor"), &Cache::disabled()).unwrap();
     assert_eq!(p.contract_version(), "0.1");
     let (policies, warning) =
-        Policies::load(Some(&fixture("old-minor")), Limits::default(), &Cache::disabled()).unwrap();
+        Policies::load(Some(&policy_fixture_path("old-minor")), Limits::default(), &Cache::disabled())
+            .unwrap();
     assert!(warning.is_none());
     let machines =
         [machine("ssh://a", 0, None), machine("ssh://b", 0, None), machine("ssh://c", 0, Some("gone"))];

@@ -2,14 +2,10 @@
 //! tests/fixtures/policies/*.wasm, rebuilt and compared by CI): each one ends in the default
 //! policy's answer with one warning that says what went wrong.
 
-use std::path::PathBuf;
-
 use nix_wasm_hook::decision::{Choice, MachineView, Request};
 use nix_wasm_hook::policy::{cache::Cache, DecidedBy, Limits, Policies, Policy};
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/policies").join(format!("{name}.wasm"))
-}
+use crate::support::tool::policy_fixture_path;
 
 fn machine(uri: &str, system: &str, in_use: u32) -> MachineView {
     MachineView {
@@ -48,7 +44,7 @@ const DEFAULT_CHOICE: &[u32] = &[2, 0];
 
 fn load(name: &str, limits: Limits) -> (Policies, Option<String>) {
     let cache = Cache::at(tempfile::tempdir().unwrap().keep());
-    Policies::load(Some(&fixture(name)), limits, &cache).unwrap()
+    Policies::load(Some(&policy_fixture_path(name)), limits, &cache).unwrap()
 }
 
 fn falls_back(name: &str, limits: Limits, words: &[&str]) {
@@ -82,8 +78,10 @@ fn the_default_policy_decides_like_nix() {
 fn when_the_default_policy_itself_fails_its_rules_decide_natively() {
     let (wasm, _) = Policies::load(None, Limits::default(), &Cache::disabled()).unwrap();
     let wasm = wasm.decide(&request(), &machines());
-    let failing =
-        Policies { chosen: None, default: Policy::from_file(&fixture("trap"), &Cache::disabled()).unwrap() };
+    let failing = Policies {
+        chosen: None,
+        default: Policy::from_file(&policy_fixture_path("trap"), &Cache::disabled()).unwrap(),
+    };
     let d = failing.decide(&request(), &machines());
     assert_eq!(d.by, DecidedBy::Default);
     assert_eq!(d.answer, wasm.answer, "the native rules answer as the Wasm default does");
@@ -98,8 +96,8 @@ fn when_the_default_policy_itself_fails_its_rules_decide_natively() {
 #[test]
 fn a_failing_policy_over_a_failing_default_still_gets_an_answer() {
     let failing = Policies {
-        chosen: Some(Policy::from_file(&fixture("spin"), &Cache::disabled()).unwrap()),
-        default: Policy::from_file(&fixture("trap"), &Cache::disabled()).unwrap(),
+        chosen: Some(Policy::from_file(&policy_fixture_path("spin"), &Cache::disabled()).unwrap()),
+        default: Policy::from_file(&policy_fixture_path("trap"), &Cache::disabled()).unwrap(),
     };
     let d = failing.decide(&request(), &machines());
     assert_eq!(d.answer.choice, Choice::Try(DEFAULT_CHOICE.to_vec()));
@@ -253,7 +251,8 @@ fn a_wasi_policy_runs_in_an_empty_world() {
 
 #[test]
 fn a_policy_importing_anything_else_is_refused_by_name() {
-    let err = Policy::from_file(&fixture("foreign-import"), &Cache::disabled()).err().expect("refused");
+    let err =
+        Policy::from_file(&policy_fixture_path("foreign-import"), &Cache::disabled()).err().expect("refused");
     let msg = format!("{err:#}");
     assert!(msg.contains("`evil:net/socket"), "{msg}");
     assert!(msg.contains("foreign-import.wasm"), "{msg}");
@@ -266,12 +265,12 @@ fn a_policy_importing_anything_else_is_refused_by_name() {
 fn compiled_policies_are_cached() {
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::at(dir.path().to_path_buf());
-    Policy::from_file(&fixture("prefer-last"), &cache).unwrap();
+    Policy::from_file(&policy_fixture_path("prefer-last"), &cache).unwrap();
     let images: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(images.len(), 1, "{images:?}");
     assert_eq!(images[0].extension().unwrap(), "cwasm");
     // A second load maps the image instead of compiling; a corrupt image is a miss.
-    let bytes = std::fs::read(fixture("prefer-last")).unwrap();
+    let bytes = std::fs::read(policy_fixture_path("prefer-last")).unwrap();
     let sha = nix_wasm_hook::policy::cache::sha256_hex(&bytes);
     let (_, source) = cache.load(nix_wasm_hook::policy::engine::shared().unwrap(), &bytes, &sha).unwrap();
     assert_eq!(source, nix_wasm_hook::policy::cache::Source::Cached);

@@ -50,11 +50,14 @@ pub fn try_policy_fixture(name: &str) -> Option<String> {
 
 /// A component in tests/fixtures/policies, by name.
 pub fn policy_fixture(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/policies")
-        .join(format!("{name}.wasm"))
-        .display()
-        .to_string()
+    policy_fixture_path(name).display().to_string()
+}
+
+/// [`policy_fixture`] as a path (canonical: no `..` in messages that quote it).
+pub fn policy_fixture_path(name: &str) -> PathBuf {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/policies").join(format!("{name}.wasm"));
+    path.canonicalize().unwrap_or(path)
 }
 
 /// `nix-wasm-hook SUBCOMMAND --config C ARGS` in the repository's root (as the README runs

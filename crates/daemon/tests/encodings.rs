@@ -2,7 +2,7 @@
 //! (worker-protocol.cc, serialise.cc, daemon.cc), and scripted conversations for the
 //! handshake and the error paths.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;

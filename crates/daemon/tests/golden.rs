@@ -3,7 +3,7 @@
 //! client, which performs the same operations, and what it sends must be what Nix's client
 //! sent, byte for byte. Replaying decodes every frame the daemon sent.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;

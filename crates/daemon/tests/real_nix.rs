@@ -7,7 +7,7 @@
 //! Needs root (the daemon's sandbox) and Nix: otherwise it prints `SKIPPED: …` and passes,
 //! except in CI (`CI=true`), where it fails.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! One test per diagnostic of a machine line or of the `builders` value: file, line, column,
 //! the words of the message, what was expected and the fix.
 
-mod common;
+use crate::common;
 
 use common::{error, parse, render, single, warning, Want};
 use nwh_machines::Severity;

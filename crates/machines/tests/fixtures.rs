@@ -3,7 +3,7 @@
 //! (`machine LINE: <Machine::line()>`) and the diagnostics (`warning|error LINE:COL <words of
 //! the message>`) that parsing it must give, nothing more.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

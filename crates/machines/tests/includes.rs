@@ -1,6 +1,6 @@
 //! `@file` includes, `parse_file` and `NIX_REMOTE_SYSTEMS`.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;

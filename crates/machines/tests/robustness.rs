@@ -1,7 +1,7 @@
 //! Arbitrary input must never panic (slicing at a multi-byte character, an empty line, …):
 //! the hook parses user files and must answer the parent in every case.
 
-mod common;
+use crate::common;
 
 use common::parse;
 

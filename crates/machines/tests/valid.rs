@@ -1,6 +1,6 @@
 //! Every valid form of a machine line and of the `builders` value.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

@@ -1,7 +1,7 @@
 //! `copy_nar` against NARs made by Nix 2.8 (`nix-store --dump`, fixtures/README.md) and against
 //! broken ones.
 
-mod common;
+use crate::common;
 
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};

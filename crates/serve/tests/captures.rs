@@ -4,7 +4,7 @@
 //! Nix sent, and our server's replies (given the facts the real `nix-store --serve` had)
 //! compared byte for byte with what that server answered.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::io::{Cursor, Write};

@@ -2,7 +2,7 @@
 //! conversations of Nix 2.8's build hook with `nix-store --serve` (fixtures/nix-2.8), and
 //! scripted conversations for the error paths. See fixtures/README.md.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;

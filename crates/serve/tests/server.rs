@@ -2,7 +2,7 @@
 //! command at protocol 2.5, 2.6 and 2.7 (the client offering the lower version); and the
 //! server's errors: bad greetings, unknown commands, cut-off input, bad payloads, misuse.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Cursor, Read, Write};

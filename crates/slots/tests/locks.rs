@@ -197,7 +197,7 @@ fn child_holder() {
     let main = dir.lock_main().unwrap();
     let slot = dir.scan(&main, URI, 4).unwrap().free.unwrap();
     drop(main);
-    // libtest has already printed "test child_holder ... " without a newline.
+    // libtest has already printed "test locks::child_holder ... " without a newline.
     println!("\nholding {}", slot.slot());
     std::io::stdout().flush().unwrap();
     std::io::copy(&mut std::io::stdin(), &mut std::io::sink()).unwrap();
@@ -241,7 +241,7 @@ fn finish(mut child: Child) {
 fn lock_held_by_child_process_counts() {
     let (_tmp, dir) = load_dir();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_holder", "--nocapture", "--test-threads=1"])
+        .args(["--exact", "locks::child_holder", "--nocapture", "--test-threads=1"])
         .env("NWH_SLOTS_TEST_HOLD_DIR", dir.path())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -1,7 +1,7 @@
 //! Real stdin of a hook as sent by Nix 2.8 (testbed captures `spy-accept` and `spy-features`,
 //! copied into tests/fixtures so the tests stand alone).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

@@ -1,7 +1,7 @@
 //! Malformed and hostile input: every failure is an error with a usable offset, never a panic
 //! or an allocation sized by the input.
 
-mod common;
+use crate::common;
 
 use std::io::{self, Read};
 

@@ -1,6 +1,6 @@
 //! The worked examples of docs/hook-protocol.md §11, rebuilt byte by byte from its listing.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

@@ -1,0 +1,4 @@
+//! The crate's one test binary: each topic a module, sharing the helpers in `common`.
+
+mod locks;
+mod queue;
