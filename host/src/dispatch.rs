@@ -65,7 +65,7 @@ impl Dispatcher {
             trace::Writer::new(p.clone(), opts.trace_max_bytes(), trace::PolicyId::of(configured))
                 .with_secrets(&machines)
         });
-        let unsupported = machines.iter().map(transfer::ssh::unsupported).collect();
+        let unsupported = machines.iter().map(transfer::target::unsupported).collect();
         let failed_here = vec![None; machines.len()];
         let load = nwh_slots::LoadDir::open(opts.current_load_dir());
         Dispatcher {
@@ -197,7 +197,7 @@ impl Dispatcher {
     fn connect(&self, machine: usize, logger: &Logger) -> Result<Master> {
         let m = &self.scheduler.machines[machine];
         let _a = logger.start(Level::Talkative, Activity::Unknown, &format!("connecting to '{}'", m.uri));
-        let target = transfer::ssh::Target::from_machine(m)?;
+        let target = transfer::target::Target::from_machine(m)?;
         transfer::ssh::master(&target, &self.ssh)
     }
 

@@ -16,7 +16,7 @@ use crate::nix_release::NixRelease;
 use crate::policy::{Decided, Policies};
 use crate::schedule::{Local, Scheduler};
 use crate::settings::AsTheHook;
-use crate::transfer::ssh::unsupported;
+use crate::transfer::target::unsupported;
 
 /// Where would the hook send this derivation, and why not elsewhere?
 ///

@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use nwh_machines::{Machine, Machines};
 
 use super::{Report, Status};
-use crate::transfer::ssh;
+use crate::transfer::target;
 
 /// Checks the line `m`, which runs `program`, against `real`, the real builders behind it
 /// (`None`: the `machines` option is not set).
@@ -104,7 +104,7 @@ fn version(program: &str) -> Result<String> {
 /// sends one the line lacks a system or feature for; and it postpones when the line's slots
 /// are taken, looking again only after `build-poll-interval`.
 fn compare(line: &Machine, real: &Machines, r: &mut Report) {
-    let usable: Vec<&Machine> = real.machines.iter().filter(|m| ssh::unsupported(m).is_none()).collect();
+    let usable: Vec<&Machine> = real.machines.iter().filter(|m| target::unsupported(m).is_none()).collect();
     if usable.is_empty() {
         r.add(
             Status::Unusable,

@@ -13,7 +13,8 @@ use nwh_machines::{Machine, Severity};
 use serde::Serialize;
 
 use crate::settings::AsTheHook;
-use crate::transfer::ssh::{self, Master, SshOptions, Target};
+use crate::transfer::ssh::{self, Master, SshOptions};
+use crate::transfer::target::{self, Target};
 
 mod builder_line;
 
@@ -299,7 +300,7 @@ const CHECK_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 fn check_machine(m: &Machine, ssh_opts: &SshOptions) -> Report {
     let mut r = Report::new(m);
     if m.builder_mode_program().is_some() {
-        r.add(Status::Unusable, ssh::BUILDER_MODE_LINE, format!("remove {} from this list", r.line));
+        r.add(Status::Unusable, target::BUILDER_MODE_LINE, format!("remove {} from this list", r.line));
         return r;
     }
     if m.max_jobs == 0 {
@@ -320,7 +321,7 @@ fn check_machine(m: &Machine, ssh_opts: &SshOptions) -> Report {
             return r;
         }
     };
-    let ng = target.protocol == ssh::Protocol::Daemon;
+    let ng = target.protocol == target::Protocol::Daemon;
     r.facts.host_key = host_key_source(&target, &mut r);
     let key_unknown = r.status == Status::Unusable;
     let master = match ssh::master(&target, ssh_opts) {

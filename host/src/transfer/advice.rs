@@ -2,7 +2,7 @@
 //! the reader knows who ran ssh: under the Nix daemon it is root, with root's keys and
 //! `known_hosts`, in a process without a terminal, which is the cause users miss most.
 
-use super::ssh::Target;
+use super::target::Target;
 
 /// A sentence naming the likely cause and the fix, for the failures users meet most
 /// (docs/hook-protocol.md §2, who the hook runs as); `None` when ssh's words are all there is to say.

@@ -8,6 +8,7 @@ pub mod local;
 pub mod register;
 pub mod ssh;
 pub mod store;
+pub mod target;
 pub mod warm;
 
 use std::collections::BTreeSet;

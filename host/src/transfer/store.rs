@@ -14,7 +14,8 @@ use nwh_nar::NarSummary;
 use nwh_serve::{BuildOptions, BuildResult, PathInfo, ServeClient};
 
 use super::local;
-use super::ssh::{Master, Protocol, Remote};
+use super::ssh::{Master, Remote};
+use super::target::Protocol;
 use crate::log::Logger;
 
 /// Nix's result types a daemon sends during a build: a log line of the build, the start of a
