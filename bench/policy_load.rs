@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use nix_wasm_hook::decision::{MachineView, Request};
 use nix_wasm_hook::policy::{cache::Cache, Policy};
+use nwh_decision::{MachineView, Request};
 
 use crate::report::{Row, Stats, Table};
 use crate::support::tool::{js_policy, policy_fixture, python_policy};

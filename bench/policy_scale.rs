@@ -25,9 +25,10 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
-use nix_wasm_hook::decision::{Answer, Choice, MachineView, Request};
 use nix_wasm_hook::policy::{cache::Cache, Policy};
-use nix_wasm_hook::trace::{By, Outcome, PolicyId, Record};
+use nwh_decision::DecidedBy;
+use nwh_decision::{Answer, Choice, MachineView, Request};
+use nwh_trace::{Outcome, PolicyId, Record};
 
 /// Microseconds per decision of the default policy over `machines` machines, one value per round
 /// (each round: the median of many calls on a prepared request), and the wall seconds of a
@@ -160,14 +161,14 @@ impl TraceStream<'_> {
         let mut to = std::io::BufWriter::with_capacity(1 << 20, to);
         for n in 0..self.records {
             let record = Record {
-                v: nix_wasm_hook::trace::VERSION,
+                v: nwh_trace::VERSION,
                 time: "2026-01-01T00:00:00.000Z".into(),
                 pid: 1000 + n as u32,
                 request: request_for(n),
                 machines: Vec::new(),
                 policy: PolicyId { name: "the default policy".into(), sha256: "0".repeat(64) },
                 answer: Answer { choice: Choice::Postpone, rejected: Vec::new() },
-                decided_by: By::Default,
+                decided_by: DecidedBy::Default,
                 warning: None,
                 fuel: 0,
                 micros: 0,

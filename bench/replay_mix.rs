@@ -6,8 +6,9 @@
 use std::io::Write;
 
 use anyhow::{Context, Result};
-use nix_wasm_hook::decision::{Answer, Choice, MachineView, Request};
-use nix_wasm_hook::trace::{By, Outcome, PolicyId, Record};
+use nwh_decision::DecidedBy;
+use nwh_decision::{Answer, Choice, MachineView, Request};
+use nwh_trace::{Outcome, PolicyId, Record};
 
 use crate::policy_scale::timed;
 use crate::report::{Row, Stats, Table};
@@ -79,7 +80,7 @@ fn write_trace(path: &std::path::Path) -> Result<()> {
             })
             .collect();
         let record = Record {
-            v: nix_wasm_hook::trace::VERSION,
+            v: nwh_trace::VERSION,
             time: "2025-01-02T03:04:05.678Z".into(),
             pid: 1000 + (i / 3) as u32,
             request: Request {
@@ -96,7 +97,7 @@ fn write_trace(path: &std::path::Path) -> Result<()> {
             machines,
             policy: PolicyId { name: "the default policy".into(), sha256: "0".repeat(64) },
             answer: Answer { choice: Choice::Decline, rejected: vec![] },
-            decided_by: By::Default,
+            decided_by: DecidedBy::Default,
             warning: None,
             fuel: 0,
             micros: 0,

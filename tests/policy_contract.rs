@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
-use nix_wasm_hook::decision::{Choice, MachineView, Request};
-use nix_wasm_hook::policy::{cache::Cache, DecidedBy, Limits, Policies, Policy};
+use nix_wasm_hook::policy::{cache::Cache, Limits, Policies, Policy};
+use nwh_decision::{Choice, DecidedBy, MachineView, Request};
 
 use crate::support::tool::policy_fixture_path;
 

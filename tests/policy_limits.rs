@@ -2,8 +2,8 @@
 //! tests/fixtures/policies/*.wasm, rebuilt and compared by CI): each one ends in the default
 //! policy's answer with one warning that says what went wrong.
 
-use nix_wasm_hook::decision::{Choice, MachineView, Request};
-use nix_wasm_hook::policy::{cache::Cache, DecidedBy, Limits, Policies, Policy};
+use nix_wasm_hook::policy::{cache::Cache, Limits, Policies, Policy};
+use nwh_decision::{Choice, DecidedBy, MachineView, Request};
 
 use crate::support::tool::policy_fixture_path;
 
@@ -124,7 +124,10 @@ fn the_default_policy_decides_the_most_machines_a_file_may_list_by_itself() {
         })
         .collect();
     let req = Request { required_features: vec!["feature-3".into(), "feature-9".into()], ..request() };
-    let (policies, _) = Policies::load(None, Limits::default(), &Cache::disabled()).unwrap();
+    // The deadline is wall-clock: a debug build among parallel tests may take longer than the
+    // release hook's 200 ms, and time is not what this test is about.
+    let limits = Limits { deadline: std::time::Duration::from_secs(30), ..Limits::default() };
+    let (policies, _) = Policies::load(None, limits, &Cache::disabled()).unwrap();
     let d = policies.decide(&req, &machines);
     assert_eq!((d.by, d.warning), (DecidedBy::Default, None));
     eprintln!("fuel {} for {} machines", d.fuel_used, machines.len());

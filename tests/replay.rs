@@ -237,7 +237,7 @@ fn huge_lines_are_refused_and_errors_quote_a_bounded_part() {
     let endless = dir.path().join("endless.jsonl");
     let mut f = std::fs::File::create(&endless).unwrap();
     let block = vec![b'{'; 1 << 20];
-    for _ in 0..(nix_wasm_hook::trace::MAX_LINE >> 20) + 1 {
+    for _ in 0..(nwh_trace::MAX_LINE >> 20) + 1 {
         std::io::Write::write_all(&mut f, &block).unwrap();
     }
     drop(f);
@@ -278,8 +278,8 @@ fn json_output_is_one_object_per_record_and_a_summary() {
 
 const DRV: &str = "/nix/store/0c7w2i7kmf3ljc1vyqrvpxsn6gdn2l3y-hello-2.12.1.drv";
 
-fn read_trace(path: &Path) -> Vec<nix_wasm_hook::trace::Record> {
-    nix_wasm_hook::trace::Reader::open(path).unwrap().map(|r| r.unwrap().1).collect()
+fn read_trace(path: &Path) -> Vec<nwh_trace::Record> {
+    nwh_trace::Reader::open(path).unwrap().map(|r| r.unwrap().1).collect()
 }
 
 #[test]
@@ -344,8 +344,9 @@ fn a_trace_never_holds_key_material() {
 #[test]
 fn ssh_words_in_down_reasons_lose_their_key_material() {
     use base64::Engine as _;
-    use nix_wasm_hook::decision::{Answer, Choice, MachineView, Request};
-    use nix_wasm_hook::policy::{Decided, DecidedBy};
+    use nix_wasm_hook::policy::Decided;
+    use nwh_decision::DecidedBy;
+    use nwh_decision::{Answer, Choice, MachineView, Request};
     let host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
     let host_key_b64 = base64::engine::general_purpose::STANDARD.encode(host_key);
     let key = "/etc/nix/keys/builder_ed25519";
@@ -354,7 +355,7 @@ fn ssh_words_in_down_reasons_lose_their_key_material() {
     let machines = nwh_machines::parse_builders(&line, "test", &ctx).machines;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("trace.jsonl");
-    let policy = nix_wasm_hook::trace::PolicyId { name: "p".into(), sha256: "0".repeat(64) };
+    let policy = nwh_trace::PolicyId { name: "p".into(), sha256: "0".repeat(64) };
     let mut w = nix_wasm_hook::trace::Writer::new(path.clone(), 1 << 20, policy).with_secrets(&machines);
     let said = format!(
         "unreachable (Warning: Identity file {key} not accessible: No such file or directory. \
@@ -388,7 +389,7 @@ fn ssh_words_in_down_reasons_lose_their_key_material() {
         warning: None,
     };
     let when = std::time::SystemTime::now();
-    assert_eq!(w.record(when, &request, &[view], &decided, nix_wasm_hook::trace::Outcome::Declined), None);
+    assert_eq!(w.record(when, &request, &[view], &decided, nwh_trace::Outcome::Declined), None);
     let text = std::fs::read_to_string(&path).unwrap();
     for f in [key, "builder_ed25519", &host_key[12..], &host_key_b64, "ZP9ekP0qMv2GCDfDy3e"] {
         assert!(!text.contains(f), "the trace holds {f:?}:\n{text}");
@@ -433,12 +434,12 @@ fn a_hook_records_what_its_policy_saw_and_answered() {
     assert_eq!(r.machines[0].max_jobs, 2);
     assert!(r.policy.name.ends_with("prefer-last.wasm"), "{}", r.policy.name);
     assert_eq!(r.policy.sha256.len(), 64);
-    assert_eq!(r.answer.choice, nix_wasm_hook::decision::Choice::Try(vec![1]));
+    assert_eq!(r.answer.choice, nwh_decision::Choice::Try(vec![1]));
     assert_eq!(r.answer.reason_for(0), Some("does not support the required feature `kvm`"));
-    assert_eq!(r.decided_by, nix_wasm_hook::trace::By::Policy);
+    assert_eq!(r.decided_by, nwh_decision::DecidedBy::Policy);
     assert!(r.warning.is_none());
     assert!(r.fuel > 0 && r.micros > 0);
-    assert_eq!(r.outcome, nix_wasm_hook::trace::Outcome::Accepted { uri: "ssh://last".into() });
+    assert_eq!(r.outcome, nwh_trace::Outcome::Accepted { uri: "ssh://last".into() });
 }
 
 #[test]
@@ -495,7 +496,7 @@ fn the_trace_rotates_and_keeps_one_old_file() {
 
 #[test]
 fn concurrent_writers_neither_interleave_nor_lose_the_full_file_when_rotating() {
-    use nix_wasm_hook::trace;
+    use nwh_trace as trace;
     let sample = read_trace(&traces_dir().join("prefer-last-differs.jsonl")).remove(0);
     let line_len = serde_json::to_vec(&sample).unwrap().len() as u64 + 1;
     let dir = tempfile::tempdir().unwrap();
@@ -554,13 +555,12 @@ in mk "nwh-top" [ ab cd ]"#,
     }
 
     let recs = read_trace(&trace);
-    let accepted =
-        recs.iter().filter(|r| matches!(r.outcome, nix_wasm_hook::trace::Outcome::Accepted { .. }));
+    let accepted = recs.iter().filter(|r| matches!(r.outcome, nwh_trace::Outcome::Accepted { .. }));
     assert_eq!(accepted.count(), 7, "one accept per derivation");
     for r in &recs {
         assert_eq!(r.machines.len(), 3);
-        if let nix_wasm_hook::trace::Outcome::Accepted { uri } = &r.outcome {
-            let nix_wasm_hook::decision::Choice::Try(ranking) = &r.answer.choice else { panic!("{r:?}") };
+        if let nwh_trace::Outcome::Accepted { uri } = &r.outcome {
+            let nwh_decision::Choice::Try(ranking) = &r.answer.choice else { panic!("{r:?}") };
             assert_eq!(&r.machines[ranking[0] as usize].uri, uri, "the hook took the policy's first choice");
         }
     }

@@ -15,12 +15,12 @@ use std::io::{Read, Write};
 use anyhow::{bail, Context, Result};
 use nwh_serve::{BuildResult, BuildStatus, PathInfo, Request, ServeServer};
 
-use crate::config::Options;
 use crate::dispatch::{Dispatcher, Placement, Wait};
 use crate::log::Logger;
-use crate::policy::Policies;
+use crate::policy::{cache::Cache, Limits, Policies};
 use crate::schedule::{Local, Try};
 use crate::transfer::{local, BuilderSession};
+use nwh_options::Options;
 
 /// Serves one connection from Nix's hook on stdin/stdout. Returns the process exit code.
 pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
@@ -129,7 +129,8 @@ fn dispatcher(
     settings: &nwh_nixconf::Settings,
     logger: &Logger,
 ) -> Result<Dispatcher> {
-    let (policies, load_warning) = Policies::load(opts.policy.as_ref(), opts.limits(), &opts.cache())?;
+    let (policies, load_warning) =
+        Policies::load(opts.policy.as_ref(), Limits::from(opts), &Cache::from(opts))?;
     if let Some(w) = load_warning {
         logger.warn(&format!("nix-wasm-hook: {w}"));
     }
@@ -145,7 +146,7 @@ fn builder_machines(opts: &Options, settings: &nwh_nixconf::Settings) -> Result<
         anyhow::anyhow!(
             "builder mode (--serve) needs the real builders: set `machines = \"@/etc/nix/nix-wasm-hook.machines\"` \
              (Nix's `builders` syntax) in {}",
-            crate::config::DEFAULT_CONFIG
+            nwh_options::DEFAULT_CONFIG
         )
     })
 }

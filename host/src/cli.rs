@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::Options;
 use crate::log::{self, Logger};
+use nwh_options::Options;
 
 /// A Nix build hook whose choice of build machine is made by a sandboxed WebAssembly policy.
 ///
@@ -66,9 +66,9 @@ pub fn main() -> i32 {
     let logger = Logger::new(!cli.serve, log::level_from_verbosity(cli.verbosity.unwrap_or(3)));
     let result = (|| {
         let explicit = cli.config.is_some();
-        let path = cli.config.clone().unwrap_or_else(|| crate::config::default_config().to_path_buf());
+        let path = cli.config.clone().unwrap_or_else(|| nwh_options::default_config().to_path_buf());
         let flags = cli.options.clone();
-        flags.check(crate::config::Spelling::Flag)?;
+        flags.check(nwh_options::Spelling::Flag)?;
         let opts = Options::from_file(&path, explicit)?.overlay(flags);
         if cli.serve {
             crate::builder::run(&opts, &logger)

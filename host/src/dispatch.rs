@@ -10,8 +10,6 @@ use anyhow::Result;
 use nwh_machines::Machine;
 use nwh_slots::SlotLock;
 
-use crate::config::Options;
-use crate::decision::MachineView;
 use crate::log::{Activity, Level, Logger};
 use crate::policy::Policies;
 use crate::schedule::{self, Local, Reply, Scheduler, Try};
@@ -19,6 +17,8 @@ use crate::trace;
 use crate::transfer;
 use crate::transfer::health::Health;
 use crate::transfer::ssh::{Master, SshOptions};
+use nwh_decision::MachineView;
+use nwh_options::Options;
 
 /// Where one derivation goes.
 pub enum Placement {
@@ -62,16 +62,15 @@ impl Dispatcher {
     pub fn new(opts: &Options, machines: Vec<Machine>, policies: Policies, local: Local) -> Dispatcher {
         let tracer = opts.trace.as_ref().map(|p| {
             let configured = policies.chosen.as_ref().unwrap_or(&policies.default);
-            trace::Writer::new(p.clone(), opts.trace_max_bytes(), trace::PolicyId::of(configured))
-                .with_secrets(&machines)
+            trace::Writer::new(p.clone(), opts.trace_max_bytes(), configured.id()).with_secrets(&machines)
         });
         let unsupported = machines.iter().map(transfer::target::unsupported).collect();
         let failed_here = vec![None; machines.len()];
         let load = nwh_slots::LoadDir::open(opts.current_load_dir());
         Dispatcher {
             scheduler: Scheduler::new(machines, load, policies, local),
-            health: opts.health(),
-            ssh: opts.ssh_options(),
+            health: Health::from(opts),
+            ssh: SshOptions::from(opts),
             connect_first: opts.connect_before_accept(),
             tracer,
             failed_here,
@@ -110,12 +109,12 @@ impl Dispatcher {
             let reply = std::mem::replace(&mut outcome.reply, Reply::Decline);
             match reply {
                 Reply::Decline => {
-                    self.record(time, &outcome, trace::Outcome::Declined, logger);
+                    self.record(time, &outcome, nwh_trace::Outcome::Declined, logger);
                     return Ok(Placement::Declined { explanation: outcome.explanation });
                 }
                 Reply::Postpone if matches!(wait, Wait::Forever) && !fitting(&outcome).is_empty() => {
                     if last_waited.as_ref() != Some(&outcome.machines) {
-                        self.record(time, &outcome, trace::Outcome::Waited, logger);
+                        self.record(time, &outcome, nwh_trace::Outcome::Waited, logger);
                         last_waited = Some(outcome.machines.clone());
                     }
                     // In turn, without polling: first the waiters that came before, then a
@@ -134,7 +133,7 @@ impl Dispatcher {
                     // Nix waits `build-poll-interval` (5 s) after a postpone, even when a slot
                     // frees sooner; waiting here starts the build as soon as one frees.
                     if last_waited.as_ref() != Some(&outcome.machines) {
-                        self.record(time, &outcome, trace::Outcome::Waited, logger);
+                        self.record(time, &outcome, nwh_trace::Outcome::Waited, logger);
                         last_waited = Some(outcome.machines.clone());
                     }
                     let Wait::UpTo(limit) = wait else { unreachable!("matched above") };
@@ -145,13 +144,18 @@ impl Dispatcher {
                         .wait_for_a_free_slot_until(&fitting(&outcome), Some(waited + limit))?;
                 }
                 Reply::Postpone => {
-                    self.record(time, &outcome, trace::Outcome::Postponed, logger);
+                    self.record(time, &outcome, nwh_trace::Outcome::Postponed, logger);
                     return Ok(Placement::Postponed { explanation: outcome.explanation });
                 }
                 Reply::Accept { machine, slot } => {
                     let uri = self.scheduler.machines[machine].uri.clone();
                     if !self.connect_first {
-                        self.record(time, &outcome, trace::Outcome::Accepted { uri: uri.clone() }, logger);
+                        self.record(
+                            time,
+                            &outcome,
+                            nwh_trace::Outcome::Accepted { uri: uri.clone() },
+                            logger,
+                        );
                         return Ok(Placement::Placed(Box::new(Placed { machine, uri, slot, master: None })));
                     }
                     match self.connect(machine, logger) {
@@ -159,7 +163,7 @@ impl Dispatcher {
                             self.record(
                                 time,
                                 &outcome,
-                                trace::Outcome::Accepted { uri: uri.clone() },
+                                nwh_trace::Outcome::Accepted { uri: uri.clone() },
                                 logger,
                             );
                             self.health.mark_up(&uri);
@@ -172,7 +176,7 @@ impl Dispatcher {
                             self.record(
                                 time,
                                 &outcome,
-                                trace::Outcome::ConnectionFailed { uri: uri.clone() },
+                                nwh_trace::Outcome::ConnectionFailed { uri: uri.clone() },
                                 logger,
                             );
                             let reason = format!("{e:#}");
@@ -201,7 +205,7 @@ impl Dispatcher {
         transfer::ssh::master(&target, &self.ssh)
     }
 
-    fn record(&mut self, time: SystemTime, o: &schedule::Outcome, what: trace::Outcome, logger: &Logger) {
+    fn record(&mut self, time: SystemTime, o: &schedule::Outcome, what: nwh_trace::Outcome, logger: &Logger) {
         let Some(w) = self.tracer.as_mut() else { return };
         if let Some(warning) = w.record(time, &o.request, &o.machines, &o.decided, what) {
             logger.warn(&format!("nix-wasm-hook: {warning}"));
@@ -215,7 +219,7 @@ fn fitting(outcome: &schedule::Outcome) -> Vec<(String, u32)> {
     outcome
         .machines
         .iter()
-        .filter(|m| m.max_jobs > 0 && crate::decision::eligibility(&outcome.request, m).is_ok())
+        .filter(|m| m.max_jobs > 0 && nwh_decision::eligibility(&outcome.request, m).is_ok())
         .map(|m| (m.uri.clone(), m.max_jobs))
         .collect()
 }

@@ -11,12 +11,13 @@ use serde_json::json;
 
 use nwh_machines::{Machine, Machines};
 
-use crate::decision::{self, Choice, MachineView, Misfit, Request};
 use crate::nix_release::NixRelease;
-use crate::policy::{Decided, Policies};
+use crate::policy::{cache::Cache, Decided, Limits, Policies};
 use crate::schedule::{Local, Scheduler};
 use crate::settings::AsTheHook;
+use crate::transfer::health::Health;
 use crate::transfer::target::unsupported;
+use nwh_decision::{self as decision, Choice, MachineView, Misfit, Request};
 
 /// Where would the hook send this derivation, and why not elsewhere?
 ///
@@ -147,7 +148,8 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
     notes.extend(parsed.diagnostics.iter().map(|d| d.to_string()));
 
     let policy_path = args.policy.clone().or(opts.policy.clone());
-    let (policies, load_warning) = Policies::load(policy_path.as_ref(), opts.limits(), &opts.cache())?;
+    let (policies, load_warning) =
+        Policies::load(policy_path.as_ref(), Limits::from(&opts), &Cache::from(&opts))?;
     notes.extend(load_warning);
     let nix = args.nix_version.clone().or_else(NixRelease::installed);
     let local = crate::settings::local(&settings, nix);
@@ -155,18 +157,18 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
     let load = || nwh_slots::LoadDir::open(opts.current_load_dir());
     let builder_mode = parsed.machines.iter().any(|m| m.builder_mode_program().is_some());
 
-    let health = opts.health();
+    let health = Health::from(&opts);
     let hook_disables = |m: &Machine| unsupported(m).or_else(|| health.disabled_reason(&m.uri));
 
     let (first, behind) = if builder_mode {
         // Nix's own hook chooses the line; nix-wasm-hook behind it, the real builder.
-        let (nix_rules, _) = Policies::load(None, opts.limits(), &opts.cache())?;
+        let (nix_rules, _) = Policies::load(None, Limits::from(&opts), &Cache::from(&opts))?;
         let scheduler = Scheduler::new(parsed.machines, load(), nix_rules, local.clone());
         let first = Hop::decide(scheduler, request.clone(), |_| None, &mut notes)?;
         let real = crate::settings::builder_machines(&opts, &settings).unwrap_or_else(|| {
             notes.push(format!(
                 "builder mode needs the real builders, and {} is not set in the options file",
-                crate::config::MACHINES_OPTION
+                nwh_options::MACHINES_OPTION
             ));
             Machines::default()
         });
@@ -398,9 +400,9 @@ fn print_text(
         writeln!(
             out,
             "\nbehind the builder-mode line, nix-wasm-hook chooses among {}:",
-            crate::config::MACHINES_OPTION
+            nwh_options::MACHINES_OPTION
         )?;
-        print_hop(out, behind, crate::config::MACHINES_OPTION)?;
+        print_hop(out, behind, nwh_options::MACHINES_OPTION)?;
     } else {
         print_hop(out, first, BUILDERS)?;
     }

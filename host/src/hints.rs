@@ -3,8 +3,8 @@
 
 use std::collections::BTreeSet;
 
-use crate::decision::{MachineView, Request};
 use crate::schedule::Local;
+use nwh_decision::{MachineView, Request};
 
 /// The known word closest to `wanted`, when it is close enough to be a likely typo.
 pub fn nearest<'a>(wanted: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {

@@ -4,15 +4,15 @@
 
 use anyhow::{Context, Result};
 
-use crate::config::Options;
 use crate::dispatch::{Dispatcher, Placement, Wait};
 use crate::log::{Level, Logger};
 use crate::nix_release::NixRelease;
-use crate::policy::Policies;
+use crate::policy::{cache::Cache, Limits, Policies};
 use crate::protocol::{Message, Session};
 use crate::schedule;
 use crate::timeline;
 use crate::transfer;
+use nwh_options::Options;
 
 /// Runs one hook session on stdin/stderr. Returns the process exit code.
 pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
@@ -40,7 +40,8 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
         return Ok(0);
     }
 
-    let (policies, load_warning) = Policies::load(opts.policy.as_ref(), opts.limits(), &opts.cache())?;
+    let (policies, load_warning) =
+        Policies::load(opts.policy.as_ref(), Limits::from(opts), &Cache::from(opts))?;
     if let Some(w) = load_warning {
         logger.warn(&format!("nix-wasm-hook: {w}"));
     }

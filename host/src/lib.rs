@@ -8,8 +8,6 @@
 pub mod builder;
 pub mod check;
 pub mod cli;
-pub mod config;
-pub mod decision;
 pub mod dispatch;
 pub mod explain;
 mod fds;

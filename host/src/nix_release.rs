@@ -5,8 +5,8 @@
 //! and `explain` quote the words the user is about to see next to their own explanation, so
 //! the two read as one story.
 
-use crate::decision::Request;
 use crate::schedule::Local;
+use nwh_decision::Request;
 
 /// How a range of Nix releases words a derivation that the hook declined and that it cannot
 /// build itself.

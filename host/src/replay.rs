@@ -13,10 +13,11 @@ use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use crate::config::Options;
-use crate::decision::{Answer, MachineView};
 use crate::policy::{cache::Cache, Limits, Policies};
-use crate::trace::{By, Reader, Record};
+use nwh_decision::DecidedBy;
+use nwh_decision::{Answer, MachineView};
+use nwh_options::Options;
+use nwh_trace::{Reader, Record};
 
 /// Exit status when the answers differ and `--fail-on-diff` was given.
 pub const EXIT_DIFF: i32 = 1;
@@ -68,7 +69,7 @@ enum Side {
 /// What one side answered for one record.
 struct Verdict {
     answer: Answer,
-    by: By,
+    by: DecidedBy,
     fuel: u64,
     micros: u64,
     warning: Option<String>,
@@ -96,7 +97,7 @@ impl Side {
                 let d = policies.decide(&rec.request, &rec.machines);
                 Verdict {
                     answer: d.answer,
-                    by: d.by.into(),
+                    by: d.by,
                     fuel: d.fuel_used,
                     micros: d.micros,
                     warning: d.warning,
@@ -125,9 +126,9 @@ impl Side {
 /// Runs the replay, writing to `out`; returns the exit status.
 pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
     let explicit = args.config.is_some();
-    let config = args.config.clone().unwrap_or_else(|| crate::config::default_config().to_path_buf());
+    let config = args.config.clone().unwrap_or_else(|| nwh_options::default_config().to_path_buf());
     let opts = Options::from_file(&config, explicit)?;
-    let (limits, cache) = (opts.limits(), opts.cache());
+    let (limits, cache) = (Limits::from(&opts), Cache::from(&opts));
     let a = Side::load(args.policy.as_deref(), limits, &cache)?;
     let b = match args.against.as_deref() {
         None => None,

@@ -9,9 +9,9 @@ use anyhow::{Context, Result};
 use nwh_machines::Machine;
 use nwh_slots::{LoadDir, SlotLock};
 
-use crate::decision::{self, Choice, MachineView, Request};
 use crate::nix_release::NixRelease;
 use crate::policy::{Decided, Policies};
+use nwh_decision::{self as decision, Choice, MachineView, Request};
 
 /// What the local machine can build, from the parent's settings (`settings::local`), and
 /// which Nix the parent is.

@@ -55,17 +55,17 @@ pub fn machines(settings: &Settings, cwd: &Path) -> Machines {
 
 /// The real builders behind builder mode: the `machines` option, in the syntax of Nix's
 /// `builders`, with paths as seen from `/`. `None` when the option is not set.
-pub fn builder_machines(opts: &crate::config::Options, settings: &Settings) -> Option<Machines> {
+pub fn builder_machines(opts: &nwh_options::Options, settings: &Settings) -> Option<Machines> {
     let value = opts.machines.as_ref()?;
     let ctx = ParseContext { local_system: settings.system().to_string(), cwd: "/".into() };
-    Some(nwh_machines::parse_builders(value, crate::config::MACHINES_OPTION, &ctx))
+    Some(nwh_machines::parse_builders(value, nwh_options::MACHINES_OPTION, &ctx))
 }
 
 /// What the offline tools (`check`, `explain`) read, read as the hook reads it: the options
 /// file, nix.conf and `NIX_CONFIG` (with `builders` replaced when asked), and the machines with
 /// paths as seen from `/`, where Nix starts the hook.
 pub struct AsTheHook {
-    pub opts: crate::config::Options,
+    pub opts: nwh_options::Options,
     pub settings: Settings,
     pub machines: Machines,
     /// nix.conf's warnings, worded for the user.
@@ -86,8 +86,8 @@ pub struct HookInputs {
 
 pub fn as_the_hook(inputs: &HookInputs) -> Result<AsTheHook> {
     let config = inputs.config.as_deref();
-    let path = config.unwrap_or_else(|| crate::config::default_config());
-    let opts = crate::config::Options::from_file(path, config.is_some())?;
+    let path = config.unwrap_or_else(|| nwh_options::default_config());
+    let opts = nwh_options::Options::from_file(path, config.is_some())?;
     let mut settings = load(&[]).map_err(|e| e.context("reading nix.conf"))?;
     if let Some(b) = &inputs.builders {
         settings.apply_block([("builders", b)])?;

@@ -52,11 +52,11 @@ pub fn check(m: &Machine, program: &str, real: Option<&Machines>) -> Report {
     match real {
         None => r.add(
             Status::Unusable,
-            format!("builder mode needs the real builders, and {} is not set", crate::config::MACHINES_OPTION),
+            format!("builder mode needs the real builders, and {} is not set", nwh_options::MACHINES_OPTION),
             format!(
                 "set `machines = \"@/etc/nix/nix-wasm-hook.machines\"` in {} and list the real builders there \
                  (Nix's machines-file syntax)",
-                crate::config::DEFAULT_CONFIG
+                nwh_options::DEFAULT_CONFIG
             ),
         ),
         Some(real) => compare(m, real, &mut r),
@@ -110,7 +110,7 @@ fn compare(line: &Machine, real: &Machines, r: &mut Report) {
             Status::Unusable,
             format!(
                 "{} names no machine nix-wasm-hook can build on: every build sent here fails",
-                crate::config::MACHINES_OPTION
+                nwh_options::MACHINES_OPTION
             ),
             "list the real builders (ssh:// lines) in the file the `machines` option names",
         );

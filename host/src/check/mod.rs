@@ -106,7 +106,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
     let diagnostics: Vec<&nwh_machines::Diagnostic> =
         parsed.diagnostics.iter().chain(real.iter().flat_map(|r| &r.diagnostics)).collect();
     let unreadable = diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
-    let ssh_opts = opts.ssh_options();
+    let ssh_opts = SshOptions::from(&opts);
     let real_reports = real.as_ref().map(|r| check_all(&r.machines, &ssh_opts, None)).unwrap_or_default();
     let reports = check_all(&parsed.machines, &ssh_opts, real.as_ref());
     let usable = unreadable == 0 && reports.iter().chain(&real_reports).all(|r| r.status != Status::Unusable);
@@ -134,7 +134,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
             print_report(out, r)?;
         }
         if real.is_some() {
-            writeln!(out, "\nbehind it, the real builders of {}:", crate::config::MACHINES_OPTION)?;
+            writeln!(out, "\nbehind it, the real builders of {}:", nwh_options::MACHINES_OPTION)?;
         }
         for r in &real_reports {
             print_report(out, r)?;
@@ -153,7 +153,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
 /// The real builders behind a builder-mode line, when `builders` has one; a `machines`
 /// option that nothing reads is worth a note.
 fn real_builders(
-    opts: &crate::config::Options,
+    opts: &nwh_options::Options,
     settings: &nwh_nixconf::Settings,
     machines: &[Machine],
     notes: &mut Vec<String>,
@@ -164,7 +164,7 @@ fn real_builders(
             notes.push(format!(
                 "{} is read only in builder mode, and no line of `builders` runs nix-wasm-hook \
                  (`ssh://localhost?remote-program=/path/to/nix-wasm-hook …`)",
-                crate::config::MACHINES_OPTION
+                nwh_options::MACHINES_OPTION
             ));
         }
         return None;

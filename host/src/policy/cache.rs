@@ -25,6 +25,17 @@ pub enum Source {
     Cached,
 }
 
+/// `cache-dir`: unset is the default location, empty turns the cache off.
+impl From<&nwh_options::Options> for Cache {
+    fn from(opts: &nwh_options::Options) -> Cache {
+        match &opts.cache_dir {
+            Some(p) if p.as_os_str().is_empty() => Cache::disabled(),
+            Some(p) => Cache::at(p.clone()),
+            None => Cache::default_location(),
+        }
+    }
+}
+
 impl Cache {
     pub fn disabled() -> Self {
         Cache { dir: None }

@@ -15,9 +15,10 @@ use anyhow::{Context, Result};
 use wasmtime::component::{Component, ComponentExportIndex, Instance, InstancePre};
 use wasmtime::{Engine, Store, Trap};
 
-use crate::decision::{self, Answer, Choice, MachineView, Request};
 use bindings::{v0_1, v0_2};
 use cache::Cache;
+use nwh_decision::{self as decision, Answer, Choice, DecidedBy, MachineView, Request};
+use nwh_options::Options;
 use params::{AnswerOut, MachineArg, MachineRecord, MachineV0_1, MachineV0_2, RequestArg};
 use sandbox::StoreState;
 
@@ -34,12 +35,18 @@ pub struct Limits {
     pub memory: usize,
 }
 
-impl Limits {
-    /// A Rust policy spends ~60 k fuel per decision, Python ~600 k and JS ~4 M on 16 machines;
-    /// 50 M leaves room without letting a loop stall Nix.
-    pub const DEFAULT_FUEL: u64 = 50_000_000;
-    pub const DEFAULT_DEADLINE_MS: u64 = 200;
-    pub const DEFAULT_MEMORY_MIB: u64 = 64;
+/// The options' values, or their defaults. A Rust policy spends ~60 k fuel per decision,
+/// Python ~600 k and JS ~4 M on 16 machines; the default 50 M leaves room without letting a
+/// loop stall Nix.
+impl From<&Options> for Limits {
+    fn from(opts: &Options) -> Limits {
+        let d = Limits::default();
+        Limits {
+            fuel: opts.policy_fuel.unwrap_or(d.fuel),
+            deadline: opts.policy_timeout_ms.map(Duration::from_millis).unwrap_or(d.deadline),
+            memory: opts.policy_memory_mib.map(|m| (m as usize) << 20).unwrap_or(d.memory),
+        }
+    }
 }
 
 impl Limits {
@@ -82,9 +89,9 @@ const DEFAULT_MEMORY_BASE: usize = 16 << 20;
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            fuel: Self::DEFAULT_FUEL,
-            deadline: Duration::from_millis(Self::DEFAULT_DEADLINE_MS),
-            memory: (Self::DEFAULT_MEMORY_MIB as usize) << 20,
+            fuel: nwh_options::DEFAULT_POLICY_FUEL,
+            deadline: Duration::from_millis(nwh_options::DEFAULT_POLICY_TIMEOUT_MS),
+            memory: (nwh_options::DEFAULT_POLICY_MEMORY_MIB as usize) << 20,
         }
     }
 }
@@ -230,6 +237,11 @@ impl Policy {
         &self.sha256
     }
 
+    /// How traces name it.
+    pub fn id(&self) -> nwh_trace::PolicyId {
+        nwh_trace::PolicyId { name: self.name.clone(), sha256: self.sha256.clone() }
+    }
+
     /// One call on a fresh instance: requests stay independent, and after a trap there is
     /// nothing to clean up.
     pub fn call(&self, req: &Request, machines: &[MachineView]) -> Result<Call, CallError> {
@@ -349,13 +361,6 @@ pub fn validate(answer: &Answer, req: &Request, machines: &[MachineView]) -> Res
         }
     }
     Ok(())
-}
-
-/// Which policy produced the answer the hook acts on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DecidedBy {
-    Policy,
-    Default,
 }
 
 #[derive(Debug)]

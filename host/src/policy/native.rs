@@ -4,7 +4,7 @@
 
 use default_policy::logic;
 
-use crate::decision::{Answer, Choice, MachineView, Request};
+use nwh_decision::{Answer, Choice, MachineView, Request};
 
 /// What the default policy answers for `req` on `machines`, decided without Wasm.
 pub fn decide(req: &Request, machines: &[MachineView]) -> Answer {

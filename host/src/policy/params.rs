@@ -18,7 +18,7 @@ use wasmtime::component::__internal::wasmtime_environ::component::StringEncoding
 use wasmtime::component::__internal::{CanonicalAbiInfo, InstanceType, InterfaceType, LowerContext};
 use wasmtime::component::{ComponentType, Lift, Lower};
 
-use crate::decision::{self, Choice, MachineView, Request};
+use nwh_decision::{self as decision, Choice, MachineView, Request};
 
 /// WIT `request` (the same in every contract version).
 #[derive(ComponentType, Lower)]
@@ -425,8 +425,8 @@ mod tests {
     use std::cell::Cell;
     use std::path::Path;
 
-    use crate::decision::{MachineView, Request};
     use crate::policy::{cache::Cache, Policy};
+    use nwh_decision::{MachineView, Request};
 
     thread_local! {
         static FIELD_BY_FIELD: Cell<bool> = const { Cell::new(false) };

@@ -13,9 +13,9 @@ use nwh_machines::Machine;
 use sha2::{Digest, Sha256};
 
 use super::workload::Workload;
-use crate::decision::{self, Choice, MachineView, Request};
 use crate::policy::Policies;
 use crate::schedule::Local;
+use nwh_decision::{self as decision, Choice, MachineView, Request};
 
 /// A remote builder: its line in the machines file, and how fast it really is.
 #[derive(Clone, Debug)]

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-use crate::config::Options;
-use crate::policy::Policies;
+use crate::policy::{cache::Cache, Limits, Policies};
 use crate::schedule::Local;
 use engine::{micros, Builder, Cluster, Place, Report};
+use nwh_options::Options;
 use workload::Workload;
 
 /// Simulate building a workload on a cluster with a policy: makespan, utilisation, waiting.
@@ -79,9 +79,9 @@ pub fn main(args: &Args) -> i32 {
 
 pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
     let explicit = args.config.is_some();
-    let config = args.config.clone().unwrap_or_else(|| crate::config::default_config().to_path_buf());
+    let config = args.config.clone().unwrap_or_else(|| nwh_options::default_config().to_path_buf());
     let opts = Options::from_file(&config, explicit)?;
-    let (limits, cache) = (opts.limits(), opts.cache());
+    let (limits, cache) = (Limits::from(&opts), Cache::from(&opts));
     let cluster = cluster(args)?;
     let workload = match (&args.workload, args.generate) {
         (Some(path), _) => Workload::from_file(path, &args.system)?,

@@ -23,6 +23,13 @@ pub struct Down {
     pub reason: String,
 }
 
+/// In the hook's state directory, shared by every hook and `check`.
+impl From<&nwh_options::Options> for Health {
+    fn from(opts: &nwh_options::Options) -> Health {
+        Health::new(opts.state_dir().join("down"))
+    }
+}
+
 impl Health {
     pub fn new(dir: PathBuf) -> Health {
         Health { dir }

@@ -24,6 +24,17 @@ pub struct SshOptions {
     pub persist: Duration,
 }
 
+/// Control sockets in the hook's state directory, where every hook finds them.
+impl From<&nwh_options::Options> for SshOptions {
+    fn from(opts: &nwh_options::Options) -> SshOptions {
+        SshOptions {
+            dir: opts.state_dir().join("ssh"),
+            connect_timeout: opts.connect_timeout(),
+            persist: Duration::from_secs(600),
+        }
+    }
+}
+
 /// A live master for one builder.
 pub struct Master {
     pub target: Target,

@@ -1,5 +1,6 @@
-//! The data a policy decides on and the answer it gives, in the host's own types. The policy
-//! module converts these to and from the WIT bindings; traces and `explain` use them as they are.
+//! What a policy decides on and the answer it gives, in the project's own types, and Nix's rule
+//! for which machine may take a build. The host converts these to and from the WIT bindings;
+//! traces, `explain`, `replay` and `simulate` use them as they are.
 
 use serde::{Deserialize, Serialize};
 
@@ -136,4 +137,13 @@ pub fn fits_now(req: &Request, m: &MachineView) -> Result<(), Misfit> {
         return Err(Misfit::Full { in_use: m.slots_in_use });
     }
     Ok(())
+}
+
+/// Which policy's answer the hook acts on: the configured one, or the default standing in for
+/// it (or being the configured one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DecidedBy {
+    Policy,
+    Default,
 }

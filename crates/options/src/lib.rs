@@ -1,5 +1,6 @@
-//! The hook's own options: a TOML file (a `build-hook` line is a poor place for many words)
-//! with command-line flags laid over it.
+//! nix-wasm-hook's own options: a TOML file (a `build-hook` line is a poor place for many
+//! words) with command-line flags laid over it. One struct is both; values are checked when
+//! read, so a value that got through works.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -7,9 +8,21 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
-use crate::policy::Limits;
-
 pub const DEFAULT_CONFIG: &str = "/etc/nix/nix-wasm-hook.toml";
+
+/// Fuel for one decision when `policy-fuel` is not set (the default policy's grows with the
+/// request).
+pub const DEFAULT_POLICY_FUEL: u64 = 50_000_000;
+/// `policy-timeout-ms` when not set.
+pub const DEFAULT_POLICY_TIMEOUT_MS: u64 = 200;
+/// `policy-memory-mib` when not set.
+pub const DEFAULT_POLICY_MEMORY_MIB: u64 = 64;
+/// `connect-timeout` when not set, in seconds.
+pub const DEFAULT_CONNECT_TIMEOUT: u64 = 10;
+/// `postpone-wait-ms` when not set.
+pub const DEFAULT_POSTPONE_WAIT_MS: u64 = 3000;
+/// `trace-max-bytes` when not set: a few hundred thousand decisions on a dozen machines.
+pub const DEFAULT_TRACE_MAX_BYTES: u64 = 64 << 20;
 
 /// Where the options file is read from when `--config` is not given.
 pub fn default_config() -> &'static Path {
@@ -150,15 +163,6 @@ impl Options {
         self
     }
 
-    pub fn limits(&self) -> Limits {
-        let d = Limits::default();
-        Limits {
-            fuel: self.policy_fuel.unwrap_or(d.fuel),
-            deadline: self.policy_timeout_ms.map(Duration::from_millis).unwrap_or(d.deadline),
-            memory: self.policy_memory_mib.map(|m| (m as usize) << 20).unwrap_or(d.memory),
-        }
-    }
-
     /// Nix's own location: `$NIX_STATE_DIR/current-load`, default `/nix/var/nix/current-load`.
     pub fn current_load_dir(&self) -> PathBuf {
         match &self.current_load {
@@ -167,41 +171,25 @@ impl Options {
         }
     }
 
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT))
+    }
+
     pub fn postpone_wait(&self) -> Duration {
-        Duration::from_millis(self.postpone_wait_ms.unwrap_or(3000))
+        Duration::from_millis(self.postpone_wait_ms.unwrap_or(DEFAULT_POSTPONE_WAIT_MS))
     }
 
     pub fn trace_max_bytes(&self) -> u64 {
-        self.trace_max_bytes.unwrap_or(crate::trace::DEFAULT_MAX_BYTES)
+        self.trace_max_bytes.unwrap_or(DEFAULT_TRACE_MAX_BYTES)
     }
 
     pub fn connect_before_accept(&self) -> bool {
         self.connect_before_accept.unwrap_or(true)
     }
 
-    fn state(&self) -> PathBuf {
+    /// The hook's own state: SSH control sockets, which builders are down.
+    pub fn state_dir(&self) -> PathBuf {
         self.state_dir.clone().unwrap_or_else(|| nix_state_dir().join("nix-wasm-hook"))
-    }
-
-    pub fn health(&self) -> crate::transfer::health::Health {
-        crate::transfer::health::Health::new(self.state().join("down"))
-    }
-
-    pub fn ssh_options(&self) -> crate::transfer::ssh::SshOptions {
-        crate::transfer::ssh::SshOptions {
-            dir: self.state().join("ssh"),
-            connect_timeout: Duration::from_secs(self.connect_timeout.unwrap_or(10)),
-            persist: Duration::from_secs(600),
-        }
-    }
-
-    pub fn cache(&self) -> crate::policy::cache::Cache {
-        use crate::policy::cache::Cache;
-        match &self.cache_dir {
-            Some(p) if p.as_os_str().is_empty() => Cache::disabled(),
-            Some(p) => Cache::at(p.clone()),
-            None => Cache::default_location(),
-        }
     }
 }
 
@@ -237,7 +225,7 @@ const BOUNDS: [Bound; 5] = [
         key: "policy-fuel",
         get: |o| o.policy_fuel,
         range: 10_000..=100_000_000_000,
-        default: Limits::DEFAULT_FUEL,
+        default: DEFAULT_POLICY_FUEL,
         why:
             "a Rust policy spends ~60 000 on a few machines; beyond the top, the deadline stops a call first",
     },
@@ -245,28 +233,28 @@ const BOUNDS: [Bound; 5] = [
         key: "policy-timeout-ms",
         get: |o| o.policy_timeout_ms,
         range: 10..=60_000,
-        default: Limits::DEFAULT_DEADLINE_MS,
+        default: DEFAULT_POLICY_TIMEOUT_MS,
         why: "the deadline is counted in 10 ms ticks, and Nix waits for every decision",
     },
     Bound {
         key: "policy-memory-mib",
         get: |o| o.policy_memory_mib,
         range: 1..=4096,
-        default: Limits::DEFAULT_MEMORY_MIB,
+        default: DEFAULT_POLICY_MEMORY_MIB,
         why: "a Wasm memory holds at most 4 GiB",
     },
     Bound {
         key: "connect-timeout",
         get: |o| o.connect_timeout,
         range: 1..=600,
-        default: 10,
+        default: DEFAULT_CONNECT_TIMEOUT,
         why: "seconds; Nix waits for the answer meanwhile",
     },
     Bound {
         key: "postpone-wait-ms",
         get: |o| o.postpone_wait_ms,
         range: 0..=600_000,
-        default: 3000,
+        default: DEFAULT_POSTPONE_WAIT_MS,
         why: "Nix waits for the answer meanwhile",
     },
 ];
@@ -311,7 +299,7 @@ mod tests {
         let flags = Options { policy: Some("/b.wasm".into()), ..Default::default() };
         let o = file.overlay(flags);
         assert_eq!(o.policy.as_deref(), Some(Path::new("/b.wasm")));
-        assert_eq!(o.limits().fuel, 100_000);
+        assert_eq!(o.policy_fuel, Some(100_000));
     }
 
     #[test]

@@ -1,0 +1,93 @@
+//! The record: one decision, as one line of JSON.
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use nwh_decision::{Answer, DecidedBy, MachineView, Request};
+
+/// The format of a line; the reader refuses others rather than guess at their meaning.
+pub const VERSION: u32 = 1;
+
+/// One decision. Field names are the JSON keys (snake_case, like `Request`'s).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub v: u32,
+    /// When the hook started deciding, RFC 3339 in UTC with milliseconds.
+    pub time: String,
+    /// The hook process: lines with one pid belong to one `try` and its re-decisions.
+    pub pid: u32,
+    pub request: Request,
+    /// The machines as the policy saw them (lines of the machines file and live slot counts).
+    pub machines: Vec<MachineView>,
+    /// The policy the hook was configured with (the embedded default when none was given).
+    pub policy: PolicyId,
+    /// The answer the hook acted on; the default's when the policy failed.
+    pub answer: Answer,
+    pub decided_by: DecidedBy,
+    /// Why the default stood in for the policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+    /// Fuel spent by the call whose answer was used.
+    pub fuel: u64,
+    /// Wall-clock time of the policy call(s), instantiation included.
+    pub micros: u64,
+    pub outcome: Outcome,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyId {
+    pub name: String,
+    pub sha256: String,
+}
+
+/// What the hook did with the answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Outcome {
+    /// `# accept` with this machine.
+    Accepted {
+        uri: String,
+    },
+    Declined,
+    /// `# postpone` sent to Nix.
+    Postponed,
+    /// A postpone the hook kept to itself while it waited for a slot to free; it decided
+    /// again. Only recorded when the machines changed since the last such line.
+    Waited,
+    /// The chosen machine could not be reached; the hook decided again without it. Why is in
+    /// the next record, as that machine's `down_reason` (key material redacted).
+    ConnectionFailed {
+        uri: String,
+    },
+}
+
+/// One line of a trace, which must be of this format's version.
+pub fn parse_line(text: &str) -> Result<Record> {
+    #[derive(Deserialize)]
+    struct Version {
+        v: u32,
+    }
+    let version_error =
+        |v: u32| anyhow::anyhow!("format version {v} (this nix-wasm-hook reads version {VERSION})");
+    // Parsed once: at a thousand machines a line costs about as much to parse as to decide.
+    match serde_json::from_str::<Record>(text) {
+        Ok(record) if record.v == VERSION => Ok(record),
+        Ok(record) => Err(version_error(record.v)),
+        // A line from a newer hook may not fit this record: named as such, not as garbage.
+        Err(e) => match serde_json::from_str::<Version>(text) {
+            Ok(v) if v.v != VERSION => Err(version_error(v.v)),
+            _ => Err(e.into()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_newer_format_is_named() {
+        let e = parse_line(r#"{"v": 2, "whatever": true}"#).unwrap_err();
+        assert!(format!("{e:#}").contains("format version 2"), "{e:#}");
+    }
+}
