@@ -94,24 +94,12 @@ impl<R: Read, W: Write> DaemonClient<R, W> {
         let mut w = Writer::new(BufWriter::new(w));
         let mut r = Reader::new(BufReader::new(r));
 
-        let sent = (|| {
-            w.write_u64(WORKER_MAGIC_1)?;
-            w.write_u64(PROTOCOL_VERSION)?;
-            w.flush()
-        })();
-        if let Err(e) = sent {
-            return Err(if is_broken_pipe(&e) {
-                DaemonError::CannotConnect { host }
-            } else {
-                DaemonError::Io { host, during: HANDSHAKE, source: e }
-            });
+        if let Err(e) = send_magic(&mut w) {
+            return Err(connection_failure(host, e));
         }
-
         let mut greeting = Vec::with_capacity(8);
-        match read_up_to(&mut r, &mut greeting, 8) {
-            Ok(()) => {}
-            Err(e) if is_broken_pipe(&e) => return Err(DaemonError::CannotConnect { host }),
-            Err(e) => return Err(DaemonError::Io { host, during: HANDSHAKE, source: e }),
+        if let Err(e) = read_up_to(&mut r, &mut greeting, 8) {
+            return Err(connection_failure(host, e));
         }
         if greeting.is_empty() {
             return Err(DaemonError::CannotConnect { host });
@@ -130,29 +118,34 @@ impl<R: Read, W: Write> DaemonClient<R, W> {
         if major(remote_version) != 1 || remote_version < MINIMUM_VERSION {
             return Err(DaemonError::UnsupportedVersion { host, version: remote_version });
         }
-        let version = remote_version.min(PROTOCOL_VERSION);
 
         let mut client = DaemonClient {
             host,
             r,
             w,
             remote_version,
-            version,
+            version: remote_version.min(PROTOCOL_VERSION),
             features: BTreeSet::new(),
             daemon_version: None,
             trusted: None,
             poisoned: false,
             broken: false,
         };
-        let c = &mut client;
+        client.negotiate(log)?;
+        Ok(client)
+    }
+
+    /// The rest of the handshake, once both sides know the version they speak.
+    fn negotiate(&mut self, log: &mut dyn FnMut(LogMessage)) -> Result<()> {
+        let version = self.version;
         if has(version, 38) {
             // We ask for no optional features: those of current Nix change encodings we do
             // not need to change, or add operations a builder does not use.
-            c.send(HANDSHAKE, |w| w.write_list(std::iter::empty::<&str>()))?;
-            c.flush(HANDSHAKE)?;
-            c.features = c.recv(HANDSHAKE, |r| Ok(r.read_string_set()?))?;
+            self.send(HANDSHAKE, |w| w.write_list(std::iter::empty::<&str>()))?;
+            self.flush(HANDSHAKE)?;
+            self.features = self.recv(HANDSHAKE, |r| Ok(r.read_string_set()?))?;
         }
-        c.send(HANDSHAKE, |w| {
+        self.send(HANDSHAKE, |w| {
             if has(version, 14) {
                 w.write_u64(0)?; // obsolete: no CPU affinity
             }
@@ -161,15 +154,14 @@ impl<R: Read, W: Write> DaemonClient<R, W> {
             }
             Ok(())
         })?;
-        c.flush(HANDSHAKE)?;
+        self.flush(HANDSHAKE)?;
         if has(version, 33) {
-            c.daemon_version = Some(c.recv(HANDSHAKE, |r| Ok(r.read_string()?))?);
+            self.daemon_version = Some(self.recv(HANDSHAKE, |r| Ok(r.read_string()?))?);
         }
         if has(version, 35) {
-            c.trusted = c.recv(HANDSHAKE, read_trust)?;
+            self.trusted = self.recv(HANDSHAKE, read_trust)?;
         }
-        c.process_stderr(HANDSHAKE, log)?;
-        Ok(client)
+        self.process_stderr(HANDSHAKE, log)
     }
 
     pub fn host(&self) -> &str {
@@ -645,5 +637,21 @@ fn wire_read_err(e: io::Error, offset: u64) -> WireError {
         WireError::Truncated { what: nwh_wire::Item::StringData, offset, needed: 16, available: 0 }
     } else {
         WireError::Io { what: nwh_wire::Item::StringData, offset, source: e }
+    }
+}
+
+fn send_magic<W: Write>(w: &mut Writer<W>) -> io::Result<()> {
+    w.write_u64(WORKER_MAGIC_1)?;
+    w.write_u64(PROTOCOL_VERSION)?;
+    w.flush()
+}
+
+/// A broken pipe during the greeting is no daemon at the other end (ssh failed, or the
+/// remote command did not start): the caller must tell that from a daemon that misbehaves.
+fn connection_failure(host: String, e: io::Error) -> DaemonError {
+    if is_broken_pipe(&e) {
+        DaemonError::CannotConnect { host }
+    } else {
+        DaemonError::Io { host, during: HANDSHAKE, source: e }
     }
 }

@@ -5,7 +5,7 @@
 
 use crate::common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 
 use common::{decode_client, read_fixture, server_version, Drip, Request, Sent};
@@ -52,55 +52,9 @@ fn replay(dir: &str, n: u32) -> Replayed {
         infos: Vec::new(),
         uploaded: Vec::new(),
     };
-    let mut hashes = std::collections::BTreeMap::new();
+    let mut hashes = BTreeMap::new();
     for request in requests {
-        match request {
-            Request::QueryValidPaths { paths, substitute } => {
-                let paths: BTreeSet<String> = paths.into_iter().collect();
-                c.query_valid_paths(&paths, substitute.unwrap_or(false), &mut log).unwrap();
-            }
-            Request::AddMultipleToStore { repair, dont_check_sigs, uploads, frames } => {
-                assert!(!repair && dont_check_sigs);
-                assert!(frames.len() <= 1, "{frames:?}");
-                out.uploaded.extend(uploads.iter().map(|u| u.path.clone()));
-                let mut readers: Vec<&[u8]> = uploads.iter().map(|u| &u.nar[..]).collect();
-                let mut list: Vec<Upload> = uploads
-                    .iter()
-                    .zip(readers.iter_mut())
-                    .map(|(u, nar)| Upload { path: u.path.clone(), info: u.info.clone(), nar })
-                    .collect();
-                c.add_multiple_to_store(&mut list, &mut log).unwrap();
-            }
-            Request::AddToStoreNar { path, info, nar, .. } => {
-                c.add_to_store_nar(&path, &info, &mut &nar[..], &mut log).unwrap();
-            }
-            Request::BuildDerivation { drv_path, drv, mode } => {
-                let result = c.build_derivation(&drv_path, &drv, mode, &mut log).unwrap();
-                out.results.push((drv_path, result.status));
-            }
-            Request::BuildPathsWithResults { paths, mode } => {
-                for (path, result) in c.build_paths_with_results(&paths, mode, &mut log).unwrap() {
-                    out.results.push((path, result.status));
-                }
-            }
-            Request::QueryPathInfo { path } => {
-                let info = c.query_path_info(&path, &mut log).unwrap();
-                if let Some(info) = &info {
-                    hashes.insert(path.clone(), (info.nar_hash.clone(), info.nar_size));
-                }
-                out.infos.push((path, info));
-            }
-            Request::NarFromPath { path } => {
-                let mut nar = Vec::new();
-                let summary = c.nar_from_path(&path, &mut nar, &mut log).unwrap();
-                assert_eq!(nar.len() as u64, summary.size);
-                let (info_hash, info_size) =
-                    hashes.get(&path).cloned().expect("NarFromPath before QueryPathInfo");
-                assert_eq!(info_size, summary.size, "{path}");
-                out.nars.push((path, info_hash, summary.size));
-                assert_eq!(out.nars.last().unwrap().1, summary.sha256_base16());
-            }
-        }
+        perform(&mut c, request, &mut log, &mut out, &mut hashes);
     }
     drop(c);
     out.logs = logs;
@@ -111,6 +65,64 @@ fn replay(dir: &str, n: u32) -> Replayed {
         "{dir}/session{n}: daemon bytes left over"
     );
     out
+}
+
+/// Performs one recorded request of Nix's client with ours, noting in `out` what came back;
+/// `hashes` keeps QueryPathInfo's answers for the NarFromPath that follows.
+fn perform(
+    c: &mut DaemonClient<Drip, Sent>,
+    request: Request,
+    log: &mut dyn FnMut(LogMessage),
+    out: &mut Replayed,
+    hashes: &mut BTreeMap<String, (String, u64)>,
+) {
+    match request {
+        Request::QueryValidPaths { paths, substitute } => {
+            let paths: BTreeSet<String> = paths.into_iter().collect();
+            c.query_valid_paths(&paths, substitute.unwrap_or(false), log).unwrap();
+        }
+        Request::AddMultipleToStore { repair, dont_check_sigs, uploads, frames } => {
+            assert!(!repair && dont_check_sigs);
+            assert!(frames.len() <= 1, "{frames:?}");
+            out.uploaded.extend(uploads.iter().map(|u| u.path.clone()));
+            let mut readers: Vec<&[u8]> = uploads.iter().map(|u| &u.nar[..]).collect();
+            let mut list: Vec<Upload> = uploads
+                .iter()
+                .zip(readers.iter_mut())
+                .map(|(u, nar)| Upload { path: u.path.clone(), info: u.info.clone(), nar })
+                .collect();
+            c.add_multiple_to_store(&mut list, log).unwrap();
+        }
+        Request::AddToStoreNar { path, info, nar, .. } => {
+            c.add_to_store_nar(&path, &info, &mut &nar[..], log).unwrap();
+        }
+        Request::BuildDerivation { drv_path, drv, mode } => {
+            let result = c.build_derivation(&drv_path, &drv, mode, log).unwrap();
+            out.results.push((drv_path, result.status));
+        }
+        Request::BuildPathsWithResults { paths, mode } => {
+            for (path, result) in c.build_paths_with_results(&paths, mode, log).unwrap() {
+                out.results.push((path, result.status));
+            }
+        }
+        Request::QueryPathInfo { path } => {
+            let info = c.query_path_info(&path, log).unwrap();
+            if let Some(info) = &info {
+                hashes.insert(path.clone(), (info.nar_hash.clone(), info.nar_size));
+            }
+            out.infos.push((path, info));
+        }
+        Request::NarFromPath { path } => {
+            let mut nar = Vec::new();
+            let summary = c.nar_from_path(&path, &mut nar, log).unwrap();
+            assert_eq!(nar.len() as u64, summary.size);
+            let (info_hash, info_size) =
+                hashes.get(&path).cloned().expect("NarFromPath before QueryPathInfo");
+            assert_eq!(info_size, summary.size, "{path}");
+            out.nars.push((path, info_hash, summary.size));
+            assert_eq!(out.nars.last().unwrap().1, summary.sha256_base16());
+        }
+    }
 }
 
 /// Our client's bytes with the one word where they must differ from Nix's: the version

@@ -115,6 +115,8 @@ impl Drop for Sandbox {
     }
 }
 
+type Client = DaemonClient<ChildStdout, ChildStdin>;
+
 #[test]
 fn against_the_real_daemon() {
     if let Some(reason) = skip_reason() {
@@ -133,59 +135,9 @@ fn against_the_real_daemon() {
     assert!(c.version() >= 0x122, "{:#x}", c.version());
 
     c.set_options(&Options::default(), &mut log).unwrap();
-
-    // Upload a small NAR under a made-up input-addressed path (a trusted client may).
-    let nar = read_fixture("hello.nar");
-    let summary = nwh_nar::copy_nar(&mut &nar[..], &mut std::io::sink()).unwrap();
-    let path = "/nix/store/00000000000000000000000000000000-nwh-daemon-hello".to_string();
-    let wanted: BTreeSet<String> = [path.clone()].into_iter().collect();
-    assert!(c.query_valid_paths(&wanted, false, &mut log).unwrap().is_empty());
-    assert_eq!(c.query_path_info(&path, &mut log).unwrap(), None);
-    let info = PathInfo { nar_hash: summary.nar_hash(), nar_size: summary.size, ..PathInfo::default() };
-    c.add_to_store_nar(&path, &info, &mut &nar[..], &mut log).unwrap();
-    assert_eq!(c.query_valid_paths(&wanted, false, &mut log).unwrap(), wanted);
-    let got = c.query_path_info(&path, &mut log).unwrap().expect("the uploaded path is valid");
-    assert_eq!(got.nar_size, summary.size);
-    assert_eq!(got.nar_hash, summary.sha256_base16());
-    assert!(got.registration_time > 0, "the daemon stamps its own time");
-    let mut back = Vec::new();
-    let back_summary = c.nar_from_path(&path, &mut back, &mut log).unwrap();
-    assert_eq!(back, nar);
-    assert_eq!(back_summary, summary);
-
-    // A trivial derivation, instantiated into another chroot store.
-    std::fs::write(
-        sb.dir.join("hi.nix"),
-        "builtins.derivation { name = \"nwh-daemon-hi\"; system = builtins.currentSystem; \
-         builder = \"/bin/sh\"; args = [ \"-c\" \"echo hi > $out\" ]; }",
-    )
-    .unwrap();
-    let out =
-        sb.nix("nix-instantiate").arg("--store").arg(sb.dir.join("local")).arg("hi.nix").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let drv_path = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let drv = Derivation::read(sb.dir.join("local").join(drv_path.trim_start_matches('/'))).unwrap();
-    let result =
-        c.build_derivation(&drv_path, &drv.to_basic(&BTreeSet::new()), BuildMode::Normal, &mut log).unwrap();
-    assert_eq!(result.status, BuildStatus::Built, "{}", result.error_msg);
-    let out_path = drv.output_paths()["out"].clone();
-    let built = sb.dir.join("remote").join(out_path.trim_start_matches('/'));
-    assert_eq!(std::fs::read_to_string(&built).unwrap(), "hi\n");
-    assert!(result.stop_time >= result.start_time && result.start_time > 0);
-    let paths = result.built_output_paths("/nix/store").unwrap();
-    assert!(paths.is_empty() || paths["out"] == out_path, "{paths:?}");
-
-    // The daemon's own error, in its words. It comes where the NAR would, and the daemon
-    // hangs up after it.
-    let missing = "/nix/store/11111111111111111111111111111111-nwh-missing";
-    let err = c.nar_from_path(missing, &mut Vec::new(), &mut log).unwrap_err();
-    match &err {
-        DaemonError::Remote { during, error, .. } => {
-            assert_eq!(*during, "NarFromPath");
-            assert!(error.message.contains(missing), "{}", error.message);
-        }
-        other => panic!("{other:?}"),
-    }
+    let path = upload_and_read_back(&mut c, &mut log);
+    let drv_path = build_a_trivial_derivation(&sb, &mut c, &mut log);
+    missing_path_is_the_daemons_error(&mut c, &mut log);
 
     assert!(matches!(c.query_path_info(&path, &mut log), Err(DaemonError::Poisoned { .. })));
     // The build was logged to us.
@@ -202,4 +154,67 @@ fn against_the_real_daemon() {
     drop(c);
     let status = child.wait().unwrap();
     assert!(status.success(), "nix-daemon exited with {status}");
+}
+
+/// Uploads a small NAR under a made-up input-addressed path (a trusted client may) and
+/// checks what the daemon says about it and sends back; returns the path.
+fn upload_and_read_back(c: &mut Client, log: &mut dyn FnMut(LogMessage)) -> String {
+    let nar = read_fixture("hello.nar");
+    let summary = nwh_nar::copy_nar(&mut &nar[..], &mut std::io::sink()).unwrap();
+    let path = "/nix/store/00000000000000000000000000000000-nwh-daemon-hello".to_string();
+    let wanted: BTreeSet<String> = [path.clone()].into_iter().collect();
+    assert!(c.query_valid_paths(&wanted, false, log).unwrap().is_empty());
+    assert_eq!(c.query_path_info(&path, log).unwrap(), None);
+    let info = PathInfo { nar_hash: summary.nar_hash(), nar_size: summary.size, ..PathInfo::default() };
+    c.add_to_store_nar(&path, &info, &mut &nar[..], log).unwrap();
+    assert_eq!(c.query_valid_paths(&wanted, false, log).unwrap(), wanted);
+    let got = c.query_path_info(&path, log).unwrap().expect("the uploaded path is valid");
+    assert_eq!(got.nar_size, summary.size);
+    assert_eq!(got.nar_hash, summary.sha256_base16());
+    assert!(got.registration_time > 0, "the daemon stamps its own time");
+    let mut back = Vec::new();
+    let back_summary = c.nar_from_path(&path, &mut back, log).unwrap();
+    assert_eq!(back, nar);
+    assert_eq!(back_summary, summary);
+    path
+}
+
+/// A trivial derivation, instantiated into another chroot store, built by the daemon;
+/// returns its .drv path.
+fn build_a_trivial_derivation(sb: &Sandbox, c: &mut Client, log: &mut dyn FnMut(LogMessage)) -> String {
+    std::fs::write(
+        sb.dir.join("hi.nix"),
+        "builtins.derivation { name = \"nwh-daemon-hi\"; system = builtins.currentSystem; \
+         builder = \"/bin/sh\"; args = [ \"-c\" \"echo hi > $out\" ]; }",
+    )
+    .unwrap();
+    let out =
+        sb.nix("nix-instantiate").arg("--store").arg(sb.dir.join("local")).arg("hi.nix").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let drv_path = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let drv = Derivation::read(sb.dir.join("local").join(drv_path.trim_start_matches('/'))).unwrap();
+    let result =
+        c.build_derivation(&drv_path, &drv.to_basic(&BTreeSet::new()), BuildMode::Normal, log).unwrap();
+    assert_eq!(result.status, BuildStatus::Built, "{}", result.error_msg);
+    let out_path = drv.output_paths()["out"].clone();
+    let built = sb.dir.join("remote").join(out_path.trim_start_matches('/'));
+    assert_eq!(std::fs::read_to_string(&built).unwrap(), "hi\n");
+    assert!(result.stop_time >= result.start_time && result.start_time > 0);
+    let paths = result.built_output_paths("/nix/store").unwrap();
+    assert!(paths.is_empty() || paths["out"] == out_path, "{paths:?}");
+    drv_path
+}
+
+/// The daemon's own error, in its words. It comes where the NAR would, and the daemon hangs
+/// up after it.
+fn missing_path_is_the_daemons_error(c: &mut Client, log: &mut dyn FnMut(LogMessage)) {
+    let missing = "/nix/store/11111111111111111111111111111111-nwh-missing";
+    let err = c.nar_from_path(missing, &mut Vec::new(), log).unwrap_err();
+    match &err {
+        DaemonError::Remote { during, error, .. } => {
+            assert_eq!(*during, "NarFromPath");
+            assert!(error.message.contains(missing), "{}", error.message);
+        }
+        other => panic!("{other:?}"),
+    }
 }

@@ -145,3 +145,11 @@ impl Site<'_> {
         self.at(Severity::Warning, at, len, message)
     }
 }
+
+/// A word of a [`Site`]'s line.
+#[derive(Clone, Copy)]
+pub(crate) struct Token<'a> {
+    /// Byte offset in the line.
+    pub at: usize,
+    pub text: &'a str,
+}

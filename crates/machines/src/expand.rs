@@ -100,94 +100,61 @@ impl<'c> Reader<'c> {
 
     /// `@path` at byte `at` of the site's line; `path` itself starts at `path_at`.
     fn include(&mut self, site: &Site, at: usize, path: &str, path_at: usize) {
-        let from_env = site.location == REMOTE_SYSTEMS_ENV;
+        match self.read_include(site, at, path, path_at) {
+            Ok(bytes) => self.expand_file(Path::new(path), &bytes),
+            Err(diagnostic) => self.out.diagnostics.push(*diagnostic),
+        }
+    }
+
+    /// The contents of the file `@path` names, or why it is not read.
+    fn read_include(
+        &self,
+        site: &Site,
+        at: usize,
+        path: &str,
+        path_at: usize,
+    ) -> Result<Vec<u8>, Box<Diagnostic>> {
         if path.is_empty() {
-            self.out.diagnostics.push(
-                site.error(at, 1, "'@' is not followed by a file name".to_owned())
-                    .expected("'@' directly followed by the absolute path of a machines file")
-                    .fix("write '@/etc/nix/machines.d/NAME' (or remove the lone '@')"),
-            );
-            return;
+            let diagnostic = site
+                .error(at, 1, "'@' is not followed by a file name".to_owned())
+                .expected("'@' directly followed by the absolute path of a machines file")
+                .fix("write '@/etc/nix/machines.d/NAME' (or remove the lone '@')");
+            return Err(Box::new(diagnostic));
         }
         let file = Path::new(path);
         if !file.is_absolute() {
-            let resolved = self.ctx.cwd.join(file);
-            let what = if from_env {
-                format!("NIX_REMOTE_SYSTEMS entry '{path}' is a relative path")
-            } else {
-                format!("included file '{path}' is a relative path")
-            };
-            let tilde = if path.starts_with('~') { "; '~' is not expanded" } else { "" };
-            let message = format!(
-                "{what}; the build hook runs with its working directory at '{}', so Nix would \
-                 read '{}' ({}){tilde}; it is not read",
-                self.ctx.cwd.display(),
-                resolved.display(),
-                existence(&resolved),
-            );
-            let fix = format!(
-                "replace '{path}' with the file's absolute path (run `realpath {path}` in the \
-                 directory you meant)"
-            );
-            self.out.diagnostics.push(
-                site.error(path_at, path.len(), message)
-                    .expected("an absolute path, starting with '/'")
-                    .fix(fix),
-            );
-            return;
+            return Err(Box::new(self.relative_include(site, path, path_at)));
         }
-        let bytes = match nwh_files::read(file, nwh_files::MACHINES_FILE) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                let remove = if from_env {
-                    format!("remove '{path}' from NIX_REMOTE_SYSTEMS")
-                } else {
-                    format!("remove the '@{path}' entry")
-                };
-                let message = format!(
-                    "machines file '{path}' does not exist; Nix skips a missing file silently, so \
-                     no machine from it is used"
-                );
-                self.out.diagnostics.push(
-                    site.warning(path_at, path.len(), message)
-                        .expected("an existing machines file")
-                        .fix(format!("create '{path}', correct the path, or {remove}")),
-                );
-                return;
-            }
-            Err(e) => {
-                let message = format!(
-                    "cannot read machines file '{path}': {}; it is skipped (Nix would stop every \
-                     build here)",
-                    describe(&e)
-                );
-                self.out.diagnostics.push(
-                    site.error(path_at, path.len(), message)
-                        .expected("a readable regular file")
-                        .fix(read_fix(&e, path)),
-                );
-                return;
-            }
-        };
+        let bytes = nwh_files::read(file, nwh_files::MACHINES_FILE)
+            .map_err(|e| Box::new(unreadable_include(site, path, path_at, &e)))?;
         let canonical = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_owned());
         if let Some(first) = self.open_files.iter().position(|open| *open == canonical) {
-            let chain: Vec<String> = self.open_files[first..]
-                .iter()
-                .chain(std::iter::once(&canonical))
-                .map(|p| p.display().to_string())
-                .collect();
-            let message = format!(
-                "include cycle: {}; the file is not read again (Nix would recurse until it fails)",
-                chain.join(" -> ")
-            );
-            self.out.diagnostics.push(
-                site.error(at, path_at + path.len() - at, message)
-                    .expected("includes that form a tree, each file read once")
-                    .fix(format!("remove the '@{path}' entry from {}", site.location)),
-            );
-            return;
+            let cycle = &self.open_files[first..];
+            return Err(Box::new(include_cycle(site, at, path, path_at, cycle, &canonical)));
         }
-        self.expand_file(file, &bytes);
+        Ok(bytes)
+    }
+
+    fn relative_include(&self, site: &Site, path: &str, path_at: usize) -> Diagnostic {
+        let resolved = self.ctx.cwd.join(path);
+        let what = if site.location == REMOTE_SYSTEMS_ENV {
+            format!("NIX_REMOTE_SYSTEMS entry '{path}' is a relative path")
+        } else {
+            format!("included file '{path}' is a relative path")
+        };
+        let tilde = if path.starts_with('~') { "; '~' is not expanded" } else { "" };
+        let message = format!(
+            "{what}; the build hook runs with its working directory at '{}', so Nix would \
+             read '{}' ({}){tilde}; it is not read",
+            self.ctx.cwd.display(),
+            resolved.display(),
+            existence(&resolved),
+        );
+        let fix = format!(
+            "replace '{path}' with the file's absolute path (run `realpath {path}` in the \
+             directory you meant)"
+        );
+        site.error(path_at, path.len(), message).expected("an absolute path, starting with '/'").fix(fix)
     }
 
     /// Compare the line with how the legacy parser (split on `\n;`, cut at `#`, no trim) sees it.
@@ -268,6 +235,56 @@ impl<'c> Reader<'c> {
             );
         }
     }
+}
+
+/// Why an included file is not read: missing is a warning (Nix skips it as well), anything else
+/// an error (Nix would stop every build).
+fn unreadable_include(site: &Site, path: &str, path_at: usize, e: &std::io::Error) -> Diagnostic {
+    if e.kind() == ErrorKind::NotFound {
+        let remove = if site.location == REMOTE_SYSTEMS_ENV {
+            format!("remove '{path}' from NIX_REMOTE_SYSTEMS")
+        } else {
+            format!("remove the '@{path}' entry")
+        };
+        let message = format!(
+            "machines file '{path}' does not exist; Nix skips a missing file silently, so \
+             no machine from it is used"
+        );
+        return site
+            .warning(path_at, path.len(), message)
+            .expected("an existing machines file")
+            .fix(format!("create '{path}', correct the path, or {remove}"));
+    }
+    let message = format!(
+        "cannot read machines file '{path}': {}; it is skipped (Nix would stop every \
+         build here)",
+        describe(e)
+    );
+    site.error(path_at, path.len(), message).expected("a readable regular file").fix(read_fix(e, path))
+}
+
+/// `cycle` is the open files from the first reading of `canonical` on.
+fn include_cycle(
+    site: &Site,
+    at: usize,
+    path: &str,
+    path_at: usize,
+    cycle: &[PathBuf],
+    canonical: &Path,
+) -> Diagnostic {
+    let chain: Vec<String> = cycle
+        .iter()
+        .map(PathBuf::as_path)
+        .chain(std::iter::once(canonical))
+        .map(|p| p.display().to_string())
+        .collect();
+    let message = format!(
+        "include cycle: {}; the file is not read again (Nix would recurse until it fails)",
+        chain.join(" -> ")
+    );
+    site.error(at, path_at + path.len() - at, message)
+        .expected("includes that form a tree, each file read once")
+        .fix(format!("remove the '@{path}' entry from {}", site.location))
 }
 
 fn describe(e: &std::io::Error) -> String {

@@ -22,12 +22,14 @@
 
 mod diagnostic;
 mod expand;
+mod host_key;
 mod machine_line;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 pub use diagnostic::{Diagnostic, Severity};
+pub use host_key::HostKey;
 
 /// The `source` to pass to [`parse_builders`] for a value taken from the `builders` setting.
 pub const BUILDERS_SETTING: &str = "setting 'builders'";
@@ -93,16 +95,6 @@ pub struct Origin {
     pub location: String,
     /// 1-based, relative to `location`.
     pub line: u32,
-}
-
-/// The pinned ssh host key of a machine (column 8).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostKey {
-    /// As written, because that is what Nix's `base64-ssh-public-host-key` store parameter takes.
-    pub base64: String,
-    /// Decoded `known_hosts`-style key, e.g. `ssh-ed25519 AAAA…`, without a trailing line end;
-    /// the hook writes `<host> <line>` into a temporary known-hosts file.
-    pub line: String,
 }
 
 /// The file name a line's `remote-program` has when it makes nix-wasm-hook a builder.

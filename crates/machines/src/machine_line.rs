@@ -6,181 +6,37 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use base64::alphabet::STANDARD;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use base64::engine::DecodePaddingMode;
-use base64::Engine;
-
-use crate::diagnostic::{Diagnostic, Site};
+use crate::diagnostic::{Diagnostic, Site, Token};
+use crate::host_key::{host_key, KeyError, HOST_KEY_EXPECTED};
 use crate::{existence, HostKey, Machine, Machines, Origin, ParseContext, BLANK};
-
-/// Nix's decoder stops at `=` and ignores leftover bits, so padding and trailing bits must not
-/// matter here either.
-const NIX_BASE64: GeneralPurpose = GeneralPurpose::new(
-    &STANDARD,
-    GeneralPurposeConfig::new()
-        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
-        .with_decode_allow_trailing_bits(true),
-);
 
 const COLUMNS: &str = "URI systems ssh-key max-jobs speed-factor supported-features \
                        mandatory-features host-key";
-
-const HOST_KEY_EXPECTED: &str = "the base64 of the builder's whole public host key line, e.g. \
-     the output of `base64 -w0 /etc/ssh/ssh_host_ed25519_key.pub` run on the builder, or '-'";
-
-const ENCODE_FIX: &str =
-    "encode the builder's public host key line: `base64 -w0 /etc/ssh/ssh_host_ed25519_key.pub`";
-
-#[derive(Clone, Copy)]
-struct Token<'a> {
-    /// Byte offset in the line.
-    at: usize,
-    text: &'a str,
-}
 
 /// Parse the machine line `entry`, found at byte `at` of the site's line, into `out`.
 pub(crate) fn parse(site: &Site, at: usize, entry: &str, ctx: &ParseContext, out: &mut Machines) {
     let tokens = split(entry, at);
     let diags = &mut out.diagnostics;
     let errors_before = diags.iter().filter(|d| d.is_error()).count();
-    // An unset column is missing, empty or exactly `-`.
-    let column = |i: usize| tokens.get(i).copied().filter(|t| t.text != "-");
 
-    if let Some(q) = entry.find(['"', '\'', '`']) {
-        let message = format!(
-            "quote character {} in a machine line; quotes are taken literally here and in \
-             nix.conf, so they become part of the URI, a system or a feature name",
-            &entry[q..q + 1]
-        );
-        diags.push(
-            site.warning(at + q, 1, message)
-                .expected("unquoted columns separated by spaces")
-                .fix("remove the quotes (in nix.conf too: builders = ssh://b1 x86_64-linux ; ssh://b2)"),
-        );
-    }
-
-    let uri = match column(0) {
-        Some(t) => {
-            let uri = normalise_uri(t.text);
-            check_host(site, t, &uri, diags);
-            uri
-        }
-        None => {
-            let message = "store URI column is '-'; a machine line must start with the \
-                           builder's address";
-            diags.push(
-                site.error(tokens[0].at, 1, message.to_owned())
-                    .expected("a store URI such as 'ssh://nix@builder' or a host name")
-                    .fix("put the builder's address in column 1: 'ssh://nix@builder x86_64-linux'"),
-            );
-            String::new()
-        }
-    };
-
-    for i in [1, 5, 6] {
-        if let (Some(t), Some(next)) = (column(i), tokens.get(i + 1)) {
-            if t.text.ends_with(',') {
-                let message = format!(
-                    "'{}' ends with ',' so the next word '{}' starts a new column: a space after \
-                     a comma ends the list and shifts every later column",
-                    t.text, next.text
-                );
-                diags.push(
-                    site.warning(t.at, t.text.len(), message)
-                        .expected("a comma-separated list without spaces")
-                        .fix(format!("write '{}{}'", t.text, next.text)),
-                );
-            }
-        }
-    }
-
-    let systems = match column(1) {
-        Some(t) => {
-            let mut systems: Vec<String> = Vec::new();
-            for s in t.text.split(',').filter(|s| !s.is_empty()) {
-                if !systems.iter().any(|known| known == s) {
-                    systems.push(s.to_owned());
-                }
-            }
-            systems
-        }
-        None => vec![ctx.local_system.clone()],
-    };
-
-    let ssh_key = column(2).and_then(|t| ssh_key(site, t, ctx, diags));
-
-    let max_jobs = match column(3) {
-        Some(t) => match max_jobs(t.text) {
-            Ok(n) => n,
-            Err((message, fix)) => {
-                diags.push(
-                    site.error(t.at, t.text.len(), message)
-                        .expected("an unsigned integer (builds at once), or '-' for the default 1")
-                        .fix(fix),
-                );
-                0
-            }
-        },
-        None => 1,
-    };
-
-    let speed_factor = match column(4) {
-        Some(t) => match speed_factor(t.text) {
-            Ok(f) => f,
-            Err((message, fix)) => {
-                diags.push(
-                    site.error(t.at, t.text.len(), message)
-                        .expected("a number >= 0 (relative speed, e.g. 2 or 1.5), or '-' for the default 1")
-                        .fix(fix),
-                );
-                1.0
-            }
-        },
-        None => 1.0,
-    };
-
-    let feature_set = |i: usize| -> BTreeSet<String> {
-        column(i).map_or_else(BTreeSet::new, |t| {
-            t.text.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect()
-        })
-    };
-    let supported_features = feature_set(5);
-    let mandatory_features = feature_set(6);
-    let lists = [(1, "systems", systems.len()), (5, "supported features", supported_features.len())];
-    for (i, what, n) in lists.into_iter().chain([(6, "mandatory features", mandatory_features.len())]) {
-        if let Some(t) = column(i).filter(|_| n > crate::MAX_LIST) {
-            diags.push(
-                site.error(t.at, t.text.len(), format!("column {} lists {n} {what}", i + 1))
-                    .expected(format!("at most {} (each is compared with every request)", crate::MAX_LIST))
-                    .fix(format!("list only the {what} this machine has")),
-            );
-        }
-    }
-
-    let mut plain_key_line = false;
-    let host_key = match column(7) {
-        Some(t) => match host_key(t, tokens.get(8).copied()) {
-            Ok(key) => Some(key),
-            Err(KeyError { at, len, message, fix, plain }) => {
-                plain_key_line = plain;
-                diags.push(site.error(at, len, message).expected(HOST_KEY_EXPECTED).fix(fix));
-                None
-            }
-        },
-        None => None,
-    };
-
-    if tokens.len() > 8 && !plain_key_line {
-        let first = tokens[8];
-        let last = tokens[tokens.len() - 1];
-        let extra = &site.text[first.at..last.at + last.text.len()];
-        let message = format!("{} extra column(s) after the 8th are ignored: '{extra}'", tokens.len() - 8);
-        diags.push(
-            site.warning(first.at, extra.len(), message)
-                .expected(format!("at most 8 columns: {COLUMNS}"))
-                .fix("remove them; lists inside a column are comma-separated without spaces"),
-        );
+    warn_quotes(site, at, entry, diags);
+    let uri = uri_column(site, &tokens, diags);
+    warn_space_after_comma(site, &tokens, diags);
+    let systems = column(&tokens, 1).map_or_else(|| vec![ctx.local_system.clone()], systems_column);
+    let ssh_key = column(&tokens, 2).and_then(|t| ssh_key(site, t, ctx, diags));
+    let max_jobs = column(&tokens, 3).map_or(1, |t| max_jobs_column(site, t, diags));
+    let speed_factor = column(&tokens, 4).map_or(1.0, |t| speed_factor_column(site, t, diags));
+    let supported_features = feature_set(column(&tokens, 5));
+    let mandatory_features = feature_set(column(&tokens, 6));
+    let lists = [
+        (1, "systems", systems.len()),
+        (5, "supported features", supported_features.len()),
+        (6, "mandatory features", mandatory_features.len()),
+    ];
+    check_list_lengths(site, &tokens, lists, diags);
+    let (host_key, plain_key_line) = host_key_column(site, &tokens, diags);
+    if !plain_key_line {
+        warn_extra_columns(site, &tokens, diags);
     }
 
     if diags.iter().filter(|d| d.is_error()).count() > errors_before {
@@ -197,6 +53,159 @@ pub(crate) fn parse(site: &Site, at: usize, entry: &str, ctx: &ParseContext, out
         host_key,
         origin: Origin { location: site.location.to_owned(), line: site.line_no },
     });
+}
+
+/// Column `i` (from 0), if set. An unset column is missing, empty or exactly `-`.
+fn column<'a>(tokens: &[Token<'a>], i: usize) -> Option<Token<'a>> {
+    tokens.get(i).copied().filter(|t| t.text != "-")
+}
+
+fn warn_quotes(site: &Site, at: usize, entry: &str, diags: &mut Vec<Diagnostic>) {
+    if let Some(q) = entry.find(['"', '\'', '`']) {
+        let message = format!(
+            "quote character {} in a machine line; quotes are taken literally here and in \
+             nix.conf, so they become part of the URI, a system or a feature name",
+            &entry[q..q + 1]
+        );
+        diags.push(
+            site.warning(at + q, 1, message)
+                .expected("unquoted columns separated by spaces")
+                .fix("remove the quotes (in nix.conf too: builders = ssh://b1 x86_64-linux ; ssh://b2)"),
+        );
+    }
+}
+
+/// The normalised store URI; empty when the column is unset, which is an error.
+fn uri_column(site: &Site, tokens: &[Token], diags: &mut Vec<Diagnostic>) -> String {
+    match column(tokens, 0) {
+        Some(t) => {
+            let uri = normalise_uri(t.text);
+            check_host(site, t, &uri, diags);
+            uri
+        }
+        None => {
+            let message = "store URI column is '-'; a machine line must start with the \
+                           builder's address";
+            diags.push(
+                site.error(tokens[0].at, 1, message.to_owned())
+                    .expected("a store URI such as 'ssh://nix@builder' or a host name")
+                    .fix("put the builder's address in column 1: 'ssh://nix@builder x86_64-linux'"),
+            );
+            String::new()
+        }
+    }
+}
+
+/// The list columns (systems and features), where a space after a comma shifts every later
+/// column.
+fn warn_space_after_comma(site: &Site, tokens: &[Token], diags: &mut Vec<Diagnostic>) {
+    for i in [1, 5, 6] {
+        if let (Some(t), Some(next)) = (column(tokens, i), tokens.get(i + 1)) {
+            if t.text.ends_with(',') {
+                let message = format!(
+                    "'{}' ends with ',' so the next word '{}' starts a new column: a space after \
+                     a comma ends the list and shifts every later column",
+                    t.text, next.text
+                );
+                diags.push(
+                    site.warning(t.at, t.text.len(), message)
+                        .expected("a comma-separated list without spaces")
+                        .fix(format!("write '{}{}'", t.text, next.text)),
+                );
+            }
+        }
+    }
+}
+
+/// In the order written, without duplicates.
+fn systems_column(t: Token) -> Vec<String> {
+    let mut systems: Vec<String> = Vec::new();
+    for s in t.text.split(',').filter(|s| !s.is_empty()) {
+        if !systems.iter().any(|known| known == s) {
+            systems.push(s.to_owned());
+        }
+    }
+    systems
+}
+
+fn max_jobs_column(site: &Site, t: Token, diags: &mut Vec<Diagnostic>) -> u32 {
+    match max_jobs(t.text) {
+        Ok(n) => n,
+        Err((message, fix)) => {
+            diags.push(
+                site.error(t.at, t.text.len(), message)
+                    .expected("an unsigned integer (builds at once), or '-' for the default 1")
+                    .fix(fix),
+            );
+            0
+        }
+    }
+}
+
+fn speed_factor_column(site: &Site, t: Token, diags: &mut Vec<Diagnostic>) -> f64 {
+    match speed_factor(t.text) {
+        Ok(f) => f,
+        Err((message, fix)) => {
+            diags.push(
+                site.error(t.at, t.text.len(), message)
+                    .expected("a number >= 0 (relative speed, e.g. 2 or 1.5), or '-' for the default 1")
+                    .fix(fix),
+            );
+            1.0
+        }
+    }
+}
+
+fn feature_set(t: Option<Token>) -> BTreeSet<String> {
+    t.map_or_else(BTreeSet::new, |t| t.text.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect())
+}
+
+/// `lists` holds, per list column, its index, what it lists and how many it lists.
+fn check_list_lengths(
+    site: &Site,
+    tokens: &[Token],
+    lists: [(usize, &str, usize); 3],
+    diags: &mut Vec<Diagnostic>,
+) {
+    for (i, what, n) in lists {
+        if let Some(t) = column(tokens, i).filter(|_| n > crate::MAX_LIST) {
+            diags.push(
+                site.error(t.at, t.text.len(), format!("column {} lists {n} {what}", i + 1))
+                    .expected(format!("at most {} (each is compared with every request)", crate::MAX_LIST))
+                    .fix(format!("list only the {what} this machine has")),
+            );
+        }
+    }
+}
+
+/// The host key, and whether the column held the plain key line (whose second word then is
+/// no extra column to warn about).
+fn host_key_column(site: &Site, tokens: &[Token], diags: &mut Vec<Diagnostic>) -> (Option<HostKey>, bool) {
+    let Some(t) = column(tokens, 7) else {
+        return (None, false);
+    };
+    match host_key(t, tokens.get(8).copied()) {
+        Ok(key) => (Some(key), false),
+        Err(KeyError { at, len, message, fix, plain }) => {
+            diags.push(site.error(at, len, message).expected(HOST_KEY_EXPECTED).fix(fix));
+            (None, plain)
+        }
+    }
+}
+
+fn warn_extra_columns(site: &Site, tokens: &[Token], diags: &mut Vec<Diagnostic>) {
+    if tokens.len() <= 8 {
+        return;
+    }
+    let first = tokens[8];
+    let last = tokens[tokens.len() - 1];
+    let extra = &site.text[first.at..last.at + last.text.len()];
+    let message = format!("{} extra column(s) after the 8th are ignored: '{extra}'", tokens.len() - 8);
+    diags.push(
+        site.warning(first.at, extra.len(), message)
+            .expected(format!("at most 8 columns: {COLUMNS}"))
+            .fix("remove them; lists inside a column are comma-separated without spaces"),
+    );
 }
 
 fn split(entry: &str, base: usize) -> Vec<Token<'_>> {
@@ -232,9 +241,14 @@ fn normalise_uri(text: &str) -> String {
 
 /// Warn about hosts that cannot be what the user meant.
 fn check_host(site: &Site, t: Token, uri: &str, diags: &mut Vec<Diagnostic>) {
+    diags.extend(uri_problem(site, t, uri).or_else(|| ssh_host_problem(site, t, uri)));
+}
+
+/// What is wrong with the store URI whatever its scheme.
+fn uri_problem(site: &Site, t: Token, uri: &str) -> Option<Diagnostic> {
     let (at, len) = (t.at, t.text.len());
     if let Some(c) = uri.chars().find(|c| c.is_control()) {
-        diags.push(
+        return Some(
             site.error(
                 at,
                 len,
@@ -243,10 +257,9 @@ fn check_host(site: &Site, t: Token, uri: &str, diags: &mut Vec<Diagnostic>) {
             .expected("a store URI of printable characters")
             .fix("remove the character (a file copied from elsewhere may carry it)"),
         );
-        return;
     }
     if uri.len() > crate::MAX_URI_LEN {
-        diags.push(
+        return Some(
             site.error(
                 at,
                 len,
@@ -259,22 +272,25 @@ fn check_host(site: &Site, t: Token, uri: &str, diags: &mut Vec<Diagnostic>) {
             .expected(format!("a store URI of at most {} bytes", crate::MAX_URI_LEN))
             .fix("use a shorter name: a Host alias in root's ~/.ssh/config can stand for a long host name"),
         );
-        return;
     }
     if matches!(uri, "auto" | "daemon" | "local") {
         let message = format!(
             "'{uri}' is this machine's own Nix store; building there through the hook waits on \
              its own output locks and hangs (NixOS/nix#2029)"
         );
-        diags.push(
+        return Some(
             site.warning(at, len, message)
                 .expected("a remote machine")
                 .fix("remove this line and raise 'max-jobs' to build locally"),
         );
-        return;
     }
+    None
+}
+
+/// The host and the query parameters of an `ssh://` or `ssh-ng://` URI.
+fn ssh_host(uri: &str) -> Option<(&str, &str)> {
     let Some(("ssh" | "ssh-ng", rest)) = uri.split_once("://") else {
-        return;
+        return None;
     };
     let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
     let params = rest.split_once('?').map_or("", |(_, p)| p);
@@ -284,7 +300,13 @@ fn check_host(site: &Site, t: Token, uri: &str, diags: &mut Vec<Diagnostic>) {
     } else {
         &host_port[..host_port.find(':').unwrap_or(host_port.len())]
     };
+    Some((host, params))
+}
 
+/// What is wrong with the host of an ssh store URI.
+fn ssh_host_problem(site: &Site, t: Token, uri: &str) -> Option<Diagnostic> {
+    let (at, len) = (t.at, t.text.len());
+    let (host, params) = ssh_host(uri)?;
     let warning = |message: String| site.warning(at, len, message);
     let diagnostic = if host.is_empty() {
         site.error(at, len, format!("store URI '{uri}' names no host"))
@@ -307,7 +329,7 @@ fn check_host(site: &Site, t: Token, uri: &str, diags: &mut Vec<Diagnostic>) {
             .fix("put the host name in column 1 and check the column order")
     } else if let Some(bad) = host.chars().find(|&c| !host_char(c, host.starts_with('['))) {
         if matches!(bad, '"' | '\'' | '`') {
-            return; // Already reported for the whole line.
+            return None; // Already reported for the whole line.
         }
         warning(format!(
             "host '{host}' contains {bad:?}, which cannot be part of a host name; ssh will fail \
@@ -329,9 +351,9 @@ fn check_host(site: &Site, t: Token, uri: &str, diags: &mut Vec<Diagnostic>) {
               against this machine, add '?remote-store=/path/to/another/store'",
         )
     } else {
-        return;
+        return None;
     };
-    diags.push(diagnostic);
+    Some(diagnostic)
 }
 
 fn host_char(c: char, bracketed: bool) -> bool {
@@ -459,119 +481,4 @@ fn speed_factor(text: &str) -> Result<f64, (String, String)> {
             with_hint("write a number such as '2' or '1.5' (bigger means preferred)".to_owned(), text),
         )),
     }
-}
-
-struct KeyError {
-    at: usize,
-    len: usize,
-    message: String,
-    fix: String,
-    /// The column held the key line itself, whose second word then looks like a 9th column.
-    plain: bool,
-}
-
-impl HostKey {
-    /// A host key as Nix's `base64-ssh-public-host-key` store parameter carries it: column 8's
-    /// encoding, decoded as column 8 is. The error says what is wrong and how to fix it.
-    pub fn from_base64(text: &str) -> Result<HostKey, String> {
-        host_key(Token { at: 0, text }, None).map_err(|e| format!("{}; {}", e.message, e.fix))
-    }
-}
-
-fn host_key(t: Token, next: Option<Token>) -> Result<HostKey, KeyError> {
-    let fail = |at: usize, len: usize, message: String, fix: String| KeyError {
-        at,
-        len,
-        message,
-        fix,
-        plain: false,
-    };
-    let is_key_type = |s: &str| ["ssh-", "ecdsa-", "sk-"].iter().any(|p| s.starts_with(p));
-    if is_key_type(t.text) {
-        let (line, len) = match next {
-            Some(n) => (format!("{} {}", t.text, n.text), n.at + n.text.len() - t.at),
-            None => (t.text.to_owned(), t.text.len()),
-        };
-        return Err(KeyError {
-            at: t.at,
-            len,
-            message: "host key column holds the key line itself; this column is its base64 \
-                      encoding (a plain key line would split into two columns)"
-                .to_owned(),
-            fix: format!("write '{}' (the base64 of '{line}')", encode(&line)),
-            plain: true,
-        });
-    }
-    let bytes = NIX_BASE64.decode(t.text).map_err(|e| match e {
-        // Found here rather than from the decoder's offset, which may point into a character.
-        _ if t.text.contains(|c: char| !c.is_ascii_alphanumeric() && !"+/=".contains(c)) => {
-            let (offset, bad) = t
-                .text
-                .char_indices()
-                .find(|&(_, c)| !c.is_ascii_alphanumeric() && !"+/=".contains(c))
-                .unwrap_or((0, '?'));
-            fail(
-                t.at + offset,
-                bad.len_utf8(),
-                format!("host key column is not valid base64: {bad:?} is not a base64 character"),
-                "copy the whole base64 text again, without line breaks or extra characters".to_owned(),
-            )
-        }
-        other => fail(
-            t.at,
-            t.text.len(),
-            format!("host key column is not valid base64 ({other})"),
-            "copy the whole base64 text again; it may be cut short".to_owned(),
-        ),
-    })?;
-    // Control characters mean binary data that merely happens to be valid UTF-8.
-    let decoded = String::from_utf8(bytes.clone())
-        .ok()
-        .filter(|text| !text.trim_end_matches(BLANK).chars().any(char::is_control));
-    match decoded.as_deref().map(|s| s.trim_end_matches(BLANK)) {
-        Some(line) if line.split_whitespace().count() >= 2 => {
-            Ok(HostKey { base64: t.text.to_owned(), line: line.to_owned() })
-        }
-        _ => {
-            // The key blob alone (e.g. the second word of a .pub file) starts with the
-            // length-prefixed key type.
-            let key_type = bytes
-                .get(..4)
-                .map(|n| u32::from_be_bytes([n[0], n[1], n[2], n[3]]) as usize)
-                .and_then(|n| bytes[4..].get(..n))
-                .and_then(|ty| std::str::from_utf8(ty).ok())
-                .filter(|ty| is_key_type(ty));
-            Err(match (key_type, decoded) {
-                (Some(ty), _) => {
-                    let line = format!("{ty} {}", t.text);
-                    fail(
-                        t.at,
-                        t.text.len(),
-                        format!("host key column is the bare {ty} key blob, not the base64 of the whole key line '{ty} …'"),
-                        format!("write '{}' (the base64 of '{line}')", encode(&line)),
-                    )
-                }
-                (None, Some(text)) => fail(
-                    t.at,
-                    t.text.len(),
-                    format!(
-                        "host key column decodes to '{}', not a key line 'TYPE KEY'",
-                        text.trim_end_matches(BLANK)
-                    ),
-                    ENCODE_FIX.to_owned(),
-                ),
-                (None, None) => fail(
-                    t.at,
-                    t.text.len(),
-                    "host key column decodes to binary data, not a key line 'TYPE KEY'".to_owned(),
-                    ENCODE_FIX.to_owned(),
-                ),
-            })
-        }
-    }
-}
-
-/// Padded, as `base64 -w0` prints it, so a suggested value can be pasted as is.
-fn encode(text: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(text)
 }

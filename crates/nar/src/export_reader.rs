@@ -245,8 +245,7 @@ impl ExportFramer {
     ) -> Result<(), ExportError> {
         let (s, offset) = self.tag(src, expected)?;
         if s != token.as_bytes() {
-            let found = format!("'{}'", printable(&s));
-            return Err(self.invalid(offset, Problem::Expected { expected, found }));
+            return Err(self.unexpected(offset, expected, &s));
         }
         self.state = next;
         Ok(())
@@ -264,179 +263,207 @@ impl ExportFramer {
         }
     }
 
+    /// Reads and checks the item the state expects, queues its bytes and moves the state on.
     fn step<R: Read + ?Sized>(&mut self, src: &mut R) -> Result<(), ExportError> {
         match self.state {
-            State::Marker => {
-                let mut r = self.reader(src, MAX_PATH_LEN);
-                let offset = r.position();
-                let marker = r.read_u64();
-                let consumed = r.position() - offset;
-                self.advance(consumed);
-                let marker = marker.map_err(ExportError::Wire)?;
-                match marker {
-                    0 => self.state = State::Done,
-                    1 => {
-                        self.state = State::Magic;
-                        self.nar_start = self.pos;
-                        self.hasher = Sha256::new();
-                    }
-                    value => return Err(ExportError::BadMarker { offset, value }),
-                }
-                Writer::new(&mut self.out).write_u64(marker).expect("writing to a Vec");
-            }
+            State::Marker => self.marker(src)?,
             State::Magic => self.expect(src, crate::NAR_MAGIC, "'nix-archive-1'", State::NodeOpen)?,
-            State::NodeOpen => {
-                if self.dirs.len() > MAX_DEPTH {
-                    return Err(self.invalid(self.pos - self.nar_start, Problem::TooDeep));
-                }
-                self.expect(src, "(", "'('", State::Type)?
-            }
+            State::NodeOpen => self.node_open(src)?,
             State::Type => self.expect(src, "type", "'type'", State::TypeValue)?,
-            State::TypeValue => {
-                const TYPES: &str = "'regular', 'symlink' or 'directory'";
-                let (ty, offset) = self.tag(src, TYPES)?;
-                self.state = match &ty[..] {
-                    b"regular" => State::RegularTag,
-                    b"symlink" => State::TargetTag,
-                    b"directory" => {
-                        self.dirs.push(None);
-                        State::DirTag
-                    }
-                    other => {
-                        let found = format!("'{}'", printable(other));
-                        return Err(self.invalid(offset, Problem::Expected { expected: TYPES, found }));
-                    }
-                };
-            }
-            State::RegularTag => {
-                const NEXT: &str = "'executable' or 'contents'";
-                let (tag, offset) = self.tag(src, NEXT)?;
-                self.state = match &tag[..] {
-                    b"executable" => State::ExecutableMarker,
-                    b"contents" => State::ContentsLen,
-                    other => {
-                        let found = format!("'{}'", printable(other));
-                        return Err(self.invalid(offset, Problem::Expected { expected: NEXT, found }));
-                    }
-                };
-            }
-            State::ExecutableMarker => {
-                let (marker, offset) = self.tag(src, "''")?;
-                if !marker.is_empty() {
-                    return Err(self.invalid(offset, Problem::NonEmptyExecutableMarker));
-                }
-                self.state = State::ContentsTag;
-            }
+            State::TypeValue => self.type_value(src)?,
+            State::RegularTag => self.regular_tag(src)?,
+            State::ExecutableMarker => self.executable_marker(src)?,
             State::ContentsTag => self.expect(src, "contents", "'contents'", State::ContentsLen)?,
-            State::ContentsLen => {
-                let mut r = self.reader(src, MAX_TAG_LEN);
-                let offset = r.position();
-                let len = r.read_u64();
-                let consumed = r.position() - offset;
-                self.advance(consumed);
-                let len = len.map_err(|e| self.nar_err(NarError::Wire(e)))?;
-                let start = self.out.len();
-                Writer::new(&mut self.out).write_u64(len).expect("writing to a Vec");
-                self.hasher.update(&self.out[start..]);
-                self.state = if len == 0 {
-                    State::ContentsPadding { len }
-                } else {
-                    State::ContentsData { len, left: len }
-                };
-            }
+            State::ContentsLen => self.contents_len(src)?,
             State::ContentsData { .. } => unreachable!("streamed by read()"),
-            State::ContentsPadding { len } => {
-                let pad = padding_len(len) as usize;
-                let pad_offset = self.pos - self.nar_start;
-                let mut buf = [0u8; 8];
-                let mut got = 0;
-                while got < pad {
-                    match src.read(&mut buf[got..pad]) {
-                        Ok(0) => {
-                            let e = WireError::Truncated {
-                                what: Item::StringPadding,
-                                offset: pad_offset,
-                                needed: pad as u64,
-                                available: got as u64,
-                            };
-                            return Err(self.nar_err(NarError::Wire(e)));
-                        }
-                        Ok(n) => {
-                            got += n;
-                            self.advance(n as u64);
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(source) => {
-                            let e = WireError::Io { what: Item::StringPadding, offset: pad_offset, source };
-                            return Err(self.nar_err(NarError::Wire(e)));
-                        }
-                    }
-                }
-                if buf[..pad].iter().any(|&b| b != 0) {
-                    return Err(
-                        self.nar_err(NarError::Wire(WireError::NonZeroPadding { offset: pad_offset }))
-                    );
-                }
-                self.out.extend_from_slice(&buf[..pad]);
-                self.hasher.update(&buf[..pad]);
-                self.state = State::NodeClose;
-            }
+            State::ContentsPadding { len } => self.contents_padding(src, len)?,
             State::NodeClose => {
                 self.expect(src, ")", "')'", State::NodeClose)?;
                 self.node_closed();
             }
             State::TargetTag => self.expect(src, "target", "'target'", State::TargetValue)?,
-            State::TargetValue => {
-                let (target, offset) = self.nar_string(src, MAX_TARGET_LEN, "symlink target", false)?;
-                if target.is_empty() || target.contains(&0) {
-                    return Err(
-                        self.invalid(offset, Problem::BadSymlinkTarget { target: printable(&target) })
-                    );
-                }
-                self.state = State::NodeClose;
-            }
-            State::DirTag => {
-                const NEXT: &str = "'entry' or ')'";
-                let (tag, offset) = self.tag(src, NEXT)?;
-                match &tag[..] {
-                    b")" => {
-                        self.dirs.pop();
-                        self.node_closed();
-                    }
-                    b"entry" => self.state = State::EntryOpen,
-                    other => {
-                        let found = format!("'{}'", printable(other));
-                        return Err(self.invalid(offset, Problem::Expected { expected: NEXT, found }));
-                    }
-                }
-            }
+            State::TargetValue => self.target_value(src)?,
+            State::DirTag => self.dir_tag(src)?,
             State::EntryOpen => self.expect(src, "(", "'('", State::NameTag)?,
             State::NameTag => self.expect(src, "name", "'name'", State::NameValue)?,
-            State::NameValue => {
-                let (name, offset) = self.nar_string(src, MAX_NAME_LEN, "entry name", false)?;
-                if name.is_empty()
-                    || name == b"."
-                    || name == b".."
-                    || name.contains(&b'/')
-                    || name.contains(&0)
-                {
-                    return Err(self.invalid(offset, Problem::BadEntryName { name: printable(&name) }));
-                }
-                let previous = self.dirs.last_mut().expect("inside a directory");
-                if let Some(prev) = previous {
-                    if name <= *prev {
-                        let problem = Problem::Unsorted { previous: printable(prev), name: printable(&name) };
-                        return Err(self.invalid(offset, problem));
-                    }
-                }
-                *previous = Some(name);
-                self.state = State::NodeTag;
-            }
+            State::NameValue => self.name_value(src)?,
             State::NodeTag => self.expect(src, "node", "'node'", State::NodeOpen)?,
             State::EntryClose => self.expect(src, ")", "')'", State::DirTag)?,
             State::Trailer => self.trailer(src)?,
             State::Done | State::Failed => unreachable!("handled by read()"),
         }
+        Ok(())
+    }
+
+    /// A token other than the ones the grammar allows here.
+    fn unexpected(&self, offset: u64, expected: &'static str, token: &[u8]) -> ExportError {
+        let found = format!("'{}'", printable(token));
+        self.invalid(offset, Problem::Expected { expected, found })
+    }
+
+    fn marker<R: Read + ?Sized>(&mut self, src: &mut R) -> Result<(), ExportError> {
+        let mut r = self.reader(src, MAX_PATH_LEN);
+        let offset = r.position();
+        let marker = r.read_u64();
+        let consumed = r.position() - offset;
+        self.advance(consumed);
+        let marker = marker.map_err(ExportError::Wire)?;
+        match marker {
+            0 => self.state = State::Done,
+            1 => {
+                self.state = State::Magic;
+                self.nar_start = self.pos;
+                self.hasher = Sha256::new();
+            }
+            value => return Err(ExportError::BadMarker { offset, value }),
+        }
+        Writer::new(&mut self.out).write_u64(marker).expect("writing to a Vec");
+        Ok(())
+    }
+
+    fn node_open<R: Read + ?Sized>(&mut self, src: &mut R) -> Result<(), ExportError> {
+        if self.dirs.len() > MAX_DEPTH {
+            return Err(self.invalid(self.pos - self.nar_start, Problem::TooDeep));
+        }
+        self.expect(src, "(", "'('", State::Type)
+    }
+
+    fn type_value<R: Read + ?Sized>(&mut self, src: &mut R) -> Result<(), ExportError> {
+        const TYPES: &str = "'regular', 'symlink' or 'directory'";
+        let (ty, offset) = self.tag(src, TYPES)?;
+        self.state = match &ty[..] {
+            b"regular" => State::RegularTag,
+            b"symlink" => State::TargetTag,
+            b"directory" => {
+                self.dirs.push(None);
+                State::DirTag
+            }
+            other => return Err(self.unexpected(offset, TYPES, other)),
+        };
+        Ok(())
+    }
+
+    fn regular_tag<R: Read + ?Sized>(&mut self, src: &mut R) -> Result<(), ExportError> {
+        const NEXT: &str = "'executable' or 'contents'";
+        let (tag, offset) = self.tag(src, NEXT)?;
+        self.state = match &tag[..] {
+            b"executable" => State::ExecutableMarker,
+            b"contents" => State::ContentsLen,
+            other => return Err(self.unexpected(offset, NEXT, other)),
+        };
+        Ok(())
+    }
+
+    fn executable_marker<R: Read + ?Sized>(&mut self, src: &mut R) -> Result<(), ExportError> {
+        let (marker, offset) = self.tag(src, "''")?;
+        if !marker.is_empty() {
+            return Err(self.invalid(offset, Problem::NonEmptyExecutableMarker));
+        }
+        self.state = State::ContentsTag;
+        Ok(())
+    }
+
+    fn contents_len<R: Read + ?Sized>(&mut self, src: &mut R) -> Result<(), ExportError> {
+        let mut r = self.reader(src, MAX_TAG_LEN);
+        let offset = r.position();
+        let len = r.read_u64();
+        let consumed = r.position() - offset;
+        self.advance(consumed);
+        let len = len.map_err(|e| self.nar_err(NarError::Wire(e)))?;
+        let start = self.out.len();
+        Writer::new(&mut self.out).write_u64(len).expect("writing to a Vec");
+        self.hasher.update(&self.out[start..]);
+        self.state =
+            if len == 0 { State::ContentsPadding { len } } else { State::ContentsData { len, left: len } };
+        Ok(())
+    }
+
+    /// The zero bytes after file contents of `len` bytes.
+    fn contents_padding<R: Read + ?Sized>(&mut self, src: &mut R, len: u64) -> Result<(), ExportError> {
+        let pad = padding_len(len) as usize;
+        let pad_offset = self.pos - self.nar_start;
+        let buf = self.read_padding(src, pad, pad_offset)?;
+        if buf[..pad].iter().any(|&b| b != 0) {
+            return Err(self.nar_err(NarError::Wire(WireError::NonZeroPadding { offset: pad_offset })));
+        }
+        self.out.extend_from_slice(&buf[..pad]);
+        self.hasher.update(&buf[..pad]);
+        self.state = State::NodeClose;
+        Ok(())
+    }
+
+    /// Reads `pad` (at most 8) bytes of padding, whatever they are.
+    fn read_padding<R: Read + ?Sized>(
+        &mut self,
+        src: &mut R,
+        pad: usize,
+        pad_offset: u64,
+    ) -> Result<[u8; 8], ExportError> {
+        let mut buf = [0u8; 8];
+        let mut got = 0;
+        while got < pad {
+            match src.read(&mut buf[got..pad]) {
+                Ok(0) => {
+                    let e = WireError::Truncated {
+                        what: Item::StringPadding,
+                        offset: pad_offset,
+                        needed: pad as u64,
+                        available: got as u64,
+                    };
+                    return Err(self.nar_err(NarError::Wire(e)));
+                }
+                Ok(n) => {
+                    got += n;
+                    self.advance(n as u64);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    let e = WireError::Io { what: Item::StringPadding, offset: pad_offset, source };
+                    return Err(self.nar_err(NarError::Wire(e)));
+                }
+            }
+        }
+        Ok(buf)
+    }
+
+    fn target_value<R: Read + ?Sized>(&mut self, src: &mut R) -> Result<(), ExportError> {
+        let (target, offset) = self.nar_string(src, MAX_TARGET_LEN, "symlink target", false)?;
+        if target.is_empty() || target.contains(&0) {
+            return Err(self.invalid(offset, Problem::BadSymlinkTarget { target: printable(&target) }));
+        }
+        self.state = State::NodeClose;
+        Ok(())
+    }
+
+    fn dir_tag<R: Read + ?Sized>(&mut self, src: &mut R) -> Result<(), ExportError> {
+        const NEXT: &str = "'entry' or ')'";
+        let (tag, offset) = self.tag(src, NEXT)?;
+        match &tag[..] {
+            b")" => {
+                self.dirs.pop();
+                self.node_closed();
+            }
+            b"entry" => self.state = State::EntryOpen,
+            other => return Err(self.unexpected(offset, NEXT, other)),
+        }
+        Ok(())
+    }
+
+    /// An entry's name: a valid file name, after the directory's previous entry.
+    fn name_value<R: Read + ?Sized>(&mut self, src: &mut R) -> Result<(), ExportError> {
+        let (name, offset) = self.nar_string(src, MAX_NAME_LEN, "entry name", false)?;
+        if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
+            return Err(self.invalid(offset, Problem::BadEntryName { name: printable(&name) }));
+        }
+        let previous = self.dirs.last_mut().expect("inside a directory");
+        if let Some(prev) = previous {
+            if name <= *prev {
+                let problem = Problem::Unsorted { previous: printable(prev), name: printable(&name) };
+                return Err(self.invalid(offset, problem));
+            }
+        }
+        *previous = Some(name);
+        self.state = State::NodeTag;
         Ok(())
     }
 

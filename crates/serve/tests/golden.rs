@@ -667,8 +667,15 @@ fn add_to_store_nar_checks() {
         ..PathInfo::default()
     };
 
+    add_to_store_nar_bytes(&nar, &good);
+    add_to_store_nar_bad_requests(&nar, &good);
+    add_to_store_nar_bad_nars(&nar, &good);
+}
+
+/// The bytes of a good upload, and the spellings of its hash that are taken.
+fn add_to_store_nar_bytes(nar: &[u8], good: &PathInfo) {
     let (mut c, sent) = client_with(0x205, &Bytes::default().u64(1).0);
-    c.add_to_store_nar("/nix/store/p", &good, &mut &nar[..]).unwrap();
+    c.add_to_store_nar("/nix/store/p", good, &mut &nar[..]).unwrap();
     let expect = Bytes::default()
         .u64(9)
         .s("/nix/store/p")
@@ -680,7 +687,7 @@ fn add_to_store_nar_checks() {
         .u64(0)
         .list(&["k:s"])
         .s("")
-        .raw(&nar)
+        .raw(nar)
         .0;
     assert_eq!(after_greeting(&sent), expect);
 
@@ -693,9 +700,12 @@ fn add_to_store_nar_checks() {
         let info = PathInfo { nar_hash: spelling.into(), ..good.clone() };
         c.add_to_store_nar("/nix/store/p", &info, &mut &nar[..]).unwrap();
     }
+}
 
+/// An old server, a hash of another algorithm, no size.
+fn add_to_store_nar_bad_requests(nar: &[u8], good: &PathInfo) {
     let (mut c, _) = client_with(0x204, &[]);
-    let err = c.add_to_store_nar("/nix/store/p", &good, &mut &nar[..]).unwrap_err();
+    let err = c.add_to_store_nar("/nix/store/p", good, &mut &nar[..]).unwrap_err();
     assert!(matches!(err, ServeError::Unsupported { version: 0x204, .. }), "{err:?}");
     assert_eq!(err.to_string(), "'h' speaks 'nix-store --serve' 2.4, which has no AddToStoreNar");
 
@@ -710,7 +720,10 @@ fn add_to_store_nar_checks() {
         c.add_to_store_nar("/nix/store/p", &bad, &mut &nar[..]).unwrap_err(),
         ServeError::InvalidPathInfo { what: "NAR size", .. }
     ));
+}
 
+/// NARs that do not match their path info, or are none.
+fn add_to_store_nar_bad_nars(nar: &[u8], good: &PathInfo) {
     // Wrong hash: found while sending.
     let (mut c, _) = client_with(0x207, &[]);
     let bad = PathInfo { nar_hash: format!("sha256:{}", "0".repeat(52)), ..good.clone() };
@@ -730,7 +743,7 @@ fn add_to_store_nar_checks() {
     // Declared size smaller than the NAR: never more than that is read or sent.
     let (mut c, sent) = client_with(0x207, &[]);
     let bad = PathInfo { nar_size: 100, ..good.clone() };
-    let mut src = &nar[..];
+    let mut src = nar;
     let err = c.add_to_store_nar("/nix/store/p", &bad, &mut src).unwrap_err();
     assert!(matches!(err, ServeError::InvalidNar { .. }), "{err:?}");
     assert_eq!(src.len(), 20);
@@ -739,6 +752,6 @@ fn add_to_store_nar_checks() {
 
     // A NAR source that is not a NAR.
     let (mut c, _) = client_with(0x207, &[]);
-    let err = c.add_to_store_nar("/nix/store/p", &good, &mut &[0u8; 120][..]).unwrap_err();
+    let err = c.add_to_store_nar("/nix/store/p", good, &mut &[0u8; 120][..]).unwrap_err();
     assert!(matches!(err, ServeError::InvalidNar { .. }), "{err:?}");
 }

@@ -237,6 +237,67 @@ fn local_info(sb: &Sandbox, path: &str) -> PathInfo {
     }
 }
 
+/// `dep` and `ref` in the local store, as the client uploads them and as the remote must
+/// give them back.
+struct Local {
+    store: PathBuf,
+    /// `store` as a command-line argument.
+    store_arg: String,
+    ref_path: String,
+    dep_path: String,
+    export_dep: Vec<u8>,
+    export_both: Vec<u8>,
+    ref_nar: Vec<u8>,
+    dep_nar: Vec<u8>,
+    dep_info: PathInfo,
+    ref_info: PathInfo,
+}
+
+impl Local {
+    fn new(sb: &Sandbox) -> Local {
+        let (ref_path, dep_path) = inputs(sb);
+        let local = sb.local();
+        let local_s = local.to_str().unwrap().to_string();
+        let export_dep = sb.run("nix-store", &["--store", &local_s, "--export", &dep_path]).stdout;
+        let export_both =
+            sb.run("nix-store", &["--store", &local_s, "--export", &dep_path, &ref_path]).stdout;
+        let ref_nar =
+            sb.run("nix-store", &["--dump", Sandbox::real(&local, &ref_path).to_str().unwrap()]).stdout;
+        let dep_nar =
+            sb.run("nix-store", &["--dump", Sandbox::real(&local, &dep_path).to_str().unwrap()]).stdout;
+        let dep_info = local_info(sb, &dep_path);
+        let ref_info = local_info(sb, &ref_path);
+        assert_eq!(ref_info.references, BTreeSet::from([dep_path.clone()]));
+        Local {
+            store: local,
+            store_arg: local_s,
+            ref_path,
+            dep_path,
+            export_dep,
+            export_both,
+            ref_nar,
+            dep_nar,
+            dep_info,
+            ref_info,
+        }
+    }
+
+    /// The info of `dep` or `ref`.
+    fn info(&self, path: &str) -> &PathInfo {
+        if *path == self.dep_path {
+            &self.dep_info
+        } else {
+            &self.ref_info
+        }
+    }
+
+    fn both(&self) -> [&str; 2] {
+        [self.dep_path.as_str(), self.ref_path.as_str()]
+    }
+}
+
+type Client = ServeClient<ChildStdout, ChildStdin>;
+
 #[test]
 fn against_nix_store_serve() {
     if let Some(reason) = skip_reason() {
@@ -244,17 +305,7 @@ fn against_nix_store_serve() {
         return;
     }
     let sb = Sandbox::new();
-    let (ref_path, dep_path) = inputs(&sb);
-    let local = sb.local();
-    let local_s = local.to_str().unwrap().to_string();
-    let remote = sb.remote();
-    let export_dep = sb.run("nix-store", &["--store", &local_s, "--export", &dep_path]).stdout;
-    let export_both = sb.run("nix-store", &["--store", &local_s, "--export", &dep_path, &ref_path]).stdout;
-    let ref_nar = sb.run("nix-store", &["--dump", Sandbox::real(&local, &ref_path).to_str().unwrap()]).stdout;
-    let dep_nar = sb.run("nix-store", &["--dump", Sandbox::real(&local, &dep_path).to_str().unwrap()]).stdout;
-    let dep_info = local_info(&sb, &dep_path);
-    let ref_info = local_info(&sb, &ref_path);
-    assert_eq!(ref_info.references, BTreeSet::from([dep_path.clone()]));
+    let l = Local::new(&sb);
 
     let (server, stdout, stdin) = Server::start(&sb);
     let mut c = ServeClient::handshake("local nix-store --serve", stdout, stdin)
@@ -262,25 +313,43 @@ fn against_nix_store_serve() {
     assert_eq!(c.remote_version(), 0x207, "Nix 2.4 and later speak 2.7");
     assert_eq!(c.version(), 0x207);
 
-    // An empty store.
-    let both = [dep_path.as_str(), ref_path.as_str()];
+    let missing = "/nix/store/00000000000000000000000000000000-nwh-missing";
+    upload_both(&mut c, &l);
+    check_remote_infos(&mut c, &l, missing);
+    download_both(&mut c, &sb, &l);
+    build_on_the_remote(&mut c, &sb, &l, &server);
+
+    // An error on the server ends the session; the message is on its stderr.
+    let err = c.dump_store_path(missing, &mut Vec::new()).unwrap_err();
+    assert!(matches!(err, ServeError::Eof { during: "DumpStorePath", .. }), "{err:?}");
+    assert!(err.is_disconnect());
+    drop(c);
+    let (status, stderr) = server.wait();
+    assert!(!status.success());
+    assert!(stderr.contains(missing) && stderr.contains("is not valid"), "{stderr}");
+}
+
+/// Into an empty store: `dep` with ImportPaths, then `ref` (which refers to it) with
+/// AddToStoreNar.
+fn upload_both(c: &mut Client, l: &Local) {
+    let both = l.both();
     assert!(c.query_valid_paths(both, false, false).unwrap().is_empty());
     assert!(c.query_path_infos(both).unwrap().is_empty());
 
-    // Upload `dep` with ImportPaths, then `ref` (which refers to it) with AddToStoreNar.
-    let entries = c.import_paths(&mut &export_dep[..]).unwrap();
+    let entries = c.import_paths(&mut &l.export_dep[..]).unwrap();
     assert_eq!(entries.len(), 1);
-    assert_eq!(entries[0].nar.nar_hash(), dep_info.nar_hash);
-    assert_eq!(c.query_valid_paths(both, false, false).unwrap(), BTreeSet::from([dep_path.clone()]));
-    c.add_to_store_nar(&ref_path, &ref_info, &mut BufReader::new(&ref_nar[..])).unwrap();
+    assert_eq!(entries[0].nar.nar_hash(), l.dep_info.nar_hash);
+    assert_eq!(c.query_valid_paths(both, false, false).unwrap(), BTreeSet::from([l.dep_path.clone()]));
+    c.add_to_store_nar(&l.ref_path, &l.ref_info, &mut BufReader::new(&l.ref_nar[..])).unwrap();
     assert_eq!(c.query_valid_paths(both, true, false).unwrap(), BTreeSet::from(both.map(String::from)));
+}
 
-    // Path infos as the remote sees them: what we sent, hashed by the server itself.
-    let missing = "/nix/store/00000000000000000000000000000000-nwh-missing";
-    let infos = c.query_path_infos([dep_path.as_str(), ref_path.as_str(), missing]).unwrap();
+/// Path infos as the remote sees them: what we sent, hashed by the server itself.
+fn check_remote_infos(c: &mut Client, l: &Local, missing: &str) {
+    let infos = c.query_path_infos([l.dep_path.as_str(), l.ref_path.as_str(), missing]).unwrap();
     assert_eq!(infos.len(), 2);
     for (path, info) in &infos {
-        let expect = if *path == dep_path { &dep_info } else { &ref_info };
+        let expect = l.info(path);
         assert_eq!(info.nar_hash, expect.nar_hash, "{path}");
         assert_eq!(info.nar_size, expect.nar_size, "{path}");
         assert_eq!(info.references, expect.references, "{path}");
@@ -288,13 +357,16 @@ fn against_nix_store_serve() {
         assert!(info.deriver.is_some(), "{path}: the deriver travels with both upload commands");
         assert_eq!(info.ca, None);
     }
+}
 
-    // Downloads: DumpStorePath gives what `nix-store --dump` gives.
-    for (path, nar) in [(&dep_path, &dep_nar), (&ref_path, &ref_nar)] {
+fn download_both(c: &mut Client, sb: &Sandbox, l: &Local) {
+    // DumpStorePath gives what `nix-store --dump` gives.
+    let remote = sb.remote();
+    for (path, nar) in [(&l.dep_path, &l.dep_nar), (&l.ref_path, &l.ref_nar)] {
         let mut got = Vec::new();
         let summary = c.dump_store_path(path, &mut got).unwrap();
         assert_eq!(&got, nar, "{path}");
-        assert_eq!(summary.nar_hash(), if *path == dep_path { &dep_info } else { &ref_info }.nar_hash);
+        assert_eq!(summary.nar_hash(), l.info(path).nar_hash);
         let remote_dump =
             sb.run("nix-store", &["--dump", Sandbox::real(&remote, path).to_str().unwrap()]).stdout;
         assert_eq!(&remote_dump, nar, "{path} on the remote");
@@ -302,19 +374,22 @@ fn against_nix_store_serve() {
 
     // ExportPaths gives what `nix-store --export` of the local store gave, dependencies first.
     let mut exported = Vec::new();
-    let entries = c.export_paths([ref_path.as_str(), dep_path.as_str()], &mut exported).unwrap();
+    let entries = c.export_paths([l.ref_path.as_str(), l.dep_path.as_str()], &mut exported).unwrap();
     assert_eq!(
         entries.iter().map(|e| e.path.clone()).collect::<Vec<_>>(),
-        [dep_path.clone(), ref_path.clone()]
+        [l.dep_path.clone(), l.ref_path.clone()]
     );
-    assert_eq!(exported, export_both);
+    assert_eq!(exported, l.export_both);
     assert_eq!(copy_export(&mut &exported[..], &mut std::io::sink()).unwrap(), entries);
+}
 
+fn build_on_the_remote(c: &mut Client, sb: &Sandbox, l: &Local, server: &Server) {
     // BuildDerivation of a derivation with an input derivation: its inputs are the closure.
-    let top_drv_path = sb.run_text("nix-instantiate", &["--store", &local_s, "exprs.nix", "-A", "top"]);
-    let top = Derivation::read(Sandbox::real(&local, &top_drv_path)).unwrap();
+    let remote = sb.remote();
+    let top_drv_path = sb.run_text("nix-instantiate", &["--store", &l.store_arg, "exprs.nix", "-A", "top"]);
+    let top = Derivation::read(Sandbox::real(&l.store, &top_drv_path)).unwrap();
     assert_eq!(top.input_drvs.len(), 2);
-    let closure: BTreeSet<String> = both.iter().map(|s| s.to_string()).collect();
+    let closure: BTreeSet<String> = l.both().iter().map(|s| s.to_string()).collect();
     let basic = top.to_basic(&closure);
     let options =
         BuildOptions { max_silent_time: 60, build_timeout: 120, max_log_size: 1 << 20, keep_failed: false };
@@ -325,7 +400,7 @@ fn against_nix_store_serve() {
     assert_eq!(result.built_output_paths("/nix/store").unwrap(), top.output_paths());
     let out = &top.output_paths()["out"];
     let content = std::fs::read_to_string(Sandbox::real(&remote, out)).unwrap();
-    assert_eq!(content, format!("{dep_path}\nhello\n"));
+    assert_eq!(content, format!("{}\nhello\n", l.dep_path));
     assert!(c.query_valid_paths(top.output_paths().values(), false, false).unwrap().len() == 2);
 
     // Building it again: nothing to do.
@@ -334,22 +409,13 @@ fn against_nix_store_serve() {
     assert!(again.is_success());
 
     // A failing builder is a result, not a broken connection.
-    let fail_drv_path = sb.run_text("nix-instantiate", &["--store", &local_s, "exprs.nix", "-A", "fail"]);
-    let fail = Derivation::read(Sandbox::real(&local, &fail_drv_path)).unwrap();
+    let fail_drv_path = sb.run_text("nix-instantiate", &["--store", &l.store_arg, "exprs.nix", "-A", "fail"]);
+    let fail = Derivation::read(Sandbox::real(&l.store, &fail_drv_path)).unwrap();
     let result = c.build_derivation(&fail_drv_path, &fail.to_basic(&BTreeSet::new()), &options).unwrap();
     assert_eq!(result.status, BuildStatus::PermanentFailure);
     assert!(result.error_msg.contains("exit code 3"), "{}", result.error_msg);
     assert!(server.stderr().contains("failing on purpose"), "the build log goes to stderr");
     assert!(c.query_valid_paths([out.as_str()], false, false).unwrap().len() == 1);
-
-    // An error on the server ends the session; the message is on its stderr.
-    let err = c.dump_store_path(missing, &mut Vec::new()).unwrap_err();
-    assert!(matches!(err, ServeError::Eof { during: "DumpStorePath", .. }), "{err:?}");
-    assert!(err.is_disconnect());
-    drop(c);
-    let (status, stderr) = server.wait();
-    assert!(!status.success());
-    assert!(stderr.contains(missing) && stderr.contains("is not valid"), "{stderr}");
 }
 
 #[test]

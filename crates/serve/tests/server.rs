@@ -76,104 +76,125 @@ impl FakeStore {
         let version = server.version();
         let mut log = Vec::new();
         while let Some(request) = server.next_request().unwrap() {
-            match &request {
-                Request::QueryValidPaths { paths, .. } => {
-                    server.reply_valid_paths(paths.iter().filter(|p| self.paths.contains_key(*p))).unwrap()
-                }
-                Request::QueryPathInfos { paths } => {
-                    let infos: Vec<(String, PathInfo)> = paths
-                        .iter()
-                        .filter_map(|p| self.paths.get(p).map(|(info, _)| (p.clone(), info.clone())))
-                        .collect();
-                    server.reply_path_infos(&infos).unwrap();
-                }
-                Request::DumpStorePath { path } => {
-                    let summary = server.reply_nar(&mut &self.paths[path].1[..]).unwrap();
-                    assert_eq!(summary.size, self.paths[path].0.nar_size);
-                }
-                Request::ImportPaths => {
-                    // Through the reader, checked again on the way into our "store".
-                    let mut stream = Vec::new();
-                    server.export_reader().unwrap().read_to_end(&mut stream).unwrap();
-                    let mut nars = Vec::new();
-                    let mut rest = &stream[..];
-                    for entry in copy_export(&mut &stream[..], &mut std::io::sink()).unwrap() {
-                        rest = &rest[8..];
-                        let mut nar = Vec::new();
-                        copy_nar(&mut rest, &mut nar).unwrap();
-                        // Skip the entry's trailer: magic, path, references, deriver, flag.
-                        let mut r = nwh_wire::Reader::new(&mut rest);
-                        r.read_u64().unwrap();
-                        r.read_string().unwrap();
-                        r.read_string_list().unwrap();
-                        r.read_string().unwrap();
-                        r.read_u64().unwrap();
-                        nars.push((entry, nar));
-                    }
-                    for (entry, nar) in nars {
-                        let refs: Vec<&str> = entry.references.iter().map(String::as_str).collect();
-                        let info = info_of(&nar, &refs, entry.deriver.as_deref());
-                        self.paths.insert(entry.path, (info, nar));
-                    }
-                    server.reply_ok().unwrap();
-                }
-                Request::ExportPaths { paths } => {
-                    let stream = self.export(paths);
-                    server.reply_export(&mut &stream[..]).unwrap();
-                }
-                Request::BuildPaths { paths, .. } => {
-                    let missing: Vec<&String> =
-                        paths.iter().filter(|p| !self.paths.contains_key(*p)).collect();
-                    let result = if missing.is_empty() {
-                        BuildPathsResult::default()
-                    } else {
-                        BuildPathsResult { status: 1, error_msg: format!("cannot build {missing:?}") }
-                    };
-                    server.reply_build_paths(&result).unwrap();
-                }
-                Request::QueryClosure { paths, .. } => {
-                    let mut closure = BTreeSet::new();
-                    let mut todo: Vec<String> = paths.iter().cloned().collect();
-                    while let Some(p) = todo.pop() {
-                        if let Some((info, _)) = self.paths.get(&p) {
-                            if closure.insert(p.clone()) {
-                                todo.extend(info.references.iter().cloned());
-                            }
-                        }
-                    }
-                    server.reply_closure(&closure).unwrap();
-                }
-                Request::BuildDerivation { drv_path, drv, .. } => {
-                    let mut result = BuildResult::new(BuildStatus::Built, "");
-                    result.times_built = 1;
-                    result.start_time = 1_700_000_000;
-                    result.stop_time = 1_700_000_002;
-                    for (name, out) in &drv.outputs {
-                        let id = format!("sha256:{}!{name}", "ab".repeat(32));
-                        let base = out.path.trim_start_matches("/nix/store/");
-                        result.built_outputs.insert(
-                            id.clone(),
-                            format!(r#"{{"dependentRealisations":{{}},"id":"{id}","outPath":"{base}","signatures":[]}}"#),
-                        );
-                    }
-                    assert_eq!(drv_path, DRV);
-                    let nar = read_fixture("hello.nar");
-                    self.paths.insert(OUT.to_string(), (info_of(&nar, &[], Some(DRV)), nar));
-                    server.reply_build_result(&result).unwrap();
-                }
-                Request::AddToStoreNar { path, info, .. } => {
-                    let mut nar = Vec::new();
-                    let summary = server.read_nar(&mut nar).unwrap();
-                    assert_eq!(summary.size, info.nar_size);
-                    self.paths.insert(path.clone(), (info.clone(), nar));
-                    server.reply_ok().unwrap();
-                }
-            }
+            self.answer(&mut server, &request);
             log.push(request);
         }
         (version, log)
     }
+
+    fn answer(&mut self, server: &mut Server, request: &Request) {
+        match request {
+            Request::QueryValidPaths { paths, .. } => {
+                server.reply_valid_paths(paths.iter().filter(|p| self.paths.contains_key(*p))).unwrap()
+            }
+            Request::QueryPathInfos { paths } => {
+                let infos: Vec<(String, PathInfo)> = paths
+                    .iter()
+                    .filter_map(|p| self.paths.get(p).map(|(info, _)| (p.clone(), info.clone())))
+                    .collect();
+                server.reply_path_infos(&infos).unwrap();
+            }
+            Request::DumpStorePath { path } => {
+                let summary = server.reply_nar(&mut &self.paths[path].1[..]).unwrap();
+                assert_eq!(summary.size, self.paths[path].0.nar_size);
+            }
+            Request::ImportPaths => {
+                self.import(server);
+                server.reply_ok().unwrap();
+            }
+            Request::ExportPaths { paths } => {
+                let stream = self.export(paths);
+                server.reply_export(&mut &stream[..]).unwrap();
+            }
+            Request::BuildPaths { paths, .. } => server.reply_build_paths(&self.build_paths(paths)).unwrap(),
+            Request::QueryClosure { paths, .. } => server.reply_closure(self.closure(paths)).unwrap(),
+            Request::BuildDerivation { drv_path, drv, .. } => {
+                let result = self.build(drv_path, drv);
+                server.reply_build_result(&result).unwrap();
+            }
+            Request::AddToStoreNar { path, info, .. } => {
+                let mut nar = Vec::new();
+                let summary = server.read_nar(&mut nar).unwrap();
+                assert_eq!(summary.size, info.nar_size);
+                self.paths.insert(path.clone(), (info.clone(), nar));
+                server.reply_ok().unwrap();
+            }
+        }
+    }
+
+    /// Takes in the export stream of an ImportPaths.
+    fn import(&mut self, server: &mut Server) {
+        // Through the reader, checked again on the way into our "store".
+        let mut stream = Vec::new();
+        server.export_reader().unwrap().read_to_end(&mut stream).unwrap();
+        let mut nars = Vec::new();
+        let mut rest = &stream[..];
+        for entry in copy_export(&mut &stream[..], &mut std::io::sink()).unwrap() {
+            rest = &rest[8..];
+            let mut nar = Vec::new();
+            copy_nar(&mut rest, &mut nar).unwrap();
+            // Skip the entry's trailer: magic, path, references, deriver, flag.
+            let mut r = nwh_wire::Reader::new(&mut rest);
+            r.read_u64().unwrap();
+            r.read_string().unwrap();
+            r.read_string_list().unwrap();
+            r.read_string().unwrap();
+            r.read_u64().unwrap();
+            nars.push((entry, nar));
+        }
+        for (entry, nar) in nars {
+            let refs: Vec<&str> = entry.references.iter().map(String::as_str).collect();
+            let info = info_of(&nar, &refs, entry.deriver.as_deref());
+            self.paths.insert(entry.path, (info, nar));
+        }
+    }
+
+    /// Builds nothing: succeeds when every path is there already.
+    fn build_paths(&self, paths: &[String]) -> BuildPathsResult {
+        let missing: Vec<&String> = paths.iter().filter(|p| !self.paths.contains_key(*p)).collect();
+        if missing.is_empty() {
+            BuildPathsResult::default()
+        } else {
+            BuildPathsResult { status: 1, error_msg: format!("cannot build {missing:?}") }
+        }
+    }
+
+    fn closure(&self, paths: &BTreeSet<String>) -> BTreeSet<String> {
+        let mut closure = BTreeSet::new();
+        let mut todo: Vec<String> = paths.iter().cloned().collect();
+        while let Some(p) = todo.pop() {
+            if let Some((info, _)) = self.paths.get(&p) {
+                if closure.insert(p.clone()) {
+                    todo.extend(info.references.iter().cloned());
+                }
+            }
+        }
+        closure
+    }
+
+    /// "Builds" DRV: its output appears in the store, with hello.nar as contents.
+    fn build(&mut self, drv_path: &str, drv: &BasicDerivation) -> BuildResult {
+        let mut result = BuildResult::new(BuildStatus::Built, "");
+        result.times_built = 1;
+        result.start_time = 1_700_000_000;
+        result.stop_time = 1_700_000_002;
+        for (name, out) in &drv.outputs {
+            let id = format!("sha256:{}!{name}", "ab".repeat(32));
+            let base = out.path.trim_start_matches("/nix/store/");
+            result.built_outputs.insert(
+                id.clone(),
+                format!(r#"{{"dependentRealisations":{{}},"id":"{id}","outPath":"{base}","signatures":[]}}"#),
+            );
+        }
+        assert_eq!(drv_path, DRV);
+        let nar = read_fixture("hello.nar");
+        self.paths.insert(OUT.to_string(), (info_of(&nar, &[], Some(DRV)), nar));
+        result
+    }
 }
+
+type Server = ServeServer<UnixStream, UnixStream>;
+type Client = ServeClient<UnixStream, UnixStream>;
 
 fn basic_drv() -> BasicDerivation {
     BasicDerivation {
@@ -198,17 +219,31 @@ fn session(offered: u64) {
     let minor = offered & 0xff;
     let store = FakeStore::new();
 
-    // Queries.
     let ask = set(&[HELLO, TREE, UPLOADED]);
-    assert_eq!(c.query_valid_paths(&ask, true, false).unwrap(), set(&[HELLO, TREE]));
-    let infos = c.query_path_infos(&ask).unwrap();
+    queries(&mut c, &store, &ask, minor);
+    downloads(&mut c, &store);
+    let info = uploads(&mut c, &store);
+    let options =
+        BuildOptions { max_silent_time: 60, build_timeout: 3600, max_log_size: 1 << 20, keep_failed: true };
+    builds(&mut c, &options, minor);
+    drop(c);
+
+    let (version, log) = server.join().unwrap();
+    assert_eq!(version, offered);
+    check_requests(&log, ask, &info, options, minor);
+}
+
+fn queries(c: &mut Client, store: &FakeStore, ask: &BTreeSet<String>, minor: u64) {
+    assert_eq!(c.query_valid_paths(ask, true, false).unwrap(), set(&[HELLO, TREE]));
+    let infos = c.query_path_infos(ask).unwrap();
     assert_eq!(infos.len(), 2);
     for (path, info) in &infos {
         assert_eq!(*info, store.paths[path].0, "{path} at 2.{minor}");
     }
     assert_eq!(c.query_closure([TREE], false).unwrap(), set(&[HELLO, TREE]));
+}
 
-    // Downloads.
+fn downloads(c: &mut Client, store: &FakeStore) {
     let mut nar = Vec::new();
     let summary = c.dump_store_path(TREE, &mut nar).unwrap();
     assert_eq!(nar, store.paths[TREE].1);
@@ -217,8 +252,11 @@ fn session(offered: u64) {
     let entries = c.export_paths([TREE, HELLO], &mut exported).unwrap();
     assert_eq!(exported, store.export(&set(&[HELLO, TREE])));
     assert_eq!(entries.len(), 2);
+}
 
-    // Uploads: AddToStoreNar, then ImportPaths of what it exported, under a new name.
+/// AddToStoreNar, then ImportPaths of what it exported, under a new name; returns the info
+/// uploaded with AddToStoreNar.
+fn uploads(c: &mut Client, store: &FakeStore) -> PathInfo {
     let nar = read_fixture("hello.nar");
     let info = PathInfo { ca: Some("fixed:r:sha256:x".into()), ..info_of(&nar, &[HELLO], None) };
     c.add_to_store_nar(UPLOADED, &info, &mut &nar[..]).unwrap();
@@ -241,11 +279,11 @@ fn session(offered: u64) {
             .len(),
         2
     );
+    info
+}
 
-    // Builds.
-    let options =
-        BuildOptions { max_silent_time: 60, build_timeout: 3600, max_log_size: 1 << 20, keep_failed: true };
-    let result = c.build_derivation(DRV, &basic_drv(), &options).unwrap();
+fn builds(c: &mut Client, options: &BuildOptions, minor: u64) {
+    let result = c.build_derivation(DRV, &basic_drv(), options).unwrap();
     assert_eq!(result.status, BuildStatus::Built);
     assert_eq!((result.times_built, result.start_time, result.stop_time), (1, 1_700_000_000, 1_700_000_002));
     if minor >= 6 {
@@ -256,16 +294,23 @@ fn session(offered: u64) {
     } else {
         assert!(result.built_outputs.is_empty());
     }
-    assert_eq!(c.build_paths([OUT], &options).unwrap(), BuildPathsResult::default());
-    let failed = c.build_paths(["/nix/store/x-missing.drv!out"], &options).unwrap();
+    assert_eq!(c.build_paths([OUT], options).unwrap(), BuildPathsResult::default());
+    let failed = c.build_paths(["/nix/store/x-missing.drv!out"], options).unwrap();
     assert_eq!(
         (failed.status, failed.error_msg.as_str()),
         (1, r#"cannot build ["/nix/store/x-missing.drv!out"]"#)
     );
-    drop(c);
+}
 
-    let (version, log) = server.join().unwrap();
-    assert_eq!(version, offered);
+/// What the server received: the session's requests in order, as the client was asked to
+/// send them.
+fn check_requests(
+    log: &[Request],
+    ask: BTreeSet<String>,
+    info: &PathInfo,
+    options: BuildOptions,
+    minor: u64,
+) {
     let names: Vec<&str> = log.iter().map(Request::name).collect();
     assert_eq!(
         names,
@@ -291,7 +336,7 @@ fn session(offered: u64) {
         got.nar_hash,
         nwh_nar::hash::base16_encode(&nwh_nar::hash::parse_sha256(&info.nar_hash).unwrap())
     );
-    assert_eq!(PathInfo { nar_hash: info.nar_hash.clone(), ..got.clone() }, info);
+    assert_eq!(PathInfo { nar_hash: info.nar_hash.clone(), ..got.clone() }, *info);
     // The options as far as the version carries them: keep-failed only from 2.7 on.
     let expected_options = BuildOptions { keep_failed: minor >= 7, ..options };
     assert_eq!(
