@@ -101,39 +101,68 @@ pub fn run(nix: Nix, rounds: usize) -> (Table, Table, Vec<String>) {
         timed_build(&tb, label, &derivation(&[]), args, None);
     }
     let scratch = tempfile::tempdir_in("/tmp").unwrap();
-    let mut times = vec![Vec::new(); variants.len() + 1];
-    let mut rss: Vec<Vec<f64>> = vec![Vec::new(); 2];
+    let mut measured = Measured { times: vec![Vec::new(); variants.len() + 1], rss: vec![Vec::new(); 2] };
     for round in 0..rounds {
+        measured.round(&tb, scratch.path(), round, &variants);
+    }
+    let phases = [(OURS, 1), (BUILDER, 2)]
+        .iter()
+        .map(|(label, i)| {
+            let files: Vec<_> = (0..rounds).map(|r| timeline_file(scratch.path(), *i, r)).collect();
+            format!("{label}: {}", timeline::phases(&files))
+        })
+        .collect();
+    (time_table(nix, measured.times), memory_table(nix, measured.rss), phases)
+}
+
+/// What the rounds measured: seconds per row of the time table (bare ssh first, then each
+/// variant), and the peak memory of each of our two modes.
+struct Measured {
+    times: Vec<Vec<f64>>,
+    rss: Vec<Vec<f64>>,
+}
+
+impl Measured {
+    /// One round: each variant builds fresh inputs (the first also sends them through bare ssh),
+    /// and what it added is removed again.
+    fn round(
+        &mut self,
+        tb: &Testbed,
+        scratch: &std::path::Path,
+        round: usize,
+        variants: &[(&str, Vec<&str>)],
+    ) {
         for (i, (label, args)) in variants.iter().enumerate() {
-            let (inputs, files) = fresh_inputs(&tb, scratch.path());
+            let (inputs, files) = fresh_inputs(tb, scratch);
             if i == 0 {
                 let secs = raw_ssh(&files);
                 eprintln!("  round {}: {RAW}: {secs:.2} s", round + 1);
-                times[0].push(secs);
+                self.times[0].push(secs);
             }
-            let file = scratch.path().join(format!("timeline-{i}-{round}"));
-            let (secs, out) = timed_build(&tb, label, &derivation(&inputs), args, Some(&file));
+            let file = timeline_file(scratch, i, round);
+            let (secs, out) = timed_build(tb, label, &derivation(&inputs), args, Some(&file));
             eprintln!("  round {}: {label}: {secs:.2} s", round + 1);
-            times[i + 1].push(secs);
+            self.times[i + 1].push(secs);
             if i > 0 {
                 if let Some(mib) = timeline::peak_rss_mib(std::slice::from_ref(&file)) {
-                    rss[i - 1].push(mib);
+                    self.rss[i - 1].push(mib);
                 }
             }
-            forget(&tb, &out, &inputs);
+            forget(tb, &out, &inputs);
             for f in files {
                 let _ = std::fs::remove_file(f);
             }
         }
     }
-    let phases = [(OURS, 1), (BUILDER, 2)]
-        .iter()
-        .map(|(label, i)| {
-            let files: Vec<_> =
-                (0..rounds).map(|r| scratch.path().join(format!("timeline-{i}-{r}"))).collect();
-            format!("{label}: {}", timeline::phases(&files))
-        })
-        .collect();
+}
+
+/// Where the timeline of variant `variant`'s build in `round` is written.
+fn timeline_file(scratch: &std::path::Path, variant: usize, round: usize) -> PathBuf {
+    scratch.join(format!("timeline-{variant}-{round}"))
+}
+
+/// The table of times, each row against bare ssh with the same bytes.
+fn time_table(nix: Nix, times: Vec<Vec<f64>>) -> Table {
     let labels = [RAW, NIX_HOOK, OURS, BUILDER];
     let rows = labels
         .iter()
@@ -147,7 +176,23 @@ pub fn run(nix: Nix, rounds: usize) -> (Table, Table, Vec<String>) {
             }
         })
         .collect();
-    let memory = Table {
+    Table {
+        title: format!("Transfer of a 256 MiB closure to one builder, Nix {} master", nix.name()),
+        what: format!(
+            "{PATHS} input paths of {MIB_PER_PATH} MiB of fresh random bytes each (new in every round, so \
+             nothing is on the builder yet), a build that only names them, its small output back; the \
+             whole `nix-build` timed. The bare ssh row sends the same bytes through one `ssh` to \
+             `cat > /dev/null`."
+        ),
+        unit: "s",
+        stats: Stats::Rounds,
+        rows,
+    }
+}
+
+/// The table of our two modes' peak memory.
+fn memory_table(nix: Nix, rss: Vec<Vec<f64>>) -> Table {
+    Table {
         title: format!("Peak memory of a hook process during that transfer, Nix {} master", nix.name()),
         what: "The largest peak resident set (`VmHWM`) of any of our processes in a round's build, as \
                their timelines recorded it."
@@ -159,18 +204,5 @@ pub fn run(nix: Nix, rounds: usize) -> (Table, Table, Vec<String>) {
             .zip(rss)
             .map(|(label, values)| Row::new(*label, values).against(Against::Absolute, Some(30.0)))
             .collect(),
-    };
-    let table = Table {
-        title: format!("Transfer of a 256 MiB closure to one builder, Nix {} master", nix.name()),
-        what: format!(
-            "{PATHS} input paths of {MIB_PER_PATH} MiB of fresh random bytes each (new in every round, so \
-             nothing is on the builder yet), a build that only names them, its small output back; the \
-             whole `nix-build` timed. The bare ssh row sends the same bytes through one `ssh` to \
-             `cat > /dev/null`."
-        ),
-        unit: "s",
-        stats: Stats::Rounds,
-        rows,
-    };
-    (table, memory, phases)
+    }
 }

@@ -86,19 +86,9 @@ impl Dispatcher {
     /// made again, as Nix's hook does; when every fitting builder is busy, waits as `wait`
     /// allows for one to free.
     pub fn place(&mut self, t: &Try, wait: Wait, logger: &Logger) -> Result<Placement> {
-        let waited = Instant::now();
-        // A wait looks again whenever a build ends; a trace line per look may say the same thing.
-        let mut last_waited: Option<Vec<MachineView>> = None;
-        // Builder mode's place in the queue for the machines that fit; the next waiter moves
-        // up when this returns, holding a slot or not.
-        let mut turn: Option<nwh_slots::Turn> = None;
+        let mut waiting = Waiting { wait, since: Instant::now(), last_waited: None, turn: None };
         loop {
-            for (i, m) in self.scheduler.machines.iter().enumerate() {
-                self.scheduler.disabled[i] = self.unsupported[i]
-                    .clone()
-                    .or_else(|| self.failed_here[i].clone())
-                    .or_else(|| self.health.disabled_reason(&m.uri));
-            }
+            self.disable_unusable();
             let time = SystemTime::now();
             let mut outcome = self.scheduler.decide(t)?;
             crate::timeline::mark("decided");
@@ -112,80 +102,103 @@ impl Dispatcher {
                     self.record(time, &outcome, nwh_trace::Outcome::Declined, logger);
                     return Ok(Placement::Declined { explanation: outcome.explanation });
                 }
-                Reply::Postpone if matches!(wait, Wait::Forever) && !fitting(&outcome).is_empty() => {
-                    if last_waited.as_ref() != Some(&outcome.machines) {
-                        self.record(time, &outcome, nwh_trace::Outcome::Waited, logger);
-                        last_waited = Some(outcome.machines.clone());
-                    }
-                    // In turn, without polling: first the waiters that came before, then a
-                    // build ending on one of the machines; then the policy chooses again.
-                    let fitting = fitting(&outcome);
-                    let load = &self.scheduler.load;
-                    match &turn {
-                        None => turn = Some(load.wait_turn(&queue_name(&fitting))?),
-                        Some(_) => load.wait_for_a_free_slot(&fitting)?,
-                    }
-                }
-                Reply::Postpone
-                    if matches!(wait, Wait::UpTo(limit) if waited.elapsed() < limit)
-                        && !fitting(&outcome).is_empty() =>
-                {
-                    // Nix waits `build-poll-interval` (5 s) after a postpone, even when a slot
-                    // frees sooner; waiting here starts the build as soon as one frees.
-                    if last_waited.as_ref() != Some(&outcome.machines) {
-                        self.record(time, &outcome, nwh_trace::Outcome::Waited, logger);
-                        last_waited = Some(outcome.machines.clone());
-                    }
-                    let Wait::UpTo(limit) = wait else { unreachable!("matched above") };
-                    // Woken when a build ends; at the deadline the policy is asked once more,
-                    // and its postpone then goes to Nix.
-                    self.scheduler
-                        .load
-                        .wait_for_a_free_slot_until(&fitting(&outcome), Some(waited + limit))?;
-                }
                 Reply::Postpone => {
-                    self.record(time, &outcome, nwh_trace::Outcome::Postponed, logger);
-                    return Ok(Placement::Postponed { explanation: outcome.explanation });
+                    if !self.wait_for_a_slot(&mut waiting, time, &outcome, logger)? {
+                        self.record(time, &outcome, nwh_trace::Outcome::Postponed, logger);
+                        return Ok(Placement::Postponed { explanation: outcome.explanation });
+                    }
                 }
                 Reply::Accept { machine, slot } => {
-                    let uri = self.scheduler.machines[machine].uri.clone();
-                    if !self.connect_first {
-                        self.record(
-                            time,
-                            &outcome,
-                            nwh_trace::Outcome::Accepted { uri: uri.clone() },
-                            logger,
-                        );
-                        return Ok(Placement::Placed(Box::new(Placed { machine, uri, slot, master: None })));
-                    }
-                    match self.connect(machine, logger) {
-                        Ok(master) => {
-                            self.record(
-                                time,
-                                &outcome,
-                                nwh_trace::Outcome::Accepted { uri: uri.clone() },
-                                logger,
-                            );
-                            self.health.mark_up(&uri);
-                            let placed = Placed { machine, uri, slot, master: Some(master) };
-                            return Ok(Placement::Placed(Box::new(placed)));
-                        }
-                        Err(e) => {
-                            // Said once, here; later processes skip the builder until its
-                            // backoff ends.
-                            self.record(
-                                time,
-                                &outcome,
-                                nwh_trace::Outcome::ConnectionFailed { uri: uri.clone() },
-                                logger,
-                            );
-                            let reason = format!("{e:#}");
-                            logger.error(&format!("cannot build on '{uri}': {reason}"));
-                            self.health.mark_down(&uri, &reason);
-                            self.failed_here[machine] = Some(format!("unreachable ({reason})"));
-                        }
+                    if let Some(placed) = self.accept(machine, slot, time, &outcome, logger) {
+                        return Ok(Placement::Placed(Box::new(placed)));
                     }
                 }
+            }
+        }
+    }
+
+    /// Keeps out of the next choice the machines this hook cannot build on, those found
+    /// unreachable here, and those other processes found unreachable.
+    fn disable_unusable(&mut self) {
+        for (i, m) in self.scheduler.machines.iter().enumerate() {
+            self.scheduler.disabled[i] = self.unsupported[i]
+                .clone()
+                .or_else(|| self.failed_here[i].clone())
+                .or_else(|| self.health.disabled_reason(&m.uri));
+        }
+    }
+
+    /// Waits, as `waiting` still allows, for a slot to free on a machine the postponed request
+    /// fits; false when it may not wait (or no slot can free for it) and the postpone stands.
+    fn wait_for_a_slot(
+        &mut self,
+        waiting: &mut Waiting,
+        time: SystemTime,
+        outcome: &schedule::Outcome,
+        logger: &Logger,
+    ) -> Result<bool> {
+        let deadline = match waiting.wait {
+            Wait::Forever => None,
+            // Nix waits `build-poll-interval` (5 s) after a postpone, even when a slot
+            // frees sooner; waiting here starts the build as soon as one frees.
+            Wait::UpTo(limit) if waiting.since.elapsed() < limit => Some(waiting.since + limit),
+            Wait::UpTo(_) => return Ok(false),
+        };
+        let fitting = fitting(outcome);
+        if fitting.is_empty() {
+            return Ok(false);
+        }
+        if waiting.last_waited.as_ref() != Some(&outcome.machines) {
+            self.record(time, outcome, nwh_trace::Outcome::Waited, logger);
+            waiting.last_waited = Some(outcome.machines.clone());
+        }
+        let load = &self.scheduler.load;
+        match deadline {
+            // In turn, without polling: first the waiters that came before, then a
+            // build ending on one of the machines; then the policy chooses again.
+            None => match &waiting.turn {
+                None => waiting.turn = Some(load.wait_turn(&queue_name(&fitting))?),
+                Some(_) => load.wait_for_a_free_slot(&fitting)?,
+            },
+            // Woken when a build ends; at the deadline the policy is asked once more,
+            // and its postpone then goes to Nix.
+            Some(deadline) => {
+                load.wait_for_a_free_slot_until(&fitting, Some(deadline))?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// The build placed on `machine`, connected first when so configured; none when the
+    /// connection failed, and the builder is then skipped.
+    fn accept(
+        &mut self,
+        machine: usize,
+        slot: SlotLock,
+        time: SystemTime,
+        outcome: &schedule::Outcome,
+        logger: &Logger,
+    ) -> Option<Placed> {
+        let uri = self.scheduler.machines[machine].uri.clone();
+        if !self.connect_first {
+            self.record(time, outcome, nwh_trace::Outcome::Accepted { uri: uri.clone() }, logger);
+            return Some(Placed { machine, uri, slot, master: None });
+        }
+        match self.connect(machine, logger) {
+            Ok(master) => {
+                self.record(time, outcome, nwh_trace::Outcome::Accepted { uri: uri.clone() }, logger);
+                self.health.mark_up(&uri);
+                Some(Placed { machine, uri, slot, master: Some(master) })
+            }
+            Err(e) => {
+                // Said once, here; later processes skip the builder until its
+                // backoff ends.
+                self.record(time, outcome, nwh_trace::Outcome::ConnectionFailed { uri: uri.clone() }, logger);
+                let reason = format!("{e:#}");
+                logger.error(&format!("cannot build on '{uri}': {reason}"));
+                self.health.mark_down(&uri, &reason);
+                self.failed_here[machine] = Some(format!("unreachable ({reason})"));
+                None
             }
         }
     }
@@ -211,6 +224,17 @@ impl Dispatcher {
             logger.warn(&format!("nix-wasm-hook: {warning}"));
         }
     }
+}
+
+/// Where a wait for a slot stands, across the choices made again while it lasts.
+struct Waiting {
+    wait: Wait,
+    since: Instant,
+    /// A wait looks again whenever a build ends; a trace line per look may say the same thing.
+    last_waited: Option<Vec<MachineView>>,
+    /// Builder mode's place in the queue for the machines that fit; the next waiter moves
+    /// up when `place` returns, holding a slot or not.
+    turn: Option<nwh_slots::Turn>,
 }
 
 /// The machines a waiting request fits that take builds at all, with their max-jobs: when

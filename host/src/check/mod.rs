@@ -299,28 +299,7 @@ const CHECK_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 
 fn check_machine(m: &Machine, ssh_opts: &SshOptions) -> Report {
     let mut r = Report::new(m);
-    if m.builder_mode_program().is_some() {
-        r.add(Status::Unusable, target::BUILDER_MODE_LINE, format!("remove {} from this list", r.line));
-        return r;
-    }
-    if m.max_jobs == 0 {
-        r.add(
-            Status::Warning,
-            "max-jobs (column 4) is 0: it never takes a build, and derivations only it can build wait forever",
-            format!("set column 4 of {} to 1 or more", r.line),
-        );
-    }
-    let target = match Target::from_machine(m) {
-        Ok(t) => t,
-        Err(e) => {
-            r.add(
-                Status::Unusable,
-                format!("{e:#}"),
-                "use an ssh:// or ssh-ng:// URI with the parameters named",
-            );
-            return r;
-        }
-    };
+    let Some(target) = target_of(m, &mut r) else { return r };
     let ng = target.protocol == target::Protocol::Daemon;
     r.facts.host_key = host_key_source(&target, &mut r);
     let key_unknown = r.status == Status::Unusable;
@@ -334,42 +313,88 @@ fn check_machine(m: &Machine, ssh_opts: &SshOptions) -> Report {
         }
     };
     if ng {
-        match daemon_handshake(&master, &target) {
-            Ok(greeting) => {
-                r.facts.protocol = Some(greeting.describe());
-                if greeting.trusted == Some(false) {
-                    let user = target.user.clone().unwrap_or_else(|| "root".into());
-                    r.add(
-                        Status::Warning,
-                        format!(
-                            "the builder's nix-daemon does not trust {user}, the user the hook logs in as: \
-                             derivations are sent and built by path, as Nix's hook does, but inputs built \
-                             on this machine are refused unless signed by a key the builder trusts"
-                        ),
-                        format!("add {user} to `trusted-users` in the builder's nix.conf and restart its nix-daemon"),
-                    );
-                }
-            }
-            Err(e) => r.add(
-                Status::Unusable,
-                format!("`{} --stdio` does not answer: {e:#}", target.remote_program),
-                INSTALL_FIX,
-            ),
-        }
+        check_daemon(&master, &target, &mut r);
     } else {
-        match serve_handshake(&master, &target) {
-            Ok(v) => r.facts.protocol = Some(format!("serve protocol {}.{}", v >> 8, v & 0xff)),
-            Err(e) => r.add(
-                Status::Unusable,
-                format!("`{} --serve` does not answer: {e:#}", target.remote_program),
-                INSTALL_FIX,
-            ),
-        }
+        check_serve(&master, &target, &mut r);
     }
     // A daemon's `nix-store` sits beside it, as `nix` does beside `nix-store`.
     let program =
         if ng { sibling(&target.remote_program, "nix-store") } else { target.remote_program.clone() };
-    match run_remote(&master, &program, &["--version"]) {
+    check_version(&master, &program, &mut r);
+    compare_config(m, &master, &program, &mut r);
+    r
+}
+
+/// Where and how the hook would reach `m`, with what its line says wrong before connecting;
+/// none when it cannot be reached at all.
+fn target_of(m: &Machine, r: &mut Report) -> Option<Target> {
+    if m.builder_mode_program().is_some() {
+        r.add(Status::Unusable, target::BUILDER_MODE_LINE, format!("remove {} from this list", r.line));
+        return None;
+    }
+    if m.max_jobs == 0 {
+        r.add(
+            Status::Warning,
+            "max-jobs (column 4) is 0: it never takes a build, and derivations only it can build wait forever",
+            format!("set column 4 of {} to 1 or more", r.line),
+        );
+    }
+    match Target::from_machine(m) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            r.add(
+                Status::Unusable,
+                format!("{e:#}"),
+                "use an ssh:// or ssh-ng:// URI with the parameters named",
+            );
+            None
+        }
+    }
+}
+
+/// An ssh-ng builder: its nix-daemon answers, and trusts the user the hook logs in as.
+fn check_daemon(master: &Master, target: &Target, r: &mut Report) {
+    let greeting = match daemon_handshake(master, target) {
+        Ok(greeting) => greeting,
+        Err(e) => {
+            r.add(
+                Status::Unusable,
+                format!("`{} --stdio` does not answer: {e:#}", target.remote_program),
+                INSTALL_FIX,
+            );
+            return;
+        }
+    };
+    r.facts.protocol = Some(greeting.describe());
+    if greeting.trusted == Some(false) {
+        let user = target.user.clone().unwrap_or_else(|| "root".into());
+        r.add(
+            Status::Warning,
+            format!(
+                "the builder's nix-daemon does not trust {user}, the user the hook logs in as: \
+                 derivations are sent and built by path, as Nix's hook does, but inputs built \
+                 on this machine are refused unless signed by a key the builder trusts"
+            ),
+            format!("add {user} to `trusted-users` in the builder's nix.conf and restart its nix-daemon"),
+        );
+    }
+}
+
+/// An ssh builder: its `nix-store --serve` answers.
+fn check_serve(master: &Master, target: &Target, r: &mut Report) {
+    match serve_handshake(master, target) {
+        Ok(v) => r.facts.protocol = Some(format!("serve protocol {}.{}", v >> 8, v & 0xff)),
+        Err(e) => r.add(
+            Status::Unusable,
+            format!("`{} --serve` does not answer: {e:#}", target.remote_program),
+            INSTALL_FIX,
+        ),
+    }
+}
+
+/// Which Nix the builder runs, as its `nix-store --version` says.
+fn check_version(master: &Master, program: &str, r: &mut Report) {
+    match run_remote(master, program, &["--version"]) {
         // `nix-store (Nix) 2.8.0` → `Nix 2.8.0`; Lix says `nix-store (Lix, like Nix) 2.93.0`.
         Ok(v) => {
             let v = v.trim();
@@ -378,8 +403,6 @@ fn check_machine(m: &Machine, ssh_opts: &SshOptions) -> Report {
         }
         Err(e) => r.add(Status::Warning, format!("`{program} --version` failed: {e:#}"), ""),
     }
-    compare_config(m, &master, &program, &mut r);
-    r
 }
 
 const INSTALL_FIX: &str = "is Nix installed on the builder, and on the PATH of a non-interactive ssh \

@@ -191,6 +191,18 @@ fn print_text(
     sides: &[Policies],
     reports: &[Report],
 ) -> Result<()> {
+    print_inputs(out, args, w, c)?;
+    let heads: Vec<String> =
+        sides.iter().enumerate().map(|(i, p)| format!("{}: {}", side_tag(i), short_label(p))).collect();
+    print_table(out, &heads, &rows(w, c, reports))?;
+    for (i, r) in reports.iter().enumerate() {
+        print_not_built(out, side_tag(i), w, r)?;
+    }
+    Ok(())
+}
+
+/// What was simulated, and the least time any schedule needs.
+fn print_inputs(out: &mut dyn Write, args: &Args, w: &Workload, c: &Cluster) -> Result<()> {
     let n = w.derivations.len();
     let slots: u32 = c.builders.iter().map(|b| b.machine.max_jobs).sum();
     let fastest = c.builders.iter().map(|b| b.true_speed).fold(c.local_speed, f64::max);
@@ -209,6 +221,12 @@ fn print_text(
         duration(micros(w.critical_path_seconds(fastest)))
     )?;
     writeln!(out)?;
+    Ok(())
+}
+
+/// The table's rows: a label, and a cell per policy.
+fn rows(w: &Workload, c: &Cluster, reports: &[Report]) -> Vec<(String, Vec<String>)> {
+    let n = w.derivations.len();
     let mut rows: Vec<(String, Vec<String>)> = Vec::new();
     let mut row = |label: &str, f: &dyn Fn(&Report) -> String| {
         rows.push((label.to_string(), reports.iter().map(f).collect()));
@@ -239,10 +257,13 @@ fn print_text(
     if c.local.max_jobs > 0 {
         row("local", &|r| format!("{:>4} builds", r.local.builds));
     }
-    let heads: Vec<String> =
-        sides.iter().enumerate().map(|(i, p)| format!("{}: {}", side_tag(i), short_label(p))).collect();
+    rows
+}
+
+/// The headings and rows in columns as wide as their widest cell.
+fn print_table(out: &mut dyn Write, heads: &[String], rows: &[(String, Vec<String>)]) -> Result<()> {
     let label_width = rows.iter().map(|(l, _)| l.chars().count()).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..sides.len())
+    let widths: Vec<usize> = (0..heads.len())
         .map(|i| {
             rows.iter()
                 .map(|(_, v)| v[i].chars().count())
@@ -258,31 +279,33 @@ fn print_text(
         }
         s.trim_end().to_string()
     };
-    writeln!(out, "{}", line("", &heads))?;
-    for (label, cells) in &rows {
+    writeln!(out, "{}", line("", heads))?;
+    for (label, cells) in rows {
         writeln!(out, "{}", line(label, cells))?;
     }
-    for (i, r) in reports.iter().enumerate() {
-        let tag = side_tag(i);
-        if let Some(w) = &r.first_warning {
-            writeln!(out, "{tag}: the policy failed {} time(s); the first: {w}", r.fell_back)?;
-        }
-        for (d, why) in r.failed.iter().take(5) {
-            writeln!(out, "{tag}: not built: {}: {why}", w.derivations[*d].name)?;
-        }
-        if r.failed.len() > 5 {
-            writeln!(out, "{tag}: … and {} more not built", r.failed.len() - 5)?;
-        }
-        if !r.stuck.is_empty() {
-            let names: Vec<&str> = r.stuck.iter().take(5).map(|&d| w.derivations[d].name.as_str()).collect();
-            writeln!(
-                out,
-                "{tag}: {} derivation(s) waited forever ({}{}): no machine with a free slot ever took them",
-                r.stuck.len(),
-                names.join(", "),
-                if r.stuck.len() > 5 { ", …" } else { "" }
-            )?;
-        }
+    Ok(())
+}
+
+/// Under the table, for the policy tagged `tag`: its failures and what it did not build.
+fn print_not_built(out: &mut dyn Write, tag: char, w: &Workload, r: &Report) -> Result<()> {
+    if let Some(w) = &r.first_warning {
+        writeln!(out, "{tag}: the policy failed {} time(s); the first: {w}", r.fell_back)?;
+    }
+    for (d, why) in r.failed.iter().take(5) {
+        writeln!(out, "{tag}: not built: {}: {why}", w.derivations[*d].name)?;
+    }
+    if r.failed.len() > 5 {
+        writeln!(out, "{tag}: … and {} more not built", r.failed.len() - 5)?;
+    }
+    if !r.stuck.is_empty() {
+        let names: Vec<&str> = r.stuck.iter().take(5).map(|&d| w.derivations[d].name.as_str()).collect();
+        writeln!(
+            out,
+            "{tag}: {} derivation(s) waited forever ({}{}): no machine with a free slot ever took them",
+            r.stuck.len(),
+            names.join(", "),
+            if r.stuck.len() > 5 { ", …" } else { "" }
+        )?;
     }
     Ok(())
 }
