@@ -23,7 +23,7 @@ fn run(case: &Case) -> String {
     let cache = Cache::at(crate::support::fake_parent::shared_cache());
     let (policies, warning) = Policies::load(None, Limits::default(), &cache).unwrap();
     assert!(warning.is_none());
-    let mut s = Scheduler::new(machines, load, policies, decision_table::local(case));
+    let mut s = Scheduler::new(machines, load, policies, decision_table::local(case), None);
     let t = Try {
         am_willing: case.am_willing,
         system: case.system.clone(),

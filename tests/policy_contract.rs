@@ -67,7 +67,7 @@ fn the_current_contract_tells_the_policy_why_a_machine_is_down() {
     let machines = [machine("ssh://a", 0, Some("cannot connect to 'a': Connection refused"))];
     let d = policies.decide(&request(), &machines);
     assert_eq!(d.answer.choice, Choice::Decline);
-    assert_eq!(d.answer.reason_for(0), Some("unreachable: cannot connect to 'a': Connection refused"));
+    assert_eq!(d.answer.reason_for(0), Some("cannot connect to 'a': Connection refused"));
 }
 
 #[test]

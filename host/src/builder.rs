@@ -18,8 +18,9 @@ use nwh_serve::{BuildResult, BuildStatus, PathInfo, Request, ServeServer};
 use crate::dispatch::{Dispatcher, Placement, Wait};
 use crate::log::Logger;
 use crate::policy::{cache::Cache, Limits, Policies};
-use crate::schedule::{Local, Try};
+use crate::schedule::Try;
 use crate::transfer::{local, BuilderSession};
+use nwh_decision::Local;
 use nwh_options::Options;
 
 /// Serves one connection from Nix's hook on stdin/stdout. Returns the process exit code.
@@ -136,8 +137,8 @@ fn dispatcher(
     }
     // This front-end never builds on its own machine: Nix has already decided that the
     // derivation goes to a builder, and we are that builder.
-    let local = Local { max_jobs: 0, ..crate::settings::local(settings, None) };
-    Ok(Dispatcher::new(opts, machines, policies, local))
+    let local = Local { max_jobs: 0, ..crate::settings::local(settings) };
+    Ok(Dispatcher::new(opts, machines, policies, local, None))
 }
 
 /// The real builders: the `machines` option, in the syntax of Nix's `builders`.

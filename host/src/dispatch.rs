@@ -11,12 +11,14 @@ use nwh_machines::Machine;
 use nwh_slots::SlotLock;
 
 use crate::log::{Activity, Level, Logger};
+use crate::nix_release::NixRelease;
 use crate::policy::Policies;
-use crate::schedule::{self, Local, Reply, Scheduler, Try};
+use crate::schedule::{self, Reply, Scheduler, Try};
 use crate::trace;
 use crate::transfer;
 use crate::transfer::health::Health;
 use crate::transfer::ssh::{Master, SshOptions};
+use nwh_decision::Local;
 use nwh_decision::MachineView;
 use nwh_options::Options;
 
@@ -59,7 +61,13 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(opts: &Options, machines: Vec<Machine>, policies: Policies, local: Local) -> Dispatcher {
+    pub fn new(
+        opts: &Options,
+        machines: Vec<Machine>,
+        policies: Policies,
+        local: Local,
+        nix: Option<NixRelease>,
+    ) -> Dispatcher {
         let tracer = opts.trace.as_ref().map(|p| {
             let configured = policies.chosen.as_ref().unwrap_or(&policies.default);
             trace::Writer::new(p.clone(), opts.trace_max_bytes(), configured.id()).with_secrets(&machines)
@@ -68,7 +76,7 @@ impl Dispatcher {
         let failed_here = vec![None; machines.len()];
         let load = nwh_slots::LoadDir::open(opts.current_load_dir());
         Dispatcher {
-            scheduler: Scheduler::new(machines, load, policies, local),
+            scheduler: Scheduler::new(machines, load, policies, local, nix),
             health: Health::from(opts),
             ssh: SshOptions::from(opts),
             connect_first: opts.connect_before_accept(),

@@ -13,10 +13,11 @@ use nwh_machines::{Machine, Machines};
 
 use crate::nix_release::NixRelease;
 use crate::policy::{cache::Cache, Decided, Limits, Policies};
-use crate::schedule::{Local, Scheduler};
+use crate::schedule::Scheduler;
 use crate::settings::AsTheHook;
 use crate::transfer::health::Health;
 use crate::transfer::target::unsupported;
+use nwh_decision::Local;
 use nwh_decision::{self as decision, Choice, MachineView, Misfit, Request};
 
 /// Where would the hook send this derivation, and why not elsewhere?
@@ -152,7 +153,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
         Policies::load(policy_path.as_ref(), Limits::from(&opts), &Cache::from(&opts))?;
     notes.extend(load_warning);
     let nix = args.nix_version.clone().or_else(NixRelease::installed);
-    let local = crate::settings::local(&settings, nix);
+    let local = crate::settings::local(&settings);
     let request = request(args, &local)?;
     let load = || nwh_slots::LoadDir::open(opts.current_load_dir());
     let builder_mode = parsed.machines.iter().any(|m| m.builder_mode_program().is_some());
@@ -163,7 +164,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
     let (first, behind) = if builder_mode {
         // Nix's own hook chooses the line; nix-wasm-hook behind it, the real builder.
         let (nix_rules, _) = Policies::load(None, Limits::from(&opts), &Cache::from(&opts))?;
-        let scheduler = Scheduler::new(parsed.machines, load(), nix_rules, local.clone());
+        let scheduler = Scheduler::new(parsed.machines, load(), nix_rules, local.clone(), nix.clone());
         let first = Hop::decide(scheduler, request.clone(), |_| None, &mut notes)?;
         let real = crate::settings::builder_machines(&opts, &settings).unwrap_or_else(|| {
             notes.push(format!(
@@ -176,10 +177,10 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
         // As the builder front-end asks: it never builds on this machine itself.
         let local = Local { max_jobs: 0, ..local };
         let request = Request { could_build_locally: false, am_willing: true, ..request };
-        let scheduler = Scheduler::new(real.machines, load(), policies, local);
+        let scheduler = Scheduler::new(real.machines, load(), policies, local, nix);
         (first, Some(Hop::decide(scheduler, request, hook_disables, &mut notes)?))
     } else {
-        let scheduler = Scheduler::new(parsed.machines, load(), policies, local);
+        let scheduler = Scheduler::new(parsed.machines, load(), policies, local, nix);
         (Hop::decide(scheduler, request, hook_disables, &mut notes)?, None)
     };
     let mut hints = crate::hints::unknown_words(&first.request, &first.views, &first.scheduler.local);
@@ -296,18 +297,9 @@ fn rows(s: &Scheduler, req: &Request, views: &[MachineView], decided: &Decided) 
             let m = &s.machines[i];
             let misfit = decision::fits_now(req, v).err();
             let rank = ranking.iter().position(|&r| r as usize == i).map(|p| p + 1);
-            let why = match (&misfit, rank) {
-                (_, Some(_)) => None,
-                // The host's own words for a disabled machine carry ssh's message.
-                (Some(Misfit::Disabled), None) => {
-                    v.down_reason.clone().or(Some(Misfit::Disabled.to_string()))
-                }
-                (misfit, None) => decided
-                    .answer
-                    .reason_for(i as u32)
-                    .map(str::to_string)
-                    .or_else(|| misfit.as_ref().map(ToString::to_string))
-                    .or(Some("the policy did not rank it".into())),
+            let why = match rank {
+                Some(_) => None,
+                None => Some(decision::why_not(req, v, decided.answer.reason_for(i as u32))),
             };
             Row {
                 view: v.clone(),
@@ -356,7 +348,7 @@ impl Verdict {
                  every build-poll-interval"
             ),
             Verdict::Nowhere => {
-                let next = crate::nix_release::nix_fails_with(l.nix.as_ref(), req, l);
+                let next = crate::nix_release::nix_fails_with(s.nix.as_ref(), req, l);
                 format!(
                     "nothing can build it: no machine fits, and {this_machine}{}",
                     next.map(|n| format!("; {n}")).unwrap_or_default()

@@ -3,8 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::schedule::Local;
-use nwh_decision::{MachineView, Request};
+use nwh_decision::{Local, MachineView, Request};
 
 /// The known word closest to `wanted`, when it is close enough to be a likely typo.
 pub fn nearest<'a>(wanted: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
@@ -90,7 +89,6 @@ mod tests {
             system: "x86_64-linux".into(),
             extra_platforms: vec!["i686-linux".into()],
             features: ["nixos-test".to_string()].into(),
-            nix: None,
         };
         let m = MachineView {
             uri: "ssh://b".into(),

@@ -71,8 +71,9 @@ fn dispatcher(
         logger.warn(&format!("nix-wasm-hook: {w}"));
     }
     timeline::mark("policy");
-    let local = crate::settings::local(settings, Some(NixRelease::from_block(block)));
-    Ok(Some(Dispatcher::new(opts, parsed.machines, policies, local)))
+    let local = crate::settings::local(settings);
+    let nix = Some(NixRelease::from_block(block));
+    Ok(Some(Dispatcher::new(opts, parsed.machines, policies, local, nix)))
 }
 
 /// Places `t` and tells Nix: the placement when the build goes to a builder, none when Nix

@@ -5,8 +5,7 @@
 //! and `explain` quote the words the user is about to see next to their own explanation, so
 //! the two read as one story.
 
-use crate::schedule::Local;
-use nwh_decision::Request;
+use nwh_decision::{Local, Request};
 
 /// How a range of Nix releases words a derivation that the hook declined and that it cannot
 /// build itself.
@@ -217,7 +216,6 @@ mod tests {
             system: "x86_64-linux".into(),
             extra_platforms: vec!["i686-linux".into()],
             features: ["benchmark", "kvm"].map(String::from).into(),
-            nix: None,
         }
     }
 

@@ -2,7 +2,6 @@
 //! policy, check its answer, and take the slot. Knows nothing of stdin, stderr or fd 4, so
 //! another front-end (Lix's RPC, a builder store) can reuse it unchanged.
 
-use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use anyhow::{Context, Result};
@@ -11,31 +10,7 @@ use nwh_slots::{LoadDir, SlotLock};
 
 use crate::nix_release::NixRelease;
 use crate::policy::{Decided, Policies};
-use nwh_decision::{self as decision, Choice, MachineView, Request};
-
-/// What the local machine can build, from the parent's settings (`settings::local`), and
-/// which Nix the parent is.
-#[derive(Clone, Debug)]
-pub struct Local {
-    /// The parent's `max-jobs` (the hook's own is irrelevant).
-    pub max_jobs: u32,
-    pub system: String,
-    pub extra_platforms: Vec<String>,
-    /// The local store's features, which Nix tests "could build locally" against.
-    pub features: BTreeSet<String>,
-    /// The parent's release, for quoting its words; `None` when it cannot be told.
-    pub nix: Option<NixRelease>,
-}
-
-impl Local {
-    /// Nix's `couldBuildLocally`: the parent could build it at all, now or later. `builtin`
-    /// is deliberately not matched, as in Nix (its system is never the local one).
-    pub fn could_build(&self, system: &str, features: &[String]) -> bool {
-        self.max_jobs > 0
-            && (system == self.system || self.extra_platforms.iter().any(|p| p == system))
-            && features.iter().all(|f| self.features.contains(f))
-    }
-}
+use nwh_decision::{self as decision, Choice, Local, MachineView, Request};
 
 /// A `try` message as Nix sends it.
 #[derive(Clone, Debug, PartialEq)]
@@ -78,12 +53,20 @@ pub struct Scheduler {
     pub load: LoadDir,
     pub policies: Policies,
     pub local: Local,
+    /// The parent's release, for quoting its words; `None` when it cannot be told.
+    pub nix: Option<NixRelease>,
 }
 
 impl Scheduler {
-    pub fn new(machines: Vec<Machine>, load: LoadDir, policies: Policies, local: Local) -> Self {
+    pub fn new(
+        machines: Vec<Machine>,
+        load: LoadDir,
+        policies: Policies,
+        local: Local,
+        nix: Option<NixRelease>,
+    ) -> Self {
         let disabled = vec![None; machines.len()];
-        Scheduler { machines, disabled, load, policies, local }
+        Scheduler { machines, disabled, load, policies, local, nix }
     }
 
     pub fn request(&self, t: &Try) -> Request {
@@ -163,11 +146,7 @@ impl Scheduler {
             s.push_str(": the machines list is empty");
         }
         for (i, (m, v)) in self.machines.iter().zip(views).enumerate() {
-            let why = self.disabled[i]
-                .clone()
-                .or_else(|| decided.answer.reason_for(i as u32).map(str::to_string))
-                .or_else(|| decision::fits_now(req, v).err().map(|e| e.to_string()))
-                .unwrap_or_else(|| "the policy declined".into());
+            let why = decision::why_not(req, v, decided.answer.reason_for(i as u32));
             let _ = write!(s, "\n  {} ({}:{}): {why}", m.uri, m.origin.location, m.origin.line);
         }
         for hint in crate::hints::unknown_words(req, views, &self.local) {
@@ -185,8 +164,7 @@ impl Scheduler {
                     format!(", extra-platforms {}", self.local.extra_platforms.join(" "))
                 }
             );
-            if let Some(next) = crate::nix_release::nix_fails_with(self.local.nix.as_ref(), req, &self.local)
-            {
+            if let Some(next) = crate::nix_release::nix_fails_with(self.nix.as_ref(), req, &self.local) {
                 let _ = write!(s, "\n  so {next}");
             }
         }

@@ -7,8 +7,7 @@ use anyhow::Result;
 use nwh_machines::{Machines, ParseContext};
 use nwh_nixconf::Settings;
 
-use crate::nix_release::NixRelease;
-use crate::schedule::Local;
+use nwh_decision::Local;
 
 /// Loads nix.conf and `NIX_CONFIG` as Nix does, then applies the parent's block.
 pub fn load(block: &[(String, String)]) -> Result<Settings> {
@@ -27,13 +26,12 @@ fn remote_systems_default() -> Option<String> {
 /// What the parent can build itself, as Nix's own hook reckons it: its `max-jobs`, systems and
 /// the local store's features (`system-features`, plus `ca-derivations` and `recursive-nix`
 /// when those experiments are on), and, when known, which Nix it is.
-pub fn local(settings: &Settings, nix: Option<NixRelease>) -> Local {
+pub fn local(settings: &Settings) -> Local {
     Local {
         max_jobs: settings.max_jobs(),
         system: settings.system().to_string(),
         extra_platforms: settings.extra_platforms(),
         features: settings.local_store_features(),
-        nix,
     }
 }
 

@@ -97,7 +97,6 @@ static int eligibility_problems(const request_t *r, const machine_t *m, buf_t *b
     if (!m->enabled) {
         NEXT();
         if (m->down_reason.is_some) {
-            buf_cstr(b, "unreachable: ");
             buf_wit(b, &m->down_reason.val);
         } else {
             buf_cstr(b, "disabled: connection failed earlier");

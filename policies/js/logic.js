@@ -8,7 +8,7 @@ export function eligibilityProblems(request, machine) {
   const problems = [];
   if (!machine.enabled) {
     // Since WIT 0.2.0 the host says why; absent when it does not know.
-    problems.push(machine.downReason != null ? `unreachable: ${machine.downReason}` : "disabled: connection failed earlier");
+    problems.push(machine.downReason != null ? machine.downReason : "disabled: connection failed earlier");
   }
   if (request.system !== "builtin" && !machine.systems.includes(request.system)) {
     const systems = machine.systems.length ? machine.systems.join(", ") : "none";

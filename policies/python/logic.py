@@ -28,10 +28,11 @@ def eligibility_problems(request, machine):
     of checks; empty when eligible."""
     problems = []
     if not machine.enabled:
-        # Since WIT 0.2.0 the host says why; absent on older hosts or when it does not know.
+        # Since WIT 0.2.0 the host says why, in a whole phrase; absent on older hosts or when
+        # it does not know.
         why = getattr(machine, "down_reason", None)
         if why is not None:
-            problems.append(f"unreachable: {why}")
+            problems.append(why)
         else:
             problems.append("disabled: connection failed earlier")
     if request.system != "builtin" and request.system not in machine.systems:

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use nix_wasm_hook::schedule::Local;
+use nwh_decision::Local;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -68,7 +68,7 @@ pub fn local(case: &Case) -> Local {
             ("experimental-features", case.local_experimental_features.join(" ")),
         ])
         .unwrap();
-    nix_wasm_hook::settings::local(&settings, None)
+    nix_wasm_hook::settings::local(&settings)
 }
 
 /// The case's machines, parsed as the hook parses them.

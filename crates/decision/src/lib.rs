@@ -2,6 +2,8 @@
 //! for which machine may take a build. The host converts these to and from the WIT bindings;
 //! traces, `explain`, `replay` and `simulate` use them as they are.
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 
 /// One derivation Nix would like built somewhere (the `try` message plus what the host knows
@@ -77,22 +79,36 @@ impl Answer {
     }
 }
 
-/// Why a machine cannot take a request at all. The host checks this itself, whatever the
-/// policy says: a policy may rank, never stretch the rules.
+/// Why a machine cannot take a request: a rule of Nix's it breaks, or no free slot. The host
+/// checks these itself, whatever the policy says: a policy may rank, never stretch the rules.
+/// The words are the default policy's (policies/default/src/logic.rs), so that the hook's
+/// warning, `explain`, `simulate` and the default's rejections say the same thing.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Misfit {
-    Disabled,
-    System { wanted: String, has: Vec<String> },
+    /// Not to be used now, with the host's reason (ssh's words, or why the line cannot work).
+    Disabled {
+        down_reason: Option<String>,
+    },
+    System {
+        wanted: String,
+        has: Vec<String>,
+    },
     MissingFeature(String),
     MandatoryNotRequested(String),
     NeverFree,
-    Full { in_use: u32 },
+    Full {
+        max_jobs: u32,
+    },
 }
 
 impl std::fmt::Display for Misfit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Misfit::Disabled => write!(f, "disabled: connecting to it failed earlier"),
+            Misfit::Disabled { down_reason: Some(why) } => f.write_str(why),
+            Misfit::Disabled { down_reason: None } => f.write_str("disabled: connection failed earlier"),
+            Misfit::System { wanted, has } if has.is_empty() => {
+                write!(f, "system `{wanted}` is not among its systems (none)")
+            }
             Misfit::System { wanted, has } => {
                 write!(f, "system `{wanted}` is not among its systems ({})", has.join(", "))
             }
@@ -100,43 +116,76 @@ impl std::fmt::Display for Misfit {
             Misfit::MandatoryNotRequested(x) => {
                 write!(f, "mandatory feature `{x}` is not among the derivation's required features")
             }
-            Misfit::NeverFree => write!(f, "max-jobs is 0, so it never takes a build"),
-            Misfit::Full { in_use } => write!(f, "all {in_use} build slots are in use"),
+            Misfit::NeverFree => f.write_str("max-jobs is 0: it never takes a build"),
+            Misfit::Full { max_jobs: 1 } => f.write_str("its 1 slot is in use"),
+            Misfit::Full { max_jobs } => write!(f, "all {max_jobs} slots in use"),
         }
     }
 }
 
-/// Nix's eligibility rule (system, supported ∪ mandatory ⊇ required, mandatory ⊆ required).
-pub fn eligibility(req: &Request, m: &MachineView) -> Result<(), Misfit> {
+/// Every rule of Nix's that `m` breaks for `req`, in Nix's order of checks (enabled, system,
+/// supported features, mandatory features); when it breaks none, why it has no free slot.
+/// Empty when it could take the build now.
+pub fn misfits(req: &Request, m: &MachineView) -> Vec<Misfit> {
+    let mut all = Vec::new();
     if !m.enabled {
-        return Err(Misfit::Disabled);
+        all.push(Misfit::Disabled { down_reason: m.down_reason.clone() });
     }
     if req.system != "builtin" && !m.systems.contains(&req.system) {
-        return Err(Misfit::System { wanted: req.system.clone(), has: m.systems.clone() });
+        all.push(Misfit::System { wanted: req.system.clone(), has: m.systems.clone() });
     }
     for f in &req.required_features {
         if !m.supported_features.contains(f) && !m.mandatory_features.contains(f) {
-            return Err(Misfit::MissingFeature(f.clone()));
+            all.push(Misfit::MissingFeature(f.clone()));
         }
     }
     for f in &m.mandatory_features {
         if !req.required_features.contains(f) {
-            return Err(Misfit::MandatoryNotRequested(f.clone()));
+            all.push(Misfit::MandatoryNotRequested(f.clone()));
         }
     }
-    Ok(())
+    if all.is_empty() {
+        if m.max_jobs == 0 {
+            all.push(Misfit::NeverFree);
+        } else if m.slots_in_use >= m.max_jobs {
+            all.push(Misfit::Full { max_jobs: m.max_jobs });
+        }
+    }
+    all
+}
+
+/// Nix's eligibility rule (enabled, system, supported ∪ mandatory ⊇ required, mandatory ⊆
+/// required): the first rule broken.
+pub fn eligibility(req: &Request, m: &MachineView) -> Result<(), Misfit> {
+    match misfits(req, m).into_iter().next() {
+        Some(Misfit::NeverFree | Misfit::Full { .. }) | None => Ok(()),
+        Some(broken) => Err(broken),
+    }
 }
 
 /// Eligible and with a free slot right now.
 pub fn fits_now(req: &Request, m: &MachineView) -> Result<(), Misfit> {
-    eligibility(req, m)?;
-    if m.max_jobs == 0 {
-        return Err(Misfit::NeverFree);
+    match misfits(req, m).into_iter().next() {
+        Some(misfit) => Err(misfit),
+        None => Ok(()),
     }
-    if m.slots_in_use >= m.max_jobs {
-        return Err(Misfit::Full { in_use: m.slots_in_use });
+}
+
+/// Why `m` was not chosen for `req`, in the words the hook's warning, `explain` and `simulate`
+/// all use (and the default policy's): for a machine the host cannot use, its reason (ssh's
+/// words) and every other rule it breaks, whatever the policy said; else the policy's reason;
+/// else every rule the machine breaks; else that the policy did not rank it.
+pub fn why_not(req: &Request, m: &MachineView, policy_reason: Option<&str>) -> String {
+    match policy_reason {
+        Some(reason) if m.enabled => reason.to_string(),
+        _ => {
+            let all = misfits(req, m);
+            if all.is_empty() {
+                return "the policy did not rank it".to_string();
+            }
+            all.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+        }
     }
-    Ok(())
 }
 
 /// Which policy's answer the hook acts on: the configured one, or the default standing in for
@@ -146,4 +195,26 @@ pub fn fits_now(req: &Request, m: &MachineView) -> Result<(), Misfit> {
 pub enum DecidedBy {
     Policy,
     Default,
+}
+
+/// What the machine Nix runs on can build itself, from the parent's settings: what Nix's own
+/// hook reckons "could build locally" with.
+#[derive(Clone, Debug)]
+pub struct Local {
+    /// The parent's `max-jobs` (the hook's own is irrelevant).
+    pub max_jobs: u32,
+    pub system: String,
+    pub extra_platforms: Vec<String>,
+    /// The local store's features, which Nix tests "could build locally" against.
+    pub features: BTreeSet<String>,
+}
+
+impl Local {
+    /// Nix's `couldBuildLocally`: the parent could build it at all, now or later. `builtin`
+    /// is deliberately not matched, as in Nix (its system is never the local one).
+    pub fn could_build(&self, system: &str, features: &[String]) -> bool {
+        self.max_jobs > 0
+            && (system == self.system || self.extra_platforms.iter().any(|p| p == system))
+            && features.iter().all(|f| self.features.contains(f))
+    }
 }

@@ -14,8 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::workload::Workload;
 use crate::policy::Policies;
-use crate::schedule::Local;
-use nwh_decision::{self as decision, Choice, MachineView, Request};
+use nwh_decision::{self as decision, Choice, Local, MachineView, Request};
 
 /// A remote builder: its line in the machines file, and how fast it really is.
 #[derive(Clone, Debug)]
@@ -264,13 +263,7 @@ impl Sim<'_> {
                         .views
                         .iter()
                         .zip(given)
-                        .map(|(v, given)| {
-                            let reason = given
-                                .map(str::to_string)
-                                .or_else(|| decision::fits_now(&request, v).err().map(|e| e.to_string()))
-                                .unwrap_or_else(|| "the policy declined".into());
-                            format!("{}: {reason}", v.uri)
-                        })
+                        .map(|(v, given)| format!("{}: {}", v.uri, decision::why_not(&request, v, given)))
                         .collect();
                     let reason = if why.is_empty() {
                         "declined, and no machine is listed".to_string()

@@ -12,8 +12,8 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use crate::policy::{cache::Cache, Limits, Policies};
-use crate::schedule::Local;
 use engine::{micros, Builder, Cluster, Place, Report};
+use nwh_decision::Local;
 use nwh_options::Options;
 use workload::Workload;
 
@@ -157,7 +157,6 @@ fn cluster(args: &Args) -> Result<Cluster> {
             system: args.system.clone(),
             extra_platforms: Vec::new(),
             features: Default::default(),
-            nix: None,
         },
         local_speed: args.local_speed,
     })

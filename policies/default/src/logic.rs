@@ -94,8 +94,9 @@ impl Fit {
 pub fn eligibility_problems(request: &Request, machine: &Machine) -> Vec<String> {
     let mut problems = Vec::new();
     if !machine.enabled {
+        // The host's reason is a whole phrase (ssh's words, or why the line cannot work).
         problems.push(match &machine.down_reason {
-            Some(why) => format!("unreachable: {why}"),
+            Some(why) => why.clone(),
             None => "disabled: connection failed earlier".to_string(),
         });
     }
