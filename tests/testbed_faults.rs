@@ -1,7 +1,8 @@
 //! Faults on the test bed, each at a known phase of a build: the hook killed as Nix kills it
 //! (SIGKILL to its process group) while it waits for a slot, uploads, waits for the build,
 //! downloads or registers; and the builder stopped mid-build, frozen mid-upload, cut off
-//! mid-download. The phase is read from the timeline the hook writes (`NWH_TIMELINE`), so a
+//! mid-download; behind the builder front-end, Nix's own hook killed by its process group with
+//! our builder in it. The phase is read from the timeline the hook writes (`NWH_TIMELINE`), so a
 //! fault lands where it is meant to. Afterwards, whatever happened: `nix-store --verify
 //! --check-contents` is clean on the master and the builder, a path valid on the master is
 //! complete, no slot is held, and the next build of the same derivation works. On the oldest
@@ -34,6 +35,9 @@ on_oldest_and_newest_nix!(
     the_builder_front_end_killed_uploading,
     the_builder_front_end_killed_while_the_builder_builds,
     the_builder_front_end_killed_downloading,
+    nixs_hook_killed_uploading_to_the_builder_front_end,
+    nixs_hook_killed_while_the_builder_front_end_builds,
+    nixs_hook_killed_downloading_from_the_builder_front_end,
     the_builder_stopped_mid_build_behind_the_builder_front_end,
     the_builder_frozen_mid_upload_behind_the_builder_front_end,
     the_builder_cut_off_mid_download_behind_the_builder_front_end,
@@ -187,16 +191,50 @@ fn finish(child: Child) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// What is killed.
+#[derive(Clone, Copy, PartialEq)]
+enum Victim {
+    /// Our process (the hook, or the builder front-end) and its process group, as Nix ends
+    /// its hook.
+    OurGroup,
+    /// Our builder front-end alone: Nix's own hook sees its builder die.
+    OurBuilder,
+    /// Nix's own hook, by its process group as Nix ends it, with our builder front-end in it:
+    /// `ssh://localhost` runs the remote program as the hook's child, without ssh.
+    NixsHookGroup,
+}
+
+/// The process group of `pid` when it is that of Nix's own hook (`nix __build-remote` or
+/// `build-remote`), which leads its group.
+fn nixs_hook_group(pid: u32) -> u32 {
+    let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
+    let group = rustix::process::getpgid(Some(pid)).unwrap().as_raw_nonzero().get() as u32;
+    let ours = rustix::process::getpgrp().as_raw_nonzero().get() as u32;
+    assert_ne!(group, ours, "our builder front-end is in the test's own process group");
+    let cmdline = std::fs::read(format!("/proc/{group}/cmdline")).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert!(
+        cmdline.contains("build-remote"),
+        "the group of our builder is led by {cmdline:?}, not Nix's hook"
+    );
+    group
+}
+
 /// The hook killed at `phase` (the next phase mark not yet written): the build fails, and all
 /// of [`Scene::afterwards`] holds.
 fn hook_killed_after(nix: Nix, front: Front, phase: &str, seconds: &str) {
+    let victim = if front == Front::Hook { Victim::OurGroup } else { Victim::OurBuilder };
+    killed_after(nix, front, victim, phase, seconds)
+}
+
+fn killed_after(nix: Nix, front: Front, victim: Victim, phase: &str, seconds: &str) {
     let Some(scene) = Scene::new(nix, front, seconds) else { return };
     let mut child = scene.start(&scene.expr);
     let pid = scene.reached(&mut child, "nwh-fault", phase);
-    match front {
-        Front::Hook => kill_group(pid),
-        // Our builder is a process of Nix's own hook's; Nix's hook sees it die.
-        Front::Builder => crate::support::procs::kill(pid),
+    match victim {
+        Victim::OurGroup => kill_group(pid),
+        Victim::OurBuilder => crate::support::procs::kill(pid),
+        Victim::NixsHookGroup => kill_group(nixs_hook_group(pid)),
     }
     let first = finish(child);
     // Killed while registering, the outputs may already be valid: then the build succeeded.
@@ -232,6 +270,18 @@ fn the_builder_front_end_killed_while_the_builder_builds(nix: Nix) {
 
 fn the_builder_front_end_killed_downloading(nix: Nix) {
     hook_killed_after(nix, Front::Builder, "built", "0");
+}
+
+fn nixs_hook_killed_uploading_to_the_builder_front_end(nix: Nix) {
+    killed_after(nix, Front::Builder, Victim::NixsHookGroup, "session", "0");
+}
+
+fn nixs_hook_killed_while_the_builder_front_end_builds(nix: Nix) {
+    killed_after(nix, Front::Builder, Victim::NixsHookGroup, "uploaded", "3");
+}
+
+fn nixs_hook_killed_downloading_from_the_builder_front_end(nix: Nix) {
+    killed_after(nix, Front::Builder, Victim::NixsHookGroup, "built", "0");
 }
 
 /// A hook waiting for the one slot (another build holds it) is killed: it held nothing, and
