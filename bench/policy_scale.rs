@@ -27,7 +27,7 @@ use std::time::Instant;
 use anyhow::{ensure, Context, Result};
 use nix_wasm_hook::policy::{cache::Cache, Policy};
 use nwh_decision::DecidedBy;
-use nwh_decision::{Answer, Choice, MachineView, Request};
+use nwh_decision::{Answer, Decision, MachineView, Request};
 use nwh_trace::{Outcome, PolicyId, Record};
 
 /// Microseconds per decision of the default policy over `machines` machines, one value per round
@@ -167,7 +167,7 @@ impl TraceStream<'_> {
                 request: request_for(n),
                 machines: Vec::new(),
                 policy: PolicyId { name: "the default policy".into(), sha256: "0".repeat(64) },
-                answer: Answer { choice: Choice::Postpone, rejected: Vec::new() },
+                answer: Answer { decision: Decision::Postpone, rejected: Vec::new() },
                 decided_by: DecidedBy::Default,
                 warning: None,
                 fuel: 0,

@@ -7,7 +7,7 @@ use std::io::Write;
 
 use anyhow::{Context, Result};
 use nwh_decision::DecidedBy;
-use nwh_decision::{Answer, Choice, MachineView, Request};
+use nwh_decision::{Answer, Decision, MachineView, Request};
 use nwh_trace::{Outcome, PolicyId, Record};
 
 use crate::policy_scale::timed;
@@ -96,7 +96,7 @@ fn write_trace(path: &std::path::Path) -> Result<()> {
             },
             machines,
             policy: PolicyId { name: "the default policy".into(), sha256: "0".repeat(64) },
-            answer: Answer { choice: Choice::Decline, rejected: vec![] },
+            answer: Answer { decision: Decision::Decline, rejected: vec![] },
             decided_by: DecidedBy::Default,
             warning: None,
             fuel: 0,

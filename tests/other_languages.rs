@@ -326,7 +326,7 @@ fn the_python_policy_imports_wasi_and_still_decides_in_the_empty_world() {
         machine("ssh://b", &["x86_64-linux"], 2, 1.0, 0),
     ];
     let call = policy.call(&request("x86_64-linux", &[], true, true), &machines).unwrap();
-    assert_eq!(call.answer.choice, nwh_decision::Choice::Try(vec![2, 0]));
+    assert_eq!(call.answer.decision, nwh_decision::Decision::Try(vec![2, 0]));
     assert!(call.logs.is_empty(), "it printed: {}", call.logs);
     println!(
         "python: {} WASI imports; one decision: {} fuel, peak memory {} KiB",

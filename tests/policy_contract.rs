@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use nix_wasm_hook::policy::{cache::Cache, Limits, Policies, Policy};
-use nwh_decision::{Choice, DecidedBy, MachineView, Request};
+use nwh_decision::{DecidedBy, Decision, MachineView, Request};
 
 use crate::support::tool::policy_fixture_path;
 
@@ -58,7 +58,7 @@ fn a_policy_built_for_an_older_minor_version_keeps_working() {
     let d = policies.decide(&request(), &machines);
     // It ranks last-listed first: it decided, not the default (which would take `a`).
     assert_eq!(d.by, DecidedBy::Policy);
-    assert_eq!(d.answer.choice, Choice::Try(vec![1, 0]));
+    assert_eq!(d.answer.decision, Decision::Try(vec![1, 0]));
 }
 
 #[test]
@@ -66,7 +66,7 @@ fn the_current_contract_tells_the_policy_why_a_machine_is_down() {
     let (policies, _) = Policies::load(None, Limits::default(), &Cache::disabled()).unwrap();
     let machines = [machine("ssh://a", 0, Some("cannot connect to 'a': Connection refused"))];
     let d = policies.decide(&request(), &machines);
-    assert_eq!(d.answer.choice, Choice::Decline);
+    assert_eq!(d.answer.decision, Decision::Decline);
     assert_eq!(d.answer.reason_for(0), Some("cannot connect to 'a': Connection refused"));
 }
 
@@ -136,5 +136,5 @@ fn the_template_builds_with_one_command_and_decides() {
     let machines = [machine("ssh://slow-1", 0, None), machine("ssh://fast-1", 0, None)];
     let d = policies.decide(&request(), &machines);
     assert_eq!(d.by, DecidedBy::Policy);
-    assert_eq!(d.answer.choice, Choice::Try(vec![1, 0]), "the template avoids `slow` machines");
+    assert_eq!(d.answer.decision, Decision::Try(vec![1, 0]), "the template avoids `slow` machines");
 }

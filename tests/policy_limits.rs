@@ -3,7 +3,7 @@
 //! policy's answer with one warning that says what went wrong.
 
 use nix_wasm_hook::policy::{cache::Cache, Limits, Policies, Policy};
-use nwh_decision::{Choice, DecidedBy, MachineView, Request};
+use nwh_decision::{DecidedBy, Decision, MachineView, Request};
 
 use crate::support::tool::policy_fixture_path;
 
@@ -52,7 +52,7 @@ fn falls_back(name: &str, limits: Limits, words: &[&str]) {
     assert!(load_warning.is_none(), "{name} should load: {load_warning:?}");
     let d = policies.decide(&request(), &machines());
     assert_eq!(d.by, DecidedBy::Default, "{name}");
-    assert_eq!(d.answer.choice, Choice::Try(DEFAULT_CHOICE.to_vec()), "{name}");
+    assert_eq!(d.answer.decision, Decision::Try(DEFAULT_CHOICE.to_vec()), "{name}");
     let w = d.warning.unwrap_or_else(|| panic!("{name}: no warning"));
     for word in words {
         assert!(w.contains(word), "{name}: warning {w:?} lacks {word:?}");
@@ -65,7 +65,7 @@ fn the_default_policy_decides_like_nix() {
     let (policies, _) = Policies::load(None, Limits::default(), &Cache::disabled()).unwrap();
     let d = policies.decide(&request(), &machines());
     assert_eq!(d.by, DecidedBy::Default);
-    assert_eq!(d.answer.choice, Choice::Try(DEFAULT_CHOICE.to_vec()));
+    assert_eq!(d.answer.decision, Decision::Try(DEFAULT_CHOICE.to_vec()));
     assert!(d.warning.is_none());
     let why = d.answer.reason_for(1).expect("a reason for the aarch64 machine");
     assert!(why.contains("aarch64-linux"), "{why}");
@@ -100,7 +100,7 @@ fn a_failing_policy_over_a_failing_default_still_gets_an_answer() {
         default: Policy::from_file(&policy_fixture_path("trap"), &Cache::disabled()).unwrap(),
     };
     let d = failing.decide(&request(), &machines());
-    assert_eq!(d.answer.choice, Choice::Try(DEFAULT_CHOICE.to_vec()));
+    assert_eq!(d.answer.decision, Decision::Try(DEFAULT_CHOICE.to_vec()));
     let w = d.warning.expect("a warning");
     assert!(w.contains("spin.wasm failed") && w.contains("embedded default policy failed"), "{w}");
     assert_eq!(w.lines().count(), 1, "{w}");
@@ -137,7 +137,7 @@ fn the_default_policy_decides_the_most_machines_a_file_may_list_by_itself() {
         d.fuel_used
     );
     // Idle machines first (1 in 8 is idle at speed 2, 1 in 8 at speed 1), then in file order.
-    let Choice::Try(ranking) = d.answer.choice else { panic!("{:?}", d.answer.choice) };
+    let Decision::Try(ranking) = d.answer.decision else { panic!("{:?}", d.answer.decision) };
     assert_eq!(ranking[..2], [1, 9]);
 }
 
@@ -200,7 +200,7 @@ fn a_policy_slow_on_some_inputs_falls_back_on_those_only() {
     let d = policies.decide(&slow, &machines());
     assert!(started.elapsed() < std::time::Duration::from_secs(5), "bounded by fuel and the deadline");
     assert_eq!(d.by, DecidedBy::Default);
-    assert_eq!(d.answer.choice, Choice::Try(DEFAULT_CHOICE.to_vec()));
+    assert_eq!(d.answer.decision, Decision::Try(DEFAULT_CHOICE.to_vec()));
     let w = d.warning.expect("a warning");
     assert!(w.contains("moody.wasm failed on /nix/store/00000000000000000000000000000000-slow.drv"), "{w}");
     let again = policies.decide(&request(), &machines());
@@ -232,12 +232,12 @@ fn another_policy_changes_the_choice() {
     assert!(warning.is_none(), "{warning:?}");
     let d = policies.decide(&request(), &machines());
     assert_eq!(d.by, DecidedBy::Policy);
-    assert_eq!(d.answer.choice, Choice::Try(vec![2, 0]));
+    assert_eq!(d.answer.decision, Decision::Try(vec![2, 0]));
     let mut ms = machines();
     ms[0].slots_in_use = 0;
     let d = policies.decide(&request(), &ms);
     // The default would take `a` (first listed of two idle machines); this one takes `b`.
-    assert_eq!(d.answer.choice, Choice::Try(vec![2, 0]));
+    assert_eq!(d.answer.decision, Decision::Try(vec![2, 0]));
 }
 
 #[test]
@@ -249,7 +249,7 @@ fn a_wasi_policy_runs_in_an_empty_world() {
     assert!(warning.is_none(), "{warning:?}");
     let d = policies.decide(&request(), &machines());
     assert_eq!(d.by, DecidedBy::Policy);
-    assert_eq!(d.answer.choice, Choice::Try(DEFAULT_CHOICE.to_vec()), "{:?}", d.answer);
+    assert_eq!(d.answer.decision, Decision::Try(DEFAULT_CHOICE.to_vec()), "{:?}", d.answer);
 }
 
 #[test]

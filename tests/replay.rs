@@ -346,7 +346,7 @@ fn ssh_words_in_down_reasons_lose_their_key_material() {
     use base64::Engine as _;
     use nix_wasm_hook::policy::Decided;
     use nwh_decision::DecidedBy;
-    use nwh_decision::{Answer, Choice, MachineView, Request};
+    use nwh_decision::{Answer, Decision, MachineView, Request};
     let host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
     let host_key_b64 = base64::engine::general_purpose::STANDARD.encode(host_key);
     let key = "/etc/nix/keys/builder_ed25519";
@@ -382,7 +382,7 @@ fn ssh_words_in_down_reasons_lose_their_key_material() {
         could_build_locally: false,
     };
     let decided = Decided {
-        answer: Answer { choice: Choice::Decline, rejected: vec![(0, "down".into())] },
+        answer: Answer { decision: Decision::Decline, rejected: vec![(0, "down".into())] },
         by: DecidedBy::Default,
         fuel_used: 1,
         micros: 1,
@@ -434,7 +434,7 @@ fn a_hook_records_what_its_policy_saw_and_answered() {
     assert_eq!(r.machines[0].max_jobs, 2);
     assert!(r.policy.name.ends_with("prefer-last.wasm"), "{}", r.policy.name);
     assert_eq!(r.policy.sha256.len(), 64);
-    assert_eq!(r.answer.choice, nwh_decision::Choice::Try(vec![1]));
+    assert_eq!(r.answer.decision, nwh_decision::Decision::Try(vec![1]));
     assert_eq!(r.answer.reason_for(0), Some("does not support the required feature `kvm`"));
     assert_eq!(r.decided_by, nwh_decision::DecidedBy::Policy);
     assert!(r.warning.is_none());
@@ -560,7 +560,7 @@ in mk "nwh-top" [ ab cd ]"#,
     for r in &recs {
         assert_eq!(r.machines.len(), 3);
         if let nwh_trace::Outcome::Accepted { uri } = &r.outcome {
-            let nwh_decision::Choice::Try(ranking) = &r.answer.choice else { panic!("{r:?}") };
+            let nwh_decision::Decision::Try(ranking) = &r.answer.decision else { panic!("{r:?}") };
             assert_eq!(&r.machines[ranking[0] as usize].uri, uri, "the hook took the policy's first choice");
         }
     }

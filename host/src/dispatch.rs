@@ -25,9 +25,9 @@ use nwh_options::Options;
 /// Where one derivation goes.
 pub enum Placement {
     /// No machine will build it; the explanation says why, at the level Nix would use.
-    Declined { explanation: Option<(schedule::Level, String)> },
+    Declined { explanation: Option<(Level, String)> },
     /// Machines fit but none is free (and waiting longer was not asked for).
-    Postponed { explanation: Option<(schedule::Level, String)> },
+    Postponed { explanation: Option<(Level, String)> },
     /// Boxed: a held slot and an SSH master are much larger than an explanation.
     Placed(Box<Placed>),
 }
@@ -98,26 +98,26 @@ impl Dispatcher {
         loop {
             self.disable_unusable();
             let time = SystemTime::now();
-            let mut outcome = self.scheduler.decide(t)?;
+            let mut scheduled = self.scheduler.decide(t)?;
             crate::timeline::mark("decided");
-            if let Some(w) = &outcome.decided.warning {
+            if let Some(w) = &scheduled.decided.warning {
                 logger.warn(&format!("nix-wasm-hook: {w}"));
             }
-            // Taken out so that the outcome stays whole for the trace.
-            let reply = std::mem::replace(&mut outcome.reply, Reply::Decline);
+            // Taken out so that the decision stays whole for the trace.
+            let reply = std::mem::replace(&mut scheduled.reply, Reply::Decline);
             match reply {
                 Reply::Decline => {
-                    self.record(time, &outcome, nwh_trace::Outcome::Declined, logger);
-                    return Ok(Placement::Declined { explanation: outcome.explanation });
+                    self.record(time, &scheduled, nwh_trace::Outcome::Declined, logger);
+                    return Ok(Placement::Declined { explanation: scheduled.explanation });
                 }
                 Reply::Postpone => {
-                    if !self.wait_for_a_slot(&mut waiting, time, &outcome, logger)? {
-                        self.record(time, &outcome, nwh_trace::Outcome::Postponed, logger);
-                        return Ok(Placement::Postponed { explanation: outcome.explanation });
+                    if !self.wait_for_a_slot(&mut waiting, time, &scheduled, logger)? {
+                        self.record(time, &scheduled, nwh_trace::Outcome::Postponed, logger);
+                        return Ok(Placement::Postponed { explanation: scheduled.explanation });
                     }
                 }
                 Reply::Accept { machine, slot } => {
-                    if let Some(placed) = self.accept(machine, slot, time, &outcome, logger) {
+                    if let Some(placed) = self.accept(machine, slot, time, &scheduled, logger) {
                         return Ok(Placement::Placed(Box::new(placed)));
                     }
                 }
@@ -142,7 +142,7 @@ impl Dispatcher {
         &mut self,
         waiting: &mut Waiting,
         time: SystemTime,
-        outcome: &schedule::Outcome,
+        scheduled: &schedule::Scheduled,
         logger: &Logger,
     ) -> Result<bool> {
         let deadline = match waiting.wait {
@@ -152,13 +152,13 @@ impl Dispatcher {
             Wait::UpTo(limit) if waiting.since.elapsed() < limit => Some(waiting.since + limit),
             Wait::UpTo(_) => return Ok(false),
         };
-        let fitting = fitting(outcome);
+        let fitting = fitting(scheduled);
         if fitting.is_empty() {
             return Ok(false);
         }
-        if waiting.last_waited.as_ref() != Some(&outcome.machines) {
-            self.record(time, outcome, nwh_trace::Outcome::Waited, logger);
-            waiting.last_waited = Some(outcome.machines.clone());
+        if waiting.last_waited.as_ref() != Some(&scheduled.machines) {
+            self.record(time, scheduled, nwh_trace::Outcome::Waited, logger);
+            waiting.last_waited = Some(scheduled.machines.clone());
         }
         let load = &self.scheduler.load;
         match deadline {
@@ -184,24 +184,29 @@ impl Dispatcher {
         machine: usize,
         slot: SlotLock,
         time: SystemTime,
-        outcome: &schedule::Outcome,
+        scheduled: &schedule::Scheduled,
         logger: &Logger,
     ) -> Option<Placed> {
         let uri = self.scheduler.machines[machine].uri.clone();
         if !self.connect_first {
-            self.record(time, outcome, nwh_trace::Outcome::Accepted { uri: uri.clone() }, logger);
+            self.record(time, scheduled, nwh_trace::Outcome::Accepted { uri: uri.clone() }, logger);
             return Some(Placed { machine, uri, slot, master: None });
         }
         match self.connect(machine, logger) {
             Ok(master) => {
-                self.record(time, outcome, nwh_trace::Outcome::Accepted { uri: uri.clone() }, logger);
+                self.record(time, scheduled, nwh_trace::Outcome::Accepted { uri: uri.clone() }, logger);
                 self.health.mark_up(&uri);
                 Some(Placed { machine, uri, slot, master: Some(master) })
             }
             Err(e) => {
                 // Said once, here; later processes skip the builder until its
                 // backoff ends.
-                self.record(time, outcome, nwh_trace::Outcome::ConnectionFailed { uri: uri.clone() }, logger);
+                self.record(
+                    time,
+                    scheduled,
+                    nwh_trace::Outcome::ConnectionFailed { uri: uri.clone() },
+                    logger,
+                );
                 let reason = format!("{e:#}");
                 logger.error(&format!("cannot build on '{uri}': {reason}"));
                 self.health.mark_down(&uri, &reason);
@@ -226,7 +231,13 @@ impl Dispatcher {
         transfer::ssh::master(&target, &self.ssh)
     }
 
-    fn record(&mut self, time: SystemTime, o: &schedule::Outcome, what: nwh_trace::Outcome, logger: &Logger) {
+    fn record(
+        &mut self,
+        time: SystemTime,
+        o: &schedule::Scheduled,
+        what: nwh_trace::Outcome,
+        logger: &Logger,
+    ) {
         let Some(w) = self.tracer.as_mut() else { return };
         if let Some(warning) = w.record(time, &o.request, &o.machines, &o.decided, what) {
             logger.warn(&format!("nix-wasm-hook: {warning}"));
@@ -247,11 +258,11 @@ struct Waiting {
 
 /// The machines a waiting request fits that take builds at all, with their max-jobs: when
 /// there are none, no slot can free for it and waiting is pointless.
-fn fitting(outcome: &schedule::Outcome) -> Vec<(String, u32)> {
-    outcome
+fn fitting(scheduled: &schedule::Scheduled) -> Vec<(String, u32)> {
+    scheduled
         .machines
         .iter()
-        .filter(|m| m.max_jobs > 0 && nwh_decision::eligibility(&outcome.request, m).is_ok())
+        .filter(|m| m.max_jobs > 0 && nwh_decision::eligibility(&scheduled.request, m).is_ok())
         .map(|m| (m.uri.clone(), m.max_jobs))
         .collect()
 }

@@ -18,7 +18,7 @@ use crate::settings::AsTheHook;
 use crate::transfer::health::Health;
 use crate::transfer::target::unsupported;
 use nwh_decision::Local;
-use nwh_decision::{self as decision, Choice, MachineView, Misfit, Request};
+use nwh_decision::{self as decision, Decision, MachineView, Misfit, Request};
 
 /// Where would the hook send this derivation, and why not elsewhere?
 ///
@@ -136,7 +136,7 @@ impl Hop {
         json!({
             "policy": {"label": s.policies.label(), "sha256": s.policies.active().sha256()},
             "decided_by": format!("{:?}", self.decided.by).to_lowercase(),
-            "answer": self.decided.answer.choice.describe(&self.views),
+            "answer": self.decided.answer.decision.describe(&self.views),
             "machines": machines,
             "verdict": self.verdict.text(s, req),
         })
@@ -286,8 +286,8 @@ fn score(v: &MachineView) -> f64 {
 }
 
 fn rows(s: &Scheduler, req: &Request, views: &[MachineView], decided: &Decided) -> Vec<Row> {
-    let ranking: &[u32] = match &decided.answer.choice {
-        Choice::Try(r) => r,
+    let ranking: &[u32] = match &decided.answer.decision {
+        Decision::Try(r) => r,
         _ => &[],
     };
     views
@@ -359,14 +359,16 @@ impl Verdict {
 }
 
 fn verdict(req: &Request, views: &[MachineView], decided: &Decided) -> Verdict {
-    match &decided.answer.choice {
-        Choice::Try(r) => Verdict::Remote(r[0] as usize),
-        Choice::Postpone if views.iter().any(|v| decision::eligibility(req, v).is_ok() && v.max_jobs > 0) => {
+    match &decided.answer.decision {
+        Decision::Try(r) => Verdict::Remote(r[0] as usize),
+        Decision::Postpone
+            if views.iter().any(|v| decision::eligibility(req, v).is_ok() && v.max_jobs > 0) =>
+        {
             Verdict::Later
         }
         _ if req.could_build_locally => Verdict::Local,
-        Choice::Postpone => Verdict::Forever,
-        Choice::Decline => Verdict::Nowhere,
+        Decision::Postpone => Verdict::Forever,
+        Decision::Decline => Verdict::Nowhere,
     }
 }
 
@@ -451,6 +453,6 @@ fn print_hop(out: &mut dyn Write, hop: &Hop, source: &str) -> Result<()> {
         writeln!(out, "(no usable machine in {source})")?;
     }
     writeln!(out)?;
-    writeln!(out, "answer: {}", hop.decided.answer.choice.describe(&hop.views))?;
+    writeln!(out, "answer: {}", hop.decided.answer.decision.describe(&hop.views))?;
     Ok(())
 }

@@ -95,16 +95,12 @@ fn answer(
         // Nix gets an answer whatever failed here (reading the slots, say): without one it
         // fails the build with "unexpected EOF" and nothing else.
         let why = format!("nix-wasm-hook: declines {}: {e:#}", t.drv_path);
-        Placement::Declined { explanation: Some((schedule::Level::Warn, why)) }
+        Placement::Declined { explanation: Some((Level::Warn, why)) }
     });
     match placement {
         Placement::Declined { explanation } => {
             if let Some((level, text)) = &explanation {
-                let level = match level {
-                    schedule::Level::Warn => Level::Warn,
-                    schedule::Level::Chatty => Level::Chatty,
-                };
-                logger.msg(level, text);
+                logger.msg(*level, text);
             }
             session.decline()?;
             Ok(None)
@@ -144,13 +140,13 @@ fn build(
     let job = transfer::Job {
         uri: &placed.uri,
         drv_path,
-        accepted: &accepted,
+        inputs: &accepted.inputs,
         settings,
         upload_lock: &dispatcher.scheduler.load.upload_lock_path(&placed.uri),
     };
-    match transfer::build(&master, &job, placed.slot, logger)? {
-        transfer::Outcome::Built => Ok(0),
-        transfer::Outcome::Failed { message, timed_out } => {
+    match transfer::build(&master, &job, placed.slot, crate::fds::build_log()?, logger)? {
+        transfer::Finished::Built => Ok(0),
+        transfer::Finished::Failed { message, timed_out } => {
             logger.error(&message);
             Ok(if timed_out { 101 } else { 100 })
         }

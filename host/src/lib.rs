@@ -3,7 +3,36 @@
 //!
 //! Data flows one way: Nix → [`protocol`] → ([`settings`], machines, slots) → [`policy`] →
 //! [`protocol`] reply → [`transfer`] → Nix. Only `protocol` and `cli` touch the process's
-//! stdin and stderr, and only `policy` knows wasmtime.
+//! stdin and stderr, and only `policy` knows wasmtime. docs/architecture.md has the map.
+//!
+//! # Glossary
+//!
+//! One name per idea, from Nix's request to the build's end:
+//!
+//! * **Try** ([`schedule::Try`]): Nix's offer of one derivation to the hook.
+//! * **Request** ([`nwh_decision::Request`]): what a policy is asked, the try plus what the
+//!   host knows (can the parent build it itself).
+//! * **Machine** ([`nwh_machines::Machine`]): a line of the machines file;
+//!   **MachineView** ([`nwh_decision::MachineView`]): a machine as a policy sees it, with its
+//!   slots in use and whether it can be used now.
+//! * **Local** ([`nwh_decision::Local`]): what the parent itself can build.
+//! * **Decision** ([`nwh_decision::Decision`], WIT `decision`): try these machines in this
+//!   order, decline, or postpone. **Answer** ([`nwh_decision::Answer`]): a policy's decision
+//!   and its reason for each machine it left out. **Decided** ([`policy::Decided`]): the answer
+//!   the hook acts on, with who gave it ([`nwh_decision::DecidedBy`]), its cost, and the
+//!   warning when the default stood in.
+//! * **Misfit** ([`nwh_decision::Misfit`]): a rule of Nix's a machine breaks for a request, or
+//!   its lack of a free slot; **why not** ([`nwh_decision::why_not`]): the one sentence every
+//!   output gives for a machine that was not chosen.
+//! * **Reply** ([`schedule::Reply`]): what the hook tells Nix (accept with a held slot,
+//!   decline, postpone); **Scheduled** ([`schedule::Scheduled`]): the reply with what it was
+//!   decided on. **Placement** ([`dispatch::Placement`]): the reply once the hook has also
+//!   connected to the builder (**Placed**) or waited for a slot.
+//! * **Finished** ([`transfer::Finished`]): how a remote build ended, as Nix must learn it.
+//! * **Outcome** ([`nwh_trace::Outcome`]): what the hook did with an answer, as a decision
+//!   trace records it.
+//! * **Verdict** (`explain`): where `explain` says a derivation would go.
+//! * **Level** ([`log::Level`]): Nix's verbosity levels, for everything the hook says.
 
 pub mod builder;
 pub mod check;

@@ -13,9 +13,8 @@ use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use crate::policy::{cache::Cache, Limits, Policies};
-use nwh_decision::DecidedBy;
-use nwh_decision::{Answer, MachineView};
+use crate::policy::{cache::Cache, Decided, Limits, Policies};
+use nwh_decision::MachineView;
 use nwh_options::Options;
 use nwh_trace::{Reader, Record};
 
@@ -66,15 +65,6 @@ enum Side {
     Recorded,
 }
 
-/// What one side answered for one record.
-struct Verdict {
-    answer: Answer,
-    by: DecidedBy,
-    fuel: u64,
-    micros: u64,
-    warning: Option<String>,
-}
-
 impl Side {
     fn load(which: Option<&Path>, limits: Limits, cache: &Cache) -> Result<Side> {
         let policies = Policies::load_strict(which, limits, cache)?;
@@ -91,22 +81,14 @@ impl Side {
         }
     }
 
-    fn decide(&self, rec: &Record) -> Verdict {
+    /// What this side answers for `rec`: a policy run on its input, or what was recorded.
+    fn decide(&self, rec: &Record) -> Decided {
         match self {
-            Side::Run { policies, .. } => {
-                let d = policies.decide(&rec.request, &rec.machines);
-                Verdict {
-                    answer: d.answer,
-                    by: d.by,
-                    fuel: d.fuel_used,
-                    micros: d.micros,
-                    warning: d.warning,
-                }
-            }
-            Side::Recorded => Verdict {
+            Side::Run { policies, .. } => policies.decide(&rec.request, &rec.machines),
+            Side::Recorded => Decided {
                 answer: rec.answer.clone(),
                 by: rec.decided_by,
-                fuel: rec.fuel,
+                fuel_used: rec.fuel,
                 micros: rec.micros,
                 warning: rec.warning.clone(),
             },
@@ -156,7 +138,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
         let vb = b.as_ref().map(|b| b.decide(&rec));
         fell_back_a += usize::from(va.warning.is_some());
         fell_back_b += usize::from(vb.as_ref().is_some_and(|v| v.warning.is_some()));
-        let same = vb.as_ref().map(|vb| vb.answer.choice == va.answer.choice);
+        let same = vb.as_ref().map(|vb| vb.answer.decision == va.answer.decision);
         if same == Some(false) {
             differing.push(n);
         }
@@ -245,8 +227,8 @@ fn print_record(
     json: bool,
     n: usize,
     rec: &Record,
-    va: &Verdict,
-    vb: Option<&Verdict>,
+    va: &Decided,
+    vb: Option<&Decided>,
     same: Option<bool>,
 ) -> Result<()> {
     if json {
@@ -277,8 +259,8 @@ fn print_record(
                 out,
                 "{n}  {drv}  {}  {features}  {}  fuel {}",
                 rec.request.system,
-                va.answer.choice.describe(&rec.machines),
-                va.fuel
+                va.answer.decision.describe(&rec.machines),
+                va.fuel_used
             )?;
             if let Some(w) = &va.warning {
                 write!(out, "  ! {w}")?;
@@ -290,8 +272,8 @@ fn print_record(
                 writeln!(
                     out,
                     "record {n} {drv}: A {} | B {}",
-                    va.answer.choice.describe(&rec.machines),
-                    vb.answer.choice.describe(&rec.machines)
+                    va.answer.decision.describe(&rec.machines),
+                    vb.answer.decision.describe(&rec.machines)
                 )?;
             }
             for (side, v) in [("A", va), ("B", vb)] {
@@ -304,13 +286,13 @@ fn print_record(
     Ok(())
 }
 
-fn verdict_json(v: &Verdict, machines: &[MachineView]) -> serde_json::Value {
+fn verdict_json(v: &Decided, machines: &[MachineView]) -> serde_json::Value {
     json!({
-        "answer": v.answer.choice.describe(machines),
-        "choice": v.answer.choice,
+        "answer": v.answer.decision.describe(machines),
+        "choice": v.answer.decision,
         "rejected": v.answer.rejected,
         "decided_by": v.by,
-        "fuel": v.fuel,
+        "fuel": v.fuel_used,
         "micros": v.micros,
         "warning": v.warning,
     })

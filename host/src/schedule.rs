@@ -8,9 +8,10 @@ use anyhow::{Context, Result};
 use nwh_machines::Machine;
 use nwh_slots::{LoadDir, SlotLock};
 
+use crate::log::Level;
 use crate::nix_release::NixRelease;
 use crate::policy::{Decided, Policies};
-use nwh_decision::{self as decision, Choice, Local, MachineView, Request};
+use nwh_decision::{self as decision, Decision, Local, MachineView, Request};
 
 /// A `try` message as Nix sends it.
 #[derive(Clone, Debug, PartialEq)]
@@ -28,20 +29,15 @@ pub enum Reply {
     Postpone,
 }
 
-/// Severity of the explanation that goes with a decline, following Nix: a warning when Nix
-/// is left with no way to build, chatty otherwise.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Level {
-    Warn,
-    Chatty,
-}
-
-pub struct Outcome {
+/// The scheduler's decision on one `try`: the reply for Nix, what it was decided on, and
+/// the policy's answer.
+pub struct Scheduled {
     pub reply: Reply,
     pub request: Request,
     pub machines: Vec<MachineView>,
     pub decided: Decided,
-    /// Why each machine was not chosen, for the user, when the reply is a decline.
+    /// Why each machine was not chosen, for the user, when the reply is a decline: at Nix's
+    /// level for it, a warning when Nix is left with no way to build, chatty otherwise.
     pub explanation: Option<(Level, String)>,
 }
 
@@ -103,12 +99,12 @@ impl Scheduler {
         Ok((views, free, main))
     }
 
-    pub fn decide(&mut self, t: &Try) -> Result<Outcome> {
+    pub fn decide(&mut self, t: &Try) -> Result<Scheduled> {
         let request = self.request(t);
         let (views, mut free, main) = self.scan()?;
         let decided = self.policies.decide(&request, &views);
-        let reply = match &decided.answer.choice {
-            Choice::Try(ranking) => {
+        let reply = match &decided.answer.decision {
+            Decision::Try(ranking) => {
                 // Validation guaranteed a free slot on every ranked machine; the first wins.
                 let first = ranking[0] as usize;
                 let slot = free[first].take().expect("validated: the machine has a free slot");
@@ -116,8 +112,8 @@ impl Scheduler {
                 let _ = slot.touch();
                 Reply::Accept { machine: first, slot }
             }
-            Choice::Decline => Reply::Decline,
-            Choice::Postpone => Reply::Postpone,
+            Decision::Decline => Reply::Decline,
+            Decision::Postpone => Reply::Postpone,
         };
         drop(free);
         drop(main);
@@ -126,7 +122,7 @@ impl Scheduler {
             Reply::Postpone => self.explain_endless_wait(&request, &views),
             Reply::Accept { .. } => None,
         };
-        Ok(Outcome { reply, request, machines: views, decided, explanation })
+        Ok(Scheduled { reply, request, machines: views, decided, explanation })
     }
 
     fn explain_decline(&self, req: &Request, views: &[MachineView], decided: &Decided) -> (Level, String) {

@@ -35,18 +35,18 @@ pub struct MachineView {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind", content = "machines")]
-pub enum Choice {
+pub enum Decision {
     /// Indices into the machine list, best first.
     Try(Vec<u32>),
     Decline,
     Postpone,
 }
 
-impl Choice {
+impl Decision {
     /// `try ssh://b2, ssh://b1`, `decline` or `postpone`.
     pub fn describe(&self, machines: &[MachineView]) -> String {
         match self {
-            Choice::Try(ranking) => {
+            Decision::Try(ranking) => {
                 // Written in place: a ranking of a thousand machines is a thousand URIs per record.
                 let mut line = String::from("try ");
                 for (n, &i) in ranking.iter().enumerate() {
@@ -60,15 +60,18 @@ impl Choice {
                 }
                 line
             }
-            Choice::Decline => "decline".into(),
-            Choice::Postpone => "postpone".into(),
+            Decision::Decline => "decline".into(),
+            Decision::Postpone => "postpone".into(),
         }
     }
 }
 
+/// A policy's answer: its decision and why it left each machine out.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Answer {
-    pub choice: Choice,
+    /// `choice` in a trace record, the key of its format's version 1.
+    #[serde(rename = "choice")]
+    pub decision: Decision,
     /// `(machine index, reason)` for every machine the policy did not rank.
     pub rejected: Vec<(u32, String)>,
 }

@@ -17,7 +17,7 @@ use wasmtime::{Engine, Store, Trap};
 
 use bindings::{v0_1, v0_2};
 use cache::Cache;
-use nwh_decision::{self as decision, Answer, Choice, DecidedBy, MachineView, Request};
+use nwh_decision::{self as decision, Answer, DecidedBy, Decision, MachineView, Request};
 use nwh_options::Options;
 use params::{AnswerOut, MachineArg, MachineRecord, MachineV0_1, MachineV0_2, RequestArg};
 use sandbox::StoreState;
@@ -333,7 +333,7 @@ pub fn validate(answer: &Answer, req: &Request, machines: &[MachineView]) -> Res
             why.len()
         )));
     }
-    if let Choice::Try(ranking) = &answer.choice {
+    if let Decision::Try(ranking) = &answer.decision {
         if ranking.is_empty() {
             return Err(CallError::Nonsense(
                 "it ranked no machine; an empty ranking must be `decline` or `postpone`".into(),
@@ -457,7 +457,7 @@ impl Policies {
         }
         // The native rules and the host's check disagree: a bug, but Nix still gets an answer.
         failures.push("its rules ranked a machine that does not fit, so the hook declined".into());
-        let answer = Answer { choice: Choice::Decline, rejected: Vec::new() };
+        let answer = Answer { decision: Decision::Decline, rejected: Vec::new() };
         Decided::new(answer, DecidedBy::Default, 0, started, failures)
     }
 }

@@ -4,7 +4,7 @@
 
 use default_policy::logic;
 
-use nwh_decision::{Answer, Choice, MachineView, Request};
+use nwh_decision::{Answer, Decision, MachineView, Request};
 
 /// What the default policy answers for `req` on `machines`, decided without Wasm.
 pub fn decide(req: &Request, machines: &[MachineView]) -> Answer {
@@ -31,10 +31,10 @@ pub fn decide(req: &Request, machines: &[MachineView]) -> Answer {
         .collect();
     let answer = logic::decide(&request, &machines);
     Answer {
-        choice: match answer.decision {
-            logic::Decision::Try(order) => Choice::Try(order),
-            logic::Decision::Decline => Choice::Decline,
-            logic::Decision::Postpone => Choice::Postpone,
+        decision: match answer.decision {
+            logic::Decision::Try(order) => Decision::Try(order),
+            logic::Decision::Decline => Decision::Decline,
+            logic::Decision::Postpone => Decision::Postpone,
         },
         rejected: answer.rejected.into_iter().map(|r| (r.machine, r.reason)).collect(),
     }

@@ -18,7 +18,7 @@ use wasmtime::component::__internal::wasmtime_environ::component::StringEncoding
 use wasmtime::component::__internal::{CanonicalAbiInfo, InstanceType, InterfaceType, LowerContext};
 use wasmtime::component::{ComponentType, Lift, Lower};
 
-use nwh_decision::{self as decision, Choice, MachineView, Request};
+use nwh_decision::{self as decision, Decision, MachineView, Request};
 
 /// WIT `request` (the same in every contract version).
 #[derive(ComponentType, Lower)]
@@ -404,12 +404,15 @@ pub struct AnswerOut {
 
 impl From<AnswerOut> for decision::Answer {
     fn from(a: AnswerOut) -> Self {
-        let choice = match a.decision {
-            DecisionOut::Try(list) => Choice::Try(list),
-            DecisionOut::Decline => Choice::Decline,
-            DecisionOut::Postpone => Choice::Postpone,
+        let decision = match a.decision {
+            DecisionOut::Try(list) => Decision::Try(list),
+            DecisionOut::Decline => Decision::Decline,
+            DecisionOut::Postpone => Decision::Postpone,
         };
-        decision::Answer { choice, rejected: a.rejected.into_iter().map(|r| (r.machine, r.reason)).collect() }
+        decision::Answer {
+            decision,
+            rejected: a.rejected.into_iter().map(|r| (r.machine, r.reason)).collect(),
+        }
     }
 }
 

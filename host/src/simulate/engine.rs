@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::workload::Workload;
 use crate::policy::Policies;
-use nwh_decision::{self as decision, Choice, Local, MachineView, Request};
+use nwh_decision::{self as decision, Decision, Local, MachineView, Request};
 
 /// A remote builder: its line in the machines file, and how fast it really is.
 #[derive(Clone, Debug)]
@@ -236,21 +236,21 @@ impl Sim<'_> {
                 self.report.fell_back += 1;
                 self.report.first_warning.get_or_insert(w);
             }
-            match decided.answer.choice {
-                Choice::Try(ranking) => self.start(d, Place::Remote(ranking[0] as usize)),
-                Choice::Postpone => {
+            match decided.answer.decision {
+                Decision::Try(ranking) => self.start(d, Place::Remote(ranking[0] as usize)),
+                Decision::Postpone => {
                     self.report.postponed += 1;
                     waiting.push_back(d);
                 }
                 // Nix builds it itself when it can, waiting for a local slot if need be.
-                Choice::Decline if request.could_build_locally => {
+                Decision::Decline if request.could_build_locally => {
                     if am_willing {
                         self.start(d, Place::Local);
                     } else {
                         waiting.push_back(d);
                     }
                 }
-                Choice::Decline => {
+                Decision::Decline => {
                     // The policy's reason for each machine, looked up once: `reason_for` per
                     // machine would cost n² for n machines, for every derivation declined.
                     let mut given: Vec<Option<&str>> = vec![None; self.views.len()];

@@ -19,13 +19,12 @@ use nwh_nixconf::Settings;
 use nwh_serve::{BuildOptions, BuildStatus};
 
 use crate::log::{Activity, Level, Logger};
-use crate::protocol::Accepted;
 use ssh::Master;
 use store::{Link, StoreConn};
 
 /// How a remote build ended, as Nix must learn it (docs/hook-protocol.md §9).
 #[derive(Debug)]
-pub enum Outcome {
+pub enum Finished {
     Built,
     /// The builder ran the build and it failed; `timed_out` selects exit 101 over 100.
     Failed {
@@ -34,10 +33,12 @@ pub enum Outcome {
     },
 }
 
+/// One build on one builder, as a front-end hands it over.
 pub struct Job<'a> {
     pub uri: &'a str,
     pub drv_path: &'a str,
-    pub accepted: &'a Accepted,
+    /// The input closure Nix named (after `# accept`, or in `BuildDerivation`).
+    pub inputs: &'a [String],
     pub settings: &'a Settings,
     pub upload_lock: &'a Path,
 }
@@ -64,13 +65,20 @@ pub fn cannot_finish(drv_path: &str) -> Option<String> {
 /// Hook mode's whole transfer: inputs up, the build, outputs back into the local store.
 /// `slot` is released as soon as the builder is done with this build, before the outputs are
 /// registered here: the next build can start on it meanwhile.
-pub fn build(master: &Master, job: &Job, slot: nwh_slots::SlotLock, logger: &Logger) -> Result<Outcome> {
+/// The builder's stderr (build log and errors) goes to `build_log`: Nix's build log, as with
+/// Nix's own hook.
+pub fn build(
+    master: &Master,
+    job: &Job,
+    slot: nwh_slots::SlotLock,
+    build_log: std::os::fd::OwnedFd,
+    logger: &Logger,
+) -> Result<Finished> {
     let started = std::time::Instant::now();
     let drv = nwh_drv::Derivation::read(job.drv_path)
         .with_context(|| format!("reading the derivation {}", job.drv_path))?;
-    // The builder's stderr (build log and errors) goes to Nix's build log, as with Nix's hook.
-    let mut session = BuilderSession::open(master, job.uri, crate::fds::build_log()?)?;
-    let inputs: BTreeSet<String> = job.accepted.inputs.iter().cloned().collect();
+    let mut session = BuilderSession::open(master, job.uri, build_log)?;
+    let inputs: BTreeSet<String> = job.inputs.iter().cloned().collect();
     let uploaded =
         session.upload(&inputs, job.settings.builders_use_substitutes(), job.upload_lock, logger)?;
     let options = BuildOptions {
@@ -87,7 +95,7 @@ pub fn build(master: &Master, job: &Job, slot: nwh_slots::SlotLock, logger: &Log
     let missing =
         missing.join().map_err(|_| anyhow::anyhow!("the validity check of the outputs panicked"))??;
     if !result.status.is_success() {
-        return Ok(Outcome::Failed {
+        return Ok(Finished::Failed {
             message: format!("build of '{}' on '{}' failed: {}", job.drv_path, job.uri, result.error_msg),
             timed_out: result.status == BuildStatus::TimedOut,
         });
@@ -106,7 +114,7 @@ pub fn build(master: &Master, job: &Job, slot: nwh_slots::SlotLock, logger: &Log
             crate::timeline::peak_rss_kib().map_or("unknown".into(), |k| k.to_string()),
         ),
     );
-    Ok(Outcome::Built)
+    Ok(Finished::Built)
 }
 
 /// One conversation with a builder's store (`nix-store --serve --write` or `nix-daemon
