@@ -4,7 +4,7 @@
 
 use crate::report::{Against, Row, Stats, Table};
 use crate::support::hook::OurHook;
-use crate::support::testbed::{unique_nonce, Nix, Opts, Testbed};
+use crate::support::testbed::{sh_derivations, Nix, Opts, Testbed};
 use crate::{timed_build, timeline};
 
 const LOCAL: &str = "Nix building them locally, same slots";
@@ -47,16 +47,9 @@ pub const WORKLOADS: [Workload; 2] = [
 ];
 
 fn sleeps(n: usize, seconds: &str) -> String {
-    let nonce = unique_nonce();
-    let drvs: Vec<String> = (0..n)
-        .map(|i| {
-            format!(
-                r#"(builtins.derivation {{ name = "nwh-sleep-{i}"; nonce = "{nonce}"; system = builtins.currentSystem;
-  builder = "/bin/sh"; args = [ "-c" "/bin/sleep {seconds}; read h < /proc/sys/kernel/hostname; echo $h > $out" ]; }})"#
-            )
-        })
-        .collect();
-    format!("[ {} ]", drvs.join("\n"))
+    sh_derivations(n, "nwh-sleep", |_| {
+        format!("/bin/sleep {seconds}; read h < /proc/sys/kernel/hostname; echo $h > $out")
+    })
 }
 
 /// The table of one workload, and the timelines of our processes (one string per mode).

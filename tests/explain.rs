@@ -341,7 +341,14 @@ fn builder_mode_is_explained_in_two_hops() {
         format!("{options}machines = \"@{}\"\n", env.path("real").display()),
     )
     .unwrap();
+    through_the_line_to_a_real_builder(&env);
+    not_for_the_line(&env);
+    a_feature_the_line_does_not_offer(&env);
+    waiting_inside_for_a_busy_real_builder(&env);
+    a_feature_no_real_builder_has(&env);
+}
 
+fn through_the_line_to_a_real_builder(env: &Env) {
     let out = env.explain(&["--system", "x86_64-linux", "--features", "kvm"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
@@ -365,15 +372,19 @@ fn builder_mode_is_explained_in_two_hops() {
         so(&text),
         "Nix's own hook sends it to nix-wasm-hook (builder mode), which sends it to ssh://b1"
     );
+}
 
-    // Not for the line: Nix's own hook builds it elsewhere itself.
+/// Nix's own hook builds it elsewhere itself.
+fn not_for_the_line(env: &Env) {
     let out = env.explain(&["--system", "aarch64-linux", "--features", "kvm"]);
     assert_eq!(
         so(&stdout(&out)),
         "Nix's own hook sends it to ssh://other directly: nix-wasm-hook is not involved"
     );
+}
 
-    // The real builders have `benchmark` (b2), but the line does not offer it to Nix.
+/// The real builders have `benchmark` (b2), but the line does not offer it to Nix.
+fn a_feature_the_line_does_not_offer(env: &Env) {
     let out = env.explain(&["--system", "x86_64-linux", "--features", "benchmark"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let text = stdout(&out);
@@ -386,8 +397,10 @@ fn builder_mode_is_explained_in_two_hops() {
         )),
         "{text}"
     );
+}
 
-    // Every real builder that fits is busy: the build waits inside nix-wasm-hook.
+/// Every real builder that fits is busy: the build waits inside nix-wasm-hook.
+fn waiting_inside_for_a_busy_real_builder(env: &Env) {
     let load = nwh_slots::LoadDir::open(env.path("load"));
     let main = load.lock_main().unwrap();
     let held: Vec<_> =
@@ -403,8 +416,10 @@ fn builder_mode_is_explained_in_two_hops() {
          of a real builder that fits (first come, first served)"
     );
     drop(held);
+}
 
-    // The line promises a feature no real builder has: Nix sends the build, and it fails there.
+/// The line promises a feature no real builder has: Nix sends the build, and it fails there.
+fn a_feature_no_real_builder_has(env: &Env) {
     let out = env.explain(&["--system", "x86_64-linux", "--features", "nixos-test", "--json"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -45,18 +45,46 @@ fn check_names_every_fault_with_its_fix() {
     tb.builder_stop(3);
     // Builder 4 accepts TCP connections but never answers.
     tb.builder_freeze(4);
-    let cols = |i: usize| -> Vec<String> { tb.machine(i).split(' ').map(str::to_string).collect() };
+    let lines = faulty_lines(&tb);
+    let hook = OurHook::new(&[]);
+    let started = std::time::Instant::now();
+    let out = check(&hook, &lines.join("\n"), &[]);
+    let took = started.elapsed();
+    tb.builder_thaw(4);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    the_first_four_lines_are_reported(&tb, &text);
+    the_last_four_lines_are_reported(&tb, &text);
+    assert!(took < std::time::Duration::from_secs(30), "check took {took:?}");
+    assert!(text.contains("7 builder(s): 4 usable, 3 unusable; 1 machines line(s) unreadable"), "{text}");
+    the_users_own_known_hosts_is_named(&tb, &hook, &lines[1]);
+
+    let json = check(&hook, &lines[..1].join("\n"), &["--json"]);
+    assert_eq!(json.status.code(), Some(0), "{}", stderr(&json));
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["builders"][0]["status"], "ok");
+    assert_eq!(v["builders"][0]["facts"]["nix_version"], "Nix 2.8.0");
+    assert_eq!(v["usable"], true);
+}
+
+/// The columns of builder `i`'s line.
+fn cols(tb: &Testbed, i: usize) -> Vec<String> {
+    tb.machine(i).split(' ').map(str::to_string).collect()
+}
+
+/// Eight lines, one fault each but the first (builder 3 stopped and builder 4 frozen first).
+fn faulty_lines(tb: &Testbed) -> [String; 8] {
     let good = tb.machine(1);
     // The same builder as line 1, with a typo in its features (column 6).
-    let mut typo = cols(1);
+    let mut typo = cols(tb, 1);
     typo[0] = format!("ssh://{}", tb.addr(1));
     typo[5] = "big-paralel".into();
     // Builder 2 without its host key (column 8): root's known_hosts must have it, and has not.
-    let unknown_key = cols(2)[..7].join(" ");
+    let unknown_key = cols(tb, 2)[..7].join(" ");
     // Builder 2 again, with max-jobs 0.
-    let mut zero = cols(2);
+    let mut zero = cols(tb, 2);
     zero[3] = "0".into();
-    let lines = [
+    [
         good,
         unknown_key,
         tb.machine(3),
@@ -65,22 +93,18 @@ fn check_names_every_fault_with_its_fix() {
         "@machines.local".to_string(),
         tb.machines_lines_ng()[0].clone(),
         tb.machine(4),
-    ];
-    let hook = OurHook::new(&[]);
-    let started = std::time::Instant::now();
-    let out = check(&hook, &lines.join("\n"), &[]);
-    let took = started.elapsed();
-    tb.builder_thaw(4);
-    let text = stdout(&out);
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    let (a1, a2, a3) = (tb.addr(1), tb.addr(2), tb.addr(3));
+    ]
+}
 
-    let s = section(&text, 1);
+/// A good line, a host key nobody has, a stopped builder, a feature typo.
+fn the_first_four_lines_are_reported(tb: &Testbed, text: &str) {
+    let (a1, a2, a3) = (tb.addr(1), tb.addr(2), tb.addr(3));
+    let s = section(text, 1);
     assert!(s.starts_with(&format!("ok        ssh://root@{a1} (setting 'builders':1)")), "{text}");
     assert!(s.contains("host key: column 8 (SHA256:") && s.contains("Nix 2.8.0 (serve protocol 2."), "{s}");
     assert!(s.contains("builds x86_64-linux") && s.contains("big-parallel"), "{s}");
 
-    let s = section(&text, 2);
+    let s = section(text, 2);
     assert!(s.starts_with(&format!("UNUSABLE  ssh://root@{a2} (setting 'builders':2)")), "{text}");
     assert!(
         s.contains(&format!(
@@ -91,7 +115,7 @@ fn check_names_every_fault_with_its_fix() {
     assert!(s.contains("fix: put the key in column 8 of setting 'builders':2"), "{s}");
     assert_eq!(s.matches("problem:").count(), 1, "said once: {s}");
 
-    let s = section(&text, 3);
+    let s = section(text, 3);
     assert!(s.starts_with(&format!("UNUSABLE  ssh://root@{a3} (setting 'builders':3)")), "{text}");
     assert!(s.contains("Connection refused"), "{s}");
     assert!(
@@ -99,7 +123,7 @@ fn check_names_every_fault_with_its_fix() {
         "{s}"
     );
 
-    let s = section(&text, 4);
+    let s = section(text, 4);
     assert!(s.starts_with(&format!("WARNING   ssh://{a1} (setting 'builders':4)")), "{text}");
     assert!(
         s.contains(
@@ -111,8 +135,12 @@ fn check_names_every_fault_with_its_fix() {
         s.contains("fix: correct columns 6–7 of setting 'builders':4 (did you mean `big-parallel`?)"),
         "{s}"
     );
+}
 
-    let s = section(&text, 5);
+/// max-jobs 0, a relative `@file`, an ssh-ng:// line, a frozen builder.
+fn the_last_four_lines_are_reported(tb: &Testbed, text: &str) {
+    let (a1, a2) = (tb.addr(1), tb.addr(2));
+    let s = section(text, 5);
     assert!(s.starts_with(&format!("WARNING   ssh://root@{a2} (setting 'builders':5)")), "{text}");
     assert!(s.contains("problem: max-jobs (column 4) is 0: it never takes a build"), "{s}");
     assert!(s.contains("fix: set column 4 of setting 'builders':5 to 1 or more"), "{s}");
@@ -122,41 +150,36 @@ fn check_names_every_fault_with_its_fix() {
         "{text}"
     );
     // ssh-ng://: the daemon answers (Nix 2.8's says nothing of trust: that came with 1.35).
-    let s = section(&text, 7);
+    let s = section(text, 7);
     assert!(s.starts_with(&format!("ok        ssh-ng://root@{a1} (setting 'builders':7)")), "{text}");
     assert!(s.contains("Nix 2.8.0 (nix-daemon protocol 1.34)"), "{s}");
 
     // A frozen builder is reported, and does not hold the others up (connect timeout 3 s).
-    let s = section(&text, 8);
+    let s = section(text, 8);
     assert!(s.starts_with(&format!("UNUSABLE  ssh://root@{} (setting 'builders':8)", tb.addr(4))), "{text}");
     assert!(s.contains("did not answer in time") || s.contains("no answer within"), "{s}");
-    assert!(took < std::time::Duration::from_secs(30), "check took {took:?}");
-    assert!(text.contains("7 builder(s): 4 usable, 3 unusable; 1 machines line(s) unreadable"), "{text}");
+}
 
-    // The classic: the key is in the invoking user's own known_hosts (they ran `ssh` as
-    // themselves), not root's. `sudo` names that user in SUDO_USER.
+/// The classic: the key is in the invoking user's own known_hosts (they ran `ssh` as
+/// themselves), not root's. `sudo` names that user in SUDO_USER.
+fn the_users_own_known_hosts_is_named(tb: &Testbed, hook: &OurHook, line: &str) {
     let user = TempUser::new("nwh-check-user");
     let ssh_dir = user.home.path().join(".ssh");
     std::fs::create_dir_all(&ssh_dir).unwrap();
     use base64::Engine;
-    let key = base64::engine::general_purpose::STANDARD.decode(&cols(2)[7]).unwrap();
-    std::fs::write(ssh_dir.join("known_hosts"), format!("{a2} {}\n", String::from_utf8(key).unwrap()))
-        .unwrap();
-    let out = check_as(&hook, &lines[1], &[], Some(&user.name), "");
+    let key = base64::engine::general_purpose::STANDARD.decode(&cols(tb, 2)[7]).unwrap();
+    std::fs::write(
+        ssh_dir.join("known_hosts"),
+        format!("{} {}\n", tb.addr(2), String::from_utf8(key).unwrap()),
+    )
+    .unwrap();
+    let out = check_as(hook, line, &[], Some(&user.name), "");
     let s = section(&stdout(&out), 1);
     let theirs = format!(
         "; nwh-check-user's own {}/.ssh/known_hosts has it (you accepted it as yourself, but the hook runs ssh as root)",
         user.home.path().display()
     );
     assert!(s.contains(&theirs), "missing {theirs:?} in\n{s}");
-    drop(user);
-
-    let json = check(&hook, &lines[..1].join("\n"), &["--json"]);
-    assert_eq!(json.status.code(), Some(0), "{}", stderr(&json));
-    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
-    assert_eq!(v["builders"][0]["status"], "ok");
-    assert_eq!(v["builders"][0]["facts"]["nix_version"], "Nix 2.8.0");
-    assert_eq!(v["usable"], true);
 }
 
 /// Builder mode: the line that runs our binary greets as a builder, and the real builders

@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use crate::on_every_nix;
 use crate::support::hook::OurHook;
-use crate::support::testbed::{describe, out_paths, unique_nonce, Nix, Opts, Testbed};
+use crate::support::testbed::{describe, out_paths, sh_derivations, unique_nonce, Nix, Opts, Testbed};
 
 on_every_nix!(
     our_hook_and_nixs_own_share_the_slots_and_no_builder_runs_more_than_its_max_jobs,
@@ -29,15 +29,12 @@ fn up(nix: Nix) -> Option<Testbed> {
 /// builders share the host's kernel) to `/tmp/nwh-load-<nonce>.log` on its builder.
 fn workload(nonce: &str) -> String {
     let log = format!("/tmp/nwh-load-{nonce}.log");
-    let drvs: Vec<String> = (0..BUILDS)
-        .map(|i| {
-            format!(
-                r#"(builtins.derivation {{ name = "nwh-load-{i}"; nonce = "{nonce}"; system = builtins.currentSystem;
-  builder = "/bin/sh"; args = [ "-c" "echo start {i} $(/bin/date +%s%N) >> {log}; /bin/sleep 0.3; echo end {i} $(/bin/date +%s%N) >> {log}; read h < /proc/sys/kernel/hostname; echo $h > $out" ]; }})"#
-            )
-        })
-        .collect();
-    format!("[ {} ]", drvs.join("\n"))
+    sh_derivations(BUILDS, "nwh-load", |i| {
+        format!(
+            "echo start {i} $(/bin/date +%s%N) >> {log}; /bin/sleep 0.3; echo end {i} $(/bin/date +%s%N) >> {log}; \
+             read h < /proc/sys/kernel/hostname; echo $h > $out"
+        )
+    })
 }
 
 /// Per builder (1-based): the builds it ran, and the most it ran at once, from its log.

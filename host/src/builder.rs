@@ -72,8 +72,8 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
             ),
         }
     }
-    if let Some(built) = running {
-        built.finish()?;
+    if let Some(mut built) = running {
+        built.finish_session()?;
     }
     Ok(0)
 }
@@ -117,10 +117,6 @@ impl Built {
 
     fn finish_session(&mut self) -> Result<()> {
         self.session.take().map_or(Ok(()), BuilderSession::finish)
-    }
-
-    fn finish(mut self) -> Result<()> {
-        self.finish_session()
     }
 }
 

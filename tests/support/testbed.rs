@@ -272,6 +272,15 @@ pub fn sh_derivation(name: &str, system: Option<&str>, features: &[&str], script
     )
 }
 
+/// `n` independent derivations `{name}-{i}`, each running `script(i)` as [`sh_derivation`]
+/// does, as one Nix list. Never cached.
+pub fn sh_derivations(n: usize, name: &str, script: impl Fn(usize) -> String) -> String {
+    let drvs: Vec<String> = (0..n)
+        .map(|i| format!("({})", sh_derivation(&format!("{name}-{i}"), None, &[], &script(i))))
+        .collect();
+    format!("[ {} ]", drvs.join("\n"))
+}
+
 /// The demo's graph: leaves a b c; ab <- a b; bc <- b c; top <- ab bc (`nwh-*`), each taking
 /// a second. Each output's `where` lists where its whole sub-graph was built (`name host` per
 /// line, shared inputs more than once), so the top output shows where every input travelled.

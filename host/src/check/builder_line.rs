@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result};
 use nwh_machines::{Machine, Machines};
 
-use super::{Report, Status};
+use super::report::{Report, Status};
 use crate::transfer::target;
 
 /// Checks the line `m`, which runs `program`, against `real`, the real builders behind it

@@ -175,7 +175,7 @@ impl BuilderSession {
         let all = logger.start(
             Level::Info,
             Activity::CopyPaths,
-            &format!("copying {} paths ({}) to '{}'", missing.len(), size(total), self.uri),
+            &format!("copying {} paths ({}) to '{}'", missing.len(), nwh_files::size(total), self.uri),
         );
         // One path at a time, dependencies first: `nix build` shows each with its size.
         let mut done = 0;
@@ -184,7 +184,7 @@ impl BuilderSession {
             let one = logger.start_with(
                 Level::Talkative,
                 Activity::CopyPath,
-                &format!("copying path '{path}' ({}) to '{}'", size(nar_size), self.uri),
+                &format!("copying path '{path}' ({}) to '{}'", nwh_files::size(nar_size), self.uri),
                 &[path.clone().into(), "local".into(), self.uri.as_str().into()],
             );
             store.add(&path, &infos[&path])?;
@@ -232,7 +232,7 @@ impl BuilderSession {
         let all = logger.start(
             Level::Info,
             Activity::CopyPaths,
-            &format!("copying {} paths ({}) from '{uri}'", missing.len(), size(total)),
+            &format!("copying {} paths ({}) from '{uri}'", missing.len(), nwh_files::size(total)),
         );
         let unannounced: Vec<&String> =
             missing.iter().filter(|p| !infos.iter().any(|(i, _)| i == *p)).collect();
@@ -245,7 +245,7 @@ impl BuilderSession {
             let one = logger.start_with(
                 Level::Talkative,
                 Activity::CopyPath,
-                &format!("copying path '{path}' ({}) from '{uri}'", size(nar_size)),
+                &format!("copying path '{path}' ({}) from '{uri}'", nwh_files::size(nar_size)),
                 &[path.to_string().into(), uri.into(), "local".into()],
             );
             let nar = store.dump(path, sink)?;
@@ -273,13 +273,5 @@ impl BuilderSession {
             Link::Lent(_) => {}
         }
         Ok(())
-    }
-}
-
-fn size(bytes: u64) -> String {
-    if bytes >= 1 << 20 {
-        format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
-    } else {
-        format!("{:.1} KiB", bytes as f64 / 1024.0)
     }
 }

@@ -4,19 +4,25 @@
 //!
 //! Policies run exactly as in the hook: the same `Policies::decide` (fuel, memory, deadline,
 //! validation, and the default standing in for a policy that fails), on the request and
-//! machines recorded in the trace, one fresh instance per record.
+//! machines recorded in the trace, one fresh instance per record. This is the command (its
+//! arguments, the comparison, the printing); [`side`] runs a policy, [`read_ahead`] reads.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::json;
 
-use crate::policy::{cache::Cache, Decided, Limits, Policies};
+use crate::policy::{cache::Cache, Decided, Limits};
 use nwh_decision::MachineView;
 use nwh_options::Options;
-use nwh_trace::{Reader, Record};
+use nwh_trace::Record;
+
+mod read_ahead;
+mod side;
+
+use read_ahead::ReadAhead;
+use side::Side;
 
 /// Exit status when the answers differ and `--fail-on-diff` was given.
 pub const EXIT_DIFF: i32 = 1;
@@ -57,52 +63,6 @@ pub fn main(args: &Args) -> i32 {
     // Thousands of decisions in one process: instances from a pool.
     crate::policy::engine::pool_instances();
     crate::tool::main("replay", EXIT_ERROR, |out| run(args, out))
-}
-
-/// One side of the comparison.
-enum Side {
-    Run { label: String, sha256: String, policies: Box<Policies> },
-    Recorded,
-}
-
-impl Side {
-    fn load(which: Option<&Path>, limits: Limits, cache: &Cache) -> Result<Side> {
-        let policies = Policies::load_strict(which, limits, cache)?;
-        let (label, sha256) = (policies.label(), policies.active().sha256().to_string());
-        Ok(Side::Run { label, sha256, policies: Box::new(policies) })
-    }
-
-    fn label(&self) -> String {
-        match self {
-            Side::Run { label, sha256, .. } => {
-                format!("{label} (sha256 {})", &sha256[..12.min(sha256.len())])
-            }
-            Side::Recorded => "the answers recorded in the trace".to_string(),
-        }
-    }
-
-    /// What this side answers for `rec`: a policy run on its input, or what was recorded.
-    fn decide(&self, rec: &Record) -> Decided {
-        match self {
-            Side::Run { policies, .. } => policies.decide(&rec.request, &rec.machines),
-            Side::Recorded => Decided {
-                answer: rec.answer.clone(),
-                by: rec.decided_by,
-                fuel_used: rec.fuel,
-                micros: rec.micros,
-                warning: rec.warning.clone(),
-            },
-        }
-    }
-
-    fn json(&self, fell_back: usize) -> serde_json::Value {
-        match self {
-            Side::Run { label, sha256, .. } => {
-                json!({"label": label, "sha256": sha256, "fell_back": fell_back})
-            }
-            Side::Recorded => json!({"label": "recorded", "fell_back": fell_back}),
-        }
-    }
 }
 
 /// Runs the replay, writing to `out`; returns the exit status.
@@ -170,55 +130,6 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
     }
     out.flush()?;
     Ok(if args.fail_on_diff && differ > 0 { EXIT_DIFF } else { 0 })
-}
-
-/// The trace's records, parsed a few ahead of the one being decided on a thread of their own:
-/// a record of a thousand machines is ~170 KiB of JSON, and parsing it costs about as much as
-/// deciding it, so on two cores the two overlap. The order, and the first error, stay as the
-/// trace has them. A record goes back to that thread to be freed: its ~5 000 blocks freed on
-/// another thread than the one that allocated them cost glibc's allocator a tenth of replay.
-struct ReadAhead {
-    records: Receiver<Result<(usize, Record)>>,
-    used: Sender<Record>,
-}
-
-impl ReadAhead {
-    fn open(trace: &Path) -> Result<ReadAhead> {
-        const AHEAD: usize = 16;
-        let (send, records) = sync_channel(AHEAD);
-        let (used, returned) = channel::<Record>();
-        let trace = trace.to_path_buf();
-        std::thread::Builder::new()
-            .name("replay-reader".into())
-            .spawn(move || {
-                let reader = match Reader::open(&trace) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let _ = send.send(Err(e));
-                        return;
-                    }
-                };
-                for item in reader {
-                    let failed = item.is_err();
-                    // The receiver is gone when replay stopped at an earlier error.
-                    if send.send(item).is_err() || failed {
-                        return;
-                    }
-                    returned.try_iter().for_each(drop);
-                }
-            })
-            .context("starting the trace reader")?;
-        Ok(ReadAhead { records, used })
-    }
-
-    fn next(&self) -> Option<Result<(usize, Record)>> {
-        self.records.recv().ok()
-    }
-
-    /// Hands a record back to be freed (here, when the reader has finished).
-    fn done(&self, record: Record) {
-        let _ = self.used.send(record);
-    }
 }
 
 /// One record's line(s): every decision without `--against`, only differences and fallbacks with it.
