@@ -33,6 +33,8 @@ pub struct MachineView {
     pub down_reason: Option<String>,
 }
 
+/// What a policy decides for a request (WIT `decision`): try these machines in this order,
+/// decline (Nix builds it itself or fails), or postpone (Nix asks again later).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind", content = "machines")]
 pub enum Decision {
@@ -219,5 +221,71 @@ impl Local {
         self.max_jobs > 0
             && (system == self.system || self.extra_platforms.iter().any(|p| p == system))
             && features.iter().all(|f| self.features.contains(f))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(features: &[&str]) -> Request {
+        Request {
+            drv_path: "/nix/store/00000000000000000000000000000000-x.drv".into(),
+            system: "x86_64-linux".into(),
+            required_features: features.iter().map(|f| f.to_string()).collect(),
+            am_willing: true,
+            could_build_locally: false,
+        }
+    }
+
+    fn machine(systems: &[&str], mandatory: &[&str], in_use: u32) -> MachineView {
+        MachineView {
+            uri: "ssh://b".into(),
+            systems: systems.iter().map(|s| s.to_string()).collect(),
+            max_jobs: 2,
+            speed_factor: 1.0,
+            supported_features: vec!["kvm".into()],
+            mandatory_features: mandatory.iter().map(|s| s.to_string()).collect(),
+            slots_in_use: in_use,
+            enabled: true,
+            down_reason: None,
+        }
+    }
+
+    #[test]
+    fn every_broken_rule_is_named_in_nixs_order_and_busy_only_when_none_is() {
+        let m = machine(&["aarch64-linux"], &["big"], 2);
+        let all = misfits(&request(&["nope"]), &m);
+        assert_eq!(
+            all,
+            [
+                Misfit::System { wanted: "x86_64-linux".into(), has: vec!["aarch64-linux".into()] },
+                Misfit::MissingFeature("nope".into()),
+                Misfit::MandatoryNotRequested("big".into()),
+            ]
+        );
+        let busy = machine(&["x86_64-linux"], &[], 2);
+        assert_eq!(misfits(&request(&["kvm"]), &busy), [Misfit::Full { max_jobs: 2 }]);
+        assert_eq!(eligibility(&request(&["kvm"]), &busy), Ok(()));
+        assert_eq!(fits_now(&request(&["kvm"]), &busy), Err(Misfit::Full { max_jobs: 2 }));
+    }
+
+    #[test]
+    fn why_not_prefers_the_hosts_reason_then_the_policys_then_the_rules() {
+        let req = request(&[]);
+        let down = MachineView {
+            enabled: false,
+            down_reason: Some("cannot connect to 'b': refused".into()),
+            ..machine(&["aarch64-linux"], &[], 0)
+        };
+        assert_eq!(
+            why_not(&req, &down, Some("slow")),
+            "cannot connect to 'b': refused; system `x86_64-linux` is not among its systems (aarch64-linux)"
+        );
+        let fine = machine(&["x86_64-linux"], &[], 0);
+        assert_eq!(why_not(&req, &fine, Some("slow")), "slow");
+        assert_eq!(why_not(&req, &fine, None), "the policy did not rank it");
+        let none = machine(&[], &[], 0);
+        assert_eq!(why_not(&req, &none, None), "system `x86_64-linux` is not among its systems (none)");
     }
 }
