@@ -366,6 +366,37 @@ fn builder_frozen_mid_upload(nix: Nix, front: Front) {
     scene.afterwards();
 }
 
+/// The builder frozen mid-upload for good: ssh's keepalive (15 s × 4) gives it up, the build
+/// fails naming the builder and the cause instead of hanging, and once the builder is back all of
+/// [`Scene::afterwards`] holds. On the newest Nix only: it takes a minute.
+#[test]
+#[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"]
+fn a_builder_frozen_for_good_mid_upload_is_given_up() {
+    let Some(scene) = Scene::new(Nix::V2_34, Front::Hook, "0") else { return };
+    let mut child = scene.start(&scene.expr);
+    scene.reached(&mut child, "nwh-fault", "session");
+    scene.tb.builder_freeze(1);
+    // Well past the keepalive's minute: a hang, not a slow give-up, fails the test.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            scene.tb.builder_thaw(1);
+            let _ = finish(child);
+            panic!("the build still hangs four minutes after its builder froze");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    scene.tb.builder_thaw(1);
+    let first = finish(child);
+    assert!(!first.status.success(), "{}", describe(&first));
+    let said = stderr(&first);
+    assert!(said.contains(&scene.tb.uri(1)), "the builder is named: {said}");
+    // ssh's own words for why it gave up ("Timeout, server … not responding").
+    let lost = format!("the SSH connection to 'root@{}' was lost: ", scene.tb.addr(1));
+    assert!(said.contains(&lost) && said.contains("not responding"), "the cause is named: {said}");
+    scene.afterwards();
+}
+
 /// The builder's link down mid-download for two seconds (packets vanish, nothing is reset):
 /// TCP carries on when it comes back, and the build completes.
 fn builder_cut_off_mid_download(nix: Nix, front: Front) {

@@ -234,8 +234,11 @@ fn build(
     let log = crate::fds::stderr()?;
     let mut session = BuilderSession::open(&master, &placed.uri, log)?;
     let upload_lock = dispatcher.scheduler.load.upload_lock_path(&placed.uri);
-    session.upload(&drv.input_srcs, settings.builders_use_substitutes(), &upload_lock, logger)?;
-    let mut result = session.build(drv_path, drv, options, logger)?;
+    let mut built = || {
+        session.upload(&drv.input_srcs, settings.builders_use_substitutes(), &upload_lock, logger)?;
+        session.build(drv_path, drv, options, logger)
+    };
+    let mut result = built().map_err(|e| master.with_loss(e))?;
     if !result.status.is_success() {
         result.error_msg = format!("on '{}': {}", placed.uri, result.error_msg);
     }

@@ -87,6 +87,21 @@ fn ssh_base(target: &Target, socket: &Path) -> Command {
     c
 }
 
+impl Master {
+    /// `e`, with why the connection went when the master is gone: ssh gave the builder up
+    /// (its keepalives went unanswered for a minute, the network went down), in ssh's own
+    /// words from the master's log. A build that failed so would otherwise say only that the
+    /// connection closed.
+    pub fn with_loss(&self, e: anyhow::Error) -> anyhow::Error {
+        if alive(&self.socket) {
+            return e;
+        }
+        let said = fs::read_to_string(self.socket.with_extension("log")).unwrap_or_default();
+        let last = said.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("its ssh master ended");
+        e.context(format!("the SSH connection to '{}' was lost: {last}", self.target.display()))
+    }
+}
+
 /// A master listens on its control socket while it lives; a socket file left by one that died
 /// refuses the connection. (Asking with `ssh -O check` costs a process, ~15 ms a build on a
 /// busy machine.)
