@@ -5,8 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use serde::Deserialize;
+
+mod error;
+pub use error::OptionsError;
 
 pub const DEFAULT_CONFIG: &str = "/etc/nix/nix-wasm-hook.toml";
 
@@ -86,17 +88,17 @@ pub struct Options {
 
 impl Options {
     /// Reads `path`; a missing file is fine only when the path was not asked for explicitly.
-    pub fn from_file(path: &Path, explicit: bool) -> Result<Options> {
+    pub fn from_file(path: &Path, explicit: bool) -> Result<Options, OptionsError> {
         let text = match nwh_files::read_to_string(path, nwh_files::OPTIONS_FILE) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(Options::default()),
-            Err(e) => return Err(e).with_context(|| format!("reading the configuration {}", path.display())),
+            Err(error) => return Err(OptionsError::Read { path: path.to_path_buf(), error }),
         };
-        Options::parse(&text).with_context(|| format!("in the configuration {}", path.display()))
+        Options::parse(&text).map_err(|e| OptionsError::In { path: path.to_path_buf(), error: Box::new(e) })
     }
 
-    pub fn parse(text: &str) -> Result<Options> {
-        let opts: Options = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    pub fn parse(text: &str) -> Result<Options, OptionsError> {
+        let opts: Options = toml::from_str(text).map_err(|e| OptionsError::Syntax(e.to_string()))?;
         opts.check(Spelling::File)?;
         Ok(opts)
     }
@@ -104,7 +106,7 @@ impl Options {
     /// Refuses, by name, values that make no sense: a relative path (the hook runs in `/`, so
     /// it would mean a path under `/`), and a number outside what the hook can work with (no
     /// fuel, no memory, a memory size that overflows). A value that got through here works.
-    pub fn check(&self, spelling: Spelling) -> Result<()> {
+    pub fn check(&self, spelling: Spelling) -> Result<(), OptionsError> {
         let paths = [
             ("policy", &self.policy),
             ("trace", &self.trace),
@@ -118,24 +120,22 @@ impl Options {
             if p.is_absolute() || (key == "cache-dir" && p.as_os_str().is_empty()) {
                 continue;
             }
-            anyhow::bail!(
-                "{} is a relative path; the hook runs with its working directory at `/`, so it would \
-                 mean {}: write an absolute path",
-                spelling.of(key, &format!("{:?}", p.display().to_string())),
-                Path::new("/").join(p).display()
-            );
+            return Err(OptionsError::Relative {
+                given: spelling.of(key, &format!("{:?}", p.display().to_string())),
+                means: Path::new("/").join(p),
+            });
         }
         for bound in BOUNDS {
             let Some(value) = (bound.get)(self) else { continue };
-            anyhow::ensure!(
-                bound.range.contains(&value),
-                "{} is out of range: it must be from {} to {} ({}; the default is {})",
-                spelling.of(bound.key, &value),
-                bound.range.start(),
-                bound.range.end(),
-                bound.why,
-                bound.default
-            );
+            if !bound.range.contains(&value) {
+                return Err(OptionsError::OutOfRange {
+                    given: spelling.of(bound.key, &value),
+                    min: *bound.range.start(),
+                    max: *bound.range.end(),
+                    why: bound.why,
+                    default: bound.default,
+                });
+            }
         }
         Ok(())
     }

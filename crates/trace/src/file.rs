@@ -9,13 +9,11 @@ use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
-
-use crate::Record;
+use crate::{Record, TraceError};
 
 /// Appends one record as one line, rotating first when the file has reached `max_bytes`.
-pub fn append(path: &Path, max_bytes: u64, rec: &Record) -> Result<()> {
-    let mut line = serde_json::to_vec(rec).context("encoding the record")?;
+pub fn append(path: &Path, max_bytes: u64, rec: &Record) -> Result<(), TraceError> {
+    let mut line = serde_json::to_vec(rec).map_err(TraceError::Encode)?;
     line.push(b'\n');
     let mut file = open_append(path)?;
     if file.metadata().map(|m| m.len()).unwrap_or(0) >= max_bytes {
@@ -25,18 +23,21 @@ pub fn append(path: &Path, max_bytes: u64, rec: &Record) -> Result<()> {
     // One write(2): with O_APPEND the kernel puts the line at the end in one piece, even
     // with other hooks appending at the same moment. Retrying a short write would not be
     // atomic any more, so a short write is reported instead.
-    let n = file.write(&line).with_context(|| format!("appending to {}", path.display()))?;
-    anyhow::ensure!(n == line.len(), "short write to {} ({n} of {} bytes)", path.display(), line.len());
+    let written =
+        file.write(&line).map_err(|error| TraceError::Append { path: path.to_path_buf(), error })?;
+    if written != line.len() {
+        return Err(TraceError::ShortWrite { path: path.to_path_buf(), written, len: line.len() });
+    }
     Ok(())
 }
 
-fn open_append(path: &Path) -> Result<File> {
+fn open_append(path: &Path) -> Result<File, TraceError> {
     OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o644)
         .open(path)
-        .with_context(|| format!("opening {}", path.display()))
+        .map_err(|error| TraceError::OpenToAppend { path: path.to_path_buf(), error })
 }
 
 /// Where the previous, full file goes; one is kept.

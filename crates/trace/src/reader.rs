@@ -4,9 +4,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
-
-use crate::{parse_line, Record};
+use crate::{parse_line, Record, TraceError};
 
 /// The longest line read as a record: a record of ten thousand machines (the most a machines
 /// file gives) is under 2 MiB. A longer line stops the reader with an error, before it is
@@ -23,11 +21,13 @@ pub struct Reader {
 
 impl Reader {
     /// `-` reads standard input.
-    pub fn open(path: &Path) -> Result<Reader> {
+    pub fn open(path: &Path) -> Result<Reader, TraceError> {
         let input: Box<dyn Read> = if path == Path::new("-") {
             Box::new(std::io::stdin())
         } else {
-            Box::new(File::open(path).with_context(|| format!("opening the trace {}", path.display()))?)
+            let file =
+                File::open(path).map_err(|error| TraceError::Open { path: path.to_path_buf(), error })?;
+            Box::new(file)
         };
         Ok(Reader::new(path, input))
     }
@@ -43,24 +43,22 @@ impl Reader {
     }
 
     /// The next line, without its end, at most [`MAX_LINE`] long.
-    fn next_line(&mut self) -> Option<Result<String>> {
+    fn next_line(&mut self) -> Option<Result<String, TraceError>> {
         let mut bytes = Vec::new();
         let read = (&mut self.input).take(MAX_LINE + 1).read_until(b'\n', &mut bytes);
         self.line += 1;
         let at = || format!("{}:{}", self.path.display(), self.line);
         match read {
             Ok(0) => None,
-            Err(e) => Some(Err(e).with_context(|| format!("reading {}", at()))),
-            Ok(_) if bytes.len() as u64 > MAX_LINE => Some(Err(anyhow::anyhow!(
-                "{}: the line is longer than {}, the most a trace record may be: is this a trace?",
-                at(),
-                nwh_files::size(MAX_LINE)
-            ))),
+            Err(error) => Some(Err(TraceError::Read { at: at(), error })),
+            Ok(_) if bytes.len() as u64 > MAX_LINE => {
+                Some(Err(TraceError::TooLong { at: at(), limit: nwh_files::size(MAX_LINE) }))
+            }
             Ok(_) => {
                 if bytes.last() == Some(&b'\n') {
                     bytes.pop();
                 }
-                Some(String::from_utf8(bytes).with_context(|| format!("{}: not UTF-8 text", at())))
+                Some(String::from_utf8(bytes).map_err(|error| TraceError::NotUtf8 { at: at(), error }))
             }
         }
     }
@@ -68,7 +66,7 @@ impl Reader {
 
 impl Iterator for Reader {
     /// The line number (1-based) and the record on it.
-    type Item = Result<(usize, Record)>;
+    type Item = Result<(usize, Record), TraceError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed {
@@ -85,14 +83,10 @@ impl Iterator for Reader {
             if text.trim().is_empty() {
                 continue;
             }
-            return Some(parse_line(&text).map(|r| (self.line, r)).map_err(|e| {
+            return Some(parse_line(&text).map(|r| (self.line, r)).map_err(|e| TraceError::NotARecord {
+                at: format!("{}:{}", self.path.display(), self.line),
                 // serde's words may quote the offending value, which may be megabytes long.
-                anyhow::anyhow!(
-                    "{}:{}: not a nix-wasm-hook trace record: {}",
-                    self.path.display(),
-                    self.line,
-                    shorten(&format!("{e:#}"))
-                )
+                why: shorten(&e.to_string()),
             }));
         }
     }

@@ -1,9 +1,10 @@
 //! The record: one decision, as one line of JSON.
 
-use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use nwh_decision::{Answer, DecidedBy, MachineView, Request};
+
+use crate::TraceError;
 
 /// The format of a line; the reader refuses others rather than guess at their meaning.
 pub const VERSION: u32 = 1;
@@ -62,21 +63,19 @@ pub enum Outcome {
 }
 
 /// One line of a trace, which must be of this format's version.
-pub fn parse_line(text: &str) -> Result<Record> {
+pub fn parse_line(text: &str) -> Result<Record, TraceError> {
     #[derive(Deserialize)]
     struct Version {
         v: u32,
     }
-    let version_error =
-        |v: u32| anyhow::anyhow!("format version {v} (this nix-wasm-hook reads version {VERSION})");
     // Parsed once: at a thousand machines a line costs about as much to parse as to decide.
     match serde_json::from_str::<Record>(text) {
         Ok(record) if record.v == VERSION => Ok(record),
-        Ok(record) => Err(version_error(record.v)),
+        Ok(record) => Err(TraceError::Version(record.v)),
         // A line from a newer hook may not fit this record: named as such, not as garbage.
         Err(e) => match serde_json::from_str::<Version>(text) {
-            Ok(v) if v.v != VERSION => Err(version_error(v.v)),
-            _ => Err(e.into()),
+            Ok(v) if v.v != VERSION => Err(TraceError::Version(v.v)),
+            _ => Err(TraceError::Json(e)),
         },
     }
 }

@@ -5,7 +5,7 @@ use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};
 
 use anyhow::{Context, Result};
 
-use nwh_trace::{Reader, Record};
+use nwh_trace::{Reader, Record, TraceError};
 
 /// The trace's records, parsed a few ahead of the one being decided on a thread of their own:
 /// a record of a thousand machines is ~170 KiB of JSON, and parsing it costs about as much as
@@ -13,7 +13,7 @@ use nwh_trace::{Reader, Record};
 /// trace has them. A record goes back to that thread to be freed: its ~5 000 blocks freed on
 /// another thread than the one that allocated them cost glibc's allocator a tenth of replay.
 pub struct ReadAhead {
-    records: Receiver<Result<(usize, Record)>>,
+    records: Receiver<Result<(usize, Record), TraceError>>,
     used: Sender<Record>,
 }
 
@@ -46,7 +46,7 @@ impl ReadAhead {
         Ok(ReadAhead { records, used })
     }
 
-    pub fn next(&self) -> Option<Result<(usize, Record)>> {
+    pub fn next(&self) -> Option<Result<(usize, Record), TraceError>> {
         self.records.recv().ok()
     }
 
