@@ -24,3 +24,4 @@ mod testbed_load;
 mod testbed_smoke;
 mod testbed_ssh_ng;
 mod testbed_transfer;
+mod warm_keeper;
