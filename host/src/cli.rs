@@ -65,11 +65,9 @@ pub fn main() -> i32 {
     // As a builder, stderr is the build log Nix's hook shows as it is: plain lines.
     let logger = Logger::new(!cli.serve, log::level_from_verbosity(cli.verbosity.unwrap_or(3)));
     let result = (|| {
-        let explicit = cli.config.is_some();
-        let path = cli.config.clone().unwrap_or_else(|| nwh_options::default_config().to_path_buf());
         let flags = cli.options.clone();
         flags.check(nwh_options::Spelling::Flag)?;
-        let opts = Options::from_file(&path, explicit)?.overlay(flags);
+        let opts = Options::load(cli.config.as_deref())?.overlay(flags);
         if cli.serve {
             crate::builder::run(&opts, &logger)
         } else {

@@ -144,7 +144,8 @@ fn build(
         settings,
         upload_lock: &dispatcher.scheduler.load.upload_lock_path(&placed.uri),
     };
-    match transfer::build(&master, &job, placed.slot, crate::fds::build_log()?, logger)? {
+    let built = transfer::build(&master, &job, placed.slot, crate::fds::build_log()?, logger);
+    match built.map_err(|e| master.with_loss(e))? {
         transfer::Finished::Built => Ok(0),
         transfer::Finished::Failed { message, timed_out } => {
             logger.error(&message);

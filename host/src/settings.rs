@@ -83,9 +83,7 @@ pub struct HookInputs {
 }
 
 pub fn as_the_hook(inputs: &HookInputs) -> Result<AsTheHook> {
-    let config = inputs.config.as_deref();
-    let path = config.unwrap_or_else(|| nwh_options::default_config());
-    let opts = nwh_options::Options::from_file(path, config.is_some())?;
+    let opts = nwh_options::Options::load(inputs.config.as_deref())?;
     let mut settings = load(&[]).map_err(|e| e.context("reading nix.conf"))?;
     if let Some(b) = &inputs.builders {
         settings.apply_block([("builders", b)])?;

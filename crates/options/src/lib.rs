@@ -10,6 +10,7 @@ use serde::Deserialize;
 mod error;
 pub use error::OptionsError;
 
+/// Where the options file is read from when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/nix/nix-wasm-hook.toml";
 
 /// Fuel for one decision when `policy-fuel` is not set (the default policy's grows with the
@@ -25,11 +26,6 @@ pub const DEFAULT_CONNECT_TIMEOUT: u64 = 10;
 pub const DEFAULT_POSTPONE_WAIT_MS: u64 = 3000;
 /// `trace-max-bytes` when not set: a few hundred thousand decisions on a dozen machines.
 pub const DEFAULT_TRACE_MAX_BYTES: u64 = 64 << 20;
-
-/// Where the options file is read from when `--config` is not given.
-pub fn default_config() -> &'static Path {
-    Path::new(DEFAULT_CONFIG)
-}
 
 /// Where the `machines` option's entries come from, as diagnostics name it.
 pub const MACHINES_OPTION: &str = "nix-wasm-hook option 'machines'";
@@ -87,6 +83,15 @@ pub struct Options {
 }
 
 impl Options {
+    /// Reads the options file `config` names, or the default one ([`DEFAULT_CONFIG`]), which
+    /// may be missing.
+    pub fn load(config: Option<&Path>) -> Result<Options, OptionsError> {
+        match config {
+            Some(path) => Options::from_file(path, true),
+            None => Options::from_file(Path::new(DEFAULT_CONFIG), false),
+        }
+    }
+
     /// Reads `path`; a missing file is fine only when the path was not asked for explicitly.
     pub fn from_file(path: &Path, explicit: bool) -> Result<Options, OptionsError> {
         let text = match nwh_files::read_to_string(path, nwh_files::OPTIONS_FILE) {

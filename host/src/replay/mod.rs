@@ -67,9 +67,7 @@ pub fn main(args: &Args) -> i32 {
 
 /// Runs the replay, writing to `out`; returns the exit status.
 pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
-    let explicit = args.config.is_some();
-    let config = args.config.clone().unwrap_or_else(|| nwh_options::default_config().to_path_buf());
-    let opts = Options::from_file(&config, explicit)?;
+    let opts = Options::load(args.config.as_deref())?;
     let (limits, cache) = (Limits::from(&opts), Cache::from(&opts));
     let a = Side::load(args.policy.as_deref(), limits, &cache)?;
     let b = match args.against.as_deref() {

@@ -74,16 +74,6 @@ pub fn build(
     build_log: std::os::fd::OwnedFd,
     logger: &Logger,
 ) -> Result<Finished> {
-    build_on(master, job, slot, build_log, logger).map_err(|e| master.with_loss(e))
-}
-
-fn build_on(
-    master: &Master,
-    job: &Job,
-    slot: nwh_slots::SlotLock,
-    build_log: std::os::fd::OwnedFd,
-    logger: &Logger,
-) -> Result<Finished> {
     let started = std::time::Instant::now();
     let drv = nwh_drv::Derivation::read(job.drv_path)
         .with_context(|| format!("reading the derivation {}", job.drv_path))?;
