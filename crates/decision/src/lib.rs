@@ -3,6 +3,7 @@
 //! traces, `explain`, `replay` and `simulate` use them as they are.
 
 use std::collections::BTreeSet;
+use std::ops::ControlFlow;
 
 use serde::{Deserialize, Serialize};
 
@@ -128,33 +129,54 @@ impl std::fmt::Display for Misfit {
     }
 }
 
-/// Every rule of Nix's that `m` breaks for `req`, in Nix's order of checks (enabled, system,
-/// supported features, mandatory features); when it breaks none, why it has no free slot.
-/// Empty when it could take the build now.
-pub fn misfits(req: &Request, m: &MachineView) -> Vec<Misfit> {
-    let mut all = Vec::new();
+/// Hands `broken` each rule of Nix's that `m` breaks for `req`, in Nix's order of checks
+/// (enabled, system, supported features, mandatory features), until it asks to stop: the
+/// eligibility check on the hot path stops at the first, as Nix's does.
+fn each_broken_rule(
+    req: &Request,
+    m: &MachineView,
+    broken: &mut dyn FnMut(Misfit) -> ControlFlow<()>,
+) -> ControlFlow<()> {
     if !m.enabled {
-        all.push(Misfit::Disabled { down_reason: m.down_reason.clone() });
+        broken(Misfit::Disabled { down_reason: m.down_reason.clone() })?;
     }
     if req.system != "builtin" && !m.systems.contains(&req.system) {
-        all.push(Misfit::System { wanted: req.system.clone(), has: m.systems.clone() });
+        broken(Misfit::System { wanted: req.system.clone(), has: m.systems.clone() })?;
     }
     for f in &req.required_features {
         if !m.supported_features.contains(f) && !m.mandatory_features.contains(f) {
-            all.push(Misfit::MissingFeature(f.clone()));
+            broken(Misfit::MissingFeature(f.clone()))?;
         }
     }
     for f in &m.mandatory_features {
         if !req.required_features.contains(f) {
-            all.push(Misfit::MandatoryNotRequested(f.clone()));
+            broken(Misfit::MandatoryNotRequested(f.clone()))?;
         }
     }
+    ControlFlow::Continue(())
+}
+
+/// Why an eligible machine has no free slot now, if it has none.
+fn busy(m: &MachineView) -> Option<Misfit> {
+    if m.max_jobs == 0 {
+        Some(Misfit::NeverFree)
+    } else if m.slots_in_use >= m.max_jobs {
+        Some(Misfit::Full { max_jobs: m.max_jobs })
+    } else {
+        None
+    }
+}
+
+/// Every rule of Nix's that `m` breaks for `req`, in Nix's order of checks; when it breaks
+/// none, why it has no free slot. Empty when it could take the build now.
+pub fn misfits(req: &Request, m: &MachineView) -> Vec<Misfit> {
+    let mut all = Vec::new();
+    let _ = each_broken_rule(req, m, &mut |misfit| {
+        all.push(misfit);
+        ControlFlow::Continue(())
+    });
     if all.is_empty() {
-        if m.max_jobs == 0 {
-            all.push(Misfit::NeverFree);
-        } else if m.slots_in_use >= m.max_jobs {
-            all.push(Misfit::Full { max_jobs: m.max_jobs });
-        }
+        all.extend(busy(m));
     }
     all
 }
@@ -162,18 +184,18 @@ pub fn misfits(req: &Request, m: &MachineView) -> Vec<Misfit> {
 /// Nix's eligibility rule (enabled, system, supported ∪ mandatory ⊇ required, mandatory ⊆
 /// required): the first rule broken.
 pub fn eligibility(req: &Request, m: &MachineView) -> Result<(), Misfit> {
-    match misfits(req, m).into_iter().next() {
-        Some(Misfit::NeverFree | Misfit::Full { .. }) | None => Ok(()),
-        Some(broken) => Err(broken),
-    }
+    let mut first = None;
+    let _ = each_broken_rule(req, m, &mut |misfit| {
+        first = Some(misfit);
+        ControlFlow::Break(())
+    });
+    first.map_or(Ok(()), Err)
 }
 
 /// Eligible and with a free slot right now.
 pub fn fits_now(req: &Request, m: &MachineView) -> Result<(), Misfit> {
-    match misfits(req, m).into_iter().next() {
-        Some(misfit) => Err(misfit),
-        None => Ok(()),
-    }
+    eligibility(req, m)?;
+    busy(m).map_or(Ok(()), Err)
 }
 
 /// Why `m` was not chosen for `req`, in the words the hook's warning, `explain` and `simulate`
