@@ -176,6 +176,22 @@ impl ExportFramer {
         Reader::resume(src, Limits { max_string_len, ..Limits::default() }, base)
     }
 
+    /// One wire item, read by `read` from where this reader stands: its offset, and the item.
+    /// What was consumed counts whether it could be read or not.
+    fn read_item<'a, R: Read + ?Sized, T, E>(
+        &mut self,
+        src: &'a mut R,
+        max_string_len: u64,
+        read: impl FnOnce(&mut Reader<&'a mut R>) -> Result<T, E>,
+    ) -> (u64, Result<T, E>) {
+        let mut r = self.reader(src, max_string_len);
+        let offset = r.position();
+        let result = read(&mut r);
+        let consumed = r.position() - offset;
+        self.advance(consumed);
+        (offset, result)
+    }
+
     fn advance(&mut self, consumed: u64) {
         self.pos += consumed;
     }
@@ -207,11 +223,7 @@ impl ExportFramer {
         what: &'static str,
         tag: bool,
     ) -> Result<(Vec<u8>, u64), ExportError> {
-        let mut r = self.reader(src, max);
-        let offset = r.position();
-        let result = r.read_bytes();
-        let consumed = r.position() - offset;
-        self.advance(consumed);
+        let (offset, result) = self.read_item(src, max, |r| r.read_bytes());
         match result {
             Ok(s) => {
                 self.emit_str(&s);
@@ -302,11 +314,7 @@ impl ExportFramer {
     }
 
     fn marker<R: Read + ?Sized>(&mut self, src: &mut R) -> Result<(), ExportError> {
-        let mut r = self.reader(src, MAX_PATH_LEN);
-        let offset = r.position();
-        let marker = r.read_u64();
-        let consumed = r.position() - offset;
-        self.advance(consumed);
+        let (offset, marker) = self.read_item(src, MAX_PATH_LEN, |r| r.read_u64());
         let marker = marker.map_err(ExportError::Wire)?;
         match marker {
             0 => self.state = State::Done,
@@ -364,11 +372,7 @@ impl ExportFramer {
     }
 
     fn contents_len<R: Read + ?Sized>(&mut self, src: &mut R) -> Result<(), ExportError> {
-        let mut r = self.reader(src, MAX_TAG_LEN);
-        let offset = r.position();
-        let len = r.read_u64();
-        let consumed = r.position() - offset;
-        self.advance(consumed);
+        let (_, len) = self.read_item(src, MAX_TAG_LEN, |r| r.read_u64());
         let len = len.map_err(|e| self.nar_err(NarError::Wire(e)))?;
         let start = self.out.len();
         Writer::new(&mut self.out).write_u64(len).expect("writing to a Vec");
@@ -513,12 +517,8 @@ impl ExportFramer {
     }
 
     fn trailer<R: Read + ?Sized>(&mut self, src: &mut R) -> Result<(), ExportError> {
-        let mut r = self.reader(src, MAX_PATH_LEN);
-        let start = r.position();
-        let result = Trailer::read_from(&mut r);
-        let consumed = r.position() - start;
-        self.advance(consumed);
-        let trailer = result?;
+        let (_, trailer) = self.read_item(src, MAX_PATH_LEN, Trailer::read_from);
+        let trailer = trailer?;
         trailer.write_to(&mut Writer::new(&mut self.out)).expect("writing to a Vec");
         self.entries.push(trailer.into_exported(self.nar.take().expect("a NAR precedes its trailer")));
         self.state = State::Marker;
