@@ -17,7 +17,7 @@ use nwh_serve::{BuildResult, BuildStatus, PathInfo, Request, ServeServer};
 
 use crate::dispatch::{Dispatcher, Placement, Wait};
 use crate::log::Logger;
-use crate::policy::{cache::Cache, Limits, Policies};
+use crate::policy::Policies;
 use crate::schedule::Try;
 use crate::transfer::{local, BuilderSession};
 use nwh_decision::Local;
@@ -126,8 +126,7 @@ fn dispatcher(
     settings: &nwh_nixconf::Settings,
     logger: &Logger,
 ) -> Result<Dispatcher> {
-    let (policies, load_warning) =
-        Policies::load(opts.policy.as_ref(), Limits::from(opts), &Cache::from(opts))?;
+    let (policies, load_warning) = Policies::configured(opts.policy.as_ref(), opts)?;
     if let Some(w) = load_warning {
         logger.warn(&format!("nix-wasm-hook: {w}"));
     }

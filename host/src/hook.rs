@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use crate::dispatch::{Dispatcher, Placement, Wait};
 use crate::log::{Level, Logger};
 use crate::nix_release::NixRelease;
-use crate::policy::{cache::Cache, Limits, Policies};
+use crate::policy::Policies;
 use crate::protocol::{Message, Session};
 use crate::schedule;
 use crate::timeline;
@@ -65,8 +65,7 @@ fn dispatcher(
         return Ok(None);
     }
 
-    let (policies, load_warning) =
-        Policies::load(opts.policy.as_ref(), Limits::from(opts), &Cache::from(opts))?;
+    let (policies, load_warning) = Policies::configured(opts.policy.as_ref(), opts)?;
     if let Some(w) = load_warning {
         logger.warn(&format!("nix-wasm-hook: {w}"));
     }

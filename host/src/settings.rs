@@ -25,7 +25,7 @@ fn remote_systems_default() -> Option<String> {
 
 /// What the parent can build itself, as Nix's own hook reckons it: its `max-jobs`, systems and
 /// the local store's features (`system-features`, plus `ca-derivations` and `recursive-nix`
-/// when those experiments are on), and, when known, which Nix it is.
+/// when those experiments are on).
 pub fn local(settings: &Settings) -> Local {
     Local {
         max_jobs: settings.max_jobs(),

@@ -8,7 +8,7 @@ use nwh_decision::{self as decision, Decision, Local, MachineView, Misfit, Reque
 use nwh_machines::{Machine, Machines};
 
 use crate::nix_release::NixRelease;
-use crate::policy::{cache::Cache, Decided, Limits, Policies};
+use crate::policy::{Decided, Policies};
 use crate::schedule::Scheduler;
 use crate::settings::AsTheHook;
 use crate::transfer::health::Health;
@@ -36,7 +36,7 @@ pub fn hops(
         return Ok((Hop::decide(scheduler, request, hook_disables, notes)?, None));
     }
     // Nix's own hook chooses the line; nix-wasm-hook behind it, the real builder.
-    let (nix_rules, _) = Policies::load(None, Limits::from(&opts), &Cache::from(&opts))?;
+    let (nix_rules, _) = Policies::configured(None, &opts)?;
     let scheduler = Scheduler::new(parsed.machines, load(), nix_rules, local.clone(), nix.clone());
     let first = Hop::decide(scheduler, request.clone(), |_| None, notes)?;
     let real = crate::settings::builder_machines(&opts, &settings).unwrap_or_else(|| {

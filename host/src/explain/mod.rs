@@ -13,7 +13,7 @@ use serde_json::json;
 use nwh_decision::{self as decision, Local, Misfit, Request};
 
 use crate::nix_release::NixRelease;
-use crate::policy::{cache::Cache, Limits, Policies};
+use crate::policy::Policies;
 
 mod hops;
 use hops::{score, Hop};
@@ -66,8 +66,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
     let mut notes = inputs.warnings.clone();
     notes.extend(inputs.machines.diagnostics.iter().map(|d| d.to_string()));
     let policy_path = args.policy.clone().or(inputs.opts.policy.clone());
-    let (policies, load_warning) =
-        Policies::load(policy_path.as_ref(), Limits::from(&inputs.opts), &Cache::from(&inputs.opts))?;
+    let (policies, load_warning) = Policies::configured(policy_path.as_ref(), &inputs.opts)?;
     notes.extend(load_warning);
     let nix = args.nix_version.clone().or_else(NixRelease::installed);
     let request = request(args, &crate::settings::local(&inputs.settings))?;

@@ -382,6 +382,11 @@ pub struct Policies {
 }
 
 impl Policies {
+    /// [`Policies::load`] with the limits and the compile cache the options give.
+    pub fn configured(path: Option<&PathBuf>, opts: &Options) -> Result<(Policies, Option<String>)> {
+        Policies::load(path, Limits::from(opts), &Cache::from(opts))
+    }
+
     /// Loads the default and, when given, the user's policy. A user policy that cannot be
     /// loaded is not fatal: the returned warning says why and the default decides.
     pub fn load(path: Option<&PathBuf>, limits: Limits, cache: &Cache) -> Result<(Policies, Option<String>)> {
