@@ -9,7 +9,7 @@
 //! valid here, so Nix copies nothing to it, and the outputs stream from the real builder
 //! through this process to Nix, which imports them itself, under its own locks.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 
 use anyhow::{bail, Context, Result};
@@ -19,7 +19,8 @@ use crate::dispatch::{Dispatcher, Placement, Wait};
 use crate::log::Logger;
 use crate::policy::Policies;
 use crate::schedule::Try;
-use crate::transfer::{local, BuilderSession};
+use crate::transfer::content_address::{Fixed, FixedRelay};
+use crate::transfer::{from_builder, local, BuilderSession};
 use nwh_decision::Local;
 use nwh_options::Options;
 
@@ -44,11 +45,11 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
                 server.reply_valid_paths(&valid)?;
             }
             Request::QueryPathInfos { paths } => {
-                let infos = path_infos(&paths, running.as_mut().and_then(Built::session))?;
+                let infos = path_infos(&paths, running.as_mut())?;
                 server.reply_path_infos(&infos)?;
             }
             Request::DumpStorePath { path } => {
-                dump(&path, running.as_mut().and_then(Built::session), &mut server)?;
+                dump(&path, running.as_mut(), &mut server)?;
                 if let Some(built) = running.as_mut() {
                     built.fetched(&path)?;
                 }
@@ -82,10 +83,17 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
 /// has fetched every one it lacks, and then its session ends (or goes back to the keeper of
 /// warm sessions) at once. It cannot wait for the end of the connection: Nix's hook kills this
 /// process as it closes it, and a lent session that is not given back is lost.
+///
+/// The builder is trusted for the outputs of this build and nothing else: Nix's hook is given
+/// the info and the NAR of those alone, each NAR cut off at the size announced for it.
 struct Built {
     session: Option<BuilderSession>,
     /// Outputs not valid here that Nix has not fetched yet.
     unfetched: BTreeSet<String>,
+    /// The NAR size the builder announced for each output whose info Nix's hook was given.
+    announced: BTreeMap<String, u64>,
+    /// Fixed outputs, by path: their NARs are checked against their hashes on the way.
+    fixed: BTreeMap<String, nwh_drv::Output>,
 }
 
 impl Built {
@@ -94,13 +102,47 @@ impl Built {
             drv.outputs.values().filter(|o| !o.path.is_empty()).map(|o| o.path.clone()).collect();
         // Nix fetches nothing after a failed build; after a good one, what it lacks.
         let unfetched = if success { local::invalid(&outputs)? } else { BTreeSet::new() };
-        let mut built = Built { session: Some(session), unfetched };
+        let fixed =
+            drv.outputs.values().filter(|o| o.is_fixed()).map(|o| (o.path.clone(), o.clone())).collect();
+        let mut built = Built { session: Some(session), unfetched, announced: BTreeMap::new(), fixed };
         built.end_when_fetched()?;
         Ok(built)
     }
 
     fn session(&mut self) -> Option<&mut BuilderSession> {
         self.session.as_mut()
+    }
+
+    /// The builder's infos of those of `paths` that are outputs Nix still lacks.
+    fn path_infos(&mut self, paths: &BTreeSet<String>) -> Result<Vec<(String, PathInfo)>> {
+        let outputs: BTreeSet<String> = paths.intersection(&self.unfetched).cloned().collect();
+        let Some(session) = self.session.as_mut().filter(|_| !outputs.is_empty()) else {
+            return Ok(Vec::new());
+        };
+        let infos = session.store().query_path_infos(&outputs)?;
+        self.announced.extend(infos.iter().map(|(path, info)| (path.clone(), info.nar_size)));
+        Ok(infos)
+    }
+
+    /// Relays the NAR of an output from the builder, no longer than announced.
+    fn dump<R: Read, W: Write>(&mut self, path: &str, server: &mut ServeServer<R, W>) -> Result<()> {
+        let (Some(&announced), Some(session)) = (self.announced.get(path), self.session.as_mut()) else {
+            bail!("Nix's hook asked for the NAR of {path}, which is not in this store nor an output it was told of");
+        };
+        let what = format!("the NAR of {path} from '{}'", session.uri());
+        let mut sink = server.nar_sink();
+        match self.fixed.get(path) {
+            Some(output) => {
+                let mut relay = FixedRelay::new(&mut sink, output)?;
+                session.store().dump(path, &mut from_builder::Bounded::new(&mut relay, announced, &what))?;
+                relay.finish().with_context(|| what.clone())?;
+            }
+            None => drop(
+                session.store().dump(path, &mut from_builder::Bounded::new(&mut sink, announced, &what))?,
+            ),
+        }
+        sink.finish()?;
+        Ok(())
     }
 
     fn fetched(&mut self, path: &str) -> Result<()> {
@@ -162,33 +204,24 @@ fn valid_paths(paths: &BTreeSet<String>, running: Option<&mut BuilderSession>) -
     Ok(valid)
 }
 
-fn path_infos(
-    paths: &BTreeSet<String>,
-    running: Option<&mut BuilderSession>,
-) -> Result<Vec<(String, PathInfo)>> {
+fn path_infos(paths: &BTreeSet<String>, running: Option<&mut Built>) -> Result<Vec<(String, PathInfo)>> {
     let invalid = local::invalid(paths)?;
     let here: BTreeSet<String> = paths.difference(&invalid).cloned().collect();
     let mut infos: Vec<(String, PathInfo)> = local::serve_path_infos(&here)?;
-    if let Some(session) = running {
-        if !invalid.is_empty() {
-            infos.extend(session.store().query_path_infos(&invalid)?);
-        }
+    if let Some(built) = running {
+        infos.extend(built.path_infos(&invalid)?);
     }
     Ok(infos)
 }
 
 fn dump<R: Read, W: Write>(
     path: &str,
-    running: Option<&mut BuilderSession>,
+    running: Option<&mut Built>,
     server: &mut ServeServer<R, W>,
 ) -> Result<()> {
     let here = local::invalid(&BTreeSet::from([path.to_string()]))?.is_empty();
     match running {
-        Some(session) if !here => {
-            let mut sink = server.nar_sink();
-            session.store().dump(path, &mut sink)?;
-            sink.finish()?;
-        }
+        Some(built) if !here => built.dump(path, server)?,
         _ => {
             let mut nar = local::nar(path)?;
             let sent = server.reply_nar(&mut std::io::BufReader::new(&mut nar.reader)).map_err(Into::into);
@@ -213,6 +246,17 @@ fn build(
         .get("requiredSystemFeatures")
         .map(|f| f.split_whitespace().map(str::to_string).collect())
         .unwrap_or_default();
+    // A fixed output is checked against its hash on its way to Nix: one this hook cannot
+    // compute is not taken on the builder's word.
+    if let Some(why) = drv.outputs.values().filter(|o| o.is_fixed()).find_map(|o| Fixed::of(o).err()) {
+        return Ok((
+            BuildResult::failure(
+                BuildStatus::MiscFailure,
+                format!("nix-wasm-hook cannot build {drv_path}: {why}"),
+            ),
+            None,
+        ));
+    }
     let t = Try {
         am_willing: true,
         system: drv.platform.clone(),

@@ -82,6 +82,16 @@ macro_rules! on_every_nix {
     };
 }
 
+/// The oldest and the newest Nix of the test bed only (`nix_2_8::f`, `nix_2_34::f`): for
+/// tests whose every case costs builds with two hooks, where what lies between adds nothing.
+#[macro_export]
+macro_rules! on_the_oldest_and_newest_nix {
+    ($($test:ident),* $(,)?) => {
+        mod nix_2_8 { $( #[test] #[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"] fn $test() { super::$test($crate::support::testbed::Nix::V2_8) } )* }
+        mod nix_2_34 { $( #[test] #[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"] fn $test() { super::$test($crate::support::testbed::Nix::V2_34) } )* }
+    };
+}
+
 /// [`on_every_nix!`] and Lix too (`lix::f`, calling `f(Nix::Lix)`), for what Lix can be
 /// asked to do: builder mode.
 #[macro_export]

@@ -160,6 +160,18 @@ pub fn copy_nar<R: Read + ?Sized, W: Write + ?Sized>(r: &mut R, w: &mut W) -> Re
     parse(r, w, &mut Ignore)
 }
 
+/// [`copy_nar`], also writing into `contents` the contents of the NAR's root when that is a
+/// regular file (what a flat content hash covers); says whether it was one.
+pub fn copy_nar_and_root_contents<R: Read + ?Sized, W: Write + ?Sized, C: Write>(
+    r: &mut R,
+    w: &mut W,
+    contents: &mut C,
+) -> Result<(NarSummary, bool)> {
+    let mut root = RootContents { depth: 0, regular: false, contents };
+    let summary = parse(r, w, &mut root)?;
+    Ok((summary, root.regular))
+}
+
 /// [`copy_nar`], telling `visit` of every node on the way.
 fn parse<R: Read + ?Sized, W: Write + ?Sized>(
     r: &mut R,
@@ -235,6 +247,41 @@ impl Visit for Ignore {
         Ok(())
     }
     fn data(&mut self, _: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+    fn regular_end(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    fn symlink(&mut self, _: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The contents of a root that is a regular file, passed on.
+struct RootContents<'a, C> {
+    depth: usize,
+    regular: bool,
+    contents: &'a mut C,
+}
+
+impl<C: Write> Visit for RootContents<'_, C> {
+    fn directory(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    fn enter(&mut self, _: &[u8]) {
+        self.depth += 1;
+    }
+    fn leave(&mut self) {
+        self.depth -= 1;
+    }
+    fn regular(&mut self, _: bool) -> io::Result<()> {
+        self.regular |= self.depth == 0;
+        Ok(())
+    }
+    fn data(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.depth == 0 {
+            self.contents.write_all(bytes)?;
+        }
         Ok(())
     }
     fn regular_end(&mut self) -> io::Result<()> {

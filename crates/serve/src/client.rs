@@ -157,6 +157,10 @@ impl<R: Read, W: Write> ServeClient<R, W> {
         }
     }
 
+    fn unasked(&self, during: &'static str, path: &str) -> ServeError {
+        ServeError::Unasked { host: self.host.clone(), during, path: path.to_string() }
+    }
+
     fn send_err(&self, during: &'static str, e: io::Error) -> ServeError {
         if is_broken_pipe(&e) {
             ServeError::Eof { host: self.host.clone(), during }
@@ -235,9 +239,13 @@ impl<R: Read, W: Write> ServeClient<R, W> {
         const DURING: &str = "QueryValidPaths";
         let paths: BTreeSet<String> = paths.into_iter().map(|p| p.as_ref().to_string()).collect();
         self.command(|c| {
-            c.send_request(&Request::QueryValidPaths { lock, substitute, paths })?;
+            c.send_request(&Request::QueryValidPaths { lock, substitute, paths: paths.clone() })?;
             c.flush(DURING)?;
-            c.recv(DURING, |r| r.read_string_set())
+            let valid = c.recv(DURING, |r| r.read_string_set())?;
+            match valid.difference(&paths).next() {
+                Some(path) => Err(c.unasked(DURING, path)),
+                None => Ok(valid),
+            }
         })
     }
 
@@ -251,18 +259,23 @@ impl<R: Read, W: Write> ServeClient<R, W> {
         let paths: BTreeSet<String> = paths.into_iter().map(|p| p.as_ref().to_string()).collect();
         let version = self.version;
         self.command(|c| {
-            c.send_request(&Request::QueryPathInfos { paths })?;
+            c.send_request(&Request::QueryPathInfos { paths: paths.clone() })?;
             c.flush(DURING)?;
-            c.recv(DURING, |r| {
-                let mut infos = Vec::new();
-                loop {
-                    let path = r.read_string()?;
-                    if path.is_empty() {
-                        return Ok(infos);
-                    }
-                    infos.push((path, PathInfo::read_from(r, version)?));
+            // Each entry must answer a path asked for, once: this also bounds the list,
+            // which has no count of its own, by the question.
+            let mut unanswered = paths;
+            let mut infos = Vec::new();
+            loop {
+                let path = c.recv(DURING, |r| r.read_string())?;
+                if path.is_empty() {
+                    return Ok(infos);
                 }
-            })
+                if !unanswered.remove(&path) {
+                    return Err(c.unasked(DURING, &path));
+                }
+                let info = c.recv(DURING, |r| PathInfo::read_from(r, version))?;
+                infos.push((path, info));
+            }
         })
     }
 

@@ -55,6 +55,10 @@ pub enum ServeError {
         #[source]
         source: ExportError,
     },
+    /// The reply names a path that was not asked about (or one twice): a server answers
+    /// only for what it is asked, and a builder is trusted for nothing else.
+    #[error("'{host}' answered {during} with {path:?}, which it was not asked about")]
+    Unasked { host: String, during: &'static str, path: String },
     #[error("unexpected reply from '{host}' to {during}: expected {expected}, got {got}")]
     UnexpectedReply { host: String, during: &'static str, expected: u64, got: u64 },
     #[error("I/O error talking to '{host}' during {during}")]

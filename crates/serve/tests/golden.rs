@@ -401,6 +401,25 @@ fn query_path_infos_by_version() {
     assert_eq!(after_greeting(&sent), Bytes::default().u64(2).list(&["/nix/store/x"]).0);
 }
 
+/// A builder answers only for what it was asked: an entry for another path, or for one path
+/// twice, ends the command (which also bounds a list that has no count of its own).
+#[test]
+fn answers_about_paths_not_asked_are_refused() {
+    let entry = |path: &str| Bytes::default().s(path).s("").list(&[]).u64(10).u64(10);
+    let twice = [entry("/nix/store/x").0, entry("/nix/store/x").0, Bytes::default().s("").0].concat();
+    let other = [entry("/nix/store/x").0, entry("/root/x").0, Bytes::default().s("").0].concat();
+    for reply in [twice, other] {
+        let (mut c, _) = client_with(0x203, &reply);
+        let err = c.query_path_infos(["/nix/store/x"]).unwrap_err();
+        assert!(matches!(err, ServeError::Unasked { .. }), "{err}");
+        assert!(err.to_string().contains("'h' answered QueryPathInfos with"), "{err}");
+        assert!(matches!(c.query_path_infos(["/nix/store/x"]), Err(ServeError::Poisoned { .. })));
+    }
+    let (mut c, _) = client_with(0x207, &Bytes::default().list(&["/nix/store/a", "/nix/store/b"]).0);
+    let err = c.query_valid_paths(["/nix/store/a"], false, false).unwrap_err();
+    assert!(matches!(err, ServeError::Unasked { ref path, .. } if path == "/nix/store/b"), "{err}");
+}
+
 #[test]
 fn build_derivation_fields_follow_the_version() {
     let drv = Derivation::read(fixture("nix-2.8/dep.drv")).unwrap().to_basic(&BTreeSet::new());

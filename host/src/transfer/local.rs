@@ -9,6 +9,12 @@ use std::process::{Child, Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
+/// The directory of the local store: where outputs are unpacked, and the only one any path a
+/// builder names may be in.
+pub fn store_dir() -> Result<nwh_store_path::StoreDir> {
+    nwh_store_path::StoreDir::from_env().context("reading the store directory (NIX_STORE_DIR)")
+}
+
 /// The subset of `paths` that is not valid in the local store. A valid path is on disk, so
 /// one that is not there is invalid without asking: most outputs of a build that is about to
 /// run are, and a `nix-store` process costs some 20 ms of CPU (mostly its dynamic linking),

@@ -3,6 +3,7 @@
 
 pub mod advice;
 pub mod content_address;
+pub mod from_builder;
 pub mod health;
 pub mod local;
 pub mod register;
@@ -11,7 +12,7 @@ pub mod store;
 pub mod target;
 pub mod warm;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -53,13 +54,16 @@ pub fn cannot_finish(drv_path: &str) -> Option<String> {
     let drv = nwh_drv::Derivation::read(drv_path).ok()?;
     let floating: Vec<&str> =
         drv.outputs.iter().filter(|(_, o)| o.path.is_empty()).map(|(name, _)| name.as_str()).collect();
-    (!floating.is_empty()).then(|| {
-        format!(
+    if !floating.is_empty() {
+        return Some(format!(
             "its outputs {} are content-addressed without a fixed hash (ca-derivations), and this hook \
              cannot register their realisations yet",
             floating.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
-        )
-    })
+        ));
+    }
+    // What comes back for a fixed output is checked against its hash: one this hook cannot
+    // compute would have to be taken on the builder's word.
+    drv.outputs.values().filter(|o| o.is_fixed()).find_map(|o| content_address::Fixed::of(o).err())
 }
 
 /// Hook mode's whole transfer: inputs up, the build, outputs back into the local store.
@@ -91,6 +95,8 @@ pub fn build(
     // locks), and asking may cost a nix-store process: ask now, while the build runs.
     let outputs: BTreeSet<String> = drv.output_paths().into_values().collect();
     let missing = std::thread::spawn(move || local::invalid(&outputs));
+    let expected: BTreeMap<String, nwh_drv::Output> =
+        drv.outputs.values().filter(|o| !o.path.is_empty()).map(|o| (o.path.clone(), o.clone())).collect();
     let result = session.build(job.drv_path, &drv.to_basic(&inputs), &options, logger)?;
     let missing =
         missing.join().map_err(|_| anyhow::anyhow!("the validity check of the outputs panicked"))??;
@@ -101,6 +107,8 @@ pub fn build(
         });
     }
     // Registered: `nix-store --register-validity` succeeded for every output that was missing.
+    let missing: BTreeMap<String, nwh_drv::Output> =
+        expected.into_iter().filter(|(path, _)| missing.contains(path)).collect();
     let fetched = session.bring_back(job.drv_path, &missing, logger, || drop(slot))?;
     session.finish()?;
     logger.msg(
@@ -133,6 +141,11 @@ impl BuilderSession {
         let (store, link) = StoreConn::open(master, log)?;
         crate::timeline::mark("session");
         Ok(BuilderSession { uri: uri.to_string(), store, link })
+    }
+
+    /// The builder's store URI, as messages name it.
+    pub fn uri(&self) -> &str {
+        &self.uri
     }
 
     /// The conversation itself, for a front-end that relays the builder's answers.
@@ -211,13 +224,14 @@ impl BuilderSession {
         result
     }
 
-    /// Unpacks and registers in the local store the outputs it lacks, `missing` (see
-    /// [`register`]); returns how many. `builder_done` is called as soon as the builder is
+    /// Unpacks and registers in the local store the outputs it lacks, `missing` (their paths,
+    /// with what the derivation says of each; see [`register`]); returns how many. Nothing else
+    /// the builder may name is fetched. `builder_done` is called as soon as the builder is
     /// needed no more (before the local registration).
     pub fn bring_back(
         &mut self,
         drv_path: &str,
-        missing: &BTreeSet<String>,
+        missing: &BTreeMap<String, nwh_drv::Output>,
         logger: &Logger,
         builder_done: impl FnOnce(),
     ) -> Result<usize> {
@@ -227,7 +241,8 @@ impl BuilderSession {
         }
         let uri = self.uri.as_str();
         let store = &mut self.store;
-        let infos = store.query_path_infos(missing)?;
+        let asked: BTreeSet<String> = missing.keys().cloned().collect();
+        let infos = store.query_path_infos(&asked)?;
         let total: u64 = infos.iter().map(|(_, i)| i.nar_size).sum();
         let all = logger.start(
             Level::Info,
@@ -235,7 +250,7 @@ impl BuilderSession {
             &format!("copying {} paths ({}) from '{uri}'", missing.len(), nwh_files::size(total)),
         );
         let unannounced: Vec<&String> =
-            missing.iter().filter(|p| !infos.iter().any(|(i, _)| i == *p)).collect();
+            missing.keys().filter(|p| !infos.iter().any(|(i, _)| i == *p)).collect();
         anyhow::ensure!(
             unannounced.is_empty(),
             "the build on '{uri}' succeeded, but the builder does not have the outputs {unannounced:?}"
@@ -248,13 +263,14 @@ impl BuilderSession {
                 &format!("copying path '{path}' ({}) from '{uri}'", nwh_files::size(nar_size)),
                 &[path.to_string().into(), uri.into(), "local".into()],
             );
-            let nar = store.dump(path, sink)?;
+            let what = format!("the NAR of {path} from '{uri}'");
+            let nar = store.dump(path, &mut from_builder::Bounded::new(sink, nar_size, &what))?;
             one.progress(nar.size, nar.size);
             fetched += nar.size;
             all.progress(fetched, total);
             Ok(nar)
         };
-        register::outputs(&infos, drv_path, fetch, builder_done)
+        register::outputs(&infos, missing, drv_path, fetch, builder_done)
             .with_context(|| format!("bringing the outputs of {drv_path} back from '{uri}'"))?;
         Ok(missing.len())
     }

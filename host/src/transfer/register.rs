@@ -14,7 +14,7 @@
 //! on the way leaves an invalid path, which the next attempt removes before unpacking (Nix's
 //! lock on the output means that nobody else is writing it).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{PipeWriter, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -22,6 +22,7 @@ use std::process::{Command, Stdio};
 use anyhow::{ensure, Context, Result};
 use nwh_nar::NarSummary;
 use nwh_serve::PathInfo;
+use nwh_store_path::StoreDir;
 
 /// One output as it will be registered.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,21 +33,27 @@ pub struct Arrived {
 }
 
 /// Unpacks the outputs the builder announced (`infos`) and registers them together, with
-/// `deriver` (the `.drv`) as their deriver. `fetch(path, announced size, sink)` streams one
-/// path's NAR into `sink` and returns the size and hash of what it streamed; `fetched` is
-/// called once everything has arrived, before the registration, which needs the builder no
-/// more.
+/// `deriver` (the `.drv`) as their deriver. Each must be one of `expected` (the outputs this
+/// machine lacks, with what the derivation says of each: a fixed output's contents are
+/// checked against its hash). `fetch(path, announced size, sink)` streams one path's NAR into
+/// `sink` and returns the size and hash of what it streamed; `fetched` is called once
+/// everything has arrived, before the registration, which needs the builder no more.
 pub fn outputs(
     infos: &[(String, PathInfo)],
+    expected: &BTreeMap<String, nwh_drv::Output>,
     deriver: &str,
     mut fetch: impl FnMut(&str, u64, &mut PipeWriter) -> Result<NarSummary>,
     fetched: impl FnOnce(),
 ) -> Result<()> {
+    let store = super::local::store_dir()?;
     let mut unpacked: Vec<String> = Vec::new();
     let result = (|| {
         let mut arrived = Vec::new();
         for (path, info) in infos {
-            remove_invalid(path)?;
+            // Never anything else: not a path outside the store, not one valid here.
+            let output =
+                expected.get(path).with_context(|| format!("{path} is not an output to bring back"))?;
+            remove_invalid(&store, path)?;
             unpacked.push(path.clone());
             let mut restore = Restore::start(path)?;
             let fetched =
@@ -62,6 +69,9 @@ pub fn outputs(
                 (Err(fetching), Err(unpacking)) => anyhow::bail!("{fetching:#}; {unpacking:#}"),
             };
             agrees(path, &nar, info)?;
+            if output.is_fixed() {
+                super::content_address::check_fixed(path, output, &nar, &info.references)?;
+            }
             arrived.push(Arrived { path: path.clone(), nar, references: info.references.clone() });
         }
         crate::timeline::mark("unpacked");
@@ -75,7 +85,7 @@ pub fn outputs(
         let left: BTreeSet<String> = unpacked.into_iter().collect();
         if let Ok(invalid) = super::local::invalid(&left) {
             for p in invalid {
-                let _ = remove_invalid(&p);
+                let _ = remove_invalid(&store, &p);
             }
         }
     }
@@ -177,15 +187,13 @@ impl Restore {
 }
 
 /// Removes an output path that exists but is not valid: the remains of an unpacking that was
-/// interrupted. The caller knows it is invalid and that Nix holds its lock. Store paths are
-/// read-only once canonicalised, and a non-root owner cannot delete inside a read-only
-/// directory, so directories are made writable first.
-pub fn remove_invalid(path: &str) -> Result<()> {
+/// interrupted. The caller knows it is invalid and that Nix holds its lock; anything but a
+/// store path of `store` is refused, whoever named it. Store paths are read-only once
+/// canonicalised, and a non-root owner cannot delete inside a read-only directory, so
+/// directories are made writable first.
+pub fn remove_invalid(store: &StoreDir, path: &str) -> Result<()> {
+    store.check(path).with_context(|| format!("refusing to remove {path:?}"))?;
     let p = Path::new(path);
-    ensure!(
-        p.is_absolute() && p.parent().is_some_and(|d| d.parent().is_some()) && !path.contains("/../"),
-        "refusing to remove {path:?}: not a store path"
-    );
     let Ok(meta) = p.symlink_metadata() else { return Ok(()) };
     if meta.is_dir() {
         make_writable(p)?;
@@ -262,17 +270,24 @@ mod tests {
     fn remains_are_removed_even_when_read_only() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("abc-out");
+        let store = StoreDir::new(dir.path().to_str().unwrap()).unwrap();
+        let out = dir.path().join("0c9g1b2l8nwn1wrmvfhh9hn9kqi1h3ff-out");
         std::fs::create_dir_all(out.join("sub")).unwrap();
         std::fs::write(out.join("sub/f"), "x").unwrap();
         for d in [out.join("sub"), out.clone()] {
             std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o555)).unwrap();
         }
-        remove_invalid(out.to_str().unwrap()).unwrap();
+        remove_invalid(&store, out.to_str().unwrap()).unwrap();
         assert!(!out.exists());
         // Absent is fine: nothing to remove.
-        remove_invalid(out.to_str().unwrap()).unwrap();
-        assert!(remove_invalid("/").is_err());
-        assert!(remove_invalid("relative/x").is_err());
+        remove_invalid(&store, out.to_str().unwrap()).unwrap();
+        // Nothing outside the store, whatever names it.
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("0c9g1b2l8nwn1wrmvfhh9hn9kqi1h3ff-out");
+        std::fs::create_dir(&victim).unwrap();
+        for bad in ["/", "relative/x", victim.to_str().unwrap(), &format!("{}/../x", dir.path().display())] {
+            assert!(remove_invalid(&store, bad).is_err(), "{bad}");
+        }
+        assert!(victim.exists());
     }
 }

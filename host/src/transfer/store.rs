@@ -13,9 +13,9 @@ use nwh_daemon::{DaemonClient, Field, LogMessage};
 use nwh_nar::NarSummary;
 use nwh_serve::{BuildOptions, BuildResult, PathInfo, ServeClient};
 
-use super::local;
 use super::ssh::{Master, Remote};
 use super::target::Protocol;
+use super::{from_builder, local};
 use crate::log::Logger;
 
 /// Nix's result types a daemon sends during a build: a log line of the build, the start of a
@@ -84,16 +84,31 @@ impl StoreConn {
         paths: &BTreeSet<String>,
         substitute: bool,
     ) -> Result<BTreeSet<String>> {
-        Ok(match self {
+        let valid = match self {
             StoreConn::Serve(c) => c.query_valid_paths(paths, false, substitute)?,
             StoreConn::Daemon { client, log } => {
                 client.query_valid_paths(paths, substitute, &mut |m| text(log, &m))?
             }
-        })
+        };
+        from_builder::valid_paths(self.builder(), paths, valid)
     }
 
-    /// The builder's infos of those of `paths` it has, as the serve protocol carries them.
+    /// The builder's infos of those of `paths` it has, as the serve protocol carries them,
+    /// each path in them checked ([`from_builder::path_infos`]).
     pub fn query_path_infos(&mut self, paths: &BTreeSet<String>) -> Result<Vec<(String, PathInfo)>> {
+        let infos = self.unchecked_path_infos(paths)?;
+        from_builder::path_infos(&local::store_dir()?, self.builder(), paths, infos)
+    }
+
+    /// The builder's name in messages: its store URI's host part, as each client knows it.
+    fn builder(&self) -> &str {
+        match self {
+            StoreConn::Serve(c) => c.host(),
+            StoreConn::Daemon { client, .. } => client.host(),
+        }
+    }
+
+    fn unchecked_path_infos(&mut self, paths: &BTreeSet<String>) -> Result<Vec<(String, PathInfo)>> {
         match self {
             StoreConn::Serve(c) => Ok(c.query_path_infos(paths)?),
             StoreConn::Daemon { client, log } => {
