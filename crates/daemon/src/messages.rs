@@ -9,7 +9,7 @@ use std::io::{self, Read, Write};
 
 use nwh_nar::hash;
 use nwh_serve::BuildStatus;
-use nwh_wire::{Reader, WireError, Writer};
+use nwh_wire::{Limits, Reader, WireError, Writer};
 
 use crate::protocol::{
     has, STDERR_ERROR, STDERR_LAST, STDERR_NEXT, STDERR_READ, STDERR_RESULT, STDERR_START_ACTIVITY,
@@ -323,6 +323,10 @@ impl PathInfo {
     }
 
     pub fn read_from<R: Read>(r: &mut Reader<R>, version: u64) -> Result<PathInfo, WireError> {
+        r.bounded(Limits::PATH_INFO, |r| PathInfo::read_bounded(r, version))
+    }
+
+    fn read_bounded<R: Read>(r: &mut Reader<R>, version: u64) -> Result<PathInfo, WireError> {
         let deriver = r.read_string()?;
         let mut info = PathInfo {
             deriver: (!deriver.is_empty()).then_some(deriver),

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io::{self, Read, Write};
 
-use nwh_wire::{Reader, WireError, Writer};
+use nwh_wire::{Limits, Reader, WireError, Writer};
 
 use crate::protocol::has;
 
@@ -32,6 +32,10 @@ pub struct PathInfo {
 impl PathInfo {
     /// Reads one path info in the encoding of protocol `version`.
     pub fn read_from<R: Read>(r: &mut Reader<R>, version: u64) -> Result<PathInfo, WireError> {
+        r.bounded(Limits::PATH_INFO, |r| PathInfo::read_bounded(r, version))
+    }
+
+    fn read_bounded<R: Read>(r: &mut Reader<R>, version: u64) -> Result<PathInfo, WireError> {
         let deriver = r.read_string()?;
         let references = r.read_string_set()?;
         let download_size = r.read_u64()?;

@@ -420,6 +420,19 @@ fn answers_about_paths_not_asked_are_refused() {
     assert!(matches!(err, ServeError::Unasked { ref path, .. } if path == "/nix/store/b"), "{err}");
 }
 
+/// A path info is bounded before it is believed: its strings are store paths, hashes and
+/// signatures, not megabytes each.
+#[test]
+fn a_path_info_with_an_oversized_reference_is_refused() {
+    let long = format!("/nix/store/{}", "x".repeat(5000));
+    let reply = Bytes::default().s("/nix/store/x").s("").list(&[long.as_str()]).u64(10).u64(10).s("").0;
+    let (mut c, _) = client_with(0x203, &reply);
+    let err = c.query_path_infos(["/nix/store/x"]).unwrap_err();
+    assert!(matches!(err, ServeError::Wire { .. }), "{err}");
+    let source = std::error::Error::source(&err).unwrap().to_string();
+    assert!(source.contains("4096"), "{source}");
+}
+
 #[test]
 fn build_derivation_fields_follow_the_version() {
     let drv = Derivation::read(fixture("nix-2.8/dep.drv")).unwrap().to_basic(&BTreeSet::new());

@@ -38,6 +38,14 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// For a path info from a store that is not trusted for it: every string in one (a store
+    /// path, a hash, a content address, a signature) is far below `PATH_MAX` (4 KiB), and
+    /// 65 536 references are more than any real path has. With the defaults, one info could
+    /// claim a million strings of a megabyte each.
+    pub const PATH_INFO: Limits = Limits { max_string_len: 4096, max_list_len: 1 << 16 };
+}
+
 /// The piece of the encoding being read when an error happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -184,6 +192,19 @@ impl<R: Read> Reader<R> {
 
     pub fn set_limits(&mut self, limits: Limits) {
         self.limits = limits;
+    }
+
+    /// Runs `read` with `limits` in force (never looser than the reader's own), then the
+    /// reader's own limits again.
+    pub fn bounded<T>(&mut self, limits: Limits, read: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        let own = self.limits;
+        self.limits = Limits {
+            max_string_len: own.max_string_len.min(limits.max_string_len),
+            max_list_len: own.max_list_len.min(limits.max_list_len),
+        };
+        let result = read(self);
+        self.limits = own;
+        result
     }
 
     /// Bytes consumed so far.

@@ -240,3 +240,27 @@ fn bool_is_any_nonzero() {
     assert!(r.read_bool().unwrap());
     assert!(!r.read_bool().unwrap());
 }
+
+/// `bounded` tightens the limits for one read and gives the reader its own back, whatever the
+/// read did; it never loosens them.
+#[test]
+fn bounded_limits_hold_for_one_read_only() {
+    let mut bytes = Vec::new();
+    {
+        let mut w = Writer::new(&mut bytes);
+        w.write_str(&"x".repeat(100)).unwrap();
+        w.write_str(&"x".repeat(100)).unwrap();
+    }
+    let mut r = Reader::with_limits(&bytes[..], Limits { max_string_len: 1000, max_list_len: 10 });
+    let tight = Limits { max_string_len: 50, max_list_len: 1 << 20 };
+    let err = r.bounded(tight, |r| r.read_string()).unwrap_err();
+    assert!(matches!(err, WireError::TooLong { max: 50, .. }), "{err}");
+    assert_eq!(r.limits(), Limits { max_string_len: 1000, max_list_len: 10 });
+    let mut r = Reader::with_limits(&bytes[..], Limits { max_string_len: 1000, max_list_len: 10 });
+    r.bounded(tight, |r| {
+        assert_eq!(r.limits().max_list_len, 10, "never looser than the reader's own");
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(r.read_string().unwrap().len(), 100);
+}
