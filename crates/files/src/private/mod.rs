@@ -199,7 +199,9 @@ fn checked_file(fd: OwnedFd, path: &Path) -> Result<File, PrivateError> {
     check_own(path, &st, Kind::File, false)?;
     // Opened non-blocking so that a FIFO put in its place could not hold us; a regular file
     // reads and writes the same either way, but the flag goes.
-    let _ = rustix::fs::fcntl_setfl(&fd, OFlags::empty());
+    if let Ok(flags) = rustix::fs::fcntl_getfl(&fd) {
+        let _ = rustix::fs::fcntl_setfl(&fd, flags - OFlags::NONBLOCK);
+    }
     Ok(File::from(fd))
 }
 

@@ -130,7 +130,9 @@ fn files_are_opened_only_when_ours_and_never_through_a_link() {
 fn appending_creates_a_closed_file_and_does_not_follow_a_link() {
     let tmp = tempfile::tempdir().unwrap();
     let trace = tmp.path().join("trace");
-    open_append(&trace).unwrap().write_all(b"line\n").unwrap();
+    open_append(&trace).unwrap().write_all(b"one\n").unwrap();
+    open_append(&trace).unwrap().write_all(b"two\n").unwrap();
+    assert_eq!(std::fs::read(&trace).unwrap(), b"one\ntwo\n", "appended, not overwritten");
     assert_eq!(mode(&trace), 0o600);
     let outside = tmp.path().join("outside");
     std::fs::write(&outside, b"precious").unwrap();
