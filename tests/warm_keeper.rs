@@ -73,21 +73,26 @@ fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// A keeper serving `dir` (made 0700), once it listens.
-fn listening_keeper(dir: &Path) -> std::process::Child {
+/// A keeper serving `dir` (made 0700), once it listens; it is ended when dropped, so that a
+/// failing test leaves no process behind.
+struct Keeper(std::process::Child);
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn listening_keeper(dir: &Path) -> Keeper {
     chmod(dir, 0o700);
-    let child = keeper(dir);
+    let keeper = Keeper(keeper(dir));
     let started = Instant::now();
     while !dir.join("warm.sock").exists() {
         assert!(started.elapsed() < Duration::from_secs(10), "the keeper never listened");
         std::thread::sleep(Duration::from_millis(20));
     }
-    child
-}
-
-fn stop(mut child: std::process::Child) {
-    let _ = child.kill();
-    let _ = child.wait();
+    keeper
 }
 
 /// What a hook sets up for a master: its control socket's name, and beside it the store
@@ -155,7 +160,7 @@ fn request(socket: &Path, line: &str) -> String {
 fn the_keeper_starts_only_the_store_program_set_up_through_its_own_control_sockets() {
     let dir = tempfile::tempdir().unwrap();
     let elsewhere = tempfile::tempdir().unwrap();
-    let keeper = listening_keeper(dir.path());
+    let _keeper = listening_keeper(dir.path());
     let socket = dir.path().join("warm.sock");
     let control = dir.path().join(CONTROL);
     std::fs::write(dir.path().join(CONTROL.replace(".sock", ".store")), STORE).unwrap();
@@ -181,7 +186,6 @@ fn the_keeper_starts_only_the_store_program_set_up_through_its_own_control_socke
     let reply = request(&socket, &ask(&control, "nix-store", &["--serve", "--write"]));
     assert!(master.reached_within(Duration::from_secs(10)), "the store program set up was not started");
     assert_eq!(reply, "{\"version\":null}\n");
-    stop(keeper);
 }
 
 /// `python3` connecting to `socket` as uid 65534 and sending `line` with a descriptor, as a
@@ -216,7 +220,7 @@ fn another_user_who_reaches_the_keepers_socket_is_not_served() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let keeper = listening_keeper(dir.path());
+    let _keeper = listening_keeper(dir.path());
     let control = dir.path().join(CONTROL);
     std::fs::write(dir.path().join(CONTROL.replace(".sock", ".store")), STORE).unwrap();
     chmod(&dir.path().join(CONTROL.replace(".sock", ".store")), 0o600);
@@ -237,7 +241,6 @@ fn another_user_who_reaches_the_keepers_socket_is_not_served() {
     // Its own user, the same request, is served.
     assert_eq!(request(&reachable, &line), "{\"version\":null}\n");
     assert!(master.reached_within(Duration::from_secs(10)));
-    stop(keeper);
 }
 
 /// Runs a keeper for `dir` and returns its stderr once it ended (within 10 s) or `None` if it
