@@ -11,6 +11,7 @@ mod hook_mode;
 mod other_languages;
 mod policy_contract;
 mod policy_limits;
+mod private_dirs;
 mod protocol;
 mod replay;
 mod simulate;

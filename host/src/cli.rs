@@ -58,7 +58,11 @@ pub fn main() -> i32 {
     if let Some(dir) = &cli.warm_sessions {
         return match crate::transfer::warm::keep(dir) {
             Ok(()) => 0,
-            Err(_) => 1,
+            Err(e) => {
+                // Seen by whoever runs it by hand; a hook starts it with stderr closed.
+                eprintln!("nix-wasm-hook: {e:#}");
+                1
+            }
         };
     }
     crate::timeline::start();

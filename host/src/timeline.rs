@@ -37,7 +37,9 @@ pub fn mark(phase: &'static str) {
     let line = serde_json::json!({
         "pid": std::process::id(), "drv": drv, "phase": phase, "us": us, "peak_rss_kib": peak_rss_kib()
     });
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(file) {
+    // Created 0600 and never through a link: the hook runs as root, and the file's directory
+    // may be one other users write to.
+    if let Ok(mut f) = nwh_files::private::open_append(std::path::Path::new(file)) {
         // One write per line: concurrent processes append whole lines.
         let _ = f.write_all(format!("{line}\n").as_bytes());
     }

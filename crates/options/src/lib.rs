@@ -48,13 +48,15 @@ pub struct Options {
     /// Linear memory a policy may use, in MiB.
     #[arg(long, value_name = "MIB")]
     pub policy_memory_mib: Option<u64>,
-    /// Where compiled policies are cached; "" disables the cache.
+    /// Where compiled policies are cached; "" disables the cache. It must be the hook's user's
+    /// and writable by no one else, or it goes unused (one warning).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
     /// The current-load directory shared with Nix's own hook.
     #[arg(long, value_name = "DIR")]
     pub current_load: Option<PathBuf>,
     /// The hook's own state (SSH control sockets); default `$NIX_STATE_DIR/nix-wasm-hook`.
+    /// It must be the hook's user's and closed to everyone else (made 0700 when absent).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// Seconds to wait for a builder's SSH handshake.

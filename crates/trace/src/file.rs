@@ -4,9 +4,9 @@
 //! `O_APPEND` descriptor, which the kernel places whole at the end of the file, after any other
 //! process's line.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::{Record, TraceError};
@@ -31,13 +31,11 @@ pub fn append(path: &Path, max_bytes: u64, rec: &Record) -> Result<(), TraceErro
     Ok(())
 }
 
+/// Created 0600, never through a link, and an existing trace only when it is ours and closed
+/// to others' writing: the hook runs as root, and a trace's directory may be shared.
 fn open_append(path: &Path) -> Result<File, TraceError> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o644)
-        .open(path)
-        .map_err(|error| TraceError::OpenToAppend { path: path.to_path_buf(), error })
+    nwh_files::private::open_append(path)
+        .map_err(|e| TraceError::OpenToAppend { path: path.to_path_buf(), error: e.into() })
 }
 
 /// Where the previous, full file goes; one is kept.

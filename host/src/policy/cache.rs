@@ -1,13 +1,21 @@
 //! Precompiled policy images on disk, so that a hook process (one per accepted build) does not
-//! compile the policy again. wasmtime's own cache decompresses and copies on every hit; an
-//! mmapped `.cwasm` of our own is ~70× faster for large (Python, JS) components.
+//! compile the policy again. wasmtime's own cache decompresses on every hit; an image of our
+//! own is only read and copied into place, far faster for large (Python, JS) components.
+//!
+//! wasmtime runs whatever machine code an image holds, as the hook's user (root under the
+//! daemon). So an image is loaded only from a directory verified as ours ([`PrivateDir`]) and
+//! only from a file opened there without following links and checked through that descriptor
+//! (ours, regular, closed to others' writing), and what is deserialized is what was read
+//! through it. A directory that fails the check is not used at all: policies are compiled each
+//! time, with one warning that says how to fix it.
 
-use std::fs;
 use std::hash::{Hash, Hasher};
-use std::io::Write;
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use nwh_files::private::{Access, PrivateDir};
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::Engine;
@@ -16,6 +24,8 @@ use wasmtime::Engine;
 #[derive(Clone, Debug)]
 pub struct Cache {
     dir: Option<PathBuf>,
+    /// The directory once checked (one check, one warning, per process), or why it is not used.
+    opened: Arc<OnceLock<Result<PrivateDir, String>>>,
 }
 
 /// How a component was obtained; reported by `check` and in traces.
@@ -38,11 +48,11 @@ impl From<&nwh_options::Options> for Cache {
 
 impl Cache {
     pub fn disabled() -> Self {
-        Cache { dir: None }
+        Cache { dir: None, opened: Arc::default() }
     }
 
     pub fn at(dir: PathBuf) -> Self {
-        Cache { dir: Some(dir) }
+        Cache { dir: Some(dir), opened: Arc::default() }
     }
 
     /// `$XDG_CACHE_HOME/nix-wasm-hook`, else `$HOME/.cache/nix-wasm-hook`; none when neither
@@ -52,37 +62,70 @@ impl Cache {
             std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()).map(PathBuf::from).or_else(|| {
                 std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| Path::new(&h).join(".cache"))
             });
-        Cache { dir: base.map(|b| b.join("nix-wasm-hook")) }
+        match base {
+            Some(b) => Cache::at(b.join("nix-wasm-hook")),
+            None => Cache::disabled(),
+        }
     }
 
     pub fn dir(&self) -> Option<&Path> {
         self.dir.as_deref()
     }
 
+    /// Why the cache directory is not used, once it has been found unfit: the one warning.
+    pub fn warning(&self) -> Option<String> {
+        match self.opened.get() {
+            Some(Err(why)) => Some(why.clone()),
+            _ => None,
+        }
+    }
+
+    /// `warning`, with the cache's own appended when it has one.
+    pub fn with_warning(&self, warning: Option<String>) -> Option<String> {
+        match (warning, self.warning()) {
+            (Some(w), Some(c)) => Some(format!("{w}; {c}")),
+            (w, c) => w.or(c),
+        }
+    }
+
+    /// The cache directory, made and checked the first time it is needed.
+    fn verified(&self) -> Option<&PrivateDir> {
+        let dir = self.dir.as_ref()?;
+        let opened = self.opened.get_or_init(|| {
+            PrivateDir::create(dir, Access::Readable).map_err(|e| {
+                format!("the policy cache is not used: {e}; policies are compiled each time until then")
+            })
+        });
+        opened.as_ref().ok()
+    }
+
     /// Returns the component for `bytes` (whose `sha256_hex` the caller already has: hashing
     /// an 18 MB Python component costs more than mapping its image), from the cache when a
     /// usable image is there.
     pub fn load(&self, engine: &Engine, bytes: &[u8], sha256: &str) -> Result<(Component, Source)> {
-        let Some(dir) = &self.dir else {
+        let Some(dir) = self.verified() else {
             return Ok((Component::new(engine, bytes)?, Source::Compiled));
         };
-        let path = dir.join(format!("{}.cwasm", key(engine, sha256)));
-        if path.exists() && private_to_us(dir) {
-            // An image from another wasmtime or another engine config is refused by
-            // wasmtime; that is a miss, not an error.
-            if let Ok(component) = deserialize(engine, &path) {
-                return Ok((component, Source::Cached));
-            }
+        let name = format!("{}.cwasm", key(engine, sha256));
+        if let Some(component) = cached(engine, dir, &name) {
+            return Ok((component, Source::Cached));
         }
         let image = engine.precompile_component(bytes)?;
-        // A cache that cannot be written must not stop a build.
-        let _ = store_atomically(dir, &path, &image);
-        let component = match deserialize(engine, &path) {
-            Ok(c) => c,
-            Err(_) => Component::new(engine, bytes)?,
-        };
-        Ok((component, Source::Compiled))
+        // A cache that cannot be written must not stop a build. Whatever was at the name (a
+        // link, another user's file) is replaced, not written through.
+        let _ = dir.write_atomically(&name, &image);
+        Ok((deserialize(engine, &image)?, Source::Compiled))
     }
+}
+
+/// The image at `name`, when it is a file of ours that wasmtime accepts. Anything else (absent,
+/// a link, another user's, writable by others, from another wasmtime or engine configuration)
+/// is a miss: the policy is compiled again and the image replaced.
+fn cached(engine: &Engine, dir: &PrivateDir, name: &str) -> Option<Component> {
+    let mut file = dir.open_own(name).ok()??;
+    let mut image = Vec::new();
+    file.read_to_end(&mut image).ok()?;
+    deserialize(engine, &image).ok()
 }
 
 /// Content hash of the component plus everything that makes an image unusable elsewhere.
@@ -106,34 +149,9 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 #[allow(unsafe_code)]
-fn deserialize(engine: &Engine, path: &Path) -> Result<Component> {
-    // SAFETY: wasmtime trusts precompiled images. We only map files that this code wrote
-    // (atomically, into a directory created 0700 for the current user), never user input.
-    Ok(unsafe { Component::deserialize_file(engine, path) }?)
-}
-
-/// wasmtime runs whatever machine code an image holds, so only a directory that nobody else
-/// can write into is trusted.
-fn private_to_us(dir: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match fs::metadata(dir) {
-        Ok(m) => m.uid() == rustix::process::geteuid().as_raw() && m.mode() & 0o022 == 0,
-        Err(_) => false,
-    }
-}
-
-fn store_atomically(dir: &Path, path: &Path, image: &[u8]) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating the policy cache {}", dir.display()))?;
-    let tmp =
-        dir.join(format!(".tmp-{}-{}", std::process::id(), path.file_name().unwrap().to_string_lossy()));
-    let mut f = fs::File::create(&tmp)?;
-    f.write_all(image)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)?;
-    Ok(())
+fn deserialize(engine: &Engine, image: &[u8]) -> Result<Component> {
+    // SAFETY: wasmtime trusts precompiled images. `image` is one this process compiled, or
+    // was read through a descriptor of a file checked as ours, in a directory checked as ours,
+    // never a path that could be swapped in between.
+    Ok(unsafe { Component::deserialize(engine, image) }?)
 }

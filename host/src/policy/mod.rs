@@ -402,7 +402,7 @@ impl Policies {
                 Err(e) => (None, Some(format!("{e:#}; the default policy decides instead"))),
             },
         };
-        Ok((Policies { chosen, default }, warning))
+        Ok((Policies { chosen, default }, cache.with_warning(warning)))
     }
 
     /// For the offline tools (`replay`, `simulate`): a policy that cannot be loaded is an

@@ -2,8 +2,11 @@
 //! so that the next hooks do not wait for a dead builder again. One small file per builder in
 //! the state directory; backoff grows with consecutive failures, as Hydra's does.
 
-use std::fs;
+use std::io::Read;
 use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use nwh_files::private::{Access, PrivateDir};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// First backoff; each further consecutive failure triples it, up to `MAX_BACKOFF`.
@@ -12,6 +15,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(15 * 60);
 
 pub struct Health {
     dir: PathBuf,
+    /// The directory, checked once; none when it cannot be used, and then nothing is
+    /// remembered (every builder is tried), which costs time, never a build.
+    opened: OnceLock<Option<PrivateDir>>,
 }
 
 /// What is known about a builder that failed.
@@ -32,11 +38,15 @@ impl From<&nwh_options::Options> for Health {
 
 impl Health {
     pub fn new(dir: PathBuf) -> Health {
-        Health { dir }
+        Health { dir, opened: OnceLock::new() }
     }
 
-    fn path(&self, uri: &str) -> PathBuf {
-        self.dir.join(format!("{}.down", nwh_slots::escape_uri(uri)))
+    fn verified(&self) -> Option<&PrivateDir> {
+        self.opened.get_or_init(|| crate::state_dir::subdir(&self.dir, Access::Readable).ok()).as_ref()
+    }
+
+    fn name(uri: &str) -> String {
+        format!("{}.down", nwh_slots::escape_uri(uri))
     }
 
     /// The builder's failure record, if it is still within its backoff.
@@ -54,7 +64,8 @@ impl Health {
     }
 
     fn read(&self, uri: &str) -> Option<Down> {
-        let text = fs::read_to_string(self.path(uri)).ok()?;
+        let mut text = String::new();
+        self.verified()?.open_own(&Health::name(uri)).ok()??.read_to_string(&mut text).ok()?;
         let mut lines = text.splitn(4, '\n');
         let failures = lines.next()?.parse().ok()?;
         let since = lines.next()?.parse().ok()?;
@@ -68,17 +79,18 @@ impl Health {
         let backoff = FIRST_BACKOFF.saturating_mul(3u32.saturating_pow(failures - 1)).min(MAX_BACKOFF);
         let t = now();
         let d = Down { failures, since: t, until: t + backoff.as_secs(), reason: reason.replace('\n', " ") };
-        let _ = fs::create_dir_all(&self.dir);
-        let tmp = self.dir.join(format!(".{}.{}", std::process::id(), nwh_slots::escape_uri(uri)));
         // Written whole and renamed, so a concurrent reader never sees half a record.
-        if fs::write(&tmp, format!("{}\n{}\n{}\n{}\n", d.failures, d.since, d.until, d.reason)).is_ok() {
-            let _ = fs::rename(&tmp, self.path(uri));
+        if let Some(dir) = self.verified() {
+            let record = format!("{}\n{}\n{}\n{}\n", d.failures, d.since, d.until, d.reason);
+            let _ = dir.write_atomically(&Health::name(uri), record.as_bytes());
         }
         d
     }
 
     pub fn mark_up(&self, uri: &str) {
-        let _ = fs::remove_file(self.path(uri));
+        if let Some(dir) = self.verified() {
+            let _ = dir.remove(&Health::name(uri));
+        }
     }
 }
 
@@ -90,10 +102,18 @@ fn now() -> u64 {
 mod tests {
     use super::*;
 
+    /// A state directory as the hook makes one: its own, closed to others.
+    fn private_tempdir() -> tempfile::TempDir {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        dir
+    }
+
     #[test]
     fn backoff_grows_and_success_forgets() {
-        let dir = tempfile::tempdir().unwrap();
-        let h = Health::new(dir.path().to_path_buf());
+        let dir = private_tempdir();
+        let h = Health::new(dir.path().join("down"));
         assert!(h.down("ssh://a").is_none());
         let d1 = h.mark_down("ssh://a", "Connection refused");
         assert_eq!(d1.failures, 1);
@@ -108,8 +128,8 @@ mod tests {
 
     #[test]
     fn backoff_is_capped() {
-        let dir = tempfile::tempdir().unwrap();
-        let h = Health::new(dir.path().to_path_buf());
+        let dir = private_tempdir();
+        let h = Health::new(dir.path().join("down"));
         let mut d = h.mark_down("ssh://a", "x");
         for _ in 0..20 {
             d = h.mark_down("ssh://a", "x");

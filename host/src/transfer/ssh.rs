@@ -3,15 +3,14 @@
 //! without a fresh SSH handshake (Nix's own hook spends ~0.4 s connecting per build while the
 //! whole scheduler waits, NixOS/nix#3651).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use nwh_files::private::{Access, PrivateDir};
 
 use super::target::Target;
 use sha2::{Digest, Sha256};
@@ -51,26 +50,19 @@ pub struct Unreachable {
 
 /// Returns a running master for `target`, reusing one another hook process started.
 pub fn master(target: &Target, opts: &SshOptions) -> Result<Master> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&opts.dir)
-        .with_context(|| format!("creating {}", opts.dir.display()))?;
+    // Whoever can reach a control socket runs commands on the builder as us.
+    let dir = crate::state_dir::subdir(&opts.dir, Access::Secret)
+        .context("the hook's state directory (option state-dir) cannot hold SSH control sockets")?;
     let name = target.key();
-    let socket = opts.dir.join(format!("{name}.sock"));
+    let socket = dir.join(&format!("{name}.sock"));
     // One process launches while the others wait, so a builder gets one master, not several.
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(opts.dir.join(format!("{name}.lock")))?;
+    let lock = dir.open_lock(&format!("{name}.lock"))?;
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
     if alive(&socket) {
         return Ok(Master { target: target.clone(), socket });
     }
-    let _ = fs::remove_file(&socket);
-    launch(target, opts, &name, &socket)?;
+    dir.remove(&format!("{name}.sock"))?;
+    launch(target, opts, &dir, &name, &socket)?;
     drop(lock);
     Ok(Master { target: target.clone(), socket })
 }
@@ -109,9 +101,9 @@ fn alive(socket: &Path) -> bool {
     std::os::unix::net::UnixStream::connect(socket).is_ok()
 }
 
-fn launch(target: &Target, opts: &SshOptions, name: &str, socket: &Path) -> Result<()> {
-    let log = opts.dir.join(format!("{name}.log"));
-    let _ = fs::remove_file(&log);
+fn launch(target: &Target, opts: &SshOptions, dir: &PrivateDir, name: &str, socket: &Path) -> Result<()> {
+    let log = dir.join(&format!("{name}.log"));
+    dir.remove(&format!("{name}.log"))?;
     let mut c = ssh_base(target, socket);
     c.args(["-M", "-f", "-N", "-x", "-a"])
         .arg("-E")
@@ -129,9 +121,9 @@ fn launch(target: &Target, opts: &SshOptions, name: &str, socket: &Path) -> Resu
         c.arg("-C");
     }
     if let Some(line) = &target.host_key {
-        let path = opts.dir.join(format!("{name}.known_hosts"));
-        let mut f = File::create(&path)?;
-        writeln!(f, "{} {line}", target.known_hosts_name())?;
+        let known = format!("{name}.known_hosts");
+        dir.write_atomically(&known, format!("{} {line}\n", target.known_hosts_name()).as_bytes())?;
+        let path = dir.join(&known);
         c.arg("-o").arg(format!("UserKnownHostsFile={}", path.display()));
     }
     // `--` so that no host name is ever read as an option; no command, so no shell remotely.
@@ -235,6 +227,8 @@ fn offered_fingerprint(ssh_log: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
 
     #[test]

@@ -20,6 +20,13 @@
 //!
 //! Only the serve protocol (`ssh://`) is lent: a daemon connection's handshake leaves state
 //! (features, trust) that a second process would have to be told.
+//!
+//! The keeper starts programs on builders as its user (root under the daemon), so it serves
+//! only its own user (the peer's uid on each connection, `SO_PEERCRED`), in a directory
+//! checked as secret, and starts only what the hook set up there: the control socket must be
+//! one in that directory, and the program and arguments those the hook recorded beside it
+//! (`NAME.store`, written by the hook, checked as ours when read). A hook likewise lends its
+//! build log to, and believes, only a keeper of its own user.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -38,6 +45,8 @@ use rustix::net::{
     SendFlags,
 };
 use serde::{Deserialize, Serialize};
+
+use nwh_files::private::{Access, PrivateDir};
 
 use super::ssh::{Master, Remote};
 
@@ -67,8 +76,45 @@ struct Lend {
     version: Option<u64>,
 }
 
-fn socket_path(dir: &Path) -> PathBuf {
-    dir.join("warm.sock")
+/// The keeper's socket, in the directory of the control sockets.
+const SOCKET: &str = "warm.sock";
+
+/// The store program (and its arguments) the hook set up for a master: the only one the keeper
+/// starts through it.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct StoreProgram {
+    program: String,
+    args: Vec<String>,
+}
+
+/// The record beside control socket `NAME.sock`, when that is a control socket's name.
+fn record_name(socket: &Path) -> Option<String> {
+    let stem = socket.file_name()?.to_str()?.strip_suffix(".sock")?;
+    let hex = !stem.is_empty() && stem.bytes().all(|b| b.is_ascii_hexdigit());
+    hex.then(|| format!("{stem}.store"))
+}
+
+/// Records what the hook runs through `ask.socket`, unless it is recorded already.
+fn record(dir: &PrivateDir, ask: &Ask) -> Result<()> {
+    let name = record_name(&ask.socket).context("not a control socket's name")?;
+    let wanted = StoreProgram { program: ask.program.clone(), args: ask.args.clone() };
+    if recorded(dir, &name).ok().flatten().as_ref() != Some(&wanted) {
+        dir.write_atomically(&name, &serde_json::to_vec(&wanted)?)?;
+    }
+    Ok(())
+}
+
+fn recorded(dir: &PrivateDir, name: &str) -> Result<Option<StoreProgram>> {
+    let Some(mut file) = dir.open_own(name)? else { return Ok(None) };
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    Ok(Some(serde_json::from_str(&text)?))
+}
+
+/// Whether the other end of `stream` runs as our user: the only one the keeper serves, and the
+/// only keeper a hook lends its build log to.
+fn peer_is_us(stream: &UnixStream) -> bool {
+    rustix::net::sockopt::socket_peercred(stream).is_ok_and(|peer| peer.uid == rustix::process::geteuid())
 }
 
 /// A session lent to this process: talk on `stdin`/`stdout`, then [`Lease::give_back`].
@@ -94,20 +140,24 @@ impl Lease {
 /// Borrows a warm session for `master`'s builder, its stderr going to `log`; `None` when the
 /// keeper is not there (it is started for the next build) or cannot lend one.
 pub fn borrow(master: &Master, program: &str, args: &[&str], log: &OwnedFd) -> Option<Lent> {
-    let dir = master.socket.parent()?;
-    let mut stream = match UnixStream::connect(socket_path(dir)) {
-        Ok(s) => s,
-        Err(_) => {
-            start_keeper(dir);
-            return None;
-        }
-    };
+    let dir = PrivateDir::open(master.socket.parent()?, Access::Secret).ok()?;
     let ask = Ask {
         socket: master.socket.clone(),
         program: program.to_string(),
         args: args.iter().map(|a| a.to_string()).collect(),
         host: master.target.display(),
     };
+    record(&dir, &ask).ok()?;
+    let mut stream = match UnixStream::connect(dir.join(SOCKET)) {
+        Ok(s) => s,
+        Err(_) => {
+            start_keeper(dir.path());
+            return None;
+        }
+    };
+    if !peer_is_us(&stream) {
+        return None;
+    }
     let line = format!("{}\n", serde_json::to_string(&ask).ok()?);
     send_with_fds(&stream, line.as_bytes(), &[log.as_fd()]).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
@@ -182,44 +232,33 @@ type Idle = Arc<Mutex<HashMap<String, Vec<Session>>>>;
 /// The keeper: runs until [`IDLE`] passes without a request and nothing is lent. Another
 /// keeper of `dir` already running makes this one end at once.
 pub fn keep(dir: &Path) -> Result<()> {
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join("warm.lock"))
-        .context("opening the keeper's lock")?;
+    let dir = Arc::new(
+        PrivateDir::open(dir, Access::Secret).context("the warm-session keeper cannot use its directory")?,
+    );
+    let lock = dir.open_lock("warm.lock").context("opening the keeper's lock")?;
     if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
         return Ok(());
     }
-    let path = socket_path(dir);
-    let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path).with_context(|| format!("listening on {}", path.display()))?;
+    let listener = listen(&dir)?;
     // Who to stop, for whoever started the hook (the tests end what they started).
-    let _ = std::fs::write(dir.join("warm.pid"), format!("{}\n", std::process::id()));
+    let _ = dir.write_atomically("warm.pid", format!("{}\n", std::process::id()).as_bytes());
     let idle: Idle = Arc::default();
     let activity = Arc::new(Mutex::new((Instant::now(), 0usize)));
-    {
-        let activity = activity.clone();
-        let path = path.clone();
-        std::thread::spawn(move || loop {
-            std::thread::sleep(Duration::from_secs(1));
-            let (last, lent) = *activity.lock().unwrap_or_else(|p| p.into_inner());
-            if lent == 0 && last.elapsed() >= IDLE {
-                // Whoever connects after this finds no one and starts a new keeper.
-                let _ = std::fs::remove_file(&path);
-                std::process::exit(0);
-            }
-        });
-    }
+    end_when_idle(dir.clone(), activity.clone());
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
+        // Anyone else who reached the socket (a mode loosened, a descriptor passed on) would
+        // have us start programs on the builders as our user: closed without a word.
+        if !peer_is_us(&stream) {
+            continue;
+        }
         {
             let mut a = activity.lock().unwrap_or_else(|p| p.into_inner());
             *a = (Instant::now(), a.1 + 1);
         }
-        let (idle, activity) = (idle.clone(), activity.clone());
+        let (idle, activity, dir) = (idle.clone(), activity.clone(), dir.clone());
         std::thread::spawn(move || {
-            let _ = lend(stream, &idle);
+            let _ = lend(stream, &idle, &dir);
             let mut a = activity.lock().unwrap_or_else(|p| p.into_inner());
             *a = (Instant::now(), a.1 - 1);
         });
@@ -228,16 +267,56 @@ pub fn keep(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The keeper's socket, new, open to us alone (its directory is already).
+fn listen(dir: &PrivateDir) -> Result<UnixListener> {
+    dir.remove(SOCKET)?;
+    let path = dir.join(SOCKET);
+    let listener = UnixListener::bind(&path).with_context(|| format!("listening on {}", path.display()))?;
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Ends the process once nothing is lent and [`IDLE`] has passed without a request.
+fn end_when_idle(dir: Arc<PrivateDir>, activity: Arc<Mutex<(Instant, usize)>>) {
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let (last, lent) = *activity.lock().unwrap_or_else(|p| p.into_inner());
+        if lent == 0 && last.elapsed() >= IDLE {
+            // Whoever connects after this finds no one and starts a new keeper.
+            let _ = dir.remove(SOCKET);
+            std::process::exit(0);
+        }
+    });
+}
+
+/// The control socket to open a session through, when `ask` is for what the hook set up in
+/// `dir`: a control socket there, and the store program recorded beside it. Anything else
+/// (another directory, another program or arguments) is refused, whoever asks.
+fn permitted(dir: &PrivateDir, ask: &Ask) -> Result<PathBuf> {
+    let name = record_name(&ask.socket)
+        .with_context(|| format!("{} is not a control socket's name", ask.socket.display()))?;
+    let socket = dir.join(ask.socket.file_name().context("no file name")?.to_str().context("not UTF-8")?);
+    anyhow::ensure!(ask.socket == socket, "{} is not in {}", ask.socket.display(), dir.path().display());
+    let asked = StoreProgram { program: ask.program.clone(), args: ask.args.clone() };
+    anyhow::ensure!(
+        recorded(dir, &name)?.as_ref() == Some(&asked),
+        "{asked:?} is not the store program set up for {}",
+        socket.display()
+    );
+    Ok(socket)
+}
+
 /// Serves one borrower: a session (an idle one that still answers, or a new one), held until
 /// it is given back or the borrower goes.
-fn lend(mut stream: UnixStream, idle: &Idle) -> Result<()> {
+fn lend(mut stream: UnixStream, idle: &Idle, dir: &PrivateDir) -> Result<()> {
     let (line, mut fds) = recv_line_with_fds(&mut stream)?;
     let ask: Ask = serde_json::from_str(&line)?;
+    let socket = permitted(dir, &ask)?;
     let log = File::from(fds.pop().context("no build log came with the request")?);
-    let key = serde_json::to_string(&(&ask.socket, &ask.program, &ask.args))?;
+    let key = serde_json::to_string(&(&socket, &ask.program, &ask.args))?;
     let session = match take_idle(idle, &key, &ask) {
         Some(s) => s,
-        None => match open(&ask) {
+        None => match open(&socket, &ask) {
             Ok(s) => s,
             Err(_) => {
                 let reply = serde_json::to_string(&Lend { version: None })?;
@@ -291,10 +370,10 @@ fn answers(session: &Session, host: &str) -> bool {
 
 /// A new session: the remote program started through the master, greeted, its stderr relayed
 /// by a thread to whoever borrows it.
-fn open(ask: &Ask) -> Result<Session> {
+fn open(socket: &Path, ask: &Ask) -> Result<Session> {
     let (err_r, err_w) = std::io::pipe()?;
     let args: Vec<&str> = ask.args.iter().map(String::as_str).collect();
-    let remote = super::ssh::spawn_through(&ask.socket, &ask.program, &args, OwnedFd::from(err_w))?;
+    let remote = super::ssh::spawn_through(socket, &ask.program, &args, OwnedFd::from(err_w))?;
     let client =
         nwh_serve::ServeClient::handshake(&ask.host, remote.stdout.try_clone()?, remote.stdin.try_clone()?)?;
     let version = client.remote_version();
