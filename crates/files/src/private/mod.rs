@@ -62,6 +62,7 @@ impl PrivateDir {
     }
 
     fn verified(found: walk::Found, access: Access) -> Result<PrivateDir, PrivateError> {
+        let found = if access == Access::Secret { closed_to_readers(found)? } else { found };
         check_own(&found.path, &found.stat, Kind::Directory, access == Access::Secret)?;
         Ok(PrivateDir { path: found.path, fd: found.fd })
     }
@@ -203,6 +204,23 @@ fn checked_file(fd: OwnedFd, path: &Path) -> Result<File, PrivateError> {
         let _ = rustix::fs::fcntl_setfl(&fd, flags - OFlags::NONBLOCK);
     }
     Ok(File::from(fd))
+}
+
+/// A directory of ours that others could read but never change, made secret: what `mkdir`
+/// under the usual umask gives (0755), as releases before this check made the state
+/// directory. Nothing in it can be another user's, so closing it is enough; a directory others
+/// could write to is left for [`check_own`] to refuse.
+fn closed_to_readers(found: walk::Found) -> Result<walk::Found, PrivateError> {
+    let mode = found.stat.st_mode & 0o7777;
+    if found.stat.st_uid != euid() || mode & 0o022 != 0 || mode & 0o077 == 0 {
+        return Ok(found);
+    }
+    // By path: the descriptor is O_PATH, and the directories above were checked to be ones
+    // others cannot change, so the path still names what was checked.
+    rustix::fs::chmod(&found.path, Mode::from_raw_mode(mode & 0o7700))
+        .map_err(|e| io("closing", &found.path, e))?;
+    let stat = rustix::fs::fstat(&found.fd).map_err(|e| io("checking", &found.path, e))?;
+    Ok(walk::Found { stat, ..found })
 }
 
 /// Ours, and closed to others' writing (and to all their access when `secret`).

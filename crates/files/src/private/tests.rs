@@ -49,8 +49,15 @@ fn a_directory_others_can_write_or_enter_is_refused_with_the_fix() {
     assert!(e.contains(&format!("`chmod go-w {}`", d.display())), "{e}");
     chmod(&d, 0o755);
     PrivateDir::open(&d, Access::Readable).unwrap();
+    // Others could read a secret one but never change it: closed, not refused (earlier
+    // releases made the state directory so).
+    PrivateDir::open(&d, Access::Secret).unwrap();
+    assert_eq!(std::fs::metadata(&d).unwrap().permissions().mode() & 0o777, 0o700);
+    // Others could change it: refused, and left as it is.
+    chmod(&d, 0o775);
     let e = PrivateDir::open(&d, Access::Secret).unwrap_err().to_string();
-    assert!(e.contains("lets other users in") && e.contains("`chmod 700 "), "{e}");
+    assert!(e.contains("mode 0775") && e.contains("`chmod "), "{e}");
+    assert_eq!(std::fs::metadata(&d).unwrap().permissions().mode() & 0o777, 0o775);
 }
 
 #[test]
