@@ -9,10 +9,12 @@ use std::process::Output;
 use crate::on_the_oldest_and_newest_nix;
 use crate::support::hook::OurHook;
 use crate::support::hostile::Hostile;
-use crate::support::testbed::{describe, sh_derivation, unique_nonce, Nix, Opts, Testbed};
+use crate::support::testbed::{describe, sh_derivation, unique_nonce, Nix, Opts, Proto, Testbed};
 use crate::support::tool::stderr;
 
 on_the_oldest_and_newest_nix!(
+    a_builders_store_that_lies_about_a_nar_size_is_cut_off_in_both_protocols,
+    a_builders_store_with_other_contents_for_a_fixed_output_is_refused_in_both_protocols,
     a_path_outside_the_store_is_never_created,
     a_directory_outside_the_store_is_never_replaced,
     a_valid_path_is_never_unpacked_over,
@@ -242,4 +244,68 @@ fn the_builder_front_end_relays_only_the_outputs_asked_for(nix: Nix) {
     }
     assert!(intact(&tb, &victim, "kept as it is\n"));
     assert!(!tb.master_path(&outside).exists());
+}
+
+// A builder whose own store lies, for both protocols: what the relay cannot reach over
+// `ssh-ng://` (the worker protocol asks for one path at a time, so only what its store says of
+// that path can lie). Builder 1's store is given the output before the build, registered with
+// what the attack says; asked to build, the builder finds it valid and sends what it has.
+
+/// Makes `path` valid in builder 1's store as one file holding `contents`, registered with its
+/// real NAR hash and a NAR size `size_delta` bytes off.
+fn plant_on_builder(tb: &Testbed, path: &str, contents: &str, size_delta: i64) {
+    let script = format!(
+        "set -e; printf %s '{contents}' > {path}; \
+         h=$(nix-store --dump {path} | sha256sum | cut -d' ' -f1); s=$(nix-store --dump {path} | wc -c); \
+         printf '%s\\n%s\\n%s\\n\\n0\\n' {path} $h $((s + {size_delta})) | nix-store --register-validity --hash-given"
+    );
+    let out = tb.exec(1, &["sh", "-c", &script]);
+    assert!(out.status.success(), "planting {path} on builder 1: {}", describe(&out));
+    assert!(tb.valid_on(1, path));
+}
+
+fn through_both_protocols(tb: &Testbed, attack: impl Fn(&Testbed, Proto, Front)) {
+    for proto in [Proto::Ssh, Proto::SshNg] {
+        for front in [Front::OurHook, Front::NixsOwnHook, Front::OurBuilderFrontEnd] {
+            attack(tb, proto, front);
+        }
+    }
+}
+
+fn line_of(tb: &Testbed, proto: Proto) -> String {
+    match proto {
+        Proto::Ssh => tb.machines_lines()[0].clone(),
+        Proto::SshNg => tb.machines_lines_ng()[0].clone(),
+    }
+}
+
+fn a_builders_store_that_lies_about_a_nar_size_is_cut_off_in_both_protocols(nix: Nix) {
+    let Some((tb, _)) = up(nix) else { return };
+    through_both_protocols(&tb, |tb, proto, front| {
+        let expr = echo_drv("nwh-lying-store");
+        let output = output_of(tb, &expr);
+        plant_on_builder(tb, &output, "planted", -8);
+        let out = attempt(tb, front, &line_of(tb, proto), &expr);
+        assert!(!out.status.success(), "{proto:?} {front:?}: {}", describe(&out));
+        not_landed(tb, front, &output);
+        if let Front::OurHook | Front::OurBuilderFrontEnd = front {
+            assert!(stderr(&out).contains("refused there"), "{proto:?} {front:?}: {}", stderr(&out));
+        }
+    });
+}
+
+fn a_builders_store_with_other_contents_for_a_fixed_output_is_refused_in_both_protocols(nix: Nix) {
+    let Some((tb, _)) = up(nix) else { return };
+    through_both_protocols(&tb, |tb, proto, front| {
+        let expr = fixed_hello();
+        let output = output_of(tb, &expr);
+        plant_on_builder(tb, &output, "planted", 0);
+        let out = attempt(tb, front, &line_of(tb, proto), &expr);
+        if let Front::NixsOwnHook = front {
+            eprintln!("Nix's own hook, {proto:?}, other contents for a fixed output: {}", out.status);
+            return;
+        }
+        not_landed(tb, front, &output);
+        refused_by_us(tb, &out, "other contents for the fixed output");
+    });
 }
