@@ -2,7 +2,10 @@
 //! tests/fixtures/policies/*.wasm, rebuilt and compared by CI): each one ends in the default
 //! policy's answer with one warning that says what went wrong.
 
-use nix_wasm_hook::policy::{cache::Cache, Limits, Policies, Policy};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use nix_wasm_hook::policy::{cache::Cache, Decided, Limits, Policies, Policy};
 use nwh_decision::{DecidedBy, Decision, MachineView, Request};
 
 use crate::support::tool::policy_fixture_path;
@@ -280,4 +283,70 @@ fn compiled_policies_are_cached() {
     std::fs::write(&images[0], b"not an image").unwrap();
     let (_, source) = cache.load(nix_wasm_hook::policy::engine::shared().unwrap(), &bytes, &sha).unwrap();
     assert_eq!(source, nix_wasm_hook::policy::cache::Source::Compiled);
+}
+
+/// A waiting policy's deadline: time for a debug build among parallel tests to instantiate it
+/// and start waiting, far short of the minute it asks for.
+const WAIT_DEADLINE: Duration = Duration::from_millis(500);
+
+/// How long a test waits for the decision of a policy that waits: its deadline, the default's
+/// call and a loaded machine's delays, with room to spare. A correctness bound, not a speed
+/// target: without one, the policy holds the hook for a minute, or for ever.
+const WAIT_BOUND: Duration = Duration::from_secs(10);
+
+fn drv(name: &str) -> String {
+    format!("/nix/store/00000000000000000000000000000000-{name}.drv")
+}
+
+/// `policies.decide` on a thread of its own: the decision, or None when it has not come
+/// within `bound` (the thread is then left to end when it will).
+fn decide_within(policies: &Arc<Policies>, req: Request, bound: Duration) -> Option<Decided> {
+    let (tx, rx) = mpsc::channel();
+    let policies = Arc::clone(policies);
+    std::thread::spawn(move || tx.send(policies.decide(&req, &machines())));
+    rx.recv_timeout(bound).ok()
+}
+
+/// The epoch deadline stops Wasm code, not a WASI call that waits: a policy that sleeps
+/// (`std::thread::sleep`, a minute), polls a clock for a minute, or blocks on an instant that
+/// never comes is stopped by its deadline all the same, and the warning names the call.
+#[test]
+fn a_policy_that_waits_in_wasi_is_stopped_at_its_deadline() {
+    let (policies, warning) = load("sleep", Limits { deadline: WAIT_DEADLINE, ..Limits::default() });
+    assert!(warning.is_none(), "sleep.wasm should load: {warning:?}");
+    let policies = Arc::new(policies);
+    for (name, call) in [
+        // std's sleep on wasm32-wasip2: a clock subscription and a block on it.
+        ("nap", "`wasi:io/poll.[method]pollable.block`"),
+        ("poll", "`wasi:io/poll.poll`"),
+        ("forever", "`wasi:io/poll.[method]pollable.block`"),
+    ] {
+        let started = Instant::now();
+        let d = decide_within(&policies, Request { drv_path: drv(name), ..request() }, WAIT_BOUND)
+            .unwrap_or_else(|| {
+                panic!("{name}: no decision within {WAIT_BOUND:?}, deadline {WAIT_DEADLINE:?}")
+            });
+        let took = started.elapsed();
+        assert!(took >= WAIT_DEADLINE, "{name}: it waited until its deadline, not less: {took:?}");
+        assert_eq!(d.by, DecidedBy::Default, "{name}");
+        assert_eq!(d.answer.decision, Decision::Try(DEFAULT_CHOICE.to_vec()), "{name}");
+        let w = d.warning.unwrap_or_else(|| panic!("{name}: no warning"));
+        for word in
+            [&format!("sleep.wasm failed on {}", drv(name)), call, "500ms deadline", "decided instead"]
+        {
+            assert!(w.contains(word), "{name}: warning {w:?} lacks {word:?}");
+        }
+        assert_eq!(w.lines().count(), 1, "{name}: one line: {w}");
+    }
+}
+
+/// A policy's stdin is closed: reading it gives end-of-file at once, and waiting for it to be
+/// readable returns at once. The policy then decides by itself.
+#[test]
+fn a_policy_reading_stdin_finds_it_closed_at_once() {
+    let (policies, _) = load("sleep", Limits { deadline: WAIT_DEADLINE, ..Limits::default() });
+    let d = decide_within(&Arc::new(policies), Request { drv_path: drv("stdin"), ..request() }, WAIT_BOUND)
+        .expect("a decision");
+    assert_eq!((d.by, d.warning.as_deref()), (DecidedBy::Policy, None));
+    assert_eq!(d.answer.decision, Decision::Try(DEFAULT_CHOICE.to_vec()));
 }
