@@ -125,9 +125,7 @@ impl StoreState {
             logs,
         }
     }
-}
 
-impl StoreState {
     /// What a waiting WASI function needs: the resources it waits on, and the time left.
     pub(super) fn waiting(&mut self) -> (&mut ResourceTable, &mut Deadline) {
         (&mut self.table, &mut self.deadline)
