@@ -2,7 +2,10 @@
 //! `--policy`. Driven by the fake parent with synthesized messages.
 
 use std::fs::OpenOptions;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use crate::support::fake_parent::{put_string, settings_block, try_message, Capture, HookEnv, Reply, Step};
 use crate::support::tool::policy_fixture;
@@ -175,6 +178,61 @@ fn a_failing_policy_costs_one_warning_and_the_default_decides() {
     assert!(
         warnings[0].contains("ran out of fuel") && warnings[0].contains("default policy decided instead")
     );
+}
+
+/// The longest stretch for which some process held `path` locked, sampled as another hook
+/// would try it, until `done`.
+fn longest_hold(path: &Path, done: &AtomicBool) -> Duration {
+    let (mut longest, mut since) = (Duration::ZERO, None);
+    while !done.load(Ordering::Relaxed) {
+        let held = path.exists() && is_locked(path);
+        since = match (held, since) {
+            (true, None) => Some(Instant::now()),
+            (true, Some(t)) => Some(t),
+            (false, _) => None,
+        };
+        longest = longest.max(since.map_or(Duration::ZERO, |t| t.elapsed()));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    longest
+}
+
+/// A policy that sleeps for a minute (`std::thread::sleep` on wasm32-wasip2) is cut off at
+/// `policy-timeout-ms`: Nix gets the default's answer long before the minute is out, with one
+/// warning, and the main lock Nix's own hook needs for every remote build is not held while
+/// the policy sleeps.
+#[test]
+fn a_sleeping_policy_holds_up_neither_nix_nor_the_main_lock() {
+    let mut env = HookEnv::new();
+    env.args = vec!["--policy".into(), policy_fixture("sleep")];
+    std::fs::write(env.path("hook.toml"), "policy-timeout-ms = 3000\n").unwrap();
+    let main_lock: PathBuf = env.current_load().join("main-lock");
+    let mut hook = env.start();
+    hook.send(&base("ssh://first x86_64-linux ; ssh://last x86_64-linux"));
+    hook.send(&try_message(true, "x86_64-linux", DRV, &[]));
+    let asked = Instant::now();
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || longest_hold(&main_lock, &done))
+    };
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let reply = hook.reply();
+        tx.send((reply, hook.finish().1))
+    });
+    // Loading the policy, 3 s of sleep and the default's call, with room to spare.
+    let answered = rx.recv_timeout(Duration::from_secs(20));
+    let took = asked.elapsed();
+    done.store(true, Ordering::Relaxed);
+    let longest = watcher.join().unwrap();
+    let (reply, log) = answered.unwrap_or_else(|_| panic!("no answer after {took:?}"));
+    assert!(longest < Duration::from_secs(1), "main-lock was held for {longest:?} while the policy slept");
+    assert_eq!(reply, Some(Reply::Accept("ssh://first".into())), "the default's choice");
+    let msgs = crate::support::fake_parent::Hook::messages(&log);
+    let warnings: Vec<_> = msgs.iter().filter(|m| m.contains("sleep.wasm")).collect();
+    assert_eq!(warnings.len(), 1, "{msgs:?}");
+    assert!(warnings[0].contains("3s deadline") && warnings[0].contains("default policy decided instead"));
 }
 
 #[test]

@@ -2,8 +2,12 @@
 //! tests/fixtures/policies/*.wasm, rebuilt and compared by CI): each one ends in the default
 //! policy's answer with one warning that says what went wrong.
 
-use nix_wasm_hook::policy::{cache::Cache, Limits, Policies, Policy};
-use nwh_decision::{DecidedBy, Decision, MachineView, Request};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use nix_wasm_hook::policy::{cache::Cache, Decided, Limits, Policies, Policy};
+use nix_wasm_hook::schedule::{Reply, Scheduler, Try};
+use nwh_decision::{DecidedBy, Decision, Local, MachineView, Request};
 
 use crate::support::tool::policy_fixture_path;
 
@@ -280,4 +284,173 @@ fn compiled_policies_are_cached() {
     std::fs::write(&images[0], b"not an image").unwrap();
     let (_, source) = cache.load(nix_wasm_hook::policy::engine::shared().unwrap(), &bytes, &sha).unwrap();
     assert_eq!(source, nix_wasm_hook::policy::cache::Source::Compiled);
+}
+
+/// A waiting policy's deadline: time for a debug build among parallel tests to instantiate it
+/// and start waiting, far short of the minute it asks for.
+const WAIT_DEADLINE: Duration = Duration::from_millis(500);
+
+/// How long a test waits for the decision of a policy that waits: its deadline, the default's
+/// call and a loaded machine's delays, with room to spare. A correctness bound, not a speed
+/// target: without one, the policy holds the hook for a minute, or for ever.
+const WAIT_BOUND: Duration = Duration::from_secs(10);
+
+fn drv(name: &str) -> String {
+    format!("/nix/store/00000000000000000000000000000000-{name}.drv")
+}
+
+/// `policies.decide` on a thread of its own: the decision, or None when it has not come
+/// within `bound` (the thread is then left to end when it will).
+fn decide_within(policies: &Arc<Policies>, req: Request, bound: Duration) -> Option<Decided> {
+    let (tx, rx) = mpsc::channel();
+    let policies = Arc::clone(policies);
+    std::thread::spawn(move || tx.send(policies.decide(&req, &machines())));
+    rx.recv_timeout(bound).ok()
+}
+
+/// The epoch deadline stops Wasm code, not a WASI call that waits: a policy that sleeps
+/// (`std::thread::sleep`, a minute), polls a clock for a minute, or blocks on an instant that
+/// never comes is stopped by its deadline all the same, and the warning names the call.
+#[test]
+fn a_policy_that_waits_in_wasi_is_stopped_at_its_deadline() {
+    let (policies, warning) = load("sleep", Limits { deadline: WAIT_DEADLINE, ..Limits::default() });
+    assert!(warning.is_none(), "sleep.wasm should load: {warning:?}");
+    let policies = Arc::new(policies);
+    for (name, call) in [
+        // std's sleep on wasm32-wasip2: a clock subscription and a block on it.
+        ("nap", "`wasi:io/poll.[method]pollable.block`"),
+        ("poll", "`wasi:io/poll.poll`"),
+        ("forever", "`wasi:io/poll.[method]pollable.block`"),
+    ] {
+        let started = Instant::now();
+        let d = decide_within(&policies, Request { drv_path: drv(name), ..request() }, WAIT_BOUND)
+            .unwrap_or_else(|| {
+                panic!("{name}: no decision within {WAIT_BOUND:?}, deadline {WAIT_DEADLINE:?}")
+            });
+        let took = started.elapsed();
+        assert!(took >= WAIT_DEADLINE, "{name}: it waited until its deadline, not less: {took:?}");
+        assert_eq!(d.by, DecidedBy::Default, "{name}");
+        assert_eq!(d.answer.decision, Decision::Try(DEFAULT_CHOICE.to_vec()), "{name}");
+        let w = d.warning.unwrap_or_else(|| panic!("{name}: no warning"));
+        for word in
+            [&format!("sleep.wasm failed on {}", drv(name)), call, "500ms deadline", "decided instead"]
+        {
+            assert!(w.contains(word), "{name}: warning {w:?} lacks {word:?}");
+        }
+        assert_eq!(w.lines().count(), 1, "{name}: one line: {w}");
+    }
+}
+
+/// A policy's stdin is closed: reading it gives end-of-file at once, and waiting for it to be
+/// readable returns at once. The policy then decides by itself.
+#[test]
+fn a_policy_reading_stdin_finds_it_closed_at_once() {
+    let (policies, _) = load("sleep", Limits { deadline: WAIT_DEADLINE, ..Limits::default() });
+    let d = decide_within(&Arc::new(policies), Request { drv_path: drv("stdin"), ..request() }, WAIT_BOUND)
+        .expect("a decision");
+    assert_eq!((d.by, d.warning.as_deref()), (DecidedBy::Policy, None));
+    assert_eq!(d.answer.decision, Decision::Try(DEFAULT_CHOICE.to_vec()));
+}
+
+/// What a [`Scheduler`] replied, in words, and its warning.
+type Outcome = (String, Option<String>);
+
+/// A scheduler over two idle machines of one slot each, `ssh://a` and `ssh://b` (the default
+/// ranks them in that order), in the current-load directory `dir`, deciding with `policy` for a
+/// derivation named `name` on a thread of its own.
+fn schedule_in_background(
+    dir: &std::path::Path,
+    policy: &str,
+    limits: Limits,
+    name: &str,
+) -> mpsc::Receiver<Outcome> {
+    let (policies, _) = load(policy, limits);
+    let ctx = nwh_machines::ParseContext::new("x86_64-linux");
+    let machines =
+        nwh_machines::parse_builders("ssh://a x86_64-linux - 1 ; ssh://b x86_64-linux - 1", "test", &ctx);
+    let local = Local {
+        max_jobs: 1,
+        system: "x86_64-linux".into(),
+        extra_platforms: vec![],
+        features: Default::default(),
+    };
+    let load = nwh_slots::LoadDir::open(dir);
+    let mut scheduler = Scheduler::new(machines.machines, load, policies, local, None);
+    let t = Try {
+        am_willing: true,
+        system: "x86_64-linux".into(),
+        drv_path: drv(name),
+        required_features: vec![],
+    };
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let scheduled = scheduler.decide(&t).unwrap();
+        let reply = match scheduled.reply {
+            Reply::Accept { machine, .. } => format!("accept {}", scheduler.machines[machine].uri),
+            Reply::Decline => "decline".into(),
+            Reply::Postpone => "postpone".into(),
+        };
+        tx.send((reply, scheduled.decided.warning))
+    });
+    rx
+}
+
+/// A build slot of `uri` in `dir`, taken as another hook takes one: under the main lock.
+fn take_slot(dir: &std::path::Path, uri: &str) -> nwh_slots::SlotLock {
+    let load = nwh_slots::LoadDir::open(dir);
+    let main = load.lock_main().unwrap();
+    load.scan(&main, uri, 1).unwrap().free.expect("a free slot")
+}
+
+/// The main lock of the current-load directory is Nix's own hook's too: every remote build of
+/// the machine waits for it. It is taken to measure the loads and to claim the slot, not while
+/// the policy decides: while a policy sleeps until its deadline, another hook takes the lock at
+/// once. The decision still claims a free slot, the default's choice.
+#[test]
+fn the_main_lock_is_free_while_the_policy_decides() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits { deadline: Duration::from_secs(3), ..Limits::default() };
+    let decided = schedule_in_background(dir.path(), "sleep", limits, "nap");
+    // The loads are measured in a few milliseconds; the policy then sleeps for three seconds.
+    std::thread::sleep(Duration::from_secs(1));
+    let other_hook = nwh_slots::LoadDir::open(dir.path());
+    let (locked_tx, locked_rx) = mpsc::channel();
+    std::thread::spawn(move || locked_tx.send(other_hook.lock_main().map(drop).is_ok()));
+    let took_it = locked_rx.recv_timeout(Duration::from_millis(500));
+    assert!(decided.try_recv().is_err(), "the policy was still deciding when the lock was tried");
+    assert_eq!(took_it, Ok(true), "another hook could not take the main lock while the policy decided");
+    let (reply, warning) = decided.recv_timeout(WAIT_BOUND).expect("a decision");
+    assert_eq!(reply, "accept ssh://a", "the default's choice, its slot claimed");
+    let w = warning.expect("one warning");
+    assert!(w.contains("sleep.wasm") && w.contains("3s deadline"), "{w}");
+}
+
+/// Another hook takes the slot of the policy's first choice while the policy decides: the
+/// build goes to the next machine of its ranking that still has a free slot.
+#[test]
+fn a_slot_taken_while_the_policy_decides_goes_to_the_next_ranked_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits { deadline: Duration::from_secs(2), ..Limits::default() };
+    let decided = schedule_in_background(dir.path(), "sleep", limits, "nap");
+    std::thread::sleep(Duration::from_millis(700));
+    let _taken = take_slot(dir.path(), "ssh://a");
+    let (reply, warning) = decided.recv_timeout(WAIT_BOUND).expect("a decision");
+    assert_eq!(reply, "accept ssh://b");
+    assert!(warning.is_some_and(|w| w.contains("2s deadline")));
+}
+
+/// Other hooks take every slot the policy ranked while it decides: it is asked again on the
+/// new loads, and its answer to those stands (the default declines a busy cluster when Nix
+/// can build the derivation now). Still one warning.
+#[test]
+fn when_every_ranked_slot_is_taken_meanwhile_the_policy_is_asked_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits { deadline: Duration::from_secs(2), ..Limits::default() };
+    let decided = schedule_in_background(dir.path(), "sleep", limits, "nap");
+    std::thread::sleep(Duration::from_millis(700));
+    let _taken = [take_slot(dir.path(), "ssh://a"), take_slot(dir.path(), "ssh://b")];
+    let (reply, warning) = decided.recv_timeout(WAIT_BOUND).expect("a decision");
+    assert_eq!(reply, "decline");
+    let w = warning.expect("one warning");
+    assert_eq!(w.matches("sleep.wasm failed").count(), 1, "{w}");
 }

@@ -1,6 +1,7 @@
 //! The decision for one request: measure each machine's load under Nix's main lock, ask the
-//! policy, check its answer, and take the slot. Knows nothing of stdin, stderr or fd 4, so
-//! another front-end (Lix's RPC, a builder store) can reuse it unchanged.
+//! policy with the lock released, check its answer, and take the slot under the lock again.
+//! Knows nothing of stdin, stderr or fd 4, so another front-end (Lix's RPC, a builder store)
+//! can reuse it unchanged.
 
 use std::fmt::Write as _;
 
@@ -83,8 +84,9 @@ impl Scheduler {
     /// The machines' views and, per machine, a free slot's lock (held until dropped), measured
     /// under the main lock, which is returned held.
     fn scan(&self) -> Result<(Vec<MachineView>, Vec<Option<SlotLock>>, nwh_slots::MainLock)> {
-        // Held while measuring and choosing, as Nix does, so that concurrent hooks (ours and
-        // Nix's own) never pick the same last free slot.
+        // Held while measuring and while claiming, as Nix holds it while it measures and
+        // chooses, so that concurrent hooks (ours and Nix's own) never take the same last free
+        // slot; not while the policy decides (`decide`).
         let main = self.load.lock_main().context("taking the main lock of the current-load directory")?;
         let mut free: Vec<Option<SlotLock>> = Vec::with_capacity(self.machines.len());
         let mut views = Vec::with_capacity(self.machines.len());
@@ -99,30 +101,51 @@ impl Scheduler {
         Ok((views, free, main))
     }
 
+    /// The policy is asked without the main lock: the lock is shared with Nix's own hook, and
+    /// a policy may take up to its deadline. The lock is taken again to claim a slot on the
+    /// first machine of the answer's ranking that still has one; when other hooks took them
+    /// all meanwhile, the policy is asked again on the new loads, [`MAX_ASKS`] times at most.
     pub fn decide(&mut self, t: &Try) -> Result<Scheduled> {
         let request = self.request(t);
-        let (views, mut free, main) = self.scan()?;
-        let decided = self.policies.decide(&request, &views);
-        let reply = match &decided.answer.decision {
-            Decision::Try(ranking) => {
-                // Validation guaranteed a free slot on every ranked machine; the first wins.
-                let first = ranking[0] as usize;
-                let slot = free[first].take().expect("validated: the machine has a free slot");
-                // The mtime only records when a machine was last chosen; a failure changes nothing.
-                let _ = slot.touch();
-                Reply::Accept { machine: first, slot }
-            }
-            Decision::Decline => Reply::Decline,
-            Decision::Postpone => Reply::Postpone,
-        };
-        drop(free);
-        drop(main);
+        let mut views = self.measure()?;
+        let mut asks = 1;
+        loop {
+            let decided = self.policies.decide(&request, &views);
+            let (now, mut free, main) = self.scan()?;
+            let reply = match &decided.answer.decision {
+                Decision::Try(ranking) => match claim(ranking, &mut free) {
+                    Some(reply) => reply,
+                    None if asks < MAX_ASKS => {
+                        drop(main);
+                        views = now;
+                        asks += 1;
+                        continue;
+                    }
+                    // Machines fit but are busy, which is Nix's postpone; it asks again later.
+                    None => Reply::Postpone,
+                },
+                Decision::Decline => Reply::Decline,
+                Decision::Postpone => Reply::Postpone,
+            };
+            drop(free);
+            drop(main);
+            return Ok(self.scheduled(reply, request, views, decided));
+        }
+    }
+
+    fn scheduled(
+        &self,
+        reply: Reply,
+        request: Request,
+        views: Vec<MachineView>,
+        decided: Decided,
+    ) -> Scheduled {
         let explanation = match reply {
             Reply::Decline => Some(self.explain_decline(&request, &views, &decided)),
             Reply::Postpone => self.explain_endless_wait(&request, &views),
             Reply::Accept { .. } => None,
         };
-        Ok(Scheduled { reply, request, machines: views, decided, explanation })
+        Scheduled { reply, request, machines: views, decided, explanation }
     }
 
     fn explain_decline(&self, req: &Request, views: &[MachineView], decided: &Decided) -> (Level, String) {
@@ -189,6 +212,21 @@ impl Scheduler {
         s.push_str("\n  fix: set column 4 (max-jobs) of those lines to 1 or more");
         Some((Level::Warn, s))
     }
+}
+
+/// How many times one request's policy may be asked when its ranked machines fill up before
+/// their slot is claimed: each ask may take the policy's deadline.
+pub const MAX_ASKS: usize = 3;
+
+/// The slot of the first ranked machine that has a free one now, touched as Nix does.
+/// Validation checked the ranking against the loads the policy saw; since then another hook
+/// may have taken those slots, never more than that (machines and their rules do not change
+/// while one request is decided).
+fn claim(ranking: &[u32], free: &mut [Option<SlotLock>]) -> Option<Reply> {
+    let (machine, slot) = ranking.iter().find_map(|&i| Some((i as usize, free[i as usize].take()?)))?;
+    // The mtime only records when a machine was last chosen; a failure changes nothing.
+    let _ = slot.touch();
+    Some(Reply::Accept { machine, slot })
 }
 
 /// A machine as the policy sees it.

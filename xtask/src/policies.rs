@@ -86,6 +86,7 @@ const GUESTS: &[Guest] = &[
     guest("prefer-last", "test-policy-prefer-last", Target::Core, Imports::None),
     guest("fastest-first", "fastest-first-policy", Target::Core, Imports::None),
     guest("snoop", "test-policy-snoop", Target::Wasip2, Imports::OnlyWasi),
+    guest("sleep", "test-policy-sleep", Target::Wasip2, Imports::OnlyWasi),
     guest("old-minor", "test-policy-old-minor", Target::Core, Imports::None),
     guest("future-major", "test-policy-future-major", Target::Core, Imports::None),
     guest("no-decide", "test-policy-no-decide", Target::Core, Imports::None),

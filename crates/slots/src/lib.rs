@@ -118,7 +118,8 @@ impl LoadDir {
     }
 
     /// Takes `main-lock`, blocking until other hooks finish their scan. Hold it only while
-    /// scanning and picking, never while connecting: every other hook on the host waits.
+    /// scanning and claiming a slot, never while connecting or while a policy decides: every
+    /// other hook on the host waits.
     pub fn lock_main(&self) -> Result<MainLock> {
         let path = self.main_lock_path();
         let file = open_lock_file(&path)?;

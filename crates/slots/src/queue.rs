@@ -11,8 +11,9 @@
 //!   process, so the next one moves up and nothing is left held.
 //! - [`LoadDir::wait_for_a_free_slot`] blocks the head of the queue until a build ends on one
 //!   of those machines: one thread per slot file blocks in `flock`, and the first to get its
-//!   lock releases it and wakes the caller, who then chooses again under the main lock
-//!   (another hook may take that slot first, and the choice is the policy's).
+//!   lock releases it and wakes the caller, who then measures and chooses again, and claims
+//!   a slot under the main lock (another hook may take that slot first, and the choice is the
+//!   policy's).
 //!   [`LoadDir::wait_for_a_free_slot_until`] does the same for at most a while: the hook
 //!   front-end's short wait before it must answer `postpone`.
 

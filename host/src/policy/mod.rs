@@ -7,6 +7,7 @@ pub mod engine;
 mod native;
 mod params;
 mod sandbox;
+mod waits;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -151,6 +152,13 @@ pub enum CallError {
     OutOfFuel(u64),
     #[error("it ran longer than its {0:?} deadline")]
     Deadline(Duration),
+    /// Waiting is the one thing the epoch deadline cannot interrupt, so it is bounded apart
+    /// and named apart: the author learns which call it was.
+    #[error(
+        "it was still waiting in WASI's `{call}` (a sleep, a poll or a blocking read) when its \
+         {deadline:?} deadline came"
+    )]
+    Waited { call: &'static str, deadline: Duration },
     #[error("it exceeded its memory limit of {0} bytes")]
     Memory(usize),
     #[error("it trapped: {0}")]
@@ -255,7 +263,7 @@ impl Policy {
         machines: &[MachineView],
         limits: Limits,
     ) -> Result<Call, CallError> {
-        let mut store = Store::new(&self.engine, StoreState::new(limits.memory));
+        let mut store = Store::new(&self.engine, StoreState::new(limits.memory, limits.deadline));
         store.limiter(|s| &mut s.limiter);
         store.set_fuel(limits.fuel).expect("fuel is enabled on the engine");
         let ticks = (limits.deadline.as_millis() / engine::EPOCH_TICK.as_millis()).max(1) as u64;
@@ -295,6 +303,9 @@ impl Policy {
 fn classify(e: wasmtime::Error, state: &StoreState, limits: Limits) -> CallError {
     if state.limiter.exceeded {
         return CallError::Memory(limits.memory);
+    }
+    if let Some(call) = state.deadline.missed_in {
+        return CallError::Waited { call, deadline: limits.deadline };
     }
     match e.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => CallError::OutOfFuel(limits.fuel),

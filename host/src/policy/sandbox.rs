@@ -2,18 +2,20 @@
 //!
 //! A policy gets data, never capabilities. Components from Python or JS toolchains import WASI
 //! even when they do no I/O; they get a WASI with nothing in it (no files, sockets or
-//! environment, a fixed clock and seeded randomness), so that a replay decides exactly as the
-//! live hook did. Any other import is refused when the policy is loaded.
+//! environment, a fixed clock, seeded randomness, a closed stdin), so that a replay decides
+//! exactly as the live hook did, and nothing in it to wait for: what waits anyway ends at the
+//! call's deadline ([`super::waits`]). Any other import is refused when the policy is loaded.
 
 use std::time::Duration;
 
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::p2::pipe::{ClosedInputStream, MemoryOutputPipe};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings;
+use super::waits::{self, Deadline};
 use super::LoadError;
 
 /// WASI packages a policy may import; all of them are backed by nothing.
@@ -83,13 +85,16 @@ pub fn linker(engine: &Engine, imports: &Imports) -> wasmtime::Result<Linker<Sto
     let mut linker = Linker::new(engine);
     if imports.wasi {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        waits::bound_waits(&mut linker)?;
     }
     Ok(linker)
 }
 
-/// Per-call store data: the memory limiter and, for WASI guests, their empty context.
+/// Per-call store data: the memory limiter, the deadline and, for WASI guests, their empty
+/// context.
 pub struct StoreState {
     pub limiter: MemoryLimiter,
+    pub deadline: Deadline,
     wasi: WasiCtx,
     table: ResourceTable,
     pub logs: MemoryOutputPipe,
@@ -99,10 +104,13 @@ pub struct StoreState {
 const LOG_CAPACITY: usize = 4096;
 
 impl StoreState {
-    pub fn new(memory_limit: usize) -> Self {
+    pub fn new(memory_limit: usize, deadline: Duration) -> Self {
         let logs = MemoryOutputPipe::new(LOG_CAPACITY);
         let mut b = WasiCtx::builder();
-        b.stdout(logs.clone())
+        // Closed, not merely empty: a read returns end-of-file at once and never waits (it is
+        // wasmtime-wasi's default too, spelled out so that it stays so).
+        b.stdin(ClosedInputStream)
+            .stdout(logs.clone())
             .stderr(logs.clone())
             .wall_clock(FixedClock)
             .monotonic_clock(FixedClock)
@@ -111,10 +119,16 @@ impl StoreState {
             .insecure_random_seed(0);
         StoreState {
             limiter: MemoryLimiter::new(memory_limit),
+            deadline: Deadline::new(deadline),
             wasi: b.build(),
             table: ResourceTable::new(),
             logs,
         }
+    }
+
+    /// What a waiting WASI function needs: the resources it waits on, and the time left.
+    pub(super) fn waiting(&mut self) -> (&mut ResourceTable, &mut Deadline) {
+        (&mut self.table, &mut self.deadline)
     }
 }
 
