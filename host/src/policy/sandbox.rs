@@ -116,7 +116,11 @@ impl StoreState {
             .monotonic_clock(FixedClock)
             .secure_random(wasmtime_wasi::Deterministic::new(vec![0x5e, 0xed, 0x00, 0x01]))
             .insecure_random(wasmtime_wasi::Deterministic::new(vec![0x5e, 0xed, 0x00, 0x02]))
-            .insecure_random_seed(0);
+            .insecure_random_seed(0)
+            // No socket at all, not merely nowhere to connect to: a policy gets data only.
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
         StoreState {
             limiter: MemoryLimiter::new(memory_limit),
             deadline: Deadline::new(deadline),
