@@ -137,9 +137,9 @@ impl Built {
                 session.store().dump(path, &mut from_builder::Bounded::new(&mut relay, announced, &what))?;
                 relay.finish().with_context(|| what.clone())?;
             }
-            None => drop(
-                session.store().dump(path, &mut from_builder::Bounded::new(&mut sink, announced, &what))?,
-            ),
+            None => {
+                session.store().dump(path, &mut from_builder::Bounded::new(&mut sink, announced, &what))?;
+            }
         }
         sink.finish()?;
         Ok(())
