@@ -50,6 +50,7 @@ pub mod replay;
 pub mod schedule;
 pub mod settings;
 pub mod simulate;
+pub mod stop;
 pub mod timeline;
 pub mod tool;
 pub mod trace;
