@@ -1,6 +1,7 @@
-//! Faults on the test bed, each at a known phase of a build: the hook killed as Nix kills it
-//! (SIGKILL to its process group) while it waits for a slot, uploads, waits for the build,
-//! downloads or registers; and the builder stopped mid-build, frozen mid-upload, cut off
+//! Faults on the test bed, each at a known phase of a build: the hook killed (SIGKILL to its
+//! process group) while it waits for a slot, uploads, waits for the build, downloads or
+//! registers; the same stopped as Nix stops it (SIGTERM to the group, SIGKILL 500 ms later),
+//! where it must exit before the SIGKILL and leave no invalid output on disk; and the builder stopped mid-build, frozen mid-upload, cut off
 //! mid-download; behind the builder front-end, Nix's own hook killed by its process group with
 //! our builder in it. The phase is read from the timeline the hook writes (`NWH_TIMELINE`), so a
 //! fault lands where it is meant to. Afterwards, whatever happened: `nix-store --verify
@@ -41,6 +42,13 @@ on_oldest_and_newest_nix!(
     the_builder_stopped_mid_build_behind_the_builder_front_end,
     the_builder_frozen_mid_upload_behind_the_builder_front_end,
     the_builder_cut_off_mid_download_behind_the_builder_front_end,
+    the_hook_terminated_waiting_for_a_slot,
+    the_hook_terminated_uploading,
+    the_hook_terminated_while_the_builder_builds,
+    the_hook_terminated_downloading,
+    the_hook_terminated_registering,
+    the_builder_front_end_terminated_uploading,
+    the_builder_front_end_terminated_downloading,
 );
 
 /// How the build reaches the builder.
@@ -59,15 +67,43 @@ struct Scene {
     expr: String,
     output: String,
     timeline: tempfile::TempDir,
+    /// Programs our hook finds first in its `PATH`, if any.
+    programs: Option<tempfile::TempDir>,
 }
 
 impl Scene {
     fn new(nix: Nix, front: Front, seconds: &str) -> Option<Scene> {
-        let tb = Testbed::up_or_skip_as(nix, 1, Opts::default())?;
-        let hook = match front {
+        Scene::with_hook(nix, front, seconds, |tb| match front {
             Front::Hook => OurHook::new(&[]),
             Front::Builder => OurHook::as_builder(&tb.machine(1), &[]),
-        };
+        })
+    }
+
+    /// Our hook registering outputs through a `nix-store` that waits `seconds` before it
+    /// registers, and is Nix's own otherwise: a fault after "unpacked" lands while it runs.
+    fn registering_slowly(nix: Nix, seconds: u32) -> Option<Scene> {
+        let programs = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let shim = programs.path().join("nix-store");
+        let script = format!(
+            "#!/bin/sh\nif [ \"$1\" = --register-validity ]; then /bin/sleep {seconds}; fi\n\
+             PATH=${{PATH#*:}} exec nix-store \"$@\"\n"
+        );
+        std::fs::write(&shim, script).unwrap();
+        std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let mut scene =
+            Scene::with_hook(nix, Front::Hook, "0", |_| OurHook::with_programs_from(programs.path()))?;
+        scene.programs = Some(programs);
+        Some(scene)
+    }
+
+    fn with_hook(
+        nix: Nix,
+        front: Front,
+        seconds: &str,
+        hook: impl FnOnce(&Testbed) -> OurHook,
+    ) -> Option<Scene> {
+        let tb = Testbed::up_or_skip_as(nix, 1, Opts::default())?;
+        let hook = hook(&tb);
         let nonce = unique_nonce();
         let timeline = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let input = timeline.path().join(format!("nwh-fault-input-{nonce}"));
@@ -87,7 +123,7 @@ impl Scene {
         let drv = String::from_utf8_lossy(&drv.stdout).trim().to_string();
         let output = tb.master_store(&["--query", "--outputs", &drv]);
         let output = String::from_utf8_lossy(&output.stdout).trim().to_string();
-        Some(Scene { tb, hook, front, expr, output, timeline })
+        Some(Scene { tb, hook, front, expr, output, timeline, programs: None })
     }
 
     fn timeline_file(&self) -> PathBuf {
@@ -149,6 +185,15 @@ impl Scene {
         }
     }
 
+    /// An output that is not valid on the master is not on its disk either: what was unpacked
+    /// and not registered was removed, not left for the next attempt.
+    fn no_invalid_remains(&self) {
+        if !self.tb.master_store(&["--check-validity", &self.output]).status.success() {
+            let remains = self.tb.master_path(&self.output).symlink_metadata().is_ok();
+            assert!(!remains, "invalid remains of {} are left on the master's disk", self.output);
+        }
+    }
+
     /// What must hold after any fault: both stores verify, the output is valid on the master
     /// only if complete, no slot is held, and the same derivation builds again.
     fn afterwards(&self) {
@@ -185,6 +230,33 @@ impl Drop for Scene {
 fn kill_group(pid: u32) {
     let group = rustix::process::Pid::from_raw(pid as i32).unwrap();
     rustix::process::kill_process_group(group, rustix::process::Signal::KILL).unwrap();
+}
+
+/// How long Nix waits after its SIGTERM before it sends SIGKILL.
+const NIX_GRACE: Duration = Duration::from_millis(500);
+
+/// SIGTERM to the process group `group`, and SIGKILL after [`NIX_GRACE`], as Nix stops its
+/// hook; returns how long `ours` (in that group) took to exit, if it did before the SIGKILL.
+fn terminate_group(group: u32, ours: u32) -> Option<Duration> {
+    let group = rustix::process::Pid::from_raw(group as i32).unwrap();
+    let sent = Instant::now();
+    rustix::process::kill_process_group(group, rustix::process::Signal::TERM).unwrap();
+    while sent.elapsed() < NIX_GRACE {
+        if ended(ours) {
+            return Some(sent.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+    None
+}
+
+/// True once `pid` has exited: gone, or a zombie its parent has not reaped yet.
+fn ended(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat.rsplit_once(") ").is_none_or(|(_, rest)| rest.starts_with(['Z', 'X'])),
+    }
 }
 
 fn finish(child: Child) -> Output {
@@ -284,9 +356,76 @@ fn nixs_hook_killed_downloading_from_the_builder_front_end(nix: Nix) {
     killed_after(nix, Front::Builder, Victim::NixsHookGroup, "built", "0");
 }
 
+/// Our process stopped at `phase` as Nix stops its hook: SIGTERM to the process group (our
+/// hook's, or that of Nix's own hook with our builder front-end in it), SIGKILL 500 ms later.
+/// Ours exits before the SIGKILL, the build fails, no invalid remains of the output are left on
+/// the master's disk, and all of [`Scene::afterwards`] holds.
+fn terminated_after(scene: Scene, phase: &str) {
+    let mut child = scene.start(&scene.expr);
+    let ours = scene.reached(&mut child, "nwh-fault", phase);
+    let group = match scene.front {
+        Front::Hook => ours,
+        Front::Builder => nixs_hook_group(ours),
+    };
+    let took = terminate_group(group, ours);
+    let first = finish(child);
+    assert!(took.is_some(), "ours was still running {NIX_GRACE:?} after SIGTERM, and got SIGKILL");
+    eprintln!("testbed: exited {took:?} after SIGTERM");
+    assert!(!first.status.success(), "the stopped build fails: {}", describe(&first));
+    scene.no_invalid_remains();
+    scene.afterwards();
+}
+
+fn the_hook_terminated_uploading(nix: Nix) {
+    let Some(scene) = Scene::new(nix, Front::Hook, "0") else { return };
+    terminated_after(scene, "session");
+}
+
+fn the_hook_terminated_while_the_builder_builds(nix: Nix) {
+    let Some(scene) = Scene::new(nix, Front::Hook, "3") else { return };
+    terminated_after(scene, "uploaded");
+}
+
+fn the_hook_terminated_downloading(nix: Nix) {
+    let Some(scene) = Scene::new(nix, Front::Hook, "0") else { return };
+    terminated_after(scene, "built");
+}
+
+/// After "unpacked", while `nix-store --register-validity` runs (held up for 2 s by a stand-in
+/// that then runs Nix's): the output on disk is not valid yet, and must not stay there.
+fn the_hook_terminated_registering(nix: Nix) {
+    let Some(scene) = Scene::registering_slowly(nix, 2) else { return };
+    terminated_after(scene, "unpacked");
+}
+
+fn the_builder_front_end_terminated_uploading(nix: Nix) {
+    let Some(scene) = Scene::new(nix, Front::Builder, "0") else { return };
+    terminated_after(scene, "session");
+}
+
+fn the_builder_front_end_terminated_downloading(nix: Nix) {
+    let Some(scene) = Scene::new(nix, Front::Builder, "0") else { return };
+    terminated_after(scene, "built");
+}
+
 /// A hook waiting for the one slot (another build holds it) is killed: it held nothing, and
 /// the other build goes on.
 fn the_hook_killed_waiting_for_a_slot(nix: Nix) {
+    waiting_for_a_slot(nix, |pid| {
+        kill_group(pid);
+        Some(Duration::ZERO)
+    });
+}
+
+/// The same, stopped as Nix stops it (SIGTERM, SIGKILL 500 ms later): it exits before the
+/// SIGKILL.
+fn the_hook_terminated_waiting_for_a_slot(nix: Nix) {
+    waiting_for_a_slot(nix, |pid| terminate_group(pid, pid));
+}
+
+/// `end(pid)` ends the hook waiting for a slot; it says how long the hook took, if it ended
+/// before a SIGKILL.
+fn waiting_for_a_slot(nix: Nix, end: impl FnOnce(u32) -> Option<Duration>) {
     let Some(scene) = Scene::new(nix, Front::Hook, "3") else { return };
     let nonce = unique_nonce();
     let waiter = format!(
@@ -305,8 +444,9 @@ fn the_hook_killed_waiting_for_a_slot(nix: Nix) {
         !text.lines().any(|l| l.contains(&format!("\"pid\":{pid},")) && l.contains("\"accepted\"")),
         "the waiter did not get the slot while it was held:\n{text}"
     );
-    kill_group(pid);
+    let took = end(pid);
     let first = finish(child);
+    assert!(took.is_some(), "the hook was still running {NIX_GRACE:?} after SIGTERM, and got SIGKILL");
     assert!(!first.status.success(), "{}", describe(&first));
     let held = finish(holder);
     assert!(held.status.success(), "the build holding the slot went on: {}", describe(&held));
