@@ -243,6 +243,7 @@ fn terminate_group(group: u32, ours: u32) -> Option<Duration> {
     rustix::process::kill_process_group(group, rustix::process::Signal::TERM).unwrap();
     while sent.elapsed() < NIX_GRACE {
         if ended(ours) {
+            eprintln!("testbed: ours exited {:?} after SIGTERM", sent.elapsed());
             return Some(sent.elapsed());
         }
         std::thread::sleep(Duration::from_millis(1));
@@ -361,8 +362,19 @@ fn nixs_hook_killed_downloading_from_the_builder_front_end(nix: Nix) {
 /// Ours exits before the SIGKILL, the build fails, no invalid remains of the output are left on
 /// the master's disk, and all of [`Scene::afterwards`] holds.
 fn terminated_after(scene: Scene, phase: &str) {
+    terminated_once(scene, phase, |_| true)
+}
+
+/// [`terminated_after`], once `ready` holds too.
+fn terminated_once(scene: Scene, phase: &str, ready: impl Fn(&Scene) -> bool) {
     let mut child = scene.start(&scene.expr);
     let ours = scene.reached(&mut child, "nwh-fault", phase);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !ready(&scene) {
+        assert!(child.try_wait().unwrap().is_none(), "nix-build ended before the fault");
+        assert!(Instant::now() < deadline, "the moment for the fault never came");
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let group = match scene.front {
         Front::Hook => ours,
         Front::Builder => nixs_hook_group(ours),
@@ -370,7 +382,6 @@ fn terminated_after(scene: Scene, phase: &str) {
     let took = terminate_group(group, ours);
     let first = finish(child);
     assert!(took.is_some(), "ours was still running {NIX_GRACE:?} after SIGTERM, and got SIGKILL");
-    eprintln!("testbed: exited {took:?} after SIGTERM");
     assert!(!first.status.success(), "the stopped build fails: {}", describe(&first));
     scene.no_invalid_remains();
     scene.afterwards();
@@ -386,9 +397,10 @@ fn the_hook_terminated_while_the_builder_builds(nix: Nix) {
     terminated_after(scene, "uploaded");
 }
 
+/// Once the output has begun to be unpacked on the master's disk.
 fn the_hook_terminated_downloading(nix: Nix) {
     let Some(scene) = Scene::new(nix, Front::Hook, "0") else { return };
-    terminated_after(scene, "built");
+    terminated_once(scene, "built", |scene| scene.tb.master_path(&scene.output).symlink_metadata().is_ok());
 }
 
 /// After "unpacked", while `nix-store --register-validity` runs (held up for 2 s by a stand-in
