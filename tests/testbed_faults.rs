@@ -47,6 +47,7 @@ on_oldest_and_newest_nix!(
     the_hook_terminated_while_the_builder_builds,
     the_hook_terminated_downloading,
     the_hook_terminated_registering,
+    the_hook_terminated_right_after_unpacking,
     the_builder_front_end_terminated_uploading,
     the_builder_front_end_terminated_downloading,
 );
@@ -240,7 +241,13 @@ const NIX_GRACE: Duration = Duration::from_millis(500);
 fn terminate_group(group: u32, ours: u32) -> Option<Duration> {
     let group = rustix::process::Pid::from_raw(group as i32).unwrap();
     let sent = Instant::now();
-    rustix::process::kill_process_group(group, rustix::process::Signal::TERM).unwrap();
+    if let Err(e) = rustix::process::kill_process_group(group, rustix::process::Signal::TERM) {
+        // Only where the phase is the last one: ours was done before the signal.
+        assert_eq!(e, rustix::io::Errno::SRCH, "SIGTERM to the group");
+        assert!(ended(ours));
+        eprintln!("testbed: ours had exited before SIGTERM");
+        return Some(Duration::ZERO);
+    }
     while sent.elapsed() < NIX_GRACE {
         if ended(ours) {
             eprintln!("testbed: ours exited {:?} after SIGTERM", sent.elapsed());
@@ -408,6 +415,29 @@ fn the_hook_terminated_downloading(nix: Nix) {
 fn the_hook_terminated_registering(nix: Nix) {
     let Some(scene) = Scene::registering_slowly(nix, 2) else { return };
     terminated_after(scene, "unpacked");
+}
+
+/// Right after "unpacked", with Nix's own `nix-store`: the signal lands as the registration
+/// starts or runs (and ends it), or after it. The output is then valid and complete, or gone
+/// from the disk; the build fails unless the registration was done before the signal.
+fn the_hook_terminated_right_after_unpacking(nix: Nix) {
+    let Some(scene) = Scene::new(nix, Front::Hook, "0") else { return };
+    let mut child = scene.start(&scene.expr);
+    let ours = scene.reached(&mut child, "nwh-fault", "unpacked");
+    let took = terminate_group(ours, ours);
+    let first = finish(child);
+    assert!(took.is_some(), "ours was still running {NIX_GRACE:?} after SIGTERM, and got SIGKILL");
+    let valid = scene.tb.master_store(&["--check-validity", &scene.output]).status.success();
+    eprintln!(
+        "testbed: the build {}; the output is {}",
+        first.status,
+        if valid { "valid" } else { "not valid" }
+    );
+    if !valid {
+        assert!(!first.status.success(), "{}", describe(&first));
+    }
+    scene.no_invalid_remains();
+    scene.afterwards();
 }
 
 fn the_builder_front_end_terminated_uploading(nix: Nix) {
