@@ -238,6 +238,10 @@ fn remove_recorded(record: &mut Unregistered, deadline: Option<Instant>) {
         }
     }
     for p in doomed {
+        // Past the deadline the rest is left as a SIGKILL would leave it.
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
         let _ = remove_invalid(&store, &p);
     }
 }
@@ -433,6 +437,42 @@ mod tests {
         let stopped = stop(soon());
         assert!(stopped.is_some());
         assert!(!Path::new(&path).exists(), "the unregistered output is gone");
+    }
+
+    #[test]
+    fn a_stop_mid_unpacking_removes_the_output_and_nothing_is_written_after() {
+        let _turn = RECORD_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+        let source = tempfile::tempdir().unwrap();
+        for name in ["a", "b", "c"] {
+            std::fs::write(source.path().join(name), name.repeat(100_000)).unwrap();
+        }
+        let mut nar = Vec::new();
+        nwh_nar::dump::dump(source.path(), &mut nar).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = StoreDir::new(dir.path().to_str().unwrap()).unwrap();
+        let out = dir.path().join("0c9g1b2l8nwn1wrmvfhh9hn9kqi1h3ff-out");
+        let path = out.to_str().unwrap();
+        claim(&store, path).unwrap();
+        let Restore { mut pipe, thread } = Restore::start(path).unwrap();
+        let rest = nar.split_off(nar.len() / 2);
+        pipe.write_all(&nar).unwrap();
+        while !out.join("b").exists() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let stopped = stop(soon());
+        assert!(stopped.is_some());
+        assert!(!out.exists(), "the output being unpacked is gone");
+        // The rest arrives (more than the pipe holds, so from a thread of its own); the
+        // unpacking thread, parked, writes none of it.
+        let sender = std::thread::spawn(move || drop(pipe.write_all(&rest)));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!out.exists(), "nothing is written after the stop");
+        assert!(!thread.is_finished(), "the unpacking thread is held, not failing on a missing directory");
+        drop(stopped);
+        let unpacked = thread.join().unwrap();
+        assert!(unpacked.is_err(), "once let go, it finds its output gone");
+        sender.join().unwrap();
+        assert!(!out.exists());
     }
 
     #[test]
