@@ -14,7 +14,8 @@ use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
 use crate::support::hook::OurHook;
-use crate::support::testbed::{describe, out_paths, unique_nonce, Nix, Opts, Testbed};
+use crate::support::procs;
+use crate::support::testbed::{describe, out_paths, sh_derivation, unique_nonce, Nix, Opts, Testbed};
 use crate::support::tool::stderr;
 
 macro_rules! on_oldest_and_newest_nix {
@@ -369,11 +370,12 @@ fn nixs_hook_killed_downloading_from_the_builder_front_end(nix: Nix) {
 /// Ours exits before the SIGKILL, the build fails, no invalid remains of the output are left on
 /// the master's disk, and all of [`Scene::afterwards`] holds.
 fn terminated_after(scene: Scene, phase: &str) {
-    terminated_once(scene, phase, |_| true)
+    terminated_once(scene, phase, |_| true, |_| ())
 }
 
-/// [`terminated_after`], once `ready` holds too.
-fn terminated_once(scene: Scene, phase: &str, ready: impl Fn(&Scene) -> bool) {
+/// [`terminated_after`], once `ready` holds too; `check` looks at the scene after the stopped
+/// build, before [`Scene::afterwards`].
+fn terminated_once(scene: Scene, phase: &str, ready: impl Fn(&Scene) -> bool, check: impl FnOnce(&Scene)) {
     let mut child = scene.start(&scene.expr);
     let ours = scene.reached(&mut child, "nwh-fault", phase);
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -391,6 +393,7 @@ fn terminated_once(scene: Scene, phase: &str, ready: impl Fn(&Scene) -> bool) {
     assert!(took.is_some(), "ours was still running {NIX_GRACE:?} after SIGTERM, and got SIGKILL");
     assert!(!first.status.success(), "the stopped build fails: {}", describe(&first));
     scene.no_invalid_remains();
+    check(&scene);
     scene.afterwards();
 }
 
@@ -407,7 +410,12 @@ fn the_hook_terminated_while_the_builder_builds(nix: Nix) {
 /// Once the output has begun to be unpacked on the master's disk.
 fn the_hook_terminated_downloading(nix: Nix) {
     let Some(scene) = Scene::new(nix, Front::Hook, "0") else { return };
-    terminated_once(scene, "built", |scene| scene.tb.master_path(&scene.output).symlink_metadata().is_ok());
+    terminated_once(
+        scene,
+        "built",
+        |scene| scene.tb.master_path(&scene.output).symlink_metadata().is_ok(),
+        |_| (),
+    );
 }
 
 /// After "unpacked", while `nix-store --register-validity` runs (held up for 2 s by a stand-in
@@ -445,9 +453,27 @@ fn the_builder_front_end_terminated_uploading(nix: Nix) {
     terminated_after(scene, "session");
 }
 
+/// With a session lent by the keeper of warm sessions (two builds before leave it one): the
+/// stopped front-end does not give it back, and the keeper ends it.
 fn the_builder_front_end_terminated_downloading(nix: Nix) {
     let Some(scene) = Scene::new(nix, Front::Builder, "0") else { return };
-    terminated_after(scene, "built");
+    let args = scene.args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    for name in ["nwh-warm-a", "nwh-warm-b"] {
+        let expr = sh_derivation(name, None, &[], "echo > $out");
+        let out = scene.tb.nix_build(&expr, &args);
+        assert!(out.status.success(), "{}", describe(&out));
+    }
+    let kept = procs::serve_programs();
+    assert_eq!(kept.len(), 1, "one session kept between builds: {kept:?}");
+    let ready = |_: &Scene| procs::serve_programs() == kept;
+    terminated_once(scene, "built", ready, |_| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while procs::serve_programs().iter().any(|p| kept.contains(p)) {
+            assert!(Instant::now() < deadline, "the keeper still has the session the stopped build held");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
 }
 
 /// A hook waiting for the one slot (another build holds it) is killed: it held nothing, and
