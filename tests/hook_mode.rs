@@ -488,3 +488,70 @@ fn an_options_file_that_is_a_fifo_is_refused_not_waited_on() {
         "{said}"
     );
 }
+
+/// Nix sends SIGTERM and, 500 ms later, SIGKILL: the hook must be gone well before.
+const STOPPED_WITHIN: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Waits until the hook started with `timeline` (its `NWH_TIMELINE`) has written `phase`.
+fn wait_for_mark(timeline: &Path, phase: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_to_string(timeline).unwrap_or_default().contains(&format!("\"phase\":\"{phase}\"")) {
+        assert!(std::time::Instant::now() < deadline, "the hook never reached {phase}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+fn stopped_at_once(took: std::time::Duration, code: Option<i32>) {
+    assert!(took < STOPPED_WITHIN, "the hook took {took:?} to exit after SIGTERM");
+    assert_eq!(code, Some(128 + 15), "it exits with 128 + SIGTERM, having cleaned up");
+}
+
+#[test]
+fn sigterm_ends_a_hook_waiting_for_a_slot_at_once_holding_nothing() {
+    let mut env = HookEnv::new();
+    let held = hold_slot(&env, "ssh:__a-0");
+    let timeline = env.path("timeline.jsonl");
+    env.env.push(("NWH_TIMELINE".into(), timeline.display().to_string()));
+    env.args = vec!["--postpone-wait-ms".into(), "60000".into()];
+    let mut hook = env.start();
+    hook.send(&settings_block(&[
+        ("builders", "ssh://a x86_64-linux"),
+        ("max-jobs", "0"),
+        ("system", "x86_64-linux"),
+    ]));
+    hook.send(&try_message(false, "x86_64-linux", DRV, &[]));
+    wait_for_mark(&timeline, "decided");
+    // Now blocked on the slot's lock, which it waits a minute for.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let (took, code) = hook.terminate();
+    stopped_at_once(took, code);
+    assert!(!is_locked(&env.current_load().join("main-lock")));
+    drop(held);
+    assert!(!is_locked(&env.current_load().join("ssh:__a-0")), "the slot is free once its holder lets go");
+}
+
+#[test]
+fn sigterm_ends_an_accepted_hook_at_once_and_frees_its_slot() {
+    let env = HookEnv::new();
+    let mut hook = env.start();
+    hook.send(&base("ssh://nix@b1 x86_64-linux - 2"));
+    hook.send(&try_message(true, "x86_64-linux", DRV, &[]));
+    assert_eq!(hook.reply(), Some(Reply::Accept("ssh://nix@b1".into())));
+    // Holding the slot, it waits for the inputs Nix sends after `# accept`.
+    let slot = env.current_load().join("ssh:__nix@b1-0");
+    assert!(is_locked(&slot));
+    let (took, code) = hook.terminate();
+    stopped_at_once(took, code);
+    assert!(!is_locked(&slot), "the slot is released");
+}
+
+#[test]
+fn sigterm_ends_the_builder_front_end_at_once() {
+    let mut env = HookEnv::new();
+    env.args = ["--serve", "--write", "--machines", "ssh://a x86_64-linux"].map(String::from).into();
+    let hook = env.start();
+    // It waits for the greeting of Nix's hook on stdin.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (took, code) = hook.terminate();
+    stopped_at_once(took, code);
+}

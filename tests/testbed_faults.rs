@@ -1,6 +1,7 @@
-//! Faults on the test bed, each at a known phase of a build: the hook killed as Nix kills it
-//! (SIGKILL to its process group) while it waits for a slot, uploads, waits for the build,
-//! downloads or registers; and the builder stopped mid-build, frozen mid-upload, cut off
+//! Faults on the test bed, each at a known phase of a build: the hook killed (SIGKILL to its
+//! process group) while it waits for a slot, uploads, waits for the build, downloads or
+//! registers; the same stopped as Nix stops it (SIGTERM to the group, SIGKILL 500 ms later),
+//! where it must exit before the SIGKILL and leave no invalid output on disk; and the builder stopped mid-build, frozen mid-upload, cut off
 //! mid-download; behind the builder front-end, Nix's own hook killed by its process group with
 //! our builder in it. The phase is read from the timeline the hook writes (`NWH_TIMELINE`), so a
 //! fault lands where it is meant to. Afterwards, whatever happened: `nix-store --verify
@@ -13,7 +14,8 @@ use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
 use crate::support::hook::OurHook;
-use crate::support::testbed::{describe, out_paths, unique_nonce, Nix, Opts, Testbed};
+use crate::support::procs;
+use crate::support::testbed::{describe, out_paths, sh_derivation, unique_nonce, Nix, Opts, Testbed};
 use crate::support::tool::stderr;
 
 macro_rules! on_oldest_and_newest_nix {
@@ -41,6 +43,14 @@ on_oldest_and_newest_nix!(
     the_builder_stopped_mid_build_behind_the_builder_front_end,
     the_builder_frozen_mid_upload_behind_the_builder_front_end,
     the_builder_cut_off_mid_download_behind_the_builder_front_end,
+    the_hook_terminated_waiting_for_a_slot,
+    the_hook_terminated_uploading,
+    the_hook_terminated_while_the_builder_builds,
+    the_hook_terminated_downloading,
+    the_hook_terminated_registering,
+    the_hook_terminated_right_after_unpacking,
+    the_builder_front_end_terminated_uploading,
+    the_builder_front_end_terminated_downloading,
 );
 
 /// How the build reaches the builder.
@@ -59,15 +69,43 @@ struct Scene {
     expr: String,
     output: String,
     timeline: tempfile::TempDir,
+    /// Programs our hook finds first in its `PATH`, if any.
+    programs: Option<tempfile::TempDir>,
 }
 
 impl Scene {
     fn new(nix: Nix, front: Front, seconds: &str) -> Option<Scene> {
-        let tb = Testbed::up_or_skip_as(nix, 1, Opts::default())?;
-        let hook = match front {
+        Scene::with_hook(nix, front, seconds, |tb| match front {
             Front::Hook => OurHook::new(&[]),
             Front::Builder => OurHook::as_builder(&tb.machine(1), &[]),
-        };
+        })
+    }
+
+    /// Our hook registering outputs through a `nix-store` that waits `seconds` before it
+    /// registers, and is Nix's own otherwise: a fault after "unpacked" lands while it runs.
+    fn registering_slowly(nix: Nix, seconds: u32) -> Option<Scene> {
+        let programs = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let shim = programs.path().join("nix-store");
+        let script = format!(
+            "#!/bin/sh\nif [ \"$1\" = --register-validity ]; then /bin/sleep {seconds}; fi\n\
+             PATH=${{PATH#*:}} exec nix-store \"$@\"\n"
+        );
+        std::fs::write(&shim, script).unwrap();
+        std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let mut scene =
+            Scene::with_hook(nix, Front::Hook, "0", |_| OurHook::with_programs_from(programs.path()))?;
+        scene.programs = Some(programs);
+        Some(scene)
+    }
+
+    fn with_hook(
+        nix: Nix,
+        front: Front,
+        seconds: &str,
+        hook: impl FnOnce(&Testbed) -> OurHook,
+    ) -> Option<Scene> {
+        let tb = Testbed::up_or_skip_as(nix, 1, Opts::default())?;
+        let hook = hook(&tb);
         let nonce = unique_nonce();
         let timeline = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let input = timeline.path().join(format!("nwh-fault-input-{nonce}"));
@@ -87,7 +125,7 @@ impl Scene {
         let drv = String::from_utf8_lossy(&drv.stdout).trim().to_string();
         let output = tb.master_store(&["--query", "--outputs", &drv]);
         let output = String::from_utf8_lossy(&output.stdout).trim().to_string();
-        Some(Scene { tb, hook, front, expr, output, timeline })
+        Some(Scene { tb, hook, front, expr, output, timeline, programs: None })
     }
 
     fn timeline_file(&self) -> PathBuf {
@@ -149,6 +187,15 @@ impl Scene {
         }
     }
 
+    /// An output that is not valid on the master is not on its disk either: what was unpacked
+    /// and not registered was removed, not left for the next attempt.
+    fn no_invalid_remains(&self) {
+        if !self.tb.master_store(&["--check-validity", &self.output]).status.success() {
+            let remains = self.tb.master_path(&self.output).symlink_metadata().is_ok();
+            assert!(!remains, "invalid remains of {} are left on the master's disk", self.output);
+        }
+    }
+
     /// What must hold after any fault: both stores verify, the output is valid on the master
     /// only if complete, no slot is held, and the same derivation builds again.
     fn afterwards(&self) {
@@ -185,6 +232,40 @@ impl Drop for Scene {
 fn kill_group(pid: u32) {
     let group = rustix::process::Pid::from_raw(pid as i32).unwrap();
     rustix::process::kill_process_group(group, rustix::process::Signal::KILL).unwrap();
+}
+
+/// How long Nix waits after its SIGTERM before it sends SIGKILL.
+const NIX_GRACE: Duration = Duration::from_millis(500);
+
+/// SIGTERM to the process group `group`, and SIGKILL after [`NIX_GRACE`], as Nix stops its
+/// hook; returns how long `ours` (in that group) took to exit, if it did before the SIGKILL.
+fn terminate_group(group: u32, ours: u32) -> Option<Duration> {
+    let group = rustix::process::Pid::from_raw(group as i32).unwrap();
+    let sent = Instant::now();
+    if let Err(e) = rustix::process::kill_process_group(group, rustix::process::Signal::TERM) {
+        // Only where the phase is the last one: ours was done before the signal.
+        assert_eq!(e, rustix::io::Errno::SRCH, "SIGTERM to the group");
+        assert!(ended(ours));
+        eprintln!("testbed: ours had exited before SIGTERM");
+        return Some(Duration::ZERO);
+    }
+    while sent.elapsed() < NIX_GRACE {
+        if ended(ours) {
+            eprintln!("testbed: ours exited {:?} after SIGTERM", sent.elapsed());
+            return Some(sent.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+    None
+}
+
+/// True once `pid` has exited: gone, or a zombie its parent has not reaped yet.
+fn ended(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat.rsplit_once(") ").is_none_or(|(_, rest)| rest.starts_with(['Z', 'X'])),
+    }
 }
 
 fn finish(child: Child) -> Output {
@@ -284,9 +365,135 @@ fn nixs_hook_killed_downloading_from_the_builder_front_end(nix: Nix) {
     killed_after(nix, Front::Builder, Victim::NixsHookGroup, "built", "0");
 }
 
+/// Our process stopped at `phase` as Nix stops its hook: SIGTERM to the process group (our
+/// hook's, or that of Nix's own hook with our builder front-end in it), SIGKILL 500 ms later.
+/// Ours exits before the SIGKILL, the build fails, no invalid remains of the output are left on
+/// the master's disk, and all of [`Scene::afterwards`] holds.
+fn terminated_after(scene: Scene, phase: &str) {
+    terminated_once(scene, phase, |_| true, |_| ())
+}
+
+/// [`terminated_after`], once `ready` holds too; `check` looks at the scene after the stopped
+/// build, before [`Scene::afterwards`].
+fn terminated_once(scene: Scene, phase: &str, ready: impl Fn(&Scene) -> bool, check: impl FnOnce(&Scene)) {
+    let mut child = scene.start(&scene.expr);
+    let ours = scene.reached(&mut child, "nwh-fault", phase);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !ready(&scene) {
+        assert!(child.try_wait().unwrap().is_none(), "nix-build ended before the fault");
+        assert!(Instant::now() < deadline, "the moment for the fault never came");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let group = match scene.front {
+        Front::Hook => ours,
+        Front::Builder => nixs_hook_group(ours),
+    };
+    let took = terminate_group(group, ours);
+    let first = finish(child);
+    assert!(took.is_some(), "ours was still running {NIX_GRACE:?} after SIGTERM, and got SIGKILL");
+    assert!(!first.status.success(), "the stopped build fails: {}", describe(&first));
+    scene.no_invalid_remains();
+    check(&scene);
+    scene.afterwards();
+}
+
+fn the_hook_terminated_uploading(nix: Nix) {
+    let Some(scene) = Scene::new(nix, Front::Hook, "0") else { return };
+    terminated_after(scene, "session");
+}
+
+fn the_hook_terminated_while_the_builder_builds(nix: Nix) {
+    let Some(scene) = Scene::new(nix, Front::Hook, "3") else { return };
+    terminated_after(scene, "uploaded");
+}
+
+/// Once the output has begun to be unpacked on the master's disk.
+fn the_hook_terminated_downloading(nix: Nix) {
+    let Some(scene) = Scene::new(nix, Front::Hook, "0") else { return };
+    terminated_once(
+        scene,
+        "built",
+        |scene| scene.tb.master_path(&scene.output).symlink_metadata().is_ok(),
+        |_| (),
+    );
+}
+
+/// After "unpacked", while `nix-store --register-validity` runs (held up for 2 s by a stand-in
+/// that then runs Nix's): the output on disk is not valid yet, and must not stay there.
+fn the_hook_terminated_registering(nix: Nix) {
+    let Some(scene) = Scene::registering_slowly(nix, 2) else { return };
+    terminated_after(scene, "unpacked");
+}
+
+/// Right after "unpacked", with Nix's own `nix-store`: the signal lands as the registration
+/// starts or runs (and ends it), or after it. The output is then valid and complete, or gone
+/// from the disk; the build fails unless the registration was done before the signal.
+fn the_hook_terminated_right_after_unpacking(nix: Nix) {
+    let Some(scene) = Scene::new(nix, Front::Hook, "0") else { return };
+    let mut child = scene.start(&scene.expr);
+    let ours = scene.reached(&mut child, "nwh-fault", "unpacked");
+    let took = terminate_group(ours, ours);
+    let first = finish(child);
+    assert!(took.is_some(), "ours was still running {NIX_GRACE:?} after SIGTERM, and got SIGKILL");
+    let valid = scene.tb.master_store(&["--check-validity", &scene.output]).status.success();
+    eprintln!(
+        "testbed: the build {}; the output is {}",
+        first.status,
+        if valid { "valid" } else { "not valid" }
+    );
+    if !valid {
+        assert!(!first.status.success(), "{}", describe(&first));
+    }
+    scene.no_invalid_remains();
+    scene.afterwards();
+}
+
+fn the_builder_front_end_terminated_uploading(nix: Nix) {
+    let Some(scene) = Scene::new(nix, Front::Builder, "0") else { return };
+    terminated_after(scene, "session");
+}
+
+/// With a session lent by the keeper of warm sessions (two builds before leave it one): the
+/// stopped front-end does not give it back, and the keeper ends it.
+fn the_builder_front_end_terminated_downloading(nix: Nix) {
+    let Some(scene) = Scene::new(nix, Front::Builder, "0") else { return };
+    let args = scene.args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    for name in ["nwh-warm-a", "nwh-warm-b"] {
+        let expr = sh_derivation(name, None, &[], "echo > $out");
+        let out = scene.tb.nix_build(&expr, &args);
+        assert!(out.status.success(), "{}", describe(&out));
+    }
+    let kept = procs::serve_programs();
+    assert_eq!(kept.len(), 1, "one session kept between builds: {kept:?}");
+    let ready = |_: &Scene| procs::serve_programs() == kept;
+    terminated_once(scene, "built", ready, |_| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while procs::serve_programs().iter().any(|p| kept.contains(p)) {
+            assert!(Instant::now() < deadline, "the keeper still has the session the stopped build held");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+}
+
 /// A hook waiting for the one slot (another build holds it) is killed: it held nothing, and
 /// the other build goes on.
 fn the_hook_killed_waiting_for_a_slot(nix: Nix) {
+    waiting_for_a_slot(nix, |pid| {
+        kill_group(pid);
+        Some(Duration::ZERO)
+    });
+}
+
+/// The same, stopped as Nix stops it (SIGTERM, SIGKILL 500 ms later): it exits before the
+/// SIGKILL.
+fn the_hook_terminated_waiting_for_a_slot(nix: Nix) {
+    waiting_for_a_slot(nix, |pid| terminate_group(pid, pid));
+}
+
+/// `end(pid)` ends the hook waiting for a slot; it says how long the hook took, if it ended
+/// before a SIGKILL.
+fn waiting_for_a_slot(nix: Nix, end: impl FnOnce(u32) -> Option<Duration>) {
     let Some(scene) = Scene::new(nix, Front::Hook, "3") else { return };
     let nonce = unique_nonce();
     let waiter = format!(
@@ -305,8 +512,9 @@ fn the_hook_killed_waiting_for_a_slot(nix: Nix) {
         !text.lines().any(|l| l.contains(&format!("\"pid\":{pid},")) && l.contains("\"accepted\"")),
         "the waiter did not get the slot while it was held:\n{text}"
     );
-    kill_group(pid);
+    let took = end(pid);
     let first = finish(child);
+    assert!(took.is_some(), "the hook was still running {NIX_GRACE:?} after SIGTERM, and got SIGKILL");
     assert!(!first.status.success(), "{}", describe(&first));
     let held = finish(holder);
     assert!(held.status.success(), "the build holding the slot went on: {}", describe(&held));

@@ -68,6 +68,10 @@ pub fn main() -> i32 {
     crate::timeline::start();
     // As a builder, stderr is the build log Nix's hook shows as it is: plain lines.
     let logger = Logger::new(!cli.serve, log::level_from_verbosity(cli.verbosity.unwrap_or(3)));
+    if let Err(e) = crate::stop::on_signals() {
+        // Without it a stop signal still ends the process, as a SIGKILL would.
+        logger.warn(&format!("nix-wasm-hook: {e:#}"));
+    }
     let result = (|| {
         let flags = cli.options.clone();
         flags.check(nwh_options::Spelling::Flag)?;

@@ -51,6 +51,7 @@ pub mod schedule;
 pub mod settings;
 pub mod simulate;
 pub mod state_dir;
+pub mod stop;
 pub mod timeline;
 pub mod tool;
 pub mod trace;

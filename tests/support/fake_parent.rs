@@ -295,6 +295,25 @@ impl Hook {
         (status.code().unwrap_or(-1), self.log, self.plain)
     }
 
+    /// SIGTERM to the hook alone (it is in the test's process group), as Nix stops its hook;
+    /// waits for it to end: how long that took from the signal, and its exit code.
+    pub fn terminate(mut self) -> (std::time::Duration, Option<i32>) {
+        use rustix::process::{kill_process, Pid, Signal};
+        let pid = Pid::from_raw(self.child.id() as i32).unwrap();
+        let sent = std::time::Instant::now();
+        kill_process(pid, Signal::TERM).unwrap();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (sent.elapsed(), status.code());
+            }
+            if sent.elapsed() > std::time::Duration::from_secs(10) {
+                let _ = self.child.kill();
+                panic!("the hook is still running 10 s after SIGTERM");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     /// The text of every `msg` log line.
     pub fn messages(log: &[String]) -> Vec<String> {
         log.iter()

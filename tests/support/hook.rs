@@ -13,15 +13,22 @@ pub struct OurHook {
 
 impl OurHook {
     pub fn new(extra_args: &[&str]) -> OurHook {
-        OurHook::in_dir(tempfile::tempdir().unwrap(), extra_args)
+        OurHook::in_dir(tempfile::tempdir().unwrap(), extra_args, None)
     }
 
-    fn in_dir(dir: tempfile::TempDir, extra_args: &[&str]) -> OurHook {
+    /// Our hook finding the programs in `dir` before those of its `PATH`: a `nix-store` there
+    /// stands in for Nix's.
+    pub fn with_programs_from(dir: &std::path::Path) -> OurHook {
+        OurHook::in_dir(tempfile::tempdir().unwrap(), &[], Some(dir))
+    }
+
+    fn in_dir(dir: tempfile::TempDir, extra_args: &[&str], programs: Option<&std::path::Path>) -> OurHook {
         // Named as installed: a builder-mode line is recognised by this file name.
         let path = dir.path().join("nix-wasm-hook");
         let state = dir.path().join("state");
+        let path_first = programs.map(|p| format!("PATH={}:\"$PATH\" ", p.display())).unwrap_or_default();
         let mut script = format!(
-            "#!/bin/sh\nexec {} --state-dir {} --cache-dir {}",
+            "#!/bin/sh\n{path_first}exec {} --state-dir {} --cache-dir {}",
             env!("CARGO_BIN_EXE_nix-wasm-hook"),
             state.display(),
             super::fake_parent::shared_cache().display()
@@ -44,7 +51,7 @@ impl OurHook {
         let arg = format!("@{}", file.display());
         let mut args = vec!["--machines", arg.as_str()];
         args.extend_from_slice(extra_args);
-        OurHook::in_dir(dir, &args)
+        OurHook::in_dir(dir, &args, None)
     }
 
     /// The machines line that makes this wrapper a builder of Nix's own hook: Nix starts it

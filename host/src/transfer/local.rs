@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::io::{BufWriter, PipeReader, PipeWriter, Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
@@ -26,6 +27,43 @@ pub fn invalid(paths: &BTreeSet<String>) -> Result<BTreeSet<String>> {
     }
     let mut invalid = store_paths(&["--check-validity", "--print-invalid"], &present)?;
     invalid.extend(absent);
+    Ok(invalid)
+}
+
+/// [`invalid`], by `deadline`: the `nix-store` asked is killed then, and that is an error. For a
+/// hook being stopped, which must not wait on a database that is busy.
+pub fn invalid_by(paths: &BTreeSet<String>, deadline: Instant) -> Result<BTreeSet<String>> {
+    let (mut invalid, present) = on_disk(paths);
+    if present.is_empty() {
+        return Ok(invalid);
+    }
+    let what = "nix-store --check-validity --print-invalid";
+    let mut child = Command::new("nix-store")
+        .args(["--check-validity", "--print-invalid"])
+        .args(&present)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("running {what}"))?;
+    // Its answer (a few output paths) fits in the pipe, so it can be read after the exit.
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{what} did not answer in time");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    let mut out = String::new();
+    child.stdout.take().context("no stdout")?.read_to_string(&mut out)?;
+    invalid.extend(out.lines().map(str::to_string));
     Ok(invalid)
 }
 

@@ -285,7 +285,9 @@ impl BuilderSession {
             Link::Spawned(remote) => {
                 remote.finish()?;
             }
-            Link::Lent(lease) if clean => lease.give_back(),
+            // A stopping process vouches for nothing past the signal: the keeper ends the
+            // session when the lease closes without it.
+            Link::Lent(lease) if clean && !crate::stop::requested() => lease.give_back(),
             Link::Lent(_) => {}
         }
         Ok(())

@@ -10,14 +10,18 @@
 //! hash of the bytes that arrived; it also canonicalises them (modes, times, owner).
 //!
 //! Consistency: nothing is valid until every output is unpacked and its size and hash match
-//! what the builder announced. A failure on the way removes what was unpacked; a hook killed
-//! on the way leaves an invalid path, which the next attempt removes before unpacking (Nix's
-//! lock on the output means that nobody else is writing it).
+//! what the builder announced. A failure on the way removes what was unpacked; so does a hook
+//! stopped by SIGTERM ([`stop`], from [`crate::stop`]), through a process-wide record of what is
+//! unpacked and not registered; a hook killed (SIGKILL) on the way leaves an invalid path, which
+//! the next attempt removes before unpacking (Nix's lock on the output means that nobody else
+//! is writing it).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{PipeWriter, Write};
+use std::io::{PipeWriter, Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use nwh_nar::NarSummary;
@@ -46,15 +50,13 @@ pub fn outputs(
     fetched: impl FnOnce(),
 ) -> Result<()> {
     let store = super::local::store_dir()?;
-    let mut unpacked: Vec<String> = Vec::new();
     let result = (|| {
         let mut arrived = Vec::new();
         for (path, info) in infos {
             // Never anything else: not a path outside the store, not one valid here.
             let output =
                 expected.get(path).with_context(|| format!("{path} is not an output to bring back"))?;
-            remove_invalid(&store, path)?;
-            unpacked.push(path.clone());
+            claim(&store, path)?;
             let mut restore = Restore::start(path)?;
             let fetched =
                 fetch(path, info.nar_size, &mut restore.pipe).with_context(|| format!("receiving {path}"));
@@ -81,13 +83,7 @@ pub fn outputs(
         Ok(())
     })();
     if result.is_err() {
-        // Only what is still invalid is ours to remove; a valid path is the store's.
-        let left: BTreeSet<String> = unpacked.into_iter().collect();
-        if let Ok(invalid) = super::local::invalid(&left) {
-            for p in invalid {
-                let _ = remove_invalid(&store, &p);
-            }
-        }
+        remove_remains();
     }
     result
 }
@@ -138,6 +134,11 @@ pub fn registration(arrived: &[Arrived], deriver: &str) -> String {
 }
 
 fn register_validity(arrived: &[Arrived], deriver: &str) -> Result<()> {
+    let paths = arrived.iter().map(|a| a.path.clone()).collect();
+    registering(&paths, || run_register_validity(arrived, deriver))
+}
+
+fn run_register_validity(arrived: &[Arrived], deriver: &str) -> Result<()> {
     let mut child = local_store_command()
         .args(["--register-validity", "--hash-given"])
         .stdin(Stdio::piped())
@@ -159,6 +160,147 @@ fn local_store_command() -> Command {
     c
 }
 
+/// What this process has on disk of the outputs it brings back and does not know to be valid:
+/// what [`stop`] removes. Whoever removes, unpacks at or registers one of these paths holds this
+/// lock meanwhile, so that whenever [`stop`] holds it the record and the disk agree.
+static UNREGISTERED: Mutex<Unregistered> =
+    Mutex::new(Unregistered { store: None, invalid: BTreeSet::new(), unknown: BTreeSet::new() });
+
+/// Held by the thread that unpacks an output while it writes to the disk, and given up while
+/// it waits for bytes ([`Gated`]): once [`stop`] holds it, nothing more is written there.
+static UNPACKING: Mutex<()> = Mutex::new(());
+
+struct Unregistered {
+    store: Option<StoreDir>,
+    /// Invalid for sure: unpacked (or being unpacked) where nothing valid was, and not offered
+    /// to `--register-validity` yet. Nothing else makes them valid while Nix holds their locks.
+    invalid: BTreeSet<String>,
+    /// Offered to a `--register-validity` that did not succeed (it failed, or it was stopped
+    /// with the hook): it may have committed before it ended, so only the database knows.
+    unknown: BTreeSet<String>,
+}
+
+/// The record, locked. One that a panic left behind is believed only as far as it is safe:
+/// what it says is invalid may have been in a registration, so the database is asked.
+fn record() -> MutexGuard<'static, Unregistered> {
+    UNREGISTERED.lock().unwrap_or_else(|poisoned| doubted(poisoned.into_inner()))
+}
+
+fn doubted(mut record: MutexGuard<'static, Unregistered>) -> MutexGuard<'static, Unregistered> {
+    let invalid = std::mem::take(&mut record.invalid);
+    record.unknown.extend(invalid);
+    record
+}
+
+/// Records `path` as this process's, then removes its invalid remains: the caller knows it is
+/// not valid and that Nix holds its lock, and unpacks there next.
+fn claim(store: &StoreDir, path: &str) -> Result<()> {
+    let mut record = record();
+    record.store = Some(store.clone());
+    // Recorded first: remains that cannot all be removed are still this process's to remove.
+    record.invalid.insert(path.to_string());
+    remove_invalid(store, path)
+}
+
+/// Runs `register`, which may make `paths` valid, holding the record until it has ended: a
+/// stop waits for it (Nix's SIGTERM ends its `nix-store` too) rather than remove a path that
+/// is becoming valid. Afterwards the paths are valid and forgotten, or their validity unknown.
+fn registering(paths: &BTreeSet<String>, register: impl FnOnce() -> Result<()>) -> Result<()> {
+    let mut record = record();
+    let registered = register();
+    for p in paths {
+        record.invalid.remove(p);
+        if registered.is_err() {
+            record.unknown.insert(p.clone());
+        }
+    }
+    registered
+}
+
+/// Removes the recorded paths that are not valid, after a failure on the way: the database is
+/// asked about those whose registration may have succeeded, and what it cannot tell of is left
+/// (the next attempt removes what is invalid).
+fn remove_remains() {
+    remove_recorded(&mut record(), None);
+}
+
+fn remove_recorded(record: &mut Unregistered, deadline: Option<Instant>) {
+    let Some(store) = record.store.clone() else { return };
+    let mut doomed = std::mem::take(&mut record.invalid);
+    if !record.unknown.is_empty() {
+        let asked = match deadline {
+            Some(deadline) => super::local::invalid_by(&record.unknown, deadline),
+            None => super::local::invalid(&record.unknown),
+        };
+        if let Ok(invalid) = asked {
+            doomed.extend(invalid);
+            record.unknown.clear();
+        }
+    }
+    for p in doomed {
+        // Past the deadline the rest is left as a SIGKILL would leave it.
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        let _ = remove_invalid(&store, &p);
+    }
+}
+
+/// The locks a stopped process holds until it exits: no thread of it writes under an output or
+/// registers one any more.
+pub struct Stopped {
+    _unpacking: MutexGuard<'static, ()>,
+    _record: MutexGuard<'static, Unregistered>,
+}
+
+/// Stops unpacking and registering in this process for good and removes what it unpacked that
+/// is not valid, all by `deadline`; the caller holds what this returns until it exits. None
+/// when a lock was not had in time (a write or a registration did not end): then nothing is
+/// removed, as after a SIGKILL, and the next attempt removes the invalid remains.
+pub fn stop(deadline: Instant) -> Option<Stopped> {
+    // The unpacking thread first: it is the only one that writes under an output while the
+    // record's lock is free.
+    let unpacking = lock_by(&UNPACKING, deadline)?.unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut record = match lock_by(&UNREGISTERED, deadline)? {
+        Ok(record) => record,
+        Err(poisoned) => doubted(poisoned.into_inner()),
+    };
+    remove_recorded(&mut record, Some(deadline));
+    Some(Stopped { _unpacking: unpacking, _record: record })
+}
+
+type Locked<T> = std::sync::LockResult<MutexGuard<'static, T>>;
+
+/// `mutex` locked, unless it is not free by `deadline`.
+fn lock_by<T>(mutex: &'static Mutex<T>, deadline: Instant) -> Option<Locked<T>> {
+    loop {
+        match mutex.try_lock() {
+            Ok(guard) => return Some(Ok(guard)),
+            Err(TryLockError::Poisoned(poisoned)) => return Some(Err(poisoned)),
+            Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(TryLockError::WouldBlock) => return None,
+        }
+    }
+}
+
+/// The bytes of a NAR for the thread that unpacks it, which holds [`UNPACKING`] but while it
+/// waits for them: between two reads it writes to the disk.
+struct Gated<R> {
+    inner: R,
+    held: Option<MutexGuard<'static, ()>>,
+}
+
+impl<R: Read> Read for Gated<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.held = None;
+        let read = self.inner.read(buf);
+        self.held = Some(UNPACKING.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        read
+    }
+}
+
 /// A NAR being unpacked at a path by a thread, as it is written into `pipe`: then `finish`.
 struct Restore {
     pipe: PipeWriter,
@@ -172,7 +314,8 @@ impl Restore {
         let thread = std::thread::Builder::new()
             .name("restore".into())
             .spawn(move || {
-                let mut reader = std::io::BufReader::with_capacity(nwh_nar::CHUNK_SIZE, reader);
+                let gated = Gated { inner: reader, held: None };
+                let mut reader = std::io::BufReader::with_capacity(nwh_nar::CHUNK_SIZE, gated);
                 nwh_nar::restore(&mut reader, Path::new(&dest)).with_context(|| format!("unpacking {dest}"))
             })
             .context("starting the thread that unpacks an output")?;
@@ -264,6 +407,131 @@ mod tests {
         assert!(agrees("/nix/store/a", &other, &info).unwrap_err().to_string().contains("hashes to"));
         let unannounced = PathInfo { nar_hash: String::new(), ..info };
         assert!(agrees("/nix/store/a", &other, &unannounced).is_ok());
+    }
+
+    /// The record is the process's: the tests that use it take turns.
+    static RECORD_TESTS: Mutex<()> = Mutex::new(());
+
+    /// An output claimed in a store of its own and unpacked there (read-only, as canonical).
+    fn unpacked_output() -> (tempfile::TempDir, String) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = StoreDir::new(dir.path().to_str().unwrap()).unwrap();
+        let out = dir.path().join("0c9g1b2l8nwn1wrmvfhh9hn9kqi1h3ff-out");
+        let path = out.to_str().unwrap().to_string();
+        claim(&store, &path).unwrap();
+        std::fs::create_dir_all(out.join("sub")).unwrap();
+        std::fs::write(out.join("sub/f"), "x").unwrap();
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o555)).unwrap();
+        (dir, path)
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + crate::stop::BUDGET
+    }
+
+    #[test]
+    fn a_stop_removes_what_was_unpacked_and_not_registered() {
+        let _turn = RECORD_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+        let (_dir, path) = unpacked_output();
+        let stopped = stop(soon());
+        assert!(stopped.is_some());
+        assert!(!Path::new(&path).exists(), "the unregistered output is gone");
+    }
+
+    #[test]
+    fn a_stop_mid_unpacking_removes_the_output_and_nothing_is_written_after() {
+        let _turn = RECORD_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+        let source = tempfile::tempdir().unwrap();
+        for name in ["a", "b", "c"] {
+            std::fs::write(source.path().join(name), name.repeat(100_000)).unwrap();
+        }
+        let mut nar = Vec::new();
+        nwh_nar::dump::dump(source.path(), &mut nar).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = StoreDir::new(dir.path().to_str().unwrap()).unwrap();
+        let out = dir.path().join("0c9g1b2l8nwn1wrmvfhh9hn9kqi1h3ff-out");
+        let path = out.to_str().unwrap();
+        claim(&store, path).unwrap();
+        let Restore { mut pipe, thread } = Restore::start(path).unwrap();
+        let rest = nar.split_off(nar.len() / 2);
+        pipe.write_all(&nar).unwrap();
+        while !out.join("b").exists() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let stopped = stop(soon());
+        assert!(stopped.is_some());
+        assert!(!out.exists(), "the output being unpacked is gone");
+        // The rest arrives (more than the pipe holds, so from a thread of its own); the
+        // unpacking thread, parked, writes none of it.
+        let sender = std::thread::spawn(move || drop(pipe.write_all(&rest)));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!out.exists(), "nothing is written after the stop");
+        assert!(!thread.is_finished(), "the unpacking thread is held, not failing on a missing directory");
+        drop(stopped);
+        let unpacked = thread.join().unwrap();
+        assert!(unpacked.is_err(), "once let go, it finds its output gone");
+        sender.join().unwrap();
+        assert!(!out.exists());
+    }
+
+    #[test]
+    fn a_stop_waits_for_the_registration_and_spares_what_it_made_valid() {
+        let _turn = RECORD_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+        let (_dir, path) = unpacked_output();
+        let (started, running) = std::sync::mpsc::channel();
+        let paths = BTreeSet::from([path.clone()]);
+        let registration = std::thread::spawn(move || {
+            registering(&paths, || {
+                started.send(()).unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+                Ok(())
+            })
+        });
+        running.recv().unwrap();
+        let asked = Instant::now();
+        let stopped = stop(soon());
+        assert!(asked.elapsed() >= Duration::from_millis(50), "the stop waited for the registration");
+        assert!(stopped.is_some());
+        assert!(Path::new(&path).exists(), "a registered output is the store's");
+        drop(stopped);
+        registration.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_stop_that_cannot_wait_long_enough_removes_nothing() {
+        let _turn = RECORD_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+        let (_dir, path) = unpacked_output();
+        let (started, running) = std::sync::mpsc::channel();
+        let paths = BTreeSet::from([path.clone()]);
+        let registration = std::thread::spawn(move || {
+            registering(&paths, || {
+                started.send(()).unwrap();
+                std::thread::sleep(Duration::from_millis(700));
+                Ok(())
+            })
+        });
+        running.recv().unwrap();
+        let asked = Instant::now();
+        assert!(stop(Instant::now() + Duration::from_millis(100)).is_none());
+        assert!(asked.elapsed() < Duration::from_millis(400), "{:?}", asked.elapsed());
+        assert!(Path::new(&path).exists(), "it might have become valid");
+        registration.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_path_whose_registration_failed_is_removed_only_once_known_invalid() {
+        let _turn = RECORD_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+        let (_dir, path) = unpacked_output();
+        let paths = BTreeSet::from([path.clone()]);
+        assert!(registering(&paths, || anyhow::bail!("stopped")).is_err());
+        // The database of this machine cannot tell about a path outside its store: the path
+        // may have been made valid, so it stays.
+        let stopped = stop(soon());
+        assert!(stopped.is_some());
+        assert!(Path::new(&path).exists());
+        drop(stopped);
+        record().unknown.clear();
     }
 
     #[test]
