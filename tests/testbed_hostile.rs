@@ -22,6 +22,8 @@ on_the_oldest_and_newest_nix!(
     a_reference_with_a_newline_forges_no_record,
     a_nar_longer_than_announced_is_cut_off_there,
     a_fixed_output_with_other_contents_is_refused,
+    a_nar_entry_named_dotdot_is_never_unpacked,
+    a_path_info_past_any_real_count_is_refused,
     the_builder_front_end_relays_only_the_outputs_asked_for,
 );
 
@@ -308,4 +310,35 @@ fn a_builders_store_with_other_contents_for_a_fixed_output_is_refused_in_both_pr
         not_landed(tb, front, &output);
         refused_by_us(tb, &out, "other contents for the fixed output");
     });
+}
+
+fn a_nar_entry_named_dotdot_is_never_unpacked(nix: Nix) {
+    let Some((tb, hostile)) = up(nix) else { return };
+    let line = hostile.line(&tb, 1, &["dotdot-entry"]);
+    for front in [Front::OurHook, Front::NixsOwnHook, Front::OurBuilderFrontEnd] {
+        let expr = echo_drv("nwh-hostile-dotdot");
+        let output = output_of(&tb, &expr);
+        let out = attempt(&tb, front, &line, &expr);
+        assert!(!out.status.success(), "{front:?}: {}", describe(&out));
+        not_landed(&tb, front, &output);
+        if let Front::OurHook = front {
+            refused_by_us(&tb, &out, "invalid directory entry name '..'");
+        }
+    }
+}
+
+fn a_path_info_past_any_real_count_is_refused(nix: Nix) {
+    let Some((tb, hostile)) = up(nix) else { return };
+    let line = hostile.line(&tb, 1, &["many-references"]);
+    for front in [Front::OurHook, Front::NixsOwnHook, Front::OurBuilderFrontEnd] {
+        let expr = echo_drv("nwh-hostile-many");
+        let output = output_of(&tb, &expr);
+        let out = attempt(&tb, front, &line, &expr);
+        // Nix's own hook refuses the references as not valid here; ours before reading them.
+        assert!(!out.status.success(), "{front:?}: {}", describe(&out));
+        not_landed(&tb, front, &output);
+        if let Front::OurHook = front {
+            refused_by_us(&tb, &out, "65536");
+        }
+    }
 }

@@ -12,7 +12,10 @@
 //!   reads as a second record of a registration text;
 //! - `short-announcement`: announces each NAR 8 bytes shorter than what it sends;
 //! - `other-contents`: sends one small file for every path asked about, with a path info that
-//!   matches those bytes (a fixed output with other contents than its hash says).
+//!   matches those bytes (a fixed output with other contents than its hash says);
+//! - `dotdot-entry`: sends, for every path asked about, a NAR of a directory with an entry
+//!   named `..` (a file beside the store path, if it were unpacked as named);
+//! - `many-references`: gives each announced path 70 000 references, past any real path.
 
 use std::collections::BTreeSet;
 use std::io::{BufReader, Write};
@@ -28,6 +31,8 @@ enum Attack {
     NewlineReference,
     ShortAnnouncement,
     OtherContents,
+    DotDotEntry,
+    ManyReferences,
 }
 
 /// The contents a hostile builder plants.
@@ -52,6 +57,8 @@ fn run() -> Result<()> {
         [a] if a == "newline-reference" => Attack::NewlineReference,
         [a] if a == "short-announcement" => Attack::ShortAnnouncement,
         [a] if a == "other-contents" => Attack::OtherContents,
+        [a] if a == "dotdot-entry" => Attack::DotDotEntry,
+        [a] if a == "many-references" => Attack::ManyReferences,
         other => bail!("unknown attack {other:?}"),
     };
     let mut real = Command::new("nix-store")
@@ -97,6 +104,12 @@ where
             }
             Attack::OtherContents => {
                 server.reply_nar(&mut planted_nar().as_slice())?;
+            }
+            Attack::DotDotEntry => {
+                // Written as it is: our own server would refuse to send such a NAR.
+                let mut sink = server.nar_sink();
+                sink.write_all(&dotdot_nar())?;
+                sink.finish()?;
             }
             _ => {
                 let mut sink = server.nar_sink();
@@ -151,24 +164,64 @@ fn lie_about(
         Attack::OtherContents => {
             infos = asked.iter().map(|p| (p.clone(), planted_info())).collect();
         }
+        Attack::DotDotEntry => {
+            infos = asked.iter().map(|p| (p.clone(), info_of(&dotdot_nar()))).collect();
+        }
+        Attack::ManyReferences => {
+            for (path, info) in &mut infos {
+                let (dir, base) = path.rsplit_once('/').expect("a store path");
+                info.references.extend((0..70_000).map(|i| format!("{dir}/{:032}{}", i, &base[32..])));
+            }
+        }
     }
     infos
 }
 
 fn planted_info() -> PathInfo {
-    let nar = planted_nar();
+    info_of(&planted_nar())
+}
+
+fn info_of(nar: &[u8]) -> PathInfo {
     PathInfo {
         nar_size: nar.len() as u64,
         download_size: nar.len() as u64,
-        nar_hash: format!("sha256:{}", nwh_nar::hash::nix32_encode(&Sha256::digest(&nar))),
+        nar_hash: format!("sha256:{}", nwh_nar::hash::nix32_encode(&Sha256::digest(nar))),
         ..PathInfo::default()
     }
 }
 
 /// The NAR of one regular file holding [`PLANTED`].
 fn planted_nar() -> Vec<u8> {
+    nar_of(&[b"nix-archive-1", b"(", b"type", b"regular", b"contents", PLANTED, b")"])
+}
+
+/// A NAR of a directory whose one entry is named `..`, holding [`PLANTED`].
+fn dotdot_nar() -> Vec<u8> {
+    nar_of(&[
+        b"nix-archive-1",
+        b"(",
+        b"type",
+        b"directory",
+        b"entry",
+        b"(",
+        b"name",
+        b"..",
+        b"node",
+        b"(",
+        b"type",
+        b"regular",
+        b"contents",
+        PLANTED,
+        b")",
+        b")",
+        b")",
+    ])
+}
+
+/// The NAR made of `strings`, each as the format writes one: its length, its bytes, padding.
+fn nar_of(strings: &[&[u8]]) -> Vec<u8> {
     let mut nar = Vec::new();
-    for s in [&b"nix-archive-1"[..], b"(", b"type", b"regular", b"contents", PLANTED, b")"] {
+    for s in strings {
         nar.extend_from_slice(&(s.len() as u64).to_le_bytes());
         nar.extend_from_slice(s);
         nar.resize(nar.len().next_multiple_of(8), 0);
