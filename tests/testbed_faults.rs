@@ -68,6 +68,8 @@ struct Scene {
     front: Front,
     expr: String,
     output: String,
+    /// The derivation and its input, added to the master's store for this scene.
+    made: Vec<String>,
     timeline: tempfile::TempDir,
     /// Programs our hook finds first in its `PATH`, if any.
     programs: Option<tempfile::TempDir>,
@@ -125,7 +127,8 @@ impl Scene {
         let drv = String::from_utf8_lossy(&drv.stdout).trim().to_string();
         let output = tb.master_store(&["--query", "--outputs", &drv]);
         let output = String::from_utf8_lossy(&output.stdout).trim().to_string();
-        Some(Scene { tb, hook, front, expr, output, timeline, programs: None })
+        let made = vec![drv, input];
+        Some(Scene { tb, hook, front, expr, output, made, timeline, programs: None })
     }
 
     fn timeline_file(&self) -> PathBuf {
@@ -223,8 +226,11 @@ impl Scene {
 
 impl Drop for Scene {
     fn drop(&mut self) {
-        // The master's store outlives the test bed: a hundred megabytes a test.
+        // The master's store outlives the test bed: a hundred megabytes a test, and the input
+        // another 64 MiB. The output first and alone: its derivation may still be in use.
         let _ = self.tb.master_store(&["--delete", &self.output]);
+        let made: Vec<&str> = self.made.iter().map(String::as_str).collect();
+        let _ = self.tb.master_store(&[&["--delete"][..], &made].concat());
     }
 }
 
