@@ -12,7 +12,8 @@ use std::time::Duration;
 use nix_wasm_hook::policy::cache::{self, Cache, Source};
 use nix_wasm_hook::policy::{engine, Limits, Policies, DEFAULT_POLICY};
 use nix_wasm_hook::transfer::ssh::{self, SshOptions};
-use nix_wasm_hook::transfer::target::{Protocol, Target};
+
+use crate::support::target::serve_target;
 
 const NOBODY: u32 = 65534;
 
@@ -141,27 +142,13 @@ fn a_link_planted_at_a_temporary_name_is_not_written_through() {
     assert!(image.file_type().is_file() && image.uid() == rustix::process::geteuid().as_raw());
 }
 
-fn unreachable_builder() -> Target {
-    Target {
-        protocol: Protocol::Serve,
-        user: None,
-        host: "builder.invalid".into(),
-        port: None,
-        key: None,
-        host_key: None,
-        remote_program: "nix-store".into(),
-        remote_store: None,
-        compress: false,
-    }
-}
-
 fn master_error(state: &Path) -> String {
     let opts = SshOptions {
         dir: state.join("ssh"),
         connect_timeout: Duration::from_secs(1),
         persist: Duration::from_secs(1),
     };
-    let e = ssh::master(&unreachable_builder(), &opts)
+    let e = ssh::master(&serve_target("builder.invalid"), &opts)
         .err()
         .expect("no master in a state directory others can change");
     format!("{e:#}")

@@ -309,7 +309,6 @@ except socket.timeout:
 #[test]
 fn a_hook_lends_nothing_to_a_keeper_of_another_user() {
     use nix_wasm_hook::transfer::ssh::Master;
-    use nix_wasm_hook::transfer::target::{Protocol, Target};
     if !rustix::process::geteuid().is_root() {
         eprintln!("skipped: playing another user needs root");
         return;
@@ -326,17 +325,7 @@ fn a_hook_lends_nothing_to_a_keeper_of_another_user() {
     // Their listening socket where the hook looks for its keeper.
     std::fs::rename(open.path().join("warm.sock"), dir.path().join("warm.sock")).unwrap();
 
-    let target = Target {
-        protocol: Protocol::Serve,
-        user: None,
-        host: "builder".into(),
-        port: None,
-        key: None,
-        host_key: None,
-        remote_program: "nix-store".into(),
-        remote_store: None,
-        compress: false,
-    };
+    let target = crate::support::target::serve_target("builder");
     let master = Master { target, socket: dir.path().join(CONTROL) };
     let log = std::os::fd::OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
     let lent = nix_wasm_hook::transfer::warm::borrow(&master, "nix-store", &["--serve", "--write"], &log);

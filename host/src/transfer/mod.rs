@@ -93,10 +93,10 @@ pub fn build(
     };
     // Which outputs this machine lacks cannot change while the build runs (Nix holds their
     // locks), and asking may cost a nix-store process: ask now, while the build runs.
-    let outputs: BTreeSet<String> = drv.output_paths().into_values().collect();
-    let missing = std::thread::spawn(move || local::invalid(&outputs));
-    let expected: BTreeMap<String, nwh_drv::Output> =
+    let mut expected: BTreeMap<String, nwh_drv::Output> =
         drv.outputs.values().filter(|o| !o.path.is_empty()).map(|o| (o.path.clone(), o.clone())).collect();
+    let outputs: BTreeSet<String> = expected.keys().cloned().collect();
+    let missing = std::thread::spawn(move || local::invalid(&outputs));
     let result = session.build(job.drv_path, &drv.to_basic(&inputs), &options, logger)?;
     let missing =
         missing.join().map_err(|_| anyhow::anyhow!("the validity check of the outputs panicked"))??;
@@ -107,9 +107,8 @@ pub fn build(
         });
     }
     // Registered: `nix-store --register-validity` succeeded for every output that was missing.
-    let missing: BTreeMap<String, nwh_drv::Output> =
-        expected.into_iter().filter(|(path, _)| missing.contains(path)).collect();
-    let fetched = session.bring_back(job.drv_path, &missing, logger, || drop(slot))?;
+    expected.retain(|path, _| missing.contains(path));
+    let fetched = session.bring_back(job.drv_path, &expected, logger, || drop(slot))?;
     session.finish()?;
     logger.msg(
         Level::Talkative,

@@ -426,6 +426,21 @@ mod tests {
         (dir, path)
     }
 
+    /// A registration of `path` that succeeds after `taking`, already under way on return.
+    fn registration_running(path: &str, taking: Duration) -> std::thread::JoinHandle<Result<()>> {
+        let (started, running) = std::sync::mpsc::channel();
+        let paths = BTreeSet::from([path.to_string()]);
+        let registration = std::thread::spawn(move || {
+            registering(&paths, || {
+                started.send(()).unwrap();
+                std::thread::sleep(taking);
+                Ok(())
+            })
+        });
+        running.recv().unwrap();
+        registration
+    }
+
     fn soon() -> Instant {
         Instant::now() + crate::stop::BUDGET
     }
@@ -479,16 +494,7 @@ mod tests {
     fn a_stop_waits_for_the_registration_and_spares_what_it_made_valid() {
         let _turn = RECORD_TESTS.lock().unwrap_or_else(|p| p.into_inner());
         let (_dir, path) = unpacked_output();
-        let (started, running) = std::sync::mpsc::channel();
-        let paths = BTreeSet::from([path.clone()]);
-        let registration = std::thread::spawn(move || {
-            registering(&paths, || {
-                started.send(()).unwrap();
-                std::thread::sleep(Duration::from_millis(100));
-                Ok(())
-            })
-        });
-        running.recv().unwrap();
+        let registration = registration_running(&path, Duration::from_millis(100));
         let asked = Instant::now();
         let stopped = stop(soon());
         assert!(asked.elapsed() >= Duration::from_millis(50), "the stop waited for the registration");
@@ -502,16 +508,7 @@ mod tests {
     fn a_stop_that_cannot_wait_long_enough_removes_nothing() {
         let _turn = RECORD_TESTS.lock().unwrap_or_else(|p| p.into_inner());
         let (_dir, path) = unpacked_output();
-        let (started, running) = std::sync::mpsc::channel();
-        let paths = BTreeSet::from([path.clone()]);
-        let registration = std::thread::spawn(move || {
-            registering(&paths, || {
-                started.send(()).unwrap();
-                std::thread::sleep(Duration::from_millis(700));
-                Ok(())
-            })
-        });
-        running.recv().unwrap();
+        let registration = registration_running(&path, Duration::from_millis(700));
         let asked = Instant::now();
         assert!(stop(Instant::now() + Duration::from_millis(100)).is_none());
         assert!(asked.elapsed() < Duration::from_millis(400), "{:?}", asked.elapsed());
