@@ -190,10 +190,14 @@ impl Scene {
         }
     }
 
-    /// An output that is not valid on the master is not on its disk either: what was unpacked
-    /// and not registered was removed, not left for the next attempt.
+    /// An output that is not valid on the master is not on its disk either: what our hook
+    /// unpacked and did not register was removed, not left for the next attempt. Behind the
+    /// builder front-end it is Nix's own hook that unpacks, and stopped mid-import it leaves its
+    /// remains for its next attempt: not ours to assert on.
     fn no_invalid_remains(&self) {
-        if !self.tb.master_store(&["--check-validity", &self.output]).status.success() {
+        if self.front == Front::Hook
+            && !self.tb.master_store(&["--check-validity", &self.output]).status.success()
+        {
             let remains = self.tb.master_path(&self.output).symlink_metadata().is_ok();
             assert!(!remains, "invalid remains of {} are left on the master's disk", self.output);
         }
