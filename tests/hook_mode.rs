@@ -248,6 +248,24 @@ fn an_unknown_config_key_is_an_error_naming_it() {
 }
 
 #[test]
+fn a_store_the_hook_cannot_bring_outputs_into_is_named_and_nothing_is_accepted() {
+    let env = HookEnv::new();
+    let mut hook = env.start();
+    hook.send(&settings_block(&[
+        ("builders", "ssh://b1 x86_64-linux"),
+        ("system", "x86_64-linux"),
+        ("store", "https://cache.example.org"),
+    ]));
+    assert_eq!(hook.reply(), Some(Reply::DeclinePermanently));
+    let (code, log, _) = hook.finish();
+    assert_eq!(code, 0);
+    let msgs = crate::support::fake_parent::Hook::messages(&log).join("\n");
+    for w in ["`store` setting", "https://cache.example.org", "must be local"] {
+        assert!(msgs.contains(w), "{msgs} lacks {w:?}");
+    }
+}
+
+#[test]
 fn a_relative_machines_file_is_explained() {
     let env = HookEnv::new();
     let mut hook = env.start();

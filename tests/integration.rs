@@ -25,5 +25,6 @@ mod testbed_hostile;
 mod testbed_load;
 mod testbed_smoke;
 mod testbed_ssh_ng;
+mod testbed_store;
 mod testbed_transfer;
 mod warm_keeper;

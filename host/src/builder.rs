@@ -25,13 +25,15 @@ use nwh_decision::Local;
 use nwh_options::Options;
 
 /// Serves one connection from Nix's hook on stdin/stdout. Returns the process exit code.
-pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
+pub fn run(opts: &Options, store: Option<&str>, logger: &Logger) -> Result<i32> {
     // Nix's own hook connects before it accepts a build, while Nix waits for its answer: greet
     // at once, and load the policy only when a build comes.
     let stdin = std::io::stdin().lock();
     let stdout = std::io::stdout().lock();
     let mut server = ServeServer::handshake(stdin, stdout).context("greeting Nix's hook")?;
     let settings = crate::settings::load(&[]).context("reading nix.conf")?;
+    let store = crate::settings::local_store(&settings, store)?;
+    crate::transfer::local_store::set(store.clone());
     let machines = builder_machines(opts, &settings)?;
     for d in &machines.diagnostics {
         logger.warn(&format!("nix-wasm-hook: {d}"));
@@ -60,7 +62,7 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
                     bail!("Nix's hook asked for a second build on one connection, which it never does");
                 }
                 let machines = machines.take().unwrap_or_default();
-                let mut dispatcher = dispatcher(opts, machines, &settings, logger)?;
+                let mut dispatcher = dispatcher(opts, &store, machines, &settings, logger)?;
                 let (result, session) = build(&mut dispatcher, &drv_path, &drv, &options, &settings, logger)?;
                 server.reply_build_result(&result)?;
                 if let Some(session) = session {
@@ -164,6 +166,7 @@ impl Built {
 
 fn dispatcher(
     opts: &Options,
+    store: &crate::transfer::local_store::LocalStore,
     machines: Vec<nwh_machines::Machine>,
     settings: &nwh_nixconf::Settings,
     logger: &Logger,
@@ -175,7 +178,7 @@ fn dispatcher(
     // This front-end never builds on its own machine: Nix has already decided that the
     // derivation goes to a builder, and we are that builder.
     let local = Local { max_jobs: 0, ..crate::settings::local(settings) };
-    Ok(Dispatcher::new(opts, machines, policies, local, None))
+    Ok(Dispatcher::new(opts, store, machines, policies, local, None))
 }
 
 /// The real builders: the `machines` option, in the syntax of Nix's `builders`.
@@ -195,7 +198,7 @@ fn builder_machines(opts: &Options, settings: &nwh_nixconf::Settings) -> Result<
 /// roots: what of it is on disk is valid, and asking `nix-store` again (a process, some 20 ms
 /// before every build that has inputs) would tell nothing new.
 fn valid_paths(paths: &BTreeSet<String>, running: Option<&mut BuilderSession>) -> Result<BTreeSet<String>> {
-    let (absent, mut valid) = local::on_disk(paths);
+    let (absent, mut valid) = local::on_disk(paths)?;
     if let Some(session) = running {
         if !absent.is_empty() {
             valid.extend(session.store().query_valid_paths(&absent, false)?);

@@ -29,6 +29,10 @@ pub struct Cli {
     /// Accepted with --serve, as Nix passes it; this builder always writes.
     #[arg(long, requires = "serve")]
     pub write: bool,
+    /// With --serve: the store this builder shares with Nix, which Nix's hook passes for a
+    /// line's `remote-store` (default: nix.conf's `store`, else the machine's own).
+    #[arg(long, requires = "serve", value_name = "STORE")]
+    pub store: Option<String>,
     /// Keep builders' sessions warm for the hook processes (started by a hook, not by people).
     #[arg(long = "warm-sessions", value_name = "DIR", hide = true)]
     pub warm_sessions: Option<PathBuf>,
@@ -77,7 +81,7 @@ pub fn main() -> i32 {
         flags.check(nwh_options::Spelling::Flag)?;
         let opts = Options::load(cli.config.as_deref())?.overlay(flags);
         if cli.serve {
-            crate::builder::run(&opts, &logger)
+            crate::builder::run(&opts, cli.store.as_deref(), &logger)
         } else {
             crate::hook::run(&opts, &logger)
         }

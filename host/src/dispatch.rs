@@ -63,6 +63,7 @@ pub struct Dispatcher {
 impl Dispatcher {
     pub fn new(
         opts: &Options,
+        local_store: &transfer::local_store::LocalStore,
         machines: Vec<Machine>,
         policies: Policies,
         local: Local,
@@ -74,7 +75,7 @@ impl Dispatcher {
         });
         let unsupported = machines.iter().map(transfer::target::unsupported).collect();
         let failed_here = vec![None; machines.len()];
-        let load = nwh_slots::LoadDir::open(opts.current_load_dir());
+        let load = nwh_slots::LoadDir::open(opts.current_load_dir(&local_store.state_dir));
         Dispatcher {
             scheduler: Scheduler::new(machines, load, policies, local, nix),
             health: Health::from(opts),

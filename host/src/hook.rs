@@ -31,7 +31,17 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
         logger.warn(&format!("nix-wasm-hook: {w}"));
     }
 
-    let Some(mut dispatcher) = dispatcher(opts, &block, &settings, logger)? else {
+    let store = match crate::settings::local_store(&settings, None) {
+        Ok(store) => store,
+        Err(e) => {
+            // Nothing could be brought back: every build is Nix's to do or to refuse.
+            logger.warn(&format!("nix-wasm-hook: builds nothing remotely: {e:#}"));
+            session.decline_permanently()?;
+            return Ok(0);
+        }
+    };
+    transfer::local_store::set(store.clone());
+    let Some(mut dispatcher) = dispatcher(opts, &block, &settings, &store, logger)? else {
         // Nix asks nothing more of a hook that declines permanently, so this is the only
         // moment to say why the list is empty when that was not intended.
         session.decline_permanently()?;
@@ -54,6 +64,7 @@ fn dispatcher(
     opts: &Options,
     block: &[(String, String)],
     settings: &nwh_nixconf::Settings,
+    store: &transfer::local_store::LocalStore,
     logger: &Logger,
 ) -> Result<Option<Dispatcher>> {
     let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
@@ -72,7 +83,7 @@ fn dispatcher(
     timeline::mark("policy");
     let local = crate::settings::local(settings);
     let nix = Some(NixRelease::from_block(block));
-    Ok(Some(Dispatcher::new(opts, parsed.machines, policies, local, nix)))
+    Ok(Some(Dispatcher::new(opts, store, parsed.machines, policies, local, nix)))
 }
 
 /// Places `t` and tells Nix: the placement when the build goes to a builder, none when Nix

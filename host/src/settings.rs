@@ -3,10 +3,11 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use nwh_machines::{Machines, ParseContext};
 use nwh_nixconf::Settings;
 
+use crate::transfer::local_store::LocalStore;
 use nwh_decision::Local;
 
 /// Loads nix.conf and `NIX_CONFIG` as Nix does, then applies the parent's block.
@@ -14,6 +15,14 @@ pub fn load(block: &[(String, String)]) -> Result<Settings> {
     let mut settings = Settings::from_env(remote_systems_default())?;
     settings.apply_block(block.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     Ok(settings)
+}
+
+/// The local store that Nix's `store` setting names (`auto` when unset): where the hook reads
+/// derivations and brings outputs back, with `override_uri` (the builder front-end's `--store`)
+/// in its place when given.
+pub fn local_store(settings: &Settings, override_uri: Option<&str>) -> Result<LocalStore> {
+    let uri = override_uri.or(settings.get("store")).unwrap_or("auto");
+    LocalStore::parse(uri).with_context(|| format!("Nix's `store` setting, `{uri}`"))
 }
 
 /// The legacy `NIX_REMOTE_SYSTEMS` only changes the default of `builders`.

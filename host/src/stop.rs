@@ -10,8 +10,7 @@
 //!   Nix holds the output locks while its hook runs, so no other process writes or registers
 //!   those paths, and a path that became valid is never touched (the record says which paths
 //!   a registration may have made valid, and those are asked about first).
-//! - Waiting for a registration under way rather than racing it: `nix-store
-//!   --register-validity` is in the hook's process group, so Nix's SIGTERM ends it too and the
+//! - Waiting for a registration under way rather than racing it: `nix-store --load-db` is in the hook's process group, so Nix's SIGTERM ends it too and the
 //!   wait is short; when the signal came to this process alone it finishes, and the paths are
 //!   valid. Either way the database, not a guess, says what is left to remove.
 //! - A bound on every wait: whatever cannot be done within [`BUDGET`] is left as a SIGKILL

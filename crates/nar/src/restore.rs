@@ -1,7 +1,7 @@
 //! A NAR unpacked into the file system, as `nix-store --restore` does, while it is checked and
 //! hashed: the hook brings a build's outputs back this way instead of through a `nix-store
 //! --restore` process per output. Registering the path afterwards (`nix-store
-//! --register-validity`) canonicalises it (modes, times, owner), as it does after `--restore`.
+//! --load-db`, after the hook canonicalises it) registers it.
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};

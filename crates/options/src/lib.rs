@@ -170,11 +170,13 @@ impl Options {
         self
     }
 
-    /// Nix's own location: `$NIX_STATE_DIR/current-load`, default `/nix/var/nix/current-load`.
-    pub fn current_load_dir(&self) -> PathBuf {
+    /// Nix's own location: `current-load` in the state directory of the local store
+    /// (`store_state_dir`: `$NIX_STATE_DIR`, default `/nix/var/nix`, or `/x/nix/var/nix` for a
+    /// chroot store `/x`), so that the slots are those Nix's own hook takes for that store.
+    pub fn current_load_dir(&self, store_state_dir: &Path) -> PathBuf {
         match &self.current_load {
             Some(p) => p.clone(),
-            None => nix_state_dir().join("current-load"),
+            None => store_state_dir.join("current-load"),
         }
     }
 

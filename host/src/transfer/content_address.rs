@@ -4,7 +4,6 @@
 //! right candidate is the one whose recomputed path is the path itself.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
@@ -22,7 +21,7 @@ pub fn of(path: &str, info: &PathInfo) -> Option<String> {
         return Some(format!("fixed:r:sha256:{}", nwh_nar::hash::nix32_encode(&nar_sha256)));
     }
     // Text (derivations, `builtins.toFile`): the file's own sha256, its references in the type.
-    let contents = std::fs::read(Path::new(path)).ok()?;
+    let contents = std::fs::read(super::local_store::get().ok()?.real(path)).ok()?;
     let sha256: [u8; 32] = Sha256::digest(&contents).into();
     let references: BTreeSet<&str> = info.references.iter().map(String::as_str).collect();
     let kind = std::iter::once("text").chain(references).collect::<Vec<_>>().join(":");
@@ -97,20 +96,21 @@ pub fn check_fixed(
         references.is_empty(),
         "the builder says the fixed output {path} refers to {references:?}; a fixed output refers to nothing"
     );
+    let real = super::local_store::get()?.real(path);
     let actual = match fixed {
         Fixed { recursive: true, algo: Algo::Sha256 } => nar.sha256.to_vec(),
         Fixed { recursive: true, algo } => {
-            { digest(algo, |mut w| nwh_nar::dump::dump(Path::new(path), &mut w).map(drop)) }
+            { digest(algo, |mut w| nwh_nar::dump::dump(&real, &mut w).map(drop)) }
                 .with_context(|| format!("hashing the NAR of {path}"))?
         }
         Fixed { recursive: false, algo } => {
-            let meta = std::fs::symlink_metadata(path)?;
+            let meta = std::fs::symlink_metadata(&real)?;
             anyhow::ensure!(
                 meta.is_file(),
                 "the fixed output {path} is hashed flat, so it must be one regular file, but the builder sent a {}",
                 if meta.is_dir() { "directory" } else { "symbolic link" }
             );
-            let mut file = std::fs::File::open(path)?;
+            let mut file = std::fs::File::open(&real)?;
             digest(algo, |w| std::io::copy(&mut file, w).map(drop))
                 .with_context(|| format!("hashing {path}"))?
         }

@@ -1,11 +1,10 @@
 //! The local store, through Nix's own `nix-store` (the hook is not libstore): which paths are
 //! valid, their sizes and references, and their export stream. Outputs come back through
-//! [`super::register`].
+//! [`super::register`]. Which store that is, and where it is on disk: [`super::local_store`].
 
 use std::collections::BTreeSet;
 use std::io::{BufWriter, PipeReader, PipeWriter, Read, Write};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -13,7 +12,7 @@ use anyhow::{bail, Context, Result};
 /// The directory of the local store: where outputs are unpacked, and the only one any path a
 /// builder names may be in.
 pub fn store_dir() -> Result<nwh_store_path::StoreDir> {
-    nwh_store_path::StoreDir::from_env().context("reading the store directory (NIX_STORE_DIR)")
+    Ok(super::local_store::get()?.dir.clone())
 }
 
 /// The subset of `paths` that is not valid in the local store. A valid path is on disk, so
@@ -21,7 +20,7 @@ pub fn store_dir() -> Result<nwh_store_path::StoreDir> {
 /// run are, and a `nix-store` process costs some 20 ms of CPU (mostly its dynamic linking),
 /// which on a busy machine is what bounds how many builds per second it dispatches.
 pub fn invalid(paths: &BTreeSet<String>) -> Result<BTreeSet<String>> {
-    let (absent, present) = on_disk(paths);
+    let (absent, present) = on_disk(paths)?;
     if present.is_empty() {
         return Ok(absent);
     }
@@ -33,12 +32,13 @@ pub fn invalid(paths: &BTreeSet<String>) -> Result<BTreeSet<String>> {
 /// [`invalid`], by `deadline`: the `nix-store` asked is killed then, and that is an error. For a
 /// hook being stopped, which must not wait on a database that is busy.
 pub fn invalid_by(paths: &BTreeSet<String>, deadline: Instant) -> Result<BTreeSet<String>> {
-    let (mut invalid, present) = on_disk(paths);
+    let (mut invalid, present) = on_disk(paths)?;
     if present.is_empty() {
         return Ok(invalid);
     }
     let what = "nix-store --check-validity --print-invalid";
-    let mut child = Command::new("nix-store")
+    let mut child = super::local_store::get()?
+        .nix_store()
         .args(["--check-validity", "--print-invalid"])
         .args(&present)
         .stdin(Stdio::null())
@@ -68,10 +68,11 @@ pub fn invalid_by(paths: &BTreeSet<String>, deadline: Instant) -> Result<BTreeSe
 }
 
 /// `paths` split into those not on disk and those on disk.
-pub fn on_disk(paths: &BTreeSet<String>) -> (BTreeSet<String>, BTreeSet<String>) {
-    paths.iter().cloned().partition(
-        |p| matches!(Path::new(p).symlink_metadata(), Err(e) if e.kind() == std::io::ErrorKind::NotFound),
-    )
+pub fn on_disk(paths: &BTreeSet<String>) -> Result<(BTreeSet<String>, BTreeSet<String>)> {
+    let store = super::local_store::get()?;
+    Ok(paths.iter().cloned().partition(
+        |p| matches!(store.real(p).symlink_metadata(), Err(e) if e.kind() == std::io::ErrorKind::NotFound),
+    ))
 }
 
 /// `paths` and everything they refer to, directly or not.
@@ -82,7 +83,8 @@ pub fn requisites(paths: &BTreeSet<String>) -> Result<BTreeSet<String>> {
 /// The store paths `nix-store ARGS PATHS` prints, one a line.
 fn store_paths(args: &[&str], paths: &BTreeSet<String>) -> Result<BTreeSet<String>> {
     let what = format!("nix-store {}", args.join(" "));
-    let out = Command::new("nix-store")
+    let out = super::local_store::get()?
+        .nix_store()
         .args(args)
         .args(paths)
         .stdin(Stdio::null())
@@ -108,7 +110,8 @@ pub struct PathInfo {
 /// Sizes and references of valid local paths, in one `nix-store --dump-db` (its registration
 /// format: path, hash, NAR size, deriver, count of references, references).
 pub fn path_infos(paths: &BTreeSet<String>) -> Result<std::collections::BTreeMap<String, PathInfo>> {
-    let out = Command::new("nix-store")
+    let out = super::local_store::get()?
+        .nix_store()
         .arg("--dump-db")
         .args(paths)
         .stdin(Stdio::null())
@@ -206,8 +209,8 @@ pub struct Nar {
 
 /// The NAR of `path`, as `nix-store --dump` writes it.
 pub fn nar(path: &str) -> Result<Nar> {
-    let owned = path.to_string();
-    stream(path, move |out| nwh_nar::dump::dump(Path::new(&owned), out).map(drop))
+    let real = super::local_store::get()?.real(path);
+    stream(path, move |out| nwh_nar::dump::dump(&real, out).map(drop))
 }
 
 /// `path` as one entry of an export stream (NAR, then its registration), ended as a stream of
@@ -215,9 +218,10 @@ pub fn nar(path: &str) -> Result<Nar> {
 pub fn export(path: &str, info: &PathInfo) -> Result<Nar> {
     let (references, deriver) = (info.references.clone(), info.deriver.clone());
     let owned = path.to_string();
+    let real = super::local_store::get()?.real(path);
     stream(path, move |out| {
         nwh_nar::write_export_entry_header(out)?;
-        nwh_nar::dump::dump(Path::new(&owned), out)?;
+        nwh_nar::dump::dump(&real, out)?;
         nwh_nar::write_export_entry_trailer(out, &owned, &references, deriver.as_deref())?;
         nwh_nar::write_export_end(out)
     })

@@ -6,6 +6,7 @@ pub mod content_address;
 pub mod from_builder;
 pub mod health;
 pub mod local;
+pub mod local_store;
 pub mod register;
 pub mod ssh;
 pub mod store;
@@ -51,7 +52,7 @@ pub struct Job<'a> {
 /// or says why it cannot; an accept would end in a failed build. A derivation that cannot be
 /// read here is left to [`build`], which reports why.
 pub fn cannot_finish(drv_path: &str) -> Option<String> {
-    let drv = nwh_drv::Derivation::read(drv_path).ok()?;
+    let drv = read_derivation(drv_path).ok()?;
     let floating: Vec<&str> =
         drv.outputs.iter().filter(|(_, o)| o.path.is_empty()).map(|(name, _)| name.as_str()).collect();
     if !floating.is_empty() {
@@ -64,6 +65,12 @@ pub fn cannot_finish(drv_path: &str) -> Option<String> {
     // What comes back for a fixed output is checked against its hash: one this hook cannot
     // compute would have to be taken on the builder's word.
     drv.outputs.values().filter(|o| o.is_fixed()).find_map(|o| content_address::Fixed::of(o).err())
+}
+
+/// The derivation `drv_path` of the local store, read where that store is on disk.
+fn read_derivation(drv_path: &str) -> Result<nwh_drv::Derivation> {
+    let real = local_store::get()?.real(drv_path);
+    nwh_drv::Derivation::read(&real).with_context(|| format!("reading the derivation {drv_path}"))
 }
 
 /// Hook mode's whole transfer: inputs up, the build, outputs back into the local store.
@@ -79,8 +86,7 @@ pub fn build(
     logger: &Logger,
 ) -> Result<Finished> {
     let started = std::time::Instant::now();
-    let drv = nwh_drv::Derivation::read(job.drv_path)
-        .with_context(|| format!("reading the derivation {}", job.drv_path))?;
+    let drv = read_derivation(job.drv_path)?;
     let mut session = BuilderSession::open(master, job.uri, build_log)?;
     let inputs: BTreeSet<String> = job.inputs.iter().cloned().collect();
     let uploaded =
@@ -106,7 +112,7 @@ pub fn build(
             timed_out: result.status == BuildStatus::TimedOut,
         });
     }
-    // Registered: `nix-store --register-validity` succeeded for every output that was missing.
+    // Registered: `nix-store --load-db` succeeded for every output that was missing.
     expected.retain(|path, _| missing.contains(path));
     let fetched = session.bring_back(job.drv_path, &expected, logger, || drop(slot))?;
     session.finish()?;

@@ -5,9 +5,12 @@
 //! Nix 2.29 removed the variable, after which an import from a hook waits for ever. So the
 //! work is done in two steps that take no path lock, on every version (docs/compatibility.md):
 //! each NAR is unpacked at its path as `nix-store --restore PATH` would (in-process: a process
-//! per output cost tens of milliseconds), and one `nix-store --register-validity --hash-given`
-//! makes all outputs of the derivation valid at once, in one database transaction, with the
-//! hash of the bytes that arrived; it also canonicalises them (modes, times, owner).
+//! per output cost tens of milliseconds) and canonicalised as Nix canonicalises a store path
+//! (read-only modes, time 1; [`canonicalise`]), and one `nix-store --load-db` makes all outputs
+//! of the derivation valid at once, in one database transaction, with the hash of the bytes
+//! that arrived. (`--register-validity --hash-given` reads the same text and canonicalises
+//! itself, but up to Nix 2.26 at the path's name rather than where a chroot store keeps it,
+//! so it fails for `--store /some/root`; `--load-db` leaves the files as they are.)
 //!
 //! Consistency: nothing is valid until every output is unpacked and its size and hash match
 //! what the builder announced. A failure on the way removes what was unpacked; so does a hook
@@ -19,14 +22,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{PipeWriter, Read, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use nwh_nar::NarSummary;
 use nwh_serve::PathInfo;
-use nwh_store_path::StoreDir;
+
+use super::local_store::LocalStore;
 
 /// One output as it will be registered.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,15 +53,15 @@ pub fn outputs(
     mut fetch: impl FnMut(&str, u64, &mut PipeWriter) -> Result<NarSummary>,
     fetched: impl FnOnce(),
 ) -> Result<()> {
-    let store = super::local::store_dir()?;
+    let store = super::local_store::get()?;
     let result = (|| {
         let mut arrived = Vec::new();
         for (path, info) in infos {
             // Never anything else: not a path outside the store, not one valid here.
             let output =
                 expected.get(path).with_context(|| format!("{path} is not an output to bring back"))?;
-            claim(&store, path)?;
-            let mut restore = Restore::start(path)?;
+            claim(store, path)?;
+            let mut restore = Restore::start(&store.real(path))?;
             let fetched =
                 fetch(path, info.nar_size, &mut restore.pipe).with_context(|| format!("receiving {path}"));
             let unpacked = restore.finish();
@@ -74,6 +78,7 @@ pub fn outputs(
             if output.is_fixed() {
                 super::content_address::check_fixed(path, output, &nar, &info.references)?;
             }
+            canonicalise(&store.real(path)).with_context(|| format!("canonicalising {path}"))?;
             arrived.push(Arrived { path: path.clone(), nar, references: info.references.clone() });
         }
         crate::timeline::mark("unpacked");
@@ -111,7 +116,7 @@ fn agrees(path: &str, nar: &NarSummary, info: &PathInfo) -> Result<()> {
     Ok(())
 }
 
-/// The text `nix-store --register-validity --hash-given` reads: per path its name, the NAR's
+/// The text `nix-store --load-db` (and `--register-validity --hash-given`) reads: per path its name, the NAR's
 /// sha256 in base 16, the NAR size, the deriver, the number of references and the references,
 /// each on its own line. Every line ends with a newline; without the last one Nix reports
 /// "missing input".
@@ -139,25 +144,43 @@ fn register_validity(arrived: &[Arrived], deriver: &str) -> Result<()> {
 }
 
 fn run_register_validity(arrived: &[Arrived], deriver: &str) -> Result<()> {
-    let mut child = local_store_command()
-        .args(["--register-validity", "--hash-given"])
+    let mut child = super::local_store::get()?
+        .nix_store_itself()
+        .arg("--load-db")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .context("running nix-store --register-validity")?;
+        .context("running nix-store --load-db")?;
     let written = child.stdin.take().expect("piped").write_all(registration(arrived, deriver).as_bytes());
-    super::local::finish(child, "nix-store --register-validity")?;
-    written.context("writing to nix-store --register-validity")
+    super::local::finish(child, "nix-store --load-db")?;
+    written.context("writing to nix-store --load-db")
 }
 
-/// `nix-store` on the local store itself: registering validity is an operation of the local
-/// store, which a daemon connection does not offer. The hook runs as the store's owner (root
-/// under the daemon), so it may.
-fn local_store_command() -> Command {
-    let mut c = Command::new("nix-store");
-    c.env_remove("NIX_REMOTE");
-    c
+/// What Nix makes of a path before it becomes valid: no write or set-id bits (files 0444, or
+/// 0555 when executable; directories 0555) and every time 1 (1970-01-01 00:00:01). The owner
+/// is already the store's: the hook unpacked the files itself. Symbolic links keep their mode
+/// (Linux has none) and get the time too.
+pub fn canonicalise(path: &Path) -> Result<()> {
+    use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
+    use std::os::unix::fs::PermissionsExt;
+    let meta = path.symlink_metadata()?;
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            canonicalise(&entry?.path())?;
+        }
+    }
+    if !meta.file_type().is_symlink() {
+        let executable = meta.is_dir() || meta.permissions().mode() & 0o100 != 0;
+        std::fs::set_permissions(
+            path,
+            std::fs::Permissions::from_mode(if executable { 0o555 } else { 0o444 }),
+        )?;
+    }
+    let one = Timespec { tv_sec: 1, tv_nsec: 0 };
+    let times = Timestamps { last_access: one, last_modification: one };
+    rustix::fs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok(())
 }
 
 /// What this process has on disk of the outputs it brings back and does not know to be valid:
@@ -171,11 +194,11 @@ static UNREGISTERED: Mutex<Unregistered> =
 static UNPACKING: Mutex<()> = Mutex::new(());
 
 struct Unregistered {
-    store: Option<StoreDir>,
+    store: Option<&'static LocalStore>,
     /// Invalid for sure: unpacked (or being unpacked) where nothing valid was, and not offered
-    /// to `--register-validity` yet. Nothing else makes them valid while Nix holds their locks.
+    /// to `--load-db` yet. Nothing else makes them valid while Nix holds their locks.
     invalid: BTreeSet<String>,
-    /// Offered to a `--register-validity` that did not succeed (it failed, or it was stopped
+    /// Offered to a `--load-db` that did not succeed (it failed, or it was stopped
     /// with the hook): it may have committed before it ended, so only the database knows.
     unknown: BTreeSet<String>,
 }
@@ -194,9 +217,9 @@ fn doubted(mut record: MutexGuard<'static, Unregistered>) -> MutexGuard<'static,
 
 /// Records `path` as this process's, then removes its invalid remains: the caller knows it is
 /// not valid and that Nix holds its lock, and unpacks there next.
-fn claim(store: &StoreDir, path: &str) -> Result<()> {
+fn claim(store: &'static LocalStore, path: &str) -> Result<()> {
     let mut record = record();
-    record.store = Some(store.clone());
+    record.store = Some(store);
     // Recorded first: remains that cannot all be removed are still this process's to remove.
     record.invalid.insert(path.to_string());
     remove_invalid(store, path)
@@ -225,7 +248,7 @@ fn remove_remains() {
 }
 
 fn remove_recorded(record: &mut Unregistered, deadline: Option<Instant>) {
-    let Some(store) = record.store.clone() else { return };
+    let Some(store) = record.store else { return };
     let mut doomed = std::mem::take(&mut record.invalid);
     if !record.unknown.is_empty() {
         let asked = match deadline {
@@ -242,7 +265,7 @@ fn remove_recorded(record: &mut Unregistered, deadline: Option<Instant>) {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
-        let _ = remove_invalid(&store, &p);
+        let _ = remove_invalid(store, &p);
     }
 }
 
@@ -308,15 +331,16 @@ struct Restore {
 }
 
 impl Restore {
-    fn start(path: &str) -> Result<Restore> {
+    /// Unpacks at `dest`, where the output is on disk.
+    fn start(dest: &Path) -> Result<Restore> {
         let (reader, pipe) = std::io::pipe().context("making a pipe to unpack through")?;
-        let dest = path.to_string();
+        let dest = dest.to_path_buf();
         let thread = std::thread::Builder::new()
             .name("restore".into())
             .spawn(move || {
                 let gated = Gated { inner: reader, held: None };
                 let mut reader = std::io::BufReader::with_capacity(nwh_nar::CHUNK_SIZE, gated);
-                nwh_nar::restore(&mut reader, Path::new(&dest)).with_context(|| format!("unpacking {dest}"))
+                nwh_nar::restore(&mut reader, &dest).with_context(|| format!("unpacking {}", dest.display()))
             })
             .context("starting the thread that unpacks an output")?;
         Ok(Restore { pipe, thread })
@@ -331,18 +355,19 @@ impl Restore {
 
 /// Removes an output path that exists but is not valid: the remains of an unpacking that was
 /// interrupted. The caller knows it is invalid and that Nix holds its lock; anything but a
-/// store path of `store` is refused, whoever named it. Store paths are read-only once
+/// store path of `store` is refused, whoever named it, and it is removed where the store is on
+/// disk. Store paths are read-only once
 /// canonicalised, and a non-root owner cannot delete inside a read-only directory, so
 /// directories are made writable first.
-pub fn remove_invalid(store: &StoreDir, path: &str) -> Result<()> {
-    store.check(path).with_context(|| format!("refusing to remove {path:?}"))?;
-    let p = Path::new(path);
+pub fn remove_invalid(store: &LocalStore, path: &str) -> Result<()> {
+    store.dir.check(path).with_context(|| format!("refusing to remove {path:?}"))?;
+    let p = store.real(path);
     let Ok(meta) = p.symlink_metadata() else { return Ok(()) };
     if meta.is_dir() {
-        make_writable(p)?;
-        std::fs::remove_dir_all(p)
+        make_writable(&p)?;
+        std::fs::remove_dir_all(&p)
     } else {
-        std::fs::remove_file(p)
+        std::fs::remove_file(&p)
     }
     .with_context(|| format!("removing the invalid remains of {path} before unpacking it again"))
 }
@@ -409,6 +434,49 @@ mod tests {
         assert!(agrees("/nix/store/a", &other, &unannounced).is_ok());
     }
 
+    /// A store whose directory is `dir` itself, as the tests' temporary stores are named.
+    fn store_at(dir: &Path) -> &'static LocalStore {
+        let dir = dir.to_str().unwrap();
+        Box::leak(Box::new(LocalStore {
+            uri: Some(dir.into()),
+            dir: nwh_store_path::StoreDir::new(dir).unwrap(),
+            real_dir: dir.into(),
+            state_dir: dir.into(),
+        }))
+    }
+
+    #[test]
+    fn unpacked_files_are_canonicalised_as_nix_makes_them() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(out.join("bin")).unwrap();
+        std::fs::write(out.join("bin/run"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(out.join("bin/run"), std::fs::Permissions::from_mode(0o4775)).unwrap();
+        std::fs::write(out.join("data"), "x").unwrap();
+        std::os::unix::fs::symlink("data", out.join("link")).unwrap();
+        canonicalise(&out).unwrap();
+        for (p, mode) in [("", 0o555), ("bin", 0o555), ("bin/run", 0o555), ("data", 0o444)] {
+            let meta = out.join(p).symlink_metadata().unwrap();
+            assert_eq!(meta.mode() & 0o7777, mode, "{p}");
+            assert_eq!((meta.mtime(), meta.atime()), (1, 1), "{p}");
+        }
+        assert_eq!(out.join("link").symlink_metadata().unwrap().mtime(), 1);
+        make_writable(&out).unwrap();
+    }
+
+    #[test]
+    fn remains_are_removed_where_a_chroot_store_is_on_disk() {
+        let root = tempfile::tempdir().unwrap();
+        let store = LocalStore::parse(root.path().to_str().unwrap()).unwrap();
+        let path = "/nix/store/0c9g1b2l8nwn1wrmvfhh9hn9kqi1h3ff-out";
+        let real = root.path().join("nix/store/0c9g1b2l8nwn1wrmvfhh9hn9kqi1h3ff-out");
+        std::fs::create_dir_all(real.join("sub")).unwrap();
+        remove_invalid(&store, path).unwrap();
+        assert!(!real.exists(), "removed under the root");
+        assert!(root.path().join("nix/store").exists());
+    }
+
     /// The record is the process's: the tests that use it take turns.
     static RECORD_TESTS: Mutex<()> = Mutex::new(());
 
@@ -416,10 +484,10 @@ mod tests {
     fn unpacked_output() -> (tempfile::TempDir, String) {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let store = StoreDir::new(dir.path().to_str().unwrap()).unwrap();
+        let store = store_at(dir.path());
         let out = dir.path().join("0c9g1b2l8nwn1wrmvfhh9hn9kqi1h3ff-out");
         let path = out.to_str().unwrap().to_string();
-        claim(&store, &path).unwrap();
+        claim(store, &path).unwrap();
         std::fs::create_dir_all(out.join("sub")).unwrap();
         std::fs::write(out.join("sub/f"), "x").unwrap();
         std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o555)).unwrap();
@@ -464,11 +532,11 @@ mod tests {
         let mut nar = Vec::new();
         nwh_nar::dump::dump(source.path(), &mut nar).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let store = StoreDir::new(dir.path().to_str().unwrap()).unwrap();
+        let store = store_at(dir.path());
         let out = dir.path().join("0c9g1b2l8nwn1wrmvfhh9hn9kqi1h3ff-out");
         let path = out.to_str().unwrap();
-        claim(&store, path).unwrap();
-        let Restore { mut pipe, thread } = Restore::start(path).unwrap();
+        claim(store, path).unwrap();
+        let Restore { mut pipe, thread } = Restore::start(&out).unwrap();
         let rest = nar.split_off(nar.len() / 2);
         pipe.write_all(&nar).unwrap();
         while !out.join("b").exists() {
@@ -535,23 +603,23 @@ mod tests {
     fn remains_are_removed_even_when_read_only() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let store = StoreDir::new(dir.path().to_str().unwrap()).unwrap();
+        let store = store_at(dir.path());
         let out = dir.path().join("0c9g1b2l8nwn1wrmvfhh9hn9kqi1h3ff-out");
         std::fs::create_dir_all(out.join("sub")).unwrap();
         std::fs::write(out.join("sub/f"), "x").unwrap();
         for d in [out.join("sub"), out.clone()] {
             std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o555)).unwrap();
         }
-        remove_invalid(&store, out.to_str().unwrap()).unwrap();
+        remove_invalid(store, out.to_str().unwrap()).unwrap();
         assert!(!out.exists());
         // Absent is fine: nothing to remove.
-        remove_invalid(&store, out.to_str().unwrap()).unwrap();
+        remove_invalid(store, out.to_str().unwrap()).unwrap();
         // Nothing outside the store, whatever names it.
         let outside = tempfile::tempdir().unwrap();
         let victim = outside.path().join("0c9g1b2l8nwn1wrmvfhh9hn9kqi1h3ff-out");
         std::fs::create_dir(&victim).unwrap();
         for bad in ["/", "relative/x", victim.to_str().unwrap(), &format!("{}/../x", dir.path().display())] {
-            assert!(remove_invalid(&store, bad).is_err(), "{bad}");
+            assert!(remove_invalid(store, bad).is_err(), "{bad}");
         }
         assert!(victim.exists());
     }

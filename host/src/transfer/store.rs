@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{PipeReader, PipeWriter, Write};
 use std::os::fd::OwnedFd;
-use std::path::Path;
 
 use anyhow::{Context, Result};
 use nwh_daemon::{DaemonClient, Field, LogMessage};
@@ -153,9 +152,8 @@ impl StoreConn {
             // next is on its way; `ImportPaths` makes the server hold each NAR in memory first.
             StoreConn::Serve(c) if c.supports_add_to_store_nar() => {
                 let info = local::serve_path_info(path, info)?;
-                Ok(c.send_nar_written(path, &info, |mut w| {
-                    nwh_nar::dump::dump(Path::new(path), &mut w).map(drop)
-                })?)
+                let real = super::local_store::get()?.real(path);
+                Ok(c.send_nar_written(path, &info, |mut w| nwh_nar::dump::dump(&real, &mut w).map(drop))?)
             }
             StoreConn::Serve(c) => {
                 let mut export = local::export(path, info)?;
