@@ -260,6 +260,39 @@ fn a_relative_machines_file_is_explained() {
     }
 }
 
+/// What the hook says, in its `msg` lines and plain lines, after `block` alone.
+fn said_after(env: &HookEnv, block: &[u8]) -> (Option<Reply>, String) {
+    let mut hook = env.start();
+    hook.send(block);
+    let reply = hook.reply();
+    let (_, log, plain) = hook.finish();
+    let mut said = crate::support::fake_parent::Hook::messages(&log);
+    said.extend(plain);
+    (reply, said.join("\n"))
+}
+
+#[test]
+fn nixs_default_machines_file_absent_is_not_worth_a_word() {
+    // Nix sends its default `builders = @<conf dir>/machines` whatever the user set up; with no
+    // such file (a machine without builders) Nix's own hook declines permanently in silence.
+    let env = HookEnv::new();
+    let default = format!("@{}", env.path("etc-nix/machines").display());
+    let (reply, said) = said_after(&env, &base(&default));
+    assert_eq!(reply, Some(Reply::DeclinePermanently));
+    assert_eq!(said, "", "nothing, as from Nix's own hook");
+
+    // A file the user named, missing, is still worth the warning (Nix says nothing there too;
+    // the hook does, since it is almost always a mistake): another file under the default's
+    // name, another name, or the default named in nix.conf.
+    let other = format!("@{}", env.path("etc-nix/machines.d/big").display());
+    let (reply, said) = said_after(&env, &base(&other));
+    assert_eq!(reply, Some(Reply::DeclinePermanently));
+    assert!(said.contains("machines.d/big' does not exist"), "{said}");
+    std::fs::write(env.path("etc-nix/nix.conf"), format!("builders = {default}\n")).unwrap();
+    let (_, said) = said_after(&env, &base(&default));
+    assert!(said.contains("etc-nix/machines' does not exist"), "named in nix.conf: {said}");
+}
+
 #[test]
 fn settings_missing_from_the_block_come_from_nix_conf() {
     // Lix ≤ 2.93 sends only overridden settings, so `builders` may be absent from the block.

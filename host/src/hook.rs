@@ -58,8 +58,13 @@ fn dispatcher(
 ) -> Result<Option<Dispatcher>> {
     let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
     let parsed = crate::settings::machines(settings, &cwd);
+    // Nix's default `@/etc/nix/machines` absent is how a machine without builders looks:
+    // Nix says nothing of it, and neither does its hook.
+    let unnamed = crate::settings::absent_default_machines_file(settings);
     for d in &parsed.diagnostics {
-        logger.warn(&format!("nix-wasm-hook: {d}"));
+        if !unnamed.as_deref().is_some_and(|file| d.is_missing_file(file)) {
+            logger.warn(&format!("nix-wasm-hook: {d}"));
+        }
     }
     if parsed.machines.is_empty() {
         return Ok(None);

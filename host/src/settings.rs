@@ -51,6 +51,34 @@ pub fn machines(settings: &Settings, cwd: &Path) -> Machines {
     nwh_machines::parse_builders(&value, source, &ctx)
 }
 
+/// The machines file of Nix's own default `builders` (`@<conf dir>/machines`), when `builders`
+/// is that default and the file does not exist: then Nix, and the hook, say nothing of it (every
+/// purely local build would otherwise carry a warning). `None` when the user named the file —
+/// in `nix.conf`, `NIX_CONFIG` or `NIX_REMOTE_SYSTEMS` — or it exists. A value given on the
+/// command line (`--builders @/etc/nix/machines`) reaches the hook as the default does, and is
+/// taken for it.
+pub fn absent_default_machines_file(settings: &Settings) -> Option<String> {
+    let default = format!("{}/machines", nwh_nixconf::conf_dir_from_env().display());
+    if settings.builders().trim() != format!("@{default}")
+        || nwh_nixconf::nix_remote_systems_env().is_some_and(|v| !v.is_empty())
+    {
+        return None;
+    }
+    match std::fs::symlink_metadata(&default) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        _ => return None,
+    }
+    // Nix sends every setting, so the block's `builders` hides whether nix.conf named it.
+    let named = match settings.origin("builders") {
+        None => false,
+        Some(nwh_nixconf::Origin::Block) => {
+            Settings::from_env(None).is_ok_and(|own| own.origin("builders").is_some())
+        }
+        Some(_) => true,
+    };
+    (!named).then_some(default)
+}
+
 /// The real builders behind builder mode: the `machines` option, in the syntax of Nix's
 /// `builders`, with paths as seen from `/`. `None` when the option is not set.
 pub fn builder_machines(opts: &nwh_options::Options, settings: &Settings) -> Option<Machines> {
