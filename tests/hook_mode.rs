@@ -419,29 +419,59 @@ fn our_flags_as_words_of_build_hook_then_nix_verbosity() {
     }
 }
 
+/// A settings block Nix really sent (tests/fixtures/captures/`dir`/stdin-1.bin).
+fn capture(dir: &str) -> Capture {
+    Capture::read(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/captures")
+            .join(dir)
+            .join("stdin-1.bin"),
+    )
+}
+
 #[test]
-fn the_ca_derivations_experiment_lets_nix_build_it_itself() {
+fn the_ca_derivations_experiment_lets_nix_build_it_itself_as_the_release_s_own_hook_sees_it() {
     // Nix's local store has the feature `ca-derivations` while that experiment is on, so with
     // the one fitting machine busy and a free local slot, Nix's hook declines and Nix builds
-    // it; without the experiment, Nix cannot, and the answer is to wait for the machine.
-    let capture = capture_2_34("spy-mj1");
-    let mut env = HookEnv::new();
-    env.args = vec!["--postpone-wait-ms".into(), "0".into()];
-    // `ssh://a`'s only slot, held as another hook holds it while building there.
-    let held = hold_slot(&env, "ssh:__a-0");
-    for (experiments, want) in
-        [("nix-command ca-derivations", Reply::Decline), ("nix-command", Reply::Postpone)]
-    {
-        let mut hook = env.start();
-        hook.send(&capture.settings_block(&[
-            ("builders", "ssh://a x86_64-linux - 1 1 ca-derivations"),
-            ("experimental-features", experiments),
-        ]));
-        hook.send(&try_message(true, "x86_64-linux", DRV, &["ca-derivations"]));
-        assert_eq!(hook.reply(), Some(want), "experimental-features = {experiments}");
-        hook.finish();
+    // it; without the experiment, Nix cannot, and the answer is to wait for the machine. Where
+    // the hook sees the experiment depends on the release: Nix 2.8 to 2.14 apply the parent's
+    // `experimental-features` from the block; from 2.15 on the hook's own nix.conf and
+    // NIX_CONFIG alone count, so an experiment turned on for one build (on the command line)
+    // does not reach it, and Nix 2.26 and 2.34's hooks postpone.
+    use Reply::{Decline, Postpone};
+    let releases = [("2.8", "spy-accept"), ("2.26", "nix-2.26.3-spy-mj1"), ("2.34", "nix-2.34.8-spy-mj1")];
+    // (experiments in the block, in the hook's nix.conf, what each release's hook answers)
+    let table: [(&str, &str, [Reply; 3]); 4] = [
+        ("nix-command ca-derivations", "", [Decline, Postpone, Postpone]),
+        ("nix-command ca-derivations", "nix-command ca-derivations", [Decline, Decline, Decline]),
+        ("nix-command", "", [Postpone, Postpone, Postpone]),
+        ("", "ca-derivations", [Postpone, Decline, Decline]),
+    ];
+    for (in_block, in_conf, answers) in table {
+        for ((release, dir), want) in releases.iter().zip(answers) {
+            let mut env = HookEnv::new();
+            env.args = vec!["--postpone-wait-ms".into(), "0".into()];
+            std::fs::write(env.path("etc-nix/nix.conf"), format!("experimental-features = {in_conf}\n"))
+                .unwrap();
+            // `ssh://a`'s only slot, held as another hook holds it while building there.
+            let held = hold_slot(&env, "ssh:__a-0");
+            let mut hook = env.start();
+            hook.send(&capture(dir).settings_block(&[
+                ("builders", "ssh://a x86_64-linux - 1 1 ca-derivations"),
+                ("experimental-features", in_block),
+                ("max-jobs", "1"),
+                ("system", "x86_64-linux"),
+            ]));
+            hook.send(&try_message(true, "x86_64-linux", DRV, &["ca-derivations"]));
+            assert_eq!(
+                hook.reply(),
+                Some(want.clone()),
+                "Nix {release}, experiments '{in_block}' in the block, '{in_conf}' in nix.conf"
+            );
+            hook.finish();
+            drop(held);
+        }
     }
-    drop(held);
 }
 
 #[test]

@@ -12,8 +12,22 @@ use nwh_decision::Local;
 /// Loads nix.conf and `NIX_CONFIG` as Nix does, then applies the parent's block.
 pub fn load(block: &[(String, String)]) -> Result<Settings> {
     let mut settings = Settings::from_env(remote_systems_default())?;
-    settings.apply_block(block.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    apply_block(&mut settings, block)?;
     Ok(settings)
+}
+
+/// Lays the parent's block over `settings` as the parent's own hook takes it: Nix 2.15 and
+/// later (and Lix) leave out `experimental-features`, which their hook's `settings.set` does not
+/// know (`NixRelease::experiments_from_block`); the experiments of the hook's own `nix.conf`
+/// and `NIX_CONFIG` stay. They decide whether the local machine could build a derivation that
+/// needs `ca-derivations` or `recursive-nix`, so the hook answers as that release's own does.
+pub fn apply_block(settings: &mut Settings, block: &[(String, String)]) -> Result<()> {
+    let from_block = crate::nix_release::NixRelease::from_block(block).experiments_from_block;
+    let taken = block.iter().filter(|(k, _)| {
+        from_block || !matches!(k.as_str(), "experimental-features" | "extra-experimental-features")
+    });
+    settings.apply_block(taken.map(|(k, v)| (k.as_str(), v.as_str())))?;
+    Ok(())
 }
 
 /// The legacy `NIX_REMOTE_SYSTEMS` only changes the default of `builders`.
