@@ -178,7 +178,8 @@ impl StoreConn {
     }
 
     /// Builds on the builder and waits; the build's log goes to the build log, a daemon's
-    /// activities to Nix through `logger`.
+    /// activities to Nix through `logger`. `options` go with the build over the serve
+    /// protocol, as Nix's hook sends them; a daemon gets none, as from Nix's hook.
     pub fn build(
         &mut self,
         drv_path: &str,
@@ -190,19 +191,12 @@ impl StoreConn {
             StoreConn::Serve(c) => Ok(c.build_derivation(drv_path, basic, options)?),
             StoreConn::Daemon { client, log } => {
                 let mut forward = |m: LogMessage| relay(log, logger, m);
-                // The daemon builds under its own settings unless told otherwise; these are
-                // the ones Nix's hook passes to `nix-store --serve` with each build.
-                let settings = nwh_daemon::Options {
-                    keep_failed: options.keep_failed,
-                    max_silent_time: options.max_silent_time,
-                    overrides: [
-                        ("timeout".to_string(), options.build_timeout.to_string()),
-                        ("max-build-log-size".to_string(), options.max_log_size.to_string()),
-                    ]
-                    .into(),
-                    ..Default::default()
-                };
-                client.set_options(&settings, &mut forward)?;
+                // No `SetOptions`, as from Nix's own hook (its `ssh-ng://` store's
+                // `setOptions` is empty, in 2.8 as in 2.34): the daemon builds under its own
+                // settings. Any `SetOptions` would replace the daemon's `cores`, `max-jobs`,
+                // `keep-going`, … with ours, and a daemon that does not trust us warns of each
+                // restricted setting in it (`max-build-log-size`, say), which Nix's hook
+                // never makes it do. `options` (the serve protocol's) do not apply here.
                 let input_addressed =
                     basic.outputs.values().all(|o| !o.path.is_empty() && o.hash_algo.is_empty());
                 let result = if client.trusted() == Some(false) && input_addressed {
