@@ -206,13 +206,19 @@ fn a_failed_build_ends_as_with_nixs_own_hook(nix: Nix, proto: Proto) {
             let err = stderr(&out);
             assert!(err.contains("error: build of '"), "{who} {extra:?}: {err}");
             assert!(err.contains(&format!("' on '{}' failed: ", tb.uri(1))), "{who} {extra:?}: {err}");
-            ended.push((out.status.code(), err.contains(kept)));
+            // The builder's own note, in the build log Nix shows, says it kept the directory:
+            // `keep-failed` reached it (over `ssh://`, in the build options).
+            ended.push((out.status.code(), err.contains(kept), err.contains("keeping build directory")));
         }
-        eprintln!("{extra:?}: Nix's own hook, then ours: (exit, says it kept the directory) {ended:?}");
+        eprintln!(
+            "{extra:?}: Nix's own hook, then ours: (exit, says it kept the directory, the builder kept it) {ended:?}"
+        );
         assert_eq!(ended[0], ended[1], "{extra:?}: as with Nix's own hook");
         assert_eq!(ended[0].0, Some(1), "{extra:?}");
         if extra.is_empty() {
-            assert!(!ended[0].1, "nothing kept, nothing said");
+            assert!(!ended[0].1 && !ended[0].2, "nothing kept, nothing said");
+        } else if proto == Proto::Ssh {
+            assert!(ended[0].2, "keep-failed reaches an ssh:// builder");
         }
     }
 }
