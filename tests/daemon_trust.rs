@@ -82,6 +82,8 @@ fn an_untrusting_daemon_builds_the_derivation_it_is_sent_by_path() {
     // they go with a build over the serve protocol only.
     let options =
         BuildOptions { max_silent_time: 0, build_timeout: 5, max_log_size: 1_000_000, keep_failed: true };
+    // Asked for by path: where Nix's hook says nothing of a kept build directory.
+    assert!(store.builds_by_path(&drv.to_basic(&drv.input_srcs)));
     let result = store.build(&drv_path, &drv.to_basic(&drv.input_srcs), &options, &logger).unwrap();
     assert!(
         result.status.is_success(),

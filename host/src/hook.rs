@@ -152,11 +152,10 @@ fn build(
     let built = transfer::build(&master, &job, placed.slot, crate::fds::build_log()?, logger);
     match built.map_err(|e| master.with_loss(e))? {
         transfer::Finished::Built => Ok(0),
-        transfer::Finished::Failed { message } => {
+        transfer::Finished::Failed { message, by_path } => {
             let nix = dispatcher.scheduler.nix.as_ref();
-            if settings.get("keep-failed") == Some("true")
-                && nix.is_some_and(|n| n.tells_of_kept_failed_builds())
-            {
+            let tells = nix.is_some_and(|n| n.tells_of_kept_failed_builds());
+            if settings.get("keep-failed") == Some("true") && tells && !by_path {
                 logger.nix_warning(&kept_on_the_builder(settings, &t.system));
             }
             logger.failure(&message);

@@ -28,9 +28,12 @@ use store::{Link, StoreConn};
 pub enum Finished {
     Built,
     /// The builder ran the build and it failed (timed out, too); `message` is the error Nix's
-    /// own hook gives, `build of '…' on '…' failed: <the builder's words>`.
+    /// own hook gives, `build of '…' on '…' failed: <the builder's words>`. `by_path`: it was
+    /// asked for by path, as from a daemon that does not trust us, where Nix's hook (2.30 and
+    /// later) says nothing of a kept build directory.
     Failed {
         message: String,
+        by_path: bool,
     },
 }
 
@@ -92,12 +95,15 @@ pub fn build(
         drv.outputs.values().filter(|o| !o.path.is_empty()).map(|o| (o.path.clone(), o.clone())).collect();
     let outputs: BTreeSet<String> = expected.keys().cloned().collect();
     let missing = std::thread::spawn(move || local::invalid(&outputs));
-    let result = session.build(job.drv_path, &drv.to_basic(&inputs), &options, logger)?;
+    let basic = drv.to_basic(&inputs);
+    let by_path = session.store.builds_by_path(&basic);
+    let result = session.build(job.drv_path, &basic, &options, logger)?;
     let missing =
         missing.join().map_err(|_| anyhow::anyhow!("the validity check of the outputs panicked"))??;
     if !result.status.is_success() {
         return Ok(Finished::Failed {
             message: format!("build of '{}' on '{}' failed: {}", job.drv_path, job.uri, result.error_msg),
+            by_path,
         });
     }
     // Registered: `nix-store --register-validity` succeeded for every output that was missing.

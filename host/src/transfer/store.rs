@@ -177,6 +177,12 @@ impl StoreConn {
         }
     }
 
+    /// Whether [`StoreConn::build`] asks for `basic` by path (`BuildPathsWithResults`), as a
+    /// daemon that does not trust us builds an input-addressed derivation only so.
+    pub fn builds_by_path(&self, basic: &nwh_drv::BasicDerivation) -> bool {
+        matches!(self, StoreConn::Daemon { client, .. } if by_path(client, basic))
+    }
+
     /// Builds on the builder and waits; the build's log goes to the build log, a daemon's
     /// activities to Nix through `logger`. `options` go with the build over the serve
     /// protocol, as Nix's hook sends them; a daemon gets none, as from Nix's hook.
@@ -197,9 +203,7 @@ impl StoreConn {
                 // `keep-going`, … with ours, and a daemon that does not trust us warns of each
                 // restricted setting in it (`max-build-log-size`, say), which Nix's hook
                 // never makes it do. `options` (the serve protocol's) do not apply here.
-                let input_addressed =
-                    basic.outputs.values().all(|o| !o.path.is_empty() && o.hash_algo.is_empty());
-                let result = if client.trusted() == Some(false) && input_addressed {
+                let result = if by_path(client, basic) {
                     // A daemon that does not trust us builds an input-addressed derivation
                     // only from its own copy of the `.drv`; current Nix's hook then sends
                     // the derivation's closure and asks for the build by path, and so do we.
@@ -226,6 +230,13 @@ impl StoreConn {
             }
         }
     }
+}
+
+/// A daemon that says it does not trust us builds an input-addressed derivation only from its
+/// own copy of the `.drv`, asked for by path.
+fn by_path(client: &DaemonClient<PipeReader, PipeWriter>, basic: &nwh_drv::BasicDerivation) -> bool {
+    let input_addressed = basic.outputs.values().all(|o| !o.path.is_empty() && o.hash_algo.is_empty());
+    client.trusted() == Some(false) && input_addressed
 }
 
 /// Adds one local path to a daemon; with `content_address`, says how the path was made, which
