@@ -340,6 +340,35 @@ fn a_relative_nix_remote_systems_is_reported_against_the_variable() {
 }
 
 #[test]
+fn an_error_after_accepting_ends_the_hook_as_nix_s_own_ends_exit_1_and_error_shaped() {
+    // Told to answer before connecting, the hook accepts, then cannot reach the builder (port 1
+    // of loopback refuses): the error that ends it reads as Nix's own hook's errors do
+    // (`error: …`, coloured as Nix colours it), and it exits 1, which Nix counts a
+    // `MiscFailure` in every release, as it counts its own hook's.
+    let env = HookEnv::new();
+    let mut hook = env.start();
+    hook.send(&base("ssh://root@127.0.0.1:1 x86_64-linux"));
+    hook.send(&try_message(true, "x86_64-linux", DRV, &[]));
+    assert_eq!(hook.reply(), Some(Reply::Accept("ssh://root@127.0.0.1:1".into())));
+    let mut accepted = 0u64.to_le_bytes().to_vec();
+    accepted.extend_from_slice(&1u64.to_le_bytes());
+    put_string(&mut accepted, b"out");
+    hook.send(&accepted);
+    let (code, log, _) = hook.finish();
+    assert_eq!(code, 1);
+    let errors: Vec<serde_json::Value> = log
+        .iter()
+        .filter_map(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+        .filter(|v| v["action"] == "msg" && v["level"] == 0)
+        .collect();
+    let last = errors.last().and_then(|v| v["msg"].as_str()).unwrap_or_default();
+    assert!(
+        last.starts_with("\x1b[31;1merror:\x1b[0m nix-wasm-hook: cannot build on 'ssh://root@127.0.0.1:1'"),
+        "{log:?}"
+    );
+}
+
+#[test]
 fn unreachable_builders_are_skipped_before_accepting() {
     // Port 1 on loopback refuses at once: a builder that is down.
     let mut env = HookEnv::new();
