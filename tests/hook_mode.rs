@@ -503,6 +503,90 @@ fn the_ca_derivations_experiment_lets_nix_build_it_itself_as_the_release_s_own_h
     }
 }
 
+/// The reply of Nix's own hook of `release` (the host's Nix 2.8, or 2.26 and 2.34 in the test
+/// bed's root file systems) to `stdin`, with `nix_config` as its `NIX_CONFIG` (the hook's own
+/// configuration) and the only slot of `ssh://nwh-xp-a` held, as another hook building there
+/// holds it.
+fn nixs_own_hook_replies(release: &str, stdin: &[u8], nix_config: &str) -> String {
+    use crate::support::testbed::{describe, master_script};
+    use std::process::{Command, Stdio};
+    let (load, mut cmd) = if release == "2.8" {
+        let mut cmd = Command::new("/usr/libexec/nix/build-remote");
+        cmd.arg("3").env("NIX_CONFIG", nix_config);
+        (PathBuf::from("/nix/var/nix/current-load"), cmd)
+    } else {
+        let made = Command::new("bash").arg(master_script()).args(["root", release]).output().unwrap();
+        assert!(made.status.success(), "{}", describe(&made));
+        let root = PathBuf::from(String::from_utf8_lossy(&made.stdout).trim());
+        let mut cmd = Command::new("bash");
+        cmd.arg(master_script()).args(["run", release, "env", &format!("NIX_CONFIG={nix_config}")]);
+        cmd.args(["nix", "__build-remote", "3"]);
+        (root.join("nix/var/nix/current-load"), cmd)
+    };
+    std::fs::create_dir_all(&load).unwrap();
+    let slot = load.join("ssh:__nwh-xp-a-0");
+    let held = OpenOptions::new().create(true).truncate(false).write(true).open(&slot).unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let mut child = cmd
+        .current_dir("/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    drop(held);
+    let _ = std::fs::remove_file(&slot);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    err.lines().find_map(|l| l.strip_prefix("# ")).map(str::to_string).unwrap_or_else(|| panic!("{err}"))
+}
+
+#[test]
+#[ignore = "needs root and the test bed's root file systems of Nix 2.26 and 2.34 (CI runs it: cargo test -- --include-ignored)"]
+fn the_ca_derivations_answers_are_those_of_each_release_s_own_hook() {
+    // The same bytes to Nix's own hook of each release and to ours, the one fitting machine
+    // busy: where the experiment is (the block, the hook's own configuration) decides, as the
+    // table of the test above says.
+    if let Some(why) = crate::support::testbed::skip_reason() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let releases = [("2.8", "spy-accept"), ("2.26", "nix-2.26.3-spy-mj1"), ("2.34", "nix-2.34.8-spy-mj1")];
+    for (in_block, in_conf) in [
+        ("nix-command ca-derivations", ""),
+        ("nix-command ca-derivations", "nix-command ca-derivations"),
+        ("nix-command", "ca-derivations"),
+    ] {
+        for (release, dir) in releases {
+            let mut stdin = capture(dir).settings_block(&[
+                ("builders", "ssh://nwh-xp-a x86_64-linux - 1 1 ca-derivations"),
+                ("experimental-features", in_block),
+                ("max-jobs", "1"),
+                ("system", "x86_64-linux"),
+            ]);
+            stdin.extend(try_message(true, "x86_64-linux", DRV, &["ca-derivations"]));
+            let nixs = nixs_own_hook_replies(release, &stdin, &format!("experimental-features = {in_conf}"));
+
+            let mut env = HookEnv::new();
+            env.args = vec!["--postpone-wait-ms".into(), "0".into()];
+            env.env.push(("NIX_CONFIG".into(), format!("experimental-features = {in_conf}")));
+            let held = hold_slot(&env, "ssh:__nwh-xp-a-0");
+            let mut hook = env.start();
+            hook.send(&stdin);
+            let ours = match hook.reply() {
+                Some(Reply::Decline) => "decline",
+                Some(Reply::Postpone) => "postpone",
+                other => panic!("{other:?}"),
+            };
+            hook.finish();
+            drop(held);
+            eprintln!("Nix {release}, '{in_block}' in the block, '{in_conf}' in NIX_CONFIG: Nix's {nixs}, ours {ours}");
+            assert_eq!(ours, nixs, "Nix {release}, '{in_block}' in the block, '{in_conf}' in NIX_CONFIG");
+        }
+    }
+}
+
 #[test]
 fn a_derivation_whose_outputs_are_only_known_after_the_build_is_declined_not_accepted() {
     // A floating content-addressed output has no path in the .drv: the hook could build it
