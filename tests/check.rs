@@ -106,3 +106,34 @@ fn many_builders_are_checked_a_few_at_a_time_and_each_is_reported() {
         at += found + line.len();
     }
 }
+
+#[test]
+fn nixs_default_machines_file_absent_is_a_note_not_a_warning() {
+    // No `--builders`: `check` reads `builders` as the hook does, at its default here.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hook.toml");
+    let state = dir.path().join("state");
+    std::fs::write(&config, format!("state-dir = {state:?}\n")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nix-wasm-hook"))
+        .current_dir("/")
+        .env_remove("NIX_CONFIG")
+        .env_remove("NIX_REMOTE_SYSTEMS")
+        .env("NIX_CONF_DIR", dir.path())
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    let default = dir.path().join("machines");
+    assert!(
+        text.contains(&format!("note: Nix's default machines file '{}' does not exist", default.display())),
+        "{text}{}",
+        stderr(&out)
+    );
+    assert!(!text.contains(": warning: machines file"), "{text}");
+
+    // Named with `--builders`, the same file keeps its warning.
+    let named = format!("@{}", default.display());
+    let out = run_check(&format!("state-dir = {state:?}\n"), &named, &[], None);
+    assert!(stdout(&out).contains(": warning: machines file"), "{}", stdout(&out));
+}

@@ -78,13 +78,25 @@ fn an_untrusting_daemon_builds_the_derivation_it_is_sent_by_path() {
     assert_eq!(client.trusted(), Some(false), "the daemon says it does not trust us");
     let mut store = StoreConn::Daemon { client, log };
     let logger = Logger::new(false, Level::Error);
-    let options = BuildOptions { max_silent_time: 0, build_timeout: 0, max_log_size: 0, keep_failed: false };
+    // What the hook's build options are with `--max-build-log-size 1000000 --keep-failed`;
+    // they go with a build over the serve protocol only.
+    let options =
+        BuildOptions { max_silent_time: 0, build_timeout: 5, max_log_size: 1_000_000, keep_failed: true };
+    // Asked for by path: where Nix's hook says nothing of a kept build directory.
+    assert!(store.builds_by_path(&drv.to_basic(&drv.input_srcs)));
     let result = store.build(&drv_path, &drv.to_basic(&drv.input_srcs), &options, &logger).unwrap();
     assert!(
         result.status.is_success(),
         "{result:?}; daemon: {}",
         std::fs::read_to_string(work.path().join("daemon.stderr")).unwrap()
     );
+    // We sent the daemon no settings, as Nix's own hook sends none: a daemon that does not
+    // trust us warns of every restricted one it is sent (`max-build-log-size`, say), which
+    // Nix's hook never makes it do. Both logs hold what the daemon said.
+    let said = std::fs::read_to_string(work.path().join("build.log")).unwrap()
+        + &std::fs::read_to_string(work.path().join("daemon.stderr")).unwrap();
+    assert!(!said.contains("ignoring the client-specified setting"), "{said}");
+    assert!(!said.contains("restricted setting"), "{said}");
     // The daemon has the derivation and its input, as sent, and built the output itself.
     let wanted: BTreeSet<String> =
         [drv_path.clone(), output.clone()].into_iter().chain(drv.input_srcs.iter().cloned()).collect();

@@ -18,6 +18,7 @@ on_every_nix_and_protocol!(
     two_outputs_come_back_registered_with_their_references,
     a_failing_build_reports_the_builder_message,
     a_build_that_times_out_on_the_builder_is_reported_as_timed_out,
+    a_failed_build_ends_as_with_nixs_own_hook,
     a_hook_killed_while_unpacking_leaves_nothing_valid_and_the_next_build_works,
     a_failed_unpacking_is_removed_and_the_next_build_works,
 );
@@ -147,22 +148,79 @@ fn a_failing_build_reports_the_builder_message(nix: Nix, proto: Proto) {
     let hook = OurHook::new(&[]);
     let expr = sh_derivation("nwh-fails", None, &[], "echo the-builder-says-boom >&2; exit 3");
     let out = tb.nix_build(&expr, &hook.remote_only(&tb.machine(1)));
-    assert!(!out.status.success(), "{}", describe(&out));
+    assert_eq!(out.status.code(), Some(1), "as with Nix's own hook: {}", describe(&out));
     let err = stderr(&out);
     assert!(err.contains("the-builder-says-boom"), "the builder's log reaches Nix: {err}");
+    assert!(err.contains("error: build of '"), "{err}");
     assert!(err.contains(&format!("on '{}' failed", tb.uri(1))), "{err}");
 }
 
 fn a_build_that_times_out_on_the_builder_is_reported_as_timed_out(nix: Nix, proto: Proto) {
     let Some(tb) = up(1, nix, proto) else { return };
     let hook = OurHook::new(&[]);
-    let expr = sh_derivation("nwh-slow", None, &[], "/bin/sleep 30; echo > $out");
-    // `timeout` reaches the builder in the build options; the hook exits 101 (TimedOut).
+    let expr = sh_derivation("nwh-slow", None, &[], "/bin/sleep 8; echo > $out");
     let line = tb.machine(1);
     let out = tb.nix_build(&expr, &[&hook.remote_only(&line)[..], &["--timeout", "2"]].concat());
-    assert!(!out.status.success(), "{}", describe(&out));
     let err = stderr(&out);
-    assert!(err.contains("timed out"), "{err}");
+    match proto {
+        // `timeout` reaches the builder in the build options, as from Nix's own hook; the
+        // hook then exits 1 as Nix's does, which Nix counts a `MiscFailure`.
+        Proto::Ssh => {
+            assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+            assert!(err.contains("timed out"), "{err}");
+        }
+        // Nix's own hook sends a daemon no settings, so the builder's own `timeout` (none
+        // here) applies; ours neither.
+        Proto::SshNg => assert!(out.status.success(), "{}", describe(&out)),
+    }
+}
+
+/// `nix-build` of `expr` through `hook` (ours, or Nix's own when `None`) to the test bed's
+/// builder 1, with `extra` arguments.
+fn build_through(tb: &Testbed, hook: Option<&OurHook>, expr: &str, extra: &[&str]) -> std::process::Output {
+    let line = tb.machine(1);
+    let mut args: Vec<&str> = match hook {
+        Some(h) => h.remote_only(&line).to_vec(),
+        None => vec!["--max-jobs", "0", "--option", "builders", &line],
+    };
+    args.extend_from_slice(extra);
+    tb.nix_build(expr, &args)
+}
+
+/// A failed remote build, plainly and under `--keep-failed`, through our hook and through
+/// Nix's own: nix-build ends with the same status (1: Nix counts its hook's exit 1 a
+/// `MiscFailure`, where our former 100 made it a `PermanentFailure` and nix-build exit 100 on
+/// Nix 2.8 to 2.28), the failure reads as Nix's `error: build of '…' on '…' failed: …`, and the
+/// note that the build directory was kept on the builder comes where Nix's own hook gives it
+/// (Nix 2.30 and later).
+fn a_failed_build_ends_as_with_nixs_own_hook(nix: Nix, proto: Proto) {
+    let Some(tb) = up(1, nix, proto) else { return };
+    let ours = OurHook::new(&[]);
+    let kept = "The failed build directory was kept on the remote builder due to `--keep-failed`.";
+    for extra in [&[][..], &["--keep-failed"][..]] {
+        let mut ended = Vec::new();
+        for hook in [None, Some(&ours)] {
+            let who = if hook.is_some() { "our hook" } else { "Nix's own hook" };
+            let expr = sh_derivation("nwh-fails-alike", None, &[], "echo the-builder-says-boom >&2; exit 3");
+            let out = build_through(&tb, hook, &expr, extra);
+            let err = stderr(&out);
+            assert!(err.contains("error: build of '"), "{who} {extra:?}: {err}");
+            assert!(err.contains(&format!("' on '{}' failed: ", tb.uri(1))), "{who} {extra:?}: {err}");
+            // The builder's own note, in the build log Nix shows, says it kept the directory:
+            // `keep-failed` reached it (over `ssh://`, in the build options).
+            ended.push((out.status.code(), err.contains(kept), err.contains("keeping build directory")));
+        }
+        eprintln!(
+            "{extra:?}: Nix's own hook, then ours: (exit, says it kept the directory, the builder kept it) {ended:?}"
+        );
+        assert_eq!(ended[0], ended[1], "{extra:?}: as with Nix's own hook");
+        assert_eq!(ended[0].0, Some(1), "{extra:?}");
+        if extra.is_empty() {
+            assert!(!ended[0].1 && !ended[0].2, "nothing kept, nothing said");
+        } else if proto == Proto::Ssh {
+            assert!(ended[0].2, "keep-failed reaches an ssh:// builder");
+        }
+    }
 }
 
 /// A derivation with one large output, so that unpacking it takes long enough to interrupt.

@@ -90,7 +90,8 @@ pub fn main() -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            logger.error(&format!("nix-wasm-hook: {e:#}"));
+            // Exit 1, as Nix's own hook exits on an error: Nix counts it a `MiscFailure`.
+            logger.failure(&format!("nix-wasm-hook: {e:#}"));
             1
         }
     }

@@ -53,7 +53,7 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
             Message::Try(t) => t,
         };
         if let Some(placed) = answer(&mut session, &mut dispatcher, &t, opts, logger)? {
-            return build(&mut session, &dispatcher, placed, &t.drv_path, &settings, logger);
+            return build(&mut session, &dispatcher, placed, &t, &settings, logger);
         }
     }
 }
@@ -69,8 +69,13 @@ fn dispatcher(
 ) -> Result<Option<Dispatcher>> {
     let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
     let parsed = crate::settings::machines(settings, &cwd);
+    // Nix's default `@/etc/nix/machines` absent is how a machine without builders looks:
+    // Nix says nothing of it, and neither does its hook.
+    let unnamed = crate::settings::absent_default_machines_file(settings);
     for d in &parsed.diagnostics {
-        logger.warn(&format!("nix-wasm-hook: {d}"));
+        if !unnamed.as_deref().is_some_and(|file| d.is_missing_file(file)) {
+            logger.warn(&format!("nix-wasm-hook: {d}"));
+        }
     }
     if parsed.machines.is_empty() {
         return Ok(None);
@@ -132,10 +137,11 @@ fn build(
     session: &mut HookSession,
     dispatcher: &Dispatcher,
     mut placed: Box<crate::dispatch::Placed>,
-    drv_path: &str,
+    t: &schedule::Try,
     settings: &nwh_nixconf::Settings,
     logger: &Logger,
 ) -> Result<i32> {
+    let drv_path = t.drv_path.as_str();
     // The slot stays held until the builder is done with the build (Nix's own hook holds
     // it until it exits, also while it registers the outputs locally).
     session.accept(&placed.uri)?;
@@ -157,9 +163,34 @@ fn build(
     let built = transfer::build(&master, &job, placed.slot, crate::fds::build_log()?, logger);
     match built.map_err(|e| master.with_loss(e))? {
         transfer::Finished::Built => Ok(0),
-        transfer::Finished::Failed { message, timed_out } => {
-            logger.error(&message);
-            Ok(if timed_out { 101 } else { 100 })
+        transfer::Finished::Failed { message, by_path } => {
+            let nix = dispatcher.scheduler.nix.as_ref();
+            let tells = nix.is_some_and(|n| n.tells_of_kept_failed_builds());
+            if settings.get("keep-failed") == Some("true") && tells && !by_path {
+                logger.nix_warning(&kept_on_the_builder(settings, &t.system));
+            }
+            logger.failure(&message);
+            Ok(FAILED)
         }
     }
+}
+
+/// The exit status of a failed remote build: Nix's own hook throws the builder's error and
+/// exits 1, which every release counts a `MiscFailure` (nix-build then exits 1). Nix 2.8 to
+/// 2.28 would count 100 a `PermanentFailure` and 101 `TimedOut` (exit 100 and 101), which
+/// Nix's hook never leads to; from 2.29 on every non-zero status is a `MiscFailure`.
+const FAILED: i32 = 1;
+
+/// What Nix 2.30 and later's hook says when a remote build failed under `--keep-failed`, word
+/// for word; the advice to build here is given only when this machine can build for `system`.
+fn kept_on_the_builder(settings: &nwh_nixconf::Settings, system: &str) -> String {
+    let here = system == settings.system() || settings.extra_platforms().iter().any(|p| p == system);
+    format!(
+        "The failed build directory was kept on the remote builder due to `--keep-failed`.{}",
+        if here {
+            " You can re-run the command with `--builders ''` to disable remote building for this invocation."
+        } else {
+            ""
+        }
+    )
 }

@@ -61,6 +61,27 @@ impl Logger {
         self.msg(Level::Error, text)
     }
 
+    /// What ends the hook in failure, in the shape Nix's own hook gives the error that ends
+    /// it (`error: …`, the lines after the first indented under the text); a person running
+    /// the binary sees `error: …` as from [`Logger::error`].
+    pub fn failure(&self, text: &str) {
+        if self.json {
+            self.msg(Level::Error, &nix_error(text))
+        } else {
+            self.error(text)
+        }
+    }
+
+    /// A warning in the shape of Nix's `warn()` (`warning: …`), for what Nix's own hook warns
+    /// of in its own words.
+    pub fn nix_warning(&self, text: &str) {
+        if self.json {
+            self.msg(Level::Warn, &format!("{WARNING_PREFIX}{text}"))
+        } else {
+            self.warn(text)
+        }
+    }
+
     pub fn warn(&self, text: &str) {
         self.msg(Level::Warn, text)
     }
@@ -123,6 +144,29 @@ impl Drop for ActivityGuard<'_> {
     }
 }
 
+/// Nix's prefixes, colours included (Nix strips the escapes where its output is no terminal):
+/// `warn()` writes `ANSI_WARNING "warning:" ANSI_NORMAL " "`, an error that ends a program
+/// `ANSI_RED "error:" ANSI_NORMAL " "` (`showErrorInfo`, the same in 2.8 and 2.34).
+const WARNING_PREFIX: &str = "\x1b[35;1mwarning:\x1b[0m ";
+const ERROR_PREFIX: &str = "\x1b[31;1merror:\x1b[0m ";
+
+/// `text` as Nix shows an error: the prefix, then the text without trailing whitespace, each
+/// further non-empty line indented by the prefix's visible width.
+pub fn nix_error(text: &str) -> String {
+    let rest = " ".repeat("error: ".len());
+    let mut out = String::new();
+    for (i, line) in text.trim_end().split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        if !line.is_empty() {
+            out.push_str(if i == 0 { ERROR_PREFIX } else { &rest });
+        }
+        out.push_str(line);
+    }
+    out
+}
+
 /// One write per line, so that lines from concurrent writers never interleave inside Nix's
 /// line reader.
 fn emit(v: &serde_json::Value) {
@@ -139,5 +183,20 @@ pub fn level_from_verbosity(v: u64) -> Level {
         4 => Level::Talkative,
         5 => Level::Chatty,
         _ => Level::Debug,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_is_shaped_as_nix_shows_one() {
+        assert_eq!(nix_error("build failed"), "\x1b[31;1merror:\x1b[0m build failed");
+        assert_eq!(
+            nix_error("build of 'd' on 'u' failed: builder for 'd' failed with exit code 3;\nlast 1 log lines:\n> boom\n\n"),
+            "\x1b[31;1merror:\x1b[0m build of 'd' on 'u' failed: builder for 'd' failed with exit code 3;\n       last 1 log lines:\n       > boom"
+        );
+        assert_eq!(nix_error("a\n\nb"), "\x1b[31;1merror:\x1b[0m a\n\n       b", "an empty line stays empty");
     }
 }

@@ -107,6 +107,17 @@ fn sorted(words: &[String]) -> Vec<String> {
     w
 }
 
+/// A setting first sent in Nix 2.15.0 (NixOS/nix e53e5c38d4), the release in which
+/// `experimental-features` left libstore's settings for a group of its own
+/// (`experimentalFeatureSettings`): from then on Nix's hook, which applies the block with
+/// libstore's `settings.set`, no longer takes the parent's `experimental-features`, and knows
+/// only those of its own `nix.conf` and `NIX_CONFIG`.
+const EXPERIMENTS_APART: &str = "ssl-cert-file";
+
+/// Nix 2.8 sends 91 settings, later releases more; Lix ≤ 2.93 sends only those a user
+/// overrode, far fewer. A block this long without [`EXPERIMENTS_APART`] is Nix 2.8 to 2.14.
+const WHOLE_BLOCK: usize = 60;
+
 /// The Nix in use, as far as it can be told.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NixRelease {
@@ -114,6 +125,11 @@ pub struct NixRelease {
     /// points to (`Nix 2.34 or later`).
     pub name: String,
     pub wording: Wording,
+    /// Its own hook takes the parent's `experimental-features` from the settings block: Nix
+    /// 2.8 to 2.14 (see [`EXPERIMENTS_APART`]). Later Nix and Lix take them from their own
+    /// configuration only, so that `--extra-experimental-features ca-derivations` on the
+    /// command line does not give their hook's local store the feature `ca-derivations`.
+    pub experiments_from_block: bool,
 }
 
 impl NixRelease {
@@ -123,7 +139,15 @@ impl NixRelease {
             .iter()
             .find(|(marker, _)| block.iter().any(|(name, _)| name == marker))
             .map_or(Wording::Classic, |&(_, w)| w);
-        NixRelease { name: wording.releases().into(), wording }
+        let experiments_from_block =
+            block.len() >= WHOLE_BLOCK && !block.iter().any(|(name, _)| name == EXPERIMENTS_APART);
+        NixRelease { name: wording.releases().into(), wording, experiments_from_block }
+    }
+
+    /// Its hook, on a failed remote build with `keep-failed`, says that the build directory was
+    /// kept on the builder (Nix 2.30 and later, NixOS/nix 0712339912).
+    pub fn tells_of_kept_failed_builds(&self) -> bool {
+        self.wording >= Wording::CannotBuild
     }
 
     /// From what `nix-store --version` prints (`nix-store (Nix) 2.34.8`, `nix-store (Lix,
@@ -140,9 +164,17 @@ impl NixRelease {
         // Lix numbers its releases 2.90 and up but words this as Nix 2.18 did.
         let lix = text.to_ascii_lowercase().contains("lix");
         Some(if lix {
-            NixRelease { name: format!("Lix {version}"), wording: Wording::Classic }
+            NixRelease {
+                name: format!("Lix {version}"),
+                wording: Wording::Classic,
+                experiments_from_block: false,
+            }
         } else {
-            NixRelease { name: format!("Nix {version}"), wording: Wording::of_nix(major, minor) }
+            NixRelease {
+                name: format!("Nix {version}"),
+                wording: Wording::of_nix(major, minor),
+                experiments_from_block: (major, minor) < (2, 15),
+            }
         })
     }
 
@@ -241,6 +273,39 @@ mod tests {
         assert_eq!(w(&["external-builders", "json-log-path", "narinfo-cache-meta-ttl"]), Wording::Reasons);
         assert_eq!(w(&["external-builders", "json-log-path"]), Wording::CannotBuild, "2.32 and 2.33 send it");
         assert_eq!(NixRelease::from_block(&block(&["narinfo-cache-meta-ttl"])).name, "Nix 2.34 or later");
+    }
+
+    #[test]
+    fn the_settings_block_tells_where_the_hook_takes_experiments_from() {
+        let whole = |extra: &[&str]| -> Vec<(String, String)> {
+            let mut b: Vec<(String, String)> =
+                (0..WHOLE_BLOCK).map(|i| (format!("setting-{i}"), String::new())).collect();
+            b.extend(block(extra));
+            b
+        };
+        let from_block = |b: &[(String, String)]| NixRelease::from_block(b).experiments_from_block;
+        assert!(
+            from_block(&whole(&["experimental-features"])),
+            "Nix 2.8 to 2.14: every setting, no ssl-cert-file"
+        );
+        assert!(!from_block(&whole(&["ssl-cert-file"])), "Nix 2.15 and later");
+        assert!(!from_block(&whole(&["ssl-cert-file", "narinfo-cache-meta-ttl"])), "Nix 2.34");
+        assert!(
+            !from_block(&block(&["experimental-features", "builders"])),
+            "Lix: the overridden settings only"
+        );
+        let v = |text: &str| NixRelease::from_version(text).unwrap().experiments_from_block;
+        assert!(v("nix-store (Nix) 2.8.0") && v("2.14.1"));
+        assert!(!v("2.15.0") && !v("nix-store (Nix) 2.34.8") && !v("nix-store (Lix, like Nix) 2.93.0"));
+    }
+
+    #[test]
+    fn only_nix_2_30_and_later_tell_of_a_kept_failed_build() {
+        let v = |text: &str| NixRelease::from_version(text).unwrap().tells_of_kept_failed_builds();
+        assert!(!v("2.8.0") && !v("2.26.3") && !v("2.29.1") && !v("lix 2.93.0"));
+        assert!(v("2.30.0") && v("2.34.8"));
+        assert!(NixRelease::from_block(&block(&["json-log-path"])).tells_of_kept_failed_builds());
+        assert!(!NixRelease::from_block(&block(&["builders"])).tells_of_kept_failed_builds());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use nwh_decision::Local;
 /// Loads nix.conf and `NIX_CONFIG` as Nix does, then applies the parent's block.
 pub fn load(block: &[(String, String)]) -> Result<Settings> {
     let mut settings = Settings::from_env(remote_systems_default())?;
-    settings.apply_block(block.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    apply_block(&mut settings, block)?;
     Ok(settings)
 }
 
@@ -23,6 +23,20 @@ pub fn load(block: &[(String, String)]) -> Result<Settings> {
 pub fn local_store(settings: &Settings, override_uri: Option<&str>) -> Result<LocalStore> {
     let uri = override_uri.or(settings.get("store")).unwrap_or("auto");
     LocalStore::parse(uri).with_context(|| format!("Nix's `store` setting, `{uri}`"))
+}
+
+/// Lays the parent's block over `settings` as the parent's own hook takes it: Nix 2.15 and
+/// later (and Lix) leave out `experimental-features`, which their hook's `settings.set` does not
+/// know (`NixRelease::experiments_from_block`); the experiments of the hook's own `nix.conf`
+/// and `NIX_CONFIG` stay. They decide whether the local machine could build a derivation that
+/// needs `ca-derivations` or `recursive-nix`, so the hook answers as that release's own does.
+pub fn apply_block(settings: &mut Settings, block: &[(String, String)]) -> Result<()> {
+    let from_block = crate::nix_release::NixRelease::from_block(block).experiments_from_block;
+    let taken = block.iter().filter(|(k, _)| {
+        from_block || !matches!(k.as_str(), "experimental-features" | "extra-experimental-features")
+    });
+    settings.apply_block(taken.map(|(k, v)| (k.as_str(), v.as_str())))?;
+    Ok(())
 }
 
 /// The legacy `NIX_REMOTE_SYSTEMS` only changes the default of `builders`.
@@ -58,6 +72,34 @@ pub fn machines(settings: &Settings, cwd: &Path) -> Machines {
     });
     let source = if from_env { nwh_machines::REMOTE_SYSTEMS_ENV } else { nwh_machines::BUILDERS_SETTING };
     nwh_machines::parse_builders(&value, source, &ctx)
+}
+
+/// The machines file of Nix's own default `builders` (`@<conf dir>/machines`), when `builders`
+/// is that default and the file does not exist: then Nix, and the hook, say nothing of it (every
+/// purely local build would otherwise carry a warning). `None` when the user named the file —
+/// in `nix.conf`, `NIX_CONFIG` or `NIX_REMOTE_SYSTEMS` — or it exists. A value given on the
+/// command line (`--builders @/etc/nix/machines`) reaches the hook as the default does, and is
+/// taken for it.
+pub fn absent_default_machines_file(settings: &Settings) -> Option<String> {
+    let default = format!("{}/machines", nwh_nixconf::conf_dir_from_env().display());
+    if settings.builders().trim() != format!("@{default}")
+        || nwh_nixconf::nix_remote_systems_env().is_some_and(|v| !v.is_empty())
+    {
+        return None;
+    }
+    match std::fs::symlink_metadata(&default) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        _ => return None,
+    }
+    // Nix sends every setting, so the block's `builders` hides whether nix.conf named it.
+    let named = match settings.origin("builders") {
+        None => false,
+        Some(nwh_nixconf::Origin::Block) => {
+            Settings::from_env(None).is_ok_and(|own| own.origin("builders").is_some())
+        }
+        Some(_) => true,
+    };
+    (!named).then_some(default)
 }
 
 /// The real builders behind builder mode: the `machines` option, in the syntax of Nix's

@@ -51,6 +51,15 @@ impl Diagnostic {
         self.severity == Severity::Error
     }
 
+    /// Whether this is the warning that the file `path`, included with `@`, does not exist.
+    /// Nix says nothing of it; a caller that knows the user never named the file (Nix's own
+    /// default, `@/etc/nix/machines`) can be as quiet.
+    pub fn is_missing_file(&self, path: &str) -> bool {
+        let start = crate::expand::missing_file_message(path);
+        self.severity == Severity::Warning
+            && self.message.strip_prefix(&start).is_some_and(|rest| rest.starts_with(';'))
+    }
+
     /// A problem with a file as a whole (it cannot be read), not with one of its lines.
     pub(crate) fn whole_file(severity: Severity, location: &str, message: String) -> Self {
         Diagnostic {

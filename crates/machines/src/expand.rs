@@ -247,8 +247,8 @@ fn unreadable_include(site: &Site, path: &str, path_at: usize, e: &std::io::Erro
             format!("remove the '@{path}' entry")
         };
         let message = format!(
-            "machines file '{path}' does not exist; Nix skips a missing file silently, so \
-             no machine from it is used"
+            "{}; Nix skips a missing file silently, so no machine from it is used",
+            missing_file_message(path)
         );
         return site
             .warning(path_at, path.len(), message)
@@ -261,6 +261,12 @@ fn unreadable_include(site: &Site, path: &str, path_at: usize, e: &std::io::Erro
         describe(e)
     );
     site.error(path_at, path.len(), message).expected("a readable regular file").fix(read_fix(e, path))
+}
+
+/// How the warning about a missing included file starts; [`Diagnostic::is_missing_file`] knows
+/// it by this.
+pub(crate) fn missing_file_message(path: &str) -> String {
+    format!("machines file '{path}' does not exist")
 }
 
 /// `cycle` is the open files from the first reading of `canonical` on.

@@ -144,6 +144,19 @@ fn missing_absolute_include_is_a_warning() {
 }
 
 #[test]
+fn the_missing_file_warning_is_known_by_its_path() {
+    let m = parse("b1 ;@/nonexistent/nix/machines");
+    let d = single(&m);
+    assert!(d.is_missing_file("/nonexistent/nix/machines"));
+    assert!(!d.is_missing_file("/nonexistent/nix"), "another path, a prefix of this one");
+    assert!(!d.is_missing_file("/nonexistent/nix/machines.d"));
+    // A file that exists but cannot be read is not "missing": that stays an error to tell.
+    let dir = tempfile::tempdir().unwrap();
+    let m = parse(&format!("@{}", dir.path().display()));
+    assert!(!single(&m).is_missing_file(&dir.path().display().to_string()));
+}
+
+#[test]
 fn unreadable_include_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let sub = dir.path().join("machines.d");

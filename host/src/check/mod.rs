@@ -42,8 +42,19 @@ pub fn main(args: &Args) -> i32 {
 }
 
 pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
-    let AsTheHook { opts, settings, machines: parsed, warnings: mut notes } =
+    let AsTheHook { opts, settings, machines: mut parsed, warnings: mut notes } =
         crate::settings::as_the_hook(&args.inputs)?;
+    // Nix's default machines file absent: the hook is silent about it, as Nix is; here it is
+    // worth a note, not a warning. `--builders` names a file, which keeps its warning.
+    if let Some(file) =
+        crate::settings::absent_default_machines_file(&settings).filter(|_| args.inputs.builders.is_none())
+    {
+        parsed.diagnostics.retain(|d| !d.is_missing_file(&file));
+        notes.push(format!(
+            "Nix's default machines file '{file}' does not exist, so no builder comes from it (Nix and \
+             the hook say nothing of it)"
+        ));
+    }
     let uid = rustix::process::geteuid().as_raw();
     if uid != 0 {
         notes.push(format!(

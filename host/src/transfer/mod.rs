@@ -18,7 +18,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use nwh_nixconf::Settings;
-use nwh_serve::{BuildOptions, BuildStatus};
+use nwh_serve::BuildOptions;
 
 use crate::log::{Activity, Level, Logger};
 use ssh::Master;
@@ -28,10 +28,13 @@ use store::{Link, StoreConn};
 #[derive(Debug)]
 pub enum Finished {
     Built,
-    /// The builder ran the build and it failed; `timed_out` selects exit 101 over 100.
+    /// The builder ran the build and it failed (timed out, too); `message` is the error Nix's
+    /// own hook gives, `build of '…' on '…' failed: <the builder's words>`. `by_path`: it was
+    /// asked for by path, as from a daemon that does not trust us, where Nix's hook (2.30 and
+    /// later) says nothing of a kept build directory.
     Failed {
         message: String,
-        timed_out: bool,
+        by_path: bool,
     },
 }
 
@@ -91,25 +94,22 @@ pub fn build(
     let inputs: BTreeSet<String> = job.inputs.iter().cloned().collect();
     let uploaded =
         session.upload(&inputs, job.settings.builders_use_substitutes(), job.upload_lock, logger)?;
-    let options = BuildOptions {
-        max_silent_time: job.settings.max_silent_time(),
-        build_timeout: job.settings.build_timeout(),
-        max_log_size: job.settings.max_build_log_size(),
-        keep_failed: job.settings.get("keep-failed") == Some("true"),
-    };
+    let options = build_options(job.settings);
     // Which outputs this machine lacks cannot change while the build runs (Nix holds their
     // locks), and asking may cost a nix-store process: ask now, while the build runs.
     let mut expected: BTreeMap<String, nwh_drv::Output> =
         drv.outputs.values().filter(|o| !o.path.is_empty()).map(|o| (o.path.clone(), o.clone())).collect();
     let outputs: BTreeSet<String> = expected.keys().cloned().collect();
     let missing = std::thread::spawn(move || local::invalid(&outputs));
-    let result = session.build(job.drv_path, &drv.to_basic(&inputs), &options, logger)?;
+    let basic = drv.to_basic(&inputs);
+    let by_path = session.store.builds_by_path(&basic);
+    let result = session.build(job.drv_path, &basic, &options, logger)?;
     let missing =
         missing.join().map_err(|_| anyhow::anyhow!("the validity check of the outputs panicked"))??;
     if !result.status.is_success() {
         return Ok(Finished::Failed {
             message: format!("build of '{}' on '{}' failed: {}", job.drv_path, job.uri, result.error_msg),
-            timed_out: result.status == BuildStatus::TimedOut,
+            by_path,
         });
     }
     // Registered: `nix-store --load-db` succeeded for every output that was missing.
@@ -128,6 +128,19 @@ pub fn build(
         ),
     );
     Ok(Finished::Built)
+}
+
+/// The settings that go with a build over the serve protocol, as Nix's hook sends them
+/// (`putBuildSettings`, 2.8 as 2.34): `max-silent-time`, `timeout`, `max-build-log-size` and,
+/// from protocol 2.7, `keep-failed` (the builder keeps a failed build's directory), all of
+/// them the parent's, from the settings block.
+pub fn build_options(settings: &Settings) -> BuildOptions {
+    BuildOptions {
+        max_silent_time: settings.max_silent_time(),
+        build_timeout: settings.build_timeout(),
+        max_log_size: settings.max_build_log_size(),
+        keep_failed: settings.get("keep-failed") == Some("true"),
+    }
 }
 
 /// One conversation with a builder's store (`nix-store --serve --write` or `nix-daemon
@@ -296,5 +309,36 @@ impl BuilderSession {
             Link::Lent(_) => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_build_options_are_the_parent_s_settings() {
+        let host = nwh_nixconf::HostDefaults {
+            system: "x86_64-linux".into(),
+            extra_platforms: Default::default(),
+            system_features: Default::default(),
+            cpus: 1,
+        };
+        let mut settings = Settings::new("/nonexistent", None, host);
+        assert_eq!(build_options(&settings), BuildOptions::default(), "no limits, nothing kept");
+        // As Nix sends them after `nix-build --keep-failed --timeout 7 --max-silent-time 3`.
+        settings
+            .apply_block([
+                ("keep-failed", "true"),
+                ("timeout", "7"),
+                ("max-silent-time", "3"),
+                ("max-build-log-size", "1000"),
+            ])
+            .unwrap();
+        let want =
+            BuildOptions { max_silent_time: 3, build_timeout: 7, max_log_size: 1000, keep_failed: true };
+        assert_eq!(build_options(&settings), want);
+        settings.apply_block([("keep-failed", "false")]).unwrap();
+        assert!(!build_options(&settings).keep_failed);
     }
 }

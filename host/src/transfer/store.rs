@@ -175,8 +175,15 @@ impl StoreConn {
         }
     }
 
+    /// Whether [`StoreConn::build`] asks for `basic` by path (`BuildPathsWithResults`), as a
+    /// daemon that does not trust us builds an input-addressed derivation only so.
+    pub fn builds_by_path(&self, basic: &nwh_drv::BasicDerivation) -> bool {
+        matches!(self, StoreConn::Daemon { client, .. } if by_path(client, basic))
+    }
+
     /// Builds on the builder and waits; the build's log goes to the build log, a daemon's
-    /// activities to Nix through `logger`.
+    /// activities to Nix through `logger`. `options` go with the build over the serve
+    /// protocol, as Nix's hook sends them; a daemon gets none, as from Nix's hook.
     pub fn build(
         &mut self,
         drv_path: &str,
@@ -188,22 +195,13 @@ impl StoreConn {
             StoreConn::Serve(c) => Ok(c.build_derivation(drv_path, basic, options)?),
             StoreConn::Daemon { client, log } => {
                 let mut forward = |m: LogMessage| relay(log, logger, m);
-                // The daemon builds under its own settings unless told otherwise; these are
-                // the ones Nix's hook passes to `nix-store --serve` with each build.
-                let settings = nwh_daemon::Options {
-                    keep_failed: options.keep_failed,
-                    max_silent_time: options.max_silent_time,
-                    overrides: [
-                        ("timeout".to_string(), options.build_timeout.to_string()),
-                        ("max-build-log-size".to_string(), options.max_log_size.to_string()),
-                    ]
-                    .into(),
-                    ..Default::default()
-                };
-                client.set_options(&settings, &mut forward)?;
-                let input_addressed =
-                    basic.outputs.values().all(|o| !o.path.is_empty() && o.hash_algo.is_empty());
-                let result = if client.trusted() == Some(false) && input_addressed {
+                // No `SetOptions`, as from Nix's own hook (its `ssh-ng://` store's
+                // `setOptions` is empty, in 2.8 as in 2.34): the daemon builds under its own
+                // settings. Any `SetOptions` would replace the daemon's `cores`, `max-jobs`,
+                // `keep-going`, … with ours, and a daemon that does not trust us warns of each
+                // restricted setting in it (`max-build-log-size`, say), which Nix's hook
+                // never makes it do. `options` (the serve protocol's) do not apply here.
+                let result = if by_path(client, basic) {
                     // A daemon that does not trust us builds an input-addressed derivation
                     // only from its own copy of the `.drv`; current Nix's hook then sends
                     // the derivation's closure and asks for the build by path, and so do we.
@@ -230,6 +228,13 @@ impl StoreConn {
             }
         }
     }
+}
+
+/// A daemon that says it does not trust us builds an input-addressed derivation only from its
+/// own copy of the `.drv`, asked for by path.
+fn by_path(client: &DaemonClient<PipeReader, PipeWriter>, basic: &nwh_drv::BasicDerivation) -> bool {
+    let input_addressed = basic.outputs.values().all(|o| !o.path.is_empty() && o.hash_algo.is_empty());
+    client.trusted() == Some(false) && input_addressed
 }
 
 /// Adds one local path to a daemon; with `content_address`, says how the path was made, which
