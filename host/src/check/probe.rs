@@ -50,7 +50,7 @@ pub(super) fn check_all(
                     return;
                 }
                 let report = match m.builder_mode_program() {
-                    Some(program) => builder_line::check(m, program, real.as_ref()),
+                    Some(program) => builder_line::check(m, &program, real.as_ref()),
                     None => check_machine(m, opts),
                 };
                 if tx.send(Event::Done(i, Box::new(report))).is_err() {
