@@ -175,7 +175,7 @@ fn dispatcher(
     // This front-end never builds on its own machine: Nix has already decided that the
     // derivation goes to a builder, and we are that builder.
     let local = Local { max_jobs: 0, ..crate::settings::local(settings) };
-    Ok(Dispatcher::new(opts, machines, policies, local, None))
+    Ok(Dispatcher::new(opts, machines, policies, local, None).with_master_store(settings.get("store")))
 }
 
 /// The real builders: the `machines` option, in the syntax of Nix's `builders`.

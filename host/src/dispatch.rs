@@ -72,7 +72,7 @@ impl Dispatcher {
             let configured = policies.chosen.as_ref().unwrap_or(&policies.default);
             trace::Writer::new(p.clone(), opts.trace_max_bytes(), configured.id()).with_secrets(&machines)
         });
-        let unsupported = machines.iter().map(transfer::target::unsupported).collect();
+        let unsupported = machines.iter().map(|m| transfer::target::unsupported(m, None)).collect();
         let failed_here = vec![None; machines.len()];
         let load = nwh_slots::LoadDir::open(opts.current_load_dir());
         Dispatcher {
@@ -214,6 +214,15 @@ impl Dispatcher {
                 None
             }
         }
+    }
+
+    /// The same, with the master's store being `store` (Nix's `store` setting; `None` for its
+    /// default) instead of the default: a builder that would build in it is never chosen
+    /// ([`transfer::target::Target::on_master_store`]).
+    pub fn with_master_store(mut self, store: Option<&str>) -> Dispatcher {
+        self.unsupported =
+            self.scheduler.machines.iter().map(|m| transfer::target::unsupported(m, store)).collect();
+        self
     }
 
     /// The SSH master of a placed build: the one made before answering, or a new one.

@@ -72,7 +72,8 @@ fn dispatcher(
     timeline::mark("policy");
     let local = crate::settings::local(settings);
     let nix = Some(NixRelease::from_block(block));
-    Ok(Some(Dispatcher::new(opts, parsed.machines, policies, local, nix)))
+    let dispatcher = Dispatcher::new(opts, parsed.machines, policies, local, nix);
+    Ok(Some(dispatcher.with_master_store(settings.get("store"))))
 }
 
 /// Places `t` and tells Nix: the placement when the build goes to a builder, none when Nix

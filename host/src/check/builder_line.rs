@@ -104,7 +104,8 @@ fn version(program: &str) -> Result<String> {
 /// sends one the line lacks a system or feature for; and it postpones when the line's slots
 /// are taken, looking again only after `build-poll-interval`.
 fn compare(line: &Machine, real: &Machines, r: &mut Report) {
-    let usable: Vec<&Machine> = real.machines.iter().filter(|m| target::unsupported(m).is_none()).collect();
+    let usable: Vec<&Machine> =
+        real.machines.iter().filter(|m| target::unsupported(m, None).is_none()).collect();
     if usable.is_empty() {
         r.add(
             Status::Unusable,

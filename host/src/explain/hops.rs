@@ -30,7 +30,9 @@ pub fn hops(
     let load = || nwh_slots::LoadDir::open(opts.current_load_dir());
     let builder_mode = parsed.machines.iter().any(|m| m.builder_mode_program().is_some());
     let health = Health::from(&opts);
-    let hook_disables = |m: &Machine| unsupported(m).or_else(|| health.disabled_reason(&m.uri));
+    let store = settings.get("store").map(str::to_string);
+    let hook_disables =
+        |m: &Machine| unsupported(m, store.as_deref()).or_else(|| health.disabled_reason(&m.uri));
     if !builder_mode {
         let scheduler = Scheduler::new(parsed.machines, load(), policies, local, nix);
         return Ok((Hop::decide(scheduler, request, hook_disables, notes)?, None));

@@ -1,0 +1,171 @@
+//! Builders on this machine, with the host's real Nix 2.8 as the master (its own store) and
+//! chroot stores under a temporary directory as the builders' stores: `ssh://localhost` and
+//! `ssh-ng://localhost` lines, whose store program runs here without ssh as Nix's own hook
+//! runs it, and local stores (a path), which Nix's hook opens in its own process and ours
+//! builds on through `nix-store --serve --write --store …` started here. A builder whose store
+//! is the master's own is declined, with the reason, instead of hanging on Nix's output locks.
+//! No test bed: everything is on this machine, so this runs wherever Nix and root are.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use crate::support::hook::OurHook;
+use crate::support::testbed::{describe, unique_nonce};
+use crate::support::tool::{check_report, run_check, stdout};
+
+/// Why these tests cannot run here, if they cannot.
+fn skip() -> Option<&'static str> {
+    if !rustix::process::geteuid().is_root() {
+        return Some("building in chroot stores needs root");
+    }
+    if Command::new("nix-build").arg("--version").output().map_or(true, |o| !o.status.success()) {
+        return Some("no nix-build");
+    }
+    None
+}
+
+/// What the master and the builders' store programs share: no build users (this machine has
+/// none), no substituters, and the host's `/bin`, `/usr` and libraries in the sandbox that a
+/// chroot store's build runs in (the derivations run /bin/sh). Through the environment, which
+/// Nix passes to the hook and the hook to the programs it starts here.
+const NIX_CONFIG: &str = "build-users-group =\nsubstituters =\nsandbox-paths = /bin /usr /lib /lib64\n";
+
+/// A derivation, never built before, whose builder says `marker` on its stderr (the build
+/// log) and writes it to `$out`, after reading an input of its own (which goes up first).
+fn expression(name: &str, marker: &str) -> String {
+    let nonce = unique_nonce();
+    format!(
+        r#"derivation {{ name = "{name}"; system = "x86_64-linux"; builder = "/bin/sh";
+           args = [ "-c" "read l < ${{builtins.toFile "nwh-local-input" "{nonce}"}}; echo {marker} >&2; echo {marker} > $out" ]; }}"#
+    )
+}
+
+/// `nix-build` of `expr` with our hook and `builders`, never building locally.
+fn build(hook: &OurHook, builders: &str, expr: &str) -> Output {
+    Command::new("nix-build")
+        .args(hook.remote_only(builders))
+        .args(["--no-out-link", "-E", expr])
+        .env("NIX_CONFIG", NIX_CONFIG)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Whether `path` is valid in the store `store` (none: the master's), as that store says.
+fn valid_in(store: Option<&str>, path: &str) -> bool {
+    let mut c = Command::new("nix-store");
+    if let Some(store) = store {
+        c.args(["--store", store]);
+    }
+    c.args(["--check-validity", path]).env("NIX_CONFIG", NIX_CONFIG).stderr(Stdio::null());
+    c.status().unwrap().success()
+}
+
+/// Builds one derivation on `line`'s builder, whose store is `builder_store`, and checks where
+/// it was built and that it came back.
+fn builds_here_and_comes_back(line: &str, builder_store: &Path) {
+    let hook = OurHook::new(&[]);
+    let marker = format!("built-here-{}", unique_nonce());
+    let out = build(&hook, line, &expression("nwh-local", &marker));
+    let said = describe(&out);
+    assert!(out.status.success(), "{said}");
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(path.starts_with("/nix/store/"), "{said}");
+    // The builder's log reached Nix's build log, as a remote builder's stderr does.
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&marker), "{said}");
+    // Valid here, in the master's store, with what the builder wrote.
+    assert!(valid_in(None, &path), "{path} is not valid in the master's store\n{said}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), marker);
+    let verify = Command::new("nix-store").args(["--verify-path", &path]).output().unwrap();
+    assert!(verify.status.success(), "{}", describe(&verify));
+    // Built in the builder's store.
+    let store = builder_store.display().to_string();
+    assert!(valid_in(Some(&store), &path), "{path} was not built in {store}\n{said}");
+    let there = builder_store.join(path.trim_start_matches('/'));
+    assert_eq!(std::fs::read_to_string(&there).unwrap().trim(), marker);
+    // Without ssh: no master was started.
+    assert_eq!(hook.masters(), Vec::<std::path::PathBuf>::new());
+}
+
+#[test]
+fn an_ssh_localhost_builder_runs_its_store_program_here_without_ssh() {
+    if let Some(why) = skip() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let stores = tempfile::Builder::new().prefix("nwh-local-").tempdir_in("/tmp").unwrap();
+    let b1 = stores.path().join("b1");
+    // Percent-encoded, as Nix reads it: the store is `b1` with features of its own.
+    let line =
+        format!("ssh://localhost?remote-store={}%3Fsystem-features=foo%20bar x86_64-linux", b1.display());
+    builds_here_and_comes_back(&line, &b1);
+}
+
+#[test]
+fn an_ssh_ng_localhost_builder_runs_its_daemon_here_without_ssh() {
+    if let Some(why) = skip() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let stores = tempfile::Builder::new().prefix("nwh-local-").tempdir_in("/tmp").unwrap();
+    let b3 = stores.path().join("b3");
+    builds_here_and_comes_back(
+        &format!("ssh-ng://localhost?remote-store={} x86_64-linux", b3.display()),
+        &b3,
+    );
+}
+
+#[test]
+fn a_local_store_is_a_builder() {
+    if let Some(why) = skip() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let stores = tempfile::Builder::new().prefix("nwh-local-").tempdir_in("/tmp").unwrap();
+    let b2 = stores.path().join("b2");
+    // The line's feature reaches the store as its system-features, as from Nix's hook: a
+    // derivation requiring it builds there.
+    builds_here_and_comes_back(&format!("{} x86_64-linux - 1 1 bar", b2.display()), &b2);
+}
+
+#[test]
+fn a_builder_in_the_master_store_is_declined_with_the_reason() {
+    if let Some(why) = skip() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    for line in ["ssh://localhost x86_64-linux", "local x86_64-linux", "local?root=/ x86_64-linux"] {
+        let hook = OurHook::new(&[]);
+        let out = build(&hook, line, &expression("nwh-local-declined", "never"));
+        let said = describe(&out);
+        assert!(!out.status.success(), "{said}");
+        assert!(said.contains("the store Nix itself uses here (auto)"), "{line}: {said}");
+    }
+}
+
+#[test]
+fn check_probes_a_localhost_builder_and_a_local_store_here() {
+    if let Some(why) = skip() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let stores = tempfile::Builder::new().prefix("nwh-local-").tempdir_in("/tmp").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (state, load) = (dir.path().join("state"), dir.path().join("load"));
+    let options = format!("state-dir = {state:?}\ncurrent-load = {load:?}\nconnect-timeout = 2\n");
+    let builders = format!(
+        "ssh://localhost?remote-store={}/b1 x86_64-linux\n{}/b2 x86_64-linux\nlocal x86_64-linux\n",
+        stores.path().display(),
+        stores.path().display()
+    );
+    let out = run_check(&options, &builders, &[], None);
+    let text = stdout(&out);
+    let s = check_report(&text, "(setting 'builders':1)");
+    assert!(s.contains("not used: its store program runs on this machine, without ssh"), "{text}");
+    assert!(s.contains("serve protocol 2."), "{text}");
+    assert!(!s.starts_with("UNUSABLE"), "{text}");
+    let s = check_report(&text, "(setting 'builders':2)");
+    assert!(s.contains("serve protocol 2.") && !s.starts_with("UNUSABLE"), "{text}");
+    let s = check_report(&text, "(setting 'builders':3)");
+    assert!(s.starts_with("UNUSABLE") && s.contains("the store Nix itself uses here"), "{text}");
+}
