@@ -24,31 +24,57 @@ fn skip() -> Option<&'static str> {
     None
 }
 
-/// What the master and the builders' store programs share: no build users (this machine has
+/// What the master and the builders' store programs need: no build users (this machine has
 /// none), no substituters, and the host's `/bin`, `/usr` and libraries in the sandbox that a
-/// chroot store's build runs in (the derivations run /bin/sh). Through the environment, which
-/// Nix passes to the hook and the hook to the programs it starts here.
-const NIX_CONFIG: &str = "build-users-group =\nsubstituters =\nsandbox-paths = /bin /usr /lib /lib64\n";
+/// chroot store's build runs in (the derivations run /bin/sh).
+const SETTINGS: [(&str, &str); 3] =
+    [("build-users-group", ""), ("substituters", ""), ("sandbox-paths", "/bin /usr /lib /lib64")];
 
-/// A derivation, never built before, whose builder says `marker` on its stderr (the build
-/// log) and writes it to `$out`, after reading an input of its own (which goes up first).
-fn expression(name: &str, marker: &str) -> String {
+/// [`SETTINGS`] as `NIX_CONFIG`.
+fn nix_config() -> String {
+    SETTINGS.iter().map(|(n, v)| format!("{n} = {v}\n")).collect()
+}
+
+/// How the master gets [`SETTINGS`]: in its environment, which Nix passes to the hook and the
+/// hook to the programs it starts here (an `ssh://localhost` line's program reads no other:
+/// it is the builder's own, as from Nix's hook), or as `--option`s, which reach only the
+/// settings block the hook reads (and which it passes on to a local store's program, as Nix's
+/// hook builds there with them).
+#[derive(Clone, Copy, PartialEq)]
+enum Settings {
+    Environment,
+    Options,
+}
+
+/// A derivation, never built before, requiring `features`, whose builder says `marker` on its
+/// stderr (the build log) and writes it to `$out`, after reading an input of its own (which
+/// goes up first).
+fn expression(name: &str, marker: &str, features: &[&str]) -> String {
     let nonce = unique_nonce();
+    let features: Vec<String> = features.iter().map(|f| format!("\"{f}\"")).collect();
     format!(
         r#"derivation {{ name = "{name}"; system = "x86_64-linux"; builder = "/bin/sh";
-           args = [ "-c" "read l < ${{builtins.toFile "nwh-local-input" "{nonce}"}}; echo {marker} >&2; echo {marker} > $out" ]; }}"#
+           requiredSystemFeatures = [ {} ];
+           args = [ "-c" "read l < ${{builtins.toFile "nwh-local-input" "{nonce}"}}; echo {marker} >&2; echo {marker} > $out" ]; }}"#,
+        features.join(" ")
     )
 }
 
 /// `nix-build` of `expr` with our hook and `builders`, never building locally.
-fn build(hook: &OurHook, builders: &str, expr: &str) -> Output {
-    Command::new("nix-build")
-        .args(hook.remote_only(builders))
-        .args(["--no-out-link", "-E", expr])
-        .env("NIX_CONFIG", NIX_CONFIG)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+fn build(hook: &OurHook, builders: &str, expr: &str, settings: Settings) -> Output {
+    let mut c = Command::new("nix-build");
+    c.args(hook.remote_only(builders)).args(["--no-out-link", "-E", expr]).env_remove("NIX_CONFIG");
+    match settings {
+        Settings::Environment => {
+            c.env("NIX_CONFIG", nix_config());
+        }
+        Settings::Options => {
+            for (name, value) in SETTINGS {
+                c.args(["--option", name, value]);
+            }
+        }
+    }
+    c.stdin(Stdio::null()).output().unwrap()
 }
 
 /// Whether `path` is valid in the store `store` (none: the master's), as that store says.
@@ -57,16 +83,16 @@ fn valid_in(store: Option<&str>, path: &str) -> bool {
     if let Some(store) = store {
         c.args(["--store", store]);
     }
-    c.args(["--check-validity", path]).env("NIX_CONFIG", NIX_CONFIG).stderr(Stdio::null());
+    c.args(["--check-validity", path]).env("NIX_CONFIG", nix_config()).stderr(Stdio::null());
     c.status().unwrap().success()
 }
 
-/// Builds one derivation on `line`'s builder, whose store is `builder_store`, and checks where
-/// it was built and that it came back.
-fn builds_here_and_comes_back(line: &str, builder_store: &Path) {
+/// Builds one derivation requiring `features` on `line`'s builder, whose store is
+/// `builder_store`, and checks where it was built and that it came back.
+fn builds_here_and_comes_back(line: &str, builder_store: &Path, features: &[&str], settings: Settings) {
     let hook = OurHook::new(&[]);
     let marker = format!("built-here-{}", unique_nonce());
-    let out = build(&hook, line, &expression("nwh-local", &marker));
+    let out = build(&hook, line, &expression("nwh-local", &marker, features), settings);
     let said = describe(&out);
     assert!(out.status.success(), "{said}");
     let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -95,10 +121,14 @@ fn an_ssh_localhost_builder_runs_its_store_program_here_without_ssh() {
     }
     let stores = tempfile::Builder::new().prefix("nwh-local-").tempdir_in("/tmp").unwrap();
     let b1 = stores.path().join("b1");
-    // Percent-encoded, as Nix reads it: the store is `b1` with features of its own.
-    let line =
-        format!("ssh://localhost?remote-store={}%3Fsystem-features=foo%20bar x86_64-linux", b1.display());
-    builds_here_and_comes_back(&line, &b1);
+    // Percent-encoded, as Nix reads it: the store is `b1` with features of its own, one of
+    // which the derivation requires (the store refuses to build it otherwise; the line's own
+    // features are the ssh store's, which do not reach the program).
+    let line = format!(
+        "ssh://localhost?remote-store={}%3Fsystem-features=foo%20bar x86_64-linux - 1 1 bar",
+        b1.display()
+    );
+    builds_here_and_comes_back(&line, &b1, &["bar"], Settings::Environment);
 }
 
 #[test]
@@ -109,10 +139,8 @@ fn an_ssh_ng_localhost_builder_runs_its_daemon_here_without_ssh() {
     }
     let stores = tempfile::Builder::new().prefix("nwh-local-").tempdir_in("/tmp").unwrap();
     let b3 = stores.path().join("b3");
-    builds_here_and_comes_back(
-        &format!("ssh-ng://localhost?remote-store={} x86_64-linux", b3.display()),
-        &b3,
-    );
+    let line = format!("ssh-ng://localhost?remote-store={} x86_64-linux", b3.display());
+    builds_here_and_comes_back(&line, &b3, &[], Settings::Environment);
 }
 
 #[test]
@@ -124,8 +152,15 @@ fn a_local_store_is_a_builder() {
     let stores = tempfile::Builder::new().prefix("nwh-local-").tempdir_in("/tmp").unwrap();
     let b2 = stores.path().join("b2");
     // The line's feature reaches the store as its system-features, as from Nix's hook: a
-    // derivation requiring it builds there.
-    builds_here_and_comes_back(&format!("{} x86_64-linux - 1 1 bar", b2.display()), &b2);
+    // derivation requiring it builds there. The settings Nix sent reach the store's program
+    // (without the sandbox paths the build could not run /bin/sh), with max-jobs 1 though
+    // the master's is 0.
+    builds_here_and_comes_back(
+        &format!("{} x86_64-linux - 1 1 bar", b2.display()),
+        &b2,
+        &["bar"],
+        Settings::Options,
+    );
 }
 
 #[test]
@@ -136,7 +171,7 @@ fn a_builder_in_the_master_store_is_declined_with_the_reason() {
     }
     for line in ["ssh://localhost x86_64-linux", "local x86_64-linux", "local?root=/ x86_64-linux"] {
         let hook = OurHook::new(&[]);
-        let out = build(&hook, line, &expression("nwh-local-declined", "never"));
+        let out = build(&hook, line, &expression("nwh-local-declined", "never", &[]), Settings::Environment);
         let said = describe(&out);
         assert!(!out.status.success(), "{said}");
         assert!(said.contains("the store Nix itself uses here (auto)"), "{line}: {said}");
