@@ -106,3 +106,15 @@ fn many_builders_are_checked_a_few_at_a_time_and_each_is_reported() {
         at += found + line.len();
     }
 }
+
+#[test]
+fn a_builder_mode_line_over_ssh_ng_is_unusable_and_says_to_write_ssh() {
+    let builder = OurHook::as_builder("ssh://root@127.0.0.1:1 x86_64-linux", &[]);
+    let out = check(&format!("ssh-ng://localhost?remote-program={} x86_64-linux - 8", builder.path), "");
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let s = check_report(&text, "(setting 'builders':1)");
+    assert!(s.starts_with("UNUSABLE  ssh-ng://localhost?remote-program="), "{text}");
+    assert!(s.contains("--stdio` (the worker protocol), which nix-wasm-hook does not serve"), "{s}");
+    assert!(s.contains("write ssh://localhost instead of ssh-ng://localhost"), "{s}");
+}

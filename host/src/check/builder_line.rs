@@ -19,6 +19,18 @@ use crate::transfer::target;
 pub fn check(m: &Machine, program: &str, real: Option<&Machines>) -> Report {
     let mut r = Report::new(m);
     r.facts.host_key = "not used: Nix runs it on this machine, without ssh".into();
+    if m.uri.starts_with("ssh-ng://") {
+        // Nix fakes ssh for ssh-ng://localhost too, and starts the program with `--stdio`.
+        r.add(
+            Status::Unusable,
+            format!(
+                "for an ssh-ng:// line Nix starts `{program} --stdio` (the worker protocol), which \
+                 nix-wasm-hook does not serve: builder mode speaks the serve protocol"
+            ),
+            format!("write ssh://localhost instead of ssh-ng://localhost in {}", r.line),
+        );
+        return r;
+    }
     if !Path::new(program).is_absolute() {
         r.add(
             Status::Warning,
