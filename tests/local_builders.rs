@@ -139,7 +139,12 @@ fn an_ssh_ng_localhost_builder_runs_its_daemon_here_without_ssh() {
     }
     let stores = tempfile::Builder::new().prefix("nwh-local-").tempdir_in("/tmp").unwrap();
     let b3 = stores.path().join("b3");
-    let line = format!("ssh-ng://localhost?remote-store={} x86_64-linux", b3.display());
+    // A remote-program of several words, as Nix runs it here (2.8 through `bash -c`, 2.34 as a
+    // list of words): the program and its first arguments.
+    let line = format!(
+        "ssh-ng://localhost?remote-program=nix-daemon%20--option%20max-silent-time%20600&remote-store={} x86_64-linux",
+        b3.display()
+    );
     builds_here_and_comes_back(&line, &b3, &[], Settings::Environment);
 }
 

@@ -110,8 +110,9 @@ impl Machine {
         runs_here(&self.uri)
     }
 
-    /// The `remote-program` of a line that makes nix-wasm-hook one builder of Nix's own hook
-    /// (builder mode): it runs here and its file name is [`BUILDER_PROGRAM`].
+    /// The program of a line that makes nix-wasm-hook one builder of Nix's own hook (builder
+    /// mode): it runs here and the file name of its `remote-program`'s first word is
+    /// [`BUILDER_PROGRAM`].
     pub fn builder_mode_program(&self) -> Option<String> {
         builder_mode_program(&self.uri)
     }
@@ -186,8 +187,16 @@ fn runs_here(uri: &str) -> Option<String> {
     Some(program.unwrap_or_else(|| default.to_string()))
 }
 
+/// A `remote-program` that runs here as Nix runs it: words separated by spaces (Nix 2.8 hands
+/// it to `bash -c`, Nix 2.34 takes the setting as a list of words), the first the program.
+pub fn program_words(remote_program: &str) -> Vec<&str> {
+    remote_program.split_whitespace().collect()
+}
+
 fn builder_mode_program(uri: &str) -> Option<String> {
-    runs_here(uri).filter(|p| Path::new(p).file_name().is_some_and(|n| n == BUILDER_PROGRAM))
+    let program = runs_here(uri)?;
+    let first = program_words(&program).first().map(|w| w.to_string())?;
+    Path::new(&first).file_name().is_some_and(|n| n == BUILDER_PROGRAM).then_some(first)
 }
 
 /// Parse a `builders` value. `source` names where it came from for diagnostics:

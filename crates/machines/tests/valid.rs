@@ -165,6 +165,9 @@ fn builder_mode_line_is_fine_and_recognised() {
     // Percent-decoded, as Nix decodes it, name and value.
     let m = parse("ssh://localhost?remote%2Dprogram=/usr/local/bin/nix%2Dwasm%2Dhook x86_64-linux");
     assert_eq!(m.machines[0].builder_mode_program().as_deref(), Some("/usr/local/bin/nix-wasm-hook"));
+    // Words, as Nix runs it: the program is the first.
+    let m = parse("ssh://localhost?remote-program=/usr/local/bin/nix-wasm-hook%20--config%20/etc/x.toml");
+    assert_eq!(m.machines[0].builder_mode_program().as_deref(), Some("/usr/local/bin/nix-wasm-hook"));
     // Nix fakes ssh for ssh-ng:// as well: it would run `nix-wasm-hook --stdio` here.
     let m = parse("ssh-ng://localhost?remote-program=/usr/local/bin/nix-wasm-hook");
     assert_eq!(m.machines[0].builder_mode_program().as_deref(), Some("/usr/local/bin/nix-wasm-hook"));

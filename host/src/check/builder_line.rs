@@ -80,7 +80,10 @@ pub fn check(m: &Machine, program: &str, real: Option<&Machines>) -> Report {
 /// then end of input, which a builder answers by exiting 0 — after reading its options and
 /// machines, so a builder that cannot read them is found here too.
 fn greet(program: &str) -> Result<u64> {
-    let mut child = Command::new(program)
+    let words = nwh_machines::program_words(program);
+    let (first, leading) = words.split_first().context("an empty remote-program")?;
+    let mut child = Command::new(first)
+        .args(leading)
         .args(["--serve", "--write"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -106,7 +109,9 @@ fn greet(program: &str) -> Result<u64> {
 
 /// What the program says it is: `nix-wasm-hook 0.1.0`.
 fn version(program: &str) -> Result<String> {
-    let out = Command::new(program).arg("--version").stdin(Stdio::null()).output()?;
+    let words = nwh_machines::program_words(program);
+    let (first, leading) = words.split_first().context("an empty remote-program")?;
+    let out = Command::new(first).args(leading).arg("--version").stdin(Stdio::null()).output()?;
     anyhow::ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr).trim());
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }

@@ -56,7 +56,8 @@ pub(super) fn check_all(
                 if tx.send(Event::Started(i)).is_err() {
                     return;
                 }
-                let report = match m.builder_mode_program() {
+                // The whole remote-program, as Nix runs it: the program and its words.
+                let report = match m.builder_mode_program().and(m.runs_here()) {
                     Some(program) => builder_line::check(m, &program, real.as_ref()),
                     None => check_machine(m, opts, master_store.as_deref()),
                 };

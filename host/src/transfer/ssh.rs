@@ -296,13 +296,17 @@ impl Master {
 }
 
 /// `program args…` here, as a child on our pipes, in `/` (where Nix starts its hook), with
-/// `nix_config` after the inherited `NIX_CONFIG`.
+/// `nix_config` after the inherited `NIX_CONFIG`; `program` is split into words, as Nix does.
 fn spawn_here(program: &str, args: &[&str], stderr: OwnedFd, nix_config: &[String]) -> Result<Remote> {
     let (our_out, their_out) = std::io::pipe()?;
     let (their_in, our_in) = std::io::pipe()?;
     let mut config: Vec<String> = std::env::var("NIX_CONFIG").ok().into_iter().collect();
     config.extend(nix_config.iter().cloned());
+    // Words, as Nix runs a remote-program here (2.8 through `bash -c`, 2.34 as a list).
+    let words = nwh_machines::program_words(program);
+    let (program, leading) = words.split_first().context("an empty remote-program")?;
     let mut command = Command::new(program);
+    command.args(leading);
     if !config.is_empty() {
         command.env("NIX_CONFIG", config.join("\n"));
     }
