@@ -209,3 +209,28 @@ fn check_probes_a_localhost_builder_and_a_local_store_here() {
     let s = check_report(&text, "(setting 'builders':3)");
     assert!(s.starts_with("UNUSABLE") && s.contains("the store Nix itself uses here"), "{text}");
 }
+
+/// A builder whose store program is not here is skipped before the build is accepted, as Nix's
+/// hook finds it when it starts it, and the build goes to the next one.
+#[test]
+fn a_builder_whose_program_is_not_here_is_skipped_for_the_next() {
+    if let Some(why) = skip() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let stores = tempfile::Builder::new().prefix("nwh-local-").tempdir_in("/tmp").unwrap();
+    let b4 = stores.path().join("b4");
+    let builders = format!(
+        "ssh://localhost?remote-program=/nonexistent/nix-store&remote-store={0}/b5 x86_64-linux - 1 9\n\
+         {1} x86_64-linux",
+        stores.path().display(),
+        b4.display()
+    );
+    let hook = OurHook::new(&[]);
+    let out = build(&hook, &builders, &expression("nwh-local-next", "next", &[]), Settings::Environment);
+    let said = describe(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("its store program `/nonexistent/nix-store` is not an executable file"), "{said}");
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(valid_in(Some(&b4.display().to_string()), &path), "{said}");
+}

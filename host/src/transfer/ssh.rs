@@ -129,6 +129,20 @@ pub struct Unreachable {
 /// target that runs here, nothing to start.
 pub fn master(target: &Target, opts: &SshOptions) -> Result<Master> {
     if target.via == Via::Here {
+        // Found before the build is accepted, as Nix's hook starts it before it accepts: a
+        // builder whose program is not here is skipped for the next one, not a failed build.
+        let words = nwh_machines::program_words(&target.remote_program);
+        let program = words.first().copied().unwrap_or_default();
+        if !findable(program) {
+            return Err(Unreachable {
+                host: target.display(),
+                reason: format!(
+                    "its store program `{program}` is not an executable file{}",
+                    if program.contains('/') { String::new() } else { " in the PATH".to_string() }
+                ),
+            }
+            .into());
+        }
         // A local store's program gets what Nix's hook sets for one ([`Master::with_settings`]).
         let nix_config = if target.is_local_store() { vec!["max-jobs = 1".into()] } else { Vec::new() };
         return Ok(Master { target: target.clone(), socket: None, nix_config });
@@ -148,6 +162,21 @@ pub fn master(target: &Target, opts: &SshOptions) -> Result<Master> {
     launch(target, opts, &dir, &name, &socket)?;
     drop(lock);
     Ok(master)
+}
+
+/// Whether `program` names an executable file: as a path, or in the PATH as `execvp` looks.
+fn findable(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let executable =
+        |p: &Path| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if program.is_empty() {
+        return false;
+    }
+    if program.contains('/') {
+        return executable(Path::new(program));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path).any(|dir| executable(&dir.join(program)))
 }
 
 fn ssh_base(target: &Target, socket: &Path) -> Command {
