@@ -145,11 +145,16 @@ impl Target {
             (Protocol::Serve, rest, "nix-store")
         } else if let Some(rest) = uri.strip_prefix("ssh-ng://") {
             (Protocol::Daemon, rest, "nix-daemon")
-        } else {
-            let scheme = uri.split_once("://").map_or(uri.as_str(), |(s, _)| s);
+        } else if let Some((scheme, _)) = uri.split_once("://") {
             bail!(
                 "`{scheme}://` is not a store this hook can build on: write ssh:// or ssh-ng://, or a local \
-                 store (a path, local, daemon, auto, unix://)"
+                 store (an absolute path, local, daemon, auto, unix://)"
+            );
+        } else {
+            let (base, _) = nwh_machines::store_uri::split_query(uri);
+            bail!(
+                "`{base}` is a relative path, which Nix's hook would take from `/`, where it runs: write \
+                 the store's absolute path"
             );
         };
         let (authority, query) = nwh_machines::store_uri::split_query(rest);
@@ -352,6 +357,8 @@ mod tests {
         assert!(why.contains("the store parameter `frobnicate` is not one this hook knows"), "{why}");
         let why = unsupported(&m("file:///srv/store"), None).unwrap();
         assert!(why.starts_with("`file://` is not a store this hook can build on: write ssh://"), "{why}");
+        let why = unsupported(&m("stores/b1?root=x"), None).unwrap();
+        assert!(why.starts_with("`stores/b1` is a relative path"), "{why}");
         let why = unsupported(&m("ssh://b1?remote-store=%zz"), None).unwrap();
         assert!(why.contains("invalid URI parameter"), "{why}");
     }
