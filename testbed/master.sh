@@ -14,10 +14,11 @@
 # `root lix` only finds it, and says so when it is not there).
 # Root file systems live in $NWH_NIX_ROOTS (default ~/.cache/nix-wasm-hook/nix-roots), outside
 # any checkout, and are made once (debootstrap, ~2 minutes, from $NWH_DEBIAN_MIRROR, default
-# http://deb.debian.org/debian) and reused. Inside, the host's /proc, /sys, /dev, /tmp and the
-# test bed's state (its SSH key) are bound at the same paths, and so is every path listed in
-# $NWH_MASTER_BIND (colon-separated), e.g. the directory of the hook binary. The environment
-# is passed through unchanged. Run as root.
+# http://deb.debian.org/debian) and reused. Inside, the host's /proc, /sys, /dev, /tmp,
+# /run/nix-wasm-hook (the hook's SSH control sockets) and the test bed's state (its SSH key)
+# are bound at the same paths, and so is every path listed in $NWH_MASTER_BIND
+# (colon-separated), e.g. the directory of the hook binary. The environment is passed through
+# unchanged. Run as root.
 set -euo pipefail
 
 ROOTS=${NWH_NIX_ROOTS:-$HOME/.cache/nix-wasm-hook/nix-roots}
@@ -44,6 +45,11 @@ enter() {
     mount --rbind /sys "$root/sys"
     mount --rbind /dev "$root/dev"
     mount --rbind /tmp "$root/tmp"
+    # nix-wasm-hook's SSH control sockets and keeper (root's are in /run/nix-wasm-hook): the
+    # same inside as outside, where the tests look for the masters a hook started.
+    [ -d /run/nix-wasm-hook ] || install -d -m 700 /run/nix-wasm-hook
+    mkdir -p "$root/run/nix-wasm-hook"
+    mount --rbind /run/nix-wasm-hook "$root/run/nix-wasm-hook"
     local binds=()
     [ -d "$TESTBED_STATE" ] && binds+=("$TESTBED_STATE")
     IFS=: read -r -a extra <<<"${NWH_MASTER_BIND:-}"
