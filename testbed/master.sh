@@ -37,9 +37,13 @@ suite_of() {
     esac
 }
 
-# Binds what a master needs into ROOT, then execs chroot. Runs inside `unshare --mount`.
+# Binds what a master needs into ROOT, then makes it the root of the mount namespace. Runs
+# inside `unshare --mount`. ROOT becomes `/` by pivot_root, not chroot: Nix's sandbox (which a
+# chroot store, `--store DIR`, always uses) makes `/` private, which needs `/` to be a mount,
+# and creates a user namespace, which the kernel refuses to a chrooted process.
 enter() {
     local root=$1 p; shift
+    mount --bind "$root" "$root"
     mount --rbind /proc "$root/proc"
     mount --rbind /sys "$root/sys"
     mount --rbind /dev "$root/dev"
@@ -54,8 +58,13 @@ enter() {
         if [ -d "$p" ]; then mkdir -p "$root$p"; else mkdir -p "$root${p%/*}"; touch "$root$p"; fi
         mount --rbind "$p" "$root$p"
     done
+    mkdir -p "$root/.nwh-old-root"
+    cd "$root"
+    pivot_root . .nwh-old-root
     cd /
-    exec chroot "$root" "$@"
+    # The host's file system was needed only to get here (umount is the root's own).
+    umount -l /.nwh-old-root
+    exec "$@"
 }
 
 # Runs CMD in ROOT with the mounts, leaving nothing mounted afterwards.
