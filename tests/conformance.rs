@@ -456,11 +456,41 @@ fn both(nix: Nix, scenario: &Scenario, expect_nixs: impl Fn(&Outcome)) -> Option
     Some((nixs, Some(ours)))
 }
 
-/// The whole outcome of ours is that of Nix's own hook.
+/// The whole outcome of ours is that of Nix's own hook. The message starts with what differs.
 fn assert_same(nixs: &Run, ours: &Run) {
+    let (n, o) = (&nixs.outcome, &ours.outcome);
+    let mut differs = Vec::new();
+    if n.exit != o.exit {
+        differs.push(format!("exit status: Nix's hook {:?}, ours {:?}", n.exit, o.exit));
+    }
+    for store in n.stores.keys().chain(o.stores.keys()).collect::<BTreeSet<_>>() {
+        let (a, b) = (n.stores.get(store), o.stores.get(store));
+        if a != b {
+            differs.push(format!("store {store}: Nix's hook {a:?}, ours {b:?}"));
+        }
+    }
+    if n.logs != o.logs {
+        differs.push(format!("the master's logs: Nix's hook {:?}, ours {:?}", n.logs, o.logs));
+    }
+    if n.top != o.top {
+        differs.push(format!("the top output: Nix's hook {:?}, ours {:?}", n.top, o.top));
+    }
+    if n.phrases != o.phrases {
+        differs.push(format!("phrases: Nix's hook {:?}, ours {:?}", n.phrases, o.phrases));
+    }
+    if n.post_build_hook_runs != o.post_build_hook_runs {
+        differs.push(format!(
+            "post-build-hook runs: Nix's hook {}, ours {}",
+            n.post_build_hook_runs, o.post_build_hook_runs
+        ));
+    }
+    if n.kept != o.kept {
+        differs.push(format!("kept build directory: Nix's hook {:?}, ours {:?}", n.kept, o.kept));
+    }
     assert!(
-        nixs.outcome == ours.outcome,
-        "our hook's outcome differs from that of Nix's own hook\n{}\n{}",
+        differs.is_empty(),
+        "our hook's outcome differs from that of Nix's own hook:\n  {}\n{}\n{}",
+        differs.join("\n  "),
         nixs.report(),
         ours.report()
     );
@@ -537,7 +567,7 @@ fn keep_failed_on_a_remote_builder(nix: Nix) {
     scenario.args = vec!["--keep-failed".into()];
     scenario.phrases = vec!["keeping build directory", "conf-failing-now"];
     if nix == Nix::V2_34 {
-        // Since 2.32 (read), Nix's hook says so itself.
+        // Since 2.30 (read), Nix's hook says so itself.
         scenario.phrases.push("The failed build directory was kept on the remote builder due to");
     }
     conforms(nix, &scenario, |o| {
