@@ -18,6 +18,10 @@
 //! so what it built itself, never what it was sent), which needs nothing from the derivations
 //! themselves, so the fixed-output hashes stay those of Nix's tests.
 //!
+//! Not replayed: `build-remote-with-mounted-ssh-ng.sh`, where `--store mounted-ssh-ng://…`
+//! sends the whole build to that store's daemon, which builds it under its own settings with no
+//! builders; what a hook does there is `no_builders_at_all`.
+//!
 //! Its own test target (not a module of `integration`): it needs no test bed, builds in a
 //! fraction of the time, and `cargo test --test conformance` runs the suite alone. The hook
 //! is set with `--option build-hook` on the command line, which every release honours (2.25 –
