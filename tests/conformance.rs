@@ -129,6 +129,9 @@ const THREE_BUILDERS_CA: &str =
     "ssh://localhost?remote-store={dir}/machine1?system-features=foo%20ca-derivations - - 1 1 foo,ca-derivations; \
      {dir}/machine2 - - 1 1 bar,ca-derivations; \
      ssh-ng://localhost?remote-store={dir}/machine3?system-features=baz%20ca-derivations - - 1 1 baz,ca-derivations";
+/// What each build of the graph prints: the builder's log, which Nix shows as it comes.
+const GRAPH_LOG_LINES: &[&str] =
+    &["conf-log-conf-one", "conf-log-conf-two", "conf-log-conf-three", "conf-log-conf-top"];
 const GRAPH_STORES: &[&str] = &["machine0", "machine1", "machine2", "machine3"];
 const TRUSTLESS_STORES: &[&str] = &["local", "remote"];
 
@@ -143,7 +146,7 @@ impl Scenario {
             conf: Vec::new(),
             untrusting_daemon: false,
             before: None,
-            phrases: Vec::new(),
+            phrases: GRAPH_LOG_LINES.to_vec(),
         }
     }
 
@@ -159,7 +162,7 @@ impl Scenario {
             conf: Vec::new(),
             untrusting_daemon: builders.contains("untrusting-daemon"),
             before: None,
-            phrases: Vec::new(),
+            phrases: GRAPH_LOG_LINES.to_vec(),
         }
     }
 }
@@ -531,6 +534,7 @@ fn conforms(nix: Nix, scenario: &Scenario, expect_nixs: impl Fn(&Outcome)) {
 fn graph_built_remotely(o: &Outcome, master: &str) {
     assert_eq!(o.exit, Some(0));
     assert_eq!(o.top.as_deref(), Some("FOO BAR BAZ\n"));
+    assert!(o.phrases.values().all(|had| *had), "not every build log shown: {:?}", o.phrases);
     let outputs = names(&["conf-one", "conf-two", "conf-three", "conf-top"]);
     assert!(o.valid_in(master).is_superset(&outputs), "{:?}", o.valid_in(master));
     assert!(o.built_in(master).is_empty(), "built on the master: {:?}", o.built_in(master));
