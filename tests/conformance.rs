@@ -218,6 +218,8 @@ struct Run {
     dir: tempfile::TempDir,
     output: Output,
     outcome: Outcome,
+    /// Whether a process of ours ran during the build.
+    ours_ran: bool,
 }
 
 impl Run {
@@ -303,7 +305,9 @@ fn run(nix: Nix, hook: Hook, scenario: &Scenario) -> Run {
     );
 
     let outcome = read_outcome(nix, dir.path(), scenario, &output);
-    Run { nix, hook, dir, output, outcome }
+    let ours_ran =
+        std::fs::read_to_string(dir.path().join("timeline.jsonl")).is_ok_and(|t| t.contains("\"start\""));
+    Run { nix, hook, dir, output, outcome, ours_ran }
 }
 
 /// The `build-hook` value of the run with ours: our wrapper; or, for the harness's self-check
@@ -337,6 +341,8 @@ fn run_env(cmd: &mut Command, dir: &Path) {
         cmd.env_remove(var);
     }
     cmd.env("NIX_CONF_DIR", dir.join("etc")).env("TMPDIR", dir.join("tmp"));
+    // Our processes (and only ours) mark their start there: proof that ours was run at all.
+    cmd.env(nix_wasm_hook::timeline::VARIABLE, dir.join("timeline.jsonl"));
 }
 
 /// `nix-build --no-out-link ARGS` by `nix`'s master, under `timeout`.
@@ -478,7 +484,16 @@ fn both(nix: Nix, scenario: &Scenario, expect_nixs: impl Fn(&Outcome)) -> Option
         eprintln!("conformance: NWH_CONFORMANCE_ONLY_NIX=1: our hook not run");
         return Some((nixs, None));
     }
+    assert!(!nixs.ours_ran, "our hook ran where Nix's own should have\n{}", nixs.report());
     let ours = run(nix, Hook::Ours, scenario);
+    // Were `--option build-hook` ignored, Nix's own hook would run again and every comparison
+    // would hold for nothing.
+    assert!(
+        ours.ours_ran || self_check(),
+        "Nix {} did not run our hook (`--option build-hook` ignored?)\n{}",
+        nix.name(),
+        ours.report()
+    );
     Some((nixs, Some(ours)))
 }
 
