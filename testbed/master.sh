@@ -1,6 +1,6 @@
 #!/bin/bash
 # master.sh -- the test bed's master with another Nix: Debian's Nix of another suite in a root
-# file system beside the host, entered with chroot in a private mount namespace, so that
+# file system beside the host, made the root of a private mount namespace, so that
 # nothing stays mounted when the command ends. The builders (testbed.sh) stay as they are.
 #
 # usage: master.sh root VERSION          make the root file system if missing; print its path
