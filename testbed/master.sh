@@ -1,6 +1,6 @@
 #!/bin/bash
 # master.sh -- the test bed's master with another Nix: Debian's Nix of another suite in a root
-# file system beside the host, entered with chroot in a private mount namespace, so that
+# file system beside the host, made the root of a private mount namespace, so that
 # nothing stays mounted when the command ends. The builders (testbed.sh) stay as they are.
 #
 # usage: master.sh root VERSION          make the root file system if missing; print its path
@@ -38,9 +38,13 @@ suite_of() {
     esac
 }
 
-# Binds what a master needs into ROOT, then execs chroot. Runs inside `unshare --mount`.
+# Binds what a master needs into ROOT, then makes it the root of the mount namespace. Runs
+# inside `unshare --mount`. ROOT becomes `/` by pivot_root, not chroot: Nix's sandbox (which a
+# chroot store, `--store DIR`, always uses) makes `/` private, which needs `/` to be a mount,
+# and creates a user namespace, which the kernel refuses to a chrooted process.
 enter() {
     local root=$1 p; shift
+    mount --bind "$root" "$root"
     mount --rbind /proc "$root/proc"
     mount --rbind /sys "$root/sys"
     mount --rbind /dev "$root/dev"
@@ -60,8 +64,13 @@ enter() {
         if [ -d "$p" ]; then mkdir -p "$root$p"; else mkdir -p "$root${p%/*}"; touch "$root$p"; fi
         mount --rbind "$p" "$root$p"
     done
+    mkdir -p "$root/.nwh-old-root"
+    cd "$root"
+    pivot_root . .nwh-old-root
     cd /
-    exec chroot "$root" "$@"
+    # The host's file system was needed only to get here (umount is the root's own).
+    umount -l /.nwh-old-root
+    exec "$@"
 }
 
 # Runs CMD in ROOT with the mounts, leaving nothing mounted afterwards.
