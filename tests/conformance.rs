@@ -41,12 +41,14 @@ use std::time::Instant;
 use support::hook::OurHook;
 use support::testbed::{describe, master_cmd, Nix};
 
-/// One test per scenario and Nix release: `nix_2_8::f`, `nix_2_26::f`, `nix_2_34::f`.
+/// One test per scenario and Nix release: `nix_2_8::f`, `nix_2_26::f`, `nix_2_34::f`; the
+/// scenarios after `from 2.15:` only on the releases that have what they need (an untrusting
+/// `nix-daemon --force-untrusted`, from 2.15: 2.8 has none, so they are not tests there).
 macro_rules! on_every_nix_release {
-    ($($test:ident),* $(,)?) => {
+    ($($test:ident),* $(,)? ; from 2.15: $($later:ident),* $(,)?) => {
         mod nix_2_8 { $( #[test] #[ignore = "needs root and Nix's root file systems (CI runs it: cargo test -- --include-ignored)"] fn $test() { super::$test(super::Nix::V2_8) } )* }
-        mod nix_2_26 { $( #[test] #[ignore = "needs root and Nix's root file systems (CI runs it: cargo test -- --include-ignored)"] fn $test() { super::$test(super::Nix::V2_26) } )* }
-        mod nix_2_34 { $( #[test] #[ignore = "needs root and Nix's root file systems (CI runs it: cargo test -- --include-ignored)"] fn $test() { super::$test(super::Nix::V2_34) } )* }
+        mod nix_2_26 { $( #[test] #[ignore = "needs root and Nix's root file systems (CI runs it: cargo test -- --include-ignored)"] fn $test() { super::$test(super::Nix::V2_26) } )* $( #[test] #[ignore = "needs root and Nix's root file systems (CI runs it: cargo test -- --include-ignored)"] fn $later() { super::$later(super::Nix::V2_26) } )* }
+        mod nix_2_34 { $( #[test] #[ignore = "needs root and Nix's root file systems (CI runs it: cargo test -- --include-ignored)"] fn $test() { super::$test(super::Nix::V2_34) } )* $( #[test] #[ignore = "needs root and Nix's root file systems (CI runs it: cargo test -- --include-ignored)"] fn $later() { super::$later(super::Nix::V2_34) } )* }
     };
 }
 
@@ -57,10 +59,11 @@ on_every_nix_release!(
     keep_failed_on_a_remote_builder,
     one_serve_builder_that_trusts_us,
     one_daemon_builder_that_trusts_us,
+    no_builders_at_all;
+    from 2.15:
     one_daemon_builder_that_does_not_trust_us,
     one_daemon_builder_that_does_not_trust_us_fixed_output,
     an_unsigned_input_refused_by_a_daemon_that_does_not_trust_us,
-    no_builders_at_all,
 );
 
 const GRAPH_NIX: &str = include_str!("fixtures/conformance/graph.nix");
@@ -658,22 +661,10 @@ fn one_daemon_builder_that_trusts_us(nix: Nix) {
 
 const UNTRUSTING: &str = "ssh-ng://localhost?remote-program={dir}/untrusting-daemon&remote-store={dir}/remote%3Fsystem-features=foo%20bar%20baz - - 1 1 foo,bar,baz";
 
-/// `nix-daemon --force-untrusted` exists from Nix 2.15 (read), not in 2.8.
-fn untrusting_daemon_exists(nix: Nix) -> bool {
-    if nix == Nix::V2_8 {
-        eprintln!("SKIPPED: Nix 2.8's nix-daemon has no --force-untrusted");
-        return false;
-    }
-    true
-}
-
 /// `build-remote-trustless-should-pass-2.sh`: a daemon that does not trust us
 /// (`--force-untrusted`, the `daemon-trust-override` experiment): the hook sends the
 /// derivations' closure and has them built by path.
 fn one_daemon_builder_that_does_not_trust_us(nix: Nix) {
-    if !untrusting_daemon_exists(nix) {
-        return;
-    }
     let mut scenario = Scenario::trustless(UNTRUSTING, "input-addressed");
     scenario.conf.push("extra-experimental-features = daemon-trust-override".into());
     conforms(nix, &scenario, graph_on_one_builder);
@@ -681,9 +672,6 @@ fn one_daemon_builder_that_does_not_trust_us(nix: Nix) {
 
 /// `build-remote-trustless-should-pass-3.sh`: the same daemon, fixed-output derivations.
 fn one_daemon_builder_that_does_not_trust_us_fixed_output(nix: Nix) {
-    if !untrusting_daemon_exists(nix) {
-        return;
-    }
     let mut scenario = Scenario::trustless(UNTRUSTING, "fixed");
     scenario.conf.push("extra-experimental-features = daemon-trust-override".into());
     conforms(nix, &scenario, graph_on_one_builder);
@@ -692,9 +680,6 @@ fn one_daemon_builder_that_does_not_trust_us_fixed_output(nix: Nix) {
 /// `build-remote-trustless-should-fail-0.sh`: `two` built on the master first, so it is an
 /// input-addressed path without a signature, which a daemon that does not trust us refuses.
 fn an_unsigned_input_refused_by_a_daemon_that_does_not_trust_us(nix: Nix) {
-    if !untrusting_daemon_exists(nix) {
-        return;
-    }
     let mut scenario = Scenario::trustless(UNTRUSTING, "input-addressed");
     scenario.conf.push("extra-experimental-features = daemon-trust-override".into());
     scenario.before =
