@@ -49,7 +49,9 @@ fn one_keeper_per_directory_and_it_ends_when_idle() {
     let mut first = keeper(dir.path());
     let socket = dir.path().join("warm.sock");
     let started = Instant::now();
-    while !socket.exists() {
+    // It listens, then records its pid (atomically): both, before it is asked anything.
+    let pid_file = dir.path().join("warm.pid");
+    while !socket.exists() || !pid_file.exists() {
         assert!(started.elapsed() < Duration::from_secs(10), "the keeper never listened");
         std::thread::sleep(Duration::from_millis(20));
     }
