@@ -152,6 +152,7 @@ fn registered_realisation_is_nixs(nix: Nix) {
     let realisation = Realisation { id: ids["out"].clone(), out_path: paths[0].clone() };
     let err = c.register_drv_output(&realisation, &mut |_| {}).unwrap_err();
     assert!(matches!(err, DaemonError::Remote { .. }) && err.to_string().contains("ca-derivations"), "{err}");
+    eprintln!("{nix:?} without ca-derivations: {err}");
     drop(c);
     let _ = child.wait();
 
@@ -165,12 +166,15 @@ fn registered_realisation_is_nixs(nix: Nix) {
     let other = Realisation { id: ids["out"].clone(), out_path: paths[1].clone() };
     let err = c.register_drv_output(&other, &mut |_| {}).unwrap_err();
     assert!(err.to_string().contains("already"), "{err}");
+    eprintln!("{nix:?}, another path: {err}");
     // A path that is not valid is refused.
     let invalid = Realisation {
         id: ids["out"].replace("!out", "!lib"),
         out_path: "/nix/store/00000000000000000000000000000000-x".into(),
     };
-    assert!(matches!(c.register_drv_output(&invalid, &mut |_| {}), Err(DaemonError::Remote { .. })));
+    let err = c.register_drv_output(&invalid, &mut |_| {}).unwrap_err();
+    assert!(matches!(err, DaemonError::Remote { .. }), "{err:?}");
+    eprintln!("{nix:?}, a path not valid: {err}");
     drop(c);
     let status = child.wait().unwrap();
     assert!(status.success(), "nix-daemon exited with {status}");
