@@ -429,9 +429,9 @@ mod tests {
         }
     }
 
-    /// Floating outputs Nix built (crates/drv/tests/fixtures/generate.nix and the `refs` and
-    /// `sha1` derivations described below), remade here with the same contents: the path each
-    /// got is the only one accepted for them.
+    /// Floating outputs Nix built (from crates/drv/tests/fixtures/generate.nix, and two more
+    /// whose builder scripts are quoted below), remade here with the same contents: the path
+    /// each got is the only one accepted for them.
     mod floating {
         use super::*;
         use std::path::Path;
