@@ -149,6 +149,21 @@ impl LocalStore {
     }
 }
 
+impl LocalStore {
+    /// Nix's own `nix-daemon` on the store itself, like [`Self::nix_store_itself`]: with
+    /// `--stdio` it serves one connection in its own process, trusted, rather than forward it
+    /// to a daemon (it does that for a store reached through one).
+    pub fn nix_daemon_itself(&self) -> Command {
+        let through_daemon = self.uri.as_deref().is_some_and(|u| u == "daemon" || u.starts_with("unix://"));
+        let mut c = Command::new("nix-daemon");
+        if let Some(uri) = self.uri.as_ref().filter(|_| !through_daemon) {
+            c.arg("--store").arg(uri);
+        }
+        c.env_remove("NIX_REMOTE");
+        c
+    }
+}
+
 /// Nix's state directory as Nix finds it: `NIX_STATE_DIR`, else `/nix/var/nix`.
 fn nix_state_dir() -> PathBuf {
     std::env::var_os("NIX_STATE_DIR").filter(|v| !v.is_empty()).map_or("/nix/var/nix".into(), PathBuf::from)

@@ -40,15 +40,23 @@ pub struct Arrived {
     pub references: BTreeSet<String>,
 }
 
+/// An output to bring back: its name and what the derivation says of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expected {
+    pub name: String,
+    pub output: nwh_drv::Output,
+}
+
 /// Unpacks the outputs the builder announced (`infos`) and registers them together, with
 /// `deriver` (the `.drv`) as their deriver. Each must be one of `expected` (the outputs this
-/// machine lacks, with what the derivation says of each: a fixed output's contents are
-/// checked against its hash). `fetch(path, announced size, sink)` streams one path's NAR into
+/// machine lacks, by path, with what the derivation says of each: a fixed output's contents
+/// are checked against its hash, a floating one's against the path the builder named for it,
+/// before anything is valid). `fetch(path, announced size, sink)` streams one path's NAR into
 /// `sink` and returns the size and hash of what it streamed; `fetched` is called once
 /// everything has arrived, before the registration, which needs the builder no more.
 pub fn outputs(
     infos: &[(String, PathInfo)],
-    expected: &BTreeMap<String, nwh_drv::Output>,
+    expected: &BTreeMap<String, Expected>,
     deriver: &str,
     mut fetch: impl FnMut(&str, u64, &mut PipeWriter) -> Result<NarSummary>,
     fetched: impl FnOnce(),
@@ -58,7 +66,7 @@ pub fn outputs(
         let mut arrived = Vec::new();
         for (path, info) in infos {
             // Never anything else: not a path outside the store, not one valid here.
-            let output =
+            let Expected { name, output } =
                 expected.get(path).with_context(|| format!("{path} is not an output to bring back"))?;
             claim(store, path)?;
             let mut restore = Restore::start(&store.real(path))?;
@@ -78,6 +86,16 @@ pub fn outputs(
             if output.is_fixed() {
                 super::content_address::check_fixed(path, output, &nar, &info.references)?;
             }
+            if output.is_floating() {
+                super::content_address::check_floating(
+                    path,
+                    &derivation_name(deriver)?,
+                    name,
+                    output,
+                    &store.real(path),
+                    &info.references,
+                )?;
+            }
             canonicalise(&store.real(path)).with_context(|| format!("canonicalising {path}"))?;
             arrived.push(Arrived { path: path.clone(), nar, references: info.references.clone() });
         }
@@ -91,6 +109,61 @@ pub fn outputs(
         remove_remains();
     }
     result
+}
+
+/// The name of the derivation at `drv_path` (`/nix/store/<hash>-<name>.drv`), after which
+/// Nix names its outputs.
+pub fn derivation_name(drv_path: &str) -> Result<String> {
+    let base = drv_path.rsplit_once('/').map_or(drv_path, |(_, base)| base);
+    base.split_once('-')
+        .and_then(|(_, name)| name.strip_suffix(".drv"))
+        .map(str::to_string)
+        .with_context(|| format!("{drv_path} is not the store path of a derivation"))
+}
+
+/// Records `realisations` (floating content-addressed outputs, valid in the local store) in
+/// the local store, as Nix's hook does with `registerDrvOutput`: through a `nix-daemon
+/// --stdio` child on that store, which serves the connection in its own process and trusts it
+/// (the hook runs as the store's owner), with `ca-derivations` added to its experimental
+/// features, without which the store refuses. The same realisation again is accepted; another
+/// path for an id the store already has is an error, in which Nix names both.
+pub fn realisations(realisations: &[nwh_daemon::Realisation]) -> Result<()> {
+    if realisations.is_empty() {
+        return Ok(());
+    }
+    let mut child = super::local_store::get()?
+        .nix_daemon_itself()
+        .args(["--option", "extra-experimental-features", "ca-derivations", "--stdio"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running nix-daemon --stdio on the local store")?;
+    let mut stderr = child.stderr.take().expect("piped");
+    let said = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let registered = (|| -> Result<()> {
+        let (out, inp) = (child.stdout.take().expect("piped"), child.stdin.take().expect("piped"));
+        let mut client = nwh_daemon::DaemonClient::handshake("the local nix-daemon --stdio", out, inp)?;
+        for r in realisations {
+            client
+                .register_drv_output(r, &mut |_| {})
+                .with_context(|| format!("registering {} as the realisation of {}", r.out_path, r.id))?;
+        }
+        Ok(())
+    })();
+    let status = child.wait();
+    let said = said.join().unwrap_or_default();
+    registered.with_context(|| match said.trim() {
+        "" => "the local nix-daemon --stdio said nothing more".to_string(),
+        said => format!("the local nix-daemon --stdio said: {said}"),
+    })?;
+    let status = status.context("waiting for nix-daemon --stdio")?;
+    ensure!(status.success(), "nix-daemon --stdio on the local store failed ({status}): {}", said.trim());
+    Ok(())
 }
 
 /// The bytes that arrived are what the builder said it would send.
@@ -415,6 +488,14 @@ mod tests {
                  /nix/store/a-doc\n{hex}\n120\n/nix/store/x.drv\n0\n"
             )
         );
+    }
+
+    #[test]
+    fn outputs_are_named_after_the_derivation() {
+        let name =
+            derivation_name("/nix/store/0c9g1b2l8nwn1wrmvfhh9hn9kqi1h3ff-nwh-floating-1.0.drv").unwrap();
+        assert_eq!(name, "nwh-floating-1.0");
+        assert!(derivation_name("/nix/store/0c9g1b2l8nwn1wrmvfhh9hn9kqi1h3ff-x").is_err());
     }
 
     #[test]
