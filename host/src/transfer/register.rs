@@ -131,7 +131,11 @@ pub fn realisations(realisations: &[nwh_daemon::Realisation]) -> Result<()> {
     if realisations.is_empty() {
         return Ok(());
     }
-    let mut child = super::local_store::get()?
+    realisations_in(super::local_store::get()?, realisations)
+}
+
+fn realisations_in(store: &LocalStore, realisations: &[nwh_daemon::Realisation]) -> Result<()> {
+    let mut child = store
         .nix_daemon_itself()
         .args(["--option", "extra-experimental-features", "ca-derivations", "--stdio"])
         .stdin(Stdio::piped())
@@ -157,10 +161,16 @@ pub fn realisations(realisations: &[nwh_daemon::Realisation]) -> Result<()> {
     })();
     let status = child.wait();
     let said = said.join().unwrap_or_default();
-    registered.with_context(|| match said.trim() {
-        "" => "the local nix-daemon --stdio said nothing more".to_string(),
-        said => format!("the local nix-daemon --stdio said: {said}"),
-    })?;
+    if let Err(e) = registered {
+        // The store's own refusal says it all; anything else may be explained by what the
+        // child wrote before it went (a store it could not open, say).
+        let refused =
+            e.chain().any(|c| matches!(c.downcast_ref(), Some(nwh_daemon::DaemonError::Remote { .. })));
+        return Err(match said.trim() {
+            said if refused || said.is_empty() => e,
+            said => e.context(format!("the local nix-daemon --stdio said: {said}")),
+        });
+    }
     let status = status.context("waiting for nix-daemon --stdio")?;
     ensure!(status.success(), "nix-daemon --stdio on the local store failed ({status}): {}", said.trim());
     Ok(())
@@ -488,6 +498,59 @@ mod tests {
                  /nix/store/a-doc\n{hex}\n120\n/nix/store/x.drv\n0\n"
             )
         );
+    }
+
+    /// Against the host's Nix (root, a chroot store): registered, read back by Nix under the id
+    /// it computes itself, the same again accepted, another path for the id refused with both
+    /// paths named. Skipped without root or Nix.
+    #[test]
+    fn realisations_are_registered_through_a_local_daemon_child() {
+        use std::process::Command;
+        let root = rustix::process::geteuid().is_root();
+        let nix = Command::new("nix-daemon").arg("--version").output().is_ok_and(|o| o.status.success());
+        if !root || !nix {
+            eprintln!("SKIPPED: needs root and Nix");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let chroot = dir.path().join("root");
+        let store = LocalStore::parse(chroot.to_str().unwrap()).unwrap();
+        let nix_cmd = |program: &str, args: &[&str]| {
+            let out = Command::new(program)
+                .args(["--store", chroot.to_str().unwrap()])
+                .args(["--option", "extra-experimental-features", "nix-command ca-derivations"])
+                .args(args)
+                .env_remove("NIX_REMOTE")
+                .output()
+                .unwrap();
+            let text = |b: &[u8]| String::from_utf8_lossy(b).trim().to_string();
+            assert!(out.status.success(), "{program} {args:?}: {}", text(&out.stderr));
+            text(&out.stdout)
+        };
+        let expr = dir.path().join("ca.nix");
+        std::fs::write(
+            &expr,
+            r#"builtins.derivation { name = "nwh-hook-realisation"; system = "x86_64-linux"; builder = "/bin/sh";
+                 args = [ "-c" "echo hi > $out" ]; __contentAddressed = true;
+                 outputHashMode = "recursive"; outputHashAlgo = "sha256"; }"#,
+        )
+        .unwrap();
+        let drv_path = nix_cmd("nix-instantiate", &[expr.to_str().unwrap()]);
+        let drv = nwh_drv::Derivation::read(store.real(&drv_path)).unwrap();
+        let id = drv.drv_output_ids().unwrap()["out"].clone();
+        let mut paths = Vec::new();
+        for name in ["one", "two"] {
+            let file = dir.path().join(name);
+            std::fs::write(&file, name).unwrap();
+            paths.push(nix_cmd("nix-store", &["--add", file.to_str().unwrap()]));
+        }
+        let r = |path: &str| nwh_daemon::Realisation { id: id.clone(), out_path: path.to_string() };
+        realisations_in(&store, &[r(&paths[0])]).unwrap();
+        realisations_in(&store, &[r(&paths[0])]).unwrap();
+        assert_eq!(nix_cmd("nix", &["realisation", "info", &drv_path]), format!("{id} {}", paths[0]));
+        let err = format!("{:#}", realisations_in(&store, &[r(&paths[1])]).unwrap_err());
+        assert!(err.contains(&paths[0]) && err.contains(&paths[1]), "{err}");
+        eprintln!("{err}");
     }
 
     #[test]
