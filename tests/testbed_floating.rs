@@ -1,16 +1,16 @@
 //! Floating content-addressed derivations (`ca-derivations`) built on the test bed's builders
-//! (Nix 2.8) through our hook, by the oldest and the newest Nix as masters, over the serve
+//! (Nix 2.8) through our hook, by Nix 2.8, 2.26 and 2.34 as masters, over the serve
 //! protocol (`ssh://`) and the worker protocol (`ssh-ng://`): the outputs come back into the
 //! master's store (a chroot store, so the machine's own is not touched) and their realisations
 //! are registered there, so that Nix finds them and builds what depends on them. The graph: `a`
 //! (two outputs, `out` referring to itself) and `b`, which uses both of `a`'s outputs and reaches
 //! the hook resolved.
 
-use crate::on_the_oldest_and_newest_nix;
+use crate::on_every_nix;
 use crate::support::hook::OurHook;
 use crate::support::testbed::{describe, out_paths, unique_nonce, Nix, Opts, Testbed};
 
-on_the_oldest_and_newest_nix!(floating_derivations_come_back_with_their_realisations,);
+on_every_nix!(floating_derivations_come_back_with_their_realisations,);
 
 const CA: &str = "nix-command ca-derivations";
 
@@ -102,5 +102,57 @@ fn floating_derivations_come_back_with_their_realisations(nix: Nix) {
         eprintln!("{nix:?} over {kind}: built {b}; realisation {}", info.trim());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!err.contains("declines"), "{kind}: {err}");
+
+        // Another derivation (another id) whose output has contents already valid here: it
+        // is not fetched again, but checked against what is here, and its realisation
+        // registered under its own id.
+        let same = |nonce: &str| {
+            format!(
+                r#"builtins.derivation {{ name = "nwhtb-floating-same"; nonce = "{nonce}"; system = builtins.currentSystem;
+  builder = "/bin/sh"; args = [ "-c" "echo same > $out" ];
+  __contentAddressed = true; outputHashMode = "recursive"; outputHashAlgo = "sha256"; }}"#
+            )
+        };
+        let mut paths = Vec::new();
+        for nonce in [unique_nonce(), unique_nonce()] {
+            let out = tb.nix_build(&same(&nonce), &args);
+            assert!(out.status.success(), "{nix:?} over {kind}, {nonce}: {}", describe(&out));
+            paths.push(out_paths(&out)[0].clone());
+            let drv = tb
+                .master_cmd(&[
+                    "nix-instantiate",
+                    "--store",
+                    store,
+                    "--option",
+                    "extra-experimental-features",
+                    CA,
+                    "-E",
+                    &same(&nonce),
+                ])
+                .output()
+                .unwrap();
+            let drv = String::from_utf8_lossy(&drv.stdout).trim().to_string();
+            let installable = if nix == Nix::V2_8 { drv.clone() } else { format!("{drv}^*") };
+            let info = tb
+                .master_cmd(&[
+                    "nix",
+                    "--extra-experimental-features",
+                    CA,
+                    "realisation",
+                    "info",
+                    "--store",
+                    store,
+                    &installable,
+                ])
+                .output()
+                .unwrap();
+            let info = String::from_utf8_lossy(&info.stdout);
+            assert!(
+                info.lines().any(|l| l.ends_with(&format!("!out {}", paths.last().unwrap()))),
+                "{kind}: {info}"
+            );
+            eprintln!("{nix:?} over {kind}, {nonce}: {}", info.trim());
+        }
+        assert_eq!(paths[0], paths[1], "the same contents, the same path");
     }
 }
