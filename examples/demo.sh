@@ -34,8 +34,10 @@ printf '#!/bin/sh\nexec %s --state-dir %s/state "$@"\n' "$hook" "$work" > "$work
 printf '#!/bin/sh\nexec %s --state-dir %s/state --machines @/tmp/nwh-demo-machines "$@"\n' "$hook" "$work" > "$work/builder"
 chmod +x "$work/hook" "$work/builder"
 cleanup() {
-  for s in "$work"/state/ssh/*.sock; do [ -S "$s" ] && ssh -S "$s" -O exit demo 2>/dev/null; done
+  for s in "$work"/state/control/*.sock; do [ -S "$s" ] && ssh -S "$s" -O exit demo 2>/dev/null; done
   "$tb" down >/dev/null 2>&1 || true
+  control=$(readlink "$work/state/control" || true)
+  [ -n "$control" ] && rm -rf "$control"
   rm -rf "$work"
 }
 trap cleanup EXIT

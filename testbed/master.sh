@@ -1,6 +1,6 @@
 #!/bin/bash
 # master.sh -- the test bed's master with another Nix: Debian's Nix of another suite in a root
-# file system beside the host, entered with chroot in a private mount namespace, so that
+# file system beside the host, made the root of a private mount namespace, so that
 # nothing stays mounted when the command ends. The builders (testbed.sh) stay as they are.
 #
 # usage: master.sh root VERSION          make the root file system if missing; print its path
@@ -14,10 +14,11 @@
 # `root lix` only finds it, and says so when it is not there).
 # Root file systems live in $NWH_NIX_ROOTS (default ~/.cache/nix-wasm-hook/nix-roots), outside
 # any checkout, and are made once (debootstrap, ~2 minutes, from $NWH_DEBIAN_MIRROR, default
-# http://deb.debian.org/debian) and reused. Inside, the host's /proc, /sys, /dev, /tmp and the
-# test bed's state (its SSH key) are bound at the same paths, and so is every path listed in
-# $NWH_MASTER_BIND (colon-separated), e.g. the directory of the hook binary. The environment
-# is passed through unchanged. Run as root.
+# http://deb.debian.org/debian) and reused. Inside, the host's /proc, /sys, /dev, /tmp,
+# /run/nix-wasm-hook (the hook's SSH control sockets) and the test bed's state (its SSH key)
+# are bound at the same paths, and so is every path listed in $NWH_MASTER_BIND
+# (colon-separated), e.g. the directory of the hook binary. The environment is passed through
+# unchanged. Run as root.
 set -euo pipefail
 
 ROOTS=${NWH_NIX_ROOTS:-$HOME/.cache/nix-wasm-hook/nix-roots}
@@ -37,13 +38,22 @@ suite_of() {
     esac
 }
 
-# Binds what a master needs into ROOT, then execs chroot. Runs inside `unshare --mount`.
+# Binds what a master needs into ROOT, then makes it the root of the mount namespace. Runs
+# inside `unshare --mount`. ROOT becomes `/` by pivot_root, not chroot: Nix's sandbox (which a
+# chroot store, `--store DIR`, always uses) makes `/` private, which needs `/` to be a mount,
+# and creates a user namespace, which the kernel refuses to a chrooted process.
 enter() {
     local root=$1 p; shift
+    mount --bind "$root" "$root"
     mount --rbind /proc "$root/proc"
     mount --rbind /sys "$root/sys"
     mount --rbind /dev "$root/dev"
     mount --rbind /tmp "$root/tmp"
+    # nix-wasm-hook's SSH control sockets and keeper (root's are in /run/nix-wasm-hook): the
+    # same inside as outside, where the tests look for the masters a hook started.
+    [ -d /run/nix-wasm-hook ] || install -d -m 700 /run/nix-wasm-hook
+    mkdir -p "$root/run/nix-wasm-hook"
+    mount --rbind /run/nix-wasm-hook "$root/run/nix-wasm-hook"
     local binds=()
     [ -d "$TESTBED_STATE" ] && binds+=("$TESTBED_STATE")
     IFS=: read -r -a extra <<<"${NWH_MASTER_BIND:-}"
@@ -54,8 +64,13 @@ enter() {
         if [ -d "$p" ]; then mkdir -p "$root$p"; else mkdir -p "$root${p%/*}"; touch "$root$p"; fi
         mount --rbind "$p" "$root$p"
     done
+    mkdir -p "$root/.nwh-old-root"
+    cd "$root"
+    pivot_root . .nwh-old-root
     cd /
-    exec chroot "$root" "$@"
+    # The host's file system was needed only to get here (umount is the root's own).
+    umount -l /.nwh-old-root
+    exec "$@"
 }
 
 # Runs CMD in ROOT with the mounts, leaving nothing mounted afterwards.

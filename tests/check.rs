@@ -137,3 +137,15 @@ fn nixs_default_machines_file_absent_is_a_note_not_a_warning() {
     let out = run_check(&format!("state-dir = {state:?}\n"), &named, &[], None);
     assert!(stdout(&out).contains(": warning: machines file"), "{}", stdout(&out));
 }
+
+#[test]
+fn a_builder_mode_line_over_ssh_ng_is_unusable_and_says_to_write_ssh() {
+    let builder = OurHook::as_builder("ssh://root@127.0.0.1:1 x86_64-linux", &[]);
+    let out = check(&format!("ssh-ng://localhost?remote-program={} x86_64-linux - 8", builder.path), "");
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let s = check_report(&text, "(setting 'builders':1)");
+    assert!(s.starts_with("UNUSABLE  ssh-ng://localhost?remote-program="), "{text}");
+    assert!(s.contains("--stdio` (the worker protocol), which nix-wasm-hook does not serve"), "{s}");
+    assert!(s.contains("write ssh://localhost instead of ssh-ng://localhost"), "{s}");
+}

@@ -8,6 +8,7 @@ mod daemon_trust;
 mod decisions;
 mod explain;
 mod hook_mode;
+mod local_builders;
 mod other_languages;
 mod policy_contract;
 mod policy_limits;

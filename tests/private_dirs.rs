@@ -142,16 +142,95 @@ fn a_link_planted_at_a_temporary_name_is_not_written_through() {
     assert!(image.file_type().is_file() && image.uid() == rustix::process::geteuid().as_raw());
 }
 
-fn master_error(state: &Path) -> String {
-    let opts = SshOptions {
-        dir: state.join("ssh"),
+fn ssh_options(state: &Path, runtime: &Path) -> SshOptions {
+    SshOptions {
+        state: state.to_path_buf(),
+        runtime: runtime.to_path_buf(),
         connect_timeout: Duration::from_secs(1),
         persist: Duration::from_secs(1),
-    };
-    let e = ssh::master(&serve_target("builder.invalid"), &opts)
-        .err()
-        .expect("no master in a state directory others can change");
+    }
+}
+
+fn master_error(state: &Path) -> String {
+    let runtime = state.parent().unwrap().join("run");
+    let e = ssh::master(&serve_target("builder.invalid"), &ssh_options(state, &runtime))
+        .expect_err("no master in a state directory others can change");
     format!("{e:#}")
+}
+
+/// The control sockets' directory of a state directory whose path is far longer than a Unix
+/// socket's may be: short, and ssh is reached (it says the builder's name cannot be resolved,
+/// not that the socket's path is too long).
+#[test]
+fn control_sockets_are_short_whatever_the_state_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("a-state-directory-with-a-long-name".repeat(4)).join("state");
+    assert!(state.as_os_str().len() > 108);
+    let runtime = tmp.path().join("run");
+    let opts = ssh_options(&state, &runtime);
+    let dir = ssh::control_dir(&opts).unwrap();
+    assert_eq!(dir.path().parent(), Some(runtime.canonicalize().unwrap().as_path()));
+    assert_eq!(dir.path().file_name().unwrap().len(), 16);
+    assert_eq!(std::fs::metadata(dir.path()).unwrap().mode() & 0o777, 0o700);
+    assert_eq!(std::fs::metadata(&runtime).unwrap().mode() & 0o777, 0o700);
+    assert_eq!(std::fs::read_link(state.join(ssh::CONTROL_LINK)).unwrap(), dir.path());
+    // Every hook of that state directory finds the same one; another state directory another.
+    assert_eq!(ssh::control_dir(&opts).unwrap().path(), dir.path());
+    let other = ssh::control_dir(&ssh_options(&tmp.path().join("other"), &runtime)).unwrap();
+    assert_ne!(other.path(), dir.path());
+    let e = ssh::master(&serve_target("builder.invalid"), &opts).expect_err("no such builder");
+    let e = format!("{e:#}");
+    assert!(!e.contains("too long"), "{e}");
+    assert!(e.contains("builder.invalid"), "{e}");
+}
+
+/// A directory for the control sockets that someone else made first (in `/tmp`, another user
+/// can), or that others can open, or a link planted there, is refused with the reason, and
+/// nothing is put in it.
+#[test]
+fn a_control_directory_someone_else_made_is_refused_not_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let runtime = tmp.path().join("run");
+    let error = || {
+        let e = ssh::master(&serve_target("builder.invalid"), &ssh_options(&state, &runtime))
+            .expect_err("refused");
+        format!("{e:#}")
+    };
+    std::fs::create_dir(&runtime).unwrap();
+    chmod(&runtime, 0o777);
+    let e = error();
+    assert!(e.contains("control sockets") && e.contains(&runtime.display().to_string()), "{e}");
+    assert!(e.contains("mode 0777"), "{e}");
+    assert_eq!(entries(&runtime), Vec::<String>::new());
+    if root() {
+        chmod(&runtime, 0o700);
+        lchown(&runtime, Some(NOBODY), Some(NOBODY)).unwrap();
+        let e = error();
+        assert!(e.contains("belongs to uid 65534"), "{e}");
+        assert_eq!(entries(&runtime), Vec::<String>::new());
+    }
+    // A link to a directory of ours, planted by another user, is not followed.
+    std::fs::remove_dir(&runtime).unwrap();
+    let ours = tmp.path().join("ours");
+    std::fs::create_dir(&ours).unwrap();
+    chmod(&ours, 0o700);
+    symlink(&ours, &runtime).unwrap();
+    if root() {
+        lchown(&runtime, Some(NOBODY), Some(NOBODY)).unwrap();
+        let e = error();
+        assert!(e.contains(&runtime.display().to_string()), "{e}");
+        assert_eq!(entries(&ours), Vec::<String>::new());
+    }
+    // The directory of one state directory, made by someone else inside ours, likewise.
+    std::fs::remove_file(&runtime).unwrap();
+    std::fs::create_dir(&runtime).unwrap();
+    chmod(&runtime, 0o700);
+    let name = ssh::control_dir(&ssh_options(&state, &runtime)).unwrap().path().to_path_buf();
+    chmod(&name, 0o777);
+    let e = error();
+    assert!(e.contains(&name.display().to_string()) && e.contains("mode 0777"), "{e}");
+    assert_eq!(entries(&name), Vec::<String>::new());
 }
 
 #[test]

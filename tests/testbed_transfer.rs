@@ -202,7 +202,7 @@ fn the_next_hook_reuses_the_warm_connection() {
 
 /// PIDs of the builders' store programs started for the serve protocol.
 fn keeper_pid(hook: &OurHook) -> Option<u32> {
-    let text = std::fs::read_to_string(hook.state().join("ssh/warm.pid")).ok()?;
+    let text = std::fs::read_to_string(hook.control().join("warm.pid")).ok()?;
     let pid: u32 = text.trim().parse().ok()?;
     std::path::Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
 }

@@ -326,7 +326,7 @@ fn a_hook_lends_nothing_to_a_keeper_of_another_user() {
     std::fs::rename(open.path().join("warm.sock"), dir.path().join("warm.sock")).unwrap();
 
     let target = crate::support::target::serve_target("builder");
-    let master = Master { target, socket: dir.path().join(CONTROL) };
+    let master = Master { target, socket: Some(dir.path().join(CONTROL)), nix_config: Vec::new() };
     let log = std::os::fd::OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
     let lent = nix_wasm_hook::transfer::warm::borrow(&master, "nix-store", &["--serve", "--write"], &log);
     assert!(lent.is_none());

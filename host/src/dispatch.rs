@@ -73,7 +73,7 @@ impl Dispatcher {
             let configured = policies.chosen.as_ref().unwrap_or(&policies.default);
             trace::Writer::new(p.clone(), opts.trace_max_bytes(), configured.id()).with_secrets(&machines)
         });
-        let unsupported = machines.iter().map(transfer::target::unsupported).collect();
+        let unsupported = machines.iter().map(|m| transfer::target::unsupported(m, local_store)).collect();
         let failed_here = vec![None; machines.len()];
         let load = nwh_slots::LoadDir::open(opts.current_load_dir(&local_store.state_dir));
         Dispatcher {

@@ -70,9 +70,15 @@ impl OurHook {
         self.dir.path().join("state")
     }
 
+    /// The directory of our hooks' control sockets and keeper, through the link the state
+    /// directory has to it.
+    pub fn control(&self) -> PathBuf {
+        self.state().join(nix_wasm_hook::transfer::ssh::CONTROL_LINK)
+    }
+
     /// Control sockets of the SSH masters our hooks started (not the keeper of warm sessions').
     pub fn masters(&self) -> Vec<PathBuf> {
-        let Ok(entries) = std::fs::read_dir(self.state().join("ssh")) else { return Vec::new() };
+        let Ok(entries) = std::fs::read_dir(self.control()) else { return Vec::new() };
         entries
             .map(|e| e.unwrap().path())
             .filter(|p| p.extension().is_some_and(|x| x == "sock") && !p.ends_with("warm.sock"))
@@ -103,7 +109,7 @@ impl OurHook {
 impl Drop for OurHook {
     fn drop(&mut self) {
         // The keeper of warm sessions our hooks started (it would end by itself when idle).
-        let pid_file = self.state().join("ssh").join("warm.pid");
+        let pid_file = self.control().join("warm.pid");
         if let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|t| t.trim().parse::<i32>().ok())
         {
             if let Some(pid) = rustix::process::Pid::from_raw(pid) {
@@ -119,6 +125,10 @@ impl Drop for OurHook {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();
+        }
+        // The control sockets' directory is outside the temporary directory.
+        if let Ok(dir) = std::fs::read_link(self.control()) {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }

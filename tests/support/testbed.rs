@@ -156,6 +156,19 @@ pub fn master_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("testbed").join("master.sh")
 }
 
+/// `argv` run by `nix`'s master (`testbed/master.sh run`): in its root file system (the host's
+/// own for 2.8), with cwd `/`, the hook binary and the tests' temporary files (and `/tmp`) at the
+/// same paths as here. Needs no test bed.
+pub fn master_cmd(nix: Nix, argv: &[&str]) -> Command {
+    let mut cmd = Command::new("bash");
+    cmd.arg(master_script()).args(["run", nix.name()]).args(argv);
+    let hook_dir = Path::new(env!("CARGO_BIN_EXE_nix-wasm-hook")).parent().unwrap().to_path_buf();
+    let binds = [hook_dir, PathBuf::from(env!("CARGO_TARGET_TMPDIR"))];
+    cmd.env("NWH_MASTER_BIND", binds.map(|p| p.display().to_string()).join(":"));
+    cmd.current_dir("/").stdin(Stdio::null());
+    cmd
+}
+
 /// `up` parameters. Each is a list with one value per builder; the last value
 /// repeats. `None` means the default (`1`, `1`, `-`, `-`).
 #[derive(Clone, Debug, Default)]
@@ -460,13 +473,7 @@ impl Testbed {
     /// `argv` run as the master would run it: in its root file system, with cwd `/`, the
     /// hook binary and the tests' temporary files at the same paths as here.
     pub fn master_cmd(&self, argv: &[&str]) -> Command {
-        let mut cmd = Command::new("bash");
-        cmd.arg(master_script()).args(["run", self.master.name()]).args(argv);
-        let hook_dir = Path::new(env!("CARGO_BIN_EXE_nix-wasm-hook")).parent().unwrap().to_path_buf();
-        let binds = [hook_dir, PathBuf::from(env!("CARGO_TARGET_TMPDIR"))];
-        cmd.env("NWH_MASTER_BIND", binds.map(|p| p.display().to_string()).join(":"));
-        cmd.current_dir("/").stdin(Stdio::null());
-        cmd
+        master_cmd(self.master, argv)
     }
 
     /// Where a path of the master's file system is seen from here.

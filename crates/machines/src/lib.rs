@@ -24,6 +24,7 @@ mod diagnostic;
 mod expand;
 mod host_key;
 mod machine_line;
+pub mod store_uri;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -102,15 +103,17 @@ pub const BUILDER_PROGRAM: &str = "nix-wasm-hook";
 
 impl Machine {
     /// The program Nix runs on this very machine, without ssh, for this line: Nix fakes ssh for
-    /// an `ssh://` URI whose authority is exactly `localhost` (no user, no port) and starts its
-    /// `remote-program` (default `nix-store`) itself.
-    pub fn runs_here(&self) -> Option<&str> {
+    /// an `ssh://` or `ssh-ng://` URI whose authority is exactly `localhost` (no user, no port)
+    /// and starts its `remote-program` (default `nix-store`, or `nix-daemon` for `ssh-ng://`),
+    /// percent-decoded, itself.
+    pub fn runs_here(&self) -> Option<String> {
         runs_here(&self.uri)
     }
 
-    /// The `remote-program` of a line that makes nix-wasm-hook one builder of Nix's own hook
-    /// (builder mode): it runs here and its file name is [`BUILDER_PROGRAM`].
-    pub fn builder_mode_program(&self) -> Option<&str> {
+    /// The program of a line that makes nix-wasm-hook one builder of Nix's own hook (builder
+    /// mode): it runs here and the file name of its `remote-program`'s first word is
+    /// [`BUILDER_PROGRAM`].
+    pub fn builder_mode_program(&self) -> Option<String> {
         builder_mode_program(&self.uri)
     }
 
@@ -169,17 +172,31 @@ impl ParseContext {
     }
 }
 
-fn runs_here(uri: &str) -> Option<&str> {
-    let rest = uri.strip_prefix("ssh://")?;
-    let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
+fn runs_here(uri: &str) -> Option<String> {
+    let (rest, default) = match uri.split_once("://")? {
+        ("ssh", rest) => (rest, "nix-store"),
+        ("ssh-ng", rest) => (rest, "nix-daemon"),
+        _ => return None,
+    };
+    let (authority, query) = store_uri::split_query(rest);
     if authority != "localhost" {
         return None;
     }
-    Some(query.split('&').find_map(|p| p.strip_prefix("remote-program=")).unwrap_or("nix-store"))
+    let params = store_uri::query_params(query).ok()?;
+    let program = params.into_iter().find(|(n, _)| n == "remote-program").map(|(_, v)| v);
+    Some(program.unwrap_or_else(|| default.to_string()))
 }
 
-fn builder_mode_program(uri: &str) -> Option<&str> {
-    runs_here(uri).filter(|p| Path::new(p).file_name().is_some_and(|n| n == BUILDER_PROGRAM))
+/// A `remote-program` that runs here as Nix runs it: words separated by spaces (Nix 2.8 hands
+/// it to `bash -c`, Nix 2.34 takes the setting as a list of words), the first the program.
+pub fn program_words(remote_program: &str) -> Vec<&str> {
+    remote_program.split_whitespace().collect()
+}
+
+fn builder_mode_program(uri: &str) -> Option<String> {
+    let program = runs_here(uri)?;
+    let first = program_words(&program).first().map(|w| w.to_string())?;
+    Path::new(&first).file_name().is_some_and(|n| n == BUILDER_PROGRAM).then_some(first)
 }
 
 /// Parse a `builders` value. `source` names where it came from for diagnostics:

@@ -338,7 +338,7 @@ fn ssh_host_problem(site: &Site, t: Token, uri: &str) -> Option<Diagnostic> {
         .expected("a host name of letters, digits, '-' and '.', or an [IPv6] address")
         .fix("correct the host name")
     } else if matches!(host, "localhost" | "127.0.0.1" | "[::1]")
-        && !params.contains("remote-store=")
+        && crate::store_uri::query_param(params, "remote-store").is_none()
         && crate::builder_mode_program(uri).is_none()
     {
         warning(format!(

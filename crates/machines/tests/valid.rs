@@ -160,8 +160,17 @@ fn builder_mode_line_is_fine_and_recognised() {
     let line = "ssh://localhost?remote-program=/usr/local/bin/nix-wasm-hook x86_64-linux - 32 1 kvm";
     clean(line);
     let m = parse(line);
-    assert_eq!(m.machines[0].builder_mode_program(), Some("/usr/local/bin/nix-wasm-hook"));
-    assert_eq!(m.machines[0].runs_here(), Some("/usr/local/bin/nix-wasm-hook"));
+    assert_eq!(m.machines[0].builder_mode_program().as_deref(), Some("/usr/local/bin/nix-wasm-hook"));
+    assert_eq!(m.machines[0].runs_here().as_deref(), Some("/usr/local/bin/nix-wasm-hook"));
+    // Percent-decoded, as Nix decodes it, name and value.
+    let m = parse("ssh://localhost?remote%2Dprogram=/usr/local/bin/nix%2Dwasm%2Dhook x86_64-linux");
+    assert_eq!(m.machines[0].builder_mode_program().as_deref(), Some("/usr/local/bin/nix-wasm-hook"));
+    // Words, as Nix runs it: the program is the first.
+    let m = parse("ssh://localhost?remote-program=/usr/local/bin/nix-wasm-hook%20--config%20/etc/x.toml");
+    assert_eq!(m.machines[0].builder_mode_program().as_deref(), Some("/usr/local/bin/nix-wasm-hook"));
+    // Nix fakes ssh for ssh-ng:// as well: it would run `nix-wasm-hook --stdio` here.
+    let m = parse("ssh-ng://localhost?remote-program=/usr/local/bin/nix-wasm-hook");
+    assert_eq!(m.machines[0].builder_mode_program().as_deref(), Some("/usr/local/bin/nix-wasm-hook"));
 }
 
 #[test]
@@ -169,13 +178,16 @@ fn only_a_bare_localhost_runs_here() {
     // Nix fakes ssh only when the authority is exactly `localhost`.
     for (line, here) in [
         ("ssh://localhost", Some("nix-store")),
+        ("ssh-ng://localhost", Some("nix-daemon")),
+        ("ssh://localhost?remote-program=/opt/nix%20store&remote-program=/x", Some("/opt/nix store")),
         ("ssh://root@localhost?remote-program=/usr/local/bin/nix-wasm-hook", None),
         ("ssh://localhost:22?remote-program=/usr/local/bin/nix-wasm-hook", None),
-        ("ssh-ng://localhost?remote-program=/usr/local/bin/nix-wasm-hook", None),
+        ("ssh-ng://root@localhost?remote-program=/usr/local/bin/nix-wasm-hook", None),
         ("ssh://b1?remote-program=/usr/local/bin/nix-wasm-hook", None),
+        ("/tmp/store", None),
     ] {
         let m = parse(line);
-        assert_eq!(m.machines[0].runs_here(), here, "{line}");
+        assert_eq!(m.machines[0].runs_here().as_deref(), here, "{line}");
         assert_eq!(m.machines[0].builder_mode_program(), None, "{line}");
     }
 }

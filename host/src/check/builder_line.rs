@@ -19,6 +19,18 @@ use crate::transfer::target;
 pub fn check(m: &Machine, program: &str, real: Option<&Machines>) -> Report {
     let mut r = Report::new(m);
     r.facts.host_key = "not used: Nix runs it on this machine, without ssh".into();
+    if m.uri.starts_with("ssh-ng://") {
+        // Nix fakes ssh for ssh-ng://localhost too, and starts the program with `--stdio`.
+        r.add(
+            Status::Unusable,
+            format!(
+                "for an ssh-ng:// line Nix starts `{program} --stdio` (the worker protocol), which \
+                 nix-wasm-hook does not serve: builder mode speaks the serve protocol"
+            ),
+            format!("write ssh://localhost instead of ssh-ng://localhost in {}", r.line),
+        );
+        return r;
+    }
     if !Path::new(program).is_absolute() {
         r.add(
             Status::Warning,
@@ -68,7 +80,10 @@ pub fn check(m: &Machine, program: &str, real: Option<&Machines>) -> Report {
 /// then end of input, which a builder answers by exiting 0 — after reading its options and
 /// machines, so a builder that cannot read them is found here too.
 fn greet(program: &str) -> Result<u64> {
-    let mut child = Command::new(program)
+    let words = nwh_machines::program_words(program);
+    let (first, leading) = words.split_first().context("an empty remote-program")?;
+    let mut child = Command::new(first)
+        .args(leading)
         .args(["--serve", "--write"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -94,7 +109,9 @@ fn greet(program: &str) -> Result<u64> {
 
 /// What the program says it is: `nix-wasm-hook 0.1.0`.
 fn version(program: &str) -> Result<String> {
-    let out = Command::new(program).arg("--version").stdin(Stdio::null()).output()?;
+    let words = nwh_machines::program_words(program);
+    let (first, leading) = words.split_first().context("an empty remote-program")?;
+    let out = Command::new(first).args(leading).arg("--version").stdin(Stdio::null()).output()?;
     anyhow::ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr).trim());
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
@@ -104,7 +121,15 @@ fn version(program: &str) -> Result<String> {
 /// sends one the line lacks a system or feature for; and it postpones when the line's slots
 /// are taken, looking again only after `build-poll-interval`.
 fn compare(line: &Machine, real: &Machines, r: &mut Report) {
-    let usable: Vec<&Machine> = real.machines.iter().filter(|m| target::unsupported(m).is_none()).collect();
+    // Behind builder mode, the store Nix builds in is taken to be this machine's own (a line's
+    // `remote-store` naming another is not followed here): a real builder in it would wait on
+    // the locks Nix holds, as from the hook.
+    let here = crate::transfer::local_store::LocalStore::parse("auto").ok();
+    let usable: Vec<&Machine> = real
+        .machines
+        .iter()
+        .filter(|m| here.as_ref().is_none_or(|here| target::unsupported(m, here).is_none()))
+        .collect();
     if usable.is_empty() {
         r.add(
             Status::Unusable,

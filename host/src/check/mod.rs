@@ -67,8 +67,10 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
         parsed.diagnostics.iter().chain(real.iter().flat_map(|r| &r.diagnostics)).collect();
     let unreadable = diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
     let ssh_opts = SshOptions::from(&opts);
-    let real_reports = real.as_ref().map(|r| check_all(&r.machines, &ssh_opts, None)).unwrap_or_default();
-    let reports = check_all(&parsed.machines, &ssh_opts, real.as_ref());
+    let store = crate::settings::local_store(&settings, None)?;
+    let real_reports =
+        real.as_ref().map(|r| check_all(&r.machines, &ssh_opts, None, &store)).unwrap_or_default();
+    let reports = check_all(&parsed.machines, &ssh_opts, real.as_ref(), &store);
     let usable = unreadable == 0 && reports.iter().chain(&real_reports).all(|r| r.status != Status::Unusable);
     if args.json {
         let diagnostics: Vec<String> = diagnostics.iter().map(|d| d.to_string()).collect();

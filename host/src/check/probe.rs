@@ -1,6 +1,7 @@
 //! Checking builders as the hook uses them: with its SSH, a bounded number at once, each
 //! within a deadline; what each line declares compared with what the builder's Nix is.
 
+use crate::transfer::local_store::LocalStore;
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::os::fd::OwnedFd;
@@ -22,11 +23,13 @@ const AT_ONCE: usize = 16;
 /// builder that accepts the connection but never answers (a frozen machine, a hung
 /// `nix-store`) must not hang `check`. A check past its deadline is left running (the process
 /// ends after the report), reported as such, and another worker takes its place. A
-/// builder-mode line is checked against `real`, the real builders behind it.
+/// builder-mode line is checked against `real`, the real builders behind it. A builder whose
+/// store is the master's own (`master_store`, the one Nix's `store` setting names) is unusable.
 pub(super) fn check_all(
     machines: &[Machine],
     ssh_opts: &SshOptions,
     real: Option<&nwh_machines::Machines>,
+    master_store: &LocalStore,
 ) -> Vec<Report> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{mpsc, Arc};
@@ -37,21 +40,27 @@ pub(super) fn check_all(
         Done(usize, Box<Report>),
     }
     let limit = ssh_opts.connect_timeout + CHECK_GRACE;
-    let shared = Arc::new((machines.to_vec(), ssh_opts.clone(), real.cloned(), AtomicUsize::new(0)));
+    let shared = Arc::new((
+        machines.to_vec(),
+        (ssh_opts.clone(), master_store.clone()),
+        real.cloned(),
+        AtomicUsize::new(0),
+    ));
     let (tx, rx) = mpsc::channel();
     let worker = || {
         let (shared, tx) = (Arc::clone(&shared), tx.clone());
         std::thread::spawn(move || {
-            let (machines, opts, real, next) = &*shared;
+            let (machines, (opts, master_store), real, next) = &*shared;
             loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(m) = machines.get(i) else { return };
                 if tx.send(Event::Started(i)).is_err() {
                     return;
                 }
-                let report = match m.builder_mode_program() {
-                    Some(program) => builder_line::check(m, program, real.as_ref()),
-                    None => check_machine(m, opts),
+                // The whole remote-program, as Nix runs it: the program and its words.
+                let report = match m.builder_mode_program().and(m.runs_here()) {
+                    Some(program) => builder_line::check(m, &program, real.as_ref()),
+                    None => check_machine(m, opts, master_store),
                 };
                 if tx.send(Event::Done(i, Box::new(report))).is_err() {
                     return;
@@ -104,11 +113,19 @@ fn no_answer(m: &Machine, limit: std::time::Duration) -> Report {
 /// How long a builder's checks may take once connected (handshakes and three commands).
 const CHECK_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 
-fn check_machine(m: &Machine, ssh_opts: &SshOptions) -> Report {
+fn check_machine(m: &Machine, ssh_opts: &SshOptions, master_store: &LocalStore) -> Report {
     let mut r = Report::new(m);
     let Some(target) = target_of(m, &mut r) else { return r };
+    if let Some(why) = target.on_master_store(master_store) {
+        r.add(Status::Unusable, why, format!("remove {} or give it a store of its own", r.line));
+        return r;
+    }
     let ng = target.protocol == target::Protocol::Daemon;
-    r.facts.host_key = host_key_source(&target, &mut r);
+    r.facts.host_key = match target.via {
+        target::Via::Ssh => host_key_source(&target, &mut r),
+        // As the hook runs it, and Nix's own hook: a child here, on the same pipes.
+        target::Via::Here => "not used: its store program runs on this machine, without ssh".into(),
+    };
     let key_unknown = r.status == Status::Unusable;
     let master = match ssh::master(&target, ssh_opts) {
         Ok(master) => master,
@@ -128,7 +145,11 @@ fn check_machine(m: &Machine, ssh_opts: &SshOptions) -> Report {
     let program =
         if ng { sibling(&target.remote_program, "nix-store") } else { target.remote_program.clone() };
     check_version(&master, &program, &mut r);
-    compare_config(m, &master, &program, &mut r);
+    // A local store's features are the line's own: the hook passes them as its
+    // `system-features`, as Nix's hook does, whatever the configuration says.
+    if !target.is_local_store() {
+        compare_config(m, &master, &program, &mut r);
+    }
     r
 }
 
@@ -152,7 +173,7 @@ fn target_of(m: &Machine, r: &mut Report) -> Option<Target> {
             r.add(
                 Status::Unusable,
                 format!("{e:#}"),
-                "use an ssh:// or ssh-ng:// URI with the parameters named",
+                "use an ssh:// or ssh-ng:// URI or a local store, with the parameters named",
             );
             None
         }

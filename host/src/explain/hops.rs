@@ -27,11 +27,12 @@ pub fn hops(
 ) -> Result<(Hop, Option<Hop>)> {
     let AsTheHook { opts, settings, machines: parsed, .. } = inputs;
     let local = crate::settings::local(&settings);
-    let load_dir = opts.current_load_dir(&crate::settings::local_store(&settings, None)?.state_dir);
+    let store = crate::settings::local_store(&settings, None)?;
+    let load_dir = opts.current_load_dir(&store.state_dir);
     let load = || nwh_slots::LoadDir::open(&load_dir);
     let builder_mode = parsed.machines.iter().any(|m| m.builder_mode_program().is_some());
     let health = Health::from(&opts);
-    let hook_disables = |m: &Machine| unsupported(m).or_else(|| health.disabled_reason(&m.uri));
+    let hook_disables = |m: &Machine| unsupported(m, &store).or_else(|| health.disabled_reason(&m.uri));
     if !builder_mode {
         let scheduler = Scheduler::new(parsed.machines, load(), policies, local, nix);
         return Ok((Hop::decide(scheduler, request, hook_disables, notes)?, None));

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use nwh_store_path::StoreDir;
 
 /// The local store as the hook uses it.
@@ -36,6 +36,14 @@ pub struct LocalStore {
 }
 
 static LOCAL: OnceLock<LocalStore> = OnceLock::new();
+
+/// The socket of the machine's own daemon, which `daemon` and `auto` reach.
+const DEFAULT_SOCKET: &str = "/nix/var/nix/daemon-socket/socket";
+
+/// A store URI's part decoded as Nix decodes a query.
+fn percent_decode(text: &str) -> Result<String> {
+    nwh_machines::store_uri::percent_decode(text).map_err(|e| anyhow!("`{text}`: {e}"))
+}
 
 /// Makes `store` the local store of this process. Only the first call counts.
 pub fn set(store: LocalStore) {
@@ -62,13 +70,10 @@ impl LocalStore {
     /// binary cache, a remote store) is an error that says so.
     pub fn parse(uri: &str) -> Result<LocalStore> {
         let uri = uri.trim();
-        let (base, query) = uri.split_once('?').unwrap_or((uri, ""));
-        let mut params = Vec::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            params.push((percent_decode(name)?, percent_decode(value)?));
-        }
-        let param = |name: &str| params.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        let (base, query) = nwh_machines::store_uri::split_query(uri);
+        let params =
+            nwh_machines::store_uri::query_params(query).map_err(|e| anyhow!("the store `{uri}`: {e}"))?;
+        let param = |name: &str| params.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
         let root = match base {
             "" | "auto" | "daemon" | "local" => param("root").filter(|r| !r.is_empty()).map(PathBuf::from),
             b if b.starts_with("unix://") => None,
@@ -128,6 +133,20 @@ impl LocalStore {
         }
     }
 
+    /// Whether `other` is this very store: the same store directory on disk, and not the store
+    /// of another daemon (a `unix://` socket other than the machine's own), whose directory
+    /// says nothing about where it is.
+    pub fn same_as(&self, other: &LocalStore) -> bool {
+        let other_daemon = |s: &LocalStore| {
+            s.uri.as_deref().and_then(|u| u.strip_prefix("unix://")).is_some_and(|socket| {
+                let socket = socket.split('?').next().unwrap_or(socket);
+                Path::new(socket).components().ne(Path::new(DEFAULT_SOCKET).components())
+            })
+        };
+        let place = |s: &LocalStore| s.real_dir.components().collect::<PathBuf>();
+        !other_daemon(self) && !other_daemon(other) && place(self) == place(other)
+    }
+
     /// Nix's own `nix-store`, on this store.
     pub fn nix_store(&self) -> Command {
         let mut c = Command::new("nix-store");
@@ -165,28 +184,6 @@ impl LocalStore {
 /// Nix's state directory as Nix finds it: `NIX_STATE_DIR`, else `/nix/var/nix`.
 fn nix_state_dir() -> PathBuf {
     std::env::var_os("NIX_STATE_DIR").filter(|v| !v.is_empty()).map_or("/nix/var/nix".into(), PathBuf::from)
-}
-
-/// A store URI's query part decoded as Nix decodes it: `%XX` is the byte XX.
-fn percent_decode(text: &str) -> Result<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3).filter(|h| h.len() == 2);
-            let byte = hex.and_then(|h| u8::from_str_radix(h, 16).ok());
-            let Some(byte) = byte else {
-                bail!("`{text}`: `%` must be followed by two hex digits (write `%25` for a `%`)");
-            };
-            out.push(byte);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).with_context(|| format!("`{text}` decodes to bytes that are not UTF-8"))
 }
 
 #[cfg(test)]
@@ -252,7 +249,7 @@ mod tests {
             ("file:///srv/cache", "not one this hook can bring outputs back into"),
             ("local?root=relative", "is relative"),
             ("daemon?root=/x", "a daemon's store cannot be given"),
-            ("local?root=/x%2", "two hex digits"),
+            ("local?root=/x%2", "two hexadecimal digits"),
         ] {
             let e = format!("{:#}", LocalStore::parse(uri).unwrap_err());
             assert!(e.contains(says), "{uri}: {e}");

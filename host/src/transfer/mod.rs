@@ -169,6 +169,8 @@ pub fn build(
 ) -> Result<Finished> {
     let started = std::time::Instant::now();
     let drv = read_derivation(job.drv_path)?;
+    // A local store builds with the settings Nix sent, as in Nix's own hook.
+    let master = &master.with_settings(job.settings);
     let mut session = BuilderSession::open(master, job.uri, build_log)?;
     let inputs: BTreeSet<String> = job.inputs.iter().cloned().collect();
     let uploaded =

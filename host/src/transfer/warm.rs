@@ -19,7 +19,10 @@
 //!   error, or the hook killed mid-build) ends the session instead: its state is unknown.
 //!
 //! Only the serve protocol (`ssh://`) is lent: a daemon connection's handshake leaves state
-//! (features, trust) that a second process would have to be told.
+//! (features, trust) that a second process would have to be told. Nor is a store program that
+//! runs here, without ssh (an `ssh://localhost` line, a local store): it starts without a
+//! connection to make, and it reads the settings of the build that starts it, which a warm
+//! session started for another build would not have.
 //!
 //! The keeper starts programs on builders as its user (root under the daemon), so it serves
 //! only its own user (the peer's uid on each connection, `SO_PEERCRED`), in a directory
@@ -140,9 +143,10 @@ impl Lease {
 /// Borrows a warm session for `master`'s builder, its stderr going to `log`; `None` when the
 /// keeper is not there (it is started for the next build) or cannot lend one.
 pub fn borrow(master: &Master, program: &str, args: &[&str], log: &OwnedFd) -> Option<Lent> {
-    let dir = PrivateDir::open(master.socket.parent()?, Access::Secret).ok()?;
+    let socket = master.socket.as_ref()?;
+    let dir = PrivateDir::open(socket.parent()?, Access::Secret).ok()?;
     let ask = Ask {
-        socket: master.socket.clone(),
+        socket: socket.clone(),
         program: program.to_string(),
         args: args.iter().map(|a| a.to_string()).collect(),
         host: master.target.display(),
