@@ -606,9 +606,10 @@ fn the_ca_derivations_answers_are_those_of_each_release_s_own_hook() {
 }
 
 #[test]
-fn a_derivation_whose_outputs_are_only_known_after_the_build_is_declined_not_accepted() {
-    // A floating content-addressed output has no path in the .drv: the hook could build it
-    // remotely but could not register it here, so it must not accept it.
+fn a_floating_derivation_is_accepted_when_its_realisations_can_be_registered() {
+    // A floating content-addressed output has no path in the .drv: the hook brings it back
+    // from where the builder says it is and registers its realisation under the DrvOutput id
+    // it computes, so it accepts the derivation when it can compute that id.
     let env = HookEnv::new();
     let drv = env.path("x-floating.drv");
     std::fs::write(
@@ -616,33 +617,49 @@ fn a_derivation_whose_outputs_are_only_known_after_the_build_is_declined_not_acc
         r#"Derive([("out","","r:sha256","")],[],[],"x86_64-linux","/bin/sh",["-c","echo > $out"],[("out","")])"#,
     )
     .unwrap();
-    let drv = drv.display().to_string();
     let mut hook = env.start();
     hook.send(&base("ssh://a x86_64-linux - 1 1"));
-    hook.send(&try_message(true, "x86_64-linux", &drv, &[]));
+    hook.send(&try_message(true, "x86_64-linux", &drv.display().to_string(), &[]));
+    assert_eq!(hook.reply(), Some(Reply::Accept("ssh://a".into())));
+    hook.finish();
+
+    // With an input derivation (which Nix resolves away before it hands a floating derivation
+    // to its hook) the id cannot be computed here: declined, saying why.
+    let unresolved = env.path("x-unresolved.drv");
+    std::fs::write(
+        &unresolved,
+        r#"Derive([("out","","r:sha256","")],[("/nix/store/0c9g1b2l8nwn1wrmvfhh9hn9kqi1h3ff-dep.drv",["out"])],[],"x86_64-linux","/bin/sh",["-c","echo > $out"],[("out","")])"#,
+    )
+    .unwrap();
+    let unresolved = unresolved.display().to_string();
+    let mut hook = env.start();
+    hook.send(&base("ssh://a x86_64-linux - 1 1"));
+    hook.send(&try_message(true, "x86_64-linux", &unresolved, &[]));
     assert_eq!(hook.reply(), Some(Reply::Decline));
     let (code, log, _) = hook.finish();
     assert_eq!(code, 0);
     let messages = crate::support::fake_parent::Hook::messages(&log).join("\n");
     assert!(
-        messages.contains(&format!(
-            "declines {drv}: its outputs `out` are content-addressed without a fixed hash"
-        )),
+        messages.contains(&format!("declines {unresolved}: it has floating content-addressed outputs"))
+            && messages.contains("input derivations"),
         "{messages}"
     );
 
-    // The same derivation with its output path known is accepted as usual.
-    let known = env.path("x-known.drv");
+    // An output with no path that is not floating (deferred) is still declined.
+    let deferred = env.path("x-deferred.drv");
     std::fs::write(
-        &known,
-        r#"Derive([("out","/nix/store/9ffff0jk7yp07fz3xhh7rzgqjj2ysq6x-x","","")],[],[],"x86_64-linux","/bin/sh",["-c","echo > $out"],[("out","/nix/store/9ffff0jk7yp07fz3xhh7rzgqjj2ysq6x-x")])"#,
+        &deferred,
+        r#"Derive([("out","","","")],[],[],"x86_64-linux","/bin/sh",["-c","echo > $out"],[("out","")])"#,
     )
     .unwrap();
+    let deferred = deferred.display().to_string();
     let mut hook = env.start();
     hook.send(&base("ssh://a x86_64-linux - 1 1"));
-    hook.send(&try_message(true, "x86_64-linux", &known.display().to_string(), &[]));
-    assert_eq!(hook.reply(), Some(Reply::Accept("ssh://a".into())));
-    hook.finish();
+    hook.send(&try_message(true, "x86_64-linux", &deferred, &[]));
+    assert_eq!(hook.reply(), Some(Reply::Decline));
+    let (_, log, _) = hook.finish();
+    let messages = crate::support::fake_parent::Hook::messages(&log).join("\n");
+    assert!(messages.contains(&format!("declines {deferred}: its outputs `out` have no path")), "{messages}");
 }
 
 /// Whatever fails while the hook places a derivation (here: the current-load directory is a

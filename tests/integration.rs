@@ -22,6 +22,7 @@ mod testbed_check;
 mod testbed_decide;
 mod testbed_diagnose;
 mod testbed_faults;
+mod testbed_floating;
 mod testbed_hostile;
 mod testbed_load;
 mod testbed_smoke;

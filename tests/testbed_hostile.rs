@@ -22,6 +22,7 @@ on_the_oldest_and_newest_nix!(
     a_reference_with_a_newline_forges_no_record,
     a_nar_longer_than_announced_is_cut_off_there,
     a_fixed_output_with_other_contents_is_refused,
+    a_floating_output_with_other_contents_is_refused,
     a_nar_entry_named_dotdot_is_never_unpacked,
     a_path_info_past_any_real_count_is_refused,
     the_builder_front_end_relays_only_the_outputs_asked_for,
@@ -232,6 +233,55 @@ fn a_fixed_output_with_other_contents_is_refused(nix: Nix) {
     }
     let out = attempt(&tb, Front::NixsOwnHook, &line, &fixed_hello());
     eprintln!("Nix's own hook with other contents for a fixed output: {}", out.status);
+}
+
+/// Our hook checks the path a builder names for a floating content-addressed output against
+/// the contents it sends: other contents (with a path info that matches them) under the path the
+/// real build got are refused before anything is valid, and no realisation is registered. The
+/// builder has the `ca-derivations` experiment and feature, as Nix needs to send it such a build.
+fn a_floating_output_with_other_contents_is_refused(nix: Nix) {
+    let opts = Opts { features: Some("ca-derivations".into()), ..Opts::default() };
+    let Some(tb) = Testbed::up_or_skip_as(nix, 1, opts) else { return };
+    let hostile = Hostile::new();
+    let on = tb.ssh(
+        1,
+        "mkdir -p /root/.config/nix && echo 'extra-experimental-features = ca-derivations' > /root/.config/nix/nix.conf",
+    );
+    assert!(on.status.success(), "{}", describe(&on));
+    let floating = || {
+        format!(
+            // Contents of their own, so that no run finds the output valid already (its
+            // contents would then be checked here, and the lie never sent).
+            r#"builtins.derivation {{ name = "nwh-hostile-floating"; system = builtins.currentSystem;
+  builder = "/bin/sh"; args = [ "-c" "echo {} > $out" ];
+  __contentAddressed = true; outputHashMode = "recursive"; outputHashAlgo = "sha256"; }}"#,
+            unique_nonce()
+        )
+    };
+    let ca = ["--option", "extra-experimental-features", "nix-command ca-derivations"];
+    let build = |line: &str, expr: &str| {
+        let hook = OurHook::new(&[]);
+        let mut args = hook.remote_only(line).to_vec();
+        args.extend(ca);
+        let out = tb.nix_build(expr, &args);
+        eprintln!("{}", describe(&out));
+        out
+    };
+    let expr = floating();
+    let out = build(&hostile.line(&tb, 1, &["other-contents"]), &expr);
+    refused_by_us(&tb, &out, "but what it sent for it is");
+    // Nothing was registered for it: Nix knows no realisation of the derivation.
+    let drv = tb.master_cmd(&["nix-instantiate", ca[0], ca[1], ca[2], "-E", &expr]).output().unwrap();
+    let drv = String::from_utf8_lossy(&drv.stdout).trim().to_string();
+    let installable = if nix == Nix::V2_8 { drv.clone() } else { format!("{drv}^*") };
+    let info = tb
+        .master_cmd(&["nix", "--extra-experimental-features", ca[2], "realisation", "info", &installable])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&info.stdout).contains("!out /"), "{}", describe(&info));
+    // The control: the same derivation through the honest relay lands.
+    let out = build(&hostile.line(&tb, 1, &["honest"]), &expr);
+    assert!(out.status.success(), "through the honest relay: {}", describe(&out));
 }
 
 fn the_builder_front_end_relays_only_the_outputs_asked_for(nix: Nix) {

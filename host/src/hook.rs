@@ -157,6 +157,7 @@ fn build(
         uri: &placed.uri,
         drv_path,
         inputs: &accepted.inputs,
+        wanted_outputs: &accepted.wanted_outputs,
         settings,
         upload_lock: &dispatcher.scheduler.load.upload_lock_path(&placed.uri),
     };

@@ -13,7 +13,8 @@ use nwh_wire::{Limits, Reader, WireError, Writer};
 use crate::error::{is_broken_pipe, printable_greeting, DaemonError, Result};
 use crate::framed::FramedWriter;
 use crate::messages::{
-    read_trust, BuildMode, BuildResult, DecodeError, Frame, LogMessage, Options, PathInfo, RemoteError,
+    read_trust, BuildMode, BuildResult, DecodeError, Frame, LogMessage, Options, PathInfo, Realisation,
+    RemoteError,
 };
 use crate::protocol::{
     has, major, Op, MINIMUM_VERSION, PROTOCOL_VERSION, STDERR_ERROR, WORKER_MAGIC_1, WORKER_MAGIC_2,
@@ -571,6 +572,24 @@ impl<R: Read, W: Write> DaemonClient<R, W> {
             c.flush(DURING)?;
             c.process_stderr(DURING, log)?;
             c.recv(DURING, |r| BuildResult::read_from(r, version))
+        })
+    }
+
+    /// Records `realisation` in the daemon's store (Nix's `registerDrvOutput`), as Nix's hook
+    /// does for each floating content-addressed output it copied back. The daemon's store must
+    /// have `ca-derivations` among its experimental features and the path valid; otherwise it
+    /// answers with an error, which comes back as [`DaemonError::Remote`].
+    pub fn register_drv_output(
+        &mut self,
+        realisation: &Realisation,
+        log: &mut dyn FnMut(LogMessage),
+    ) -> Result<()> {
+        const DURING: &str = "RegisterDrvOutput";
+        let version = self.version;
+        self.op(Op::RegisterDrvOutput, |c| {
+            c.send(DURING, |w| realisation.write_to(w, version))?;
+            c.flush(DURING)?;
+            c.process_stderr(DURING, log)
         })
     }
 

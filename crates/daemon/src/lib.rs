@@ -20,7 +20,8 @@ pub mod protocol;
 pub use client::{DaemonClient, Upload};
 pub use error::{DaemonError, Result};
 pub use messages::{
-    verbosity, BuildMode, BuildResult, DecodeError, Field, Frame, LogMessage, Options, PathInfo, RemoteError,
+    verbosity, BuildMode, BuildResult, DecodeError, Field, Frame, LogMessage, Options, PathInfo, Realisation,
+    RemoteError,
 };
 pub use nwh_serve::BuildStatus;
 pub use protocol::{major, minor, Op, MINIMUM_VERSION, PROTOCOL_VERSION, WORKER_MAGIC_1, WORKER_MAGIC_2};

@@ -597,6 +597,60 @@ impl BuildResult {
 
 /// An optional duration: a tag (0 none, 1 some), then the microseconds as a non-negative
 /// signed 64-bit number.
+/// The realisation of a floating content-addressed output, as `RegisterDrvOutput` takes it:
+/// the output's DrvOutput id (`sha256:<hash modulo>!<output>`, see
+/// `nwh_drv::Derivation::drv_output_ids`) and the store path it was built at. No signatures
+/// and no dependent realisations: a resolved derivation, the only kind a hook builds, has
+/// none, and Nix 2.34 no longer keeps them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Realisation {
+    pub id: String,
+    /// Full store path (`/nix/store/…`); the wire carries its base name.
+    pub out_path: String,
+}
+
+impl Realisation {
+    fn base_name(&self) -> &str {
+        self.out_path.rsplit_once('/').map_or(self.out_path.as_str(), |(_, base)| base)
+    }
+
+    /// The JSON Nix reads (2.8 `Realisation::fromJSON`, 2.34 the `Realisation` JSON form):
+    /// `outPath` as a base name, keys in the order Nix 2.34 writes them.
+    pub fn to_json(&self) -> String {
+        format!(
+            r#"{{"dependentRealisations":{{}},"id":{},"outPath":{},"signatures":[]}}"#,
+            json_string(&self.id),
+            json_string(self.base_name())
+        )
+    }
+
+    /// `RegisterDrvOutput`'s argument: since 1.31 the JSON as one string; before, the id and
+    /// the base name of the path as two strings.
+    pub fn write_to<W: Write>(&self, w: &mut Writer<W>, version: u64) -> io::Result<()> {
+        if has(version, 31) {
+            w.write_str(&self.to_json())
+        } else {
+            w.write_str(&self.id)?;
+            w.write_str(self.base_name())
+        }
+    }
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 fn read_duration<R: Read>(r: &mut Reader<R>) -> Result<Option<u64>, DecodeError> {
     match read_int_as(r, "optional tag", 1)? {
         0 => Ok(None),

@@ -54,10 +54,13 @@ pub enum Op {
     AddMultipleToStore,
     /// Since 1.34.
     BuildPathsWithResults,
+    /// Records a realisation of a floating content-addressed output in the daemon's store;
+    /// since 1.27 (the realisation as JSON since 1.31, before as its id and path).
+    RegisterDrvOutput,
 }
 
 impl Op {
-    pub const ALL: [Op; 8] = [
+    pub const ALL: [Op; 9] = [
         Op::SetOptions,
         Op::QueryPathInfo,
         Op::QueryValidPaths,
@@ -66,6 +69,7 @@ impl Op {
         Op::AddToStoreNar,
         Op::AddMultipleToStore,
         Op::BuildPathsWithResults,
+        Op::RegisterDrvOutput,
     ];
 
     pub fn code(self) -> u64 {
@@ -78,6 +82,7 @@ impl Op {
             Op::AddToStoreNar => 39,
             Op::AddMultipleToStore => 44,
             Op::BuildPathsWithResults => 46,
+            Op::RegisterDrvOutput => 42,
         }
     }
 
@@ -91,6 +96,7 @@ impl Op {
             Op::AddToStoreNar => 23,
             Op::AddMultipleToStore => 32,
             Op::BuildPathsWithResults => 34,
+            Op::RegisterDrvOutput => 27,
             _ => 0,
         }
     }
@@ -106,6 +112,7 @@ impl Op {
             Op::AddToStoreNar => "AddToStoreNar",
             Op::AddMultipleToStore => "AddMultipleToStore",
             Op::BuildPathsWithResults => "BuildPathsWithResults",
+            Op::RegisterDrvOutput => "RegisterDrvOutput",
         }
     }
 }

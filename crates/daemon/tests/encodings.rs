@@ -311,3 +311,59 @@ fn errors_during_operations() {
     assert!(matches!(err, DaemonError::Unsupported { op: "AddMultipleToStore", version: 0x11f, .. }));
     assert_eq!(sent.bytes().len(), before);
 }
+
+/// `RegisterDrvOutput` (42): since 1.31 the realisation as one JSON string, `outPath` a base
+/// name (daemon.cc and `Realisation::fromJSON` of Nix 2.8, the `Realisation` JSON of 2.34);
+/// before, the id and the base name as two strings; before 1.27 not sent at all.
+#[test]
+fn register_drv_output_per_version() {
+    use nwh_daemon::Realisation;
+    let realisation = Realisation {
+        id: "sha256:092b9758d0e28c67a6bb7fa7e5854c04059f5860075cddea1279e0920b245cd9!out".into(),
+        out_path: "/nix/store/h5fi5f9xr3z7rxxj66jj4w7cxgyvqv8i-nwh-drvtest-floating".into(),
+    };
+    let json = r#"{"dependentRealisations":{},"id":"sha256:092b9758d0e28c67a6bb7fa7e5854c04059f5860075cddea1279e0920b245cd9!out","outPath":"h5fi5f9xr3z7rxxj66jj4w7cxgyvqv8i-nwh-drvtest-floating","signatures":[]}"#;
+    assert_eq!(realisation.to_json(), json);
+    let quoted = Realisation { id: "a\"b\\c\n".into(), out_path: "x".into() };
+    assert!(quoted.to_json().contains(r#""id":"a\"b\\c\u000a""#), "{}", quoted.to_json());
+
+    for (version, args) in [
+        (0x122, Bytes::default().str(json).0),
+        (0x126, Bytes::default().str(json).0),
+        (
+            0x11e,
+            Bytes::default()
+                .str(&realisation.id)
+                .str("h5fi5f9xr3z7rxxj66jj4w7cxgyvqv8i-nwh-drvtest-floating")
+                .0,
+        ),
+    ] {
+        // The daemon's side of the handshake by version: features (1.38), its version (1.33),
+        // the trust flag (1.35); then the end of the handshake and of the operation.
+        let mut server = Bytes::default().u64(WORKER_MAGIC_2).u64(version);
+        if version >= 0x126 {
+            server = server.strs(&[]);
+        }
+        if version >= 0x121 {
+            server = server.str("2.x");
+        }
+        if version >= 0x123 {
+            server = server.u64(1);
+        }
+        let server = server.u64(STDERR_LAST).u64(STDERR_LAST).0;
+        let (c, sent) = connect(server);
+        let mut c = c.unwrap();
+        let greeting = sent.bytes().len();
+        c.register_drv_output(&realisation, &mut |_| {}).unwrap();
+        let expect = [Bytes::default().u64(42).0, args].concat();
+        assert_eq!(sent.bytes()[greeting..], expect[..], "{version:#x}");
+    }
+
+    // A daemon older than 1.27 has no such operation: refused, nothing sent.
+    let (c, sent) = connect(Bytes::default().u64(WORKER_MAGIC_2).u64(0x11a).u64(STDERR_LAST).0);
+    let mut c = c.unwrap();
+    let greeting = sent.bytes().len();
+    let err = c.register_drv_output(&realisation, &mut |_| {}).unwrap_err();
+    assert!(matches!(err, DaemonError::Unsupported { .. }), "{err:?}");
+    assert_eq!(sent.bytes().len(), greeting);
+}

@@ -5,3 +5,4 @@ mod common;
 mod encodings;
 mod golden;
 mod real_nix;
+mod realisations;

@@ -14,13 +14,16 @@
 //! one of them), and every string must be UTF-8.
 //!
 //! Modules: `derivation` (the types), `parse` (the `.drv` reader), `write` (the ATerm printer),
-//! `wire` (the serve-protocol form of a `BasicDerivation`), `error`.
+//! `wire` (the serve-protocol form of a `BasicDerivation`), `modulo` (the hash modulo and the
+//! DrvOutput ids of floating content-addressed outputs), `error`.
 
 mod derivation;
 mod error;
+mod modulo;
 mod parse;
 mod wire;
 mod write;
 
 pub use derivation::{BasicDerivation, Derivation, Output};
 pub use error::{Found, ParseError, ReadError};
+pub use modulo::{drv_output_id, ModuloError};

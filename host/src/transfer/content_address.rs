@@ -2,6 +2,10 @@
 //! accept a path without a signature. `nix-store --dump-db` does not print it, so it is found
 //! the way Nix made the path: a store path is a hash of how its contents were hashed, so the
 //! right candidate is the one whose recomputed path is the path itself.
+//!
+//! Also what comes back for content-addressed outputs is checked here: a fixed output against
+//! the hash its derivation fixes ([`check_fixed`]), a floating one against the path the
+//! builder's realisation names for it ([`check_floating`]).
 
 use std::collections::BTreeSet;
 
@@ -126,6 +130,148 @@ pub fn check_fixed(
     Ok(())
 }
 
+/// Checks the path `claimed` that a builder's realisation names for the floating
+/// content-addressed `output` of a derivation called `drv_name`, against what arrived for it
+/// (unpacked at `real`, with the builder's `references`): it must be the path Nix gives an
+/// output `output_name` with these contents, so that a builder, trusted for the contents of the
+/// outputs it was asked to build, names nothing else. Nix names the output `<drv_name>` (`out`)
+/// or `<drv_name>-<output_name>`, and hashes its contents as the output's method and algorithm
+/// say, modulo its own hash part (a self-reference counts as zeros). For a self-referencing
+/// output the rules of the builder's release differ: up to Nix 2.16 the positions of the
+/// self-references are hashed too (NixOS/nix 3ebe134, first in 2.17, dropped them), so either
+/// path is accepted.
+pub fn check_floating(
+    claimed: &str,
+    drv_name: &str,
+    output_name: &str,
+    output: &nwh_drv::Output,
+    real: &std::path::Path,
+    references: &BTreeSet<String>,
+) -> anyhow::Result<()> {
+    use anyhow::{bail, ensure, Context};
+    let name = if output_name == "out" { drv_name.to_string() } else { format!("{drv_name}-{output_name}") };
+    let Some((store_dir, base)) = claimed.rsplit_once('/') else { bail!("'{claimed}' is not a store path") };
+    let Some((hash_part, claimed_name)) = base.split_once('-') else {
+        bail!("'{claimed}' is not a store path")
+    };
+    ensure!(
+        claimed_name == name,
+        "the builder says output `{output_name}` is {claimed}, but Nix names that output '{name}'"
+    );
+    let fixed = Fixed::of(output).map_err(|why| anyhow::anyhow!("output `{output_name}`: {why}"))?;
+    let self_reference = references.contains(claimed);
+    let others: Vec<&str> = references.iter().filter(|r| *r != claimed).map(String::as_str).collect();
+    let mut hasher = ModuloHasher::new(fixed.algo, hash_part.as_bytes());
+    if fixed.recursive {
+        nwh_nar::dump::dump(real, &mut hasher).with_context(|| format!("hashing the NAR of {claimed}"))?;
+    } else {
+        let meta = std::fs::symlink_metadata(real)?;
+        ensure!(
+            meta.is_file(),
+            "output `{output_name}` is hashed flat, so {claimed} must be one regular file"
+        );
+        std::io::copy(&mut std::fs::File::open(real)?, &mut hasher)
+            .with_context(|| format!("hashing {claimed}"))?;
+    }
+    let (since_2_17, up_to_2_16) = hasher.finish();
+    let path_of = |hash: &[u8]| -> Option<String> {
+        if fixed.recursive && fixed.algo == Algo::Sha256 {
+            let kind: Vec<&str> = std::iter::once("source")
+                .chain(others.iter().copied())
+                .chain(self_reference.then_some("self"))
+                .collect();
+            Some(store_path(store_dir, &kind.join(":"), hash.try_into().ok()?, &name))
+        } else {
+            // Nix allows no references here (2.34 says so, 2.8 fails an assertion).
+            if self_reference || !others.is_empty() {
+                return None;
+            }
+            let algo = match fixed.algo {
+                Algo::Md5 => "md5",
+                Algo::Sha1 => "sha1",
+                Algo::Sha256 => "sha256",
+                Algo::Sha512 => "sha512",
+            };
+            let method = if fixed.recursive { "r:" } else { "" };
+            let inner = format!("fixed:out:{method}{algo}:{}:", nwh_nar::hash::base16_encode(hash));
+            Some(store_path(store_dir, "output:out", &Sha256::digest(inner.as_bytes()).into(), &name))
+        }
+    };
+    let expected: Vec<String> = [since_2_17, up_to_2_16].iter().filter_map(|h| path_of(h)).collect();
+    ensure!(
+        expected.iter().any(|p| p == claimed),
+        "the builder says output `{output_name}` is {claimed}, but what it sent for it is {}",
+        expected
+            .first()
+            .map_or("not something Nix content-addresses (it has references)".to_string(), |p| p.clone())
+    );
+    Ok(())
+}
+
+/// Nix's `HashModuloSink`: hashes what is written with every occurrence of `modulus` (a path's
+/// hash part) replaced by as many zero bytes; [`ModuloHasher::finish`] gives the hash as Nix 2.17
+/// and later make it, and as Nix up to 2.16 made it, which appended `|<offset>` for each
+/// occurrence (the same when there is none).
+struct ModuloHasher {
+    hasher: Hasher,
+    modulus: Vec<u8>,
+    /// The bytes not yet passed on: they may begin an occurrence.
+    held: Vec<u8>,
+    pos: u64,
+    matches: Vec<u64>,
+}
+
+impl ModuloHasher {
+    fn new(algo: Algo, modulus: &[u8]) -> ModuloHasher {
+        ModuloHasher {
+            hasher: Hasher::new(algo),
+            modulus: modulus.to_vec(),
+            held: Vec::new(),
+            pos: 0,
+            matches: Vec::new(),
+        }
+    }
+
+    fn finish(mut self) -> (Vec<u8>, Vec<u8>) {
+        let held = std::mem::take(&mut self.held);
+        self.hasher.update(&held);
+        let now = self.hasher.clone().finish();
+        for pos in &self.matches {
+            self.hasher.update(format!("|{pos}").as_bytes());
+        }
+        (now, self.hasher.finish())
+    }
+}
+
+impl std::io::Write for ModuloHasher {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut s = std::mem::take(&mut self.held);
+        s.extend_from_slice(buf);
+        let n = self.modulus.len();
+        let mut j = 0;
+        while n > 0 && j + n <= s.len() {
+            if s[j..j + n] == self.modulus[..] {
+                self.matches.push(self.pos + j as u64);
+                s[j..j + n].fill(0);
+                j += n;
+            } else {
+                j += 1;
+            }
+        }
+        // Keep the last n - 1 bytes: an occurrence may continue in the next write.
+        let keep = if s.len() < n { s.len() } else { n.saturating_sub(1) };
+        let consumed = s.len() - keep;
+        self.hasher.update(&s[..consumed]);
+        self.pos += consumed as u64;
+        self.held = s[consumed..].to_vec();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The hash of what `feed` writes.
 fn digest(
     algo: Algo,
@@ -137,6 +283,7 @@ fn digest(
 }
 
 /// One of the hashes a fixed output may be fixed by, fed as a writer.
+#[derive(Clone)]
 enum Hasher {
     Md5(md5::Md5),
     Sha1(sha1::Sha1),
@@ -152,6 +299,11 @@ impl Hasher {
             Algo::Sha256 => Hasher::Sha256(Sha256::new()),
             Algo::Sha512 => Hasher::Sha512(sha2::Sha512::new()),
         }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        let _ = self.write(bytes);
     }
 
     fn finish(self) -> Vec<u8> {
@@ -274,6 +426,180 @@ mod tests {
             path: String::new(),
             hash_algo: algo.into(),
             hash: nwh_nar::hash::base16_encode(hash),
+        }
+    }
+
+    /// Floating outputs Nix built (from crates/drv/tests/fixtures/generate.nix, and two more
+    /// whose builder scripts are quoted below), remade here with the same contents: the path
+    /// each got is the only one accepted for them.
+    mod floating {
+        use super::*;
+        use std::path::Path;
+
+        const SELF_2_8: &str = "/nix/store/rmzwlmzqlxzqz3qydf6p34hr22v3ch8g-nwh-drvtest-floating-self";
+        const SELF_2_34: &str = "/nix/store/brz14vzmjpi3kz8yyfc369cwv8awdh1w-nwh-drvtest-floating-self";
+        const SRC: &str = "/nix/store/321dz3ryzh8vh3szdxr3hkdliy3w7l2j-src.txt";
+
+        fn output(algo: &str) -> nwh_drv::Output {
+            nwh_drv::Output { path: String::new(), hash_algo: algo.into(), hash: String::new() }
+        }
+
+        fn file(dir: &Path, name: &str, contents: &str) -> std::path::PathBuf {
+            let path = dir.join(name);
+            std::fs::write(&path, contents).unwrap();
+            path
+        }
+
+        /// `/bin/mkdir $out; echo $out > $out/me; echo x > $out/x`, as built at `out`.
+        fn self_referring(dir: &Path, out: &str) -> std::path::PathBuf {
+            let root = dir.join(out.rsplit_once('/').unwrap().1);
+            std::fs::create_dir(&root).unwrap();
+            file(&root, "me", &format!("{out}\n"));
+            file(&root, "x", "x\n");
+            root
+        }
+
+        fn refs(paths: &[&str]) -> BTreeSet<String> {
+            paths.iter().map(|p| p.to_string()).collect()
+        }
+
+        #[test]
+        fn the_paths_nix_gave_them_are_accepted() {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path();
+            let none = BTreeSet::new();
+            // `echo > $out`, recursive sha256 (Nix 2.8).
+            check_floating(
+                "/nix/store/h5fi5f9xr3z7rxxj66jj4w7cxgyvqv8i-nwh-drvtest-floating",
+                "nwh-drvtest-floating",
+                "out",
+                &output("r:sha256"),
+                &file(d, "floating", "\n"),
+                &none,
+            )
+            .unwrap();
+            // Two outputs hashed flat (Nix 2.8): `out` takes the derivation's name.
+            check_floating(
+                "/nix/store/nc4fd5yqjb4lfijjwk1h45m53h4ia18b-nwh-drvtest-floating-two",
+                "nwh-drvtest-floating-two",
+                "out",
+                &output("sha256"),
+                &file(d, "two", "hello\n"),
+                &none,
+            )
+            .unwrap();
+            check_floating(
+                "/nix/store/bl7fi9zncaj97npszi6iy2aciwg9x1yl-nwh-drvtest-floating-two-dev",
+                "nwh-drvtest-floating-two",
+                "dev",
+                &output("sha256"),
+                &file(d, "two-dev", "dev\n"),
+                &none,
+            )
+            .unwrap();
+            // `echo ${./src.txt} > $out`: a reference to another path (Nix 2.8).
+            check_floating(
+                "/nix/store/ixz1hn3d4p5sbxxywby6syg29b790n7a-nwh-drvtest-floating-refs",
+                "nwh-drvtest-floating-refs",
+                "out",
+                &output("r:sha256"),
+                &file(d, "refs", &format!("{SRC}\n")),
+                &refs(&[SRC]),
+            )
+            .unwrap();
+            // `echo sha1 > $out`, recursive sha1 (Nix 2.8 and 2.34 alike).
+            check_floating(
+                "/nix/store/vikmdvvymw6h450hgh7530cf3k98mqpg-nwh-drvtest-floating-sha1",
+                "nwh-drvtest-floating-sha1",
+                "out",
+                &output("r:sha1"),
+                &file(d, "sha1", "sha1\n"),
+                &none,
+            )
+            .unwrap();
+            // The same derivation, referring to itself: Nix 2.8 and 2.34 give it different
+            // paths (2.8 hashes the offsets of the self-references too); each is accepted.
+            for out in [SELF_2_8, SELF_2_34] {
+                let real = self_referring(d, out);
+                check_floating(
+                    out,
+                    "nwh-drvtest-floating-self",
+                    "out",
+                    &output("r:sha256"),
+                    &real,
+                    &refs(&[out]),
+                )
+                .unwrap_or_else(|e| panic!("{out}: {e:#}"));
+            }
+        }
+
+        #[test]
+        fn any_other_path_is_refused() {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path();
+            let none = BTreeSet::new();
+            let floating = "/nix/store/h5fi5f9xr3z7rxxj66jj4w7cxgyvqv8i-nwh-drvtest-floating";
+            let check = |claimed: &str,
+                         output_name: &str,
+                         algo: &str,
+                         real: &Path,
+                         references: &BTreeSet<String>| {
+                check_floating(claimed, "nwh-drvtest-floating", output_name, &output(algo), real, references)
+                    .map_err(|e| format!("{e:#}"))
+            };
+            let real = file(d, "floating", "\n");
+            // Other contents, another method, another output's name, references left out or
+            // made up.
+            let other = file(d, "other", "other\n");
+            let err = check(floating, "out", "r:sha256", &other, &none).unwrap_err();
+            assert!(err.contains("what it sent for it is /nix/store/"), "{err}");
+            assert!(check(floating, "out", "sha256", &real, &none).is_err());
+            let err = check(floating, "dev", "r:sha256", &real, &none).unwrap_err();
+            assert!(err.contains("Nix names that output 'nwh-drvtest-floating-dev'"), "{err}");
+            assert!(check(floating, "out", "r:sha256", &real, &refs(&[SRC])).is_err());
+            let with_ref = file(d, "refs", &format!("{SRC}\n"));
+            assert!(check_floating(
+                "/nix/store/ixz1hn3d4p5sbxxywby6syg29b790n7a-nwh-drvtest-floating-refs",
+                "nwh-drvtest-floating-refs",
+                "out",
+                &output("r:sha256"),
+                &with_ref,
+                &none,
+            )
+            .is_err());
+            // What Nix 2.8 built, claimed at the path Nix 2.34 gave its own build, and the
+            // other way round.
+            let built_by_2_8 = self_referring(d, SELF_2_8);
+            assert!(check_floating(
+                SELF_2_34,
+                "nwh-drvtest-floating-self",
+                "out",
+                &output("r:sha256"),
+                &built_by_2_8,
+                &refs(&[SELF_2_34])
+            )
+            .is_err());
+            // A flat output must be a file; a text method is not one this hook knows.
+            assert!(check(floating, "out", "sha256", d, &none).is_err());
+            assert!(check(floating, "out", "text:sha256", &real, &none).is_err());
+        }
+
+        #[test]
+        fn occurrences_split_across_writes_are_found_at_their_offsets() {
+            use std::io::Write;
+            let whole = {
+                let mut h = ModuloHasher::new(Algo::Sha256, b"abcd");
+                h.write_all(b"xxabcdyyabcdab").unwrap();
+                h.finish()
+            };
+            let mut h = ModuloHasher::new(Algo::Sha256, b"abcd");
+            for piece in [&b"xxa"[..], b"b", b"cdyya", b"bcdab"] {
+                h.write_all(piece).unwrap();
+            }
+            let (modulo, with_offsets) = h.finish();
+            assert_eq!((modulo.clone(), with_offsets.clone()), whole);
+            assert_eq!(modulo, Sha256::digest(b"xx\0\0\0\0yy\0\0\0\0ab").to_vec());
+            assert_eq!(with_offsets, Sha256::digest(b"xx\0\0\0\0yy\0\0\0\0ab|2|8").to_vec());
         }
     }
 

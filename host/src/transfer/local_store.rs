@@ -166,6 +166,19 @@ impl LocalStore {
         c.env_remove("NIX_REMOTE");
         c
     }
+
+    /// Nix's own `nix-daemon` on the store itself, like [`Self::nix_store_itself`]: with
+    /// `--stdio` it serves one connection in its own process, trusted, rather than forward it
+    /// to a daemon (it does that for a store reached through one).
+    pub fn nix_daemon_itself(&self) -> Command {
+        let through_daemon = self.uri.as_deref().is_some_and(|u| u == "daemon" || u.starts_with("unix://"));
+        let mut c = Command::new("nix-daemon");
+        if let Some(uri) = self.uri.as_ref().filter(|_| !through_daemon) {
+            c.arg("--store").arg(uri);
+        }
+        c.env_remove("NIX_REMOTE");
+        c
+    }
 }
 
 /// Nix's state directory as Nix finds it: `NIX_STATE_DIR`, else `/nix/var/nix`.
@@ -210,6 +223,23 @@ mod tests {
         assert_eq!(store("local:///tmp/a%20b").real_dir, Path::new("/tmp/a b/nix/store"));
         // Only the store directory itself maps: not a path merely starting with its name.
         assert_eq!(store("/r").real("/nix/storex/y"), Path::new("/nix/storex/y"));
+    }
+
+    #[test]
+    fn the_daemon_child_opens_the_store_itself() {
+        let args = |uri: &str| {
+            let c = store(uri).nix_daemon_itself();
+            let args: Vec<String> = c.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+            let removes_remote = c.get_envs().any(|(k, v)| k == "NIX_REMOTE" && v.is_none());
+            assert!(removes_remote, "{uri}");
+            args
+        };
+        assert!(args("auto").is_empty());
+        assert_eq!(args("/tmp/m0"), ["--store", "/tmp/m0"]);
+        assert_eq!(args("local?root=/tmp/m0"), ["--store", "local?root=/tmp/m0"]);
+        // Not forwarded to a daemon, whose experimental features are its own.
+        assert!(args("daemon").is_empty());
+        assert!(args("unix:///nix/var/nix/daemon-socket/socket").is_empty());
     }
 
     #[test]

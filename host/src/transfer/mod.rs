@@ -44,30 +44,109 @@ pub struct Job<'a> {
     pub drv_path: &'a str,
     /// The input closure Nix named (after `# accept`, or in `BuildDerivation`).
     pub inputs: &'a [String],
+    /// The outputs Nix wants back, by name (after `# accept`: those it lacks). Floating
+    /// content-addressed ones are brought back and registered from these; outputs with known
+    /// paths are all asked about, as before.
+    pub wanted_outputs: &'a [String],
     pub settings: &'a Settings,
     pub upload_lock: &'a Path,
 }
 
 /// Why this hook could build `drv_path` remotely but not bring it back, if it knows so before
-/// `# accept`: outputs whose paths are only known after the build (floating content-addressed,
-/// deferred and impure ones) would need their realisations registered too, which this hook
-/// does not do. Nix is better served by a decline, after which it builds the derivation itself
-/// or says why it cannot; an accept would end in a failed build. A derivation that cannot be
-/// read here is left to [`build`], which reports why.
+/// `# accept`; an accept would end in a failed build, where a decline lets Nix build the
+/// derivation itself or say why it cannot. A derivation that cannot be read here is left to
+/// [`build`], which reports why.
+///
+/// Floating content-addressed outputs are brought back and their realisations registered
+/// under the DrvOutput ids computed here ([`nwh_drv::Derivation::drv_output_ids`]), so a
+/// derivation whose ids cannot be computed (one with input derivations, which Nix resolves
+/// before it hands a floating derivation to a hook) is declined. So are outputs without a path
+/// that are not floating (deferred, impure): nothing would say where they are.
 pub fn cannot_finish(drv_path: &str) -> Option<String> {
     let drv = read_derivation(drv_path).ok()?;
-    let floating: Vec<&str> =
-        drv.outputs.iter().filter(|(_, o)| o.path.is_empty()).map(|(name, _)| name.as_str()).collect();
-    if !floating.is_empty() {
+    cannot_finish_drv(&drv)
+}
+
+fn cannot_finish_drv(drv: &nwh_drv::Derivation) -> Option<String> {
+    let pathless: Vec<String> = drv
+        .outputs
+        .iter()
+        .filter(|(_, o)| o.path.is_empty() && !o.is_floating())
+        .map(|(name, _)| format!("`{name}`"))
+        .collect();
+    if !pathless.is_empty() {
         return Some(format!(
-            "its outputs {} are content-addressed without a fixed hash (ca-derivations), and this hook \
-             cannot register their realisations yet",
-            floating.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+            "its outputs {} have no path and are not floating content-addressed (deferred or impure), \
+             so this hook could not bring them back",
+            pathless.join(", ")
         ));
     }
-    // What comes back for a fixed output is checked against its hash: one this hook cannot
-    // compute would have to be taken on the builder's word.
-    drv.outputs.values().filter(|o| o.is_fixed()).find_map(|o| content_address::Fixed::of(o).err())
+    if drv.has_floating_outputs() {
+        if let Err(why) = drv.drv_output_ids() {
+            return Some(format!(
+                "it has floating content-addressed outputs (ca-derivations), whose realisations this \
+                 hook could not register: their DrvOutput ids cannot be computed here, as {why}"
+            ));
+        }
+    }
+    // What comes back for a content-addressed output is checked (a fixed one against its
+    // hash, a floating one against the path the builder names): one whose method this hook
+    // does not know would have to be taken on the builder's word.
+    drv.outputs
+        .values()
+        .filter(|o| o.is_fixed() || o.is_floating())
+        .find_map(|o| content_address::Fixed::of(o).err())
+}
+
+/// The floating content-addressed outputs among `wanted` (output names), each with its
+/// DrvOutput id.
+pub fn floating_ids(drv: &nwh_drv::Derivation, wanted: &[String]) -> Result<BTreeMap<String, String>> {
+    if !drv.has_floating_outputs() {
+        return Ok(BTreeMap::new());
+    }
+    let ids = drv.drv_output_ids().map_err(|why| anyhow::anyhow!("the DrvOutput ids: {why}"))?;
+    let mut floating = BTreeMap::new();
+    for name in wanted {
+        let output = drv
+            .outputs
+            .get(name)
+            .with_context(|| format!("Nix wants the output `{name}`, which the derivation does not have"))?;
+        if output.is_floating() {
+            floating.insert(name.clone(), ids[name].clone());
+        }
+    }
+    Ok(floating)
+}
+
+/// Where the builder's result says each of the `floating` outputs (name → id) is: every one
+/// must be named, at a store path of this store; the path itself is checked against what
+/// arrives ([`content_address::check_floating`]).
+pub fn floating_paths(
+    result: &nwh_serve::BuildResult,
+    floating: &BTreeMap<String, String>,
+    uri: &str,
+) -> Result<BTreeMap<String, String>> {
+    if floating.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let store_dir = local::store_dir()?;
+    let built = result
+        .built_output_paths(store_dir.as_str())
+        .with_context(|| format!("the build on '{uri}' succeeded, but its result is not understood"))?;
+    let mut paths = BTreeMap::new();
+    for name in floating.keys() {
+        let path = built.get(name).with_context(|| {
+            format!(
+                "the build on '{uri}' succeeded, but the builder did not say where it put the floating \
+                 content-addressed output `{name}`"
+            )
+        })?;
+        store_dir.check(path).with_context(|| {
+            format!("'{uri}' says the output `{name}` is {path:?}, not a path of this store")
+        })?;
+        paths.insert(name.clone(), path.clone());
+    }
+    Ok(paths)
 }
 
 /// The derivation `drv_path` of the local store, read where that store is on disk.
@@ -99,10 +178,15 @@ pub fn build(
     let options = build_options(job.settings);
     // Which outputs this machine lacks cannot change while the build runs (Nix holds their
     // locks), and asking may cost a nix-store process: ask now, while the build runs.
-    let mut expected: BTreeMap<String, nwh_drv::Output> =
-        drv.outputs.values().filter(|o| !o.path.is_empty()).map(|o| (o.path.clone(), o.clone())).collect();
+    let mut expected: BTreeMap<String, register::Expected> = drv
+        .outputs
+        .iter()
+        .filter(|(_, o)| !o.path.is_empty())
+        .map(|(name, o)| (o.path.clone(), register::Expected { name: name.clone(), output: o.clone() }))
+        .collect();
     let outputs: BTreeSet<String> = expected.keys().cloned().collect();
     let missing = std::thread::spawn(move || local::invalid(&outputs));
+    let floating = floating_ids(&drv, job.wanted_outputs)?;
     let basic = drv.to_basic(&inputs);
     let by_path = session.store.builds_by_path(&basic);
     let result = session.build(job.drv_path, &basic, &options, logger)?;
@@ -116,8 +200,48 @@ pub fn build(
     }
     // Registered: `nix-store --load-db` succeeded for every output that was missing.
     expected.retain(|path, _| missing.contains(path));
+    // The floating outputs' paths are known now, from the builder: those not valid here come
+    // back too, each checked against what arrives for it.
+    let floating_paths = floating_paths(&result, &floating, job.uri)?;
+    let by_path: BTreeSet<String> = floating_paths.values().cloned().collect();
+    let floating_missing = local::invalid(&by_path)?;
+    for (name, path) in &floating_paths {
+        if floating_missing.contains(path) {
+            let output = drv.outputs[name].clone();
+            expected.insert(path.clone(), register::Expected { name: name.clone(), output });
+        }
+    }
     let fetched = session.bring_back(job.drv_path, &expected, logger, || drop(slot))?;
     session.finish()?;
+    // Those valid here already are not fetched, but the builder's word that they are this
+    // derivation's outputs is checked all the same, against what is here.
+    let valid: BTreeMap<&String, &String> =
+        floating_paths.iter().filter(|(_, path)| !floating_missing.contains(*path)).collect();
+    if !valid.is_empty() {
+        let infos = local::path_infos(&valid.values().map(|p| p.to_string()).collect())?;
+        let drv_name = register::derivation_name(job.drv_path)?;
+        let store = local_store::get()?;
+        for (name, path) in valid {
+            let references =
+                &infos.get(path).with_context(|| format!("{path} is not valid here"))?.references;
+            content_address::check_floating(
+                path,
+                &drv_name,
+                name,
+                &drv.outputs[name],
+                &store.real(path),
+                references,
+            )
+            .with_context(|| format!("{path}, valid here, as the output `{name}` of {}", job.drv_path))?;
+        }
+    }
+    // Valid now, each of them: their realisations, under the ids computed here.
+    let realisations: Vec<nwh_daemon::Realisation> = floating
+        .iter()
+        .map(|(name, id)| nwh_daemon::Realisation { id: id.clone(), out_path: floating_paths[name].clone() })
+        .collect();
+    register::realisations(&realisations)
+        .with_context(|| format!("registering the realisations of the outputs of {}", job.drv_path))?;
     logger.msg(
         Level::Talkative,
         &format!(
@@ -251,7 +375,7 @@ impl BuilderSession {
     pub fn bring_back(
         &mut self,
         drv_path: &str,
-        missing: &BTreeMap<String, nwh_drv::Output>,
+        missing: &BTreeMap<String, register::Expected>,
         logger: &Logger,
         builder_done: impl FnOnce(),
     ) -> Result<usize> {
@@ -317,6 +441,92 @@ impl BuilderSession {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn drv(aterm: &str) -> nwh_drv::Derivation {
+        nwh_drv::Derivation::parse(aterm.as_bytes()).unwrap()
+    }
+
+    /// crates/drv/tests/fixtures/floating-ca-two.drv, whose ids Nix 2.8.0 recorded.
+    const TWO: &str = r#"Derive([("dev","","sha256",""),("out","","sha256","")],[],[],"x86_64-linux","/bin/sh",["-c","echo hello > $out; echo dev > $dev"],[("builder","/bin/sh"),("dev","/02qcpld1y6xhs5gz9bchpxaw0xdhmsp5dv88lh25r2ss44kh8dxz"),("name","nwh-drvtest-floating-two"),("note","a \"quoted\"\nline\twith tab \\ and backslash"),("out","/1rz4g4znpzjwh1xymhjpm42vipw92pr73vdgl6xs1hycac8kf2n9"),("outputHashAlgo","sha256"),("outputHashMode","flat"),("outputs","out dev"),("system","x86_64-linux")])"#;
+    const TWO_HASH: &str = "c7877c208b02c894cc263adad0ea5bac7d9077a5b9f23211743f2e486e817a4d";
+
+    #[test]
+    fn floating_outputs_are_finished_when_their_ids_can_be_computed() {
+        assert_eq!(cannot_finish_drv(&drv(TWO)), None);
+        // With an input derivation (Nix resolves those first): no id, so declined, saying so.
+        let with_input = TWO.replace(
+            "[],[],\"x86_64-linux\"",
+            "[(\"/nix/store/0c9g1b2l8nwn1wrmvfhh9hn9kqi1h3ff-dep.drv\",[\"out\"])],[],\"x86_64-linux\"",
+        );
+        let why = cannot_finish_drv(&drv(&with_input)).unwrap();
+        assert!(
+            why.contains("DrvOutput ids cannot be computed here") && why.contains("input derivations"),
+            "{why}"
+        );
+        // A method whose contents this hook cannot check.
+        let text = TWO.replace(r#"("out","","sha256","")"#, r#"("out","","text:sha256","")"#);
+        let why = cannot_finish_drv(&drv(&text)).unwrap();
+        assert!(why.contains("text:sha256"), "{why}");
+        // Impure and deferred outputs have no path either, and are not floating.
+        let impure = r#"Derive([("out","","r:sha256","impure")],[],[],"x86_64-linux","/bin/sh",[],[])"#;
+        let deferred = r#"Derive([("out","","","")],[],[],"x86_64-linux","/bin/sh",[],[])"#;
+        for d in [impure, deferred] {
+            let why = cannot_finish_drv(&drv(d)).unwrap();
+            assert!(why.contains("its outputs `out` have no path and are not floating"), "{why}");
+        }
+        // Input-addressed and fixed outputs, as before.
+        let known = r#"Derive([("out","/nix/store/9ffff0jk7yp07fz3xhh7rzgqjj2ysq6x-x","","")],[],[],"x86_64-linux","/bin/sh",[],[])"#;
+        assert_eq!(cannot_finish_drv(&drv(known)), None);
+    }
+
+    #[test]
+    fn the_wanted_floating_outputs_get_the_ids_computed_here() {
+        let two = drv(TWO);
+        let wanted = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let ids = floating_ids(&two, &wanted(&["out"])).unwrap();
+        assert_eq!(ids, BTreeMap::from([("out".to_string(), format!("sha256:{TWO_HASH}!out"))]));
+        assert_eq!(floating_ids(&two, &wanted(&["dev", "out"])).unwrap().len(), 2);
+        assert!(floating_ids(&two, &wanted(&[])).unwrap().is_empty());
+        let err = floating_ids(&two, &wanted(&["lib"])).unwrap_err();
+        assert!(err.to_string().contains("`lib`"), "{err}");
+        let known = drv(
+            r#"Derive([("out","/nix/store/9ffff0jk7yp07fz3xhh7rzgqjj2ysq6x-x","","")],[],[],"x86_64-linux","/bin/sh",[],[])"#,
+        );
+        assert!(floating_ids(&known, &wanted(&["out"])).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_builder_must_name_every_wanted_floating_output_in_this_store() {
+        let floating = BTreeMap::from([
+            ("dev".to_string(), format!("sha256:{TWO_HASH}!dev")),
+            ("out".to_string(), format!("sha256:{TWO_HASH}!out")),
+        ]);
+        // As a 2.35+ daemon sends them: a dummy hash in the ids, the output name after `!`.
+        let realisation = |base: &str| {
+            format!(r#"{{"id":"x","outPath":"{base}","signatures":[],"dependentRealisations":{{}}}}"#)
+        };
+        let out = "nc4fd5yqjb4lfijjwk1h45m53h4ia18b-nwh-drvtest-floating-two";
+        let dev = "bl7fi9zncaj97npszi6iy2aciwg9x1yl-nwh-drvtest-floating-two-dev";
+        let mut result = nwh_serve::BuildResult::new(nwh_serve::BuildStatus::Built, "");
+        result.built_outputs.insert(format!("sha256:{}!out", "0".repeat(64)), realisation(out));
+        let err = format!("{:#}", floating_paths(&result, &floating, "ssh://b").unwrap_err());
+        assert!(
+            err.contains("did not say where it put the floating content-addressed output `dev`"),
+            "{err}"
+        );
+        result.built_outputs.insert(format!("sha256:{}!dev", "0".repeat(64)), realisation(dev));
+        let paths = floating_paths(&result, &floating, "ssh://b").unwrap();
+        assert_eq!(paths["out"], format!("/nix/store/{out}"));
+        assert_eq!(paths["dev"], format!("/nix/store/{dev}"));
+        // Nothing wanted, nothing asked.
+        assert!(floating_paths(&result, &BTreeMap::new(), "ssh://b").unwrap().is_empty());
+        // Not a store path of this store.
+        result
+            .built_outputs
+            .insert(format!("sha256:{}!dev", "0".repeat(64)), realisation("../../etc/passwd"));
+        let err = format!("{:#}", floating_paths(&result, &floating, "ssh://b").unwrap_err());
+        assert!(err.contains("not a path of this store"), "{err}");
+    }
 
     #[test]
     fn the_build_options_are_the_parent_s_settings() {

@@ -40,15 +40,23 @@ pub struct Arrived {
     pub references: BTreeSet<String>,
 }
 
+/// An output to bring back: its name and what the derivation says of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expected {
+    pub name: String,
+    pub output: nwh_drv::Output,
+}
+
 /// Unpacks the outputs the builder announced (`infos`) and registers them together, with
 /// `deriver` (the `.drv`) as their deriver. Each must be one of `expected` (the outputs this
-/// machine lacks, with what the derivation says of each: a fixed output's contents are
-/// checked against its hash). `fetch(path, announced size, sink)` streams one path's NAR into
+/// machine lacks, by path, with what the derivation says of each: a fixed output's contents
+/// are checked against its hash, a floating one's against the path the builder named for it,
+/// before anything is valid). `fetch(path, announced size, sink)` streams one path's NAR into
 /// `sink` and returns the size and hash of what it streamed; `fetched` is called once
 /// everything has arrived, before the registration, which needs the builder no more.
 pub fn outputs(
     infos: &[(String, PathInfo)],
-    expected: &BTreeMap<String, nwh_drv::Output>,
+    expected: &BTreeMap<String, Expected>,
     deriver: &str,
     mut fetch: impl FnMut(&str, u64, &mut PipeWriter) -> Result<NarSummary>,
     fetched: impl FnOnce(),
@@ -58,7 +66,7 @@ pub fn outputs(
         let mut arrived = Vec::new();
         for (path, info) in infos {
             // Never anything else: not a path outside the store, not one valid here.
-            let output =
+            let Expected { name, output } =
                 expected.get(path).with_context(|| format!("{path} is not an output to bring back"))?;
             claim(store, path)?;
             let mut restore = Restore::start(&store.real(path))?;
@@ -78,6 +86,16 @@ pub fn outputs(
             if output.is_fixed() {
                 super::content_address::check_fixed(path, output, &nar, &info.references)?;
             }
+            if output.is_floating() {
+                super::content_address::check_floating(
+                    path,
+                    &derivation_name(deriver)?,
+                    name,
+                    output,
+                    &store.real(path),
+                    &info.references,
+                )?;
+            }
             canonicalise(&store.real(path)).with_context(|| format!("canonicalising {path}"))?;
             arrived.push(Arrived { path: path.clone(), nar, references: info.references.clone() });
         }
@@ -91,6 +109,71 @@ pub fn outputs(
         remove_remains();
     }
     result
+}
+
+/// The name of the derivation at `drv_path` (`/nix/store/<hash>-<name>.drv`), after which
+/// Nix names its outputs.
+pub fn derivation_name(drv_path: &str) -> Result<String> {
+    let base = drv_path.rsplit_once('/').map_or(drv_path, |(_, base)| base);
+    base.split_once('-')
+        .and_then(|(_, name)| name.strip_suffix(".drv"))
+        .map(str::to_string)
+        .with_context(|| format!("{drv_path} is not the store path of a derivation"))
+}
+
+/// Records `realisations` (floating content-addressed outputs, valid in the local store) in
+/// the local store, as Nix's hook does with `registerDrvOutput`: through a `nix-daemon
+/// --stdio` child on that store, which serves the connection in its own process and trusts it
+/// (the hook runs as the store's owner), with `ca-derivations` added to its experimental
+/// features, without which the store refuses. The same realisation again is accepted; another
+/// path for an id the store already has is an error, in which Nix names both.
+pub fn realisations(realisations: &[nwh_daemon::Realisation]) -> Result<()> {
+    if realisations.is_empty() {
+        return Ok(());
+    }
+    realisations_in(super::local_store::get()?, realisations)
+}
+
+fn realisations_in(store: &LocalStore, realisations: &[nwh_daemon::Realisation]) -> Result<()> {
+    let mut child = store
+        .nix_daemon_itself()
+        .args(["--option", "extra-experimental-features", "ca-derivations", "--stdio"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running nix-daemon --stdio on the local store")?;
+    let mut stderr = child.stderr.take().expect("piped");
+    let said = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let registered = (|| -> Result<()> {
+        let (out, inp) = (child.stdout.take().expect("piped"), child.stdin.take().expect("piped"));
+        let mut client = nwh_daemon::DaemonClient::handshake("the local nix-daemon --stdio", out, inp)?;
+        for r in realisations {
+            client
+                .register_drv_output(r, &mut |_| {})
+                .with_context(|| format!("registering {} as the realisation of {}", r.out_path, r.id))?;
+        }
+        Ok(())
+    })();
+    let status = child.wait();
+    let said = said.join().unwrap_or_default();
+    if let Err(e) = registered {
+        // The store's own refusal says it all; anything else may be explained by what the
+        // child wrote before it went (a store it could not open, say).
+        let refused =
+            e.chain().any(|c| matches!(c.downcast_ref(), Some(nwh_daemon::DaemonError::Remote { .. })));
+        return Err(match said.trim() {
+            said if refused || said.is_empty() => e,
+            said => e.context(format!("the local nix-daemon --stdio said: {said}")),
+        });
+    }
+    let status = status.context("waiting for nix-daemon --stdio")?;
+    ensure!(status.success(), "nix-daemon --stdio on the local store failed ({status}): {}", said.trim());
+    Ok(())
 }
 
 /// The bytes that arrived are what the builder said it would send.
@@ -415,6 +498,67 @@ mod tests {
                  /nix/store/a-doc\n{hex}\n120\n/nix/store/x.drv\n0\n"
             )
         );
+    }
+
+    /// Against the host's Nix (root, a chroot store): registered, read back by Nix under the id
+    /// it computes itself, the same again accepted, another path for the id refused with both
+    /// paths named. Skipped without root or Nix.
+    #[test]
+    fn realisations_are_registered_through_a_local_daemon_child() {
+        use std::process::Command;
+        let root = rustix::process::geteuid().is_root();
+        let nix = Command::new("nix-daemon").arg("--version").output().is_ok_and(|o| o.status.success());
+        if !root || !nix {
+            eprintln!("SKIPPED: needs root and Nix");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let chroot = dir.path().join("root");
+        let store = LocalStore::parse(chroot.to_str().unwrap()).unwrap();
+        let nix_cmd = |program: &str, args: &[&str]| {
+            let out = Command::new(program)
+                .args(["--store", chroot.to_str().unwrap()])
+                .args(["--option", "extra-experimental-features", "nix-command ca-derivations"])
+                .args(args)
+                .env_remove("NIX_REMOTE")
+                .output()
+                .unwrap();
+            let text = |b: &[u8]| String::from_utf8_lossy(b).trim().to_string();
+            assert!(out.status.success(), "{program} {args:?}: {}", text(&out.stderr));
+            text(&out.stdout)
+        };
+        let expr = dir.path().join("ca.nix");
+        std::fs::write(
+            &expr,
+            r#"builtins.derivation { name = "nwh-hook-realisation"; system = "x86_64-linux"; builder = "/bin/sh";
+                 args = [ "-c" "echo hi > $out" ]; __contentAddressed = true;
+                 outputHashMode = "recursive"; outputHashAlgo = "sha256"; }"#,
+        )
+        .unwrap();
+        let drv_path = nix_cmd("nix-instantiate", &[expr.to_str().unwrap()]);
+        let drv = nwh_drv::Derivation::read(store.real(&drv_path)).unwrap();
+        let id = drv.drv_output_ids().unwrap()["out"].clone();
+        let mut paths = Vec::new();
+        for name in ["one", "two"] {
+            let file = dir.path().join(name);
+            std::fs::write(&file, name).unwrap();
+            paths.push(nix_cmd("nix-store", &["--add", file.to_str().unwrap()]));
+        }
+        let r = |path: &str| nwh_daemon::Realisation { id: id.clone(), out_path: path.to_string() };
+        realisations_in(&store, &[r(&paths[0])]).unwrap();
+        realisations_in(&store, &[r(&paths[0])]).unwrap();
+        assert_eq!(nix_cmd("nix", &["realisation", "info", &drv_path]), format!("{id} {}", paths[0]));
+        let err = format!("{:#}", realisations_in(&store, &[r(&paths[1])]).unwrap_err());
+        assert!(err.contains(&paths[0]) && err.contains(&paths[1]), "{err}");
+        eprintln!("{err}");
+    }
+
+    #[test]
+    fn outputs_are_named_after_the_derivation() {
+        let name =
+            derivation_name("/nix/store/0c9g1b2l8nwn1wrmvfhh9hn9kqi1h3ff-nwh-floating-1.0.drv").unwrap();
+        assert_eq!(name, "nwh-floating-1.0");
+        assert!(derivation_name("/nix/store/0c9g1b2l8nwn1wrmvfhh9hn9kqi1h3ff-x").is_err());
     }
 
     #[test]
