@@ -149,6 +149,35 @@ pub fn floating_paths(
     Ok(paths)
 }
 
+/// The floating outputs (name → path) of `drv_path` that were valid here already: not fetched,
+/// but the builder's word that they are this derivation's outputs is checked all the same,
+/// against what is here.
+fn check_valid_floating(
+    drv_path: &str,
+    drv: &nwh_drv::Derivation,
+    valid: &BTreeMap<String, String>,
+) -> Result<()> {
+    if valid.is_empty() {
+        return Ok(());
+    }
+    let infos = local::path_infos(&valid.values().cloned().collect())?;
+    let drv_name = register::derivation_name(drv_path)?;
+    let store = local_store::get()?;
+    for (name, path) in valid {
+        let references = &infos.get(path).with_context(|| format!("{path} is not valid here"))?.references;
+        content_address::check_floating(
+            path,
+            &drv_name,
+            name,
+            &drv.outputs[name],
+            &store.real(path),
+            references,
+        )
+        .with_context(|| format!("{path}, valid here, as the output `{name}` of {drv_path}"))?;
+    }
+    Ok(())
+}
+
 /// The derivation `drv_path` of the local store, read where that store is on disk.
 fn read_derivation(drv_path: &str) -> Result<nwh_drv::Derivation> {
     let real = local_store::get()?.real(drv_path);
@@ -213,28 +242,12 @@ pub fn build(
     }
     let fetched = session.bring_back(job.drv_path, &expected, logger, || drop(slot))?;
     session.finish()?;
-    // Those valid here already are not fetched, but the builder's word that they are this
-    // derivation's outputs is checked all the same, against what is here.
-    let valid: BTreeMap<&String, &String> =
-        floating_paths.iter().filter(|(_, path)| !floating_missing.contains(*path)).collect();
-    if !valid.is_empty() {
-        let infos = local::path_infos(&valid.values().map(|p| p.to_string()).collect())?;
-        let drv_name = register::derivation_name(job.drv_path)?;
-        let store = local_store::get()?;
-        for (name, path) in valid {
-            let references =
-                &infos.get(path).with_context(|| format!("{path} is not valid here"))?.references;
-            content_address::check_floating(
-                path,
-                &drv_name,
-                name,
-                &drv.outputs[name],
-                &store.real(path),
-                references,
-            )
-            .with_context(|| format!("{path}, valid here, as the output `{name}` of {}", job.drv_path))?;
-        }
-    }
+    let valid: BTreeMap<String, String> = floating_paths
+        .iter()
+        .filter(|(_, path)| !floating_missing.contains(*path))
+        .map(|(n, p)| (n.clone(), p.clone()))
+        .collect();
+    check_valid_floating(job.drv_path, &drv, &valid)?;
     // Valid now, each of them: their realisations, under the ids computed here.
     let realisations: Vec<nwh_daemon::Realisation> = floating
         .iter()
