@@ -13,7 +13,11 @@ fuzz_target!(|data: &[u8]| {
             assert!(opts.check(Spelling::Flag).is_ok(), "{opts:?}");
             let opts = Options::default().overlay(opts.clone());
             let _ = (opts.connect_timeout(), opts.postpone_wait(), opts.trace_max_bytes());
-            let _ = (opts.state_dir(), opts.current_load_dir(), opts.connect_before_accept());
+            let _ = (
+                opts.state_dir(),
+                opts.current_load_dir(std::path::Path::new("/nix/var/nix")),
+                opts.connect_before_accept(),
+            );
         }
         Err(e) => drop(format!("{e:#}")),
     }
