@@ -67,37 +67,7 @@ fn floating_derivations_come_back_with_their_realisations(nix: Nix) {
         // Valid in the master's store, with their realisations: Nix finds `b` by them.
         let verified = tb.master_store(&["--store", store, "--verify-path", b, &dev]);
         assert!(verified.status.success(), "{kind}: {}", describe(&verified));
-        let drv = tb
-            .master_cmd(&[
-                "nix-instantiate",
-                "--store",
-                store,
-                "--option",
-                "extra-experimental-features",
-                CA,
-                "-E",
-                &expr,
-            ])
-            .output()
-            .unwrap();
-        assert!(drv.status.success(), "{}", describe(&drv));
-        let drv = String::from_utf8_lossy(&drv.stdout).trim().to_string();
-        let installable = if nix == Nix::V2_8 { drv.clone() } else { format!("{drv}^*") };
-        let info = tb
-            .master_cmd(&[
-                "nix",
-                "--extra-experimental-features",
-                CA,
-                "realisation",
-                "info",
-                "--store",
-                store,
-                &installable,
-            ])
-            .output()
-            .unwrap();
-        assert!(info.status.success(), "{kind}: {}", describe(&info));
-        let info = String::from_utf8_lossy(&info.stdout);
+        let info = realisations(&tb, nix, store, &expr);
         assert!(info.lines().any(|l| l.ends_with(&format!("!out {b}"))), "{kind}: {info}");
         eprintln!("{nix:?} over {kind}: built {b}; realisation {}", info.trim());
         let err = String::from_utf8_lossy(&out.stderr);
@@ -118,35 +88,7 @@ fn floating_derivations_come_back_with_their_realisations(nix: Nix) {
             let out = tb.nix_build(&same(&nonce), &args);
             assert!(out.status.success(), "{nix:?} over {kind}, {nonce}: {}", describe(&out));
             paths.push(out_paths(&out)[0].clone());
-            let drv = tb
-                .master_cmd(&[
-                    "nix-instantiate",
-                    "--store",
-                    store,
-                    "--option",
-                    "extra-experimental-features",
-                    CA,
-                    "-E",
-                    &same(&nonce),
-                ])
-                .output()
-                .unwrap();
-            let drv = String::from_utf8_lossy(&drv.stdout).trim().to_string();
-            let installable = if nix == Nix::V2_8 { drv.clone() } else { format!("{drv}^*") };
-            let info = tb
-                .master_cmd(&[
-                    "nix",
-                    "--extra-experimental-features",
-                    CA,
-                    "realisation",
-                    "info",
-                    "--store",
-                    store,
-                    &installable,
-                ])
-                .output()
-                .unwrap();
-            let info = String::from_utf8_lossy(&info.stdout);
+            let info = realisations(&tb, nix, store, &same(&nonce));
             assert!(
                 info.lines().any(|l| l.ends_with(&format!("!out {}", paths.last().unwrap()))),
                 "{kind}: {info}"
@@ -155,4 +97,20 @@ fn floating_derivations_come_back_with_their_realisations(nix: Nix) {
         }
         assert_eq!(paths[0], paths[1], "the same contents, the same path");
     }
+}
+
+/// What `nix realisation info` says of the outputs of the derivation `expr` instantiates in the
+/// chroot store `store`, by the master's own Nix (2.8 takes the `.drv`, later ones `drv^*`).
+fn realisations(tb: &Testbed, nix: Nix, store: &str, expr: &str) -> String {
+    let instantiate =
+        ["nix-instantiate", "--store", store, "--option", "extra-experimental-features", CA, "-E", expr];
+    let drv = tb.master_cmd(&instantiate).output().unwrap();
+    assert!(drv.status.success(), "{}", describe(&drv));
+    let drv = String::from_utf8_lossy(&drv.stdout).trim().to_string();
+    let installable = if nix == Nix::V2_8 { drv } else { format!("{drv}^*") };
+    let info =
+        ["nix", "--extra-experimental-features", CA, "realisation", "info", "--store", store, &installable];
+    let info = tb.master_cmd(&info).output().unwrap();
+    assert!(info.status.success(), "{}", describe(&info));
+    String::from_utf8_lossy(&info.stdout).into_owned()
 }

@@ -268,7 +268,8 @@ const BOUNDS: [Bound; 5] = [
     },
 ];
 
-fn nix_state_dir() -> PathBuf {
+/// Nix's state directory as Nix finds it: `NIX_STATE_DIR`, else `/nix/var/nix`.
+pub fn nix_state_dir() -> PathBuf {
     std::env::var_os("NIX_STATE_DIR")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)

@@ -107,7 +107,8 @@ impl LocalStore {
         };
         let real_dir =
             param("real").map(PathBuf::from).unwrap_or_else(|| under_root(Path::new(dir.as_str())));
-        let state_dir = param("state").map(PathBuf::from).unwrap_or_else(|| under_root(&nix_state_dir()));
+        let state_dir =
+            param("state").map(PathBuf::from).unwrap_or_else(|| under_root(&nwh_options::nix_state_dir()));
         for (what, path) in
             [("root", root.as_deref()), ("real", Some(&real_dir)), ("state", Some(&state_dir))]
         {
@@ -179,11 +180,6 @@ impl LocalStore {
         c.env_remove("NIX_REMOTE");
         c
     }
-}
-
-/// Nix's state directory as Nix finds it: `NIX_STATE_DIR`, else `/nix/var/nix`.
-fn nix_state_dir() -> PathBuf {
-    std::env::var_os("NIX_STATE_DIR").filter(|v| !v.is_empty()).map_or("/nix/var/nix".into(), PathBuf::from)
 }
 
 #[cfg(test)]
