@@ -80,6 +80,10 @@ enum Hook {
     Nixs,
     /// Ours, as `--option build-hook <our wrapper>`.
     Ours,
+    /// Nix's own, whose one builder is ours (builder mode: `ssh://localhost?remote-program=<our
+    /// wrapper>&remote-store=<the master's store>`, with every feature of the scenario's
+    /// builders), dispatching to the scenario's builders.
+    OursAsBuilder,
 }
 
 /// Why this test cannot run here, if it cannot (never in CI, where it fails instead).
@@ -119,6 +123,9 @@ struct Scenario {
     before: Option<Vec<String>>,
     /// The phrases whose presence in what Nix printed is compared.
     phrases: Vec<&'static str>,
+    /// Whether the scenario is run with ours as a builder of Nix's own hook too: not when it
+    /// is about having no builders at all.
+    builder_mode: bool,
 }
 
 /// The three builders of `build-remote.sh`: `ssh://localhost` with a chroot store that has
@@ -150,6 +157,7 @@ impl Scenario {
             untrusting_daemon: false,
             before: None,
             phrases: GRAPH_LOG_LINES.to_vec(),
+            builder_mode: true,
         }
     }
 
@@ -166,6 +174,7 @@ impl Scenario {
             untrusting_daemon: builders.contains("untrusting-daemon"),
             before: None,
             phrases: GRAPH_LOG_LINES.to_vec(),
+            builder_mode: true,
         }
     }
 }
@@ -282,7 +291,20 @@ fn run(nix: Nix, hook: Hook, scenario: &Scenario) -> Run {
         assert!(out.status.success(), "the build before the scenario's failed:\n{}", describe(&out));
     }
 
-    let our_hook = OurHook::new(&[]);
+    let builders = scenario.builders.replace("{dir}", &d);
+    let our_hook = match hook {
+        Hook::OursAsBuilder => OurHook::as_builder(&builders, &[]),
+        _ => OurHook::new(&[]),
+    };
+    let builders = match hook {
+        Hook::OursAsBuilder => format!(
+            "ssh://localhost?remote-program={}&remote-store={d}/{} - - 3 1 {}",
+            our_hook.path,
+            scenario.master,
+            features_of(&builders)
+        ),
+        _ => builders,
+    };
     let mut args: Vec<String> = vec![
         "--max-jobs".into(),
         "0".into(),
@@ -290,7 +312,7 @@ fn run(nix: Nix, hook: Hook, scenario: &Scenario) -> Run {
         format!("{d}/{}", scenario.master),
         "--option".into(),
         "builders".into(),
-        scenario.builders.replace("{dir}", &d),
+        builders,
     ];
     if hook == Hook::Ours {
         args.extend(["--option".into(), "build-hook".into(), our_hook_setting(nix, &our_hook)]);
@@ -311,6 +333,17 @@ fn run(nix: Nix, hook: Hook, scenario: &Scenario) -> Run {
     let ours_ran =
         std::fs::read_to_string(dir.path().join("timeline.jsonl")).is_ok_and(|t| t.contains("\"start\""));
     Run { nix, hook, dir, output, outcome, ours_ran }
+}
+
+/// Every feature of the machines `builders` (Nix's syntax), as a machines line's column.
+fn features_of(builders: &str) -> String {
+    let features: BTreeSet<&str> = builders
+        .split([';', '\n'])
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .flat_map(|column| column.split(','))
+        .filter(|f| *f != "-")
+        .collect();
+    features.into_iter().collect::<Vec<_>>().join(",")
 }
 
 /// The `build-hook` value of the run with ours: our wrapper; or, for the harness's self-check
@@ -471,8 +504,9 @@ fn kept(stderr: &str) -> Option<String> {
 }
 
 /// Runs the scenario with Nix's own hook, checks that with `expect_nixs` (the harness against
-/// Nix itself), then with ours, and returns both for the comparison. `None` when skipped.
-fn both(nix: Nix, scenario: &Scenario, expect_nixs: impl Fn(&Outcome)) -> Option<(Run, Option<Run>)> {
+/// Nix itself), then with ours as the hook and, where the scenario allows, as the one builder of
+/// Nix's own hook, and returns them all for the comparison. `None` when skipped.
+fn runs(nix: Nix, scenario: &Scenario, expect_nixs: impl Fn(&Outcome)) -> Option<(Run, Vec<Run>)> {
     if let Some(why) = skip_reason() {
         eprintln!("SKIPPED: {why}");
         return None;
@@ -485,7 +519,7 @@ fn both(nix: Nix, scenario: &Scenario, expect_nixs: impl Fn(&Outcome)) -> Option
     }
     if std::env::var("NWH_CONFORMANCE_ONLY_NIX").as_deref() == Ok("1") {
         eprintln!("conformance: NWH_CONFORMANCE_ONLY_NIX=1: our hook not run");
-        return Some((nixs, None));
+        return Some((nixs, Vec::new()));
     }
     assert!(!nixs.ours_ran, "our hook ran where Nix's own should have\n{}", nixs.report());
     let ours = run(nix, Hook::Ours, scenario);
@@ -497,7 +531,14 @@ fn both(nix: Nix, scenario: &Scenario, expect_nixs: impl Fn(&Outcome)) -> Option
         nix.name(),
         ours.report()
     );
-    Some((nixs, Some(ours)))
+    let mut ours = vec![ours];
+    // The self-check has no builder mode of Nix's to stand in for ours.
+    if scenario.builder_mode && !self_check() {
+        let as_builder = run(nix, Hook::OursAsBuilder, scenario);
+        assert!(as_builder.ours_ran, "Nix's hook did not run our builder front-end\n{}", as_builder.report());
+        ours.push(as_builder);
+    }
+    Some((nixs, ours))
 }
 
 /// The whole outcome of ours is that of Nix's own hook. The message starts with what differs.
@@ -533,17 +574,21 @@ fn assert_same(nixs: &Run, ours: &Run) {
     }
     assert!(
         differs.is_empty(),
-        "our hook's outcome differs from that of Nix's own hook:\n  {}\n{}\n{}",
+        "the outcome with {:?} differs from that with Nix's own hook:\n  {}\n{}\n{}",
+        ours.hook,
         differs.join("\n  "),
         nixs.report(),
         ours.report()
     );
 }
 
-/// The scenario with Nix's own hook and ours: the same outcome.
+/// The scenario with Nix's own hook and with ours (as the hook, and as a builder of Nix's
+/// hook): the same outcome.
 fn conforms(nix: Nix, scenario: &Scenario, expect_nixs: impl Fn(&Outcome)) {
-    if let Some((nixs, Some(ours))) = both(nix, scenario, expect_nixs) {
-        assert_same(&nixs, &ours);
+    if let Some((nixs, ours)) = runs(nix, scenario, expect_nixs) {
+        for ours in &ours {
+            assert_same(&nixs, ours);
+        }
     }
 }
 
@@ -689,6 +734,7 @@ fn an_unsigned_input_refused_by_a_daemon_that_does_not_trust_us(nix: Nix) {
 fn no_builders_at_all(nix: Nix) {
     let mut scenario = Scenario::graph("input-addressed");
     scenario.builders = "";
+    scenario.builder_mode = false;
     scenario.args.extend(["-A".into(), "two".into(), "--max-jobs".into(), "1".into()]);
     scenario.args.extend(["--option".into(), "system-features".into(), "bar".into()]);
     scenario.phrases = vec!["machines", "warning", "nix-wasm-hook"];

@@ -235,10 +235,11 @@ fn a_fixed_output_with_other_contents_is_refused(nix: Nix) {
     eprintln!("Nix's own hook with other contents for a fixed output: {}", out.status);
 }
 
-/// Our hook checks the path a builder names for a floating content-addressed output against
-/// the contents it sends: other contents (with a path info that matches them) under the path the
-/// real build got are refused before anything is valid, and no realisation is registered. The
-/// builder has the `ca-derivations` experiment and feature, as Nix needs to send it such a build.
+/// Our hook and our builder front-end check the path a builder names for a floating
+/// content-addressed output against the contents it sends: other contents (with a path info
+/// that matches them) under the path the real build got are refused before anything is valid,
+/// and no realisation is registered. The builder has the `ca-derivations` experiment and
+/// feature, as Nix needs to send it such a build (and our front-end's line has the feature).
 fn a_floating_output_with_other_contents_is_refused(nix: Nix) {
     let opts = Opts { features: Some("ca-derivations".into()), ..Opts::default() };
     let Some(tb) = Testbed::up_or_skip_as(nix, 1, opts) else { return };
@@ -259,29 +260,41 @@ fn a_floating_output_with_other_contents_is_refused(nix: Nix) {
         )
     };
     let ca = ["--option", "extra-experimental-features", "nix-command ca-derivations"];
-    let build = |line: &str, expr: &str| {
-        let hook = OurHook::new(&[]);
-        let mut args = hook.remote_only(line).to_vec();
+    let build = |front: Front, line: &str, expr: &str| {
+        let (ours, builders) = match front {
+            Front::OurBuilderFrontEnd => {
+                let ours = OurHook::as_builder(line, &[]);
+                let builders = ours.builder_line(1, "ca-derivations");
+                (ours, builders)
+            }
+            _ => (OurHook::new(&[]), line.to_string()),
+        };
+        let mut args = match front {
+            Front::OurHook => ours.remote_only(&builders).to_vec(),
+            _ => vec!["--max-jobs", "0", "--option", "builders", &builders],
+        };
         args.extend(ca);
         let out = tb.nix_build(expr, &args);
-        eprintln!("{}", describe(&out));
+        eprintln!("{front:?}: {}", describe(&out));
         out
     };
-    let expr = floating();
-    let out = build(&hostile.line(&tb, 1, &["other-contents"]), &expr);
-    refused_by_us(&tb, &out, "but what it sent for it is");
-    // Nothing was registered for it: Nix knows no realisation of the derivation.
-    let drv = tb.master_cmd(&["nix-instantiate", ca[0], ca[1], ca[2], "-E", &expr]).output().unwrap();
-    let drv = String::from_utf8_lossy(&drv.stdout).trim().to_string();
-    let installable = if nix == Nix::V2_8 { drv.clone() } else { format!("{drv}^*") };
-    let info = tb
-        .master_cmd(&["nix", "--extra-experimental-features", ca[2], "realisation", "info", &installable])
-        .output()
-        .unwrap();
-    assert!(!String::from_utf8_lossy(&info.stdout).contains("!out /"), "{}", describe(&info));
-    // The control: the same derivation through the honest relay lands.
-    let out = build(&hostile.line(&tb, 1, &["honest"]), &expr);
-    assert!(out.status.success(), "through the honest relay: {}", describe(&out));
+    for front in [Front::OurHook, Front::OurBuilderFrontEnd] {
+        let expr = floating();
+        let out = build(front, &hostile.line(&tb, 1, &["other-contents"]), &expr);
+        refused_by_us(&tb, &out, "but what it sent for it is");
+        // Nothing was registered for it: Nix knows no realisation of the derivation.
+        let drv = tb.master_cmd(&["nix-instantiate", ca[0], ca[1], ca[2], "-E", &expr]).output().unwrap();
+        let drv = String::from_utf8_lossy(&drv.stdout).trim().to_string();
+        let installable = if nix == Nix::V2_8 { drv.clone() } else { format!("{drv}^*") };
+        let info = tb
+            .master_cmd(&["nix", "--extra-experimental-features", ca[2], "realisation", "info", &installable])
+            .output()
+            .unwrap();
+        assert!(!String::from_utf8_lossy(&info.stdout).contains("!out /"), "{front:?}: {}", describe(&info));
+        // The control: the same derivation through the honest relay lands.
+        let out = build(front, &hostile.line(&tb, 1, &["honest"]), &expr);
+        assert!(out.status.success(), "{front:?} through the honest relay: {}", describe(&out));
+    }
 }
 
 fn the_builder_front_end_relays_only_the_outputs_asked_for(nix: Nix) {

@@ -19,7 +19,7 @@ use crate::dispatch::{Dispatcher, Placement, Wait};
 use crate::log::Logger;
 use crate::policy::Policies;
 use crate::schedule::Try;
-use crate::transfer::content_address::{Fixed, FixedRelay};
+use crate::transfer::content_address::{CheckedRelay, Fixed, FloatingClaim};
 use crate::transfer::{from_builder, local, BuilderSession};
 use nwh_decision::Local;
 use nwh_options::Options;
@@ -63,10 +63,11 @@ pub fn run(opts: &Options, store: Option<&str>, logger: &Logger) -> Result<i32> 
                 }
                 let machines = machines.take().unwrap_or_default();
                 let mut dispatcher = dispatcher(opts, &store, machines, &settings, logger)?;
-                let (result, session) = build(&mut dispatcher, &drv_path, &drv, &options, &settings, logger)?;
+                let (result, session, floating) =
+                    build(&mut dispatcher, &drv_path, &drv, &options, &settings, logger)?;
                 server.reply_build_result(&result)?;
                 if let Some(session) = session {
-                    running = Some(Built::new(session, &drv, result.status.is_success())?);
+                    running = Some(Built::new(session, &drv, floating, result.status.is_success())?);
                 }
             }
             other => bail!(
@@ -92,21 +93,42 @@ struct Built {
     session: Option<BuilderSession>,
     /// Outputs not valid here that Nix has not fetched yet.
     unfetched: BTreeSet<String>,
-    /// The NAR size the builder announced for each output whose info Nix's hook was given.
-    announced: BTreeMap<String, u64>,
+    /// The info the builder announced for each output whose info Nix's hook was given.
+    announced: BTreeMap<String, PathInfo>,
     /// Fixed outputs, by path: their NARs are checked against their hashes on the way.
     fixed: BTreeMap<String, nwh_drv::Output>,
+    floating: Floating,
+}
+
+/// The floating content-addressed outputs of a successful build, where the builder put them:
+/// their NARs are checked on the way against the paths it named.
+#[derive(Default)]
+struct Floating {
+    drv_name: String,
+    /// Path → output name and output.
+    outputs: BTreeMap<String, (String, nwh_drv::Output)>,
 }
 
 impl Built {
-    fn new(session: BuilderSession, drv: &nwh_drv::BasicDerivation, success: bool) -> Result<Built> {
-        let outputs: BTreeSet<String> =
-            drv.outputs.values().filter(|o| !o.path.is_empty()).map(|o| o.path.clone()).collect();
+    fn new(
+        session: BuilderSession,
+        drv: &nwh_drv::BasicDerivation,
+        floating: Floating,
+        success: bool,
+    ) -> Result<Built> {
+        let outputs: BTreeSet<String> = drv
+            .outputs
+            .values()
+            .filter(|o| !o.path.is_empty())
+            .map(|o| o.path.clone())
+            .chain(floating.outputs.keys().cloned())
+            .collect();
         // Nix fetches nothing after a failed build; after a good one, what it lacks.
         let unfetched = if success { local::invalid(&outputs)? } else { BTreeSet::new() };
         let fixed =
             drv.outputs.values().filter(|o| o.is_fixed()).map(|o| (o.path.clone(), o.clone())).collect();
-        let mut built = Built { session: Some(session), unfetched, announced: BTreeMap::new(), fixed };
+        let mut built =
+            Built { session: Some(session), unfetched, announced: BTreeMap::new(), fixed, floating };
         built.end_when_fetched()?;
         Ok(built)
     }
@@ -122,20 +144,29 @@ impl Built {
             return Ok(Vec::new());
         };
         let infos = session.store().query_path_infos(&outputs)?;
-        self.announced.extend(infos.iter().map(|(path, info)| (path.clone(), info.nar_size)));
+        self.announced.extend(infos.iter().map(|(path, info)| (path.clone(), info.clone())));
         Ok(infos)
     }
 
     /// Relays the NAR of an output from the builder, no longer than announced.
     fn dump<R: Read, W: Write>(&mut self, path: &str, server: &mut ServeServer<R, W>) -> Result<()> {
-        let (Some(&announced), Some(session)) = (self.announced.get(path), self.session.as_mut()) else {
+        let (Some(info), Some(session)) = (self.announced.get(path), self.session.as_mut()) else {
             bail!("Nix's hook asked for the NAR of {path}, which is not in this store nor an output it was told of");
         };
+        let announced = info.nar_size;
         let what = format!("the NAR of {path} from '{}'", session.uri());
         let mut sink = server.nar_sink();
-        match self.fixed.get(path) {
-            Some(output) => {
-                let mut relay = FixedRelay::new(&mut sink, output)?;
+        let relay = match (self.fixed.get(path), self.floating.outputs.get(path)) {
+            (Some(output), _) => Some(CheckedRelay::fixed(&mut sink, output)?),
+            (None, Some((name, output))) => {
+                let claim =
+                    FloatingClaim::new(path, &self.floating.drv_name, name, output, &info.references)?;
+                Some(CheckedRelay::floating(&mut sink, claim)?)
+            }
+            (None, None) => None,
+        };
+        match relay {
+            Some(mut relay) => {
                 session.store().dump(path, &mut from_builder::Bounded::new(&mut relay, announced, &what))?;
                 relay.finish().with_context(|| what.clone())?;
             }
@@ -235,7 +266,8 @@ fn dump<R: Read, W: Write>(
 }
 
 /// Places the derivation and builds it on a real builder; a build that nothing can take is a
-/// failed result that says why, per machine.
+/// failed result that says why, per machine. With the builder's session, the floating outputs
+/// it built, if any.
 fn build(
     dispatcher: &mut Dispatcher,
     drv_path: &str,
@@ -243,7 +275,14 @@ fn build(
     options: &nwh_serve::BuildOptions,
     settings: &nwh_nixconf::Settings,
     logger: &Logger,
-) -> Result<(BuildResult, Option<BuilderSession>)> {
+) -> Result<(BuildResult, Option<BuilderSession>, Floating)> {
+    let cannot = |why: String| {
+        let result = BuildResult::failure(
+            BuildStatus::MiscFailure,
+            format!("nix-wasm-hook cannot build {drv_path}: {why}"),
+        );
+        Ok((result, None, Floating::default()))
+    };
     let required_features: Vec<String> = drv
         .env
         .get("requiredSystemFeatures")
@@ -252,14 +291,12 @@ fn build(
     // A fixed output is checked against its hash on its way to Nix: one this hook cannot
     // compute is not taken on the builder's word.
     if let Some(why) = drv.outputs.values().filter(|o| o.is_fixed()).find_map(|o| Fixed::of(o).err()) {
-        return Ok((
-            BuildResult::failure(
-                BuildStatus::MiscFailure,
-                format!("nix-wasm-hook cannot build {drv_path}: {why}"),
-            ),
-            None,
-        ));
+        return cannot(why);
     }
+    let floating = match floating_ids(drv_path, drv) {
+        Ok(floating) => floating,
+        Err(why) => return cannot(format!("{why:#}")),
+    };
     let t = Try {
         am_willing: true,
         system: drv.platform.clone(),
@@ -270,7 +307,7 @@ fn build(
         Placement::Placed(p) => p,
         Placement::Declined { explanation } | Placement::Postponed { explanation } => {
             let why = explanation.map(|(_, text)| text).unwrap_or_else(|| "no machine will build it".into());
-            return Ok((BuildResult::failure(BuildStatus::MiscFailure, why), None));
+            return Ok((BuildResult::failure(BuildStatus::MiscFailure, why), None, Floating::default()));
         }
     };
     let master = dispatcher
@@ -285,11 +322,49 @@ fn build(
         session.build(drv_path, drv, options, logger)
     };
     let mut result = built().map_err(|e| master.with_loss(e))?;
+    let floating = match floating {
+        Some((full, ids)) if result.status.is_success() => {
+            match crate::transfer::realised_for_nix(drv_path, &full, &ids, &mut result, &placed.uri) {
+                Ok(paths) => Floating {
+                    drv_name: crate::transfer::register::derivation_name(drv_path)?,
+                    outputs: paths
+                        .into_iter()
+                        .map(|(name, path)| (path, (name.clone(), full.outputs[&name].clone())))
+                        .collect(),
+                },
+                Err(why) => {
+                    result = BuildResult::failure(BuildStatus::MiscFailure, format!("{why:#}"));
+                    Floating::default()
+                }
+            }
+        }
+        _ => Floating::default(),
+    };
     if !result.status.is_success() {
         result.error_msg = format!("on '{}': {}", placed.uri, result.error_msg);
     }
     // The builder is done with the build: its slot frees now, while it still answers Nix's
     // hook for the outputs.
     drop(placed);
-    Ok((result, Some(session)))
+    Ok((result, Some(session), floating))
+}
+
+/// For a derivation with floating content-addressed outputs, the whole derivation (read from
+/// the store this front-end shares with Nix: Nix's hook sends only its basic form) and each
+/// output's DrvOutput id, which Nix's hook looks the realisations up by; why not, when the
+/// outputs could not be checked or the ids not computed. None for any other derivation.
+fn floating_ids(
+    drv_path: &str,
+    drv: &nwh_drv::BasicDerivation,
+) -> Result<Option<(nwh_drv::Derivation, BTreeMap<String, String>)>> {
+    if !drv.outputs.values().any(|o| o.is_floating()) {
+        return Ok(None);
+    }
+    let full = crate::transfer::read_derivation(drv_path)?;
+    if let Some(why) = crate::transfer::cannot_finish_drv(&full) {
+        bail!("{why}");
+    }
+    let names: Vec<String> = full.outputs.keys().cloned().collect();
+    let ids = crate::transfer::floating_ids(&full, &names)?;
+    Ok(Some((full, ids)))
 }

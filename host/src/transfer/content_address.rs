@@ -130,16 +130,118 @@ pub fn check_fixed(
     Ok(())
 }
 
+/// What a builder's realisation claims for a floating content-addressed output: that
+/// `claimed` is the path of the output `output_name` of a derivation called `drv_name`, with
+/// `references`. The claim holds if the contents that arrive for it are those Nix would give
+/// that path, so that a builder, trusted for the contents of the outputs it was asked to build,
+/// names nothing else. Nix names the output `<drv_name>` (`out`) or `<drv_name>-<output_name>`,
+/// and hashes its contents as the output's method and algorithm say, modulo its own hash part
+/// (a self-reference counts as zeros). For a self-referencing output the rules of the builder's
+/// release differ: up to Nix 2.16 the positions of the self-references are hashed too
+/// (NixOS/nix 3ebe134, first in 2.17, dropped them), so either path is accepted.
+pub struct FloatingClaim {
+    claimed: String,
+    store_dir: String,
+    hash_part: String,
+    name: String,
+    output_name: String,
+    fixed: Fixed,
+    self_reference: bool,
+    others: Vec<String>,
+}
+
+impl FloatingClaim {
+    /// The claim, if its name is that of the output (the contents are checked later).
+    pub fn new(
+        claimed: &str,
+        drv_name: &str,
+        output_name: &str,
+        output: &nwh_drv::Output,
+        references: &BTreeSet<String>,
+    ) -> anyhow::Result<FloatingClaim> {
+        use anyhow::{bail, ensure};
+        let name =
+            if output_name == "out" { drv_name.to_string() } else { format!("{drv_name}-{output_name}") };
+        let Some((store_dir, base)) = claimed.rsplit_once('/') else {
+            bail!("'{claimed}' is not a store path")
+        };
+        let Some((hash_part, claimed_name)) = base.split_once('-') else {
+            bail!("'{claimed}' is not a store path")
+        };
+        ensure!(
+            claimed_name == name,
+            "the builder says output `{output_name}` is {claimed}, but Nix names that output '{name}'"
+        );
+        let fixed = Fixed::of(output).map_err(|why| anyhow::anyhow!("output `{output_name}`: {why}"))?;
+        Ok(FloatingClaim {
+            claimed: claimed.to_string(),
+            store_dir: store_dir.to_string(),
+            hash_part: hash_part.to_string(),
+            name,
+            output_name: output_name.to_string(),
+            fixed,
+            self_reference: references.contains(claimed),
+            others: references.iter().filter(|r| *r != claimed).cloned().collect(),
+        })
+    }
+
+    /// What hashes the contents: the NAR (`r:`) or the one file's contents, as the output says.
+    fn hasher(&self) -> ModuloHasher {
+        ModuloHasher::new(self.fixed.algo, self.hash_part.as_bytes())
+    }
+
+    /// Whether the contents `hashed` give the claimed path.
+    fn holds(&self, hashed: ModuloHasher) -> anyhow::Result<()> {
+        let (since_2_17, up_to_2_16) = hashed.finish();
+        let path_of = |hash: &[u8]| -> Option<String> {
+            if self.fixed.recursive && self.fixed.algo == Algo::Sha256 {
+                let kind: Vec<&str> = std::iter::once("source")
+                    .chain(self.others.iter().map(String::as_str))
+                    .chain(self.self_reference.then_some("self"))
+                    .collect();
+                Some(store_path(&self.store_dir, &kind.join(":"), hash.try_into().ok()?, &self.name))
+            } else {
+                // Nix allows no references here (2.34 says so, 2.8 fails an assertion).
+                if self.self_reference || !self.others.is_empty() {
+                    return None;
+                }
+                let algo = match self.fixed.algo {
+                    Algo::Md5 => "md5",
+                    Algo::Sha1 => "sha1",
+                    Algo::Sha256 => "sha256",
+                    Algo::Sha512 => "sha512",
+                };
+                let method = if self.fixed.recursive { "r:" } else { "" };
+                let inner = format!("fixed:out:{method}{algo}:{}:", nwh_nar::hash::base16_encode(hash));
+                Some(store_path(
+                    &self.store_dir,
+                    "output:out",
+                    &Sha256::digest(inner.as_bytes()).into(),
+                    &self.name,
+                ))
+            }
+        };
+        let expected: Vec<String> = [since_2_17, up_to_2_16].iter().filter_map(|h| path_of(h)).collect();
+        anyhow::ensure!(
+            expected.contains(&self.claimed),
+            "the builder says output `{}` is {}, but what it sent for it is {}",
+            self.output_name,
+            self.claimed,
+            expected
+                .first()
+                .map_or("not something Nix content-addresses (it has references)".to_string(), |p| p.clone())
+        );
+        Ok(())
+    }
+
+    fn flat_needs_one_file(&self) -> String {
+        format!("output `{}` is hashed flat, so {} must be one regular file", self.output_name, self.claimed)
+    }
+}
+
 /// Checks the path `claimed` that a builder's realisation names for the floating
-/// content-addressed `output` of a derivation called `drv_name`, against what arrived for it
-/// (unpacked at `real`, with the builder's `references`): it must be the path Nix gives an
-/// output `output_name` with these contents, so that a builder, trusted for the contents of the
-/// outputs it was asked to build, names nothing else. Nix names the output `<drv_name>` (`out`)
-/// or `<drv_name>-<output_name>`, and hashes its contents as the output's method and algorithm
-/// say, modulo its own hash part (a self-reference counts as zeros). For a self-referencing
-/// output the rules of the builder's release differ: up to Nix 2.16 the positions of the
-/// self-references are hashed too (NixOS/nix 3ebe134, first in 2.17, dropped them), so either
-/// path is accepted.
+/// content-addressed `output` (see [`FloatingClaim`]) against what arrived for it, unpacked at
+/// `real`.
 pub fn check_floating(
     claimed: &str,
     drv_name: &str,
@@ -148,64 +250,17 @@ pub fn check_floating(
     real: &std::path::Path,
     references: &BTreeSet<String>,
 ) -> anyhow::Result<()> {
-    use anyhow::{bail, ensure, Context};
-    let name = if output_name == "out" { drv_name.to_string() } else { format!("{drv_name}-{output_name}") };
-    let Some((store_dir, base)) = claimed.rsplit_once('/') else { bail!("'{claimed}' is not a store path") };
-    let Some((hash_part, claimed_name)) = base.split_once('-') else {
-        bail!("'{claimed}' is not a store path")
-    };
-    ensure!(
-        claimed_name == name,
-        "the builder says output `{output_name}` is {claimed}, but Nix names that output '{name}'"
-    );
-    let fixed = Fixed::of(output).map_err(|why| anyhow::anyhow!("output `{output_name}`: {why}"))?;
-    let self_reference = references.contains(claimed);
-    let others: Vec<&str> = references.iter().filter(|r| *r != claimed).map(String::as_str).collect();
-    let mut hasher = ModuloHasher::new(fixed.algo, hash_part.as_bytes());
-    if fixed.recursive {
+    use anyhow::Context;
+    let claim = FloatingClaim::new(claimed, drv_name, output_name, output, references)?;
+    let mut hasher = claim.hasher();
+    if claim.fixed.recursive {
         nwh_nar::dump::dump(real, &mut hasher).with_context(|| format!("hashing the NAR of {claimed}"))?;
     } else {
-        let meta = std::fs::symlink_metadata(real)?;
-        ensure!(
-            meta.is_file(),
-            "output `{output_name}` is hashed flat, so {claimed} must be one regular file"
-        );
+        anyhow::ensure!(std::fs::symlink_metadata(real)?.is_file(), "{}", claim.flat_needs_one_file());
         std::io::copy(&mut std::fs::File::open(real)?, &mut hasher)
             .with_context(|| format!("hashing {claimed}"))?;
     }
-    let (since_2_17, up_to_2_16) = hasher.finish();
-    let path_of = |hash: &[u8]| -> Option<String> {
-        if fixed.recursive && fixed.algo == Algo::Sha256 {
-            let kind: Vec<&str> = std::iter::once("source")
-                .chain(others.iter().copied())
-                .chain(self_reference.then_some("self"))
-                .collect();
-            Some(store_path(store_dir, &kind.join(":"), hash.try_into().ok()?, &name))
-        } else {
-            // Nix allows no references here (2.34 says so, 2.8 fails an assertion).
-            if self_reference || !others.is_empty() {
-                return None;
-            }
-            let algo = match fixed.algo {
-                Algo::Md5 => "md5",
-                Algo::Sha1 => "sha1",
-                Algo::Sha256 => "sha256",
-                Algo::Sha512 => "sha512",
-            };
-            let method = if fixed.recursive { "r:" } else { "" };
-            let inner = format!("fixed:out:{method}{algo}:{}:", nwh_nar::hash::base16_encode(hash));
-            Some(store_path(store_dir, "output:out", &Sha256::digest(inner.as_bytes()).into(), &name))
-        }
-    };
-    let expected: Vec<String> = [since_2_17, up_to_2_16].iter().filter_map(|h| path_of(h)).collect();
-    ensure!(
-        expected.iter().any(|p| p == claimed),
-        "the builder says output `{output_name}` is {claimed}, but what it sent for it is {}",
-        expected
-            .first()
-            .map_or("not something Nix content-addresses (it has references)".to_string(), |p| p.clone())
-    );
-    Ok(())
+    claim.holds(hasher)
 }
 
 /// Nix's `HashModuloSink`: hashes what is written with every occurrence of `modulus` (a path's
@@ -332,59 +387,77 @@ impl std::io::Write for Hasher {
     }
 }
 
-/// The NAR of a fixed output on its way from a builder to Nix's hook (builder mode), checked
-/// against the hash its derivation fixes before its last byte is passed on. Nix's hook
-/// imports what a builder sends for a fixed output without that check; cut one byte short,
-/// a NAR with other contents fails its import.
-pub struct FixedRelay<'a, W: std::io::Write + ?Sized> {
+/// The NAR of a content-addressed output on its way from a builder to Nix's hook (builder
+/// mode), checked before its last byte is passed on: a fixed output against the hash its
+/// derivation fixes, a floating one against the path the builder's realisation names. Nix's
+/// hook imports what a builder sends for either without that check; cut one byte short, a NAR
+/// with other contents fails its import.
+pub struct CheckedRelay<'a, W: std::io::Write + ?Sized> {
     inner: &'a mut W,
     held: Option<u8>,
     pipe: Option<std::io::PipeWriter>,
-    /// The hash of what went through, as the output is fixed by.
-    hashing: std::thread::JoinHandle<std::io::Result<Vec<u8>>>,
-    expected: String,
+    /// Reads what went through and says whether it is what was expected.
+    checking: std::thread::JoinHandle<anyhow::Result<()>>,
 }
 
-impl<'a, W: std::io::Write + ?Sized> FixedRelay<'a, W> {
-    pub fn new(inner: &'a mut W, output: &nwh_drv::Output) -> anyhow::Result<FixedRelay<'a, W>> {
+impl<'a, W: std::io::Write + ?Sized> CheckedRelay<'a, W> {
+    /// For the fixed `output`: what goes through must hash to the derivation's hash.
+    pub fn fixed(inner: &'a mut W, output: &nwh_drv::Output) -> anyhow::Result<CheckedRelay<'a, W>> {
         let fixed = Fixed::of(output).map_err(|why| anyhow::anyhow!("{}: {why}", output.path))?;
-        let (reader, pipe) = std::io::pipe()?;
-        let hashing = std::thread::Builder::new().name("fixed-output".into()).spawn(move || {
+        let expected = output.hash.clone();
+        CheckedRelay::new(inner, "fixed-output", move |reader| {
             // Both hashes in the one pass: the NAR's, and its root file's contents'.
             let (mut nar, mut contents) = (Hasher::new(fixed.algo), Hasher::new(fixed.algo));
-            let mut reader = std::io::BufReader::new(reader);
-            let (_, regular) = nwh_nar::copy_nar_and_root_contents(&mut reader, &mut nar, &mut contents)
-                .map_err(std::io::Error::other)?;
-            match (fixed.recursive, regular) {
-                (true, _) => Ok(nar.finish()),
-                (false, true) => Ok(contents.finish()),
-                (false, false) => {
-                    Err(std::io::Error::other("a fixed output hashed flat must be one regular file"))
-                }
-            }
-        })?;
-        Ok(FixedRelay { inner, held: None, pipe: Some(pipe), hashing, expected: output.hash.clone() })
+            let (_, regular) = nwh_nar::copy_nar_and_root_contents(reader, &mut nar, &mut contents)?;
+            let actual = match (fixed.recursive, regular) {
+                (true, _) => nar.finish(),
+                (false, true) => contents.finish(),
+                (false, false) => anyhow::bail!("a fixed output hashed flat must be one regular file"),
+            };
+            let actual = nwh_nar::hash::base16_encode(&actual);
+            anyhow::ensure!(
+                actual == expected,
+                "other contents for the fixed output: they hash to {actual}, but the derivation fixes {expected}"
+            );
+            Ok(())
+        })
     }
 
-    /// Passes the last byte on if what went through has the fixed hash.
+    /// For a floating output: what goes through must be the contents of the claimed path.
+    pub fn floating(inner: &'a mut W, claim: FloatingClaim) -> anyhow::Result<CheckedRelay<'a, W>> {
+        CheckedRelay::new(inner, "floating-output", move |reader| {
+            let (mut nar, mut contents) = (claim.hasher(), claim.hasher());
+            let (_, regular) = nwh_nar::copy_nar_and_root_contents(reader, &mut nar, &mut contents)?;
+            match (claim.fixed.recursive, regular) {
+                (true, _) => claim.holds(nar),
+                (false, true) => claim.holds(contents),
+                (false, false) => anyhow::bail!("{}", claim.flat_needs_one_file()),
+            }
+        })
+    }
+
+    fn new(
+        inner: &'a mut W,
+        thread: &str,
+        check: impl FnOnce(&mut dyn std::io::Read) -> anyhow::Result<()> + Send + 'static,
+    ) -> anyhow::Result<CheckedRelay<'a, W>> {
+        let (reader, pipe) = std::io::pipe()?;
+        let checking = std::thread::Builder::new()
+            .name(thread.into())
+            .spawn(move || check(&mut std::io::BufReader::new(reader)))?;
+        Ok(CheckedRelay { inner, held: None, pipe: Some(pipe), checking })
+    }
+
+    /// Passes the last byte on if what went through is what was expected.
     pub fn finish(mut self) -> anyhow::Result<()> {
         drop(self.pipe.take());
-        let actual = self
-            .hashing
-            .join()
-            .map_err(|_| anyhow::anyhow!("the thread hashing a fixed output panicked"))??;
-        let actual = nwh_nar::hash::base16_encode(&actual);
-        anyhow::ensure!(
-            actual == self.expected,
-            "other contents for the fixed output: they hash to {actual}, but the derivation fixes {}",
-            self.expected
-        );
+        self.checking.join().map_err(|_| anyhow::anyhow!("the thread checking an output panicked"))??;
         self.inner.write_all(self.held.as_slice())?;
         Ok(())
     }
 }
 
-impl<W: std::io::Write + ?Sized> std::io::Write for FixedRelay<'_, W> {
+impl<W: std::io::Write + ?Sized> std::io::Write for CheckedRelay<'_, W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let Some((&last, rest)) = buf.split_last() else { return Ok(0) };
         self.pipe.as_mut().expect("open until finish").write_all(buf)?;
@@ -584,6 +657,56 @@ mod tests {
             assert!(check(floating, "out", "text:sha256", &real, &none).is_err());
         }
 
+        /// Relays the NAR of `real` as the output claimed at `claimed`: what got through, and
+        /// whether the relay passed it whole.
+        fn relayed(
+            claimed: &str,
+            drv_name: &str,
+            algo: &str,
+            real: &Path,
+            references: &[&str],
+        ) -> (bool, bool) {
+            use std::io::Write;
+            let mut nar = Vec::new();
+            nwh_nar::dump::dump(real, &mut nar).unwrap();
+            let claim =
+                FloatingClaim::new(claimed, drv_name, "out", &output(algo), &refs(references)).unwrap();
+            let mut sent = Vec::new();
+            let mut relay = CheckedRelay::floating(&mut sent, claim).unwrap();
+            for chunk in nar.chunks(5) {
+                relay.write_all(chunk).unwrap();
+            }
+            let passed = relay.finish().is_ok();
+            // Either all of it, or all but the last byte.
+            let cut = if passed { nar.len() } else { nar.len() - 1 };
+            (passed, sent == nar[..cut])
+        }
+
+        #[test]
+        fn a_relayed_nar_passes_whole_only_with_the_contents_of_the_claimed_path() {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path();
+            let floating = "/nix/store/h5fi5f9xr3z7rxxj66jj4w7cxgyvqv8i-nwh-drvtest-floating";
+            let flat = "/nix/store/nc4fd5yqjb4lfijjwk1h45m53h4ia18b-nwh-drvtest-floating-two";
+            let name = "nwh-drvtest-floating";
+            assert_eq!(relayed(floating, name, "r:sha256", &file(d, "a", "\n"), &[]), (true, true));
+            assert_eq!(relayed(floating, name, "r:sha256", &file(d, "b", "other\n"), &[]), (false, true));
+            assert_eq!(relayed(floating, name, "r:sha256", &file(d, "c", "\n"), &[SRC]), (false, true));
+            let two = "nwh-drvtest-floating-two";
+            assert_eq!(relayed(flat, two, "sha256", &file(d, "e", "hello\n"), &[]), (true, true));
+            assert_eq!(relayed(flat, two, "r:sha256", &file(d, "f", "hello\n"), &[]), (false, true));
+            // Flat, but a directory.
+            let tree = d.join("tree");
+            std::fs::create_dir(&tree).unwrap();
+            file(&tree, "hello", "hello\n");
+            assert_eq!(relayed(flat, two, "sha256", &tree, &[]), (false, true));
+            // Self-references, hashed as the builder's release hashes them.
+            let self_name = "nwh-drvtest-floating-self";
+            let real = self_referring(d, SELF_2_8);
+            assert_eq!(relayed(SELF_2_8, self_name, "r:sha256", &real, &[SELF_2_8]), (true, true));
+            assert_eq!(relayed(SELF_2_34, self_name, "r:sha256", &real, &[SELF_2_34]), (false, true));
+        }
+
         #[test]
         fn occurrences_split_across_writes_are_found_at_their_offsets() {
             use std::io::Write;
@@ -654,7 +777,7 @@ mod tests {
             ("r:sha256", flat, false),
         ] {
             let mut sent = Vec::new();
-            let mut relay = FixedRelay::new(&mut sent, &fixed(algo, &hash)).unwrap();
+            let mut relay = CheckedRelay::fixed(&mut sent, &fixed(algo, &hash)).unwrap();
             for chunk in nar.chunks(7) {
                 relay.write_all(chunk).unwrap();
             }

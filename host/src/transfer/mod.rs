@@ -67,7 +67,7 @@ pub fn cannot_finish(drv_path: &str) -> Option<String> {
     cannot_finish_drv(&drv)
 }
 
-fn cannot_finish_drv(drv: &nwh_drv::Derivation) -> Option<String> {
+pub fn cannot_finish_drv(drv: &nwh_drv::Derivation) -> Option<String> {
     let pathless: Vec<String> = drv
         .outputs
         .iter()
@@ -152,7 +152,7 @@ pub fn floating_paths(
 /// The floating outputs (name → path) of `drv_path` that were valid here already: not fetched,
 /// but the builder's word that they are this derivation's outputs is checked all the same,
 /// against what is here.
-fn check_valid_floating(
+pub fn check_valid_floating(
     drv_path: &str,
     drv: &nwh_drv::Derivation,
     valid: &BTreeMap<String, String>,
@@ -178,8 +178,49 @@ fn check_valid_floating(
     Ok(())
 }
 
+/// Builder mode's side of floating outputs (`floating`: name → DrvOutput id): the builder's
+/// `result` made into one Nix's hook can use. Each output is where the builder says it is,
+/// checked as hook mode checks it (a path valid here already against what is here; one that
+/// Nix's hook will fetch is checked on its way), and its realisation goes to Nix under the id
+/// computed here, which is the one Nix's hook looks it up by. Returns name → path.
+pub fn realised_for_nix(
+    drv_path: &str,
+    drv: &nwh_drv::Derivation,
+    floating: &BTreeMap<String, String>,
+    result: &mut nwh_serve::BuildResult,
+    uri: &str,
+) -> Result<BTreeMap<String, String>> {
+    let paths = floating_paths(result, floating, uri)?;
+    let missing = local::invalid(&paths.values().cloned().collect())?;
+    let valid: BTreeMap<String, String> = paths
+        .iter()
+        .filter(|(_, path)| !missing.contains(*path))
+        .map(|(n, p)| (n.clone(), p.clone()))
+        .collect();
+    check_valid_floating(drv_path, drv, &valid)?;
+    let mut built_outputs = BTreeMap::new();
+    for (name, id) in floating {
+        // The builder's realisation as it wrote it (its signatures, the fields of its
+        // release), with the id and the path that were checked.
+        let said = result
+            .built_outputs
+            .iter()
+            .find(|(their_id, _)| their_id.rsplit_once('!').is_some_and(|(_, n)| n == name))
+            .map(|(_, json)| json.as_str())
+            .unwrap_or("{}");
+        let mut realisation: serde_json::Value = serde_json::from_str(said)
+            .with_context(|| format!("the realisation of `{name}` from '{uri}'"))?;
+        let base = paths[name].rsplit_once('/').map_or(paths[name].as_str(), |(_, b)| b);
+        realisation["id"] = id.clone().into();
+        realisation["outPath"] = base.into();
+        built_outputs.insert(id.clone(), realisation.to_string());
+    }
+    result.built_outputs = built_outputs;
+    Ok(paths)
+}
+
 /// The derivation `drv_path` of the local store, read where that store is on disk.
-fn read_derivation(drv_path: &str) -> Result<nwh_drv::Derivation> {
+pub fn read_derivation(drv_path: &str) -> Result<nwh_drv::Derivation> {
     let real = local_store::get()?.real(drv_path);
     nwh_drv::Derivation::read(&real).with_context(|| format!("reading the derivation {drv_path}"))
 }
