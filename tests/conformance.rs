@@ -1,6 +1,7 @@
 //! Conformance with Nix's own hook: the scenarios of Nix's functional remote-build tests
-//! (`tests/functional/build-remote*.sh` in Nix 2.34), rewritten here, each run twice on the same
-//! Nix, once with Nix's own hook and once with ours, and the two outcomes compared: the exit
+//! (`tests/functional/build-remote*.sh` in Nix 2.34), rewritten here, each run on the same Nix
+//! with Nix's own hook, with ours, and (where there are builders) with Nix's own hook whose one
+//! builder is our builder front-end, and each outcome of ours compared with Nix's: the exit
 //! status, which store paths are valid in which store (the master's and each builder's), in
 //! which store each derivation was built, the master's build logs, and the phrase that matters
 //! in what Nix printed. One test per scenario and Nix: `nix_2_8::…` with the host's Nix,
@@ -54,6 +55,7 @@ macro_rules! on_every_nix_release {
 
 on_every_nix_release!(
     input_addressed_graph_on_three_kinds_of_builder,
+    input_addressed_graph_with_the_masters_store_behind_a_daemon,
     fixed_output_graph_on_three_kinds_of_builder,
     floating_content_addressed_graph_on_three_kinds_of_builder,
     keep_failed_on_a_remote_builder,
@@ -126,6 +128,10 @@ struct Scenario {
     /// Whether the scenario is run with ours as a builder of Nix's own hook too: not when it
     /// is about having no builders at all.
     builder_mode: bool,
+    /// Whether the master's store is reached through a `nix-daemon` serving it (`--store
+    /// unix://…`), as on every multi-user install: the daemon runs the hook, with its own
+    /// `store` setting, and the client's `builders` and `build-hook` (it trusts root).
+    through_daemon: bool,
 }
 
 /// The three builders of `build-remote.sh`: `ssh://localhost` with a chroot store that has
@@ -158,6 +164,7 @@ impl Scenario {
             before: None,
             phrases: GRAPH_LOG_LINES.to_vec(),
             builder_mode: true,
+            through_daemon: false,
         }
     }
 
@@ -175,6 +182,7 @@ impl Scenario {
             before: None,
             phrases: GRAPH_LOG_LINES.to_vec(),
             builder_mode: true,
+            through_daemon: false,
         }
     }
 }
@@ -305,11 +313,17 @@ fn run(nix: Nix, hook: Hook, scenario: &Scenario) -> Run {
         ),
         _ => builders,
     };
+    let store = match scenario.through_daemon {
+        // `root`: a client of a daemon reads some store files itself (the `.drv` after the
+        // build, from 2.26), where they are on disk.
+        true => format!("unix://{d}/{DAEMON_SOCKET}?root={d}/{}", scenario.master),
+        false => format!("{d}/{}", scenario.master),
+    };
     let mut args: Vec<String> = vec![
         "--max-jobs".into(),
         "0".into(),
         "--store".into(),
-        format!("{d}/{}", scenario.master),
+        store,
         "--option".into(),
         "builders".into(),
         builders,
@@ -321,7 +335,10 @@ fn run(nix: Nix, hook: Hook, scenario: &Scenario) -> Run {
     args.extend(["--arg".into(), "tools".into(), format!("{d}/tools")]);
     args.extend(scenario.args.iter().map(|a| a.replace("{dir}", &d)));
     let t = Instant::now();
-    let output = nix_build(nix, dir.path(), &args);
+    let output = match scenario.through_daemon {
+        true => nix_build_through_daemon(nix, dir.path(), scenario.master, &args),
+        false => nix_build(nix, dir.path(), &args),
+    };
     eprintln!(
         "conformance: Nix {} with {hook:?} hook: nix-build took {:.2?} ({})",
         nix.name(),
@@ -392,6 +409,28 @@ fn nix_build(nix: Nix, dir: &Path, args: &[String]) -> Output {
     run_env(&mut cmd, dir);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     cmd.output().expect("cannot run nix-build through testbed/master.sh")
+}
+
+/// The socket of the daemon serving the master's store, in the run's directory.
+const DAEMON_SOCKET: &str = "daemon.socket";
+
+/// `nix-build --no-out-link ARGS` by `nix`'s master, a client of a `nix-daemon` serving the
+/// store `master` (under the run's directory) that the same command starts and ends; the
+/// daemon's own messages go to `daemon.log` there.
+fn nix_build_through_daemon(nix: Nix, dir: &Path, master: &str, args: &[String]) -> Output {
+    let d = dir.display();
+    let script = format!(
+        "NIX_DAEMON_SOCKET_PATH={d}/{DAEMON_SOCKET} nix-daemon --option store {d}/{master} 2>{d}/daemon.log & daemon=$!
+         n=0; while [ ! -S {d}/{DAEMON_SOCKET} ] && [ $n -lt 200 ]; do sleep 0.05; n=$((n+1)); done
+         timeout --kill-after=10 {BUILD_TIMEOUT_SECS} nix-build --no-out-link \"$@\"; status=$?
+         kill $daemon; wait $daemon; exit $status"
+    );
+    let mut argv: Vec<&str> = vec!["sh", "-c", &script, "sh"];
+    argv.extend(args.iter().map(String::as_str));
+    let mut cmd = master_cmd(nix, &argv);
+    run_env(&mut cmd, dir);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.output().expect("cannot run nix-daemon and nix-build through testbed/master.sh")
 }
 
 /// Reads, with the master's own Nix, every store's valid paths and the master's logs.
@@ -624,6 +663,16 @@ fn input_addressed_graph_on_three_kinds_of_builder(nix: Nix) {
         graph_on_three_builders(o);
         assert_eq!(o.post_build_hook_runs, 8);
     });
+}
+
+/// Not one of Nix's scenarios, but how most masters run: the graph of
+/// `build-remote-input-addressed.sh` built by a client whose store is a `nix-daemon` serving
+/// the master's chroot store, so that the daemon runs the hook (as root, with the `store` it
+/// serves) and the client sees the build logs through it.
+fn input_addressed_graph_with_the_masters_store_behind_a_daemon(nix: Nix) {
+    let mut scenario = Scenario::graph("input-addressed");
+    scenario.through_daemon = true;
+    conforms(nix, &scenario, graph_on_three_builders);
 }
 
 /// `build-remote-content-addressed-fixed.sh`: the same graph, every output fixed by its hash.
