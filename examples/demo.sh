@@ -34,11 +34,19 @@ printf '#!/bin/sh\nexec %s --state-dir %s/state "$@"\n' "$hook" "$work" > "$work
 printf '#!/bin/sh\nexec %s --state-dir %s/state --machines @/tmp/nwh-demo-machines "$@"\n' "$hook" "$work" > "$work/builder"
 chmod +x "$work/hook" "$work/builder"
 cleanup() {
-  for s in "$work"/state/control/*.sock; do [ -S "$s" ] && ssh -S "$s" -O exit demo 2>/dev/null; done
-  "$tb" down >/dev/null 2>&1 || true
+  local status=$?
+  # Every step runs whatever the one before did (set -e would stop at the first master that
+  # is gone already, and leave the builders up).
+  set +e
+  for s in "$work"/state/control/*.sock; do
+    case $s in */warm.sock) continue ;; esac
+    [ -S "$s" ] && ssh -S "$s" -O exit demo >/dev/null 2>&1
+  done
+  "$tb" down >/dev/null 2>&1
   control=$(readlink "$work/state/control" || true)
   [ -n "$control" ] && rm -rf "$control"
   rm -rf "$work"
+  exit "$status"
 }
 trap cleanup EXIT
 "$tb" up "$n" > /tmp/nwh-demo-machines 2>/dev/null

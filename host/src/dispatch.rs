@@ -277,5 +277,5 @@ fn queue_name(fitting: &[(String, u32)]) -> String {
         h.update(uri.as_bytes());
         h.update([0]);
     }
-    h.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect()
+    nwh_nar::hash::base16_encode(&h.finalize()[..8])
 }

@@ -75,7 +75,7 @@ impl Derivation {
             }
         }
         let digest = Sha256::digest(self.masked_aterm().as_bytes());
-        Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
+        Ok(nwh_nar::hash::base16_encode(&digest))
     }
 
     /// Output name → DrvOutput id (`sha256:<hash modulo>!<name>`), for every output.

@@ -58,31 +58,10 @@ pub fn base16_decode<const N: usize>(s: &str) -> Option<[u8; N]> {
     Some(out)
 }
 
+/// Standard base 64 with its padding, as Nix writes it; trailing bits must be zero.
 fn base64_decode<const N: usize>(s: &str) -> Option<[u8; N]> {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    if s.len() != N.div_ceil(3) * 4 {
-        return None;
-    }
-    let mut bits = 0u32;
-    let mut nbits = 0;
-    let mut out = Vec::with_capacity(N);
-    let body = s.trim_end_matches('=');
-    if s.len() - body.len() > 2 {
-        return None;
-    }
-    for c in body.bytes() {
-        bits = (bits << 6) | ALPHABET.iter().position(|&a| a == c)? as u32;
-        nbits += 6;
-        if nbits >= 8 {
-            nbits -= 8;
-            out.push((bits >> nbits) as u8);
-            bits &= (1 << nbits) - 1;
-        }
-    }
-    if bits != 0 {
-        return None;
-    }
-    out.try_into().ok()
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(s).ok()?.try_into().ok()
 }
 
 /// Reads a sha256 in any spelling Nix accepts for one: `sha256:` followed by base 16,
@@ -108,6 +87,11 @@ mod tests {
     fn base64_rejects_junk() {
         assert!(base64_decode::<32>("!".repeat(44).as_str()).is_none());
         assert!(base64_decode::<32>("A".repeat(43).as_str()).is_none());
+        assert_eq!(base64_decode::<32>(&format!("{}=", "A".repeat(43))), Some([0; 32]));
+        // Bits past the 256th that are not zero: another spelling of nothing Nix writes.
+        assert!(base64_decode::<32>(&format!("{}B=", "A".repeat(42))).is_none());
+        // Too short, though a valid base 64 string.
+        assert!(base64_decode::<32>(&format!("{}=", "A".repeat(39))).is_none());
         assert!(base16_decode::<32>(&"g".repeat(64)).is_none());
         // Highest digit out of range for 256 bits.
         assert!(nix32_decode::<32>(&format!("z{}", "0".repeat(51))).is_none());

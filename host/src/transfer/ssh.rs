@@ -82,10 +82,8 @@ pub fn control_dir(opts: &SshOptions) -> Result<PrivateDir> {
         .context("the hook's state directory (option state-dir) cannot hold SSH control sockets")?;
     let runtime = PrivateDir::create(&opts.runtime, Access::Secret)
         .context("the directory of the hook's SSH control sockets cannot be used")?;
-    let name: String = Sha256::digest(state.path().as_os_str().as_encoded_bytes())[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let name =
+        nwh_nar::hash::base16_encode(&Sha256::digest(state.path().as_os_str().as_encoded_bytes())[..8]);
     let dir = runtime
         .subdir(&name, Access::Secret)
         .context("the directory of the hook's SSH control sockets cannot be used")?;

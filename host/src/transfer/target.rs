@@ -270,7 +270,7 @@ impl Target {
             h.update(part.as_bytes());
             h.update([0]);
         }
-        h.finalize()[..10].iter().map(|b| format!("{b:02x}")).collect()
+        nwh_nar::hash::base16_encode(&h.finalize()[..10])
     }
 
     pub fn display(&self) -> String {
