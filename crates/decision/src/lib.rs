@@ -1,15 +1,21 @@
-//! What a policy decides on and the answer it gives, in the project's own types, and Nix's rule
-//! for which machine may take a build. The host converts these to and from the WIT bindings;
-//! traces, `explain`, `replay` and `simulate` use them as they are.
+//! What a policy decides on and the answer it gives, in the project's own types, Nix's rules
+//! for which machine may take a build, and Nix's choice among those that may ([`choice`]):
+//! one model for the host (which converts these to and from the WIT bindings; traces,
+//! `explain`, `replay` and `simulate` use them as they are) and the default policy, which is
+//! built from this crate for wasm32 (without the `serde` feature: only `std` there).
 
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
+#[cfg(feature = "serde")]
 use serde::{Deserialize, Serialize};
+
+pub mod choice;
 
 /// One derivation Nix would like built somewhere (the `try` message plus what the host knows
 /// about the local machine).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
 pub struct Request {
     pub drv_path: String,
     pub system: String,
@@ -19,7 +25,8 @@ pub struct Request {
 }
 
 /// A machine as the policy sees it: its line in the machines file and live facts.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
 pub struct MachineView {
     pub uri: String,
     pub systems: Vec<String>,
@@ -30,14 +37,15 @@ pub struct MachineView {
     pub slots_in_use: u32,
     pub enabled: bool,
     /// Why it is not enabled (ssh's words for a failed connection), when it is not.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "Option::is_none"))]
     pub down_reason: Option<String>,
 }
 
 /// What a policy decides for a request (WIT `decision`): try these machines in this order,
 /// decline (Nix builds it itself or fails), or postpone (Nix asks again later).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "kind", content = "machines")]
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case", tag = "kind", content = "machines"))]
 pub enum Decision {
     /// Indices into the machine list, best first.
     Try(Vec<u32>),
@@ -70,10 +78,11 @@ impl Decision {
 }
 
 /// A policy's answer: its decision and why it left each machine out.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
 pub struct Answer {
     /// `choice` in a trace record, the key of its format's version 1.
-    #[serde(rename = "choice")]
+    #[cfg_attr(feature = "serde", serde(rename = "choice"))]
     pub decision: Decision,
     /// `(machine index, reason)` for every machine the policy did not rank.
     pub rejected: Vec<(u32, String)>,
@@ -217,8 +226,9 @@ pub fn why_not(req: &Request, m: &MachineView, policy_reason: Option<&str>) -> S
 
 /// Which policy's answer the hook acts on: the configured one, or the default standing in for
 /// it (or being the configured one).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
 pub enum DecidedBy {
     Policy,
     Default,

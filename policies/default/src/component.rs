@@ -1,9 +1,9 @@
-//! wit-bindgen glue (wasm32 only): WIT types in, [`logic::decide`] in the middle, WIT out.
+//! wit-bindgen glue (wasm32 only): WIT types in, Nix's choice ([`nwh_decision::choice`]) in
+//! the middle, WIT out.
 
 wit_bindgen::generate!({ world: "policy-world", path: "../../wit" });
 
 use self::exports::nix_wasm_hook::policy::policy as wit;
-use crate::logic;
 
 // Shared with the test policies, which include the same file.
 #[path = "convert.rs"]
@@ -14,7 +14,7 @@ struct DefaultPolicy;
 impl wit::Guest for DefaultPolicy {
     fn decide(request: wit::Request, machines: Vec<wit::Machine>) -> wit::Answer {
         let (request, machines) = convert::from_wit(request, machines);
-        convert::to_wit(logic::decide(&request, &machines))
+        convert::to_wit(nwh_decision::choice::decide(&request, &machines))
     }
 }
 

@@ -1,15 +1,18 @@
-//! Moves WIT records into [`logic`] types and back (no copies of strings or lists).
+//! Moves WIT records into the decision model's types ([`nwh_decision`]) and back (no copies of
+//! strings or lists).
 //!
-//! Included with `#[path]` by every guest that uses `logic.rs`; the including module must
-//! have `logic` (the logic module) and `wit` (the generated
-//! `exports::nix_wasm_hook::policy::policy` module) in scope.
+//! Included with `#[path]` by every guest that decides with [`nwh_decision::choice`]; the
+//! including module must have `wit` (the generated `exports::nix_wasm_hook::policy::policy`
+//! module) in scope.
 
 #![allow(dead_code)]
 
-use super::{logic, wit};
+use nwh_decision::{Answer, Decision, MachineView, Request};
 
-pub fn from_wit(request: wit::Request, machines: Vec<wit::Machine>) -> (logic::Request, Vec<logic::Machine>) {
-    let request = logic::Request {
+use super::wit;
+
+pub fn from_wit(request: wit::Request, machines: Vec<wit::Machine>) -> (Request, Vec<MachineView>) {
+    let request = Request {
         drv_path: request.drv_path,
         system: request.system,
         required_features: request.required_features,
@@ -18,7 +21,7 @@ pub fn from_wit(request: wit::Request, machines: Vec<wit::Machine>) -> (logic::R
     };
     let machines = machines
         .into_iter()
-        .map(|m| logic::Machine {
+        .map(|m| MachineView {
             uri: m.uri,
             systems: m.systems,
             max_jobs: m.max_jobs,
@@ -33,17 +36,17 @@ pub fn from_wit(request: wit::Request, machines: Vec<wit::Machine>) -> (logic::R
     (request, machines)
 }
 
-pub fn to_wit(answer: logic::Answer) -> wit::Answer {
+pub fn to_wit(answer: Answer) -> wit::Answer {
     wit::Answer {
         decision: match answer.decision {
-            logic::Decision::Try(order) => wit::Decision::Try(order),
-            logic::Decision::Decline => wit::Decision::Decline,
-            logic::Decision::Postpone => wit::Decision::Postpone,
+            Decision::Try(order) => wit::Decision::Try(order),
+            Decision::Decline => wit::Decision::Decline,
+            Decision::Postpone => wit::Decision::Postpone,
         },
         rejected: answer
             .rejected
             .into_iter()
-            .map(|r| wit::Rejection { machine: r.machine, reason: r.reason })
+            .map(|(machine, reason)| wit::Rejection { machine, reason })
             .collect(),
     }
 }

@@ -12,9 +12,8 @@ wit_bindgen::generate!({ world: "policy-world", path: "../../../wit" });
 
 use exports::nix_wasm_hook::policy::policy as wit;
 
-#[allow(dead_code)]
-#[path = "../../../default/src/logic.rs"]
-mod logic;
+// The default policy's model and Nix's choice, from the crate the host decides with.
+use nwh_decision::choice as logic;
 
 #[path = "../../../default/src/convert.rs"]
 mod convert;
@@ -39,7 +38,7 @@ impl wit::Guest for FastestFirst {
 }
 
 /// `a` goes before `b`: a higher speed factor, or the same and fewer builds running.
-fn faster(a: &logic::Machine, b: &logic::Machine) -> bool {
+fn faster(a: &nwh_decision::MachineView, b: &nwh_decision::MachineView) -> bool {
     a.speed_factor > b.speed_factor || (a.speed_factor == b.speed_factor && a.slots_in_use < b.slots_in_use)
 }
 

@@ -31,9 +31,8 @@ wit_bindgen::generate!({ world: "policy-world", path: "../../../wit" });
 
 use exports::nix_wasm_hook::policy::policy as wit;
 
-#[allow(dead_code)]
-#[path = "../../../default/src/logic.rs"]
-mod logic;
+// The default policy's model and Nix's choice, from the crate the host decides with.
+use nwh_decision::choice as logic;
 
 #[path = "../../../default/src/convert.rs"]
 mod convert;

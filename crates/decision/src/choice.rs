@@ -1,11 +1,9 @@
-//! Nix's own choice of build machine, as plain Rust (no Wasm, no bindings).
+//! Nix's own choice of build machine (`build-remote` of Nix ≥ 2.20 and Lix), one request at
+//! a time: the default policy's whole decision, which the default component runs in Wasm and
+//! the host runs natively when that cannot decide (docs/scheduling.md §1, §3 and §5).
 //!
-//! This is `build-remote` of current Nix (≥ 2.20) and Lix, one request at a time
-//! (see `docs/scheduling.md` §1, §3 and §5):
-//!
-//! * A machine is **eligible** ("the right type") when it is enabled, builds the derivation's
-//!   system (`builtin` builds everywhere), supports every required feature (supported ∪
-//!   mandatory), and every one of its mandatory features is required by the derivation.
+//! * A machine is **eligible** ("the right type") when it breaks none of Nix's rules
+//!   ([`super::eligibility`]).
 //! * Among eligible machines with a free slot (`slots-in-use < max-jobs`), the best is the one
 //!   with the lowest `load / speed-factor` (float division, no rounding), then the highest
 //!   speed factor, then the lowest load; ties go to the machine listed first.
@@ -13,63 +11,15 @@
 //!   and Nix cannot build locally right now (`!(am-willing && could-build-locally)`);
 //!   otherwise **decline**.
 //!
-//! Nix only ever picks the best machine; this module ranks all free eligible machines in
-//! that order (a stable sort, so its first entry is exactly Nix's pick) and gives a reason
-//! in plain words for every machine it leaves out.
-//!
-//! The module is self-contained (it uses only `std`), so other guests may include it with
-//! `#[path]` without depending on this crate's component glue.
-
-#![deny(unsafe_code)]
+//! Nix only ever picks the best machine; this ranks all free eligible machines in that order
+//! (stable, so its first entry is exactly Nix's pick) and gives the reason, in [`super::Misfit`]'s
+//! words, for every machine it leaves out. Only `std`: it builds for the policies' wasm32
+//! targets as it is.
 
 use std::cmp::Ordering;
+use std::ops::ControlFlow;
 
-/// One derivation that Nix would like to build somewhere (WIT `request`).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Request {
-    pub drv_path: String,
-    pub system: String,
-    pub required_features: Vec<String>,
-    pub am_willing: bool,
-    pub could_build_locally: bool,
-}
-
-/// One line of the machines file plus what the host measured (WIT `machine`).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Machine {
-    pub uri: String,
-    pub systems: Vec<String>,
-    pub max_jobs: u32,
-    pub speed_factor: f64,
-    pub supported_features: Vec<String>,
-    pub mandatory_features: Vec<String>,
-    pub slots_in_use: u32,
-    pub enabled: bool,
-    /// The host's reason when not enabled (WIT 0.2.0).
-    pub down_reason: Option<String>,
-}
-
-/// WIT `decision`.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Decision {
-    Try(Vec<u32>),
-    Decline,
-    Postpone,
-}
-
-/// WIT `rejection`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Rejection {
-    pub machine: u32,
-    pub reason: String,
-}
-
-/// WIT `answer`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Answer {
-    pub decision: Decision,
-    pub rejected: Vec<Rejection>,
-}
+use super::{busy, each_broken_rule, Answer, Decision, MachineView, Request};
 
 /// What one machine looks like for one request.
 #[derive(Clone, Debug, PartialEq)]
@@ -89,67 +39,18 @@ impl Fit {
     }
 }
 
-/// Why `machine` is not eligible for `request`, one phrase per broken rule, in Nix's order of
-/// checks (enabled, system, supported features, mandatory features). Empty when eligible.
-pub fn eligibility_problems(request: &Request, machine: &Machine) -> Vec<String> {
-    let mut problems = Vec::new();
-    if !machine.enabled {
-        // The host's reason is a whole phrase (ssh's words, or why the line cannot work).
-        problems.push(match &machine.down_reason {
-            Some(why) => why.clone(),
-            None => "disabled: connection failed earlier".to_string(),
-        });
+/// How `machine` fits `request`, in the words of [`super::Misfit`].
+pub fn fit(request: &Request, machine: &MachineView) -> Fit {
+    let mut broken = Vec::new();
+    let _ = each_broken_rule(request, machine, &mut |misfit| {
+        broken.push(misfit.to_string());
+        ControlFlow::Continue(())
+    });
+    if !broken.is_empty() {
+        return Fit::Unfit { reason: broken.join("; ") };
     }
-    if request.system != "builtin" && !machine.systems.contains(&request.system) {
-        let systems =
-            if machine.systems.is_empty() { "none".to_string() } else { machine.systems.join(", ") };
-        problems.push(format!("system `{}` is not among its systems ({})", request.system, systems));
-    }
-    for feature in &request.required_features {
-        let supported =
-            machine.supported_features.contains(feature) || machine.mandatory_features.contains(feature);
-        if !supported {
-            problems.push(format!("does not support the required feature `{feature}`"));
-        }
-    }
-    for feature in &machine.mandatory_features {
-        if !request.required_features.contains(feature) {
-            problems.push(format!(
-                "mandatory feature `{feature}` is not among the derivation's required features"
-            ));
-        }
-    }
-    problems
-}
-
-/// Nix's `eligible(m)`: enabled, right system, features supported, mandatory features met.
-pub fn is_eligible(request: &Request, machine: &Machine) -> bool {
-    eligibility_problems(request, machine).is_empty()
-}
-
-/// Why an eligible machine cannot take a build now, or `None` when it has a free slot.
-pub fn busy_reason(machine: &Machine) -> Option<String> {
-    if machine.max_jobs == 0 {
-        Some("max-jobs is 0: it never takes a build".to_string())
-    } else if machine.slots_in_use >= machine.max_jobs {
-        Some(if machine.max_jobs == 1 {
-            "its 1 slot is in use".to_string()
-        } else {
-            format!("all {} slots in use", machine.max_jobs)
-        })
-    } else {
-        None
-    }
-}
-
-/// How `machine` fits `request`.
-pub fn fit(request: &Request, machine: &Machine) -> Fit {
-    let problems = eligibility_problems(request, machine);
-    if !problems.is_empty() {
-        return Fit::Unfit { reason: problems.join("; ") };
-    }
-    match busy_reason(machine) {
-        Some(reason) => Fit::Full { reason },
+    match busy(machine) {
+        Some(misfit) => Fit::Full { reason: misfit.to_string() },
         None => Fit::Free { load: machine.slots_in_use, speed: machine.speed_factor },
     }
 }
@@ -186,7 +87,7 @@ pub struct Assessment {
 }
 
 /// Looks at every machine for `request`.
-pub fn assess(request: &Request, machines: &[Machine]) -> Assessment {
+pub fn assess(request: &Request, machines: &[MachineView]) -> Assessment {
     let fits: Vec<Fit> = machines.iter().map(|m| fit(request, m)).collect();
     let free = fits
         .iter()
@@ -225,13 +126,13 @@ pub fn answer_with(request: &Request, assessment: &Assessment, ranked: Vec<u32>)
         .iter()
         .enumerate()
         .filter(|(i, _)| !is_ranked[*i])
-        .map(|(i, f)| Rejection {
-            machine: index(i),
-            reason: match f {
+        .map(|(i, f)| {
+            let reason = match f {
                 Fit::Full { reason } | Fit::Unfit { reason } => reason.clone(),
                 // Only reachable when a policy leaves a free machine out of its ranking.
                 Fit::Free { .. } => "not ranked by the policy".to_string(),
-            },
+            };
+            (index(i), reason)
         })
         .collect();
     let decision = if ranked.is_empty() {
@@ -333,7 +234,7 @@ impl Key {
 }
 
 /// The default policy: Nix's choice, with every free eligible machine ranked.
-pub fn decide(request: &Request, machines: &[Machine]) -> Answer {
+pub fn decide(request: &Request, machines: &[MachineView]) -> Answer {
     let assessment = assess(request, machines);
     let ranked = rank(&assessment);
     answer_with(request, &assessment, ranked)
@@ -358,8 +259,8 @@ mod tests {
         }
     }
 
-    fn machine(uri: &str, system: &str, max_jobs: u32, speed: f64, load: u32) -> Machine {
-        Machine {
+    fn machine(uri: &str, system: &str, max_jobs: u32, speed: f64, load: u32) -> MachineView {
+        MachineView {
             uri: uri.into(),
             systems: vec![system.into()],
             max_jobs,
@@ -377,7 +278,7 @@ mod tests {
     }
 
     fn reasons(answer: &Answer) -> Vec<(u32, &str)> {
-        answer.rejected.iter().map(|r| (r.machine, r.reason.as_str())).collect()
+        answer.rejected.iter().map(|(m, r)| (*m, r.as_str())).collect()
     }
 
     const X86: &str = "x86_64-linux";
@@ -441,7 +342,7 @@ mod tests {
 
     #[test]
     fn full_ties_go_to_first_listed() {
-        let ms: Vec<Machine> = (0..5).map(|i| machine(&format!("ssh://m{i}"), X86, 2, 1.5, 1)).collect();
+        let ms: Vec<MachineView> = (0..5).map(|i| machine(&format!("ssh://m{i}"), X86, 2, 1.5, 1)).collect();
         assert_eq!(decide(&req(X86, &[]), &ms).decision, Decision::Try(vec![0, 1, 2, 3, 4]));
     }
 
@@ -674,11 +575,11 @@ mod tests {
     }
 
     /// Nix's loop from docs/scheduling.md §1 and §3, written out literally, as a reference.
-    fn nix_pick(request: &Request, machines: &[Machine]) -> (Option<usize>, bool) {
+    fn nix_pick(request: &Request, machines: &[MachineView]) -> (Option<usize>, bool) {
         let mut right_type = false;
         let mut best: Option<(usize, u32, f64)> = None;
         for (i, m) in machines.iter().enumerate() {
-            if !is_eligible(request, m) {
+            if crate::eligibility(request, m).is_err() {
                 continue;
             }
             right_type = true;
@@ -721,10 +622,10 @@ mod tests {
         };
         for case in 0..20_000 {
             let n = rng.next(7) as usize;
-            let machines: Vec<Machine> = (0..n)
+            let machines: Vec<MachineView> = (0..n)
                 .map(|i| {
                     let max_jobs = rng.next(5) as u32;
-                    Machine {
+                    MachineView {
                         uri: format!("ssh://m{i}"),
                         systems: pick(&mut rng, &systems[..2], 70),
                         max_jobs,
