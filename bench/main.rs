@@ -1,8 +1,8 @@
-//! The benchmark suite (`bench/run`): each workload of the README's performance claims, run
-//! with nix-wasm-hook (as the hook and as a builder of Nix's own hook) and with Nix's own hook
-//! on the same test bed in the same run, several rounds; writes BENCHMARKS.md with the figures
-//! and their ratios. Timings on a shared machine are figures to compare, not assertions: the
-//! suite fails only when a build does.
+//! The benchmark suite (`bench/run`): each workload behind the performance figures of
+//! docs/benchmarks.md, run with nix-wasm-hook (as the hook and as a builder of Nix's own hook)
+//! and with Nix's own hook on the same test bed in the same run, several rounds; writes
+//! BENCHMARKS.md with the figures and their ratios. Timings on a shared machine are figures to
+//! compare, not assertions: the suite fails only when a build does.
 
 // The test bed harness of the integration tests, shared rather than copied.
 #[allow(dead_code, unused_imports)]
@@ -236,8 +236,8 @@ fn document(args: &Args, tables: &[Table], notes: &[String]) -> String {
          Every row of a table ran in the same run, on the same test bed, rounds interleaved (each \
          round runs every row once), so the ratios compare like with like; the absolute figures depend \
          on the machine. Nothing here is asserted by the tests.\n\n\
-         Run again, as root, after the README's set-up: `bench/run` (about 20 minutes; \
-         `bench/run --help` for the options).\n",
+         Run again, as root on Debian 12 with Rust (it starts the test bed it needs, see \
+         CONTRIBUTING.md): `bench/run` (about 20 minutes; `bench/run --help` for the options).\n",
         args.rounds,
         args.nix.iter().map(|n| n.name()).collect::<Vec<_>>().join(", "),
         machine()

@@ -1,4 +1,4 @@
-//! The policy at scale (issue 12, point 3): one decision of the default policy over many
+//! The policy at scale: one decision of the default policy over many
 //! machines, and `simulate` and `replay` of many decisions on such a cluster.
 //!
 //! The cluster is generated (a fixed generator: every run measures the same machines):
