@@ -3,7 +3,8 @@
 //! this test, as another hook would hold them), and the embedded default policy component.
 
 use nix_wasm_hook::policy::{cache::Cache, Limits, Policies};
-use nix_wasm_hook::schedule::{Reply, Scheduler, Try};
+use nix_wasm_hook::schedule::{Placement, Scheduler};
+use nwh_decision::Request;
 
 use crate::support::decision_table::{self, Case};
 
@@ -24,17 +25,17 @@ fn run(case: &Case) -> String {
     let (policies, warning) = Policies::load(None, Limits::default(), &cache).unwrap();
     assert!(warning.is_none());
     let mut s = Scheduler::new(machines, load, policies, decision_table::local(case), None);
-    let t = Try {
+    let offer = Request {
         am_willing: case.am_willing,
         system: case.system.clone(),
         drv_path: "/nix/store/00000000000000000000000000000000-case.drv".into(),
         required_features: case.features.clone(),
+        could_build_locally: false,
     };
-    let outcome = s.decide(&t).unwrap();
-    match outcome.reply {
-        Reply::Accept { machine, .. } => format!("accept {}", s.machines[machine].uri),
-        Reply::Decline => "decline".into(),
-        Reply::Postpone => "postpone".into(),
+    match s.decide(&offer).unwrap().placement {
+        Placement::Placed(placed) => format!("accept {}", placed.uri),
+        Placement::Declined { .. } => "decline".into(),
+        Placement::Postponed { .. } => "postpone".into(),
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use nix_wasm_hook::policy::{cache::Cache, Decided, Limits, Policies, Policy};
-use nix_wasm_hook::schedule::{Reply, Scheduler, Try};
+use nix_wasm_hook::schedule::{Placement, Scheduler};
 use nwh_decision::{DecidedBy, Decision, Local, MachineView, Request};
 
 use crate::support::tool::policy_fixture_path;
@@ -376,19 +376,20 @@ fn schedule_in_background(
     };
     let load = nwh_slots::LoadDir::open(dir);
     let mut scheduler = Scheduler::new(machines.machines, load, policies, local, None);
-    let t = Try {
+    let offer = nwh_decision::Request {
         am_willing: true,
         system: "x86_64-linux".into(),
         drv_path: drv(name),
         required_features: vec![],
+        could_build_locally: false,
     };
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let scheduled = scheduler.decide(&t).unwrap();
-        let reply = match scheduled.reply {
-            Reply::Accept { machine, .. } => format!("accept {}", scheduler.machines[machine].uri),
-            Reply::Decline => "decline".into(),
-            Reply::Postpone => "postpone".into(),
+        let scheduled = scheduler.decide(&offer).unwrap();
+        let reply = match &scheduled.placement {
+            Placement::Placed(placed) => format!("accept {}", placed.uri),
+            Placement::Declined { .. } => "decline".into(),
+            Placement::Postponed { .. } => "postpone".into(),
         };
         tx.send((reply, scheduled.decided.warning))
     });

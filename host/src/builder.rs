@@ -18,7 +18,6 @@ use nwh_serve::{BuildResult, BuildStatus, PathInfo, Request, ServeServer};
 use crate::dispatch::{Dispatcher, Placement, Wait};
 use crate::log::Logger;
 use crate::policy::Policies;
-use crate::schedule::Try;
 use crate::transfer::content_address::{CheckedRelay, Fixed, FloatingClaim};
 use crate::transfer::{from_builder, local, BuilderSession};
 use nwh_decision::Local;
@@ -297,11 +296,12 @@ fn build(
         Ok(floating) => floating,
         Err(why) => return cannot(format!("{why:#}")),
     };
-    let t = Try {
-        am_willing: true,
-        system: drv.platform.clone(),
+    let t = nwh_decision::Request {
         drv_path: drv_path.to_string(),
+        system: drv.platform.clone(),
         required_features,
+        am_willing: true,
+        could_build_locally: false,
     };
     let mut placed = match dispatcher.place(&t, Wait::Forever, logger)? {
         Placement::Placed(p) => p,

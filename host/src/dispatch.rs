@@ -8,38 +8,18 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Result;
 use nwh_machines::Machine;
-use nwh_slots::SlotLock;
 
 use crate::log::{Activity, Level, Logger};
 use crate::nix_release::NixRelease;
 use crate::policy::Policies;
-use crate::schedule::{self, Reply, Scheduler, Try};
+use crate::schedule::{self, Scheduler};
+pub use crate::schedule::{Placed, Placement};
 use crate::trace;
 use crate::transfer;
 use crate::transfer::health::Health;
 use crate::transfer::ssh::{Master, SshOptions};
-use nwh_decision::Local;
-use nwh_decision::MachineView;
+use nwh_decision::{Local, MachineView, Request};
 use nwh_options::Options;
-
-/// Where one derivation goes.
-pub enum Placement {
-    /// No machine will build it; the explanation says why, at the level Nix would use.
-    Declined { explanation: Option<(Level, String)> },
-    /// Machines fit but none is free (and waiting longer was not asked for).
-    Postponed { explanation: Option<(Level, String)> },
-    /// Boxed: a held slot and an SSH master are much larger than an explanation.
-    Placed(Box<Placed>),
-}
-
-/// A builder chosen for one build, its slot held until this is dropped.
-pub struct Placed {
-    pub machine: usize,
-    pub uri: String,
-    pub slot: SlotLock,
-    /// The SSH master, when the connection was made before answering.
-    pub master: Option<Master>,
-}
 
 /// How long a front-end lets a build wait for a slot before it gives up with `Postponed`.
 #[derive(Clone, Copy, Debug)]
@@ -91,34 +71,35 @@ impl Dispatcher {
         &self.scheduler.machines
     }
 
-    /// Chooses a builder for `t`. A builder that cannot be reached is skipped and the choice
-    /// made again, as Nix's hook does; when every fitting builder is busy, waits as `wait`
-    /// allows for one to free.
-    pub fn place(&mut self, t: &Try, wait: Wait, logger: &Logger) -> Result<Placement> {
+    /// Chooses a builder for `offer` (Nix's `try`). A builder that cannot be reached is
+    /// skipped and the choice made again, as Nix's hook does; when every fitting builder is
+    /// busy, waits as `wait` allows for one to free.
+    pub fn place(&mut self, offer: &Request, wait: Wait, logger: &Logger) -> Result<Placement> {
         let mut waiting = Waiting { wait, since: Instant::now(), last_waited: None, turn: None };
         loop {
             self.disable_unusable();
             let time = SystemTime::now();
-            let mut scheduled = self.scheduler.decide(t)?;
+            let mut scheduled = self.scheduler.decide(offer)?;
             crate::timeline::mark("decided");
             if let Some(w) = &scheduled.decided.warning {
                 logger.warn(&format!("nix-wasm-hook: {w}"));
             }
             // Taken out so that the decision stays whole for the trace.
-            let reply = std::mem::replace(&mut scheduled.reply, Reply::Decline);
-            match reply {
-                Reply::Decline => {
+            let placement =
+                std::mem::replace(&mut scheduled.placement, Placement::Declined { explanation: None });
+            match placement {
+                Placement::Declined { .. } => {
                     self.record(time, &scheduled, nwh_trace::Outcome::Declined, logger);
-                    return Ok(Placement::Declined { explanation: scheduled.explanation });
+                    return Ok(placement);
                 }
-                Reply::Postpone => {
+                Placement::Postponed { .. } => {
                     if !self.wait_for_a_slot(&mut waiting, time, &scheduled, logger)? {
                         self.record(time, &scheduled, nwh_trace::Outcome::Postponed, logger);
-                        return Ok(Placement::Postponed { explanation: scheduled.explanation });
+                        return Ok(placement);
                     }
                 }
-                Reply::Accept { machine, slot } => {
-                    if let Some(placed) = self.accept(machine, slot, time, &scheduled, logger) {
+                Placement::Placed(placed) => {
+                    if let Some(placed) = self.accept(*placed, time, &scheduled, logger) {
                         return Ok(Placement::Placed(Box::new(placed)));
                     }
                 }
@@ -178,26 +159,26 @@ impl Dispatcher {
         Ok(true)
     }
 
-    /// The build placed on `machine`, connected first when so configured; none when the
-    /// connection failed, and the builder is then skipped.
+    /// The build placed, connected first when so configured; none when the connection
+    /// failed, and the builder is then skipped.
     fn accept(
         &mut self,
-        machine: usize,
-        slot: SlotLock,
+        mut placed: Placed,
         time: SystemTime,
         scheduled: &schedule::Scheduled,
         logger: &Logger,
     ) -> Option<Placed> {
-        let uri = self.scheduler.machines[machine].uri.clone();
+        let (machine, uri) = (placed.machine, placed.uri.clone());
         if !self.connect_first {
-            self.record(time, scheduled, nwh_trace::Outcome::Accepted { uri: uri.clone() }, logger);
-            return Some(Placed { machine, uri, slot, master: None });
+            self.record(time, scheduled, nwh_trace::Outcome::Accepted { uri }, logger);
+            return Some(placed);
         }
         match self.connect(machine, logger) {
             Ok(master) => {
                 self.record(time, scheduled, nwh_trace::Outcome::Accepted { uri: uri.clone() }, logger);
                 self.health.mark_up(&uri);
-                Some(Placed { machine, uri, slot, master: Some(master) })
+                placed.master = Some(master);
+                Some(placed)
             }
             Err(e) => {
                 // Said once, here; later processes skip the builder until its

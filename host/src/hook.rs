@@ -9,9 +9,9 @@ use crate::log::{Level, Logger};
 use crate::nix_release::NixRelease;
 use crate::policy::Policies;
 use crate::protocol::{Message, Session};
-use crate::schedule;
 use crate::timeline;
 use crate::transfer;
+use nwh_decision::Request;
 use nwh_options::Options;
 
 /// Nix's side of the conversation: its questions on stdin, the replies on stderr.
@@ -96,7 +96,7 @@ fn dispatcher(
 fn answer(
     session: &mut HookSession,
     dispatcher: &mut Dispatcher,
-    t: &schedule::Try,
+    t: &Request,
     opts: &Options,
     logger: &Logger,
 ) -> Result<Option<Box<crate::dispatch::Placed>>> {
@@ -137,7 +137,7 @@ fn build(
     session: &mut HookSession,
     dispatcher: &Dispatcher,
     mut placed: Box<crate::dispatch::Placed>,
-    t: &schedule::Try,
+    t: &Request,
     settings: &nwh_nixconf::Settings,
     logger: &Logger,
 ) -> Result<i32> {

@@ -9,9 +9,9 @@
 //!
 //! One name per idea, from Nix's request to the build's end:
 //!
-//! * **Try** ([`schedule::Try`]): Nix's offer of one derivation to the hook.
-//! * **Request** ([`nwh_decision::Request`]): what a policy is asked, the try plus what the
-//!   host knows (can the parent build it itself).
+//! * **Request** ([`nwh_decision::Request`]): one derivation to be built somewhere — Nix's
+//!   `try` message (**offer**, before the scheduler adds whether the parent could build it
+//!   itself), and what a policy is asked.
 //! * **Machine** ([`nwh_machines::Machine`]): a line of the machines file;
 //!   **MachineView** ([`nwh_decision::MachineView`]): a machine as a policy sees it, with its
 //!   slots in use and whether it can be used now.
@@ -24,10 +24,11 @@
 //! * **Misfit** ([`nwh_decision::Misfit`]): a rule of Nix's a machine breaks for a request, or
 //!   its lack of a free slot; **why not** ([`nwh_decision::why_not`]): the one sentence every
 //!   output gives for a machine that was not chosen.
-//! * **Reply** ([`schedule::Reply`]): what the hook tells Nix (accept with a held slot,
-//!   decline, postpone); **Scheduled** ([`schedule::Scheduled`]): the reply with what it was
-//!   decided on. **Placement** ([`dispatch::Placement`]): the reply once the hook has also
-//!   connected to the builder (**Placed**) or waited for a slot.
+//! * **Placement** ([`schedule::Placement`]): where a request goes — declined, postponed, or
+//!   **Placed** on a machine with its slot held (and, once the dispatcher has connected, its
+//!   SSH master); what the hook tells Nix and what the builder front-end builds on.
+//!   **Scheduled** ([`schedule::Scheduled`]): a placement with what it was decided on, as the
+//!   trace records it.
 //! * **Finished** ([`transfer::Finished`]): how a remote build ended, as Nix must learn it.
 //! * **Outcome** ([`nwh_trace::Outcome`]): what the hook did with an answer, as a decision
 //!   trace records it.

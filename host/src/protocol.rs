@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use anyhow::{bail, Context, Result};
 use nwh_wire::{Limits, Reader};
 
-use crate::schedule::Try;
+use nwh_decision::Request;
 
 /// The longest string the parent legitimately sends is a settings value (a `builders` line
 /// list, say); anything near this bound is a corrupt stream, not a setting.
@@ -17,7 +17,10 @@ const MAX_LIST: u64 = 1 << 20;
 /// What the parent may send next.
 #[derive(Debug, PartialEq)]
 pub enum Message {
-    Try(Try),
+    /// A `try`, as the request it is: Nix does not say whether it could build the derivation
+    /// itself (`could_build_locally` is false here; the scheduler works it out from the
+    /// parent's settings).
+    Try(Request),
     /// End of input: the parent has no more questions.
     End,
 }
@@ -83,7 +86,13 @@ impl<R: Read, W: Write> Session<R, W> {
             .input
             .read_string_list()
             .with_context(|| format!("reading the required features of {drv_path}"))?;
-        Ok(Message::Try(Try { am_willing, system, drv_path, required_features }))
+        Ok(Message::Try(Request {
+            drv_path,
+            system,
+            required_features,
+            am_willing,
+            could_build_locally: false,
+        }))
     }
 
     pub fn read_accepted(&mut self) -> Result<Accepted> {

@@ -14,32 +14,34 @@ use crate::nix_release::NixRelease;
 use crate::policy::{Decided, Policies};
 use nwh_decision::{self as decision, Decision, Local, MachineView, Request};
 
-/// A `try` message as Nix sends it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Try {
-    pub am_willing: bool,
-    pub system: String,
-    pub drv_path: String,
-    pub required_features: Vec<String>,
+/// Where one derivation goes: the one result, from the policy's answer to the transfer.
+pub enum Placement {
+    /// No machine will build it. The explanation says why each machine was not chosen, at
+    /// Nix's level for it: a warning when Nix is left with no way to build, chatty otherwise.
+    Declined { explanation: Option<(Level, String)> },
+    /// Machines fit but none is free (and waiting longer was not asked for); explained when
+    /// the wait would be endless.
+    Postponed { explanation: Option<(Level, String)> },
+    /// Boxed: a held slot and an SSH master are much larger than an explanation.
+    Placed(Box<Placed>),
 }
 
-/// What to tell Nix.
-pub enum Reply {
-    Accept { machine: usize, slot: SlotLock },
-    Decline,
-    Postpone,
+/// A builder chosen for one build, its slot held until this is dropped.
+pub struct Placed {
+    pub machine: usize,
+    pub uri: String,
+    pub slot: SlotLock,
+    /// The SSH master, when the connection was made before answering.
+    pub master: Option<crate::transfer::ssh::Master>,
 }
 
-/// The scheduler's decision on one `try`: the reply for Nix, what it was decided on, and
-/// the policy's answer.
+/// The scheduler's decision on one request: where it goes, what that was decided on, and the
+/// policy's answer (what the trace records).
 pub struct Scheduled {
-    pub reply: Reply,
+    pub placement: Placement,
     pub request: Request,
     pub machines: Vec<MachineView>,
     pub decided: Decided,
-    /// Why each machine was not chosen, for the user, when the reply is a decline: at Nix's
-    /// level for it, a warning when Nix is left with no way to build, chatty otherwise.
-    pub explanation: Option<(Level, String)>,
 }
 
 pub struct Scheduler {
@@ -66,13 +68,12 @@ impl Scheduler {
         Scheduler { machines, disabled, load, policies, local, nix }
     }
 
-    pub fn request(&self, t: &Try) -> Request {
+    /// `offer` (Nix's `try`, which does not say whether it could build locally) with what
+    /// the parent's settings say of that.
+    pub fn request(&self, offer: &Request) -> Request {
         Request {
-            drv_path: t.drv_path.clone(),
-            system: t.system.clone(),
-            required_features: t.required_features.clone(),
-            am_willing: t.am_willing,
-            could_build_locally: self.local.could_build(&t.system, &t.required_features),
+            could_build_locally: self.local.could_build(&offer.system, &offer.required_features),
+            ..offer.clone()
         }
     }
 
@@ -105,16 +106,16 @@ impl Scheduler {
     /// a policy may take up to its deadline. The lock is taken again to claim a slot on the
     /// first machine of the answer's ranking that still has one; when other hooks took them
     /// all meanwhile, the policy is asked again on the new loads, [`MAX_ASKS`] times at most.
-    pub fn decide(&mut self, t: &Try) -> Result<Scheduled> {
-        let request = self.request(t);
+    pub fn decide(&mut self, offer: &Request) -> Result<Scheduled> {
+        let request = self.request(offer);
         let mut views = self.measure()?;
         let mut asks = 1;
         loop {
             let decided = self.policies.decide(&request, &views);
             let (now, mut free, main) = self.scan()?;
-            let reply = match &decided.answer.decision {
-                Decision::Try(ranking) => match claim(ranking, &mut free) {
-                    Some(reply) => reply,
+            let placement = match &decided.answer.decision {
+                Decision::Try(ranking) => match self.claim(ranking, &mut free) {
+                    Some(placed) => Placement::Placed(Box::new(placed)),
                     None if asks < MAX_ASKS => {
                         drop(main);
                         views = now;
@@ -122,30 +123,32 @@ impl Scheduler {
                         continue;
                     }
                     // Machines fit but are busy, which is Nix's postpone; it asks again later.
-                    None => Reply::Postpone,
+                    None => self.postponed(&request, &views),
                 },
-                Decision::Decline => Reply::Decline,
-                Decision::Postpone => Reply::Postpone,
+                Decision::Decline => Placement::Declined {
+                    explanation: Some(self.explain_decline(&request, &views, &decided)),
+                },
+                Decision::Postpone => self.postponed(&request, &views),
             };
             drop(free);
             drop(main);
-            return Ok(self.scheduled(reply, request, views, decided));
+            return Ok(Scheduled { placement, request, machines: views, decided });
         }
     }
 
-    fn scheduled(
-        &self,
-        reply: Reply,
-        request: Request,
-        views: Vec<MachineView>,
-        decided: Decided,
-    ) -> Scheduled {
-        let explanation = match reply {
-            Reply::Decline => Some(self.explain_decline(&request, &views, &decided)),
-            Reply::Postpone => self.explain_endless_wait(&request, &views),
-            Reply::Accept { .. } => None,
-        };
-        Scheduled { reply, request, machines: views, decided, explanation }
+    fn postponed(&self, request: &Request, views: &[MachineView]) -> Placement {
+        Placement::Postponed { explanation: self.explain_endless_wait(request, views) }
+    }
+
+    /// The slot of the first ranked machine that has a free one now, touched as Nix does.
+    /// Validation checked the ranking against the loads the policy saw; since then another
+    /// hook may have taken those slots, never more than that (machines and their rules do not
+    /// change while one request is decided).
+    fn claim(&self, ranking: &[u32], free: &mut [Option<SlotLock>]) -> Option<Placed> {
+        let (machine, slot) = ranking.iter().find_map(|&i| Some((i as usize, free[i as usize].take()?)))?;
+        // The mtime only records when a machine was last chosen; a failure changes nothing.
+        let _ = slot.touch();
+        Some(Placed { machine, uri: self.machines[machine].uri.clone(), slot, master: None })
     }
 
     fn explain_decline(&self, req: &Request, views: &[MachineView], decided: &Decided) -> (Level, String) {
@@ -217,17 +220,6 @@ impl Scheduler {
 /// How many times one request's policy may be asked when its ranked machines fill up before
 /// their slot is claimed: each ask may take the policy's deadline.
 pub const MAX_ASKS: usize = 3;
-
-/// The slot of the first ranked machine that has a free one now, touched as Nix does.
-/// Validation checked the ranking against the loads the policy saw; since then another hook
-/// may have taken those slots, never more than that (machines and their rules do not change
-/// while one request is decided).
-fn claim(ranking: &[u32], free: &mut [Option<SlotLock>]) -> Option<Reply> {
-    let (machine, slot) = ranking.iter().find_map(|&i| Some((i as usize, free[i as usize].take()?)))?;
-    // The mtime only records when a machine was last chosen; a failure changes nothing.
-    let _ = slot.touch();
-    Some(Reply::Accept { machine, slot })
-}
 
 /// A machine as the policy sees it.
 pub fn view(m: &Machine, in_use: u32, down_reason: Option<String>) -> MachineView {
