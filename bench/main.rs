@@ -149,7 +149,7 @@ fn timed_build(
 ) -> (f64, std::process::Output) {
     let mut cmd = tb.nix_build_cmd(expr, args);
     if let Some(file) = timeline {
-        cmd.env(nix_wasm_hook::timeline::VARIABLE, file);
+        cmd.env(nix_wasm_hook::core::timeline::VARIABLE, file);
     }
     let t = std::time::Instant::now();
     let out = cmd.output().expect("running nix-build");

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use nix_wasm_hook::policy::{cache::Cache, Policy};
+use nix_wasm_hook::core::policy::{cache::Cache, Policy};
 use nwh_decision::{MachineView, Request};
 
 use crate::report::{Row, Stats, Table};

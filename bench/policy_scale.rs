@@ -25,7 +25,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
-use nix_wasm_hook::policy::{cache::Cache, Policy};
+use nix_wasm_hook::core::policy::{cache::Cache, Policy};
 use nwh_decision::DecidedBy;
 use nwh_decision::{Answer, Decision, MachineView, Request};
 use nwh_trace::{Outcome, PolicyId, Record};
@@ -208,14 +208,14 @@ fn machine_views(file: &Path) -> Result<Vec<MachineView>> {
         .machines
         .iter()
         .enumerate()
-        .map(|(i, m)| nix_wasm_hook::schedule::view(m, in_use(i, m.max_jobs), None))
+        .map(|(i, m)| nix_wasm_hook::core::schedule::view(m, in_use(i, m.max_jobs), None))
         .collect())
 }
 
 /// The request `simulate` makes for derivation `n` of a generated workload.
 fn request_for(n: usize) -> Request {
     Request {
-        drv_path: nix_wasm_hook::simulate::engine::drv_path(&format!("pkg-{n:04}")),
+        drv_path: nix_wasm_hook::tools::simulate::engine::drv_path(&format!("pkg-{n:04}")),
         system: SYSTEM.into(),
         required_features: Vec::new(),
         am_willing: false,

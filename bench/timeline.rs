@@ -1,4 +1,4 @@
-//! Reading the timelines our processes write under `NWH_TIMELINE` (host/src/timeline.rs).
+//! Reading the timelines our processes write under `NWH_TIMELINE` (host/src/core/timeline.rs).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -395,7 +395,7 @@ fn run_env(cmd: &mut Command, dir: &Path) {
     }
     cmd.env("NIX_CONF_DIR", dir.join("etc")).env("TMPDIR", dir.join("tmp"));
     // Our processes (and only ours) mark their start there: proof that ours was run at all.
-    cmd.env(nix_wasm_hook::timeline::VARIABLE, dir.join("timeline.jsonl"));
+    cmd.env(nix_wasm_hook::core::timeline::VARIABLE, dir.join("timeline.jsonl"));
 }
 
 /// `nix-build --no-out-link ARGS` by `nix`'s master, under `timeout`.

@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 
-use nix_wasm_hook::log::{Level, Logger};
+use nix_wasm_hook::core::log::{Level, Logger};
 use nix_wasm_hook::transfer::store::StoreConn;
 use nwh_daemon::DaemonClient;
 use nwh_serve::BuildOptions;

@@ -2,8 +2,8 @@
 //! the machines parser, slot locks in a real current-load directory (busy slots are held by
 //! this test, as another hook would hold them), and the embedded default policy component.
 
-use nix_wasm_hook::policy::{cache::Cache, Limits, Policies};
-use nix_wasm_hook::schedule::{Placement, Scheduler};
+use nix_wasm_hook::core::policy::{cache::Cache, Limits, Policies};
+use nix_wasm_hook::core::schedule::{Placement, Scheduler};
 use nwh_decision::Request;
 
 use crate::support::decision_table::{self, Case};

@@ -12,9 +12,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use nix_wasm_hook::policy::cache::Cache;
-use nix_wasm_hook::policy::{engine, Limits, Policies};
-use nix_wasm_hook::schedule;
+use nix_wasm_hook::core::policy::cache::Cache;
+use nix_wasm_hook::core::policy::{engine, Limits, Policies};
+use nix_wasm_hook::core::schedule;
 use nwh_decision::{DecidedBy, MachineView, Request};
 
 use crate::support::decision_table;
@@ -304,7 +304,7 @@ fn imports(path: &Path) -> Vec<String> {
     let engine = engine::shared().unwrap();
     let cache = Cache::at(crate::support::fake_parent::shared_cache());
     let bytes = std::fs::read(path).unwrap();
-    let sha = nix_wasm_hook::policy::cache::sha256_hex(&bytes);
+    let sha = nix_wasm_hook::core::policy::cache::sha256_hex(&bytes);
     let (component, _) = cache.load(engine, &bytes, &sha).unwrap();
     component.component_type().imports(engine).map(|(name, _)| name.to_string()).collect()
 }

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use nix_wasm_hook::policy::{cache::Cache, Limits, Policies, Policy};
+use nix_wasm_hook::core::policy::{cache::Cache, Limits, Policies, Policy};
 use nwh_decision::{DecidedBy, Decision, MachineView, Request};
 
 use crate::support::tool::policy_fixture_path;

@@ -5,8 +5,8 @@
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use nix_wasm_hook::policy::{cache::Cache, Decided, Limits, Policies, Policy};
-use nix_wasm_hook::schedule::{Placement, Scheduler};
+use nix_wasm_hook::core::policy::{cache::Cache, Decided, Limits, Policies, Policy};
+use nix_wasm_hook::core::schedule::{Placement, Scheduler};
 use nwh_decision::{DecidedBy, Decision, Local, MachineView, Request};
 
 use crate::support::tool::policy_fixture_path;
@@ -278,12 +278,14 @@ fn compiled_policies_are_cached() {
     assert_eq!(images[0].extension().unwrap(), "cwasm");
     // A second load maps the image instead of compiling; a corrupt image is a miss.
     let bytes = std::fs::read(policy_fixture_path("prefer-last")).unwrap();
-    let sha = nix_wasm_hook::policy::cache::sha256_hex(&bytes);
-    let (_, source) = cache.load(nix_wasm_hook::policy::engine::shared().unwrap(), &bytes, &sha).unwrap();
-    assert_eq!(source, nix_wasm_hook::policy::cache::Source::Cached);
+    let sha = nix_wasm_hook::core::policy::cache::sha256_hex(&bytes);
+    let (_, source) =
+        cache.load(nix_wasm_hook::core::policy::engine::shared().unwrap(), &bytes, &sha).unwrap();
+    assert_eq!(source, nix_wasm_hook::core::policy::cache::Source::Cached);
     std::fs::write(&images[0], b"not an image").unwrap();
-    let (_, source) = cache.load(nix_wasm_hook::policy::engine::shared().unwrap(), &bytes, &sha).unwrap();
-    assert_eq!(source, nix_wasm_hook::policy::cache::Source::Compiled);
+    let (_, source) =
+        cache.load(nix_wasm_hook::core::policy::engine::shared().unwrap(), &bytes, &sha).unwrap();
+    assert_eq!(source, nix_wasm_hook::core::policy::cache::Source::Compiled);
 }
 
 /// A waiting policy's deadline: time for a debug build among parallel tests to instantiate it

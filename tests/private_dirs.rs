@@ -9,8 +9,8 @@ use std::os::unix::fs::{lchown, symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nix_wasm_hook::policy::cache::{self, Cache, Source};
-use nix_wasm_hook::policy::{engine, Limits, Policies, DEFAULT_POLICY};
+use nix_wasm_hook::core::policy::cache::{self, Cache, Source};
+use nix_wasm_hook::core::policy::{engine, Limits, Policies, DEFAULT_POLICY};
 use nix_wasm_hook::transfer::ssh::{self, SshOptions};
 
 use crate::support::target::serve_target;
@@ -292,7 +292,7 @@ fn a_timeline_is_made_for_its_user_alone_and_never_written_through_a_link() {
     let run = |timeline: &Path| {
         // Hook mode with nothing on stdin: it marks its start, then ends at once.
         std::process::Command::new(env!("CARGO_BIN_EXE_nix-wasm-hook"))
-            .env(nix_wasm_hook::timeline::VARIABLE, timeline)
+            .env(nix_wasm_hook::core::timeline::VARIABLE, timeline)
             .stdin(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .status()

@@ -344,7 +344,7 @@ fn a_trace_never_holds_key_material() {
 #[test]
 fn ssh_words_in_down_reasons_lose_their_key_material() {
     use base64::Engine as _;
-    use nix_wasm_hook::policy::Decided;
+    use nix_wasm_hook::core::policy::Decided;
     use nwh_decision::DecidedBy;
     use nwh_decision::{Answer, Decision, MachineView, Request};
     let host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
@@ -356,7 +356,8 @@ fn ssh_words_in_down_reasons_lose_their_key_material() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("trace.jsonl");
     let policy = nwh_trace::PolicyId { name: "p".into(), sha256: "0".repeat(64) };
-    let mut w = nix_wasm_hook::trace::Writer::new(path.clone(), 1 << 20, policy).with_secrets(&machines);
+    let mut w =
+        nix_wasm_hook::core::trace::Writer::new(path.clone(), 1 << 20, policy).with_secrets(&machines);
     let said = format!(
         "unreachable (Warning: Identity file {key} not accessible: No such file or directory. \
          Offending key {} in known hosts; its host key is SHA256:ZP9ekP0qMv2GCDfDy3e/MxuGDv2qMmThoqbT1xZ3oHA, \

@@ -153,7 +153,7 @@ impl Scene {
         let args = self.args();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut cmd = self.tb.nix_build_cmd(expr, &args);
-        cmd.env(nix_wasm_hook::timeline::VARIABLE, self.timeline_file());
+        cmd.env(nix_wasm_hook::core::timeline::VARIABLE, self.timeline_file());
         cmd.spawn().unwrap()
     }
 

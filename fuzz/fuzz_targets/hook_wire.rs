@@ -1,5 +1,5 @@
 //! The hook protocol's input (what Nix writes to the hook's stdin), decoded with crates/wire in
-//! the order and with the limits of the host's `Session` (host/src/protocol.rs): the settings
+//! the order and with the limits of the host's `Session` (host/src/front_end/protocol.rs): the settings
 //! block (`1, name, value` records ended by `0`), laid over nix.conf defaults as the hook does
 //! (crates/nixconf `apply_block`), then `try` requests (`"try"`, amWilling, system, drv path,
 //! required features), each followed either by the next `try` or by the input paths and
@@ -16,7 +16,7 @@ use libfuzzer_sys::fuzz_target;
 use nwh_nixconf::{HostDefaults, Settings};
 use nwh_wire::{Limits, Reader, Writer};
 
-/// host/src/protocol.rs: MAX_STRING and MAX_LIST.
+/// host/src/front_end/protocol.rs: MAX_STRING and MAX_LIST.
 const LIMITS: Limits = Limits { max_string_len: 1 << 20, max_list_len: 1 << 20 };
 
 fuzz_target!(|data: &[u8]| {

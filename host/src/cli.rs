@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::log::{self, Logger};
+use crate::core::log::{self, Logger};
 use nwh_options::Options;
 
 /// A Nix build hook whose choice of build machine is made by a sandboxed WebAssembly policy.
@@ -43,20 +43,20 @@ pub struct Cli {
 /// The tools for people; without one, the binary is the hook.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    Replay(crate::replay::Args),
-    Simulate(crate::simulate::Args),
-    Explain(crate::explain::Args),
-    Check(crate::check::Args),
+    Replay(crate::tools::replay::Args),
+    Simulate(crate::tools::simulate::Args),
+    Explain(crate::tools::explain::Args),
+    Check(crate::tools::check::Args),
 }
 
 pub fn main() -> i32 {
-    crate::fds::protect_inherited();
+    crate::front_end::fds::protect_inherited();
     let cli = Cli::parse();
     match &cli.command {
-        Some(Command::Replay(args)) => return crate::replay::main(args),
-        Some(Command::Simulate(args)) => return crate::simulate::main(args),
-        Some(Command::Explain(args)) => return crate::explain::main(args),
-        Some(Command::Check(args)) => return crate::check::main(args),
+        Some(Command::Replay(args)) => return crate::tools::replay::main(args),
+        Some(Command::Simulate(args)) => return crate::tools::simulate::main(args),
+        Some(Command::Explain(args)) => return crate::tools::explain::main(args),
+        Some(Command::Check(args)) => return crate::tools::check::main(args),
         None => {}
     }
     if let Some(dir) = &cli.warm_sessions {
@@ -69,10 +69,10 @@ pub fn main() -> i32 {
             }
         };
     }
-    crate::timeline::start();
+    crate::core::timeline::start();
     // As a builder, stderr is the build log Nix's hook shows as it is: plain lines.
     let logger = Logger::new(!cli.serve, log::level_from_verbosity(cli.verbosity.unwrap_or(3)));
-    if let Err(e) = crate::stop::on_signals() {
+    if let Err(e) = crate::core::stop::on_signals() {
         // Without it a stop signal still ends the process, as a SIGKILL would.
         logger.warn(&format!("nix-wasm-hook: {e:#}"));
     }
@@ -81,12 +81,12 @@ pub fn main() -> i32 {
         flags.check(nwh_options::Spelling::Flag)?;
         let opts = Options::load(cli.config.as_deref())?.overlay(flags);
         if cli.serve {
-            crate::builder::run(&opts, cli.store.as_deref(), &logger)
+            crate::front_end::builder::run(&opts, cli.store.as_deref(), &logger)
         } else {
-            crate::hook::run(&opts, &logger)
+            crate::front_end::hook::run(&opts, &logger)
         }
     })();
-    crate::timeline::mark("end");
+    crate::core::timeline::mark("end");
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -1,9 +1,17 @@
 //! nix-wasm-hook: a Nix build hook whose choice of build machine is made by a sandboxed
 //! WebAssembly policy.
 //!
-//! Data flows one way: Nix → [`protocol`] → ([`settings`], machines, slots) → [`policy`] →
-//! [`protocol`] reply → [`transfer`] → Nix. Only `protocol` and `cli` touch the process's
-//! stdin and stderr, and only `policy` knows wasmtime. docs/architecture.md has the map.
+//! The tree is the design (docs/architecture.md has the map):
+//!
+//! * [`front_end`]: what reads Nix and answers it — the hook ([`front_end::hook`], on the hook
+//!   protocol) and the builder ([`front_end::builder`], on the serve protocol);
+//! * [`core`]: one derivation to a builder — settings, slots, the policy, the trace;
+//! * [`transfer`]: the build on the builder, and its outputs back into the local store;
+//! * [`tools`]: `check`, `explain`, `replay`, `simulate`, for people, on the same core.
+//!
+//! Data flows one way: Nix → a front-end → ([`core::settings`], machines, slots) →
+//! [`core::policy`] → the front-end's answer → [`transfer`] → Nix. Only the front-ends and
+//! [`cli`] touch the process's stdin and stderr, and only [`core::policy`] knows wasmtime.
 //!
 //! # Glossary
 //!
@@ -18,42 +26,25 @@
 //! * **Local** ([`nwh_decision::Local`]): what the parent itself can build.
 //! * **Decision** ([`nwh_decision::Decision`], WIT `decision`): try these machines in this
 //!   order, decline, or postpone. **Answer** ([`nwh_decision::Answer`]): a policy's decision
-//!   and its reason for each machine it left out. **Decided** ([`policy::Decided`]): the answer
+//!   and its reason for each machine it left out. **Decided** ([`core::policy::Decided`]): the answer
 //!   the hook acts on, with who gave it ([`nwh_decision::DecidedBy`]), its cost, and the
 //!   warning when the default stood in.
 //! * **Misfit** ([`nwh_decision::Misfit`]): a rule of Nix's a machine breaks for a request, or
 //!   its lack of a free slot; **why not** ([`nwh_decision::why_not`]): the one sentence every
 //!   output gives for a machine that was not chosen.
-//! * **Placement** ([`schedule::Placement`]): where a request goes — declined, postponed, or
+//! * **Placement** ([`core::schedule::Placement`]): where a request goes — declined, postponed, or
 //!   **Placed** on a machine with its slot held (and, once the dispatcher has connected, its
 //!   SSH master); what the hook tells Nix and what the builder front-end builds on.
-//!   **Scheduled** ([`schedule::Scheduled`]): a placement with what it was decided on, as the
+//!   **Scheduled** ([`core::schedule::Scheduled`]): a placement with what it was decided on, as the
 //!   trace records it.
 //! * **Finished** ([`transfer::Finished`]): how a remote build ended, as Nix must learn it.
 //! * **Outcome** ([`nwh_trace::Outcome`]): what the hook did with an answer, as a decision
 //!   trace records it.
 //! * **Verdict** (`explain`): where `explain` says a derivation would go.
-//! * **Level** ([`log::Level`]): Nix's verbosity levels, for everything the hook says.
+//! * **Level** ([`core::log::Level`]): Nix's verbosity levels, for everything the hook says.
 
-pub mod builder;
-pub mod check;
 pub mod cli;
-pub mod dispatch;
-pub mod explain;
-mod fds;
-pub mod hints;
-pub mod hook;
-pub mod log;
-pub mod nix_release;
-pub mod policy;
-pub mod protocol;
-pub mod replay;
-pub mod schedule;
-pub mod settings;
-pub mod simulate;
-pub mod state_dir;
-pub mod stop;
-pub mod timeline;
-pub mod tool;
-pub mod trace;
+pub mod core;
+pub mod front_end;
+pub mod tools;
 pub mod transfer;

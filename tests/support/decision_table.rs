@@ -99,8 +99,8 @@ pub fn local(case: &Case) -> Local {
             None => block.push((name.into(), value)),
         }
     }
-    nix_wasm_hook::settings::apply_block(&mut settings, &block).unwrap();
-    nix_wasm_hook::settings::local(&settings)
+    nix_wasm_hook::core::settings::apply_block(&mut settings, &block).unwrap();
+    nix_wasm_hook::core::settings::local(&settings)
 }
 
 /// The case's machines, parsed as the hook parses them.

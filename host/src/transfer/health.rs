@@ -42,7 +42,7 @@ impl Health {
     }
 
     fn verified(&self) -> Option<&PrivateDir> {
-        self.opened.get_or_init(|| crate::state_dir::subdir(&self.dir, Access::Readable).ok()).as_ref()
+        self.opened.get_or_init(|| crate::core::state_dir::subdir(&self.dir, Access::Readable).ok()).as_ref()
     }
 
     fn name(uri: &str) -> String {

@@ -9,7 +9,7 @@
 //! disk is mapped to where the store really is ([`LocalStore::real`]).
 //!
 //! It is process-wide: a hook serves one parent, which has one store for the hook's whole life,
-//! and the SIGTERM handler ([`crate::stop`]), which removes half-unpacked outputs, has no handle
+//! and the SIGTERM handler ([`crate::core::stop`]), which removes half-unpacked outputs, has no handle
 //! to be given one. The front-end sets it ([`set`]) before the first build; until then (and in
 //! the offline tools) it is the default store.
 

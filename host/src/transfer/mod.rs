@@ -20,7 +20,7 @@ use anyhow::{Context, Result};
 use nwh_nixconf::Settings;
 use nwh_serve::BuildOptions;
 
-use crate::log::{Activity, Level, Logger};
+use crate::core::log::{Activity, Level, Logger};
 use ssh::Master;
 use store::{Link, StoreConn};
 
@@ -304,7 +304,7 @@ pub fn build(
             job.uri,
             started.elapsed().as_secs_f64(),
             // Shows that closures are streamed rather than held.
-            crate::timeline::peak_rss_kib().map_or("unknown".into(), |k| k.to_string()),
+            crate::core::timeline::peak_rss_kib().map_or("unknown".into(), |k| k.to_string()),
         ),
     );
     Ok(Finished::Built)
@@ -337,7 +337,7 @@ impl BuilderSession {
     /// logs, errors) goes to `log`.
     pub fn open(master: &Master, uri: &str, log: std::os::fd::OwnedFd) -> Result<BuilderSession> {
         let (store, link) = StoreConn::open(master, log)?;
-        crate::timeline::mark("session");
+        crate::core::timeline::mark("session");
         Ok(BuilderSession { uri: uri.to_string(), store, link })
     }
 
@@ -415,10 +415,10 @@ impl BuilderSession {
         options: &BuildOptions,
         logger: &Logger,
     ) -> Result<nwh_serve::BuildResult> {
-        crate::timeline::mark("uploaded");
+        crate::core::timeline::mark("uploaded");
         let _a = logger.start(Level::Talkative, Activity::Unknown, &format!("building on '{}'", self.uri));
         let result = self.store.build(drv_path, basic, options, logger);
-        crate::timeline::mark("built");
+        crate::core::timeline::mark("built");
         result
     }
 
@@ -476,7 +476,7 @@ impl BuilderSession {
     /// Ends the conversation: waits for the builder's program to exit, or gives a lent
     /// session back for the next build when it is clean.
     pub fn finish(self) -> Result<()> {
-        crate::timeline::mark("fetched");
+        crate::core::timeline::mark("fetched");
         let clean = self.store.is_clean();
         drop(self.store);
         match self.link {
@@ -485,7 +485,7 @@ impl BuilderSession {
             }
             // A stopping process vouches for nothing past the signal: the keeper ends the
             // session when the lease closes without it.
-            Link::Lent(lease) if clean && !crate::stop::requested() => lease.give_back(),
+            Link::Lent(lease) if clean && !crate::core::stop::requested() => lease.give_back(),
             Link::Lent(_) => {}
         }
         Ok(())

@@ -14,7 +14,7 @@
 //!
 //! Consistency: nothing is valid until every output is unpacked and its size and hash match
 //! what the builder announced. A failure on the way removes what was unpacked; so does a hook
-//! stopped by SIGTERM ([`stop`], from [`crate::stop`]), through a process-wide record of what is
+//! stopped by SIGTERM ([`stop`], from [`crate::core::stop`]), through a process-wide record of what is
 //! unpacked and not registered; a hook killed (SIGKILL) on the way leaves an invalid path, which
 //! the next attempt removes before unpacking (Nix's lock on the output means that nobody else
 //! is writing it).
@@ -99,10 +99,10 @@ pub fn outputs(
             canonicalise(&store.real(path)).with_context(|| format!("canonicalising {path}"))?;
             arrived.push(Arrived { path: path.clone(), nar, references: info.references.clone() });
         }
-        crate::timeline::mark("unpacked");
+        crate::core::timeline::mark("unpacked");
         fetched();
         register_validity(&arrived, deriver)?;
-        crate::timeline::mark("registered");
+        crate::core::timeline::mark("registered");
         Ok(())
     })();
     if result.is_err() {
@@ -654,7 +654,7 @@ mod tests {
     }
 
     fn soon() -> Instant {
-        Instant::now() + crate::stop::BUDGET
+        Instant::now() + crate::core::stop::BUDGET
     }
 
     #[test]

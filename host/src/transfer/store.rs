@@ -15,7 +15,7 @@ use nwh_serve::{BuildOptions, BuildResult, PathInfo, ServeClient};
 use super::ssh::{Master, Remote};
 use super::target::Protocol;
 use super::{from_builder, local};
-use crate::log::Logger;
+use crate::core::log::Logger;
 
 /// Nix's result types a daemon sends during a build: a log line of the build, the start of a
 /// build phase, a log line of the post-build hook.

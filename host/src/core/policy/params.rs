@@ -428,7 +428,7 @@ mod tests {
     use std::cell::Cell;
     use std::path::Path;
 
-    use crate::policy::{cache::Cache, Policy};
+    use crate::core::policy::{cache::Cache, Policy};
     use nwh_decision::{MachineView, Request};
 
     thread_local! {

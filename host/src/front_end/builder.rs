@@ -15,9 +15,9 @@ use std::io::{Read, Write};
 use anyhow::{bail, Context, Result};
 use nwh_serve::{BuildResult, BuildStatus, PathInfo, Request, ServeServer};
 
-use crate::dispatch::{Dispatcher, Placement, Wait};
-use crate::log::Logger;
-use crate::policy::Policies;
+use crate::core::dispatch::{Dispatcher, Placement, Wait};
+use crate::core::log::Logger;
+use crate::core::policy::Policies;
 use crate::transfer::content_address::{CheckedRelay, Fixed, FloatingClaim};
 use crate::transfer::{from_builder, local, BuilderSession};
 use nwh_decision::Local;
@@ -30,8 +30,8 @@ pub fn run(opts: &Options, store: Option<&str>, logger: &Logger) -> Result<i32> 
     let stdin = std::io::stdin().lock();
     let stdout = std::io::stdout().lock();
     let mut server = ServeServer::handshake(stdin, stdout).context("greeting Nix's hook")?;
-    let settings = crate::settings::load(&[]).context("reading nix.conf")?;
-    let store = crate::settings::local_store(&settings, store)?;
+    let settings = crate::core::settings::load(&[]).context("reading nix.conf")?;
+    let store = crate::core::settings::local_store(&settings, store)?;
     crate::transfer::local_store::set(store.clone());
     let machines = builder_machines(opts, &settings)?;
     for d in &machines.diagnostics {
@@ -56,7 +56,7 @@ pub fn run(opts: &Options, store: Option<&str>, logger: &Logger) -> Result<i32> 
                 }
             }
             Request::BuildDerivation { drv_path, drv, options } => {
-                crate::timeline::derivation(&drv_path);
+                crate::core::timeline::derivation(&drv_path);
                 if running.is_some() {
                     bail!("Nix's hook asked for a second build on one connection, which it never does");
                 }
@@ -207,13 +207,13 @@ fn dispatcher(
     }
     // This front-end never builds on its own machine: Nix has already decided that the
     // derivation goes to a builder, and we are that builder.
-    let local = Local { max_jobs: 0, ..crate::settings::local(settings) };
+    let local = Local { max_jobs: 0, ..crate::core::settings::local(settings) };
     Ok(Dispatcher::new(opts, store, machines, policies, local, None))
 }
 
 /// The real builders: the `machines` option, in the syntax of Nix's `builders`.
 fn builder_machines(opts: &Options, settings: &nwh_nixconf::Settings) -> Result<nwh_machines::Machines> {
-    crate::settings::builder_machines(opts, settings).ok_or_else(|| {
+    crate::core::settings::builder_machines(opts, settings).ok_or_else(|| {
         anyhow::anyhow!(
             "builder mode (--serve) needs the real builders: set `machines = \"@/etc/nix/nix-wasm-hook.machines\"` \
              (Nix's `builders` syntax) in {}",
@@ -313,8 +313,8 @@ fn build(
     let master = dispatcher
         .master(&mut placed, logger)
         .with_context(|| format!("cannot build on '{}'", placed.uri))?;
-    crate::timeline::mark("connected");
-    let log = crate::fds::stderr()?;
+    crate::core::timeline::mark("connected");
+    let log = crate::front_end::fds::stderr()?;
     let mut session = BuilderSession::open(&master, &placed.uri, log)?;
     let upload_lock = dispatcher.scheduler.load.upload_lock_path(&placed.uri);
     let mut built = || {

@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::Result;
 use serde_json::json;
 
-use crate::policy::{cache::Cache, Decided, Limits, Policies};
+use crate::core::policy::{cache::Cache, Decided, Limits, Policies};
 use nwh_trace::Record;
 
 /// One side of the comparison.

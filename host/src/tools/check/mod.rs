@@ -9,7 +9,7 @@ use std::io::Write;
 use anyhow::Result;
 use nwh_machines::{Machine, Severity};
 
-use crate::settings::AsTheHook;
+use crate::core::settings::AsTheHook;
 use crate::transfer::ssh::SshOptions;
 
 mod builder_line;
@@ -28,7 +28,7 @@ pub use report::{Facts, Problem, Report, Status};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    pub inputs: crate::settings::HookInputs,
+    pub inputs: crate::core::settings::HookInputs,
     /// One JSON object, for scripts.
     #[arg(long)]
     pub json: bool,
@@ -38,16 +38,16 @@ pub const EXIT_UNUSABLE: i32 = 1;
 pub const EXIT_ERROR: i32 = 2;
 
 pub fn main(args: &Args) -> i32 {
-    crate::tool::main("check", EXIT_ERROR, |out| run(args, out))
+    crate::tools::main("check", EXIT_ERROR, |out| run(args, out))
 }
 
 pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
     let AsTheHook { opts, settings, machines: mut parsed, warnings: mut notes } =
-        crate::settings::as_the_hook(&args.inputs)?;
+        crate::core::settings::as_the_hook(&args.inputs)?;
     // Nix's default machines file absent: the hook is silent about it, as Nix is; here it is
     // worth a note, not a warning. `--builders` names a file, which keeps its warning.
-    if let Some(file) =
-        crate::settings::absent_default_machines_file(&settings).filter(|_| args.inputs.builders.is_none())
+    if let Some(file) = crate::core::settings::absent_default_machines_file(&settings)
+        .filter(|_| args.inputs.builders.is_none())
     {
         parsed.diagnostics.retain(|d| !d.is_missing_file(&file));
         notes.push(format!(
@@ -67,7 +67,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
         parsed.diagnostics.iter().chain(real.iter().flat_map(|r| &r.diagnostics)).collect();
     let unreadable = diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
     let ssh_opts = SshOptions::from(&opts);
-    let store = crate::settings::local_store(&settings, None)?;
+    let store = crate::core::settings::local_store(&settings, None)?;
     let real_reports =
         real.as_ref().map(|r| check_all(&r.machines, &ssh_opts, None, &store)).unwrap_or_default();
     let reports = check_all(&parsed.machines, &ssh_opts, real.as_ref(), &store);
@@ -131,7 +131,7 @@ fn real_builders(
         }
         return None;
     }
-    crate::settings::builder_machines(opts, settings)
+    crate::core::settings::builder_machines(opts, settings)
 }
 
 fn builders_origin(settings: &nwh_nixconf::Settings) -> String {

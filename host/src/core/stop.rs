@@ -63,6 +63,6 @@ fn stop(signal: i32) -> ! {
     STOPPING.store(true, Ordering::SeqCst);
     // Held until the process is gone: see the module's documentation.
     let _held = crate::transfer::register::stop(deadline);
-    crate::timeline::mark("stopped");
+    crate::core::timeline::mark("stopped");
     std::process::exit(128 + signal)
 }

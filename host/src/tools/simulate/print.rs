@@ -9,7 +9,7 @@ use serde_json::json;
 use super::engine::{micros, Cluster, Place, Report};
 use super::workload::Workload;
 use super::Args;
-use crate::policy::Policies;
+use crate::core::policy::Policies;
 
 /// `1h 02m 03s`, `4m 05s`, `6.7s`: short enough for a table, exact enough to compare.
 pub fn duration(us: u64) -> String {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::policy::{cache::Cache, Limits, Policies};
+use crate::core::policy::{cache::Cache, Limits, Policies};
 use engine::{Builder, Cluster};
 use nwh_decision::Local;
 use nwh_options::Options;
@@ -76,8 +76,8 @@ pub const EXIT_ERROR: i32 = 2;
 
 pub fn main(args: &Args) -> i32 {
     // Thousands of decisions in one process: instances from a pool.
-    crate::policy::engine::pool_instances();
-    crate::tool::main("simulate", EXIT_ERROR, |out| run(args, out))
+    crate::core::policy::engine::pool_instances();
+    crate::tools::main("simulate", EXIT_ERROR, |out| run(args, out))
 }
 
 pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {

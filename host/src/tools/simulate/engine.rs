@@ -13,7 +13,7 @@ use nwh_machines::Machine;
 use sha2::{Digest, Sha256};
 
 use super::workload::Workload;
-use crate::policy::Policies;
+use crate::core::policy::Policies;
 use nwh_decision::{self as decision, Decision, Local, MachineView, Request};
 
 /// A remote builder: its line in the machines file, and how fast it really is.
@@ -145,7 +145,7 @@ pub fn run(w: &Workload, c: &Cluster, policies: &Policies) -> Result<Report> {
         policies,
         drv_paths: w.derivations.iter().map(|d| drv_path(&d.name)).collect(),
         now: 0,
-        views: c.builders.iter().map(|b| crate::schedule::view(&b.machine, 0, None)).collect(),
+        views: c.builders.iter().map(|b| crate::core::schedule::view(&b.machine, 0, None)).collect(),
         free_slots: c.builders.iter().map(|b| u64::from(b.machine.max_jobs)).sum(),
         local_running: 0,
         present: vec![vec![false; n]; c.builders.len()],

@@ -25,7 +25,7 @@ use sandbox::StoreState;
 
 /// The default policy, built from `policies/default` and committed (CI rebuilds it and fails
 /// on a difference), so that the binary needs no file beside it.
-pub static DEFAULT_POLICY: &[u8] = include_bytes!("../../../policies/default/default.wasm");
+pub static DEFAULT_POLICY: &[u8] = include_bytes!("../../../../policies/default/default.wasm");
 
 /// Budgets for one call. Fuel is the policy's budget (deterministic: replay gives the same
 /// verdict); the deadline is a wall-clock backstop; memory bounds linear memory.

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use nwh_decision::{MachineView, Request};
 use nwh_trace::{Outcome, PolicyId, Record};
 
-use crate::policy::Decided;
+use crate::core::policy::Decided;
 
 /// Appends records to a trace file, rotating it when it grows past its bound.
 pub struct Writer {

@@ -12,8 +12,8 @@ use serde_json::json;
 
 use nwh_decision::{self as decision, Local, Misfit, Request};
 
-use crate::nix_release::NixRelease;
-use crate::policy::Policies;
+use crate::core::nix_release::NixRelease;
+use crate::core::policy::Policies;
 
 mod hops;
 use hops::{score, Hop};
@@ -36,7 +36,7 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', requires = "system")]
     pub features: Vec<String>,
     #[command(flatten)]
-    pub inputs: crate::settings::HookInputs,
+    pub inputs: crate::core::settings::HookInputs,
     /// Explain with this policy instead of the configured one.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
@@ -58,21 +58,21 @@ pub const EXIT_UNBUILDABLE: i32 = 1;
 pub const EXIT_ERROR: i32 = 2;
 
 pub fn main(args: &Args) -> i32 {
-    crate::tool::main("explain", EXIT_ERROR, |out| run(args, out))
+    crate::tools::main("explain", EXIT_ERROR, |out| run(args, out))
 }
 
 pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
-    let inputs = crate::settings::as_the_hook(&args.inputs)?;
+    let inputs = crate::core::settings::as_the_hook(&args.inputs)?;
     let mut notes = inputs.warnings.clone();
     notes.extend(inputs.machines.diagnostics.iter().map(|d| d.to_string()));
     let policy_path = args.policy.clone().or(inputs.opts.policy.clone());
     let (policies, load_warning) = Policies::configured(policy_path.as_ref(), &inputs.opts)?;
     notes.extend(load_warning);
     let nix = args.nix_version.clone().or_else(NixRelease::installed);
-    let request = request(args, &crate::settings::local(&inputs.settings))?;
+    let request = request(args, &crate::core::settings::local(&inputs.settings))?;
 
     let (first, behind) = hops::hops(inputs, policies, nix, request, &mut notes)?;
-    let mut hints = crate::hints::unknown_words(&first.request, &first.views, &first.scheduler.local);
+    let mut hints = crate::core::hints::unknown_words(&first.request, &first.views, &first.scheduler.local);
     hints.extend(behind.as_ref().and_then(|behind| hops::line_hides(&first, behind)));
     let so = hops::so(&first, behind.as_ref());
     if args.json {

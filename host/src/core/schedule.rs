@@ -9,9 +9,9 @@ use anyhow::{Context, Result};
 use nwh_machines::Machine;
 use nwh_slots::{LoadDir, SlotLock};
 
-use crate::log::Level;
-use crate::nix_release::NixRelease;
-use crate::policy::{Decided, Policies};
+use crate::core::log::Level;
+use crate::core::nix_release::NixRelease;
+use crate::core::policy::{Decided, Policies};
 use nwh_decision::{self as decision, Decision, Local, MachineView, Request};
 
 /// Where one derivation goes: the one result, from the policy's answer to the transfer.
@@ -171,7 +171,7 @@ impl Scheduler {
             let why = decision::why_not(req, v, decided.answer.reason_for(i as u32));
             let _ = write!(s, "\n  {} ({}:{}): {why}", m.uri, m.origin.location, m.origin.line);
         }
-        for hint in crate::hints::unknown_words(req, views, &self.local) {
+        for hint in crate::core::hints::unknown_words(req, views, &self.local) {
             let _ = write!(s, "\n  hint: {hint}");
         }
         if !req.could_build_locally {
@@ -186,7 +186,8 @@ impl Scheduler {
                     format!(", extra-platforms {}", self.local.extra_platforms.join(" "))
                 }
             );
-            if let Some(next) = crate::nix_release::nix_fails_with(self.nix.as_ref(), req, &self.local) {
+            if let Some(next) = crate::core::nix_release::nix_fails_with(self.nix.as_ref(), req, &self.local)
+            {
                 let _ = write!(s, "\n  so {next}");
             }
         }

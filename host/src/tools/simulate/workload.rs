@@ -95,7 +95,7 @@ impl Workload {
             let mut deps = Vec::with_capacity(e.deps.len());
             for d in &e.deps {
                 let Some(&j) = index.get(d.get_ref().as_str()) else {
-                    let hint = crate::hints::nearest(d.get_ref(), index.keys().copied())
+                    let hint = crate::core::hints::nearest(d.get_ref(), index.keys().copied())
                         .map_or_else(String::new, |n| format!("; did you mean `{n}`?"));
                     bail!(
                         "{}: `{}` depends on `{}`, which is not defined in this file{hint}",

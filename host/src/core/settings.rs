@@ -31,7 +31,7 @@ pub fn local_store(settings: &Settings, override_uri: Option<&str>) -> Result<Lo
 /// and `NIX_CONFIG` stay. They decide whether the local machine could build a derivation that
 /// needs `ca-derivations` or `recursive-nix`, so the hook answers as that release's own does.
 pub fn apply_block(settings: &mut Settings, block: &[(String, String)]) -> Result<()> {
-    let from_block = crate::nix_release::NixRelease::from_block(block).experiments_from_block;
+    let from_block = crate::core::nix_release::NixRelease::from_block(block).experiments_from_block;
     let taken = block.iter().filter(|(k, _)| {
         from_block || !matches!(k.as_str(), "experimental-features" | "extra-experimental-features")
     });

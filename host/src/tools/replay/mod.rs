@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde_json::json;
 
-use crate::policy::{cache::Cache, Decided, Limits};
+use crate::core::policy::{cache::Cache, Decided, Limits};
 use nwh_decision::MachineView;
 use nwh_options::Options;
 use nwh_trace::Record;
@@ -61,8 +61,8 @@ pub struct Args {
 
 pub fn main(args: &Args) -> i32 {
     // Thousands of decisions in one process: instances from a pool.
-    crate::policy::engine::pool_instances();
-    crate::tool::main("replay", EXIT_ERROR, |out| run(args, out))
+    crate::core::policy::engine::pool_instances();
+    crate::tools::main("replay", EXIT_ERROR, |out| run(args, out))
 }
 
 /// Runs the replay, writing to `out`; returns the exit status.

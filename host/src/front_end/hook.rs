@@ -4,12 +4,12 @@
 
 use anyhow::{Context, Result};
 
-use crate::dispatch::{Dispatcher, Placement, Wait};
-use crate::log::{Level, Logger};
-use crate::nix_release::NixRelease;
-use crate::policy::Policies;
-use crate::protocol::{Message, Session};
-use crate::timeline;
+use crate::core::dispatch::{Dispatcher, Placement, Wait};
+use crate::core::log::{Level, Logger};
+use crate::core::nix_release::NixRelease;
+use crate::core::policy::Policies;
+use crate::core::timeline;
+use crate::front_end::protocol::{Message, Session};
 use crate::transfer;
 use nwh_decision::Request;
 use nwh_options::Options;
@@ -25,13 +25,13 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
     let mut session = Session::new(stdin, stderr);
 
     let block = session.read_settings().context("reading the settings block that Nix sends first")?;
-    let settings = crate::settings::load(&block).context("reading Nix's settings")?;
+    let settings = crate::core::settings::load(&block).context("reading Nix's settings")?;
     timeline::mark("settings");
     for w in settings.warnings() {
         logger.warn(&format!("nix-wasm-hook: {w}"));
     }
 
-    let store = match crate::settings::local_store(&settings, None) {
+    let store = match crate::core::settings::local_store(&settings, None) {
         Ok(store) => store,
         Err(e) => {
             // Nothing could be brought back: every build is Nix's to do or to refuse.
@@ -68,10 +68,10 @@ fn dispatcher(
     logger: &Logger,
 ) -> Result<Option<Dispatcher>> {
     let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
-    let parsed = crate::settings::machines(settings, &cwd);
+    let parsed = crate::core::settings::machines(settings, &cwd);
     // Nix's default `@/etc/nix/machines` absent is how a machine without builders looks:
     // Nix says nothing of it, and neither does its hook.
-    let unnamed = crate::settings::absent_default_machines_file(settings);
+    let unnamed = crate::core::settings::absent_default_machines_file(settings);
     for d in &parsed.diagnostics {
         if !unnamed.as_deref().is_some_and(|file| d.is_missing_file(file)) {
             logger.warn(&format!("nix-wasm-hook: {d}"));
@@ -86,7 +86,7 @@ fn dispatcher(
         logger.warn(&format!("nix-wasm-hook: {w}"));
     }
     timeline::mark("policy");
-    let local = crate::settings::local(settings);
+    let local = crate::core::settings::local(settings);
     let nix = Some(NixRelease::from_block(block));
     Ok(Some(Dispatcher::new(opts, store, parsed.machines, policies, local, nix)))
 }
@@ -99,7 +99,7 @@ fn answer(
     t: &Request,
     opts: &Options,
     logger: &Logger,
-) -> Result<Option<Box<crate::dispatch::Placed>>> {
+) -> Result<Option<Box<crate::core::dispatch::Placed>>> {
     timeline::derivation(&t.drv_path);
     if let Some(why) = transfer::cannot_finish(&t.drv_path) {
         logger.warn(&format!("nix-wasm-hook: declines {}: {why}", t.drv_path));
@@ -136,7 +136,7 @@ fn answer(
 fn build(
     session: &mut HookSession,
     dispatcher: &Dispatcher,
-    mut placed: Box<crate::dispatch::Placed>,
+    mut placed: Box<crate::core::dispatch::Placed>,
     t: &Request,
     settings: &nwh_nixconf::Settings,
     logger: &Logger,
@@ -161,7 +161,7 @@ fn build(
         settings,
         upload_lock: &dispatcher.scheduler.load.upload_lock_path(&placed.uri),
     };
-    let built = transfer::build(&master, &job, placed.slot, crate::fds::build_log()?, logger);
+    let built = transfer::build(&master, &job, placed.slot, crate::front_end::fds::build_log()?, logger);
     match built.map_err(|e| master.with_loss(e))? {
         transfer::Finished::Built => Ok(0),
         transfer::Finished::Failed { message, by_path } => {

@@ -1,5 +1,13 @@
-//! What every offline tool (`check`, `explain`, `replay`, `simulate`) shares: its output and
-//! exit status.
+//! The tools for people, over the same core with no Nix in front: [`check`] (every builder as
+//! the hook uses it), [`explain`] (where a derivation would go), [`replay`] (a trace against a
+//! policy), [`simulate`] (a workload on a cluster). Each `mod.rs` is the command: arguments in,
+//! a call, printing out; the work is in its other files. What they all share, here: their
+//! output and exit status.
+
+pub mod check;
+pub mod explain;
+pub mod replay;
+pub mod simulate;
 
 /// Runs one of the offline tools with stdout as its output: its exit status, or `error`
 /// after printing the error (`nix-wasm-hook NAME: …`). A closed stdout (`… | head`) is no

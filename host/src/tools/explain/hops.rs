@@ -7,10 +7,10 @@ use serde_json::json;
 use nwh_decision::{self as decision, Decision, Local, MachineView, Misfit, Request};
 use nwh_machines::{Machine, Machines};
 
-use crate::nix_release::NixRelease;
-use crate::policy::{Decided, Policies};
-use crate::schedule::Scheduler;
-use crate::settings::AsTheHook;
+use crate::core::nix_release::NixRelease;
+use crate::core::policy::{Decided, Policies};
+use crate::core::schedule::Scheduler;
+use crate::core::settings::AsTheHook;
 use crate::transfer::health::Health;
 use crate::transfer::target::unsupported;
 
@@ -26,8 +26,8 @@ pub fn hops(
     notes: &mut Vec<String>,
 ) -> Result<(Hop, Option<Hop>)> {
     let AsTheHook { opts, settings, machines: parsed, .. } = inputs;
-    let local = crate::settings::local(&settings);
-    let store = crate::settings::local_store(&settings, None)?;
+    let local = crate::core::settings::local(&settings);
+    let store = crate::core::settings::local_store(&settings, None)?;
     let load_dir = opts.current_load_dir(&store.state_dir);
     let load = || nwh_slots::LoadDir::open(&load_dir);
     let builder_mode = parsed.machines.iter().any(|m| m.builder_mode_program().is_some());
@@ -41,7 +41,7 @@ pub fn hops(
     let (nix_rules, _) = Policies::configured(None, &opts)?;
     let scheduler = Scheduler::new(parsed.machines, load(), nix_rules, local.clone(), nix.clone());
     let first = Hop::decide(scheduler, request.clone(), |_| None, notes)?;
-    let real = crate::settings::builder_machines(&opts, &settings).unwrap_or_else(|| {
+    let real = crate::core::settings::builder_machines(&opts, &settings).unwrap_or_else(|| {
         notes.push(format!(
             "builder mode needs the real builders, and {} is not set in the options file",
             nwh_options::MACHINES_OPTION
@@ -97,7 +97,12 @@ impl Hop {
                 // daemon); without it, explain with every slot free and say so.
                 notes.push(format!("{e:#}; slots in use are shown as 0"));
                 let disabled = scheduler.disabled.iter().cloned();
-                scheduler.machines.iter().zip(disabled).map(|(m, d)| crate::schedule::view(m, 0, d)).collect()
+                scheduler
+                    .machines
+                    .iter()
+                    .zip(disabled)
+                    .map(|(m, d)| crate::core::schedule::view(m, 0, d))
+                    .collect()
             }
         };
         let decided = scheduler.policies.decide(&request, &views);
@@ -258,7 +263,7 @@ impl Verdict {
                  every build-poll-interval"
             ),
             Verdict::Nowhere => {
-                let next = crate::nix_release::nix_fails_with(s.nix.as_ref(), req, l);
+                let next = crate::core::nix_release::nix_fails_with(s.nix.as_ref(), req, l);
                 format!(
                     "nothing can build it: no machine fits, and {this_machine}{}",
                     next.map(|n| format!("; {n}")).unwrap_or_default()

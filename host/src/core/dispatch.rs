@@ -9,12 +9,12 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Result;
 use nwh_machines::Machine;
 
-use crate::log::{Activity, Level, Logger};
-use crate::nix_release::NixRelease;
-use crate::policy::Policies;
-use crate::schedule::{self, Scheduler};
-pub use crate::schedule::{Placed, Placement};
-use crate::trace;
+use crate::core::log::{Activity, Level, Logger};
+use crate::core::nix_release::NixRelease;
+use crate::core::policy::Policies;
+use crate::core::schedule::{self, Scheduler};
+pub use crate::core::schedule::{Placed, Placement};
+use crate::core::trace;
 use crate::transfer;
 use crate::transfer::health::Health;
 use crate::transfer::ssh::{Master, SshOptions};
@@ -80,7 +80,7 @@ impl Dispatcher {
             self.disable_unusable();
             let time = SystemTime::now();
             let mut scheduled = self.scheduler.decide(offer)?;
-            crate::timeline::mark("decided");
+            crate::core::timeline::mark("decided");
             if let Some(w) = &scheduled.decided.warning {
                 logger.warn(&format!("nix-wasm-hook: {w}"));
             }

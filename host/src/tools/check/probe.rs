@@ -412,7 +412,7 @@ fn compare_config(m: &Machine, master: &Master, program: &str, r: &mut Report) {
     let systems: BTreeSet<&str> = system.iter().chain(&extra).map(String::as_str).collect();
     for s in &m.systems {
         if !systems.contains(s.as_str()) {
-            let hint = crate::hints::nearest(s, systems.iter().copied())
+            let hint = crate::core::hints::nearest(s, systems.iter().copied())
                 .map_or(String::new(), |n| format!(" (did you mean `{n}`?)"));
             r.add(
                 Status::Warning,
@@ -426,7 +426,7 @@ fn compare_config(m: &Machine, master: &Master, program: &str, r: &mut Report) {
     }
     for f in m.supported_features.iter().chain(&m.mandatory_features) {
         if !features.contains(f) {
-            let hint = crate::hints::nearest(f, features.iter().map(String::as_str))
+            let hint = crate::core::hints::nearest(f, features.iter().map(String::as_str))
                 .map_or(String::new(), |n| format!(" (did you mean `{n}`?)"));
             r.add(
                 Status::Warning,
