@@ -29,7 +29,7 @@ pub enum Wait {
 }
 
 pub struct Dispatcher {
-    pub scheduler: Scheduler,
+    scheduler: Scheduler,
     health: Health,
     ssh: SshOptions,
     connect_first: bool,
@@ -69,6 +69,16 @@ impl Dispatcher {
 
     pub fn machines(&self) -> &[Machine] {
         &self.scheduler.machines
+    }
+
+    /// The lock Nix's hook takes around copying inputs to `uri`, shared with it.
+    pub fn upload_lock(&self, uri: &str) -> std::path::PathBuf {
+        self.scheduler.load.upload_lock_path(uri)
+    }
+
+    /// The parent's release, when it can be told.
+    pub fn nix(&self) -> Option<&NixRelease> {
+        self.scheduler.nix.as_ref()
     }
 
     /// Chooses a builder for `offer` (Nix's `try`). A builder that cannot be reached is

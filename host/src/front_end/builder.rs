@@ -314,14 +314,11 @@ fn build(
         .master(&mut placed, logger)
         .with_context(|| format!("cannot build on '{}'", placed.uri))?;
     crate::core::timeline::mark("connected");
-    let log = crate::front_end::fds::stderr()?;
-    let mut session = BuilderSession::open(&master, &placed.uri, log)?;
-    let upload_lock = dispatcher.scheduler.load.upload_lock_path(&placed.uri);
-    let mut built = || {
-        session.upload(&drv.input_srcs, settings.builders_use_substitutes(), &upload_lock, logger)?;
-        session.build(drv_path, drv, options, logger)
-    };
-    let mut result = built().map_err(|e| master.with_loss(e))?;
+    let upload_lock = dispatcher.upload_lock(&placed.uri);
+    let there =
+        crate::transfer::Builder { master: &master, uri: &placed.uri, upload_lock: &upload_lock, settings };
+    let ran = there.run(crate::front_end::fds::stderr()?, &drv.input_srcs, drv_path, drv, options, logger);
+    let crate::transfer::Ran { session, mut result, .. } = ran.map_err(|e| master.with_loss(e))?;
     let floating = match floating {
         Some((full, ids)) if result.status.is_success() => {
             match crate::transfer::realised_for_nix(drv_path, &full, &ids, &mut result, &placed.uri) {
@@ -361,7 +358,7 @@ fn floating_ids(
         return Ok(None);
     }
     let full = crate::transfer::read_derivation(drv_path)?;
-    if let Some(why) = crate::transfer::cannot_finish_drv(&full) {
+    if let Some(why) = crate::transfer::cannot_finish(&full) {
         bail!("{why}");
     }
     let names: Vec<String> = full.outputs.keys().cloned().collect();

@@ -52,8 +52,10 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
             Message::End => return Ok(0),
             Message::Try(t) => t,
         };
-        if let Some(placed) = answer(&mut session, &mut dispatcher, &t, opts, logger)? {
-            return build(&mut session, &dispatcher, placed, &t, &settings, logger);
+        // Read once, for what decides the answer and for the build.
+        let drv = transfer::read_derivation(&t.drv_path);
+        if let Some(placed) = answer(&mut session, &mut dispatcher, &t, drv.as_ref().ok(), opts, logger)? {
+            return build(&mut session, &dispatcher, placed, &t, drv, &settings, logger);
         }
     }
 }
@@ -97,11 +99,13 @@ fn answer(
     session: &mut HookSession,
     dispatcher: &mut Dispatcher,
     t: &Request,
+    drv: Option<&nwh_drv::Derivation>,
     opts: &Options,
     logger: &Logger,
 ) -> Result<Option<Box<crate::core::dispatch::Placed>>> {
     timeline::derivation(&t.drv_path);
-    if let Some(why) = transfer::cannot_finish(&t.drv_path) {
+    // One that cannot be read is accepted, and its build says why.
+    if let Some(why) = drv.and_then(transfer::cannot_finish) {
         logger.warn(&format!("nix-wasm-hook: declines {}: {why}", t.drv_path));
         session.decline()?;
         return Ok(None);
@@ -138,6 +142,7 @@ fn build(
     dispatcher: &Dispatcher,
     mut placed: Box<crate::core::dispatch::Placed>,
     t: &Request,
+    drv: Result<nwh_drv::Derivation>,
     settings: &nwh_nixconf::Settings,
     logger: &Logger,
 ) -> Result<i32> {
@@ -152,20 +157,23 @@ fn build(
         .master(&mut placed, logger)
         .with_context(|| format!("cannot build on '{}'", placed.uri))?;
     timeline::mark("connected");
+    // Not readable (Nix had it valid a moment ago): the accepted build fails with why.
+    let drv = drv?;
     let placed = *placed;
     let job = transfer::Job {
         uri: &placed.uri,
         drv_path,
+        drv: &drv,
         inputs: &accepted.inputs,
         wanted_outputs: &accepted.wanted_outputs,
         settings,
-        upload_lock: &dispatcher.scheduler.load.upload_lock_path(&placed.uri),
+        upload_lock: &dispatcher.upload_lock(&placed.uri),
     };
     let built = transfer::build(&master, &job, placed.slot, crate::front_end::fds::build_log()?, logger);
     match built.map_err(|e| master.with_loss(e))? {
         transfer::Finished::Built => Ok(0),
         transfer::Finished::Failed { message, by_path } => {
-            let nix = dispatcher.scheduler.nix.as_ref();
+            let nix = dispatcher.nix();
             let tells = nix.is_some_and(|n| n.tells_of_kept_failed_builds());
             if settings.get("keep-failed") == Some("true") && tells && !by_path {
                 logger.nix_warning(&kept_on_the_builder(settings, &t.system));

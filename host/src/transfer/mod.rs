@@ -42,6 +42,8 @@ pub enum Finished {
 pub struct Job<'a> {
     pub uri: &'a str,
     pub drv_path: &'a str,
+    /// The derivation, read once by the front-end from the local store.
+    pub drv: &'a nwh_drv::Derivation,
     /// The input closure Nix named (after `# accept`, or in `BuildDerivation`).
     pub inputs: &'a [String],
     /// The outputs Nix wants back, by name (after `# accept`: those it lacks). Floating
@@ -52,22 +54,16 @@ pub struct Job<'a> {
     pub upload_lock: &'a Path,
 }
 
-/// Why this hook could build `drv_path` remotely but not bring it back, if it knows so before
+/// Why this hook could build `drv` remotely but not bring it back, if it knows so before
 /// `# accept`; an accept would end in a failed build, where a decline lets Nix build the
-/// derivation itself or say why it cannot. A derivation that cannot be read here is left to
-/// [`build`], which reports why.
+/// derivation itself or say why it cannot.
 ///
 /// Floating content-addressed outputs are brought back and their realisations registered
 /// under the DrvOutput ids computed here ([`nwh_drv::Derivation::drv_output_ids`]), so a
 /// derivation whose ids cannot be computed (one with input derivations, which Nix resolves
 /// before it hands a floating derivation to a hook) is declined. So are outputs without a path
 /// that are not floating (deferred, impure): nothing would say where they are.
-pub fn cannot_finish(drv_path: &str) -> Option<String> {
-    let drv = read_derivation(drv_path).ok()?;
-    cannot_finish_drv(&drv)
-}
-
-pub fn cannot_finish_drv(drv: &nwh_drv::Derivation) -> Option<String> {
+pub fn cannot_finish(drv: &nwh_drv::Derivation) -> Option<String> {
     let pathless: Vec<String> = drv
         .outputs
         .iter()
@@ -238,14 +234,8 @@ pub fn build(
     logger: &Logger,
 ) -> Result<Finished> {
     let started = std::time::Instant::now();
-    let drv = read_derivation(job.drv_path)?;
-    // A local store builds with the settings Nix sent, as in Nix's own hook.
-    let master = &master.with_settings(job.settings);
-    let mut session = BuilderSession::open(master, job.uri, build_log)?;
+    let drv = job.drv;
     let inputs: BTreeSet<String> = job.inputs.iter().cloned().collect();
-    let uploaded =
-        session.upload(&inputs, job.settings.builders_use_substitutes(), job.upload_lock, logger)?;
-    let options = build_options(job.settings);
     // Which outputs this machine lacks cannot change while the build runs (Nix holds their
     // locks), and asking may cost a nix-store process: ask now, while the build runs.
     let mut expected: BTreeMap<String, register::Expected> = drv
@@ -256,10 +246,11 @@ pub fn build(
         .collect();
     let outputs: BTreeSet<String> = expected.keys().cloned().collect();
     let missing = std::thread::spawn(move || local::invalid(&outputs));
-    let floating = floating_ids(&drv, job.wanted_outputs)?;
+    let floating = floating_ids(drv, job.wanted_outputs)?;
     let basic = drv.to_basic(&inputs);
-    let by_path = session.store.builds_by_path(&basic);
-    let result = session.build(job.drv_path, &basic, &options, logger)?;
+    let there = Builder { master, uri: job.uri, upload_lock: job.upload_lock, settings: job.settings };
+    let Ran { mut session, result, uploaded, by_path } =
+        there.run(build_log, &inputs, job.drv_path, &basic, &build_options(job.settings), logger)?;
     let missing =
         missing.join().map_err(|_| anyhow::anyhow!("the validity check of the outputs panicked"))??;
     if !result.status.is_success() {
@@ -288,7 +279,7 @@ pub fn build(
         .filter(|(_, path)| !floating_missing.contains(*path))
         .map(|(n, p)| (n.clone(), p.clone()))
         .collect();
-    check_valid_floating(job.drv_path, &drv, &valid)?;
+    check_valid_floating(job.drv_path, drv, &valid)?;
     // Valid now, each of them: their realisations, under the ids computed here.
     let realisations: Vec<nwh_daemon::Realisation> = floating
         .iter()
@@ -308,6 +299,50 @@ pub fn build(
         ),
     );
     Ok(Finished::Built)
+}
+
+/// A builder as both front-ends build on it: its SSH master (or the store program run here),
+/// its URI, its upload lock, and the parent's settings.
+pub struct Builder<'a> {
+    pub master: &'a Master,
+    pub uri: &'a str,
+    pub upload_lock: &'a Path,
+    pub settings: &'a Settings,
+}
+
+/// A build that ran on a builder, its session still open: the hook brings the outputs back
+/// through it, the builder front-end relays them to Nix's hook.
+pub struct Ran {
+    pub session: BuilderSession,
+    pub result: nwh_serve::BuildResult,
+    /// How many input paths were sent.
+    pub uploaded: usize,
+    /// Whether it was built by path (a daemon that does not trust us).
+    pub by_path: bool,
+}
+
+impl Builder<'_> {
+    /// What both front-ends do on a builder: a session to its store (a warm one when the
+    /// keeper has it), what it lacks of `inputs` sent, `drv` built; the store's stderr (the
+    /// build log) goes to `log`.
+    pub fn run(
+        &self,
+        log: std::os::fd::OwnedFd,
+        inputs: &BTreeSet<String>,
+        drv_path: &str,
+        drv: &nwh_drv::BasicDerivation,
+        options: &BuildOptions,
+        logger: &Logger,
+    ) -> Result<Ran> {
+        // A local store builds with the settings Nix sent, as in Nix's own hook.
+        let master = &self.master.with_settings(self.settings);
+        let mut session = BuilderSession::open(master, self.uri, log)?;
+        let uploaded =
+            session.upload(inputs, self.settings.builders_use_substitutes(), self.upload_lock, logger)?;
+        let by_path = session.store.builds_by_path(drv);
+        let result = session.build(drv_path, drv, options, logger)?;
+        Ok(Ran { session, result, uploaded, by_path })
+    }
 }
 
 /// The settings that go with a build over the serve protocol, as Nix's hook sends them
@@ -506,31 +541,31 @@ mod tests {
 
     #[test]
     fn floating_outputs_are_finished_when_their_ids_can_be_computed() {
-        assert_eq!(cannot_finish_drv(&drv(TWO)), None);
+        assert_eq!(cannot_finish(&drv(TWO)), None);
         // With an input derivation (Nix resolves those first): no id, so declined, saying so.
         let with_input = TWO.replace(
             "[],[],\"x86_64-linux\"",
             "[(\"/nix/store/0c9g1b2l8nwn1wrmvfhh9hn9kqi1h3ff-dep.drv\",[\"out\"])],[],\"x86_64-linux\"",
         );
-        let why = cannot_finish_drv(&drv(&with_input)).unwrap();
+        let why = cannot_finish(&drv(&with_input)).unwrap();
         assert!(
             why.contains("DrvOutput ids cannot be computed here") && why.contains("input derivations"),
             "{why}"
         );
         // A method whose contents this hook cannot check.
         let text = TWO.replace(r#"("out","","sha256","")"#, r#"("out","","text:sha256","")"#);
-        let why = cannot_finish_drv(&drv(&text)).unwrap();
+        let why = cannot_finish(&drv(&text)).unwrap();
         assert!(why.contains("text:sha256"), "{why}");
         // Impure and deferred outputs have no path either, and are not floating.
         let impure = r#"Derive([("out","","r:sha256","impure")],[],[],"x86_64-linux","/bin/sh",[],[])"#;
         let deferred = r#"Derive([("out","","","")],[],[],"x86_64-linux","/bin/sh",[],[])"#;
         for d in [impure, deferred] {
-            let why = cannot_finish_drv(&drv(d)).unwrap();
+            let why = cannot_finish(&drv(d)).unwrap();
             assert!(why.contains("its outputs `out` have no path and are not floating"), "{why}");
         }
         // Input-addressed and fixed outputs, as before.
         let known = r#"Derive([("out","/nix/store/9ffff0jk7yp07fz3xhh7rzgqjj2ysq6x-x","","")],[],[],"x86_64-linux","/bin/sh",[],[])"#;
-        assert_eq!(cannot_finish_drv(&drv(known)), None);
+        assert_eq!(cannot_finish(&drv(known)), None);
     }
 
     #[test]
