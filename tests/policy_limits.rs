@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use nix_wasm_hook::core::policy::{cache::Cache, Decided, Limits, Policies, Policy};
 use nix_wasm_hook::core::schedule::{Placement, Scheduler};
-use nwh_decision::{DecidedBy, Decision, Local, MachineView, Request};
+use nwh_decision::{DecidedBy, Decision, LocalMachine, MachineView, Request};
 
 use crate::support::tool::policy_fixture_path;
 
@@ -370,7 +370,7 @@ fn schedule_in_background(
     let ctx = nwh_machines::ParseContext::new("x86_64-linux");
     let machines =
         nwh_machines::parse_builders("ssh://a x86_64-linux - 1 ; ssh://b x86_64-linux - 1", "test", &ctx);
-    let local = Local {
+    let local = LocalMachine {
         max_jobs: 1,
         system: "x86_64-linux".into(),
         extra_platforms: vec![],

@@ -153,7 +153,7 @@ fn ssh_options(state: &Path, runtime: &Path) -> SshOptions {
 
 fn master_error(state: &Path) -> String {
     let runtime = state.parent().unwrap().join("run");
-    let e = ssh::master(&serve_target("builder.invalid"), &ssh_options(state, &runtime))
+    let e = ssh::connect(&serve_target("builder.invalid"), &ssh_options(state, &runtime))
         .expect_err("no master in a state directory others can change");
     format!("{e:#}")
 }
@@ -178,7 +178,7 @@ fn control_sockets_are_short_whatever_the_state_directory() {
     assert_eq!(ssh::control_dir(&opts).unwrap().path(), dir.path());
     let other = ssh::control_dir(&ssh_options(&tmp.path().join("other"), &runtime)).unwrap();
     assert_ne!(other.path(), dir.path());
-    let e = ssh::master(&serve_target("builder.invalid"), &opts).expect_err("no such builder");
+    let e = ssh::connect(&serve_target("builder.invalid"), &opts).expect_err("no such builder");
     let e = format!("{e:#}");
     assert!(!e.contains("too long"), "{e}");
     assert!(e.contains("builder.invalid"), "{e}");
@@ -193,7 +193,7 @@ fn a_control_directory_someone_else_made_is_refused_not_used() {
     let state = tmp.path().join("state");
     let runtime = tmp.path().join("run");
     let error = || {
-        let e = ssh::master(&serve_target("builder.invalid"), &ssh_options(&state, &runtime))
+        let e = ssh::connect(&serve_target("builder.invalid"), &ssh_options(&state, &runtime))
             .expect_err("refused");
         format!("{e:#}")
     };

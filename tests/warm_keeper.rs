@@ -310,7 +310,7 @@ except socket.timeout:
 
 #[test]
 fn a_hook_lends_nothing_to_a_keeper_of_another_user() {
-    use nix_wasm_hook::transfer::ssh::Master;
+    use nix_wasm_hook::transfer::ssh::Connection;
     if !rustix::process::geteuid().is_root() {
         eprintln!("skipped: playing another user needs root");
         return;
@@ -328,7 +328,7 @@ fn a_hook_lends_nothing_to_a_keeper_of_another_user() {
     std::fs::rename(open.path().join("warm.sock"), dir.path().join("warm.sock")).unwrap();
 
     let target = crate::support::target::serve_target("builder");
-    let master = Master { target, socket: Some(dir.path().join(CONTROL)), nix_config: Vec::new() };
+    let master = Connection { target, socket: Some(dir.path().join(CONTROL)), nix_config: Vec::new() };
     let log = std::os::fd::OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
     let lent = nix_wasm_hook::transfer::warm::borrow(&master, "nix-store", &["--serve", "--write"], &log);
     assert!(lent.is_none());

@@ -81,7 +81,7 @@ pub fn main() -> i32 {
         flags.check(nwh_options::Spelling::Flag)?;
         let opts = Options::load(cli.config.as_deref())?.overlay(flags);
         if cli.serve {
-            crate::front_end::builder::run(&opts, cli.store.as_deref(), &logger)
+            crate::front_end::builder_mode::run(&opts, cli.store.as_deref(), &logger)
         } else {
             crate::front_end::hook::run(&opts, &logger)
         }

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use nwh_decision::Local;
+use nwh_decision::LocalMachine;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -63,7 +63,7 @@ pub fn load() -> Vec<Case> {
 /// The local machine of a case: x86_64-linux with Nix's default features, the case's
 /// max-jobs and experimental features, read from nix.conf and the settings block of the case's
 /// Nix as the hook reads them.
-pub fn local(case: &Case) -> Local {
+pub fn local(case: &Case) -> LocalMachine {
     let host = nwh_nixconf::HostDefaults {
         system: "x86_64-linux".into(),
         extra_platforms: BTreeSet::new(),

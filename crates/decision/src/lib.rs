@@ -101,7 +101,7 @@ impl Answer {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Misfit {
     /// Not to be used now, with the host's reason (ssh's words, or why the line cannot work).
-    Disabled {
+    Down {
         down_reason: Option<String>,
     },
     System {
@@ -119,8 +119,8 @@ pub enum Misfit {
 impl std::fmt::Display for Misfit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Misfit::Disabled { down_reason: Some(why) } => f.write_str(why),
-            Misfit::Disabled { down_reason: None } => f.write_str("disabled: connection failed earlier"),
+            Misfit::Down { down_reason: Some(why) } => f.write_str(why),
+            Misfit::Down { down_reason: None } => f.write_str("disabled: connection failed earlier"),
             Misfit::System { wanted, has } if has.is_empty() => {
                 write!(f, "system `{wanted}` is not among its systems (none)")
             }
@@ -147,7 +147,7 @@ fn each_broken_rule(
     broken: &mut dyn FnMut(Misfit) -> ControlFlow<()>,
 ) -> ControlFlow<()> {
     if !m.enabled {
-        broken(Misfit::Disabled { down_reason: m.down_reason.clone() })?;
+        broken(Misfit::Down { down_reason: m.down_reason.clone() })?;
     }
     if req.system != "builtin" && !m.systems.contains(&req.system) {
         broken(Misfit::System { wanted: req.system.clone(), has: m.systems.clone() })?;
@@ -237,7 +237,7 @@ pub enum DecidedBy {
 /// What the machine Nix runs on can build itself, from the parent's settings: what Nix's own
 /// hook reckons "could build locally" with.
 #[derive(Clone, Debug)]
-pub struct Local {
+pub struct LocalMachine {
     /// The parent's `max-jobs` (the hook's own is irrelevant).
     pub max_jobs: u32,
     pub system: String,
@@ -246,7 +246,7 @@ pub struct Local {
     pub features: BTreeSet<String>,
 }
 
-impl Local {
+impl LocalMachine {
     /// Nix's `couldBuildLocally`: the parent could build it at all, now or later. `builtin`
     /// is deliberately not matched, as in Nix (its system is never the local one).
     pub fn could_build(&self, system: &str, features: &[String]) -> bool {

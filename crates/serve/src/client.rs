@@ -13,7 +13,7 @@ use nwh_wire::{Reader, WireError, Writer};
 use crate::error::{is_broken_pipe, printable_greeting, Result, ServeError};
 use crate::messages::{BuildOptions, BuildPathsResult, BuildResult, PathInfo};
 use crate::protocol::{major, minor, CLIENT_VERSION, SERVE_MAGIC_1, SERVE_MAGIC_2};
-use crate::request::Request;
+use crate::request::ServeRequest;
 
 /// How much of an unexpected greeting is kept for the error message.
 const MAX_GREETING: usize = 4096;
@@ -192,7 +192,7 @@ impl<R: Read, W: Write> ServeClient<R, W> {
         f(&mut self.w).map_err(|e| self.send_err(during, e))
     }
 
-    fn send_request(&mut self, request: &Request) -> Result<()> {
+    fn send_request(&mut self, request: &ServeRequest) -> Result<()> {
         let version = self.version;
         self.send(request.name(), |w| request.write_to(w, version))
     }
@@ -239,7 +239,7 @@ impl<R: Read, W: Write> ServeClient<R, W> {
         const DURING: &str = "QueryValidPaths";
         let paths: BTreeSet<String> = paths.into_iter().map(|p| p.as_ref().to_string()).collect();
         self.command(|c| {
-            c.send_request(&Request::QueryValidPaths { lock, substitute, paths: paths.clone() })?;
+            c.send_request(&ServeRequest::QueryValidPaths { lock, substitute, paths: paths.clone() })?;
             c.flush(DURING)?;
             let valid = c.recv(DURING, |r| r.read_string_set())?;
             match valid.difference(&paths).next() {
@@ -259,7 +259,7 @@ impl<R: Read, W: Write> ServeClient<R, W> {
         let paths: BTreeSet<String> = paths.into_iter().map(|p| p.as_ref().to_string()).collect();
         let version = self.version;
         self.command(|c| {
-            c.send_request(&Request::QueryPathInfos { paths: paths.clone() })?;
+            c.send_request(&ServeRequest::QueryPathInfos { paths: paths.clone() })?;
             c.flush(DURING)?;
             // Each entry must answer a path asked for, once: this also bounds the list,
             // which has no count of its own, by the question.
@@ -285,7 +285,7 @@ impl<R: Read, W: Write> ServeClient<R, W> {
     pub fn dump_store_path(&mut self, path: &str, out: &mut impl Write) -> Result<NarSummary> {
         const DURING: &str = "DumpStorePath";
         self.command(|c| {
-            c.send_request(&Request::DumpStorePath { path: path.to_string() })?;
+            c.send_request(&ServeRequest::DumpStorePath { path: path.to_string() })?;
             c.flush(DURING)?;
             copy_nar(&mut c.r, out).map_err(|e| c.nar_err(DURING, e))
         })
@@ -307,7 +307,7 @@ impl<R: Read, W: Write> ServeClient<R, W> {
     pub fn import_paths(&mut self, export: &mut impl Read) -> Result<Vec<ExportedPath>> {
         const DURING: &str = "ImportPaths";
         self.command(|c| {
-            c.send_request(&Request::ImportPaths)?;
+            c.send_request(&ServeRequest::ImportPaths)?;
             let entries = copy_export(export, &mut c.w).map_err(|e| match e {
                 ExportError::Sink(e) => c.send_err(DURING, e),
                 e => ServeError::InvalidExport(e),
@@ -331,7 +331,7 @@ impl<R: Read, W: Write> ServeClient<R, W> {
         const DURING: &str = "ExportPaths";
         let paths: BTreeSet<String> = paths.into_iter().map(|p| p.as_ref().to_string()).collect();
         self.command(|c| {
-            c.send_request(&Request::ExportPaths { paths })?;
+            c.send_request(&ServeRequest::ExportPaths { paths })?;
             c.flush(DURING)?;
             copy_export(&mut c.r, out).map_err(|e| match e {
                 ExportError::Sink(source) => ServeError::Sink { host: c.host.clone(), source },
@@ -371,7 +371,7 @@ impl<R: Read, W: Write> ServeClient<R, W> {
 
     /// The `AddToStoreNar` request for `path` and the NAR hash it names, once the path info
     /// and the connection allow it.
-    fn add_to_store_nar_request(&self, path: &str, info: &PathInfo) -> Result<(Request, [u8; 32])> {
+    fn add_to_store_nar_request(&self, path: &str, info: &PathInfo) -> Result<(ServeRequest, [u8; 32])> {
         if !self.supports_add_to_store_nar() {
             return Err(ServeError::Unsupported {
                 host: self.host.clone(),
@@ -394,7 +394,7 @@ impl<R: Read, W: Write> ServeClient<R, W> {
         if self.poisoned && self.unanswered == 0 {
             return Err(ServeError::Poisoned { host: self.host.clone() });
         }
-        let request = Request::AddToStoreNar {
+        let request = ServeRequest::AddToStoreNar {
             path: path.to_string(),
             info: PathInfo { nar_hash: hash::base16_encode(&expected_hash), ..info.clone() },
             registration_time: 0, // the server's clock
@@ -447,7 +447,7 @@ impl<R: Read, W: Write> ServeClient<R, W> {
 
     fn send_checked_nar(
         &mut self,
-        request: &Request,
+        request: &ServeRequest,
         path: &str,
         info: &PathInfo,
         expected_hash: &[u8; 32],
@@ -511,8 +511,11 @@ impl<R: Read, W: Write> ServeClient<R, W> {
     ) -> Result<BuildResult> {
         const DURING: &str = "BuildDerivation";
         let version = self.version;
-        let request =
-            Request::BuildDerivation { drv_path: drv_path.to_string(), drv: drv.clone(), options: *options };
+        let request = ServeRequest::BuildDerivation {
+            drv_path: drv_path.to_string(),
+            drv: drv.clone(),
+            options: *options,
+        };
         self.command(|c| {
             c.send_request(&request)?;
             c.flush(DURING)?;
@@ -531,7 +534,7 @@ impl<R: Read, W: Write> ServeClient<R, W> {
         const DURING: &str = "BuildPaths";
         let paths: Vec<String> = paths.into_iter().map(|p| p.as_ref().to_string()).collect();
         self.command(|c| {
-            c.send_request(&Request::BuildPaths { paths, options: *options })?;
+            c.send_request(&ServeRequest::BuildPaths { paths, options: *options })?;
             c.flush(DURING)?;
             c.recv(DURING, BuildPathsResult::read_from)
         })
@@ -547,7 +550,7 @@ impl<R: Read, W: Write> ServeClient<R, W> {
         const DURING: &str = "QueryClosure";
         let paths: BTreeSet<String> = paths.into_iter().map(|p| p.as_ref().to_string()).collect();
         self.command(|c| {
-            c.send_request(&Request::QueryClosure { include_outputs, paths })?;
+            c.send_request(&ServeRequest::QueryClosure { include_outputs, paths })?;
             c.flush(DURING)?;
             c.recv(DURING, |r| r.read_string_set())
         })

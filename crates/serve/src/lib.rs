@@ -29,5 +29,5 @@ pub use messages::{
 pub use protocol::{
     major, minor, Command, CLIENT_VERSION, PROTOCOL_VERSION, SERVER_VERSION, SERVE_MAGIC_1, SERVE_MAGIC_2,
 };
-pub use request::{Request, RequestError};
+pub use request::{RequestError, ServeRequest};
 pub use server::{ExportPayload, NarPayload, NarSink, ServeServer};

@@ -11,7 +11,7 @@ use nwh_wire::{Limits, Reader, WireError, Writer};
 use crate::protocol::has;
 
 /// Path info as `QueryPathInfos` returns it (docs/serve-protocol.md §4). `AddToStoreNar` sends
-/// the same facts in another order and spelling (see [`crate::Request::AddToStoreNar`]).
+/// the same facts in another order and spelling (see [`crate::ServeRequest::AddToStoreNar`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PathInfo {
     pub deriver: Option<String>,

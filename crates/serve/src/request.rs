@@ -1,5 +1,5 @@
-//! The commands a client sends (docs/serve-protocol.md §3), decoded: [`Request::write_to`] is
-//! what [`crate::ServeClient`] sends and [`Request::read_args`] what [`crate::ServeServer`]
+//! The commands a client sends (docs/serve-protocol.md §3), decoded: [`ServeRequest::write_to`] is
+//! what [`crate::ServeClient`] sends and [`ServeRequest::read_args`] what [`crate::ServeServer`]
 //! takes, so both sides share one encoding.
 
 use std::collections::BTreeSet;
@@ -16,7 +16,7 @@ use crate::protocol::Command;
 /// after `ImportPaths`, a NAR after `AddToStoreNar`) are not part of it: the server streams
 /// them (see [`crate::ServeServer::export_reader`] and [`crate::ServeServer::nar_reader`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Request {
+pub enum ServeRequest {
     /// Which of `paths` are valid. `lock` makes them temporary GC roots for the session,
     /// `substitute` lets the server substitute missing ones first (both only with `--write`).
     QueryValidPaths { lock: bool, substitute: bool, paths: BTreeSet<String> },
@@ -63,18 +63,18 @@ pub enum RequestError {
     ZeroNarSize,
 }
 
-impl Request {
+impl ServeRequest {
     pub fn command(&self) -> Command {
         match self {
-            Request::QueryValidPaths { .. } => Command::QueryValidPaths,
-            Request::QueryPathInfos { .. } => Command::QueryPathInfos,
-            Request::DumpStorePath { .. } => Command::DumpStorePath,
-            Request::ImportPaths => Command::ImportPaths,
-            Request::ExportPaths { .. } => Command::ExportPaths,
-            Request::BuildPaths { .. } => Command::BuildPaths,
-            Request::QueryClosure { .. } => Command::QueryClosure,
-            Request::BuildDerivation { .. } => Command::BuildDerivation,
-            Request::AddToStoreNar { .. } => Command::AddToStoreNar,
+            ServeRequest::QueryValidPaths { .. } => Command::QueryValidPaths,
+            ServeRequest::QueryPathInfos { .. } => Command::QueryPathInfos,
+            ServeRequest::DumpStorePath { .. } => Command::DumpStorePath,
+            ServeRequest::ImportPaths => Command::ImportPaths,
+            ServeRequest::ExportPaths { .. } => Command::ExportPaths,
+            ServeRequest::BuildPaths { .. } => Command::BuildPaths,
+            ServeRequest::QueryClosure { .. } => Command::QueryClosure,
+            ServeRequest::BuildDerivation { .. } => Command::BuildDerivation,
+            ServeRequest::AddToStoreNar { .. } => Command::AddToStoreNar,
         }
     }
 
@@ -87,32 +87,32 @@ impl Request {
     pub fn write_to<W: Write>(&self, w: &mut Writer<W>, version: u64) -> io::Result<()> {
         w.write_u64(self.command().code())?;
         match self {
-            Request::QueryValidPaths { lock, substitute, paths } => {
+            ServeRequest::QueryValidPaths { lock, substitute, paths } => {
                 w.write_bool(*lock)?;
                 w.write_bool(*substitute)?;
                 w.write_list(paths)
             }
-            Request::QueryPathInfos { paths } => w.write_list(paths),
-            Request::DumpStorePath { path } => w.write_str(path),
-            Request::ImportPaths => Ok(()),
-            Request::ExportPaths { paths } => {
+            ServeRequest::QueryPathInfos { paths } => w.write_list(paths),
+            ServeRequest::DumpStorePath { path } => w.write_str(path),
+            ServeRequest::ImportPaths => Ok(()),
+            ServeRequest::ExportPaths { paths } => {
                 w.write_u64(0)?;
                 w.write_list(paths)
             }
-            Request::BuildPaths { paths, options } => {
+            ServeRequest::BuildPaths { paths, options } => {
                 w.write_list(paths)?;
                 options.write_to(w, version)
             }
-            Request::QueryClosure { include_outputs, paths } => {
+            ServeRequest::QueryClosure { include_outputs, paths } => {
                 w.write_bool(*include_outputs)?;
                 w.write_list(paths)
             }
-            Request::BuildDerivation { drv_path, drv, options } => {
+            ServeRequest::BuildDerivation { drv_path, drv, options } => {
                 w.write_str(drv_path)?;
                 drv.write_to(w)?;
                 options.write_to(w, version)
             }
-            Request::AddToStoreNar { path, info, registration_time, ultimate } => {
+            ServeRequest::AddToStoreNar { path, info, registration_time, ultimate } => {
                 w.write_str(path)?;
                 w.write_str(info.deriver.as_deref().unwrap_or(""))?;
                 w.write_str(&info.nar_hash)?;
@@ -132,7 +132,7 @@ impl Request {
         command: Command,
         r: &mut Reader<R>,
         version: u64,
-    ) -> Result<Request, RequestError> {
+    ) -> Result<ServeRequest, RequestError> {
         let build_options = |r: &mut Reader<R>| -> Result<BuildOptions, RequestError> {
             // enforceDeterminism means nothing without repeats; current servers ignore it too.
             let (options, repeats) = BuildOptions::read_from(r, version)?;
@@ -142,29 +142,29 @@ impl Request {
             Ok(options)
         };
         Ok(match command {
-            Command::QueryValidPaths => Request::QueryValidPaths {
+            Command::QueryValidPaths => ServeRequest::QueryValidPaths {
                 lock: r.read_bool()?,
                 substitute: r.read_bool()?,
                 paths: r.read_string_set()?,
             },
-            Command::QueryPathInfos => Request::QueryPathInfos { paths: r.read_string_set()? },
-            Command::DumpStorePath => Request::DumpStorePath { path: r.read_string()? },
-            Command::ImportPaths => Request::ImportPaths,
+            Command::QueryPathInfos => ServeRequest::QueryPathInfos { paths: r.read_string_set()? },
+            Command::DumpStorePath => ServeRequest::DumpStorePath { path: r.read_string()? },
+            Command::ImportPaths => ServeRequest::ImportPaths,
             Command::ExportPaths => {
                 r.read_u64()?; // the old "sign" flag
-                Request::ExportPaths { paths: r.read_string_set()? }
+                ServeRequest::ExportPaths { paths: r.read_string_set()? }
             }
             Command::BuildPaths => {
                 let paths = r.read_string_list()?;
-                Request::BuildPaths { paths, options: build_options(r)? }
+                ServeRequest::BuildPaths { paths, options: build_options(r)? }
             }
             Command::QueryClosure => {
-                Request::QueryClosure { include_outputs: r.read_bool()?, paths: r.read_string_set()? }
+                ServeRequest::QueryClosure { include_outputs: r.read_bool()?, paths: r.read_string_set()? }
             }
             Command::BuildDerivation => {
                 let drv_path = r.read_string()?;
                 let drv = BasicDerivation::read_from(r)?;
-                Request::BuildDerivation { drv_path, drv, options: build_options(r)? }
+                ServeRequest::BuildDerivation { drv_path, drv, options: build_options(r)? }
             }
             Command::AddToStoreNar => {
                 let path = r.read_string()?;
@@ -191,7 +191,7 @@ impl Request {
                     ca: (!ca.is_empty()).then_some(ca),
                     sigs,
                 };
-                Request::AddToStoreNar { path, info, registration_time, ultimate }
+                ServeRequest::AddToStoreNar { path, info, registration_time, ultimate }
             }
         })
     }

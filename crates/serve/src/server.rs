@@ -28,7 +28,7 @@ use nwh_wire::{Limits, Reader, WireError, Writer};
 use crate::error::{is_broken_pipe, ServerError, ServerResult as Result};
 use crate::messages::{BuildPathsResult, BuildResult, PathInfo};
 use crate::protocol::{major, Command, SERVER_VERSION, SERVE_MAGIC_1, SERVE_MAGIC_2};
-use crate::request::{Request, RequestError};
+use crate::request::{RequestError, ServeRequest};
 
 /// Bounds on what a client may send. Strings may be long: a derivation's environment can hold
 /// big values (structured attributes travel as one `__json` string). The reader allocates as
@@ -157,7 +157,7 @@ impl<R: Read, W: Write> ServeServer<R, W> {
     /// The next request, or `None` when the client has closed the connection between two
     /// requests (the normal end of a session). An unknown command code is an error
     /// ([`ServerError::UnknownCommand`]): its arguments cannot be skipped.
-    pub fn next_request(&mut self) -> Result<Option<Request>> {
+    pub fn next_request(&mut self) -> Result<Option<ServeRequest>> {
         if self.poisoned {
             return Err(ServerError::Poisoned);
         }
@@ -171,11 +171,11 @@ impl<R: Read, W: Write> ServeServer<R, W> {
         };
         self.poisoned = true;
         let command = Command::from_code(code).ok_or(ServerError::UnknownCommand { code })?;
-        let request =
-            Request::read_args(command, &mut self.r, self.version).map_err(|e| request_err(command, e))?;
+        let request = ServeRequest::read_args(command, &mut self.r, self.version)
+            .map_err(|e| request_err(command, e))?;
         self.payload = match &request {
-            Request::ImportPaths => Payload::Export(Box::default()),
-            Request::AddToStoreNar { path, info, .. } => Payload::Nar {
+            ServeRequest::ImportPaths => Payload::Export(Box::default()),
+            ServeRequest::AddToStoreNar { path, info, .. } => Payload::Nar {
                 path: path.clone(),
                 nar_size: info.nar_size,
                 nar_hash: info.nar_hash.clone(),
@@ -189,7 +189,7 @@ impl<R: Read, W: Write> ServeServer<R, W> {
     }
 
     /// The same as [`ServeServer::next_request`].
-    pub fn next_command(&mut self) -> Result<Option<Request>> {
+    pub fn next_command(&mut self) -> Result<Option<ServeRequest>> {
         self.next_request()
     }
 

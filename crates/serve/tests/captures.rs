@@ -13,7 +13,7 @@ use common::{fixture, read_fixture, Sent};
 use nwh_drv::Derivation;
 use nwh_nar::copy_nar;
 use nwh_serve::{
-    BuildOptions, BuildResult, BuildStatus, PathInfo, Repeats, Request, ServeServer, CLIENT_VERSION,
+    BuildOptions, BuildResult, BuildStatus, PathInfo, Repeats, ServeRequest, ServeServer, CLIENT_VERSION,
 };
 use nwh_wire::{Reader, Writer};
 
@@ -53,24 +53,24 @@ enum Seen {
 
 /// Decodes a whole client stream with our server, reading every NAR payload (checked against
 /// its announced size and hash) and answering with nothing in particular.
-fn decode(version: &str, session: u32) -> (Vec<Request>, u64) {
+fn decode(version: &str, session: u32) -> (Vec<ServeRequest>, u64) {
     let input = capture(version, session, "client");
     let mut server = ServeServer::handshake(Cursor::new(input), std::io::sink()).unwrap();
     let client_version = server.client_version();
     let mut requests = Vec::new();
     while let Some(request) = server.next_request().unwrap() {
         match &request {
-            Request::AddToStoreNar { info, .. } => {
+            ServeRequest::AddToStoreNar { info, .. } => {
                 let summary = server.read_nar(&mut std::io::sink()).unwrap();
                 assert_eq!(summary.size, info.nar_size);
                 server.reply_ok().unwrap();
             }
-            Request::QueryValidPaths { .. } => server.reply_valid_paths::<_, &str>([]).unwrap(),
-            Request::QueryPathInfos { .. } => server.reply_path_infos(&[]).unwrap(),
-            Request::BuildDerivation { .. } => {
+            ServeRequest::QueryValidPaths { .. } => server.reply_valid_paths::<_, &str>([]).unwrap(),
+            ServeRequest::QueryPathInfos { .. } => server.reply_path_infos(&[]).unwrap(),
+            ServeRequest::BuildDerivation { .. } => {
                 server.reply_build_result(&BuildResult::new(BuildStatus::Built, "")).unwrap()
             }
-            Request::DumpStorePath { .. } => {
+            ServeRequest::DumpStorePath { .. } => {
                 server.reply_nar(&mut &read_fixture("hello.nar")[..]).unwrap();
             }
             other => panic!("{version}: Nix's hook sent {}", other.name()),
@@ -80,15 +80,15 @@ fn decode(version: &str, session: u32) -> (Vec<Request>, u64) {
     (requests, client_version)
 }
 
-fn seen(requests: &[Request]) -> Vec<Seen> {
+fn seen(requests: &[ServeRequest]) -> Vec<Seen> {
     requests
         .iter()
         .map(|r| match r {
-            Request::QueryValidPaths { paths, .. } => Seen::Valid(paths.clone()),
-            Request::QueryPathInfos { paths } => Seen::Infos(paths.clone()),
-            Request::DumpStorePath { path } => Seen::Dump(path.clone()),
-            Request::AddToStoreNar { path, .. } => Seen::Add(path.clone()),
-            Request::BuildDerivation { drv_path, .. } => Seen::Build(drv_path.clone()),
+            ServeRequest::QueryValidPaths { paths, .. } => Seen::Valid(paths.clone()),
+            ServeRequest::QueryPathInfos { paths } => Seen::Infos(paths.clone()),
+            ServeRequest::DumpStorePath { path } => Seen::Dump(path.clone()),
+            ServeRequest::AddToStoreNar { path, .. } => Seen::Add(path.clone()),
+            ServeRequest::BuildDerivation { drv_path, .. } => Seen::Build(drv_path.clone()),
             other => panic!("unexpected {other:?}"),
         })
         .collect()
@@ -120,7 +120,7 @@ fn building_without_inputs() {
             ],
             "{version}"
         );
-        let Request::QueryValidPaths { lock, substitute, .. } = &requests[0] else { unreachable!() };
+        let ServeRequest::QueryValidPaths { lock, substitute, .. } = &requests[0] else { unreachable!() };
         assert!(!lock && !substitute, "{version}");
     }
 }
@@ -146,8 +146,10 @@ fn building_with_an_upload() {
         ]);
         assert_eq!(seen(&requests), expected, "{version}");
 
-        let add = requests.iter().find(|r| matches!(r, Request::AddToStoreNar { .. })).unwrap();
-        let Request::AddToStoreNar { info, registration_time, ultimate, .. } = add else { unreachable!() };
+        let add = requests.iter().find(|r| matches!(r, ServeRequest::AddToStoreNar { .. })).unwrap();
+        let ServeRequest::AddToStoreNar { info, registration_time, ultimate, .. } = add else {
+            unreachable!()
+        };
         assert_eq!(info.nar_hash, INPUT_HASH, "{version}");
         assert_eq!(info.nar_size, 136, "{version}");
         assert_eq!(info.ca.as_deref(), Some(INPUT_CA), "{version}");
@@ -167,15 +169,15 @@ fn build_derivation_is_to_basic_of_the_drv() {
     for version in VERSIONS {
         for (session, name, closure) in [(0, "dep.drv", set(&[])), (1, "top.drv", set(&[DEP, INPUT]))] {
             let (requests, _) = decode(version, session);
-            let build = requests.iter().find(|r| matches!(r, Request::BuildDerivation { .. })).unwrap();
-            let Request::BuildDerivation { drv: sent, options, .. } = build else { unreachable!() };
+            let build = requests.iter().find(|r| matches!(r, ServeRequest::BuildDerivation { .. })).unwrap();
+            let ServeRequest::BuildDerivation { drv: sent, options, .. } = build else { unreachable!() };
             assert_eq!(*sent, drv(name).to_basic(&closure), "{version} {name}");
             assert_eq!(*options, BuildOptions::default(), "{version} {name}");
         }
     }
 }
 
-/// Each decoded request, written again by `Request::write_to`, gives the bytes Nix sent,
+/// Each decoded request, written again by `ServeRequest::write_to`, gives the bytes Nix sent,
 /// except one word of 2.8's BuildOptions (enforceDeterminism = 1, which we do not keep).
 #[test]
 fn requests_re_encode_to_nix_bytes() {
@@ -188,7 +190,7 @@ fn requests_re_encode_to_nix_bytes() {
             w.write_u64(0x207).unwrap();
             for request in &requests {
                 match request {
-                    Request::BuildDerivation { drv_path, drv, options } if version == "nix-2.8.0" => {
+                    ServeRequest::BuildDerivation { drv_path, drv, options } if version == "nix-2.8.0" => {
                         // What 2.8 sends, spelled out: the repeat fields as Nix 2.8 fills them.
                         w.write_u64(8).unwrap();
                         w.write_str(drv_path).unwrap();
@@ -198,7 +200,7 @@ fn requests_re_encode_to_nix_bytes() {
                     }
                     other => other.write_to(&mut w, 0x207).unwrap(),
                 }
-                if let Request::AddToStoreNar { info, .. } = request {
+                if let ServeRequest::AddToStoreNar { info, .. } = request {
                     // The NAR itself, cut from the capture where it stands.
                     let at = w.position() as usize;
                     w.get_mut().write_all(&input[at..at + info.nar_size as usize]).unwrap();
@@ -228,10 +230,10 @@ fn our_replies_are_nix_store_serve_bytes() {
             while let Some(request) = server.next_request().unwrap() {
                 names.push(request.name());
                 match request {
-                    Request::QueryValidPaths { .. } => {
+                    ServeRequest::QueryValidPaths { .. } => {
                         server.reply_valid_paths(replies.read_string_set().unwrap()).unwrap()
                     }
-                    Request::QueryPathInfos { .. } => {
+                    ServeRequest::QueryPathInfos { .. } => {
                         let mut infos = Vec::new();
                         loop {
                             let path = replies.read_string().unwrap();
@@ -242,17 +244,17 @@ fn our_replies_are_nix_store_serve_bytes() {
                         }
                         server.reply_path_infos(&infos).unwrap();
                     }
-                    Request::DumpStorePath { .. } => {
+                    ServeRequest::DumpStorePath { .. } => {
                         let mut nar = Vec::new();
                         copy_nar(&mut replies, &mut nar).unwrap();
                         server.reply_nar(&mut &nar[..]).unwrap();
                     }
-                    Request::AddToStoreNar { .. } => {
+                    ServeRequest::AddToStoreNar { .. } => {
                         assert_eq!(replies.read_u64().unwrap(), 1);
                         server.read_nar(&mut std::io::sink()).unwrap();
                         server.reply_ok().unwrap();
                     }
-                    Request::BuildDerivation { .. } => {
+                    ServeRequest::BuildDerivation { .. } => {
                         let result = BuildResult::read_from(&mut replies, v).unwrap();
                         assert_eq!(result.status, BuildStatus::Built, "{version}");
                         if version == "nix-2.34.8" {

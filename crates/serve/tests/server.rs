@@ -15,8 +15,8 @@ use nwh_nar::{
     copy_export, copy_nar, write_export_end, write_export_entry_header, write_export_entry_trailer,
 };
 use nwh_serve::{
-    BuildOptions, BuildPathsResult, BuildResult, BuildStatus, Command, PathInfo, Request, RequestError,
-    ServeClient, ServeError, ServeServer, ServerError, SERVER_VERSION, SERVE_MAGIC_1, SERVE_MAGIC_2,
+    BuildOptions, BuildPathsResult, BuildResult, BuildStatus, Command, PathInfo, RequestError, ServeClient,
+    ServeError, ServeRequest, ServeServer, ServerError, SERVER_VERSION, SERVE_MAGIC_1, SERVE_MAGIC_2,
 };
 
 const HELLO: &str = "/nix/store/0a6m1r2wkq6ix6lwwgrqkzvcg4j0cb8x-hello";
@@ -71,7 +71,7 @@ impl FakeStore {
     }
 
     /// Serves until the client hangs up; returns the requests, with the version used.
-    fn serve(mut self, stream: UnixStream) -> (u64, Vec<Request>) {
+    fn serve(mut self, stream: UnixStream) -> (u64, Vec<ServeRequest>) {
         let mut server = ServeServer::handshake(stream.try_clone().unwrap(), stream).unwrap();
         let version = server.version();
         let mut log = Vec::new();
@@ -82,37 +82,39 @@ impl FakeStore {
         (version, log)
     }
 
-    fn answer(&mut self, server: &mut Server, request: &Request) {
+    fn answer(&mut self, server: &mut Server, request: &ServeRequest) {
         match request {
-            Request::QueryValidPaths { paths, .. } => {
+            ServeRequest::QueryValidPaths { paths, .. } => {
                 server.reply_valid_paths(paths.iter().filter(|p| self.paths.contains_key(*p))).unwrap()
             }
-            Request::QueryPathInfos { paths } => {
+            ServeRequest::QueryPathInfos { paths } => {
                 let infos: Vec<(String, PathInfo)> = paths
                     .iter()
                     .filter_map(|p| self.paths.get(p).map(|(info, _)| (p.clone(), info.clone())))
                     .collect();
                 server.reply_path_infos(&infos).unwrap();
             }
-            Request::DumpStorePath { path } => {
+            ServeRequest::DumpStorePath { path } => {
                 let summary = server.reply_nar(&mut &self.paths[path].1[..]).unwrap();
                 assert_eq!(summary.size, self.paths[path].0.nar_size);
             }
-            Request::ImportPaths => {
+            ServeRequest::ImportPaths => {
                 self.import(server);
                 server.reply_ok().unwrap();
             }
-            Request::ExportPaths { paths } => {
+            ServeRequest::ExportPaths { paths } => {
                 let stream = self.export(paths);
                 server.reply_export(&mut &stream[..]).unwrap();
             }
-            Request::BuildPaths { paths, .. } => server.reply_build_paths(&self.build_paths(paths)).unwrap(),
-            Request::QueryClosure { paths, .. } => server.reply_closure(self.closure(paths)).unwrap(),
-            Request::BuildDerivation { drv_path, drv, .. } => {
+            ServeRequest::BuildPaths { paths, .. } => {
+                server.reply_build_paths(&self.build_paths(paths)).unwrap()
+            }
+            ServeRequest::QueryClosure { paths, .. } => server.reply_closure(self.closure(paths)).unwrap(),
+            ServeRequest::BuildDerivation { drv_path, drv, .. } => {
                 let result = self.build(drv_path, drv);
                 server.reply_build_result(&result).unwrap();
             }
-            Request::AddToStoreNar { path, info, .. } => {
+            ServeRequest::AddToStoreNar { path, info, .. } => {
                 let mut nar = Vec::new();
                 let summary = server.read_nar(&mut nar).unwrap();
                 assert_eq!(summary.size, info.nar_size);
@@ -305,13 +307,13 @@ fn builds(c: &mut Client, options: &BuildOptions, minor: u64) {
 /// What the server received: the session's requests in order, as the client was asked to
 /// send them.
 fn check_requests(
-    log: &[Request],
+    log: &[ServeRequest],
     ask: BTreeSet<String>,
     info: &PathInfo,
     options: BuildOptions,
     minor: u64,
 ) {
-    let names: Vec<&str> = log.iter().map(Request::name).collect();
+    let names: Vec<&str> = log.iter().map(ServeRequest::name).collect();
     assert_eq!(
         names,
         [
@@ -328,8 +330,10 @@ fn check_requests(
             "BuildPaths"
         ]
     );
-    assert_eq!(log[0], Request::QueryValidPaths { lock: true, substitute: false, paths: ask });
-    let Request::AddToStoreNar { path, info: got, registration_time, ultimate } = &log[5] else { panic!() };
+    assert_eq!(log[0], ServeRequest::QueryValidPaths { lock: true, substitute: false, paths: ask });
+    let ServeRequest::AddToStoreNar { path, info: got, registration_time, ultimate } = &log[5] else {
+        panic!()
+    };
     assert_eq!((path.as_str(), *registration_time, *ultimate), (UPLOADED, 0, false));
     // The client sends the hash in base 16; everything else as given.
     assert_eq!(
@@ -341,9 +345,9 @@ fn check_requests(
     let expected_options = BuildOptions { keep_failed: minor >= 7, ..options };
     assert_eq!(
         log[8],
-        Request::BuildDerivation { drv_path: DRV.into(), drv: basic_drv(), options: expected_options }
+        ServeRequest::BuildDerivation { drv_path: DRV.into(), drv: basic_drv(), options: expected_options }
     );
-    assert_eq!(log[9], Request::BuildPaths { paths: vec![OUT.into()], options: expected_options });
+    assert_eq!(log[9], ServeRequest::BuildPaths { paths: vec![OUT.into()], options: expected_options });
 }
 
 #[test]
@@ -443,16 +447,16 @@ fn truncated_input_is_eof() {
         let result = (|| -> Result<(), ServerError> {
             while let Some(request) = s.next_request()? {
                 match request {
-                    Request::AddToStoreNar { .. } => {
+                    ServeRequest::AddToStoreNar { .. } => {
                         s.read_nar(&mut std::io::sink())?;
                         s.reply_ok()?
                     }
-                    Request::QueryValidPaths { .. } => s.reply_valid_paths::<_, &str>([])?,
-                    Request::QueryPathInfos { .. } => s.reply_path_infos(&[])?,
-                    Request::BuildDerivation { .. } => {
+                    ServeRequest::QueryValidPaths { .. } => s.reply_valid_paths::<_, &str>([])?,
+                    ServeRequest::QueryPathInfos { .. } => s.reply_path_infos(&[])?,
+                    ServeRequest::BuildDerivation { .. } => {
                         s.reply_build_result(&BuildResult::new(BuildStatus::Built, ""))?
                     }
-                    Request::DumpStorePath { .. } => {
+                    ServeRequest::DumpStorePath { .. } => {
                         s.reply_nar(&mut &read_fixture("hello.nar")[..])?;
                     }
                     other => panic!("{other:?}"),
@@ -501,7 +505,7 @@ fn bad_requests() {
     // enforceDeterminism alone (Nix 2.8 sends 1) is fine.
     let input = greeting(0x207).u64(8).s(DRV).raw(&drv).u64(0).u64(0).u64(0).u64(0).u64(1).u64(0);
     let (mut s, _) = server_with(input);
-    assert!(matches!(s.next_request().unwrap(), Some(Request::BuildDerivation { .. })));
+    assert!(matches!(s.next_request().unwrap(), Some(ServeRequest::BuildDerivation { .. })));
 
     // AddToStoreNar with a hash that is no sha256, or without a size.
     let add = |hash: &str, size: u64| {
@@ -542,12 +546,12 @@ fn nar_payloads() {
 
     // Read whole and checked, answered, and the next request lines up.
     let (mut s, sent) = server_with(add_request(&nar, HELLO_HASH, 120).u64(3).s(HELLO));
-    assert!(matches!(s.next_request().unwrap(), Some(Request::AddToStoreNar { .. })));
+    assert!(matches!(s.next_request().unwrap(), Some(ServeRequest::AddToStoreNar { .. })));
     let mut got = Vec::new();
     assert_eq!(s.read_nar(&mut got).unwrap().size, 120);
     assert_eq!(got, nar);
     s.reply_ok().unwrap();
-    assert_eq!(s.next_request().unwrap(), Some(Request::DumpStorePath { path: HELLO.into() }));
+    assert_eq!(s.next_request().unwrap(), Some(ServeRequest::DumpStorePath { path: HELLO.into() }));
     assert_eq!(sent.bytes()[16..], 1u64.to_le_bytes());
 
     // Read in part through the raw reader: reply_ok drops the rest.
@@ -559,13 +563,13 @@ fn nar_payloads() {
     assert_eq!(reader.remaining(), 70);
     assert!(matches!(s.read_nar(&mut Vec::new()).unwrap_err(), ServerError::PayloadStarted { .. }));
     s.reply_ok().unwrap();
-    assert_eq!(s.next_request().unwrap(), Some(Request::DumpStorePath { path: HELLO.into() }));
+    assert_eq!(s.next_request().unwrap(), Some(ServeRequest::DumpStorePath { path: HELLO.into() }));
 
     // Not read at all: the same.
     let (mut s, _) = server_with(add_request(&nar, HELLO_HASH, 120).u64(3).s(HELLO));
     s.next_request().unwrap();
     s.reply_ok().unwrap();
-    assert_eq!(s.next_request().unwrap(), Some(Request::DumpStorePath { path: HELLO.into() }));
+    assert_eq!(s.next_request().unwrap(), Some(ServeRequest::DumpStorePath { path: HELLO.into() }));
 
     // The wrong hash, the wrong size, not a NAR, cut off.
     let (mut s, _) = server_with(add_request(&nar, &"0".repeat(64), 120));
@@ -608,7 +612,7 @@ fn export_payloads() {
 
     // Through the reader: it stops at the stream's end.
     let (mut s, _) = server_with(input());
-    assert_eq!(s.next_request().unwrap(), Some(Request::ImportPaths));
+    assert_eq!(s.next_request().unwrap(), Some(ServeRequest::ImportPaths));
     let mut got = Vec::new();
     let mut reader = s.export_reader().unwrap();
     reader.read_to_end(&mut got).unwrap();
@@ -617,7 +621,7 @@ fn export_payloads() {
     s.reply_ok().unwrap();
     assert_eq!(
         s.next_request().unwrap(),
-        Some(Request::QueryValidPaths { lock: false, substitute: false, paths: set(&[]) })
+        Some(ServeRequest::QueryValidPaths { lock: false, substitute: false, paths: set(&[]) })
     );
 
     // Copied and checked.
@@ -627,13 +631,13 @@ fn export_payloads() {
     assert_eq!(s.read_export(&mut got).unwrap().len(), 2);
     assert_eq!(got, stream);
     s.reply_ok().unwrap();
-    assert!(matches!(s.next_request().unwrap(), Some(Request::QueryValidPaths { .. })));
+    assert!(matches!(s.next_request().unwrap(), Some(ServeRequest::QueryValidPaths { .. })));
 
     // Not read: reply_ok reads it (checking it) and drops it.
     let (mut s, sent) = server_with(input());
     s.next_request().unwrap();
     s.reply_ok().unwrap();
-    assert!(matches!(s.next_request().unwrap(), Some(Request::QueryValidPaths { .. })));
+    assert!(matches!(s.next_request().unwrap(), Some(ServeRequest::QueryValidPaths { .. })));
     assert_eq!(sent.bytes()[16..], 1u64.to_le_bytes());
 
     // Bad and cut-off streams.
@@ -673,7 +677,7 @@ fn replies_must_answer_the_request() {
     sink.write_all(&read_fixture("hello.nar")).unwrap();
     sink.finish().unwrap();
     assert_eq!(sent.bytes()[16..], read_fixture("hello.nar")[..]);
-    assert!(matches!(s.next_request().unwrap(), Some(Request::DumpStorePath { .. })));
+    assert!(matches!(s.next_request().unwrap(), Some(ServeRequest::DumpStorePath { .. })));
 
     // A sink dropped in the middle of a NAR breaks the connection.
     let mut sink = s.nar_sink();
@@ -726,7 +730,7 @@ fn replies_follow_the_version() {
         let bytes = sent.bytes();
         let mut r = nwh_wire::Reader::new(&bytes[16..]);
         assert_eq!(BuildResult::read_from(&mut r, version).unwrap().error_msg, "it broke");
-        assert!(matches!(s.next_request().unwrap(), Some(Request::QueryPathInfos { .. })));
+        assert!(matches!(s.next_request().unwrap(), Some(ServeRequest::QueryPathInfos { .. })));
         let before = sent.bytes().len();
         s.reply_path_infos(&[(HELLO.to_string(), info.clone())]).unwrap();
         // the path, its info, and the empty string that ends the list
@@ -747,7 +751,7 @@ fn a_client_that_went_away() {
     let server = thread::spawn(move || {
         let mut s = ServeServer::handshake(theirs.try_clone().unwrap(), theirs).unwrap();
         let request = s.next_request().unwrap();
-        assert!(matches!(request, Some(Request::DumpStorePath { .. })));
+        assert!(matches!(request, Some(ServeRequest::DumpStorePath { .. })));
         gone.recv().unwrap();
         s.reply_nar(&mut &read_fixture("hello.nar")[..]).unwrap_err()
     });

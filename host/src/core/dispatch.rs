@@ -17,8 +17,8 @@ pub use crate::core::schedule::{Placed, Placement};
 use crate::core::trace;
 use crate::transfer;
 use crate::transfer::health::Health;
-use crate::transfer::ssh::{Master, SshOptions};
-use nwh_decision::{Local, MachineView, Request};
+use crate::transfer::ssh::{Connection, SshOptions};
+use nwh_decision::{LocalMachine, MachineView, Request};
 use nwh_options::Options;
 
 /// How long a front-end lets a build wait for a slot before it gives up with `Postponed`.
@@ -35,7 +35,7 @@ pub struct Dispatcher {
     connect_first: bool,
     tracer: Option<trace::Writer>,
     /// Reasons found by this process; other processes' findings come from `health`.
-    failed_here: Vec<Option<String>>,
+    down_here: Vec<Option<String>>,
     /// Machines this hook cannot build on at all; it does not change while it runs.
     unsupported: Vec<Option<String>>,
 }
@@ -46,7 +46,7 @@ impl Dispatcher {
         local_store: &transfer::local_store::LocalStore,
         machines: Vec<Machine>,
         policies: Policies,
-        local: Local,
+        local: LocalMachine,
         nix: Option<NixRelease>,
     ) -> Dispatcher {
         let tracer = opts.trace.as_ref().map(|p| {
@@ -54,7 +54,7 @@ impl Dispatcher {
             trace::Writer::new(p.clone(), opts.trace_max_bytes(), configured.id()).with_secrets(&machines)
         });
         let unsupported = machines.iter().map(|m| transfer::target::unsupported(m, local_store)).collect();
-        let failed_here = vec![None; machines.len()];
+        let down_here = vec![None; machines.len()];
         let load = nwh_slots::LoadDir::open(opts.current_load_dir(&local_store.state_dir));
         Dispatcher {
             scheduler: Scheduler::new(machines, load, policies, local, nix),
@@ -62,7 +62,7 @@ impl Dispatcher {
             ssh: SshOptions::from(opts),
             connect_first: opts.connect_before_accept(),
             tracer,
-            failed_here,
+            down_here,
             unsupported,
         }
     }
@@ -121,10 +121,10 @@ impl Dispatcher {
     /// unreachable here, and those other processes found unreachable.
     fn disable_unusable(&mut self) {
         for (i, m) in self.scheduler.machines.iter().enumerate() {
-            self.scheduler.disabled[i] = self.unsupported[i]
+            self.scheduler.down[i] = self.unsupported[i]
                 .clone()
-                .or_else(|| self.failed_here[i].clone())
-                .or_else(|| self.health.disabled_reason(&m.uri));
+                .or_else(|| self.down_here[i].clone())
+                .or_else(|| self.health.down_reason_of(&m.uri));
         }
     }
 
@@ -184,10 +184,10 @@ impl Dispatcher {
             return Some(placed);
         }
         match self.connect(machine, logger) {
-            Ok(master) => {
+            Ok(conn) => {
                 self.record(time, scheduled, nwh_trace::Outcome::Accepted { uri: uri.clone() }, logger);
                 self.health.mark_up(&uri);
-                placed.master = Some(master);
+                placed.conn = Some(conn);
                 Some(placed)
             }
             Err(e) => {
@@ -202,25 +202,25 @@ impl Dispatcher {
                 let reason = format!("{e:#}");
                 logger.error(&format!("cannot build on '{uri}': {reason}"));
                 self.health.mark_down(&uri, &reason);
-                self.failed_here[machine] = Some(format!("unreachable ({reason})"));
+                self.down_here[machine] = Some(format!("unreachable ({reason})"));
                 None
             }
         }
     }
 
     /// The SSH master of a placed build: the one made before answering, or a new one.
-    pub fn master(&self, placed: &mut Placed, logger: &Logger) -> Result<Master> {
-        match placed.master.take() {
+    pub fn connection(&self, placed: &mut Placed, logger: &Logger) -> Result<Connection> {
+        match placed.conn.take() {
             Some(m) => Ok(m),
             None => self.connect(placed.machine, logger),
         }
     }
 
-    fn connect(&self, machine: usize, logger: &Logger) -> Result<Master> {
+    fn connect(&self, machine: usize, logger: &Logger) -> Result<Connection> {
         let m = &self.scheduler.machines[machine];
         let _a = logger.start(Level::Talkative, Activity::Unknown, &format!("connecting to '{}'", m.uri));
         let target = transfer::target::Target::from_machine(m)?;
-        transfer::ssh::master(&target, &self.ssh)
+        transfer::ssh::connect(&target, &self.ssh)
     }
 
     fn record(

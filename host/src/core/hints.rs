@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use nwh_decision::{Local, MachineView, Request};
+use nwh_decision::{LocalMachine, MachineView, Request};
 
 /// The known word closest to `wanted`, when it is close enough to be a likely typo.
 pub fn nearest<'a>(wanted: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
@@ -18,7 +18,7 @@ pub fn nearest<'a>(wanted: &str, known: impl IntoIterator<Item = &'a str>) -> Op
 
 /// One line per system or required feature that no machine, and not the local one, has —
 /// with the nearest one some machine does have, when there is one.
-pub fn unknown_words(req: &Request, machines: &[MachineView], local: &Local) -> Vec<String> {
+pub fn unknown_words(req: &Request, machines: &[MachineView], local: &LocalMachine) -> Vec<String> {
     let mut hints = Vec::new();
     let mut systems: BTreeSet<&str> =
         machines.iter().flat_map(|m| m.systems.iter().map(String::as_str)).collect();
@@ -67,7 +67,7 @@ mod tests {
 
     #[test]
     fn only_words_nothing_has_are_named() {
-        let local = Local {
+        let local = LocalMachine {
             max_jobs: 0,
             system: "x86_64-linux".into(),
             extra_platforms: vec!["i686-linux".into()],

@@ -5,7 +5,7 @@
 //! and `explain` quote the words the user is about to see next to their own explanation, so
 //! the two read as one story.
 
-use nwh_decision::{Local, Request};
+use nwh_decision::{LocalMachine, Request};
 
 /// How a range of Nix releases words a derivation that the hook declined and that it cannot
 /// build itself.
@@ -61,7 +61,7 @@ impl Wording {
     /// The start of Nix's error for `req`, which no machine took and which `local` cannot
     /// build (the part that does not depend on the terminal, with the derivation's path);
     /// `None` when Nix can build it after all.
-    pub fn nothing_can_build(self, req: &Request, local: &Local) -> Option<String> {
+    pub fn nothing_can_build(self, req: &Request, local: &LocalMachine) -> Option<String> {
         let drv = if req.drv_path.starts_with('/') { req.drv_path.as_str() } else { "…" };
         // Nix's local build checks, which unlike the hook's "could build locally" let
         // `builtin` through.
@@ -198,7 +198,7 @@ impl NixRelease {
 /// What Nix does with `req` once no machine took it and `local` cannot build it, in Nix's
 /// words: `Nix 2.8.0 fails with "…"`; when the release is not known, every wording with the
 /// releases that use it. `None` when Nix can build it after all.
-pub fn nix_fails_with(nix: Option<&NixRelease>, req: &Request, local: &Local) -> Option<String> {
+pub fn nix_fails_with(nix: Option<&NixRelease>, req: &Request, local: &LocalMachine) -> Option<String> {
     if let Some(n) = nix {
         let quote = n.wording.nothing_can_build(req, local)?;
         return Some(format!("{} fails with \"{quote}\"", n.name));
@@ -242,8 +242,8 @@ fn releases_from_to(first: Wording, last: Wording) -> String {
 mod tests {
     use super::*;
 
-    fn local(max_jobs: u32) -> Local {
-        Local {
+    fn local(max_jobs: u32) -> LocalMachine {
+        LocalMachine {
             max_jobs,
             system: "x86_64-linux".into(),
             extra_platforms: vec!["i686-linux".into()],

@@ -12,7 +12,7 @@ use nwh_slots::{LoadDir, SlotLock};
 use crate::core::log::Level;
 use crate::core::nix_release::NixRelease;
 use crate::core::policy::{Decided, Policies};
-use nwh_decision::{self as decision, Decision, Local, MachineView, Request};
+use nwh_decision::{self as decision, Decision, LocalMachine, MachineView, Request};
 
 /// Where one derivation goes: the one result, from the policy's answer to the transfer.
 pub enum Placement {
@@ -32,7 +32,7 @@ pub struct Placed {
     pub uri: String,
     pub slot: SlotLock,
     /// The SSH master, when the connection was made before answering.
-    pub master: Option<crate::transfer::ssh::Master>,
+    pub conn: Option<crate::transfer::ssh::Connection>,
 }
 
 /// The scheduler's decision on one request: where it goes, what that was decided on, and the
@@ -48,10 +48,10 @@ pub struct Scheduler {
     pub machines: Vec<Machine>,
     /// Why a machine is not to be used now (this process or another hook failed to reach
     /// it); Nix's `enabled = false`, with the reason kept for the user.
-    pub disabled: Vec<Option<String>>,
+    pub down: Vec<Option<String>>,
     pub load: LoadDir,
     pub policies: Policies,
-    pub local: Local,
+    pub local: LocalMachine,
     /// The parent's release, for quoting its words; `None` when it cannot be told.
     pub nix: Option<NixRelease>,
 }
@@ -61,11 +61,11 @@ impl Scheduler {
         machines: Vec<Machine>,
         load: LoadDir,
         policies: Policies,
-        local: Local,
+        local: LocalMachine,
         nix: Option<NixRelease>,
     ) -> Self {
-        let disabled = vec![None; machines.len()];
-        Scheduler { machines, disabled, load, policies, local, nix }
+        let down = vec![None; machines.len()];
+        Scheduler { machines, down, load, policies, local, nix }
     }
 
     /// `offer` (Nix's `try`, which does not say whether it could build locally) with what
@@ -96,7 +96,7 @@ impl Scheduler {
                 .load
                 .scan(&main, &m.uri, m.max_jobs)
                 .with_context(|| format!("reading the build slots of {}", m.uri))?;
-            views.push(view(m, scan.in_use, self.disabled[i].clone()));
+            views.push(view(m, scan.in_use, self.down[i].clone()));
             free.push(scan.free);
         }
         Ok((views, free, main))
@@ -148,7 +148,7 @@ impl Scheduler {
         let (machine, slot) = ranking.iter().find_map(|&i| Some((i as usize, free[i as usize].take()?)))?;
         // The mtime only records when a machine was last chosen; a failure changes nothing.
         let _ = slot.touch();
-        Some(Placed { machine, uri: self.machines[machine].uri.clone(), slot, master: None })
+        Some(Placed { machine, uri: self.machines[machine].uri.clone(), slot, conn: None })
     }
 
     fn explain_decline(&self, req: &Request, views: &[MachineView], decided: &Decided) -> (Level, String) {

@@ -8,7 +8,7 @@ use nwh_machines::{Machines, ParseContext};
 use nwh_nixconf::Settings;
 
 use crate::transfer::local_store::LocalStore;
-use nwh_decision::Local;
+use nwh_decision::LocalMachine;
 
 /// Loads nix.conf and `NIX_CONFIG` as Nix does, then applies the parent's block.
 pub fn load(block: &[(String, String)]) -> Result<Settings> {
@@ -49,8 +49,8 @@ fn remote_systems_default() -> Option<String> {
 /// What the parent can build itself, as Nix's own hook reckons it: its `max-jobs`, systems and
 /// the local store's features (`system-features`, plus `ca-derivations` and `recursive-nix`
 /// when those experiments are on).
-pub fn local(settings: &Settings) -> Local {
-    Local {
+pub fn local(settings: &Settings) -> LocalMachine {
+    LocalMachine {
         max_jobs: settings.max_jobs(),
         system: settings.system().to_string(),
         extra_platforms: settings.extra_platforms(),

@@ -9,22 +9,22 @@ use crate::core::log::{Level, Logger};
 use crate::core::nix_release::NixRelease;
 use crate::core::policy::Policies;
 use crate::core::timeline;
-use crate::front_end::protocol::{Message, Session};
+use crate::front_end::protocol::{Conversation, Message};
 use crate::transfer;
 use nwh_decision::Request;
 use nwh_options::Options;
 
 /// Nix's side of the conversation: its questions on stdin, the replies on stderr.
-type HookSession = Session<std::io::StdinLock<'static>, std::io::Stderr>;
+type WithParent = Conversation<std::io::StdinLock<'static>, std::io::Stderr>;
 
 /// Runs one hook session on stdin/stderr. Returns the process exit code.
 pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
     let stdin = std::io::stdin().lock();
     // stdout and stderr are the same pipe to Nix; replies go to stderr as Nix's own hook does.
     let stderr = std::io::stderr();
-    let mut session = Session::new(stdin, stderr);
+    let mut parent = Conversation::new(stdin, stderr);
 
-    let block = session.read_settings().context("reading the settings block that Nix sends first")?;
+    let block = parent.read_settings().context("reading the settings block that Nix sends first")?;
     let settings = crate::core::settings::load(&block).context("reading Nix's settings")?;
     timeline::mark("settings");
     for w in settings.warnings() {
@@ -36,7 +36,7 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
         Err(e) => {
             // Nothing could be brought back: every build is Nix's to do or to refuse.
             logger.warn(&format!("nix-wasm-hook: builds nothing remotely: {e:#}"));
-            session.decline_permanently()?;
+            parent.decline_permanently()?;
             return Ok(0);
         }
     };
@@ -44,18 +44,18 @@ pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
     let Some(mut dispatcher) = dispatcher(opts, &block, &settings, &store, logger)? else {
         // Nix asks nothing more of a hook that declines permanently, so this is the only
         // moment to say why the list is empty when that was not intended.
-        session.decline_permanently()?;
+        parent.decline_permanently()?;
         return Ok(0);
     };
     loop {
-        let t = match session.next_message()? {
+        let t = match parent.next_message()? {
             Message::End => return Ok(0),
             Message::Try(t) => t,
         };
         // Read once, for what decides the answer and for the build.
         let drv = transfer::read_derivation(&t.drv_path);
-        if let Some(placed) = answer(&mut session, &mut dispatcher, &t, drv.as_ref().ok(), opts, logger)? {
-            return build(&mut session, &dispatcher, placed, &t, drv, &settings, logger);
+        if let Some(placed) = answer(&mut parent, &mut dispatcher, &t, drv.as_ref().ok(), opts, logger)? {
+            return build(&mut parent, &dispatcher, placed, &t, drv, &settings, logger);
         }
     }
 }
@@ -96,7 +96,7 @@ fn dispatcher(
 /// Places `t` and tells Nix: the placement when the build goes to a builder, none when Nix
 /// was told to decline or postpone it.
 fn answer(
-    session: &mut HookSession,
+    parent: &mut WithParent,
     dispatcher: &mut Dispatcher,
     t: &Request,
     drv: Option<&nwh_drv::Derivation>,
@@ -107,7 +107,7 @@ fn answer(
     // One that cannot be read is accepted, and its build says why.
     if let Some(why) = drv.and_then(transfer::cannot_finish) {
         logger.warn(&format!("nix-wasm-hook: declines {}: {why}", t.drv_path));
-        session.decline()?;
+        parent.decline()?;
         return Ok(None);
     }
     let placement = dispatcher.place(t, Wait::UpTo(opts.postpone_wait()), logger).unwrap_or_else(|e| {
@@ -121,14 +121,14 @@ fn answer(
             if let Some((level, text)) = &explanation {
                 logger.msg(*level, text);
             }
-            session.decline()?;
+            parent.decline()?;
             Ok(None)
         }
         Placement::Postponed { explanation } => {
             if let Some((_, text)) = &explanation {
                 logger.warn(text);
             }
-            session.postpone()?;
+            parent.postpone()?;
             Ok(None)
         }
         Placement::Placed(placed) => Ok(Some(placed)),
@@ -138,7 +138,7 @@ fn answer(
 /// Accepts the placed build, reads what Nix sends with it and builds it on the builder.
 /// Returns the process exit code.
 fn build(
-    session: &mut HookSession,
+    parent: &mut WithParent,
     dispatcher: &Dispatcher,
     mut placed: Box<crate::core::dispatch::Placed>,
     t: &Request,
@@ -149,12 +149,12 @@ fn build(
     let drv_path = t.drv_path.as_str();
     // The slot stays held until the builder is done with the build (Nix's own hook holds
     // it until it exits, also while it registers the outputs locally).
-    session.accept(&placed.uri)?;
+    parent.accept(&placed.uri)?;
     timeline::mark("accepted");
-    let accepted = session.read_accepted()?;
+    let accepted = parent.read_accepted()?;
     timeline::mark("inputs");
-    let master = dispatcher
-        .master(&mut placed, logger)
+    let conn = dispatcher
+        .connection(&mut placed, logger)
         .with_context(|| format!("cannot build on '{}'", placed.uri))?;
     timeline::mark("connected");
     // Not readable (Nix had it valid a moment ago): the accepted build fails with why.
@@ -169,8 +169,8 @@ fn build(
         settings,
         upload_lock: &dispatcher.upload_lock(&placed.uri),
     };
-    let built = transfer::build(&master, &job, placed.slot, crate::front_end::fds::build_log()?, logger);
-    match built.map_err(|e| master.with_loss(e))? {
+    let built = transfer::build(&conn, &job, placed.slot, crate::front_end::fds::build_log()?, logger);
+    match built.map_err(|e| conn.with_loss(e))? {
         transfer::Finished::Built => Ok(0),
         transfer::Finished::Failed { message, by_path } => {
             let nix = dispatcher.nix();

@@ -3,9 +3,9 @@
 //!
 //! * [`hook`]: Nix's `build-hook` — the hook protocol on stdin and stderr ([`protocol`]), the
 //!   build log on fd 4 ([`fds`]);
-//! * [`builder`]: builder mode — one builder of Nix's own hook, on the serve protocol.
+//! * [`builder_mode`]: builder mode — one builder of Nix's own hook, on the serve protocol.
 
-pub mod builder;
+pub mod builder_mode;
 pub(crate) mod fds;
 pub mod hook;
 pub mod protocol;

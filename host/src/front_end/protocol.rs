@@ -1,6 +1,6 @@
-//! The hook session as Nix 2.x and Lix ≤ 2.93 speak it: the settings block, then `try`
-//! requests answered with `# accept` / `# decline` / `# decline-permanently` / `# postpone`
-//! lines on stderr. No policy of its own: it only reads and writes.
+//! The conversation with the parent (the Nix that runs the hook) as Nix 2.x and Lix ≤ 2.93
+//! speak it: the settings block, then `try` requests answered with `# accept` / `# decline` /
+//! `# decline-permanently` / `# postpone` lines on stderr. No policy of its own: it only reads and writes.
 
 use std::io::{Read, Write};
 
@@ -32,14 +32,14 @@ pub struct Accepted {
     pub wanted_outputs: Vec<String>,
 }
 
-pub struct Session<R: Read, W: Write> {
+pub struct Conversation<R: Read, W: Write> {
     input: Reader<R>,
     replies: W,
 }
 
-impl<R: Read, W: Write> Session<R, W> {
+impl<R: Read, W: Write> Conversation<R, W> {
     pub fn new(input: R, replies: W) -> Self {
-        Session {
+        Conversation {
             input: Reader::with_limits(input, Limits { max_string_len: MAX_STRING, max_list_len: MAX_LIST }),
             replies,
         }

@@ -57,7 +57,7 @@ impl Health {
 
     /// Why the hook will not use the builder now, in the words the hook reports; `None`
     /// when it may be tried.
-    pub fn disabled_reason(&self, uri: &str) -> Option<String> {
+    pub fn down_reason_of(&self, uri: &str) -> Option<String> {
         self.down(uri).map(|d| {
             format!("unreachable ({}); not tried again for {} s", d.reason, d.until.saturating_sub(d.since))
         })

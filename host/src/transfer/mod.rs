@@ -21,7 +21,7 @@ use nwh_nixconf::Settings;
 use nwh_serve::BuildOptions;
 
 use crate::core::log::{Activity, Level, Logger};
-use ssh::Master;
+use ssh::Connection;
 use store::{Link, StoreConn};
 
 /// How a remote build ended, as Nix must learn it (docs/hook-protocol.md §9).
@@ -227,7 +227,7 @@ pub fn read_derivation(drv_path: &str) -> Result<nwh_drv::Derivation> {
 /// The builder's stderr (build log and errors) goes to `build_log`: Nix's build log, as with
 /// Nix's own hook.
 pub fn build(
-    master: &Master,
+    conn: &Connection,
     job: &Job,
     slot: nwh_slots::SlotLock,
     build_log: std::os::fd::OwnedFd,
@@ -248,7 +248,7 @@ pub fn build(
     let missing = std::thread::spawn(move || local::invalid(&outputs));
     let floating = floating_ids(drv, job.wanted_outputs)?;
     let basic = drv.to_basic(&inputs);
-    let there = Builder { master, uri: job.uri, upload_lock: job.upload_lock, settings: job.settings };
+    let there = Builder { conn, uri: job.uri, upload_lock: job.upload_lock, settings: job.settings };
     let Ran { mut session, result, uploaded, by_path } =
         there.run(build_log, &inputs, job.drv_path, &basic, &build_options(job.settings), logger)?;
     let missing =
@@ -304,7 +304,7 @@ pub fn build(
 /// A builder as both front-ends build on it: its SSH master (or the store program run here),
 /// its URI, its upload lock, and the parent's settings.
 pub struct Builder<'a> {
-    pub master: &'a Master,
+    pub conn: &'a Connection,
     pub uri: &'a str,
     pub upload_lock: &'a Path,
     pub settings: &'a Settings,
@@ -335,8 +335,8 @@ impl Builder<'_> {
         logger: &Logger,
     ) -> Result<Ran> {
         // A local store builds with the settings Nix sent, as in Nix's own hook.
-        let master = &self.master.with_settings(self.settings);
-        let mut session = BuilderSession::open(master, self.uri, log)?;
+        let conn = &self.conn.with_settings(self.settings);
+        let mut session = BuilderSession::open(conn, self.uri, log)?;
         let uploaded =
             session.upload(inputs, self.settings.builders_use_substitutes(), self.upload_lock, logger)?;
         let by_path = session.store.builds_by_path(drv);
@@ -370,8 +370,8 @@ pub struct BuilderSession {
 impl BuilderSession {
     /// Borrows a warm session of the builder's store program or starts one; its stderr (build
     /// logs, errors) goes to `log`.
-    pub fn open(master: &Master, uri: &str, log: std::os::fd::OwnedFd) -> Result<BuilderSession> {
-        let (store, link) = StoreConn::open(master, log)?;
+    pub fn open(conn: &Connection, uri: &str, log: std::os::fd::OwnedFd) -> Result<BuilderSession> {
+        let (store, link) = StoreConn::open(conn, log)?;
         crate::core::timeline::mark("session");
         Ok(BuilderSession { uri: uri.to_string(), store, link })
     }

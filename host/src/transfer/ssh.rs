@@ -106,12 +106,12 @@ fn link_from_state(state: &PrivateDir, to: &Path) {
 /// A live master for one builder; for a target that runs here, only the way to start its
 /// store program.
 #[derive(Clone, Debug)]
-pub struct Master {
+pub struct Connection {
     pub target: Target,
     /// The control socket; none for a target that runs here.
     pub socket: Option<PathBuf>,
     /// Settings for the store program of a local store, started here (`NIX_CONFIG` lines,
-    /// after the inherited ones): see [`Master::with_settings`].
+    /// after the inherited ones): see [`Connection::with_settings`].
     pub nix_config: Vec<String>,
 }
 
@@ -125,7 +125,7 @@ pub struct Unreachable {
 
 /// Returns a running master for `target`, reusing one another hook process started; for a
 /// target that runs here, nothing to start.
-pub fn master(target: &Target, opts: &SshOptions) -> Result<Master> {
+pub fn connect(target: &Target, opts: &SshOptions) -> Result<Connection> {
     if target.via == Via::Here {
         // Found before the build is accepted, as Nix's hook starts it before it accepts: a
         // builder whose program is not here is skipped for the next one, not a failed build.
@@ -141,9 +141,9 @@ pub fn master(target: &Target, opts: &SshOptions) -> Result<Master> {
             }
             .into());
         }
-        // A local store's program gets what Nix's hook sets for one ([`Master::with_settings`]).
+        // A local store's program gets what Nix's hook sets for one ([`Connection::with_settings`]).
         let nix_config = if target.is_local_store() { vec!["max-jobs = 1".into()] } else { Vec::new() };
-        return Ok(Master { target: target.clone(), socket: None, nix_config });
+        return Ok(Connection { target: target.clone(), socket: None, nix_config });
     }
     // Whoever can reach a control socket runs commands on the builder as us.
     let dir = control_dir(opts)?;
@@ -152,14 +152,14 @@ pub fn master(target: &Target, opts: &SshOptions) -> Result<Master> {
     // One process launches while the others wait, so a builder gets one master, not several.
     let lock = dir.open_lock(&format!("{name}.lock"))?;
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
-    let master = Master { target: target.clone(), socket: Some(socket.clone()), nix_config: Vec::new() };
+    let conn = Connection { target: target.clone(), socket: Some(socket.clone()), nix_config: Vec::new() };
     if alive(&socket) {
-        return Ok(master);
+        return Ok(conn);
     }
     dir.remove(&format!("{name}.sock"))?;
     launch(target, opts, &dir, &name, &socket)?;
     drop(lock);
-    Ok(master)
+    Ok(conn)
 }
 
 /// Whether `program` names an executable file: as a path, or in the PATH as `execvp` looks.
@@ -189,7 +189,7 @@ fn ssh_base(target: &Target, socket: &Path) -> Command {
     c
 }
 
-impl Master {
+impl Connection {
     /// `e`, with why the connection went when the master is gone: ssh gave the builder up
     /// (its keepalives went unanswered for a minute, the network went down), in ssh's own
     /// words from the master's log. A build that failed so would otherwise say only that the
@@ -287,7 +287,7 @@ enum RemoteChild {
     Here(std::process::Child),
 }
 
-impl Master {
+impl Connection {
     /// Starts `program args…` on the builder through the master, or here as a child. Arguments
     /// are escaped by the openssh crate, and a child here gets them as they are, without a
     /// shell: nothing from the machines file reaches a shell unquoted.
@@ -305,7 +305,7 @@ impl Master {
     /// local?root= work": a `max-jobs = 0` master still builds there). A value of more than one
     /// line is left out (`NIX_CONFIG` is read by lines). An `ssh://localhost` line's program
     /// gets none of them, as from Nix: it is the builder's own, reading its own configuration.
-    pub fn with_settings(&self, settings: &nwh_nixconf::Settings) -> Master {
+    pub fn with_settings(&self, settings: &nwh_nixconf::Settings) -> Connection {
         if !self.target.is_local_store() {
             return self.clone();
         }
@@ -318,7 +318,7 @@ impl Master {
             .map(|(name, value)| format!("{name} = {value}"))
             .collect();
         lines.push("max-jobs = 1".into());
-        Master { nix_config: lines, ..self.clone() }
+        Connection { nix_config: lines, ..self.clone() }
     }
 }
 
@@ -348,7 +348,7 @@ fn spawn_here(program: &str, args: &[&str], stderr: OwnedFd, nix_config: &[Strin
     Ok(Remote { stdin: our_in, stdout: our_out, child: RemoteChild::Here(child) })
 }
 
-/// [`Master::spawn`] through the master listening on `socket`.
+/// [`Connection::spawn`] through the master listening on `socket`.
 pub fn spawn_through(socket: &Path, program: &str, args: &[&str], stderr: OwnedFd) -> Result<Remote> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let session =

@@ -12,7 +12,7 @@ use nwh_daemon::{DaemonClient, Field, LogMessage};
 use nwh_nar::NarSummary;
 use nwh_serve::{BuildOptions, BuildResult, PathInfo, ServeClient};
 
-use super::ssh::{Master, Remote};
+use super::ssh::{Connection, Remote};
 use super::target::Protocol;
 use super::{from_builder, local};
 use crate::core::log::Logger;
@@ -45,17 +45,17 @@ impl StoreConn {
     /// Borrows a warm session of the builder's store program (`ssh://` only) or starts it
     /// through `master`; its stderr (and, for a daemon, its messages and build log lines) go to
     /// `log`.
-    pub fn open(master: &Master, log: OwnedFd) -> Result<(StoreConn, Link)> {
-        let target = &master.target;
+    pub fn open(conn: &Connection, log: OwnedFd) -> Result<(StoreConn, Link)> {
+        let target = &conn.target;
         let args = target.store_args(true);
         if target.protocol == Protocol::Serve {
-            if let Some(lent) = super::warm::borrow(master, &target.remote_program, &args, &log) {
+            if let Some(lent) = super::warm::borrow(conn, &target.remote_program, &args, &log) {
                 let conn = ServeClient::resume(target.display(), lent.stdout, lent.stdin, lent.version);
                 return Ok((StoreConn::Serve(conn), Link::Lent(lent.lease)));
             }
         }
         let log_file = File::from(log.try_clone()?);
-        let remote = master.spawn(&target.remote_program, &args, log)?;
+        let remote = conn.spawn(&target.remote_program, &args, log)?;
         let (stdout, stdin) = (remote.stdout.try_clone()?, remote.stdin.try_clone()?);
         let conn = match target.protocol {
             Protocol::Serve => StoreConn::Serve(ServeClient::handshake(target.display(), stdout, stdin)?),

@@ -71,13 +71,13 @@ const INERT_PARAMETERS: &[&str] = &[
 /// to nix-wasm-hook, or a store that is the master's own (`master`, the one Nix's `store`
 /// setting names). Such a machine is shown to the policy as disabled, with
 /// this reason, instead of being chosen and then failing.
-pub fn unsupported(m: &Machine, master: &LocalStore) -> Option<String> {
+pub fn unsupported(m: &Machine, conn: &LocalStore) -> Option<String> {
     if m.builder_mode_program().is_some() {
         return Some(BUILDER_MODE_LINE.to_string());
     }
     match Target::from_machine(m) {
         Err(e) => Some(format!("{e:#}")),
-        Ok(t) => t.on_master_store(master),
+        Ok(t) => t.on_master_store(conn),
     }
 }
 
@@ -217,12 +217,12 @@ impl Target {
     /// wait on them for ever (Nix's own hook hangs there too, NixOS/nix#2029). Two stores are
     /// the same when their store directories are the same place on disk
     /// ([`LocalStore::same_as`]).
-    pub fn on_master_store(&self, master: &LocalStore) -> Option<String> {
+    pub fn on_master_store(&self, conn: &LocalStore) -> Option<String> {
         if self.via != Via::Here {
             return None;
         }
         let ours = LocalStore::parse(self.remote_store.as_deref().unwrap_or("auto")).ok()?;
-        if !ours.same_as(master) {
+        if !ours.same_as(conn) {
             return None;
         }
         Some(format!(
@@ -230,7 +230,7 @@ impl Target {
              runs: the build would wait on them for ever (NixOS/nix#2029); remove the line and raise \
              max-jobs to build locally, or give it another store (?remote-store=/path for ssh://localhost, \
              or a store path as the URI)",
-            master.uri.as_deref().unwrap_or("auto")
+            conn.uri.as_deref().unwrap_or("auto")
         ))
     }
 
@@ -375,7 +375,7 @@ mod tests {
     #[test]
     fn a_builder_in_the_master_store_is_declined() {
         let store = |uri: Option<&str>| LocalStore::parse(uri.unwrap_or("auto")).unwrap();
-        let declined = |uri: &str, master: Option<&str>| unsupported(&m(uri), &store(master)).is_some();
+        let declined = |uri: &str, conn: Option<&str>| unsupported(&m(uri), &store(conn)).is_some();
         for uri in ["ssh://localhost", "ssh-ng://localhost", "auto", "local", "daemon", "?system-features=x"]
         {
             assert!(declined(uri, None), "{uri}");

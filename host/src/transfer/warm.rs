@@ -51,7 +51,7 @@ use serde::{Deserialize, Serialize};
 
 use nwh_files::private::{Access, PrivateDir};
 
-use super::ssh::{Master, Remote};
+use super::ssh::{Connection, Remote};
 
 /// How long the keeper stays without a request before it ends (and its sessions with it).
 pub const IDLE: Duration = Duration::from_secs(60);
@@ -142,14 +142,14 @@ impl Lease {
 
 /// Borrows a warm session for `master`'s builder, its stderr going to `log`; `None` when the
 /// keeper is not there (it is started for the next build) or cannot lend one.
-pub fn borrow(master: &Master, program: &str, args: &[&str], log: &OwnedFd) -> Option<Lent> {
-    let socket = master.socket.as_ref()?;
+pub fn borrow(conn: &Connection, program: &str, args: &[&str], log: &OwnedFd) -> Option<Lent> {
+    let socket = conn.socket.as_ref()?;
     let dir = PrivateDir::open(socket.parent()?, Access::Secret).ok()?;
     let ask = Ask {
         socket: socket.clone(),
         program: program.to_string(),
         args: args.iter().map(|a| a.to_string()).collect(),
-        host: master.target.display(),
+        host: conn.target.display(),
     };
     record(&dir, &ask).ok()?;
     let mut stream = match UnixStream::connect(dir.join(SOCKET)) {

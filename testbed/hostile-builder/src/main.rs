@@ -22,7 +22,7 @@ use std::io::{BufReader, Write};
 use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::{bail, Context, Result};
-use nwh_serve::{PathInfo, Request, ServeClient, ServeServer};
+use nwh_serve::{PathInfo, ServeClient, ServeRequest, ServeServer};
 use sha2::{Digest, Sha256};
 
 enum Attack {
@@ -80,7 +80,7 @@ fn run() -> Result<()> {
 
 fn relay<R, W, CR, CW>(
     attack: &Attack,
-    request: Request,
+    request: ServeRequest,
     real: &mut ServeClient<CR, CW>,
     server: &mut ServeServer<R, W>,
 ) -> Result<()>
@@ -91,14 +91,14 @@ where
     CW: Write,
 {
     match request {
-        Request::QueryValidPaths { lock, substitute, paths } => {
+        ServeRequest::QueryValidPaths { lock, substitute, paths } => {
             server.reply_valid_paths(real.query_valid_paths(&paths, lock, substitute)?)?
         }
-        Request::QueryPathInfos { paths } => {
+        ServeRequest::QueryPathInfos { paths } => {
             let infos = real.query_path_infos(&paths)?;
             server.reply_path_infos(&lie_about(attack, &paths, infos))?
         }
-        Request::DumpStorePath { path } => match attack {
+        ServeRequest::DumpStorePath { path } => match attack {
             Attack::ExtraPath(extra) if *extra == path => {
                 server.reply_nar(&mut planted_nar().as_slice())?;
             }
@@ -117,24 +117,24 @@ where
                 sink.finish()?;
             }
         },
-        Request::AddToStoreNar { path, info, .. } => {
+        ServeRequest::AddToStoreNar { path, info, .. } => {
             real.add_to_store_nar(&path, &info, &mut BufReader::new(server.nar_reader()?))?;
             server.reply_ok()?
         }
-        Request::ImportPaths => {
+        ServeRequest::ImportPaths => {
             real.import_paths(&mut server.export_reader()?)?;
             server.reply_ok()?
         }
-        Request::BuildDerivation { drv_path, drv, options } => {
+        ServeRequest::BuildDerivation { drv_path, drv, options } => {
             server.reply_build_result(&real.build_derivation(&drv_path, &drv, &options)?)?
         }
-        Request::BuildPaths { paths, options } => {
+        ServeRequest::BuildPaths { paths, options } => {
             server.reply_build_paths(&real.build_paths(&paths, &options)?)?
         }
-        Request::QueryClosure { include_outputs, paths } => {
+        ServeRequest::QueryClosure { include_outputs, paths } => {
             server.reply_closure(real.query_closure(&paths, include_outputs)?)?
         }
-        Request::ExportPaths { .. } => bail!("ExportPaths is not relayed"),
+        ServeRequest::ExportPaths { .. } => bail!("ExportPaths is not relayed"),
     }
     Ok(())
 }

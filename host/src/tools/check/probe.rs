@@ -12,7 +12,7 @@ use nwh_machines::Machine;
 
 use super::builder_line;
 use super::report::{Report, Status};
-use crate::transfer::ssh::{self, Master, SshOptions};
+use crate::transfer::ssh::{self, Connection, SshOptions};
 use crate::transfer::target::{self, Target};
 
 /// How many builders are checked at once: each check is an ssh connection (and processes on
@@ -127,8 +127,8 @@ fn check_machine(m: &Machine, ssh_opts: &SshOptions, master_store: &LocalStore) 
         target::Via::Here => "not used: its store program runs on this machine, without ssh".into(),
     };
     let key_unknown = r.status == Status::Unusable;
-    let master = match ssh::master(&target, ssh_opts) {
-        Ok(master) => master,
+    let conn = match ssh::connect(&target, ssh_opts) {
+        Ok(conn) => conn,
         // ssh's words would only repeat the problem already named.
         Err(e) if key_unknown && format!("{e:#}").contains("Host key verification failed") => return r,
         Err(e) => {
@@ -137,18 +137,18 @@ fn check_machine(m: &Machine, ssh_opts: &SshOptions, master_store: &LocalStore) 
         }
     };
     if ng {
-        check_daemon(&master, &target, &mut r);
+        check_daemon(&conn, &target, &mut r);
     } else {
-        check_serve(&master, &target, &mut r);
+        check_serve(&conn, &target, &mut r);
     }
     // A daemon's `nix-store` sits beside it, as `nix` does beside `nix-store`.
     let program =
         if ng { sibling(&target.remote_program, "nix-store") } else { target.remote_program.clone() };
-    check_version(&master, &program, &mut r);
+    check_version(&conn, &program, &mut r);
     // A local store's features are the line's own: the hook passes them as its
     // `system-features`, as Nix's hook does, whatever the configuration says.
     if !target.is_local_store() {
-        compare_config(m, &master, &program, &mut r);
+        compare_config(m, &conn, &program, &mut r);
     }
     r
 }
@@ -181,8 +181,8 @@ fn target_of(m: &Machine, r: &mut Report) -> Option<Target> {
 }
 
 /// An ssh-ng builder: its nix-daemon answers, and trusts the user the hook logs in as.
-fn check_daemon(master: &Master, target: &Target, r: &mut Report) {
-    let greeting = match daemon_handshake(master, target) {
+fn check_daemon(conn: &Connection, target: &Target, r: &mut Report) {
+    let greeting = match daemon_handshake(conn, target) {
         Ok(greeting) => greeting,
         Err(e) => {
             r.add(
@@ -209,8 +209,8 @@ fn check_daemon(master: &Master, target: &Target, r: &mut Report) {
 }
 
 /// An ssh builder: its `nix-store --serve` answers.
-fn check_serve(master: &Master, target: &Target, r: &mut Report) {
-    match serve_handshake(master, target) {
+fn check_serve(conn: &Connection, target: &Target, r: &mut Report) {
+    match serve_handshake(conn, target) {
         Ok(v) => r.facts.protocol = Some(format!("serve protocol {}.{}", v >> 8, v & 0xff)),
         Err(e) => r.add(
             Status::Unusable,
@@ -221,8 +221,8 @@ fn check_serve(master: &Master, target: &Target, r: &mut Report) {
 }
 
 /// Which Nix the builder runs, as its `nix-store --version` says.
-fn check_version(master: &Master, program: &str, r: &mut Report) {
-    match run_remote(master, program, &["--version"]) {
+fn check_version(conn: &Connection, program: &str, r: &mut Report) {
+    match run_remote(conn, program, &["--version"]) {
         // `nix-store (Nix) 2.8.0` → `Nix 2.8.0`; Lix says `nix-store (Lix, like Nix) 2.93.0`.
         Ok(v) => {
             let v = v.trim();
@@ -306,9 +306,9 @@ fn stderr_pipe() -> Result<(OwnedFd, std::io::PipeReader)> {
     Ok((OwnedFd::from(w), r))
 }
 
-fn serve_handshake(master: &Master, target: &Target) -> Result<u64> {
+fn serve_handshake(conn: &Connection, target: &Target) -> Result<u64> {
     let (err_w, mut err_r) = stderr_pipe()?;
-    let remote = master.spawn(&target.remote_program, &target.store_args(false), err_w)?;
+    let remote = conn.spawn(&target.remote_program, &target.store_args(false), err_w)?;
     let (stdout, stdin) = (remote.stdout.try_clone()?, remote.stdin.try_clone()?);
     let result =
         nwh_serve::ServeClient::handshake(target.display(), stdout, stdin).map(|c| c.remote_version());
@@ -344,9 +344,9 @@ impl DaemonGreeting {
 }
 
 /// The worker protocol's greeting (`nix-daemon --stdio`, what ssh-ng:// speaks).
-fn daemon_handshake(master: &Master, target: &Target) -> Result<DaemonGreeting> {
+fn daemon_handshake(conn: &Connection, target: &Target) -> Result<DaemonGreeting> {
     let (err_w, mut err_r) = stderr_pipe()?;
-    let remote = master.spawn(&target.remote_program, &target.store_args(false), err_w)?;
+    let remote = conn.spawn(&target.remote_program, &target.store_args(false), err_w)?;
     let (stdout, stdin) = (remote.stdout.try_clone()?, remote.stdin.try_clone()?);
     let greeting = nwh_daemon::DaemonClient::handshake(target.display(), stdout, stdin)
         .map(|c| DaemonGreeting { version: c.remote_version(), trusted: c.trusted() });
@@ -356,9 +356,9 @@ fn daemon_handshake(master: &Master, target: &Target) -> Result<DaemonGreeting> 
 
 /// Runs a command through the master and returns its standard output; its standard error
 /// becomes the error when it fails.
-fn run_remote(master: &Master, program: &str, args: &[&str]) -> Result<String> {
+fn run_remote(conn: &Connection, program: &str, args: &[&str]) -> Result<String> {
     let (err_w, mut err_r) = stderr_pipe()?;
-    let mut remote = master.spawn(program, args, err_w)?;
+    let mut remote = conn.spawn(program, args, err_w)?;
     let mut out = String::new();
     remote.stdout.read_to_string(&mut out)?;
     let status = remote.finish()?;
@@ -378,10 +378,10 @@ fn sibling(program: &str, name: &str) -> String {
 }
 
 /// The builder's `system`, `extra-platforms` and `system-features`, against the line.
-fn compare_config(m: &Machine, master: &Master, program: &str, r: &mut Report) {
+fn compare_config(m: &Machine, conn: &Connection, program: &str, r: &mut Report) {
     let nix = sibling(program, "nix");
     let json = match run_remote(
-        master,
+        conn,
         &nix,
         &["--extra-experimental-features", "nix-command", "show-config", "--json"],
     ) {

@@ -4,7 +4,7 @@
 use anyhow::Result;
 use serde_json::json;
 
-use nwh_decision::{self as decision, Decision, Local, MachineView, Misfit, Request};
+use nwh_decision::{self as decision, Decision, LocalMachine, MachineView, Misfit, Request};
 use nwh_machines::{Machine, Machines};
 
 use crate::core::nix_release::NixRelease;
@@ -32,7 +32,7 @@ pub fn hops(
     let load = || nwh_slots::LoadDir::open(&load_dir);
     let builder_mode = parsed.machines.iter().any(|m| m.builder_mode_program().is_some());
     let health = Health::from(&opts);
-    let hook_disables = |m: &Machine| unsupported(m, &store).or_else(|| health.disabled_reason(&m.uri));
+    let hook_disables = |m: &Machine| unsupported(m, &store).or_else(|| health.down_reason_of(&m.uri));
     if !builder_mode {
         let scheduler = Scheduler::new(parsed.machines, load(), policies, local, nix);
         return Ok((Hop::decide(scheduler, request, hook_disables, notes)?, None));
@@ -50,7 +50,7 @@ pub fn hops(
     });
     notes.extend(real.diagnostics.iter().map(|d| d.to_string()));
     // As the builder front-end asks: it never builds on this machine itself.
-    let local = Local { max_jobs: 0, ..local };
+    let local = LocalMachine { max_jobs: 0, ..local };
     let request = Request { could_build_locally: false, am_willing: true, ..request };
     let scheduler = Scheduler::new(real.machines, load(), policies, local, nix);
     Ok((first, Some(Hop::decide(scheduler, request, hook_disables, notes)?)))
@@ -86,21 +86,21 @@ impl Hop {
     fn decide(
         mut scheduler: Scheduler,
         request: Request,
-        disabled: impl Fn(&Machine) -> Option<String>,
+        down: impl Fn(&Machine) -> Option<String>,
         notes: &mut Vec<String>,
     ) -> Result<Hop> {
-        scheduler.disabled = scheduler.machines.iter().map(disabled).collect();
+        scheduler.down = scheduler.machines.iter().map(down).collect();
         let views = match scheduler.measure() {
             Ok(v) => v,
             Err(e) => {
                 // Reading the slots needs write access to the load directory (root under the
                 // daemon); without it, explain with every slot free and say so.
                 notes.push(format!("{e:#}; slots in use are shown as 0"));
-                let disabled = scheduler.disabled.iter().cloned();
+                let down = scheduler.down.iter().cloned();
                 scheduler
                     .machines
                     .iter()
-                    .zip(disabled)
+                    .zip(down)
                     .map(|(m, d)| crate::core::schedule::view(m, 0, d))
                     .collect()
             }

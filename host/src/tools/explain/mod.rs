@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use nwh_decision::{self as decision, Local, Misfit, Request};
+use nwh_decision::{self as decision, LocalMachine, Misfit, Request};
 
 use crate::core::nix_release::NixRelease;
 use crate::core::policy::Policies;
@@ -91,7 +91,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
 }
 
 /// What explain is asked about: a derivation's system and features, or those given.
-fn request(args: &Args, local: &Local) -> Result<Request> {
+fn request(args: &Args, local: &LocalMachine) -> Result<Request> {
     let (drv_path, system, features) = match (&args.drv, &args.system) {
         (Some(p), _) => {
             let drv = nwh_drv::Derivation::read(p).with_context(|| format!("reading {}", p.display()))?;

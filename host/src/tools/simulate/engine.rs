@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::workload::Workload;
 use crate::core::policy::Policies;
-use nwh_decision::{self as decision, Decision, Local, MachineView, Request};
+use nwh_decision::{self as decision, Decision, LocalMachine, MachineView, Request};
 
 /// A remote builder: its line in the machines file, and how fast it really is.
 #[derive(Clone, Debug)]
@@ -31,7 +31,7 @@ pub struct Cluster {
     /// Bytes per second between the local store and any builder.
     pub bandwidth: f64,
     /// The machine Nix runs on; its `max_jobs` of 0 means everything must go remote.
-    pub local: Local,
+    pub local: LocalMachine,
     pub local_speed: f64,
 }
 

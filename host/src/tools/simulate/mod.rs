@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::core::policy::{cache::Cache, Limits, Policies};
 use engine::{Builder, Cluster};
-use nwh_decision::Local;
+use nwh_decision::LocalMachine;
 use nwh_options::Options;
 use print::{print_text, to_json};
 use workload::Workload;
@@ -153,7 +153,7 @@ fn cluster(args: &Args) -> Result<Cluster> {
     Ok(Cluster {
         builders,
         bandwidth: args.bandwidth * 1024.0 * 1024.0,
-        local: Local {
+        local: LocalMachine {
             max_jobs: args.local_jobs,
             system: args.system.clone(),
             extra_platforms: Vec::new(),

@@ -13,14 +13,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 
 use anyhow::{bail, Context, Result};
-use nwh_serve::{BuildResult, BuildStatus, PathInfo, Request, ServeServer};
+use nwh_serve::{BuildResult, BuildStatus, PathInfo, ServeRequest, ServeServer};
 
 use crate::core::dispatch::{Dispatcher, Placement, Wait};
 use crate::core::log::Logger;
 use crate::core::policy::Policies;
 use crate::transfer::content_address::{CheckedRelay, Fixed, FloatingClaim};
 use crate::transfer::{from_builder, local, BuilderSession};
-use nwh_decision::Local;
+use nwh_decision::LocalMachine;
 use nwh_options::Options;
 
 /// Serves one connection from Nix's hook on stdin/stdout. Returns the process exit code.
@@ -41,21 +41,21 @@ pub fn run(opts: &Options, store: Option<&str>, logger: &Logger) -> Result<i32> 
     let mut running: Option<Built> = None;
     while let Some(request) = server.next_request().context("reading Nix's hook's request")? {
         match request {
-            Request::QueryValidPaths { paths, .. } => {
+            ServeRequest::QueryValidPaths { paths, .. } => {
                 let valid = valid_paths(&paths, running.as_mut().and_then(Built::session))?;
                 server.reply_valid_paths(&valid)?;
             }
-            Request::QueryPathInfos { paths } => {
+            ServeRequest::QueryPathInfos { paths } => {
                 let infos = path_infos(&paths, running.as_mut())?;
                 server.reply_path_infos(&infos)?;
             }
-            Request::DumpStorePath { path } => {
+            ServeRequest::DumpStorePath { path } => {
                 dump(&path, running.as_mut(), &mut server)?;
                 if let Some(built) = running.as_mut() {
                     built.fetched(&path)?;
                 }
             }
-            Request::BuildDerivation { drv_path, drv, options } => {
+            ServeRequest::BuildDerivation { drv_path, drv, options } => {
                 crate::core::timeline::derivation(&drv_path);
                 if running.is_some() {
                     bail!("Nix's hook asked for a second build on one connection, which it never does");
@@ -207,7 +207,7 @@ fn dispatcher(
     }
     // This front-end never builds on its own machine: Nix has already decided that the
     // derivation goes to a builder, and we are that builder.
-    let local = Local { max_jobs: 0, ..crate::core::settings::local(settings) };
+    let local = LocalMachine { max_jobs: 0, ..crate::core::settings::local(settings) };
     Ok(Dispatcher::new(opts, store, machines, policies, local, None))
 }
 
@@ -310,15 +310,15 @@ fn build(
             return Ok((BuildResult::failure(BuildStatus::MiscFailure, why), None, Floating::default()));
         }
     };
-    let master = dispatcher
-        .master(&mut placed, logger)
+    let conn = dispatcher
+        .connection(&mut placed, logger)
         .with_context(|| format!("cannot build on '{}'", placed.uri))?;
     crate::core::timeline::mark("connected");
     let upload_lock = dispatcher.upload_lock(&placed.uri);
     let there =
-        crate::transfer::Builder { master: &master, uri: &placed.uri, upload_lock: &upload_lock, settings };
+        crate::transfer::Builder { conn: &conn, uri: &placed.uri, upload_lock: &upload_lock, settings };
     let ran = there.run(crate::front_end::fds::stderr()?, &drv.input_srcs, drv_path, drv, options, logger);
-    let crate::transfer::Ran { session, mut result, .. } = ran.map_err(|e| master.with_loss(e))?;
+    let crate::transfer::Ran { session, mut result, .. } = ran.map_err(|e| conn.with_loss(e))?;
     let floating = match floating {
         Some((full, ids)) if result.status.is_success() => {
             match crate::transfer::realised_for_nix(drv_path, &full, &ids, &mut result, &placed.uri) {
