@@ -48,7 +48,7 @@ pub struct Job<'a> {
     pub inputs: &'a [String],
     /// The outputs Nix wants back, by name (after `# accept`: those it lacks). Floating
     /// content-addressed ones are brought back and registered from these; outputs with known
-    /// paths are all asked about, as before.
+    /// paths are all asked about (whichever Nix wants, those not valid here come back).
     pub wanted_outputs: &'a [String],
     pub settings: &'a Settings,
     pub upload_lock: &'a Path,
@@ -563,7 +563,7 @@ mod tests {
             let why = cannot_finish(&drv(d)).unwrap();
             assert!(why.contains("its outputs `out` have no path and are not floating"), "{why}");
         }
-        // Input-addressed and fixed outputs, as before.
+        // Input-addressed and fixed outputs: nothing to decline.
         let known = r#"Derive([("out","/nix/store/9ffff0jk7yp07fz3xhh7rzgqjj2ysq6x-x","","")],[],[],"x86_64-linux","/bin/sh",[],[])"#;
         assert_eq!(cannot_finish(&drv(known)), None);
     }

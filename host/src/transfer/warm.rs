@@ -8,7 +8,7 @@
 //! It starts itself: a hook that finds no one listening on `DIR/warm.sock` starts it, detached
 //! (its own process group, so that Nix killing the hook's group leaves it), and opens its own
 //! session this time. It stops after [`IDLE`] without a request, when nothing is lent. A hook
-//! that cannot reach it, or is refused, opens its own session as before: nothing depends on it.
+//! that cannot reach it, or is refused, opens its own session: nothing depends on it.
 //!
 //! The conversation on the socket, one connection per lent session:
 //! - hook: one JSON line ([`Ask`]), with its build log's descriptor (`SCM_RIGHTS`), where the

@@ -207,8 +207,8 @@ fn checked_file(fd: OwnedFd, path: &Path) -> Result<File, PrivateError> {
 }
 
 /// A directory of ours that others could read but never change, made secret: what `mkdir`
-/// under the usual umask gives (0755), as releases before this check made the state
-/// directory. Nothing in it can be another user's, so closing it is enough; a directory others
+/// under the usual umask gives (0755), as a state directory made by hand (or by an older
+/// nix-wasm-hook) is. Nothing in it can be another user's, so closing it is enough; a directory others
 /// could write to is left for [`check_own`] to refuse.
 fn closed_to_readers(found: walk::Found) -> Result<walk::Found, PrivateError> {
     let mode = found.stat.st_mode & 0o7777;

@@ -42,12 +42,12 @@ pub fn pool_instances() {
 /// kernel. The pooling allocator keeps memory slots between instances and hands a slot back
 /// reset to the policy's initial image, the written pages zeroed in place (only those: Linux
 /// ≥ 6.7 names them, PAGEMAP_SCAN), so a fresh instance costs no mapping and no fault. Nothing
-/// of one decision is visible to the next, as before.
+/// of one decision is visible to the next.
 fn pool() -> PoolingAllocationConfig {
     let mut pool = PoolingAllocationConfig::new();
     // A process decides one request at a time; the tests run a few at once. Python and
     // JavaScript components have a dozen core instances, several tables, big ones. Each
-    // memory slot reserves 4 GiB of address space (and a guard), as an instance did before.
+    // memory slot reserves 4 GiB of address space (and a guard), as any instance's memory does.
     pool.total_component_instances(128)
         .total_core_instances(1024)
         .total_memories(128)
@@ -57,7 +57,7 @@ fn pool() -> PoolingAllocationConfig {
         // The limit `MemoryLimiter::table_growing` enforces anyway.
         .table_elements(100_000)
         // Enough for the default policy over a thousand machines; a bigger memory is reset
-        // beyond this by the kernel, as before.
+        // beyond this by the kernel (unmapped and mapped again).
         .linear_memory_keep_resident(2 << 20)
         .table_keep_resident(64 << 10)
         .pagemap_scan(Enabled::Auto);

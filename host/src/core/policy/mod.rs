@@ -489,8 +489,8 @@ impl Decided {
         let warning = match by {
             DecidedBy::Policy => None,
             DecidedBy::Default if failures.is_empty() => None,
-            // "policy P failed on D: why; the default policy decided instead" as before, or the
-            // whole chain when the default failed too.
+            // "policy P failed on D: why; the default policy decided instead", or the whole
+            // chain when the default failed too.
             DecidedBy::Default if failures.len() == 1 => {
                 Some(format!("{}; the default policy decided instead", failures[0]))
             }

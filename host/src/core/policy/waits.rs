@@ -65,7 +65,7 @@ pub fn bound_waits(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
     poll(linker.instance(&format!("wasi:io/poll@{WASI_IO}"))?)?;
     input_streams(&mut linker.instance(&format!("wasi:io/streams@{WASI_IO}"))?)?;
     output_streams(&mut linker.instance(&format!("wasi:io/streams@{WASI_IO}"))?)?;
-    // Any other definition of a name already defined is a mistake, as before.
+    // Any other definition of a name already defined is a mistake.
     linker.allow_shadowing(false);
     Ok(())
 }
