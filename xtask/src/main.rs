@@ -4,6 +4,7 @@ mod fuzz;
 mod inspect;
 mod other_policies;
 mod policies;
+mod setup;
 
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
@@ -37,12 +38,16 @@ commands:
       Print size, sha256, kind, and the top-level imports and exports of Wasm files;
       --wit also prints the WIT world a component implements.
   test [--target-dir DIR] [-- ARGS...]
-      The project's test command (CI runs it; alias `cargo xtask test`): the policy
-      logic's native unit tests (`cargo test` in policies/), then `cargo fmt --check` and
-      `cargo clippy -D warnings` at the root, then check-policies, then the
-      Python and JavaScript policies (rebuilt only when their inputs changed), then `cargo
-      test --workspace ARGS...` at the root with $NWH_PYTHON_POLICY and $NWH_JS_POLICY naming
-      them, then `fuzz` with its defaults. Stops at the first failure.
+      The project's test command (CI runs it; alias `cargo xtask test`). First its set-up on
+      a fresh Debian machine: as root, the Debian packages the tests need when missing (Nix,
+      sshd, debootstrap, busybox-static, Python, Node), and the root file systems of Nix 2.26
+      and 2.34 (once, outside the checkout); the wasm targets, clippy and rustfmt. Then
+      `cargo fmt --check` and `cargo clippy -D warnings` at the root, check-policies, the
+      Python and JavaScript policies (rebuilt only when their inputs changed), `cargo test
+      --workspace ARGS...` at the root with $NWH_PYTHON_POLICY and $NWH_JS_POLICY naming
+      them, and `fuzz` with its defaults. Stops at the first failure. Without
+      $CARGO_TARGET_DIR the builds go to ~/.cache/nix-wasm-hook/target, reused by every
+      checkout on the machine.
 
 The guests' cargo target directory is DIR, else $POLICIES_TARGET_DIR, else
 $CARGO_TARGET_DIR/policies, else policies/target.
@@ -87,8 +92,13 @@ fn run() -> Result<ExitCode> {
                 Some(i) => (&rest[..i], &rest[i + 1..]),
                 None => (&rest[..], &[][..]),
             };
+            if std::env::var_os("CARGO_TARGET_DIR").is_none() {
+                if let Some(home) = std::env::var_os("HOME") {
+                    std::env::set_var("CARGO_TARGET_DIR", PathBuf::from(home).join(".cache/nix-wasm-hook/target"));
+                }
+            }
             let opts = policies::Options::new(target_dir_arg(opts_args)?)?;
-            policies::unit_tests(&opts)?;
+            setup::run(&opts.repo)?;
             policies::lint(&opts)?;
             if !(policies::check(&opts)? & other_policies::check(&opts)?) {
                 return Ok(ExitCode::FAILURE);

@@ -177,21 +177,6 @@ fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo")))
 }
 
-/// `cargo test` in the guest workspace, on the host target: the default policy's logic.
-pub fn unit_tests(opts: &Options) -> Result<()> {
-    let policies = opts.repo.join("policies");
-    eprintln!("xtask: cargo test in policies/ (native)");
-    let status = cargo()
-        .current_dir(&policies)
-        .args(["test", "--locked", "--manifest-path"])
-        .arg(policies.join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", &opts.target_dir)
-        .status()
-        .context("running cargo")?;
-    ensure!(status.success(), "policy unit tests failed: {status}");
-    Ok(())
-}
-
 /// `cargo test --workspace` at the repository root, with `args` appended.
 /// `cargo fmt --check` and `cargo clippy -D warnings` over the root workspace (not the guests:
 /// reformatting a guest changes its committed .wasm).
