@@ -13,7 +13,7 @@ use nix_wasm_hook::core::policy::{cache::Cache, Policy};
 use nwh_decision::{MachineView, Request};
 
 use crate::report::{Row, Stats, Table};
-use crate::support::tool::{js_policy, policy_fixture, python_policy};
+use crate::support::tool::policy_fixture;
 
 /// One policy's figures, one value per round each, in milliseconds.
 struct Figures {
@@ -26,7 +26,10 @@ pub fn run(rounds: usize) -> Result<Vec<Table>> {
     let mut policies: Vec<(&str, PathBuf)> =
         vec![("default (Rust)", PathBuf::new()), ("C", policy_fixture("c").into())];
     let mut missing = Vec::new();
-    for (name, path) in [("Python", python_policy()), ("JavaScript", js_policy())] {
+    // Built by `cargo xtask build-other-policies` (or the test command), named in the
+    // environment; a run without them says so in its table.
+    let built = |var: &str| std::env::var_os(var).map(PathBuf::from);
+    for (name, path) in [("Python", built("NWH_PYTHON_POLICY")), ("JavaScript", built("NWH_JS_POLICY"))] {
         match path {
             Some(p) => policies.push((name, p)),
             None => missing.push(name),

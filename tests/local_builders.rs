@@ -13,17 +13,6 @@ use crate::support::hook::OurHook;
 use crate::support::testbed::{describe, unique_nonce};
 use crate::support::tool::{check_report, run_check, stdout};
 
-/// Why these tests cannot run here, if they cannot.
-fn skip() -> Option<&'static str> {
-    if !rustix::process::geteuid().is_root() {
-        return Some("building in chroot stores needs root");
-    }
-    if Command::new("nix-build").arg("--version").output().map_or(true, |o| !o.status.success()) {
-        return Some("no nix-build");
-    }
-    None
-}
-
 /// What the master and the builders' store programs need: no build users (this machine has
 /// none), no substituters, and the host's `/bin`, `/usr` and libraries in the sandbox that a
 /// chroot store's build runs in (the derivations run /bin/sh).
@@ -114,11 +103,8 @@ fn builds_here_and_comes_back(line: &str, builder_store: &Path, features: &[&str
 }
 
 #[test]
+#[cfg_attr(not(nwh_root), ignore = "needs root: chroot stores build in Nix's sandbox")]
 fn an_ssh_localhost_builder_runs_its_store_program_here_without_ssh() {
-    if let Some(why) = skip() {
-        eprintln!("SKIPPED: {why}");
-        return;
-    }
     let stores = tempfile::Builder::new().prefix("nwh-local-").tempdir_in("/tmp").unwrap();
     let b1 = stores.path().join("b1");
     // Percent-encoded, as Nix reads it: the store is `b1` with features of its own, one of
@@ -132,11 +118,8 @@ fn an_ssh_localhost_builder_runs_its_store_program_here_without_ssh() {
 }
 
 #[test]
+#[cfg_attr(not(nwh_root), ignore = "needs root: chroot stores build in Nix's sandbox")]
 fn an_ssh_ng_localhost_builder_runs_its_daemon_here_without_ssh() {
-    if let Some(why) = skip() {
-        eprintln!("SKIPPED: {why}");
-        return;
-    }
     let stores = tempfile::Builder::new().prefix("nwh-local-").tempdir_in("/tmp").unwrap();
     let b3 = stores.path().join("b3");
     // A remote-program of several words, as Nix runs it here (2.8 through `bash -c`, 2.34 as a
@@ -149,11 +132,8 @@ fn an_ssh_ng_localhost_builder_runs_its_daemon_here_without_ssh() {
 }
 
 #[test]
+#[cfg_attr(not(nwh_root), ignore = "needs root: chroot stores build in Nix's sandbox")]
 fn a_local_store_is_a_builder() {
-    if let Some(why) = skip() {
-        eprintln!("SKIPPED: {why}");
-        return;
-    }
     let stores = tempfile::Builder::new().prefix("nwh-local-").tempdir_in("/tmp").unwrap();
     let b2 = stores.path().join("b2");
     // The line's feature reaches the store as its system-features, as from Nix's hook: a
@@ -169,11 +149,8 @@ fn a_local_store_is_a_builder() {
 }
 
 #[test]
+#[cfg_attr(not(nwh_root), ignore = "needs root: chroot stores build in Nix's sandbox")]
 fn a_builder_in_the_master_store_is_declined_with_the_reason() {
-    if let Some(why) = skip() {
-        eprintln!("SKIPPED: {why}");
-        return;
-    }
     for line in ["ssh://localhost x86_64-linux", "local x86_64-linux", "local?root=/ x86_64-linux"] {
         let hook = OurHook::new(&[]);
         let out = build(&hook, line, &expression("nwh-local-declined", "never", &[]), Settings::Environment);
@@ -184,11 +161,8 @@ fn a_builder_in_the_master_store_is_declined_with_the_reason() {
 }
 
 #[test]
+#[cfg_attr(not(nwh_root), ignore = "needs root: chroot stores build in Nix's sandbox")]
 fn check_probes_a_localhost_builder_and_a_local_store_here() {
-    if let Some(why) = skip() {
-        eprintln!("SKIPPED: {why}");
-        return;
-    }
     let stores = tempfile::Builder::new().prefix("nwh-local-").tempdir_in("/tmp").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (state, load) = (dir.path().join("state"), dir.path().join("load"));
@@ -213,11 +187,8 @@ fn check_probes_a_localhost_builder_and_a_local_store_here() {
 /// A builder whose store program is not here is skipped before the build is accepted, as Nix's
 /// hook finds it when it starts it, and the build goes to the next one.
 #[test]
+#[cfg_attr(not(nwh_root), ignore = "needs root: chroot stores build in Nix's sandbox")]
 fn a_builder_whose_program_is_not_here_is_skipped_for_the_next() {
-    if let Some(why) = skip() {
-        eprintln!("SKIPPED: {why}");
-        return;
-    }
     let stores = tempfile::Builder::new().prefix("nwh-local-").tempdir_in("/tmp").unwrap();
     let b4 = stores.path().join("b4");
     let builders = format!(

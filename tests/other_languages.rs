@@ -279,20 +279,32 @@ fn the_c_policy_decides_exactly_as_the_default() {
 }
 
 #[test]
+#[cfg_attr(
+    not(nwh_python_policy),
+    ignore = "needs $NWH_PYTHON_POLICY: cargo xtask test builds the Python policy"
+)]
 fn the_python_policy_decides_exactly_as_the_default() {
-    let Some(python) = python_policy() else { return };
+    let python = python_policy();
     same_answers_as_the_default(loaded(&PYTHON_LOADED, &python), &python, &all_cases());
 }
 
 #[test]
+#[cfg_attr(
+    not(nwh_js_policy),
+    ignore = "needs $NWH_JS_POLICY: cargo xtask test builds the JavaScript policy"
+)]
 fn the_js_policy_decides_exactly_as_the_default() {
-    let Some(js) = js_policy() else { return };
+    let js = js_policy();
     same_answers_as_the_default(loaded(&JS_LOADED, &js), &js, &all_cases());
 }
 
 #[test]
+#[cfg_attr(
+    not(nwh_js_policy),
+    ignore = "needs $NWH_JS_POLICY: cargo xtask test builds the JavaScript policy"
+)]
 fn the_js_policy_imports_only_wasi_and_no_network() {
-    let Some(js) = js_policy() else { return };
+    let js = js_policy();
     loaded(&JS_LOADED, &js);
     let names = imports(&js);
     assert!(names.iter().all(|n| n.starts_with("wasi:") && !n.starts_with("wasi:http/")), "{names:?}");
@@ -310,8 +322,12 @@ fn imports(path: &Path) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(
+    not(nwh_python_policy),
+    ignore = "needs $NWH_PYTHON_POLICY: cargo xtask test builds the Python policy"
+)]
 fn the_python_policy_imports_wasi_and_still_decides_in_the_empty_world() {
-    let Some(python) = python_policy() else { return };
+    let python = python_policy();
     let policies = loaded(&PYTHON_LOADED, &python);
     let names = imports(&python);
     assert!(names.iter().any(|n| n.starts_with("wasi:cli/")), "{names:?}");

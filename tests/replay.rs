@@ -55,19 +55,23 @@ struct Case {
     fell_back: u64,
 }
 
-fn check_trace(name: &str) {
+/// The replays of the trace `name`'s `.toml`: those with the policies in other languages
+/// (`python`, `js`, which only the test command builds) when `other_languages`, else the others.
+fn check_trace(name: &str, other_languages: bool) {
     let trace = traces_dir().join(format!("{name}.jsonl"));
     let expect: Expect =
         toml::from_str(&std::fs::read_to_string(traces_dir().join(format!("{name}.toml"))).unwrap())
             .unwrap_or_else(|e| panic!("{name}.toml: {e}"));
     let mut problems = Vec::new();
     for case in &expect.replay {
+        if matches!(case.policy.as_str(), "python" | "js") != other_languages {
+            continue;
+        }
         let trace = trace.display().to_string();
         let mut args = vec!["--json", trace.as_str(), "--fail-on-diff"];
         let (policy, against);
         if case.policy != "default" {
-            let Some(p) = try_policy_fixture(&case.policy) else { continue };
-            policy = p;
+            policy = try_policy_fixture(&case.policy);
             args.extend(["--policy", policy.as_str()]);
         }
         against = match case.against.as_str() {
@@ -109,7 +113,18 @@ fn check_trace(name: &str) {
 
 macro_rules! traces {
     ($($test:ident => $name:literal),* $(,)?) => {
-        $( #[test] fn $test() { check_trace($name); } )*
+        $( #[test] fn $test() { check_trace($name, false); } )*
+
+        mod in_other_languages {
+            $(
+                #[test]
+                #[cfg_attr(
+                    not(all(nwh_python_policy, nwh_js_policy)),
+                    ignore = "needs $NWH_PYTHON_POLICY and $NWH_JS_POLICY: cargo xtask test builds those policies"
+                )]
+                fn $test() { super::check_trace($name, true); }
+            )*
+        }
 
         #[test]
         fn every_trace_has_a_test() {
@@ -529,7 +544,10 @@ fn concurrent_writers_neither_interleave_nor_lose_the_full_file_when_rotating() 
 /// Real Nix and real SSH: a graph on three builders, recorded and replayed. Set
 /// `NWH_KEEP_TRACE=PATH` to keep the trace (tests/fixtures/traces/testbed-graph.jsonl is one).
 #[test]
-#[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"]
+#[cfg_attr(
+    not(nwh_testbed),
+    ignore = "needs root and the test bed (nix-build, sshd, ip, unshare): cargo xtask test sets it up"
+)]
 fn testbed_a_recorded_graph_replays_to_the_same_decisions() {
     let Some(tb) = Testbed::up_or_skip(3, Opts::default()) else { return };
     let dir = tempfile::tempdir().unwrap();

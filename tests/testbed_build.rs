@@ -320,7 +320,10 @@ fn a_failed_unpacking_is_removed_and_the_next_build_works(nix: Nix, proto: Proto
 }
 
 #[test]
-#[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"]
+#[cfg_attr(
+    not(nwh_testbed),
+    ignore = "needs root and the test bed (nix-build, sshd, ip, unshare): cargo xtask test sets it up"
+)]
 fn nothing_to_upload_means_no_waiting_for_the_upload_lock() {
     let Some(tb) = Testbed::up_or_skip(1, Opts::default()) else { return };
     let hook = OurHook::new(&[]);

@@ -29,7 +29,10 @@ fn section(text: &str, line: usize) -> String {
 }
 
 #[test]
-#[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"]
+#[cfg_attr(
+    not(nwh_testbed),
+    ignore = "needs root and the test bed (nix-build, sshd, ip, unshare): cargo xtask test sets it up"
+)]
 fn check_names_every_fault_with_its_fix() {
     let Some(tb) = Testbed::up_or_skip(4, Opts { features: Some("big-parallel".into()), ..Opts::default() })
     else {
@@ -37,11 +40,12 @@ fn check_names_every_fault_with_its_fix() {
     };
     let root_knows =
         |host: &str| Command::new("ssh-keygen").args(["-F", host]).output().unwrap().status.success();
-    if root_knows(&tb.addr(2)) {
-        assert!(std::env::var_os("CI").is_none(), "a fresh CI machine's root knows no test-bed host");
-        eprintln!("skipped: root's known_hosts already has {}", tb.addr(2));
-        return;
-    }
+    assert!(
+        !root_knows(&tb.addr(2)),
+        "root's known_hosts already has {0}, so the unknown host key this test provokes cannot be: \
+         `ssh-keygen -R {0}` (a fresh machine's root knows no test-bed host)",
+        tb.addr(2)
+    );
     tb.builder_stop(3);
     // Builder 4 accepts TCP connections but never answers.
     tb.builder_freeze(4);
@@ -185,7 +189,10 @@ fn the_users_own_known_hosts_is_named(tb: &Testbed, hook: &OurHook, line: &str) 
 /// Builder mode: the line that runs our binary greets as a builder, and the real builders
 /// behind it are checked as any builder is.
 #[test]
-#[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"]
+#[cfg_attr(
+    not(nwh_testbed),
+    ignore = "needs root and the test bed (nix-build, sshd, ip, unshare): cargo xtask test sets it up"
+)]
 fn check_follows_a_builder_mode_line_to_the_real_builders() {
     let Some(tb) = Testbed::up_or_skip(2, Opts { features: Some("big-parallel".into()), ..Opts::default() })
     else {

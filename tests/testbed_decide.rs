@@ -10,7 +10,10 @@ fn drv(name: &str, system: &str, features: &[&str]) -> String {
 }
 
 #[test]
-#[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"]
+#[cfg_attr(
+    not(nwh_testbed),
+    ignore = "needs root and the test bed (nix-build, sshd, ip, unshare): cargo xtask test sets it up"
+)]
 fn a_system_no_builder_has_is_declined_and_built_locally() {
     let Some(tb) = Testbed::up_or_skip(2, Opts::default()) else { return };
     let hook = OurHook::new(&[]);
@@ -35,7 +38,10 @@ fn a_system_no_builder_has_is_declined_and_built_locally() {
 }
 
 #[test]
-#[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"]
+#[cfg_attr(
+    not(nwh_testbed),
+    ignore = "needs root and the test bed (nix-build, sshd, ip, unshare): cargo xtask test sets it up"
+)]
 fn with_max_jobs_0_and_no_fitting_machine_nix_fails_and_we_say_why_per_machine() {
     let opts = Opts { mandatory: Some("- benchmark".into()), ..Opts::default() };
     let Some(tb) = Testbed::up_or_skip(2, opts) else { return };
@@ -58,7 +64,10 @@ fn with_max_jobs_0_and_no_fitting_machine_nix_fails_and_we_say_why_per_machine()
 }
 
 #[test]
-#[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"]
+#[cfg_attr(
+    not(nwh_testbed),
+    ignore = "needs root and the test bed (nix-build, sshd, ip, unshare): cargo xtask test sets it up"
+)]
 fn a_relative_nix_remote_systems_is_explained_in_nix_output() {
     // The story this project started from: NIX_REMOTE_SYSTEMS=machines, resolved against `/`.
     let Some(tb) = Testbed::up_or_skip(1, Opts::default()) else { return };
@@ -82,7 +91,10 @@ fn a_relative_nix_remote_systems_is_explained_in_nix_output() {
 }
 
 #[test]
-#[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"]
+#[cfg_attr(
+    not(nwh_testbed),
+    ignore = "needs root and the test bed (nix-build, sshd, ip, unshare): cargo xtask test sets it up"
+)]
 fn the_faster_idle_builder_gets_the_build() {
     let Some(tb) = Testbed::up_or_skip(2, Opts { speeds: Some("1,2".into()), ..Opts::default() }) else {
         return;

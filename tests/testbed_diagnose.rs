@@ -16,15 +16,19 @@ fn drv(name: &str, features: &[&str]) -> String {
 /// Users test `ssh builder` as themselves; the daemon's hook runs ssh as root, whose
 /// known_hosts lacks the builder (NixOS/nix#2030).
 #[test]
-#[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"]
+#[cfg_attr(
+    not(nwh_testbed),
+    ignore = "needs root and the test bed (nix-build, sshd, ip, unshare): cargo xtask test sets it up"
+)]
 fn a_host_key_root_does_not_know_is_named_with_the_fix() {
     let Some(tb) = Testbed::up_or_skip(1, Opts::default()) else { return };
     let known = std::process::Command::new("ssh-keygen").args(["-F", &tb.addr(1)]).output().unwrap();
-    if known.status.success() {
-        assert!(std::env::var_os("CI").is_none(), "a fresh CI machine's root knows no test-bed host");
-        eprintln!("skipped: root's known_hosts already has {}", tb.addr(1));
-        return;
-    }
+    assert!(
+        !known.status.success(),
+        "root's known_hosts already has {0}, so the unknown host key this test provokes cannot be: \
+         `ssh-keygen -R {0}` (a fresh machine's root knows no test-bed host)",
+        tb.addr(1)
+    );
     // The test bed's line without column 8 (the host key): ssh falls back to root's files.
     let line = tb.machine(1);
     let without_key = line.split(' ').take(7).collect::<Vec<_>>().join(" ");
@@ -69,7 +73,10 @@ fn a_feature_no_builder_has_gets_the_nearest_name(nix: Nix) {
 /// A builder with max-jobs 0 that alone could build a derivation: Nix's rule postpones, for
 /// ever, without a word.
 #[test]
-#[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"]
+#[cfg_attr(
+    not(nwh_testbed),
+    ignore = "needs root and the test bed (nix-build, sshd, ip, unshare): cargo xtask test sets it up"
+)]
 fn a_machine_with_max_jobs_0_is_named_while_nix_waits() {
     let Some(tb) = Testbed::up_or_skip(1, Opts::default()) else { return };
     let hook = OurHook::new(&[]);
@@ -91,7 +98,10 @@ fn a_machine_with_max_jobs_0_is_named_while_nix_waits() {
 /// `builders = 5` (a job count in the wrong setting) becomes host `ssh://5` in Nix, and every
 /// build waits for a connection timeout (NixOS/nix#4703).
 #[test]
-#[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"]
+#[cfg_attr(
+    not(nwh_testbed),
+    ignore = "needs root and the test bed (nix-build, sshd, ip, unshare): cargo xtask test sets it up"
+)]
 fn a_number_for_builders_is_named_as_a_job_count() {
     let Some(tb) = Testbed::up_or_skip(1, Opts::default()) else { return };
     let hook = OurHook::new(&[]);
@@ -110,7 +120,10 @@ fn a_number_for_builders_is_named_as_a_job_count() {
 /// A store parameter the hook does not know: it never picks the machine (no connection
 /// attempt, no backoff) and names the parameter next to Nix's error.
 #[test]
-#[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"]
+#[cfg_attr(
+    not(nwh_testbed),
+    ignore = "needs root and the test bed (nix-build, sshd, ip, unshare): cargo xtask test sets it up"
+)]
 fn an_unknown_store_parameter_is_named_and_no_connection_tried() {
     let Some(tb) = Testbed::up_or_skip(1, Opts::default()) else { return };
     let hook = OurHook::new(&[]);

@@ -20,8 +20,8 @@ use crate::support::tool::stderr;
 
 macro_rules! on_oldest_and_newest_nix {
     ($($test:ident),* $(,)?) => {
-        mod nix_2_8 { $( #[test] #[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"] fn $test() { super::$test($crate::support::testbed::Nix::V2_8) } )* }
-        mod nix_2_34 { $( #[test] #[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"] fn $test() { super::$test($crate::support::testbed::Nix::V2_34) } )* }
+        mod nix_2_8 { $( #[test] #[cfg_attr(not(nwh_testbed), ignore = "needs root and the test bed (nix-build, sshd, ip, unshare): cargo xtask test sets it up")] fn $test() { super::$test($crate::support::testbed::Nix::V2_8) } )* }
+        mod nix_2_34 { $( #[test] #[cfg_attr(not(all(nwh_testbed, nwh_nix_roots)), ignore = "needs root, the test bed and the root file systems of Nix 2.26 and 2.34: cargo xtask test makes them")] fn $test() { super::$test($crate::support::testbed::Nix::V2_34) } )* }
     };
 }
 
@@ -588,7 +588,10 @@ fn builder_frozen_mid_upload(nix: Nix, front: Front) {
 /// fails naming the builder and the cause instead of hanging, and once the builder is back all of
 /// [`Scene::afterwards`] holds. On the newest Nix only: it takes a minute.
 #[test]
-#[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"]
+#[cfg_attr(
+    not(nwh_testbed),
+    ignore = "needs root and the test bed (nix-build, sshd, ip, unshare): cargo xtask test sets it up"
+)]
 fn a_builder_frozen_for_good_mid_upload_is_given_up() {
     let Some(scene) = Scene::new(Nix::V2_34, Front::Hook, "0") else { return };
     let mut child = scene.start(&scene.expr);

@@ -38,7 +38,10 @@ fn build_on_builder_1(tb: &Testbed, line: &str, scheme: &str) {
 }
 
 #[test]
-#[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"]
+#[cfg_attr(
+    not(nwh_testbed),
+    ignore = "needs root and the test bed (nix-build, sshd, ip, unshare): cargo xtask test sets it up"
+)]
 fn nix_own_hook_builds_on_builder_1() {
     let Some(tb) = Testbed::up_or_skip(2, Opts::default()) else {
         return;

@@ -19,7 +19,10 @@ fn drv(name: &str, features: &[&str], script: &str) -> String {
 const HOSTNAME: &str = "read h < /proc/sys/kernel/hostname; echo $h > $out";
 
 #[test]
-#[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"]
+#[cfg_attr(
+    not(nwh_testbed),
+    ignore = "needs root and the test bed (nix-build, sshd, ip, unshare): cargo xtask test sets it up"
+)]
 fn required_and_mandatory_features_route_builds() {
     // b1 supports kvm; b2 only takes derivations that ask for benchmark; b3 is plain.
     let opts =
@@ -42,7 +45,10 @@ fn required_and_mandatory_features_route_builds() {
 }
 
 #[test]
-#[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"]
+#[cfg_attr(
+    not(nwh_testbed),
+    ignore = "needs root and the test bed (nix-build, sshd, ip, unshare): cargo xtask test sets it up"
+)]
 fn stopped_and_frozen_builders_are_skipped_and_remembered() {
     let Some(tb) = Testbed::up_or_skip(4, Opts::default()) else { return };
     let hook = OurHook::new(&["--connect-timeout", "2"]);
@@ -76,7 +82,10 @@ fn stopped_and_frozen_builders_are_skipped_and_remembered() {
 }
 
 #[test]
-#[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"]
+#[cfg_attr(
+    not(nwh_testbed),
+    ignore = "needs root and the test bed (nix-build, sshd, ip, unshare): cargo xtask test sets it up"
+)]
 fn a_64_mib_input_is_streamed_not_held() {
     let Some(tb) = Testbed::up_or_skip(1, Opts::default()) else { return };
     let hook = OurHook::new(&[]);
@@ -120,7 +129,10 @@ fn a_64_mib_input_is_streamed_not_held() {
 }
 
 #[test]
-#[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"]
+#[cfg_attr(
+    not(nwh_testbed),
+    ignore = "needs root and the test bed (nix-build, sshd, ip, unshare): cargo xtask test sets it up"
+)]
 fn a_host_key_that_differs_is_refused_with_both_fingerprints() {
     let Some(tb) = Testbed::up_or_skip(2, Opts::default()) else { return };
     let hook = OurHook::new(&[]);
@@ -147,7 +159,10 @@ fn a_host_key_that_differs_is_refused_with_both_fingerprints() {
 }
 
 #[test]
-#[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"]
+#[cfg_attr(
+    not(nwh_testbed),
+    ignore = "needs root and the test bed (nix-build, sshd, ip, unshare): cargo xtask test sets it up"
+)]
 fn nothing_from_the_machines_file_reaches_a_shell() {
     let Some(tb) = Testbed::up_or_skip(1, Opts::default()) else { return };
     let hook = OurHook::new(&[]);
@@ -183,7 +198,10 @@ fn build_on_b1(tb: &Testbed, hook: &OurHook, name: &str) -> std::process::Output
 }
 
 #[test]
-#[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"]
+#[cfg_attr(
+    not(nwh_testbed),
+    ignore = "needs root and the test bed (nix-build, sshd, ip, unshare): cargo xtask test sets it up"
+)]
 fn the_next_hook_reuses_the_warm_connection() {
     let Some(tb) = Testbed::up_or_skip(1, Opts::default()) else { return };
     let hook = OurHook::new(&[]);
@@ -210,7 +228,10 @@ fn keeper_pid(hook: &OurHook) -> Option<u32> {
 /// The store program a build used on its builder is kept for the next build: the second hook
 /// starts the keeper of warm sessions, and from then on builds borrow the session it keeps.
 #[test]
-#[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"]
+#[cfg_attr(
+    not(nwh_testbed),
+    ignore = "needs root and the test bed (nix-build, sshd, ip, unshare): cargo xtask test sets it up"
+)]
 fn the_next_build_borrows_the_store_program_the_last_one_used() {
     let Some(tb) = Testbed::up_or_skip(1, Opts::default()) else { return };
     let hook = OurHook::new(&[]);
@@ -230,7 +251,10 @@ fn the_next_build_borrows_the_store_program_the_last_one_used() {
 /// Nothing depends on the keeper: killed, the next build opens its own session, and a new
 /// keeper takes over from there.
 #[test]
-#[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"]
+#[cfg_attr(
+    not(nwh_testbed),
+    ignore = "needs root and the test bed (nix-build, sshd, ip, unshare): cargo xtask test sets it up"
+)]
 fn a_build_works_without_the_keeper_of_warm_sessions() {
     let Some(tb) = Testbed::up_or_skip(1, Opts::default()) else { return };
     let hook = OurHook::new(&[]);

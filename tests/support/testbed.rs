@@ -76,9 +76,9 @@ impl Nix {
 #[macro_export]
 macro_rules! on_every_nix {
     ($($test:ident),* $(,)?) => {
-        mod nix_2_8 { $( #[test] #[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"] fn $test() { super::$test($crate::support::testbed::Nix::V2_8) } )* }
-        mod nix_2_26 { $( #[test] #[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"] fn $test() { super::$test($crate::support::testbed::Nix::V2_26) } )* }
-        mod nix_2_34 { $( #[test] #[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"] fn $test() { super::$test($crate::support::testbed::Nix::V2_34) } )* }
+        mod nix_2_8 { $( #[test] #[cfg_attr(not(nwh_testbed), ignore = "needs root and the test bed (nix-build, sshd, ip, unshare): cargo xtask test sets it up")] fn $test() { super::$test($crate::support::testbed::Nix::V2_8) } )* }
+        mod nix_2_26 { $( #[test] #[cfg_attr(not(all(nwh_testbed, nwh_nix_roots)), ignore = "needs root, the test bed and the root file systems of Nix 2.26 and 2.34: cargo xtask test makes them")] fn $test() { super::$test($crate::support::testbed::Nix::V2_26) } )* }
+        mod nix_2_34 { $( #[test] #[cfg_attr(not(all(nwh_testbed, nwh_nix_roots)), ignore = "needs root, the test bed and the root file systems of Nix 2.26 and 2.34: cargo xtask test makes them")] fn $test() { super::$test($crate::support::testbed::Nix::V2_34) } )* }
     };
 }
 
@@ -87,8 +87,8 @@ macro_rules! on_every_nix {
 #[macro_export]
 macro_rules! on_the_oldest_and_newest_nix {
     ($($test:ident),* $(,)?) => {
-        mod nix_2_8 { $( #[test] #[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"] fn $test() { super::$test($crate::support::testbed::Nix::V2_8) } )* }
-        mod nix_2_34 { $( #[test] #[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"] fn $test() { super::$test($crate::support::testbed::Nix::V2_34) } )* }
+        mod nix_2_8 { $( #[test] #[cfg_attr(not(nwh_testbed), ignore = "needs root and the test bed (nix-build, sshd, ip, unshare): cargo xtask test sets it up")] fn $test() { super::$test($crate::support::testbed::Nix::V2_8) } )* }
+        mod nix_2_34 { $( #[test] #[cfg_attr(not(all(nwh_testbed, nwh_nix_roots)), ignore = "needs root, the test bed and the root file systems of Nix 2.26 and 2.34: cargo xtask test makes them")] fn $test() { super::$test($crate::support::testbed::Nix::V2_34) } )* }
     };
 }
 
@@ -98,7 +98,7 @@ macro_rules! on_the_oldest_and_newest_nix {
 macro_rules! on_every_nix_and_lix {
     ($($test:ident),* $(,)?) => {
         $crate::on_every_nix!($($test),*);
-        mod lix { $( #[test] #[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"] fn $test() { super::$test($crate::support::testbed::Nix::Lix) } )* }
+        mod lix { $( #[test] #[cfg_attr(not(all(nwh_testbed, nwh_lix)), ignore = "needs Lix's root file system (testbed/master.sh root lix), which the test command does not make")] fn $test() { super::$test($crate::support::testbed::Nix::Lix) } )* }
     };
 }
 
@@ -131,10 +131,10 @@ macro_rules! on_every_nix_and_protocol {
     };
     (@nix $module:ident $nix:ident $($test:ident),*) => {
         mod $module {
-            mod ssh { $( #[test] #[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"] fn $test() {
+            mod ssh { $( #[test] #[cfg_attr(not(nwh_testbed), ignore = "needs root and the test bed (nix-build, sshd, ip, unshare): cargo xtask test sets it up")] fn $test() {
                 super::super::$test($crate::support::testbed::Nix::$nix, $crate::support::testbed::Proto::Ssh)
             } )* }
-            mod ssh_ng { $( #[test] #[ignore = "needs root and the test bed (CI runs it: cargo test -- --include-ignored)"] fn $test() {
+            mod ssh_ng { $( #[test] #[cfg_attr(not(nwh_testbed), ignore = "needs root and the test bed (nix-build, sshd, ip, unshare): cargo xtask test sets it up")] fn $test() {
                 super::super::$test($crate::support::testbed::Nix::$nix, $crate::support::testbed::Proto::SshNg)
             } )* }
         }
@@ -368,22 +368,25 @@ pub struct Testbed {
 }
 
 impl Testbed {
-    /// Like [`Testbed::up`], but returns `None` (after printing why) when
-    /// [`skip_reason`] says the test should be skipped.
+    /// [`Testbed::up`], for a test the host's build script did not mark ignored (it does when
+    /// this machine has no test bed): one that gets here and finds none here fails, saying why,
+    /// rather than pass without having run. (`Option` for the callers' `else { return }`,
+    /// which is never taken.)
     pub fn up_or_skip(n: usize, opts: Opts) -> Option<Testbed> {
         if let Some(why) = skip_reason() {
-            eprintln!("SKIPPED (test bed): {why}");
-            return None;
+            panic!("the test bed cannot run here ({why}), though this test was not marked ignored");
         }
         Some(Testbed::up(n, opts))
     }
 
-    /// [`Testbed::up_or_skip`] with `nix` as the master, or `None` (after saying why) when
-    /// that master cannot be had here.
+    /// [`Testbed::up_or_skip`] with `nix` as the master (a failure when it cannot be had
+    /// here: the build script marks such tests ignored).
     pub fn up_or_skip_as(nix: Nix, n: usize, opts: Opts) -> Option<Testbed> {
         if let Some(why) = nix.missing() {
-            eprintln!("SKIPPED ({}): {why}", nix.name());
-            return None;
+            panic!(
+                "Nix {} cannot be the master here ({why}), though this test was not marked ignored",
+                nix.name()
+            );
         }
         Some(Testbed::up_or_skip(n, opts)?.with_master(nix))
     }

@@ -42,10 +42,10 @@ commands:
       a fresh Debian machine: as root, the Debian packages the tests need when missing (Nix,
       sshd, debootstrap, busybox-static, Python, Node), and the root file systems of Nix 2.26
       and 2.34 (once, outside the checkout); the wasm targets, clippy and rustfmt. Then
-      `cargo fmt --check` and `cargo clippy -D warnings` at the root, check-policies, the
-      Python and JavaScript policies (rebuilt only when their inputs changed), `cargo test
+      check-policies, the Python and JavaScript policies (rebuilt only when their inputs
+      changed), `cargo fmt --check` and `cargo clippy -D warnings` at the root, `cargo test
       --workspace ARGS...` at the root with $NWH_PYTHON_POLICY and $NWH_JS_POLICY naming
-      them, and `fuzz` with its defaults. Stops at the first failure. Without
+      them (the tests that cannot run here are listed as ignored, with the reason), and `fuzz` with its defaults. Stops at the first failure. Without
       $CARGO_TARGET_DIR the builds go to ~/.cache/nix-wasm-hook/target, reused by every
       checkout on the machine.
 
@@ -94,20 +94,26 @@ fn run() -> Result<ExitCode> {
             };
             if std::env::var_os("CARGO_TARGET_DIR").is_none() {
                 if let Some(home) = std::env::var_os("HOME") {
-                    std::env::set_var("CARGO_TARGET_DIR", PathBuf::from(home).join(".cache/nix-wasm-hook/target"));
+                    std::env::set_var(
+                        "CARGO_TARGET_DIR",
+                        PathBuf::from(home).join(".cache/nix-wasm-hook/target"),
+                    );
                 }
             }
+            // In CI the host's build script then requires what the set-up installs.
+            std::env::set_var("NWH_TEST_COMMAND", "1");
             let opts = policies::Options::new(target_dir_arg(opts_args)?)?;
             setup::run(&opts.repo)?;
-            policies::lint(&opts)?;
             if !(policies::check(&opts)? & other_policies::check(&opts)?) {
                 return Ok(ExitCode::FAILURE);
             }
             let tools = other_policies::tools(&opts)?;
             let (python, _) = other_policies::build_python(&opts, &tools)?;
-            // The tests read it from the environment (cargo passes it on to them).
+            // The tests read them from the environment, and the host's build script marks the
+            // tests that need them (so set before the first build, clippy's).
             std::env::set_var(other_policies::PYTHON_ENV, &python);
             std::env::set_var(other_policies::JS_ENV, other_policies::build_js(&opts)?);
+            policies::lint(&opts)?;
             policies::workspace_tests(&opts, cargo_args)?;
             // Last: bounded (about three minutes warm), and a crash it finds is best read
             // once everything else is known to pass.

@@ -27,8 +27,11 @@ const PACKAGES: &[(&str, &str)] = &[
 
 pub fn run(repo: &Path) -> Result<()> {
     let root = is_root();
-    let mut missing: Vec<&str> =
-        PACKAGES.iter().map(|(p, _)| *p).filter(|p| !succeeds(Command::new("dpkg").args(["-s", p]))).collect();
+    let mut missing: Vec<&str> = PACKAGES
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|p| !succeeds(Command::new("dpkg").args(["-s", p])))
+        .collect();
     // The Python and C policies are built with componentize-py and zig (the ziglang wheel),
     // installed pinned into a venv: a Python 3 with venv and pip.
     if !succeeds(Command::new("python3").args(["-m", "venv", "--help"])) {
