@@ -20,33 +20,37 @@ pub fn store_dir() -> Result<nwh_store_path::StoreDir> {
 /// run are, and a `nix-store` process costs some 20 ms of CPU (mostly its dynamic linking),
 /// which on a busy machine is what bounds how many builds per second it dispatches.
 pub fn invalid(paths: &BTreeSet<String>) -> Result<BTreeSet<String>> {
-    let (absent, present) = on_disk(paths)?;
-    if present.is_empty() {
-        return Ok(absent);
-    }
-    let mut invalid = store_paths(&["--check-validity", "--print-invalid"], &present)?;
-    invalid.extend(absent);
-    Ok(invalid)
+    invalid_by(paths, None)
 }
 
-/// [`invalid`], by `deadline`: the `nix-store` asked is killed then, and that is an error. For a
-/// hook being stopped, which must not wait on a database that is busy.
-pub fn invalid_by(paths: &BTreeSet<String>, deadline: Instant) -> Result<BTreeSet<String>> {
+/// [`invalid`], by `deadline` when there is one: the `nix-store` asked is killed then, and
+/// that is an error. For a hook being stopped, which must not wait on a database that is busy.
+pub fn invalid_by(paths: &BTreeSet<String>, deadline: Option<Instant>) -> Result<BTreeSet<String>> {
     let (mut invalid, present) = on_disk(paths)?;
     if present.is_empty() {
         return Ok(invalid);
     }
-    let what = "nix-store --check-validity --print-invalid";
+    let args = ["--check-validity", "--print-invalid"];
+    invalid.extend(match deadline {
+        None => store_paths(&args, &present)?,
+        Some(deadline) => store_paths_by(&args, &present, deadline)?,
+    });
+    Ok(invalid)
+}
+
+/// [`store_paths`] for an answer of a few paths (it fits in the pipe, so it is read after the
+/// exit), given up at `deadline`.
+fn store_paths_by(args: &[&str], paths: &BTreeSet<String>, deadline: Instant) -> Result<BTreeSet<String>> {
+    let what = format!("nix-store {}", args.join(" "));
     let mut child = super::local_store::get()?
         .nix_store()
-        .args(["--check-validity", "--print-invalid"])
-        .args(&present)
+        .args(args)
+        .args(paths)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .with_context(|| format!("running {what}"))?;
-    // Its answer (a few output paths) fits in the pipe, so it can be read after the exit.
     let status = loop {
         if let Some(status) = child.try_wait()? {
             break status;
@@ -63,8 +67,7 @@ pub fn invalid_by(paths: &BTreeSet<String>, deadline: Instant) -> Result<BTreeSe
     }
     let mut out = String::new();
     child.stdout.take().context("no stdout")?.read_to_string(&mut out)?;
-    invalid.extend(out.lines().map(str::to_string));
-    Ok(invalid)
+    Ok(out.lines().map(str::to_string).collect())
 }
 
 /// `paths` split into those not on disk and those on disk.

@@ -334,11 +334,7 @@ fn remove_recorded(record: &mut Unregistered, deadline: Option<Instant>) {
     let Some(store) = record.store else { return };
     let mut doomed = std::mem::take(&mut record.invalid);
     if !record.unknown.is_empty() {
-        let asked = match deadline {
-            Some(deadline) => super::local::invalid_by(&record.unknown, deadline),
-            None => super::local::invalid(&record.unknown),
-        };
-        if let Ok(invalid) = asked {
+        if let Ok(invalid) = super::local::invalid_by(&record.unknown, deadline) {
             doomed.extend(invalid);
             record.unknown.clear();
         }
