@@ -81,7 +81,7 @@ pub fn measure(machines: usize, derivations: usize, rounds: usize) -> Result<Pol
 /// Microseconds per decision of the default policy over `machines` generated machines, one
 /// value per round: the `decision_us` of [`measure`] alone.
 pub fn decision(machines: usize, rounds: usize) -> Result<Vec<f64>> {
-    ensure!(machines > 0 && rounds > 0, "measure needs at least one machine and one round");
+    ensure!(machines > 0 && rounds > 0, "decision needs at least one machine and one round");
     let dir = tempfile::tempdir().context("creating a scratch directory")?;
     let machines_file = dir.path().join("machines");
     std::fs::write(&machines_file, machines_text(machines)).context("writing the machines file")?;
