@@ -27,7 +27,7 @@ use report::{Against, Row, Stats, Table};
 use support::testbed::Nix;
 
 const USAGE: &str =
-    "usage: bench/run [--rounds N] [--nix 2.8|2.26|2.34 ...] [--only makespan,latency,transfer,policy,load] \
+    "usage: bench/run [--rounds N] [--nix 2.8|2.26|2.34 ...] [--only makespan,latency,transfer,policy,decision,load] \
                      [--decisions N] [--out FILE]";
 
 struct Args {
@@ -78,7 +78,7 @@ fn args() -> Result<Args> {
         args.nix.push(Nix::V2_8);
     }
     for o in &args.only {
-        if !["makespan", "latency", "transfer", "policy", "load"].contains(&o.as_str()) {
+        if !["makespan", "latency", "transfer", "policy", "decision", "load"].contains(&o.as_str()) {
             bail!("--only {o}: not a workload\n{USAGE}");
         }
     }
@@ -126,6 +126,14 @@ fn main() -> Result<()> {
         eprintln!("replay of small clusters");
         done(replay_mix::run(args.rounds)?, &mut tables);
     }
+    // The first table of `policy` alone, for a quick look at the cost of one call.
+    if !wanted("policy") && args.only.iter().any(|o| o == "decision") {
+        eprintln!("one decision over {DECISION_MACHINES} machines");
+        done(
+            decision_table(DECISION_MACHINES, policy_scale::decision(DECISION_MACHINES, args.rounds)?),
+            &mut tables,
+        );
+    }
     if wanted("load") {
         eprintln!("policy load, per language");
         for table in policy_load::run(args.rounds)? {
@@ -158,21 +166,27 @@ fn timed_build(
     (secs, out)
 }
 
+const DECISION_MACHINES: usize = 1000;
+
+fn decision_table(machines: usize, decision_us: Vec<f64>) -> Table {
+    Table {
+        title: format!("One decision of the default policy over {machines} machines"),
+        what: "The Wasm call alone, marshalling included: a fresh policy instance, the request and \
+               the machine list lowered into it, its answer lifted back (each round: the median of \
+               many calls), with the engine as a hook process has it (no instance pool; `simulate` \
+               and `replay` pool theirs)."
+            .into(),
+        unit: "µs",
+        stats: Stats::Rounds,
+        rows: vec![Row::new("default policy", decision_us).against(Against::Absolute, Some(500.0))],
+    }
+}
+
 fn policy_tables(rounds: usize) -> Result<Vec<Table>> {
-    let (machines, derivations) = (1000, 100_000);
+    let (machines, derivations) = (DECISION_MACHINES, 100_000);
     let scale = policy_scale::measure(machines, derivations, rounds)?;
     Ok(vec![
-        Table {
-            title: format!("One decision of the default policy over {machines} machines"),
-            what: "The Wasm call alone, marshalling included: a fresh policy instance, the request and \
-                   the machine list lowered into it, its answer lifted back (each round: the median of \
-                   many calls), with the engine as a hook process has it (no instance pool; `simulate` \
-                   and `replay` pool theirs)."
-                .into(),
-            unit: "µs",
-            stats: Stats::Rounds,
-            rows: vec![Row::new("default policy", scale.decision_us).against(Against::Absolute, Some(500.0))],
-        },
+        decision_table(machines, scale.decision_us),
         Table {
             title: format!("`simulate` and `replay` of {derivations} derivations on {machines} builders"),
             what: "The whole command, default policy, wall clock; replay is given 100 000 records of \

@@ -58,13 +58,8 @@ pub fn measure(machines: usize, derivations: usize, rounds: usize) -> Result<Pol
     std::fs::write(&config, format!("cache-dir = {:?}\n", cache.display().to_string()))
         .context("writing the options file")?;
 
-    let policy = Policy::default_policy(&Cache::disabled())?;
     let views = machine_views(&machines_file)?;
-    let request = request_for(42);
-    let mut decision_us = Vec::with_capacity(rounds);
-    for _ in 0..rounds {
-        decision_us.push(decision_median_us(&policy, &request, &views)?);
-    }
+    let decision_us = decisions(&views, rounds)?;
 
     let simulate = |n: usize| {
         let n = n.to_string();
@@ -81,6 +76,22 @@ pub fn measure(machines: usize, derivations: usize, rounds: usize) -> Result<Pol
         replay_s.push(timed(&["replay", "--config", path(&config)?, "-"], Some(trace))?);
     }
     Ok(PolicyScale { decision_us, simulate_s, replay_s })
+}
+
+/// Microseconds per decision of the default policy over `machines` generated machines, one
+/// value per round: the `decision_us` of [`measure`] alone.
+pub fn decision(machines: usize, rounds: usize) -> Result<Vec<f64>> {
+    ensure!(machines > 0 && rounds > 0, "decision needs at least one machine and one round");
+    let dir = tempfile::tempdir().context("creating a scratch directory")?;
+    let machines_file = dir.path().join("machines");
+    std::fs::write(&machines_file, machines_text(machines)).context("writing the machines file")?;
+    decisions(&machine_views(&machines_file)?, rounds)
+}
+
+fn decisions(views: &[MachineView], rounds: usize) -> Result<Vec<f64>> {
+    let policy = Policy::default_policy(&Cache::disabled())?;
+    let request = request_for(42);
+    (0..rounds).map(|_| decision_median_us(&policy, &request, views)).collect()
 }
 
 /// The median of `CALLS_PER_ROUND` calls, in microseconds, after one call that is not counted

@@ -137,7 +137,8 @@ fn map_checked(engine: &Engine, file: &std::fs::File) -> Result<Component> {
     Ok(unsafe { Component::deserialize_file(engine, by_descriptor) }?)
 }
 
-/// Content hash of the component plus everything that makes an image unusable elsewhere.
+/// Content hash of the component plus everything that makes an image unusable elsewhere:
+/// wasmtime's compatibility hash covers its exact version and the engine's configuration.
 pub fn key(engine: &Engine, sha256: &str) -> String {
     let mut compat = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut compat);
@@ -145,7 +146,6 @@ pub fn key(engine: &Engine, sha256: &str) -> String {
     h.update(sha256.as_bytes());
     h.update(compat.finish().to_le_bytes());
     h.update(env!("CARGO_PKG_VERSION").as_bytes());
-    h.update(b"wasmtime-48.0.8");
     hex(&h.finalize()[..16])
 }
 

@@ -20,7 +20,7 @@ use bindings::{v0_1, v0_2};
 use cache::Cache;
 use nwh_decision::{self as decision, Answer, DecidedBy, Decision, MachineView, Request};
 use nwh_options::Options;
-use params::{AnswerOut, MachineArg, MachineRecord, MachineV0_1, MachineV0_2, RequestArg};
+use params::{AnswerOut, MachineV0_1, MachineV0_2, RequestArg};
 use sandbox::StoreState;
 
 /// The default policy, built from `policies/default` and committed (CI rebuilds it and fails
@@ -284,17 +284,20 @@ impl Policy {
         }
     }
 
-    /// `decide`, its machines passed as the `machine` record `R` of the policy's contract.
-    fn call_decide<R: MachineRecord>(
+    /// `decide`, its machines passed as the `machine` record `M` of the policy's contract.
+    fn call_decide<'m, M>(
         &self,
         store: &mut Store<StoreState>,
         instance: &Instance,
         req: &Request,
-        machines: &[MachineView],
-    ) -> wasmtime::Result<AnswerOut> {
-        let machines: Vec<MachineArg<R>> = machines.iter().map(MachineArg::of).collect();
-        let decide = instance
-            .get_typed_func::<(RequestArg, &[MachineArg<R>]), (AnswerOut,)>(&mut *store, &self.decide)?;
+        machines: &'m [MachineView],
+    ) -> wasmtime::Result<AnswerOut>
+    where
+        M: From<&'m MachineView> + wasmtime::component::Lower,
+    {
+        let machines: Vec<M> = machines.iter().map(M::from).collect();
+        let decide =
+            instance.get_typed_func::<(RequestArg, &[M]), (AnswerOut,)>(&mut *store, &self.decide)?;
         let (answer,) = decide.call(store, (RequestArg::of(req), &machines))?;
         Ok(answer)
     }
