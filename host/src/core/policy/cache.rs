@@ -146,15 +146,11 @@ pub fn key(engine: &Engine, sha256: &str) -> String {
     h.update(sha256.as_bytes());
     h.update(compat.finish().to_le_bytes());
     h.update(env!("CARGO_PKG_VERSION").as_bytes());
-    hex(&h.finalize()[..16])
+    nwh_nar::hash::base16_encode(&h.finalize()[..16])
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    nwh_nar::hash::base16_encode(&Sha256::digest(bytes))
 }
 
 #[allow(unsafe_code)]
