@@ -240,7 +240,7 @@ struct Session {
 
 type Idle = Arc<Mutex<HashMap<String, Vec<Session>>>>;
 
-/// The keeper: runs until `idle` ([`IDLE`] unless a test says otherwise) passes without a
+/// The keeper: runs until `idle_for` ([`IDLE`] unless a test says otherwise) passes without a
 /// request and nothing is lent. Another keeper of `dir` already running makes this one end at
 /// once.
 pub fn keep(dir: &Path, idle_for: Duration) -> Result<()> {
