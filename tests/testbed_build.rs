@@ -158,7 +158,9 @@ fn a_failing_build_reports_the_builder_message(nix: Nix, proto: Proto) {
 fn a_build_that_times_out_on_the_builder_is_reported_as_timed_out(nix: Nix, proto: Proto) {
     let Some(tb) = up(1, nix, proto) else { return };
     let hook = OurHook::new(&[]);
-    let expr = sh_derivation("nwh-slow", None, &[], "/bin/sleep 8; echo > $out");
+    // Well past the timeout (Nix looks at it about once a second), and no longer: over
+    // `ssh-ng://` the build runs to its end.
+    let expr = sh_derivation("nwh-slow", None, &[], "/bin/sleep 5; echo > $out");
     let line = tb.machine(1);
     let out = tb.nix_build(&expr, &[&hook.remote_only(&line)[..], &["--timeout", "2"]].concat());
     let err = stderr(&out);
@@ -223,12 +225,17 @@ fn a_failed_build_ends_as_with_nixs_own_hook(nix: Nix, proto: Proto) {
     }
 }
 
+/// The size of [`big_output`]'s file: unpacking it takes some hundreds of milliseconds, and
+/// the test interrupts it within a few (a hook killed too late would have made the output
+/// valid, or left it whole: both fail the test).
+const BIG_MIB: u64 = 64;
+
 /// A derivation with one large output, so that unpacking it takes long enough to interrupt.
 fn big_output(nonce: &str) -> String {
     format!(
         r#"builtins.derivation {{
   name = "nwh-big"; nonce = "{nonce}"; system = builtins.currentSystem; builder = "/bin/sh";
-  args = [ "-c" "/bin/mkdir $out; /bin/dd if=/dev/zero of=$out/zeros bs=1M count=256 2>/dev/null; echo done > $out/end" ];
+  args = [ "-c" "/bin/mkdir $out; /bin/dd if=/dev/zero of=$out/zeros bs=1M count={BIG_MIB} 2>/dev/null; echo done > $out/end" ];
 }}"#
     )
 }
@@ -293,14 +300,29 @@ fn interrupt_unpacking(
     assert_verified(&tb, &path);
     let end = std::fs::read_to_string(tb.master_path(&format!("{path}/end"))).unwrap();
     assert_eq!(end, "done\n");
-    // A quarter of a gigabyte a test: the master's store outlives the test bed.
+    // The master's store outlives the test bed.
     let _ = tb.master_store(&["--delete", &path]);
 }
 
 /// Nix kills its hook with SIGKILL when it is interrupted: the half-unpacked output stays on
 /// disk, invalid, and the next hook removes it before unpacking again.
 fn a_hook_killed_while_unpacking_leaves_nothing_valid_and_the_next_build_works(nix: Nix, proto: Proto) {
-    interrupt_unpacking(nix, proto, |u| u.hook, |_, _| ());
+    interrupt_unpacking(
+        nix,
+        proto,
+        |u| u.hook,
+        |tb, path| {
+            // Half unpacked indeed: the kill came before the file was whole.
+            let zeros = tb.master_path(&format!("{path}/zeros"));
+            let len = std::fs::metadata(&zeros).map_or(0, |m| m.len());
+            eprintln!("testbed: {len} of {} bytes were unpacked when the hook was killed", BIG_MIB << 20);
+            assert!(
+                len < BIG_MIB << 20,
+                "{} was whole ({len} bytes) when the hook was killed",
+                zeros.display()
+            );
+        },
+    );
 }
 
 /// When the unpacking fails (here: the stream from the builder breaks off with its SSH

@@ -171,7 +171,9 @@ fn the_builder_killed_mid_build_leaves_both_stores_consistent_and_no_slot_held(n
     let Some(tb) = up(1, Opts::default(), nix) else { return };
     let ours = OurHook::as_builder(&tb.machine(1), &[]);
     let line = ours.builder_line(1, "-");
-    let expr = sh_derivation("nwh-killed", None, &[], "/bin/sleep 3; echo done > $out");
+    // The kill comes within milliseconds of the slot being taken; a build done by then would
+    // succeed, and fail the test.
+    let expr = sh_derivation("nwh-killed", None, &[], "/bin/sleep 1; echo done > $out");
     let mut child = tb.nix_build_cmd(&expr, &through(&line)).spawn().unwrap();
     let (builder, _, _) = procs::wait_for_descendant(&mut child, "our builder", |argv| {
         argv.iter().any(|a| a == "--serve") && argv.iter().any(|a| a.ends_with("nix-wasm-hook"))

@@ -4,14 +4,16 @@
 //! where it must exit before the SIGKILL and leave no invalid output on disk; and the builder stopped mid-build, frozen mid-upload, cut off
 //! mid-download; behind the builder front-end, Nix's own hook killed by its process group with
 //! our builder in it. The phase is read from the timeline the hook writes (`NWH_TIMELINE`), so a
-//! fault lands where it is meant to. Afterwards, whatever happened: `nix-store --verify
+//! fault lands where it is meant to, and the same timeline shows afterwards that it did (the
+//! process was still in that phase when the fault came): a fault that came too late fails the
+//! test instead of testing another phase. Afterwards, whatever happened: `nix-store --verify
 //! --check-contents` is clean on the master and the builder, a path valid on the master is
 //! complete, no slot is held, and the next build of the same derivation works. On the oldest
 //! and the newest Nix of the test bed, for the hook front-end and the builder front-end.
 
 use std::path::PathBuf;
 use std::process::{Child, Output};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::support::hook::OurHook;
 use crate::support::procs;
@@ -60,8 +62,20 @@ enum Front {
     Builder,
 }
 
-/// One builder of one slot, a build with a 64 MiB input (fresh random bytes, so an upload that
-/// takes a while) and a 64 MiB output, sleeping `seconds` on the builder.
+/// The size of a scene's input, fresh random bytes: its upload lasts long enough for a fault
+/// to land in it (each test checks that it did), and no longer.
+const INPUT_MIB: u32 = 16;
+/// The size of a scene's output: likewise for the download.
+const OUTPUT_MIB: u32 = 16;
+/// Seconds the build sleeps on the builder in a scene whose fault comes while it builds: the
+/// fault lands within milliseconds of the build's start (each test checks that it did).
+const BUILDING: &str = "1";
+/// Seconds the build holding the slot sleeps while another nix-build starts, decides and is
+/// seen waiting for 300 ms: a new nix-build takes a second or more to get there.
+const HOLDING: &str = "3";
+
+/// One builder of one slot, a build with an [`INPUT_MIB`] input and an [`OUTPUT_MIB`] output,
+/// sleeping `seconds` on the builder.
 struct Scene {
     tb: Testbed,
     hook: OurHook,
@@ -113,14 +127,14 @@ impl Scene {
         let input = timeline.path().join(format!("nwh-fault-input-{nonce}"));
         let mut random = std::fs::File::open("/dev/urandom").unwrap();
         let mut file = std::fs::File::create(&input).unwrap();
-        std::io::copy(&mut std::io::Read::take(&mut random, 64 << 20), &mut file).unwrap();
+        std::io::copy(&mut std::io::Read::take(&mut random, u64::from(INPUT_MIB) << 20), &mut file).unwrap();
         let added = tb.master_store(&["--add", &input.display().to_string()]);
         assert!(added.status.success(), "{}", describe(&added));
         let input = String::from_utf8_lossy(&added.stdout).trim().to_string();
         let expr = format!(
             r#"builtins.derivation {{ name = "nwh-fault"; nonce = "{nonce}"; system = builtins.currentSystem;
   builder = "/bin/sh"; input = builtins.storePath "{input}";
-  args = [ "-c" "/bin/sleep {seconds}; /bin/mkdir $out; /bin/dd if=/dev/zero of=$out/zeros bs=1M count=64 2>/dev/null; echo done > $out/end" ]; }}"#
+  args = [ "-c" "/bin/sleep {seconds}; /bin/mkdir $out; /bin/dd if=/dev/zero of=$out/zeros bs=1M count={OUTPUT_MIB} 2>/dev/null; echo done > $out/end" ]; }}"#
         );
         let drv = tb.master_cmd(&["nix-instantiate", "-E", &expr]).output().unwrap();
         assert!(drv.status.success(), "{}", describe(&drv));
@@ -188,6 +202,42 @@ impl Scene {
             assert!(Instant::now() < deadline, "never {what}");
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    /// The marks `pid` wrote, as (phase, unix microseconds), in order.
+    fn marks_of(&self, pid: u32) -> Vec<(String, u64)> {
+        let text = std::fs::read_to_string(self.timeline_file()).unwrap_or_default();
+        let mut marks: Vec<(String, u64)> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|m| m["pid"] == pid)
+            .filter_map(|m| Some((m["phase"].as_str()?.to_string(), m["us"].as_u64()?)))
+            .collect();
+        marks.sort_by_key(|(_, us)| *us);
+        marks
+    }
+
+    /// `pid` was still in `phase` (had reached it and not the next) at `at`: the fault sent
+    /// then landed where the test means it to. Says how far into the phase that was and how
+    /// much of it was left, the margin of the scene's sizes and sleeps.
+    fn was_in(&self, pid: u32, phase: &str, at: SystemTime) {
+        let at = at.duration_since(UNIX_EPOCH).unwrap().as_micros() as u64;
+        let marks = self.marks_of(pid);
+        let before = marks.iter().rfind(|(_, us)| *us <= at);
+        let text = std::fs::read_to_string(self.timeline_file()).unwrap_or_default();
+        assert_eq!(
+            before.map(|(p, _)| p.as_str()),
+            Some(phase),
+            "the fault came too late for its phase; the timeline:\n{text}"
+        );
+        let into = at - before.unwrap().1;
+        let left =
+            marks.iter().find(|(_, us)| *us > at).map(|(p, us)| format!("{p} {} ms later", (us - at) / 1000));
+        eprintln!(
+            "testbed: the fault came {} ms into {phase}; then {}",
+            into / 1000,
+            left.as_deref().unwrap_or("no mark")
+        );
     }
 
     /// An output that is not valid on the master is not on its disk either: what our hook
@@ -322,6 +372,7 @@ fn killed_after(nix: Nix, front: Front, victim: Victim, phase: &str, seconds: &s
     let Some(scene) = Scene::new(nix, front, seconds) else { return };
     let mut child = scene.start(&scene.expr);
     let pid = scene.reached(&mut child, "nwh-fault", phase);
+    let at = SystemTime::now();
     match victim {
         Victim::OurGroup => kill_group(pid),
         Victim::OurBuilder => crate::support::procs::kill(pid),
@@ -331,6 +382,7 @@ fn killed_after(nix: Nix, front: Front, victim: Victim, phase: &str, seconds: &s
     // Killed while registering, the outputs may already be valid: then the build succeeded.
     if phase != "unpacked" {
         assert!(!first.status.success(), "the interrupted build fails: {}", describe(&first));
+        scene.was_in(pid, phase, at);
     }
     scene.afterwards();
 }
@@ -340,7 +392,7 @@ fn the_hook_killed_uploading(nix: Nix) {
 }
 
 fn the_hook_killed_while_the_builder_builds(nix: Nix) {
-    hook_killed_after(nix, Front::Hook, "uploaded", "3");
+    hook_killed_after(nix, Front::Hook, "uploaded", BUILDING);
 }
 
 fn the_hook_killed_downloading(nix: Nix) {
@@ -356,7 +408,7 @@ fn the_builder_front_end_killed_uploading(nix: Nix) {
 }
 
 fn the_builder_front_end_killed_while_the_builder_builds(nix: Nix) {
-    hook_killed_after(nix, Front::Builder, "uploaded", "3");
+    hook_killed_after(nix, Front::Builder, "uploaded", BUILDING);
 }
 
 fn the_builder_front_end_killed_downloading(nix: Nix) {
@@ -368,7 +420,7 @@ fn nixs_hook_killed_uploading_to_the_builder_front_end(nix: Nix) {
 }
 
 fn nixs_hook_killed_while_the_builder_front_end_builds(nix: Nix) {
-    killed_after(nix, Front::Builder, Victim::NixsHookGroup, "uploaded", "3");
+    killed_after(nix, Front::Builder, Victim::NixsHookGroup, "uploaded", BUILDING);
 }
 
 fn nixs_hook_killed_downloading_from_the_builder_front_end(nix: Nix) {
@@ -398,10 +450,12 @@ fn terminated_once(scene: Scene, phase: &str, ready: impl Fn(&Scene) -> bool, ch
         Front::Hook => ours,
         Front::Builder => nixs_hook_group(ours),
     };
+    let at = SystemTime::now();
     let took = terminate_group(group, ours);
     let first = finish(child);
     assert!(took.is_some(), "ours was still running {NIX_GRACE:?} after SIGTERM, and got SIGKILL");
     assert!(!first.status.success(), "the stopped build fails: {}", describe(&first));
+    scene.was_in(ours, phase, at);
     scene.no_invalid_remains();
     check(&scene);
     scene.afterwards();
@@ -413,7 +467,7 @@ fn the_hook_terminated_uploading(nix: Nix) {
 }
 
 fn the_hook_terminated_while_the_builder_builds(nix: Nix) {
-    let Some(scene) = Scene::new(nix, Front::Hook, "3") else { return };
+    let Some(scene) = Scene::new(nix, Front::Hook, BUILDING) else { return };
     terminated_after(scene, "uploaded");
 }
 
@@ -504,7 +558,7 @@ fn the_hook_terminated_waiting_for_a_slot(nix: Nix) {
 /// `end(pid)` ends the hook waiting for a slot; it says how long the hook took, if it ended
 /// before a SIGKILL.
 fn waiting_for_a_slot(nix: Nix, end: impl FnOnce(u32) -> Option<Duration>) {
-    let Some(scene) = Scene::new(nix, Front::Hook, "3") else { return };
+    let Some(scene) = Scene::new(nix, Front::Hook, HOLDING) else { return };
     let nonce = unique_nonce();
     let waiter = format!(
         r#"builtins.derivation {{ name = "nwh-waiter"; nonce = "{nonce}"; system = builtins.currentSystem;
@@ -522,9 +576,11 @@ fn waiting_for_a_slot(nix: Nix, end: impl FnOnce(u32) -> Option<Duration>) {
         !text.lines().any(|l| l.contains(&format!("\"pid\":{pid},")) && l.contains("\"accepted\"")),
         "the waiter did not get the slot while it was held:\n{text}"
     );
+    let at = SystemTime::now();
     let took = end(pid);
     let first = finish(child);
     assert!(took.is_some(), "the hook was still running {NIX_GRACE:?} after SIGTERM, and got SIGKILL");
+    scene.was_in(pid, "decided", at);
     assert!(!first.status.success(), "{}", describe(&first));
     let held = finish(holder);
     assert!(held.status.success(), "the build holding the slot went on: {}", describe(&held));
@@ -558,13 +614,17 @@ fn the_builder_cut_off_mid_download_behind_the_builder_front_end(nix: Nix) {
 /// The builder stopped (its sshd and everything under it killed) while it builds: the build
 /// fails with a message that names the builder; started again, it takes the next build.
 fn builder_stopped_mid_build(nix: Nix, front: Front) {
-    let Some(scene) = Scene::new(nix, front, "3") else { return };
+    let Some(scene) = Scene::new(nix, front, BUILDING) else { return };
     let mut child = scene.start(&scene.expr);
-    scene.reached(&mut child, "nwh-fault", "uploaded");
+    let ours = scene.reached(&mut child, "nwh-fault", "uploaded");
+    let at = SystemTime::now();
     scene.tb.builder_stop(1);
     let first = finish(child);
     scene.tb.builder_start(1);
+    // The build failed, and it was still running when the builder began to stop: the stop
+    // ended it.
     assert!(!first.status.success(), "{}", describe(&first));
+    scene.was_in(ours, "uploaded", at);
     let said = stderr(&first);
     assert!(said.contains(&format!("'{}'", scene.tb.uri(1))), "the builder is named: {said}");
     scene.afterwards();
@@ -575,12 +635,15 @@ fn builder_stopped_mid_build(nix: Nix, front: Front) {
 fn builder_frozen_mid_upload(nix: Nix, front: Front) {
     let Some(scene) = Scene::new(nix, front, "0") else { return };
     let mut child = scene.start(&scene.expr);
-    scene.reached(&mut child, "nwh-fault", "session");
+    let ours = scene.reached(&mut child, "nwh-fault", "session");
     scene.tb.builder_freeze(1);
     std::thread::sleep(Duration::from_secs(2));
+    let thawed = SystemTime::now();
     scene.tb.builder_thaw(1);
     let first = finish(child);
     assert!(first.status.success(), "the paused upload went on: {}", describe(&first));
+    // Still uploading when the builder was thawed: the freeze held the upload up.
+    scene.was_in(ours, "session", thawed);
     scene.afterwards();
 }
 
@@ -595,8 +658,9 @@ fn builder_frozen_mid_upload(nix: Nix, front: Front) {
 fn a_builder_frozen_for_good_mid_upload_is_given_up() {
     let Some(scene) = Scene::new(Nix::V2_34, Front::Hook, "0") else { return };
     let mut child = scene.start(&scene.expr);
-    scene.reached(&mut child, "nwh-fault", "session");
+    let ours = scene.reached(&mut child, "nwh-fault", "session");
     scene.tb.builder_freeze(1);
+    let frozen = SystemTime::now();
     // Well past the keepalive's minute: a hang, not a slow give-up, fails the test.
     let deadline = Instant::now() + Duration::from_secs(240);
     while child.try_wait().unwrap().is_none() {
@@ -610,6 +674,7 @@ fn a_builder_frozen_for_good_mid_upload_is_given_up() {
     scene.tb.builder_thaw(1);
     let first = finish(child);
     assert!(!first.status.success(), "{}", describe(&first));
+    scene.was_in(ours, "session", frozen);
     let said = stderr(&first);
     assert!(said.contains(&scene.tb.uri(1)), "the builder is named: {said}");
     // ssh's own words for why it gave up ("Timeout, server … not responding").
@@ -623,13 +688,16 @@ fn a_builder_frozen_for_good_mid_upload_is_given_up() {
 fn builder_cut_off_mid_download(nix: Nix, front: Front) {
     let Some(scene) = Scene::new(nix, front, "0") else { return };
     let mut child = scene.start(&scene.expr);
-    scene.reached(&mut child, "nwh-fault", "built");
+    let ours = scene.reached(&mut child, "nwh-fault", "built");
     scene.tb.link_down(1);
     let link = LinkUp(&scene.tb);
     std::thread::sleep(Duration::from_secs(2));
+    let restored = SystemTime::now();
     drop(link);
     let first = finish(child);
     assert!(first.status.success(), "the download went on: {}", describe(&first));
+    // Still downloading when the link came back: the cut held the download up.
+    scene.was_in(ours, "built", restored);
     scene.afterwards();
 }
 

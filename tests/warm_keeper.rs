@@ -1,10 +1,10 @@
 //! The warm-session keeper (`nix-wasm-hook --warm-sessions DIR`) on its own: one per
-//! directory, and it ends by itself once nothing has asked it for a minute, taking its socket
-//! with it, so that no process lingers after the builds are over. It runs as root and starts
-//! programs on the builders, so it serves only its own user, only in a directory only that
-//! user can change, and starts only the store program the hook set up, through a control
-//! socket of its own directory: the attacker is played by uid 65534 (`setpriv`), or by
-//! requests naming something else.
+//! directory, and it ends by itself once nothing has asked it for its idle time (a minute; a
+//! few seconds here, through `--warm-idle-ms`), taking its socket with it, so that no process
+//! lingers after the builds are over. It runs as root and starts programs on the builders, so
+//! it serves only its own user, only in a directory only that user can change, and starts only
+//! the store program the hook set up, through a control socket of its own directory: the
+//! attacker is played by uid 65534 (`setpriv`), or by requests naming something else.
 
 use std::io::Read;
 use std::os::fd::AsFd;
@@ -16,16 +16,22 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nix_wasm_hook::transfer::warm::IDLE;
+use nix_wasm_hook::transfer::warm::{FLAG, IDLE, IDLE_FLAG};
 
 fn keeper(dir: &Path) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_nix-wasm-hook"))
-        .arg("--warm-sessions")
-        .arg(dir)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap()
+    keeper_cmd(dir).spawn().unwrap()
 }
+
+fn keeper_cmd(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nix-wasm-hook"));
+    cmd.arg(FLAG).arg(dir).stdin(Stdio::null());
+    cmd
+}
+
+/// The idle time of the keeper of [`one_keeper_per_directory_and_it_ends_when_idle`]: long
+/// enough for a second keeper to start and end first on a loaded machine, short enough not to
+/// wait the production minute ([`IDLE`]).
+const SHORT_IDLE: Duration = Duration::from_secs(10);
 
 /// Waits up to `limit` for `child` to end; its status, or None (and it is killed) when it
 /// did not.
@@ -46,9 +52,11 @@ fn ended_within(child: &mut std::process::Child, limit: Duration) -> Option<std:
 fn one_keeper_per_directory_and_it_ends_when_idle() {
     let dir = tempfile::tempdir().unwrap();
     chmod(dir.path(), 0o700);
-    let mut first = keeper(dir.path());
-    let socket = dir.path().join("warm.sock");
+    assert!(SHORT_IDLE < IDLE);
     let started = Instant::now();
+    let mut first =
+        keeper_cmd(dir.path()).arg(IDLE_FLAG).arg(SHORT_IDLE.as_millis().to_string()).spawn().unwrap();
+    let socket = dir.path().join("warm.sock");
     // It listens, then records its pid (atomically): both, before it is asked anything.
     let pid_file = dir.path().join("warm.pid");
     while !socket.exists() || !pid_file.exists() {
@@ -64,10 +72,10 @@ fn one_keeper_per_directory_and_it_ends_when_idle() {
     assert!(status.success(), "{status}");
     assert!(first.try_wait().unwrap().is_none(), "the first keeper still serves");
 
-    let status = ended_within(&mut first, IDLE + Duration::from_secs(15))
-        .expect("the keeper ended by itself once idle for a minute");
+    let status = ended_within(&mut first, SHORT_IDLE + Duration::from_secs(15))
+        .expect("the keeper ended by itself once idle for its idle time");
     assert!(status.success(), "{status}");
-    assert!(started.elapsed() >= IDLE, "it did not end before IDLE passed");
+    assert!(started.elapsed() >= SHORT_IDLE, "it did not end before its idle time passed");
     assert!(!socket.exists(), "its socket went with it");
 }
 

@@ -36,6 +36,10 @@ pub struct Cli {
     /// Keep builders' sessions warm for the hook processes (started by a hook, not by people).
     #[arg(long = "warm-sessions", value_name = "DIR", hide = true)]
     pub warm_sessions: Option<PathBuf>,
+    /// With --warm-sessions: end after this many milliseconds without a request instead of a
+    /// minute (for the tests; a hook never passes it).
+    #[arg(long = "warm-idle-ms", value_name = "MS", requires = "warm_sessions", hide = true)]
+    pub warm_idle_ms: Option<u64>,
     /// Nix's verbosity (0 error … 7 vomit), which Nix passes as the last argument.
     pub verbosity: Option<u64>,
 }
@@ -60,7 +64,8 @@ pub fn main() -> i32 {
         None => {}
     }
     if let Some(dir) = &cli.warm_sessions {
-        return match crate::transfer::warm::keep(dir) {
+        let idle = cli.warm_idle_ms.map_or(crate::transfer::warm::IDLE, std::time::Duration::from_millis);
+        return match crate::transfer::warm::keep(dir, idle) {
             Ok(()) => 0,
             Err(e) => {
                 // Seen by whoever runs it by hand; a hook starts it with stderr closed.

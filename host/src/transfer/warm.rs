@@ -7,8 +7,9 @@
 //!
 //! It starts itself: a hook that finds no one listening on `DIR/warm.sock` starts it, detached
 //! (its own process group, so that Nix killing the hook's group leaves it), and opens its own
-//! session this time. It stops after [`IDLE`] without a request, when nothing is lent. A hook
-//! that cannot reach it, or is refused, opens its own session: nothing depends on it.
+//! session this time. It stops after [`IDLE`] without a request, when nothing is lent (a
+//! shorter or longer time with [`IDLE_FLAG`], which only the tests give: a hook never does). A
+//! hook that cannot reach it, or is refused, opens its own session: nothing depends on it.
 //!
 //! The conversation on the socket, one connection per lent session:
 //! - hook: one JSON line ([`Ask`]), with its build log's descriptor (`SCM_RIGHTS`), where the
@@ -58,6 +59,11 @@ pub const IDLE: Duration = Duration::from_secs(60);
 
 /// The flag that makes the binary the keeper.
 pub const FLAG: &str = "--warm-sessions";
+
+/// With [`FLAG`]: the keeper's idle time in milliseconds instead of [`IDLE`]. Only for the
+/// tests, which would otherwise wait a minute to see it end by itself; it changes when the
+/// keeper ends, nothing of whom it serves or what it starts.
+pub const IDLE_FLAG: &str = "--warm-idle-ms";
 
 /// What a hook asks for: a session of `program args…` through the master at `socket`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -233,9 +239,10 @@ struct Session {
 
 type Idle = Arc<Mutex<HashMap<String, Vec<Session>>>>;
 
-/// The keeper: runs until [`IDLE`] passes without a request and nothing is lent. Another
-/// keeper of `dir` already running makes this one end at once.
-pub fn keep(dir: &Path) -> Result<()> {
+/// The keeper: runs until `idle_for` ([`IDLE`] unless a test says otherwise) passes without a
+/// request and nothing is lent. Another keeper of `dir` already running makes this one end at
+/// once.
+pub fn keep(dir: &Path, idle_for: Duration) -> Result<()> {
     let dir = Arc::new(
         PrivateDir::open(dir, Access::Secret).context("the warm-session keeper cannot use its directory")?,
     );
@@ -248,7 +255,7 @@ pub fn keep(dir: &Path) -> Result<()> {
     let _ = dir.write_atomically("warm.pid", format!("{}\n", std::process::id()).as_bytes());
     let idle: Idle = Arc::default();
     let activity = Arc::new(Mutex::new((Instant::now(), 0usize)));
-    end_when_idle(dir.clone(), activity.clone());
+    end_when_idle(dir.clone(), activity.clone(), idle_for);
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
         // Anyone else who reached the socket (a mode loosened, a descriptor passed on) would
@@ -280,12 +287,15 @@ fn listen(dir: &PrivateDir) -> Result<UnixListener> {
     Ok(listener)
 }
 
-/// Ends the process once nothing is lent and [`IDLE`] has passed without a request.
-fn end_when_idle(dir: Arc<PrivateDir>, activity: Arc<Mutex<(Instant, usize)>>) {
+/// Ends the process once nothing is lent and `idle_for` has passed without a request.
+fn end_when_idle(dir: Arc<PrivateDir>, activity: Arc<Mutex<(Instant, usize)>>, idle_for: Duration) {
+    // A second is precise enough for a minute; a test's shorter idle time is looked at more
+    // often, so that the keeper ends close to it.
+    let every = (idle_for / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     std::thread::spawn(move || loop {
-        std::thread::sleep(Duration::from_secs(1));
+        std::thread::sleep(every);
         let (last, lent) = *activity.lock().unwrap_or_else(|p| p.into_inner());
-        if lent == 0 && last.elapsed() >= IDLE {
+        if lent == 0 && last.elapsed() >= idle_for {
             // Whoever connects after this finds no one and starts a new keeper.
             let _ = dir.remove(SOCKET);
             std::process::exit(0);
