@@ -274,7 +274,11 @@ fn a_floating_output_with_other_contents_is_refused(nix: Nix) {
             _ => vec!["--max-jobs", "0", "--option", "builders", &builders],
         };
         args.extend(ca);
-        let out = tb.nix_build(expr, &args);
+        // From 2.15 Nix's own hook takes no experiment from the settings block (what `--option`
+        // sets): it needs `ca-derivations` from the configuration to register a realisation.
+        let mut cmd = tb.nix_build_cmd(expr, &args);
+        cmd.env("NIX_CONFIG", "extra-experimental-features = nix-command ca-derivations");
+        let out = cmd.output().unwrap();
         eprintln!("{front:?}: {}", describe(&out));
         out
     };
