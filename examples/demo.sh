@@ -50,6 +50,9 @@ cleanup() {
 }
 trap cleanup EXIT
 "$tb" up "$n" > /tmp/nwh-demo-machines 2>/dev/null
+# The test bed's settings (no build users, no substituters) for every Nix command here, so that
+# none warns about this machine's own nix.conf.
+export NIX_CONFIG="$("$tb" nix-conf)"
 echo "builders:"; sed 's/^/  /; s/ c3No.*$/ …/' /tmp/nwh-demo-machines
 
 nonce=$(date +%s%N)
@@ -75,7 +78,7 @@ else
   builders=$(cat /tmp/nwh-demo-machines)
   hook_args=(--option build-hook "$work/hook")
 fi
-out=$(NWH_MASTER_BIND="$(dirname "$hook"):$work" NIX_CONFIG="$("$tb" nix-conf)" \
+out=$(NWH_MASTER_BIND="$(dirname "$hook"):$work" \
   "$master" run "$nix" nix-build --no-out-link --max-jobs 0 \
   --option builders "$builders" "${hook_args[@]}" -E "$expr" 2> "$log") \
   || { cat "$log"; exit 1; }
