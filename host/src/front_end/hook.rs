@@ -17,7 +17,7 @@ use nwh_options::Options;
 /// Nix's side of the conversation: its questions on stdin, the replies on stderr.
 type WithParent = Conversation<std::io::StdinLock<'static>, std::io::Stderr>;
 
-/// Runs one hook session on stdin/stderr. Returns the process exit code.
+/// Runs one conversation with the parent on stdin/stderr. Returns the process exit code.
 pub fn run(opts: &Options, logger: &Logger) -> Result<i32> {
     let stdin = std::io::stdin().lock();
     // stdout and stderr are the same pipe to Nix; replies go to stderr as Nix's own hook does.
