@@ -99,8 +99,8 @@ struct Built {
     floating: Floating,
 }
 
-/// The floating content-addressed outputs of a successful build, where the builder put them:
-/// their NARs are checked on the way against the paths it named.
+/// The floating content-addressed outputs of a successful build that Nix's hook lacks, where
+/// the builder put them: their NARs are checked on the way against the paths it named.
 #[derive(Default)]
 struct Floating {
     drv_name: String,
@@ -322,10 +322,12 @@ fn build(
     let floating = match floating {
         Some((full, ids)) if result.status.is_success() => {
             match crate::transfer::realised_for_nix(drv_path, &full, &ids, &mut result, &placed.uri) {
-                Ok(paths) => Floating {
+                Ok(found) => Floating {
                     drv_name: crate::transfer::register::derivation_name(drv_path)?,
-                    outputs: paths
+                    outputs: found
+                        .paths
                         .into_iter()
+                        .filter(|(_, path)| found.missing.contains(path))
                         .map(|(name, path)| (path, (name.clone(), full.outputs[&name].clone())))
                         .collect(),
                 },

@@ -114,16 +114,39 @@ pub fn floating_ids(drv: &nwh_drv::Derivation, wanted: &[String]) -> Result<BTre
     Ok(floating)
 }
 
+/// Where the builder put the floating outputs of a build, and which of those paths are not
+/// valid here.
+#[derive(Debug, Default)]
+pub struct FloatingPaths {
+    /// Output name → path.
+    pub paths: BTreeMap<String, String>,
+    /// The paths not valid here: they come here (hook mode) or to Nix's hook (builder mode),
+    /// each checked against what arrives for it.
+    pub missing: BTreeSet<String>,
+}
+
+impl FloatingPaths {
+    /// Those valid here already (name → path): not fetched, but checked against what is here
+    /// ([`check_valid_floating`]).
+    pub fn valid(&self) -> BTreeMap<String, String> {
+        self.paths
+            .iter()
+            .filter(|(_, path)| !self.missing.contains(*path))
+            .map(|(n, p)| (n.clone(), p.clone()))
+            .collect()
+    }
+}
+
 /// Where the builder's result says each of the `floating` outputs (name → id) is: every one
 /// must be named, at a store path of this store; the path itself is checked against what
-/// arrives ([`content_address::check_floating`]).
+/// arrives ([`content_address::check_floating`]), or against what is here.
 pub fn floating_paths(
     result: &nwh_serve::BuildResult,
     floating: &BTreeMap<String, String>,
     uri: &str,
-) -> Result<BTreeMap<String, String>> {
+) -> Result<FloatingPaths> {
     if floating.is_empty() {
-        return Ok(BTreeMap::new());
+        return Ok(FloatingPaths::default());
     }
     let store_dir = local::store_dir()?;
     let built = result
@@ -142,7 +165,8 @@ pub fn floating_paths(
         })?;
         paths.insert(name.clone(), path.clone());
     }
-    Ok(paths)
+    let missing = local::invalid(&paths.values().cloned().collect())?;
+    Ok(FloatingPaths { paths, missing })
 }
 
 /// The floating outputs (name → path) of `drv_path` that were valid here already: not fetched,
@@ -178,22 +202,17 @@ pub fn check_valid_floating(
 /// `result` made into one Nix's hook can use. Each output is where the builder says it is,
 /// checked as hook mode checks it (a path valid here already against what is here; one that
 /// Nix's hook will fetch is checked on its way), and its realisation goes to Nix under the id
-/// computed here, which is the one Nix's hook looks it up by. Returns name → path.
+/// computed here, which is the one Nix's hook looks it up by.
 pub fn realised_for_nix(
     drv_path: &str,
     drv: &nwh_drv::Derivation,
     floating: &BTreeMap<String, String>,
     result: &mut nwh_serve::BuildResult,
     uri: &str,
-) -> Result<BTreeMap<String, String>> {
-    let paths = floating_paths(result, floating, uri)?;
-    let missing = local::invalid(&paths.values().cloned().collect())?;
-    let valid: BTreeMap<String, String> = paths
-        .iter()
-        .filter(|(_, path)| !missing.contains(*path))
-        .map(|(n, p)| (n.clone(), p.clone()))
-        .collect();
-    check_valid_floating(drv_path, drv, &valid)?;
+) -> Result<FloatingPaths> {
+    let found = floating_paths(result, floating, uri)?;
+    check_valid_floating(drv_path, drv, &found.valid())?;
+    let paths = &found.paths;
     let mut built_outputs = BTreeMap::new();
     for (name, id) in floating {
         // The builder's realisation as it wrote it (its signatures, the fields of its
@@ -212,7 +231,7 @@ pub fn realised_for_nix(
         built_outputs.insert(id.clone(), realisation.to_string());
     }
     result.built_outputs = built_outputs;
-    Ok(paths)
+    Ok(found)
 }
 
 /// The derivation `drv_path` of the local store, read where that store is on disk.
@@ -264,26 +283,22 @@ pub fn build(
     // The floating outputs' paths are known now, from the builder: those not valid here come
     // back too, each checked against what arrives for it.
     let floating_paths = floating_paths(&result, &floating, job.uri)?;
-    let by_path: BTreeSet<String> = floating_paths.values().cloned().collect();
-    let floating_missing = local::invalid(&by_path)?;
-    for (name, path) in &floating_paths {
-        if floating_missing.contains(path) {
+    for (name, path) in &floating_paths.paths {
+        if floating_paths.missing.contains(path) {
             let output = drv.outputs[name].clone();
             expected.insert(path.clone(), register::Expected { name: name.clone(), output });
         }
     }
     let fetched = session.bring_back(job.drv_path, &expected, logger, || drop(slot))?;
     session.finish()?;
-    let valid: BTreeMap<String, String> = floating_paths
-        .iter()
-        .filter(|(_, path)| !floating_missing.contains(*path))
-        .map(|(n, p)| (n.clone(), p.clone()))
-        .collect();
-    check_valid_floating(job.drv_path, drv, &valid)?;
+    check_valid_floating(job.drv_path, drv, &floating_paths.valid())?;
     // Valid now, each of them: their realisations, under the ids computed here.
     let realisations: Vec<nwh_daemon::Realisation> = floating
         .iter()
-        .map(|(name, id)| nwh_daemon::Realisation { id: id.clone(), out_path: floating_paths[name].clone() })
+        .map(|(name, id)| nwh_daemon::Realisation {
+            id: id.clone(),
+            out_path: floating_paths.paths[name].clone(),
+        })
         .collect();
     register::realisations(&realisations)
         .with_context(|| format!("registering the realisations of the outputs of {}", job.drv_path))?;
@@ -604,11 +619,11 @@ mod tests {
             "{err}"
         );
         result.built_outputs.insert(format!("sha256:{}!dev", "0".repeat(64)), realisation(dev));
-        let paths = floating_paths(&result, &floating, "ssh://b").unwrap();
-        assert_eq!(paths["out"], format!("/nix/store/{out}"));
-        assert_eq!(paths["dev"], format!("/nix/store/{dev}"));
+        let found = floating_paths(&result, &floating, "ssh://b").unwrap();
+        assert_eq!(found.paths["out"], format!("/nix/store/{out}"));
+        assert_eq!(found.paths["dev"], format!("/nix/store/{dev}"));
         // Nothing wanted, nothing asked.
-        assert!(floating_paths(&result, &BTreeMap::new(), "ssh://b").unwrap().is_empty());
+        assert!(floating_paths(&result, &BTreeMap::new(), "ssh://b").unwrap().paths.is_empty());
         // Not a store path of this store.
         result
             .built_outputs
