@@ -145,12 +145,59 @@ pub fn answer_with(request: &Request, assessment: &Assessment, ranked: Vec<u32>)
 
 /// The free eligible machines of `assessment`, best first in Nix's order.
 pub fn rank(assessment: &Assessment) -> Vec<u32> {
-    // A stable merge sort, written out: machines that compare equal keep file order, as in
-    // Nix, and a thousand machines cost ten thousand comparisons, not half a million (an
-    // insertion sort's). `slice::sort_by` would triple the size of the component. Each
-    // machine's `load / speed` is worked out once, not twice per comparison: at a thousand
-    // machines the comparisons were a tenth of a decision.
-    let mut ranked: Vec<Key> = assessment.free.iter().map(|&i| Key::of(assessment, i)).collect();
+    // Each machine's `load / speed` is worked out once, not twice per comparison.
+    let keys = assessment.free.iter().map(|&i| Key::of(assessment, i));
+    rank_by_kinds(keys.clone()).unwrap_or_else(|| merge_sort(keys.collect()))
+}
+
+/// How many different keys [`rank_by_kinds`] sorts before it leaves the ranking to
+/// [`merge_sort`]: its insertions cost the square of this.
+const MAX_KINDS: usize = 64;
+
+/// The ranking when the free machines have at most [`MAX_KINDS`] different keys, as a real
+/// cluster does (a few kinds of machine, a few loads): the keys are sorted once, and the
+/// machines are dealt into them in file order (a counting sort, stable as Nix's order needs).
+/// At a thousand machines a comparison sort was half of the default policy's work in Wasm.
+fn rank_by_kinds(keys: impl Iterator<Item = Key> + Clone) -> Option<Vec<u32>> {
+    // The different keys in order, each with the number it got when first seen; and that
+    // number for every machine (a key's place in `kinds` moves as others are inserted).
+    let mut kinds: Vec<((u64, u64, u32), usize)> = Vec::new();
+    let mut seen_as = Vec::with_capacity(keys.size_hint().0);
+    for key in keys.clone() {
+        let kind = key.kind();
+        let number = match kinds.binary_search_by(|(k, _)| k.cmp(&kind)) {
+            Ok(at) => kinds[at].1,
+            Err(_) if kinds.len() == MAX_KINDS => return None,
+            Err(at) => {
+                kinds.insert(at, (kind, kinds.len()));
+                kinds.len() - 1
+            }
+        };
+        seen_as.push(number);
+    }
+    // Where the machines of each kind start in the ranking, by the kind's number.
+    let mut count = vec![0; kinds.len()];
+    for &number in &seen_as {
+        count[number] += 1;
+    }
+    let mut next = vec![0; kinds.len()];
+    let mut start = 0;
+    for &(_, number) in &kinds {
+        next[number] = start;
+        start += count[number];
+    }
+    let mut ranked = vec![0; seen_as.len()];
+    for (key, &number) in keys.zip(&seen_as) {
+        ranked[next[number]] = key.machine;
+        next[number] += 1;
+    }
+    Some(ranked)
+}
+
+/// A stable merge sort, written out: machines that compare equal keep file order, as in Nix,
+/// and a thousand machines cost ten thousand comparisons, not half a million (an insertion
+/// sort's). `slice::sort_by` would triple the size of the component.
+fn merge_sort(mut ranked: Vec<Key>) -> Vec<u32> {
     let mut merged = ranked.clone();
     let mut width = 1;
     while width < ranked.len() {
@@ -226,10 +273,16 @@ impl Key {
         }
     }
 
+    /// What [`compare_candidates`] compares, in an order where lower is better.
+    #[inline]
+    fn kind(&self) -> (u64, u64, u32) {
+        (self.score, self.speed, self.load)
+    }
+
     /// `compare_candidates(self, other) == Less`.
     #[inline]
     fn is_better_than(&self, other: &Key) -> bool {
-        (self.score, self.speed, self.load) < (other.score, other.speed, other.load)
+        self.kind() < other.kind()
     }
 }
 
@@ -391,6 +444,21 @@ mod tests {
         let mut expected = free;
         expected.sort_by(|&a, &b| compare_candidates(key(a), key(b)));
         assert_eq!(rank(&assessment), expected);
+    }
+
+    #[test]
+    fn many_kinds_of_machine_rank_as_a_stable_sort_does() {
+        // Around MAX_KINDS different keys, below and above: counted or merge-sorted, the
+        // order is the same.
+        for kinds in [MAX_KINDS - 1, MAX_KINDS, MAX_KINDS + 1, 700] {
+            let free: Vec<u32> = (0..1000).collect();
+            let key = |i: u32| (0, 1.0 + f64::from(i * 37 % kinds as u32) / 8.0);
+            let fits = free.iter().map(|&i| Fit::Free { load: key(i).0, speed: key(i).1 }).collect();
+            let assessment = Assessment { free: free.clone(), right_type: true, fits };
+            let mut expected = free;
+            expected.sort_by(|&a, &b| compare_candidates(key(a), key(b)));
+            assert_eq!(rank(&assessment), expected, "{kinds} kinds of speed");
+        }
     }
 
     #[test]

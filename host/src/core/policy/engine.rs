@@ -56,6 +56,9 @@ fn pool() -> PoolingAllocationConfig {
         .max_tables_per_module(8)
         // The limit `MemoryLimiter::table_growing` enforces anyway.
         .table_elements(100_000)
+        // Stacks are for async calls, which the policy host never makes; wasmtime's default of
+        // a thousand, each behind a guard page, took 4 ms to set up.
+        .total_stacks(1)
         // Enough for the default policy over a thousand machines; a bigger memory is reset
         // beyond this by the kernel (unmapped and mapped again).
         .linear_memory_keep_resident(2 << 20)
