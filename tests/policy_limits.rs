@@ -120,14 +120,15 @@ fn the_default_policy_decides_the_most_machines_a_file_may_list_by_itself() {
             systems: vec!["x86_64-linux".into(), "aarch64-linux".into()],
             max_jobs: 8,
             speed_factor: 1.0 + (i % 4) as f64,
-            supported_features: (0..16).map(|f| format!("feature-{f}")).collect(),
+            supported_features: (0..32).map(|f| format!("feature-{f}")).collect(),
             mandatory_features: vec![],
             slots_in_use: (i % 8) as u32 / 2,
             enabled: true,
             down_reason: None,
         })
         .collect();
-    let req = Request { required_features: vec!["feature-3".into(), "feature-9".into()], ..request() };
+    let required = ["feature-3", "feature-9", "feature-17", "feature-31"];
+    let req = Request { required_features: required.map(String::from).to_vec(), ..request() };
     // The deadline is wall-clock: a debug build among parallel tests may take longer than the
     // release hook's 200 ms, and time is not what this test is about.
     let limits = Limits { deadline: std::time::Duration::from_secs(30), ..Limits::default() };

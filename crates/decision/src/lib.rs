@@ -149,11 +149,11 @@ fn each_broken_rule(
     if !m.enabled {
         broken(Misfit::Down { down_reason: m.down_reason.clone() })?;
     }
-    if req.system != "builtin" && !m.systems.contains(&req.system) {
+    if req.system != "builtin" && !m.systems.iter().any(|s| same(s, &req.system)) {
         broken(Misfit::System { wanted: req.system.clone(), has: m.systems.clone() })?;
     }
     for f in &req.required_features {
-        if !m.supported_features.contains(f) && !m.mandatory_features.contains(f) {
+        if !m.supported_features.iter().chain(&m.mandatory_features).any(|s| same(s, f)) {
             broken(Misfit::MissingFeature(f.clone()))?;
         }
     }
@@ -163,6 +163,20 @@ fn each_broken_rule(
         }
     }
     ControlFlow::Continue(())
+}
+
+/// `a == b`, eight bytes at a time. In Wasm, `==` on strings calls a `memcmp` that goes byte
+/// by byte, and comparing the request's system with every machine's was a twentieth of a
+/// decision over a thousand machines.
+fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let (words_a, words_b) = (a.chunks_exact(8), b.chunks_exact(8));
+    let word = |w: &[u8]| u64::from_ne_bytes(w.try_into().unwrap_or_default());
+    let tail = words_a.remainder().iter().zip(words_b.remainder()).all(|(x, y)| x == y);
+    tail && words_a.zip(words_b).all(|(x, y)| word(x) == word(y))
 }
 
 /// Why an eligible machine has no free slot now, if it has none.
