@@ -40,7 +40,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -234,7 +234,89 @@ fn recv_line_with_fds(stream: &mut UnixStream) -> Result<(String, Vec<OwnedFd>)>
 struct Session {
     remote: Remote,
     version: u64,
-    log: Arc<Mutex<Option<File>>>,
+    log: Arc<LogRelay>,
+}
+
+/// A session's stderr on its way to the borrower's build log. Only the relay thread writes to
+/// the log, and a borrower's log is let go only through it: what the builder said before the
+/// borrower was done (a failed build's "keeping build directory" comes just before its result)
+/// may still be in the pipe, unread, when the borrower gives the session back.
+struct LogRelay {
+    state: Mutex<RelayState>,
+    changed: Condvar,
+    /// A byte here asks the relay thread to pass on what is in the pipe and let the log go.
+    wake: Mutex<PipeWriter>,
+}
+
+#[derive(Default)]
+struct RelayState {
+    log: Option<File>,
+    letting_go: bool,
+    /// The session's stderr closed: the relay thread is gone.
+    ended: bool,
+}
+
+impl LogRelay {
+    /// Relays `stderr` by a thread of its own, to no log until one is lent.
+    fn start(stderr: PipeReader) -> Result<Arc<LogRelay>> {
+        let (wake_r, wake_w) = std::io::pipe()?;
+        let log =
+            Arc::new(LogRelay { state: Mutex::default(), changed: Condvar::new(), wake: Mutex::new(wake_w) });
+        let to = log.clone();
+        std::thread::spawn(move || {
+            relay(stderr, wake_r, &to);
+            to.end();
+        });
+        Ok(log)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RelayState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The session's stderr goes to `log` from now on.
+    fn lend_to(&self, log: File) {
+        self.lock().log = Some(log);
+    }
+
+    /// Returns once everything the session wrote to its stderr so far is in the borrower's
+    /// log, and the log is let go (its last descriptor here closed: Nix reads the log until
+    /// every writer has closed it).
+    fn let_go(&self) {
+        let mut state = self.lock();
+        state.letting_go = true;
+        if state.ended || self.wake.lock().unwrap_or_else(|p| p.into_inner()).write_all(b"\n").is_err() {
+            state.log = None;
+            return;
+        }
+        // The relay thread takes its time only when the log's reader is slow; past this the
+        // log is let go anyway, and the rest of what the builder said is lost.
+        let (mut state, _) = self
+            .changed
+            .wait_timeout_while(state, Duration::from_secs(5), |s| s.letting_go && !s.ended)
+            .unwrap_or_else(|p| p.into_inner());
+        state.log = None;
+        state.letting_go = false;
+    }
+
+    fn write(&self, bytes: &[u8]) {
+        if let Some(log) = self.lock().log.as_mut() {
+            let _ = log.write_all(bytes);
+        }
+    }
+
+    fn let_go_now(&self) {
+        let mut state = self.lock();
+        state.log = None;
+        state.letting_go = false;
+        self.changed.notify_all();
+    }
+
+    fn end(&self) {
+        let mut state = self.lock();
+        (state.log, state.ended) = (None, true);
+        self.changed.notify_all();
+    }
 }
 
 type Idle = Arc<Mutex<HashMap<String, Vec<Session>>>>;
@@ -339,7 +421,7 @@ fn lend(mut stream: UnixStream, idle: &Idle, dir: &PrivateDir) -> Result<()> {
             }
         },
     };
-    *session.log.lock().unwrap_or_else(|p| p.into_inner()) = Some(log);
+    session.log.lend_to(log);
     let reply = serde_json::to_string(&Lend { version: Some(session.version) })?;
     send_with_fds(
         &stream,
@@ -348,7 +430,7 @@ fn lend(mut stream: UnixStream, idle: &Idle, dir: &PrivateDir) -> Result<()> {
     )?;
     let mut said = String::new();
     let _ = BufReader::new(&stream).read_line(&mut said);
-    *session.log.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    session.log.let_go();
     if said == "returned\n" {
         let mut idle = idle.lock().unwrap_or_else(|p| p.into_inner());
         let kept = idle.entry(key).or_default();
@@ -391,21 +473,90 @@ fn open(socket: &Path, ask: &Ask) -> Result<Session> {
     let client =
         nwh_serve::ServeClient::handshake(&ask.host, remote.stdout.try_clone()?, remote.stdin.try_clone()?)?;
     let version = client.remote_version();
-    let log: Arc<Mutex<Option<File>>> = Arc::default();
-    let to = log.clone();
-    std::thread::spawn(move || relay(err_r, &to));
-    Ok(Session { remote, version, log })
+    Ok(Session { remote, version, log: LogRelay::start(err_r)? })
 }
 
-/// Copies the session's stderr to the current borrower's build log until the session ends.
-fn relay(mut from: PipeReader, to: &Mutex<Option<File>>) {
+/// Copies the session's stderr to the current borrower's build log until the session ends;
+/// when asked on `wake`, passes on what the pipe holds and lets the borrower's log go.
+fn relay(mut from: PipeReader, mut wake: PipeReader, to: &LogRelay) {
+    use rustix::event::{poll, PollFd, PollFlags};
     let mut buf = [0u8; 8192];
-    while let Ok(n) = from.read(&mut buf) {
-        if n == 0 {
+    // Passes on one read's worth; false when the session's stderr has closed.
+    let mut pass_on = |from: &mut PipeReader| match from.read(&mut buf) {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            to.write(&buf[..n]);
+            true
+        }
+    };
+    let readable = |fd: &PipeReader| {
+        let mut fds = [PollFd::new(fd, PollFlags::IN)];
+        poll(&mut fds, Some(&rustix::fs::Timespec { tv_sec: 0, tv_nsec: 0 })).is_ok_and(|n| n > 0)
+    };
+    loop {
+        let mut fds = [PollFd::new(&from, PollFlags::IN), PollFd::new(&wake, PollFlags::IN)];
+        if poll(&mut fds, None).is_err() {
+            continue;
+        }
+        let (said, asked) = (!fds[0].revents().is_empty(), !fds[1].revents().is_empty());
+        if said && !pass_on(&mut from) {
             return;
         }
-        if let Some(log) = to.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
-            let _ = log.write_all(&buf[..n]);
+        if asked {
+            if !matches!(wake.read(&mut [0; 16]), Ok(1..)) {
+                return;
+            }
+            while readable(&from) {
+                if !pass_on(&mut from) {
+                    return;
+                }
+            }
+            to.let_go_now();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the builder said just before the borrower was done reaches the borrower's log,
+    /// however late the relay thread runs: the line Nix shows for a failed build ("keeping
+    /// build directory") came last and was lost when the keeper let the log go first.
+    #[test]
+    fn what_the_builder_said_before_the_return_reaches_the_log() {
+        for round in 0..200 {
+            let (stderr, mut builder) = std::io::pipe().unwrap();
+            let relay = LogRelay::start(stderr).unwrap();
+            let log = tempfile::tempfile().unwrap();
+            relay.lend_to(log.try_clone().unwrap());
+            let said = format!("note: keeping build directory '/tmp/nix-build-{round}'\n");
+            builder.write_all(said.as_bytes()).unwrap();
+            relay.let_go();
+            // Said after the return: goes nowhere.
+            builder.write_all(b"between builds\n").unwrap();
+            let mut got = String::new();
+            let mut log = log;
+            std::io::Seek::rewind(&mut log).unwrap();
+            log.read_to_string(&mut got).unwrap();
+            assert_eq!(got, said, "round {round}");
+        }
+    }
+
+    /// A session whose stderr has closed (its builder gone) lets the log go at once.
+    #[test]
+    fn a_session_that_ended_lets_the_log_go_at_once() {
+        let (stderr, builder) = std::io::pipe().unwrap();
+        let relay = LogRelay::start(stderr).unwrap();
+        drop(builder);
+        while !relay.lock().ended {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        relay.lend_to(tempfile::tempfile().unwrap());
+        let started = Instant::now();
+        relay.let_go();
+        assert!(relay.lock().log.is_none());
+        // Not after waiting for the thread that is gone (the let-go's 5 s time-out).
+        assert!(started.elapsed() < Duration::from_secs(4));
     }
 }
