@@ -106,6 +106,7 @@ fn request() -> Request {
         required_features: Vec::new(),
         am_willing: true,
         could_build_locally: true,
+        local: Default::default(),
     }
 }
 
@@ -121,6 +122,7 @@ fn machines() -> Vec<MachineView> {
             slots_in_use: i % 5,
             enabled: true,
             down_reason: None,
+            facts: Default::default(),
         })
         .collect()
 }

@@ -231,6 +231,7 @@ fn request_for(n: usize) -> Request {
         required_features: Vec::new(),
         am_willing: false,
         could_build_locally: false,
+        local: Default::default(),
     }
 }
 

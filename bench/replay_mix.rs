@@ -76,6 +76,7 @@ fn write_trace(path: &std::path::Path) -> Result<()> {
                     slots_in_use: next(u64::from(max_jobs) + 1) as u32,
                     enabled: true,
                     down_reason: None,
+                    facts: Default::default(),
                 }
             })
             .collect();
@@ -93,6 +94,7 @@ fn write_trace(path: &std::path::Path) -> Result<()> {
                 },
                 am_willing: next(2) == 0,
                 could_build_locally: next(2) == 0,
+                local: Default::default(),
             },
             machines,
             policy: PolicyId { name: "the default policy".into(), sha256: "0".repeat(64) },

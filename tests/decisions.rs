@@ -31,6 +31,7 @@ fn run(case: &Case) -> String {
         drv_path: "/nix/store/00000000000000000000000000000000-case.drv".into(),
         required_features: case.features.clone(),
         could_build_locally: false,
+        local: Default::default(),
     };
     match s.decide(&offer).unwrap().placement {
         Placement::Placed(placed) => format!("accept {}", placed.uri),

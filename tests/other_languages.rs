@@ -73,6 +73,7 @@ fn table_cases() -> Vec<Case> {
                 system: c.system,
                 required_features: c.features,
                 am_willing: c.am_willing,
+                local: Default::default(),
             };
             Case { name: c.name, request, machines }
         })
@@ -90,6 +91,7 @@ fn machine(uri: &str, systems: &[&str], max_jobs: u32, speed: f64, in_use: u32) 
         slots_in_use: in_use,
         enabled: true,
         down_reason: None,
+        facts: Default::default(),
     }
 }
 
@@ -100,6 +102,7 @@ fn request(system: &str, features: &[&str], am_willing: bool, could: bool) -> Re
         required_features: features.iter().map(|s| s.to_string()).collect(),
         am_willing,
         could_build_locally: could,
+        local: Default::default(),
     }
 }
 
@@ -211,6 +214,7 @@ fn random_cases(count: usize) -> Vec<Case> {
                         slots_in_use: rng.next(u64::from(max_jobs) + 2) as u32,
                         enabled,
                         down_reason: (!enabled && rng.next(2) == 0).then(|| format!("down #{i}")),
+                        facts: Default::default(),
                     }
                 })
                 .collect();
@@ -222,6 +226,7 @@ fn random_cases(count: usize) -> Vec<Case> {
                 required_features,
                 am_willing: rng.next(2) == 0,
                 could_build_locally: rng.next(2) == 0,
+                local: Default::default(),
             };
             Case { name: format!("random #{case}"), request, machines }
         })

@@ -26,6 +26,7 @@ fn machine(uri: &str, in_use: u32, down: Option<&str>) -> MachineView {
         slots_in_use: in_use,
         enabled: down.is_none(),
         down_reason: down.map(str::to_string),
+        facts: Default::default(),
     }
 }
 
@@ -36,13 +37,52 @@ fn request() -> Request {
         required_features: vec![],
         am_willing: false,
         could_build_locally: false,
+        local: Default::default(),
     }
 }
 
+/// The default decides with Nix's rules alone: it stays on contract 0.2, which has no facts
+/// to lower.
 #[test]
-fn the_default_policy_speaks_the_current_contract() {
+fn the_default_policy_speaks_the_contract_before_facts() {
     let p = Policy::default_policy(&Cache::disabled()).unwrap();
     assert_eq!(p.contract_version(), "0.2");
+}
+
+/// Contract 0.3 hands a policy every fact as the host holds it: present or absent, each
+/// field and each age, for every machine and for the local one. The `facts` policy answers
+/// with what it received, printed by the decision model it was built from.
+#[test]
+fn a_policy_of_the_current_contract_gets_every_fact_as_the_host_holds_it() {
+    use nwh_decision::facts::{Amount, Count, Facts, History, Load, Pressure, Rate};
+    let p = Policy::from_file(&policy_fixture_path("facts"), &Cache::disabled()).unwrap();
+    assert_eq!(p.contract_version(), "0.3");
+    let all = Facts {
+        load: Some(Load { avg1: 0.25, avg5: 1.5, avg15: 12.0, cores: 64, age_ms: 1 }),
+        pressure: Some(Pressure { cpu: 3.07, memory: 0.0, io: 99.99, age_ms: 2 }),
+        free_store_bytes: Some(Amount { bytes: u64::MAX, age_ms: 3 }),
+        builds_running: Some(Count { value: 7, age_ms: 4 }),
+        recent_failures: Some(Count { value: 0, age_ms: 5 }),
+        missing_input_bytes: Some(Amount { bytes: 123_456_789_012, age_ms: 6 }),
+        transfer_rate: Some(Rate { value: 1.25e8, samples: 3, age_ms: 7 }),
+        relative_speed: Some(Rate { value: 0.1 + 0.2, samples: 40, age_ms: 8 }),
+        past_builds: Some(History { builds: 2, mean_ms: 61_000, last_ms: 59_999, age_ms: u64::MAX }),
+    };
+    let only_load = Facts { load: all.load, ..Facts::default() };
+    let only_history = Facts { past_builds: all.past_builds, ..Facts::default() };
+    let machines: Vec<MachineView> = [all.clone(), Facts::default(), only_load, only_history]
+        .into_iter()
+        .enumerate()
+        .map(|(i, facts)| MachineView { facts, ..machine(&format!("ssh://m{i}"), 0, None) })
+        .collect();
+    let local = nwh_decision::LocalView { max_jobs: 3, speed_factor: 2.5, facts: all };
+    let req = Request { local: local.clone(), ..request() };
+    let answer = p.call(&req, &machines).unwrap().answer;
+    assert_eq!(answer.decision, Decision::Decline);
+    for (i, m) in machines.iter().enumerate() {
+        let expected = format!("local: {local:?}; machine: {:?}", m.facts);
+        assert_eq!(answer.reason_for(i as u32), Some(expected.as_str()), "machine {i}");
+    }
 }
 
 #[test]
@@ -75,7 +115,7 @@ fn a_policy_for_an_unknown_major_version_is_refused_naming_both_versions() {
     assert_eq!(
         refusal("future-major"),
         "policy future-major.wasm cannot be used: it was built for version 1.0.0 of `nix-wasm-hook:policy`, \
-         and this hook speaks 0.2.x and 0.1.x: rebuild it against this hook's wit/policy.wit, or use a hook \
+         and this hook speaks 0.3.x, 0.2.x and 0.1.x: rebuild it against this hook's wit/policy.wit, or use a hook \
          that speaks 1.0.0"
     );
 }
@@ -85,7 +125,7 @@ fn a_component_of_another_world_is_refused_naming_what_it_exports() {
     assert_eq!(
         refusal("wrong-world"),
         "policy wrong-world.wasm cannot be used: it does not export the interface `nix-wasm-hook:policy/policy` \
-         (world `policy-world` of wit/policy.wit, version 0.2.0); it exports `example:other/thing@0.1.0`"
+         (world `policy-world` of wit/policy.wit, version 0.3.0); it exports `example:other/thing@0.1.0`"
     );
 }
 
@@ -93,7 +133,7 @@ fn a_component_of_another_world_is_refused_naming_what_it_exports() {
 fn a_policy_without_decide_is_refused_naming_the_function() {
     assert_eq!(
         refusal("no-decide"),
-        "policy no-decide.wasm cannot be used: its `nix-wasm-hook:policy/policy@0.2.0` has no function \
+        "policy no-decide.wasm cannot be used: its `nix-wasm-hook:policy/policy@0.3.0` has no function \
          `decide`, which every policy must export as `decide: func(request: request, machines: list<machine>) \
          -> answer`; it has `decide-later`"
     );

@@ -22,6 +22,7 @@ fn machine(uri: &str, system: &str, in_use: u32) -> MachineView {
         slots_in_use: in_use,
         enabled: true,
         down_reason: None,
+        facts: Default::default(),
     }
 }
 
@@ -32,6 +33,7 @@ fn request() -> Request {
         required_features: vec![],
         am_willing: true,
         could_build_locally: true,
+        local: Default::default(),
     }
 }
 
@@ -125,6 +127,7 @@ fn the_default_policy_decides_the_most_machines_a_file_may_list_by_itself() {
             slots_in_use: (i % 8) as u32 / 2,
             enabled: true,
             down_reason: None,
+            facts: Default::default(),
         })
         .collect();
     let required = ["feature-3", "feature-9", "feature-17", "feature-31"];
@@ -385,6 +388,7 @@ fn schedule_in_background(
         drv_path: drv(name),
         required_features: vec![],
         could_build_locally: false,
+        local: Default::default(),
     };
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {

@@ -389,6 +389,7 @@ fn ssh_words_in_down_reasons_lose_their_key_material() {
         slots_in_use: 0,
         enabled: false,
         down_reason: Some(said),
+        facts: Default::default(),
     };
     let request = Request {
         drv_path: DRV.into(),
@@ -396,6 +397,7 @@ fn ssh_words_in_down_reasons_lose_their_key_material() {
         required_features: vec![],
         am_willing: false,
         could_build_locally: false,
+        local: Default::default(),
     };
     let decided = Decided {
         answer: Answer { decision: Decision::Decline, rejected: vec![(0, "down".into())] },

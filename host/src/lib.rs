@@ -34,6 +34,10 @@
 //!   [`nwh_decision::Misfit::Down`].
 //! * **LocalMachine** ([`nwh_decision::LocalMachine`]): what the parent itself can build. (The
 //!   **local store** is [`transfer::local_store::LocalStore`]: where outputs go.)
+//! * **LocalView** ([`nwh_decision::LocalView`], WIT `local-machine`): the machine Nix runs on
+//!   as a policy sees it, a candidate with its speed and facts.
+//! * **Facts** ([`nwh_decision::Facts`], WIT `facts`, contract 0.3): what the host knows of a
+//!   machine beyond its line, each optional and with its age.
 //! * **Decision** ([`nwh_decision::Decision`], WIT `decision`): try these machines in this
 //!   order, decline, or postpone. **Answer** ([`nwh_decision::Answer`]): a policy's decision
 //!   and its reason for each machine it left out. **Decided** ([`core::policy::Decided`]): the

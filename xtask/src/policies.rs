@@ -6,13 +6,15 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The interface every policy component exports.
-pub const POLICY_EXPORT: &str = "nix-wasm-hook:policy/policy@0.2.0";
+/// The interface every policy component exports: the current contract.
+pub const POLICY_EXPORT: &str = "nix-wasm-hook:policy/policy@0.3.0";
 
-/// What a guest exports: the policy interface, except for the guests that test how the host
-/// refuses or adapts to other contracts.
+/// What a guest exports: the policy interface, except for the default (contract 0.2: it uses
+/// none of 0.3's facts) and the guests that test how the host refuses or adapts to other
+/// contracts.
 fn expected_export(name: &str) -> &'static str {
     match name {
+        "default" => "nix-wasm-hook:policy/policy@0.2.0",
         "old-minor" => "nix-wasm-hook:policy/policy@0.1.0",
         "future-major" => "nix-wasm-hook:policy/policy@1.0.0",
         "wrong-world" => "example:other/thing@0.1.0",
@@ -84,6 +86,7 @@ const GUESTS: &[Guest] = &[
     guest("phantom", "test-policy-phantom", Target::Core, Imports::None),
     guest("misfit", "test-policy-misfit", Target::Core, Imports::None),
     guest("prefer-last", "test-policy-prefer-last", Target::Core, Imports::None),
+    guest("facts", "test-policy-facts", Target::Core, Imports::None),
     guest("fastest-first", "fastest-first-policy", Target::Core, Imports::None),
     guest("snoop", "test-policy-snoop", Target::Wasip2, Imports::OnlyWasi),
     guest("sleep", "test-policy-sleep", Target::Wasip2, Imports::OnlyWasi),

@@ -309,6 +309,7 @@ mod tests {
             required_features: features.iter().map(|s| s.to_string()).collect(),
             am_willing: false,
             could_build_locally: false,
+            local: Default::default(),
         }
     }
 
@@ -323,6 +324,7 @@ mod tests {
             slots_in_use: load,
             enabled: true,
             down_reason: None,
+            facts: Default::default(),
         }
     }
 
@@ -703,6 +705,7 @@ mod tests {
                         slots_in_use: rng.next(u64::from(max_jobs) + 1) as u32,
                         enabled: rng.next(10) != 0,
                         down_reason: None,
+                        facts: Default::default(),
                     }
                 })
                 .collect();

@@ -11,6 +11,9 @@ use std::ops::ControlFlow;
 use serde::{Deserialize, Serialize};
 
 pub mod choice;
+pub mod facts;
+
+pub use facts::{Facts, LocalView};
 
 /// One derivation Nix would like built somewhere (the `try` message plus what the host knows
 /// about the local machine).
@@ -22,6 +25,9 @@ pub struct Request {
     pub required_features: Vec<String>,
     pub am_willing: bool,
     pub could_build_locally: bool,
+    /// The machine Nix runs on (contract 0.3); left out of a trace when nothing is known.
+    #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "LocalView::is_unknown"))]
+    pub local: LocalView,
 }
 
 /// A machine as the policy sees it: its line in the machines file and live facts.
@@ -39,6 +45,9 @@ pub struct MachineView {
     /// Why it is not enabled (ssh's words for a failed connection), when it is not.
     #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "Option::is_none"))]
     pub down_reason: Option<String>,
+    /// What the host knows of it beyond its line (contract 0.3).
+    #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "Facts::is_empty"))]
+    pub facts: Facts,
 }
 
 /// What a policy decides for a request (WIT `decision`): try these machines in this order,
@@ -281,6 +290,7 @@ mod tests {
             required_features: features.iter().map(|f| f.to_string()).collect(),
             am_willing: true,
             could_build_locally: false,
+            local: Default::default(),
         }
     }
 
@@ -295,6 +305,7 @@ mod tests {
             slots_in_use: in_use,
             enabled: true,
             down_reason: None,
+            facts: Default::default(),
         }
     }
 

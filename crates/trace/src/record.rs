@@ -83,6 +83,48 @@ pub fn parse_line(text: &str) -> Result<Record, TraceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
+
+    /// The facts a decision saw come back from its line as they were, so that `replay` hands
+    /// the policy what it was handed; a decision without facts writes none (the lines of
+    /// hooks from before contract 0.3 are the same) and reads back as one without.
+    #[test]
+    fn facts_come_back_from_a_line_as_they_were() {
+        use nwh_decision::facts::{Amount, Facts, History, Load};
+        let machine = |facts: Facts| {
+            serde_json::json!({
+                "uri": "ssh://b", "systems": ["x86_64-linux"], "max_jobs": 2, "speed_factor": 1.5,
+                "supported_features": [], "mandatory_features": [], "slots_in_use": 0, "enabled": true,
+                "facts": facts,
+            })
+        };
+        let some = Facts {
+            load: Some(Load { avg1: 0.5, avg5: 0.25, avg15: 3.0, cores: 8, age_ms: 1200 }),
+            missing_input_bytes: Some(Amount { bytes: 1 << 40, age_ms: 0 }),
+            past_builds: Some(History { builds: 3, mean_ms: 900, last_ms: 1000, age_ms: 86_400_000 }),
+            ..Facts::default()
+        };
+        let line = serde_json::json!({
+            "v": VERSION, "time": "2026-12-08T00:00:00.000Z", "pid": 1,
+            "request": {"drv_path": "/nix/store/x.drv", "system": "x86_64-linux", "required_features": [],
+                        "am_willing": true, "could_build_locally": true,
+                        "local": {"max_jobs": 4, "speed_factor": 2.0, "facts": some}},
+            "machines": [machine(some.clone()), machine(Facts::default())],
+            "policy": {"name": "p", "sha256": "0"},
+            "answer": {"choice": {"kind": "decline"}, "rejected": []},
+            "decided_by": "policy", "fuel": 1, "micros": 1, "outcome": {"kind": "declined"},
+        })
+        .to_string();
+        let record = parse_line(&line).unwrap();
+        assert_eq!(record.machines[0].facts, some);
+        assert_eq!(record.machines[1].facts, Facts::default());
+        assert_eq!((record.request.local.max_jobs, &record.request.local.facts), (4, &some));
+        let written = serde_json::to_value(&record).unwrap();
+        assert_eq!(parse_line(&written.to_string()).unwrap(), record);
+        assert!(written["machines"][1].get("facts").is_none(), "{written}");
+        let without: Value = serde_json::from_str(&line.replace(r#","local":"#, r#","unused":"#)).unwrap();
+        assert!(parse_line(&without.to_string()).unwrap().request.local.is_unknown());
+    }
 
     #[test]
     fn a_newer_format_is_named() {

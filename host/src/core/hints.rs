@@ -83,6 +83,7 @@ mod tests {
             slots_in_use: 0,
             enabled: true,
             down_reason: None,
+            facts: Default::default(),
         };
         let req = |system: &str, features: &[&str]| Request {
             drv_path: "/nix/store/x.drv".into(),
@@ -90,6 +91,7 @@ mod tests {
             required_features: features.iter().map(|f| f.to_string()).collect(),
             am_willing: false,
             could_build_locally: false,
+            local: Default::default(),
         };
         assert!(unknown_words(
             &req("i686-linux", &["kvm", "big-parallel", "nixos-test"]),

@@ -258,6 +258,7 @@ mod tests {
             required_features: features.iter().map(|f| f.to_string()).collect(),
             am_willing: false,
             could_build_locally: false,
+            local: Default::default(),
         }
     }
 

@@ -234,5 +234,6 @@ pub fn view(m: &Machine, in_use: u32, down_reason: Option<String>) -> MachineVie
         slots_in_use: in_use,
         enabled: down_reason.is_none(),
         down_reason,
+        facts: Default::default(),
     }
 }

@@ -302,6 +302,7 @@ fn build(
         required_features,
         am_willing: true,
         could_build_locally: false,
+        local: Default::default(),
     };
     let mut placed = match dispatcher.place(&t, Wait::Forever, logger)? {
         Placement::Placed(p) => p,

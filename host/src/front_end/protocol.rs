@@ -19,8 +19,9 @@ const MAX_LIST: u64 = 1 << 20;
 pub enum Message {
     /// A `try`, as the request it is: Nix does not say whether it could build the derivation
     /// itself (`could_build_locally` is false here; the scheduler works it out from the
-    /// parent's settings).
-    Try(Request),
+    /// parent's settings). Boxed: with the local machine's facts a request is large, and an
+    /// `End` need not be.
+    Try(Box<Request>),
     /// End of input: the parent has no more questions.
     End,
 }
@@ -86,13 +87,14 @@ impl<R: Read, W: Write> Conversation<R, W> {
             .input
             .read_string_list()
             .with_context(|| format!("reading the required features of {drv_path}"))?;
-        Ok(Message::Try(Request {
+        Ok(Message::Try(Box::new(Request {
             drv_path,
             system,
             required_features,
             am_willing,
             could_build_locally: false,
-        }))
+            local: Default::default(),
+        })))
     }
 
     pub fn read_accepted(&mut self) -> Result<Accepted> {

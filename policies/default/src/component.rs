@@ -1,7 +1,9 @@
 //! wit-bindgen glue (wasm32 only): WIT types in, Nix's choice ([`nwh_decision::choice`]) in
 //! the middle, WIT out.
 
-wit_bindgen::generate!({ world: "policy-world", path: "../../wit" });
+// Contract 0.2: the default decides with Nix's rules alone, and needs none of 0.3's facts,
+// which would only make each call lower more.
+wit_bindgen::generate!({ world: "policy-world", path: "../../wit/versions/0.2.0" });
 
 use self::exports::nix_wasm_hook::policy::policy as wit;
 

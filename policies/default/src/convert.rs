@@ -18,6 +18,8 @@ pub fn from_wit(request: wit::Request, machines: Vec<wit::Machine>) -> (Request,
         required_features: request.required_features,
         am_willing: request.am_willing,
         could_build_locally: request.could_build_locally,
+        // The rules need nothing of the local machine but what these two say.
+        local: Default::default(),
     };
     let machines = machines
         .into_iter()
@@ -31,6 +33,8 @@ pub fn from_wit(request: wit::Request, machines: Vec<wit::Machine>) -> (Request,
             slots_in_use: m.slots_in_use,
             enabled: m.enabled,
             down_reason: m.down_reason,
+            // The rules use none of contract 0.3's facts.
+            facts: Default::default(),
         })
         .collect();
     (request, machines)

@@ -4,8 +4,12 @@
 //! it is loaded; the calls pass the host's own types (`params`). The rest of the host never
 //! names generated paths.
 
-pub mod v0_2 {
+pub mod v0_3 {
     wasmtime::component::bindgen!({ world: "policy-world", path: "../wit" });
+}
+
+pub mod v0_2 {
+    wasmtime::component::bindgen!({ world: "policy-world", path: "../wit/versions/0.2.0" });
 }
 
 pub mod v0_1 {
@@ -16,6 +20,6 @@ pub mod v0_1 {
 pub const PACKAGE: &str = "nix-wasm-hook:policy";
 pub const INTERFACE: &str = "policy";
 /// The current version (what `wit/policy.wit` declares).
-pub const VERSION: &str = "0.2.0";
+pub const VERSION: &str = "0.3.0";
 /// Every `major.minor` the host runs, newest first.
-pub const SUPPORTED: &[&str] = &["0.2", "0.1"];
+pub const SUPPORTED: &[&str] = &["0.3", "0.2", "0.1"];

@@ -16,11 +16,11 @@ use anyhow::{Context, Result};
 use wasmtime::component::{Component, ComponentExportIndex, Instance, InstancePre};
 use wasmtime::{Engine, Store, Trap};
 
-use bindings::{v0_1, v0_2};
+use bindings::{v0_1, v0_2, v0_3};
 use cache::Cache;
 use nwh_decision::{self as decision, Answer, DecidedBy, Decision, MachineView, Request};
 use nwh_options::Options;
-use params::{AnswerOut, MachineV0_1, MachineV0_2, RequestArg};
+use params::{AnswerOut, MachineV0_1, MachineV0_2, MachineV0_3, RequestArg, RequestV0_3};
 use sandbox::StoreState;
 
 /// The default policy, built from `policies/default` and committed (CI rebuilds it and fails
@@ -133,8 +133,14 @@ pub enum LoadError {
     Invalid(String),
 }
 
+/// `0.3.x, 0.2.x and 0.1.x`.
 fn supported_versions() -> String {
-    bindings::SUPPORTED.iter().map(|v| format!("{v}.x")).collect::<Vec<_>>().join(" and ")
+    let versions: Vec<String> = bindings::SUPPORTED.iter().map(|v| format!("{v}.x")).collect();
+    match versions.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => String::new(),
+    }
 }
 
 fn found_list(found: &[String]) -> String {
@@ -221,8 +227,11 @@ impl Policy {
             "0.1" => {
                 v0_1::PolicyWorldPre::new(pre.clone()).map_err(unusable)?;
             }
-            _ => {
+            "0.2" => {
                 v0_2::PolicyWorldPre::new(pre.clone()).map_err(unusable)?;
+            }
+            _ => {
+                v0_3::PolicyWorldPre::new(pre.clone()).map_err(unusable)?;
             }
         }
         let decide = component
@@ -270,8 +279,9 @@ impl Policy {
         store.set_epoch_deadline(ticks);
         let result = self.pre.instantiate(&mut store).and_then(|instance| {
             let answer = match self.version {
-                "0.1" => self.call_decide::<MachineV0_1>(&mut store, &instance, req, machines)?,
-                _ => self.call_decide::<MachineV0_2>(&mut store, &instance, req, machines)?,
+                "0.1" => self.call_decide::<RequestArg, MachineV0_1>(&mut store, &instance, req, machines)?,
+                "0.2" => self.call_decide::<RequestArg, MachineV0_2>(&mut store, &instance, req, machines)?,
+                _ => self.call_decide::<RequestV0_3, MachineV0_3>(&mut store, &instance, req, machines)?,
             };
             Ok(Answer::from(answer))
         });
@@ -285,20 +295,21 @@ impl Policy {
     }
 
     /// `decide`, its machines passed as the `machine` record `M` of the policy's contract.
-    fn call_decide<'m, M>(
+    /// `decide` with the request and machines as contract version `R`/`M` has them.
+    fn call_decide<'m, R, M>(
         &self,
         store: &mut Store<StoreState>,
         instance: &Instance,
-        req: &Request,
+        req: &'m Request,
         machines: &'m [MachineView],
     ) -> wasmtime::Result<AnswerOut>
     where
+        R: From<&'m Request> + wasmtime::component::Lower,
         M: From<&'m MachineView> + wasmtime::component::Lower,
     {
         let machines: Vec<M> = machines.iter().map(M::from).collect();
-        let decide =
-            instance.get_typed_func::<(RequestArg, &[M]), (AnswerOut,)>(&mut *store, &self.decide)?;
-        let (answer,) = decide.call(store, (RequestArg::of(req), &machines))?;
+        let decide = instance.get_typed_func::<(R, &[M]), (AnswerOut,)>(&mut *store, &self.decide)?;
+        let (answer,) = decide.call(store, (R::from(req), &machines))?;
         Ok(answer)
     }
 }

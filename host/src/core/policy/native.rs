@@ -38,6 +38,7 @@ mod tests {
                             slots_in_use: in_use,
                             enabled,
                             down_reason: down_reason.map(str::to_string),
+                            facts: Default::default(),
                         });
                     }
                 }
@@ -51,6 +52,7 @@ mod tests {
                     required_features: strings(features),
                     am_willing: true,
                     could_build_locally: false,
+                    local: Default::default(),
                 };
                 let answer = decide(&req, &machines);
                 for (i, m) in machines.iter().enumerate() {

@@ -12,9 +12,10 @@
 
 use wasmtime::component::{ComponentType, Lift, Lower};
 
-use nwh_decision::{self as decision, Decision, MachineView, Request};
+use nwh_decision::facts::{self, Facts};
+use nwh_decision::{self as decision, Decision, LocalView, MachineView, Request};
 
-/// WIT `request` (the same in every contract version).
+/// WIT `request` of contracts 0.1 and 0.2.
 #[derive(ComponentType, Lower)]
 #[component(record)]
 pub struct RequestArg<'a> {
@@ -29,14 +30,229 @@ pub struct RequestArg<'a> {
     could_build_locally: bool,
 }
 
-impl<'a> RequestArg<'a> {
-    pub fn of(r: &'a Request) -> Self {
+impl<'a> From<&'a Request> for RequestArg<'a> {
+    fn from(r: &'a Request) -> Self {
         RequestArg {
             drv_path: &r.drv_path,
             system: &r.system,
             required_features: &r.required_features,
             am_willing: r.am_willing,
             could_build_locally: r.could_build_locally,
+        }
+    }
+}
+
+/// WIT `request` of contract 0.3 (`local` added).
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub struct RequestV0_3<'a> {
+    #[component(name = "drv-path")]
+    drv_path: &'a str,
+    system: &'a str,
+    #[component(name = "required-features")]
+    required_features: &'a [String],
+    #[component(name = "am-willing")]
+    am_willing: bool,
+    #[component(name = "could-build-locally")]
+    could_build_locally: bool,
+    local: LocalArg,
+}
+
+impl<'a> From<&'a Request> for RequestV0_3<'a> {
+    fn from(r: &'a Request) -> Self {
+        RequestV0_3 {
+            drv_path: &r.drv_path,
+            system: &r.system,
+            required_features: &r.required_features,
+            am_willing: r.am_willing,
+            could_build_locally: r.could_build_locally,
+            local: LocalArg::from(&r.local),
+        }
+    }
+}
+
+/// WIT `local-machine`.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub struct LocalArg {
+    #[component(name = "max-jobs")]
+    max_jobs: u32,
+    #[component(name = "speed-factor")]
+    speed_factor: f64,
+    facts: FactsArg,
+}
+
+impl From<&LocalView> for LocalArg {
+    fn from(l: &LocalView) -> Self {
+        LocalArg { max_jobs: l.max_jobs, speed_factor: l.speed_factor, facts: FactsArg::from(&l.facts) }
+    }
+}
+
+/// WIT `facts`: small records of numbers, copied.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub struct FactsArg {
+    load: Option<LoadArg>,
+    pressure: Option<PressureArg>,
+    #[component(name = "free-store-bytes")]
+    free_store_bytes: Option<AmountArg>,
+    #[component(name = "builds-running")]
+    builds_running: Option<CountArg>,
+    #[component(name = "recent-failures")]
+    recent_failures: Option<CountArg>,
+    #[component(name = "missing-input-bytes")]
+    missing_input_bytes: Option<AmountArg>,
+    #[component(name = "transfer-rate")]
+    transfer_rate: Option<RateArg>,
+    #[component(name = "relative-speed")]
+    relative_speed: Option<RateArg>,
+    #[component(name = "past-builds")]
+    past_builds: Option<HistoryArg>,
+}
+
+impl From<&Facts> for FactsArg {
+    fn from(f: &Facts) -> Self {
+        FactsArg {
+            load: f.load.map(|l| LoadArg {
+                avg1: l.avg1,
+                avg5: l.avg5,
+                avg15: l.avg15,
+                cores: l.cores,
+                age_ms: l.age_ms,
+            }),
+            pressure: f.pressure.map(|p| PressureArg {
+                cpu: p.cpu,
+                memory: p.memory,
+                io: p.io,
+                age_ms: p.age_ms,
+            }),
+            free_store_bytes: f.free_store_bytes.map(AmountArg::from),
+            builds_running: f.builds_running.map(CountArg::from),
+            recent_failures: f.recent_failures.map(CountArg::from),
+            missing_input_bytes: f.missing_input_bytes.map(AmountArg::from),
+            transfer_rate: f.transfer_rate.map(RateArg::from),
+            relative_speed: f.relative_speed.map(RateArg::from),
+            past_builds: f.past_builds.map(|h| HistoryArg {
+                builds: h.builds,
+                mean_ms: h.mean_ms,
+                last_ms: h.last_ms,
+                age_ms: h.age_ms,
+            }),
+        }
+    }
+}
+
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub struct LoadArg {
+    avg1: f64,
+    avg5: f64,
+    avg15: f64,
+    cores: u32,
+    #[component(name = "age-ms")]
+    age_ms: u64,
+}
+
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub struct PressureArg {
+    cpu: f64,
+    memory: f64,
+    io: f64,
+    #[component(name = "age-ms")]
+    age_ms: u64,
+}
+
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub struct AmountArg {
+    bytes: u64,
+    #[component(name = "age-ms")]
+    age_ms: u64,
+}
+
+impl From<facts::Amount> for AmountArg {
+    fn from(a: facts::Amount) -> Self {
+        AmountArg { bytes: a.bytes, age_ms: a.age_ms }
+    }
+}
+
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub struct CountArg {
+    value: u32,
+    #[component(name = "age-ms")]
+    age_ms: u64,
+}
+
+impl From<facts::Count> for CountArg {
+    fn from(c: facts::Count) -> Self {
+        CountArg { value: c.value, age_ms: c.age_ms }
+    }
+}
+
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub struct RateArg {
+    value: f64,
+    samples: u32,
+    #[component(name = "age-ms")]
+    age_ms: u64,
+}
+
+impl From<facts::Rate> for RateArg {
+    fn from(r: facts::Rate) -> Self {
+        RateArg { value: r.value, samples: r.samples, age_ms: r.age_ms }
+    }
+}
+
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub struct HistoryArg {
+    builds: u32,
+    #[component(name = "mean-ms")]
+    mean_ms: u64,
+    #[component(name = "last-ms")]
+    last_ms: u64,
+    #[component(name = "age-ms")]
+    age_ms: u64,
+}
+
+/// WIT `machine` of contract 0.3 (`facts` added), borrowed from the host's view.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub struct MachineV0_3<'a> {
+    uri: &'a str,
+    systems: &'a [String],
+    #[component(name = "max-jobs")]
+    max_jobs: u32,
+    #[component(name = "speed-factor")]
+    speed_factor: f64,
+    #[component(name = "supported-features")]
+    supported_features: &'a [String],
+    #[component(name = "mandatory-features")]
+    mandatory_features: &'a [String],
+    #[component(name = "slots-in-use")]
+    slots_in_use: u32,
+    enabled: bool,
+    #[component(name = "down-reason")]
+    down_reason: Option<&'a str>,
+    facts: FactsArg,
+}
+
+impl<'a> From<&'a MachineView> for MachineV0_3<'a> {
+    fn from(m: &'a MachineView) -> Self {
+        MachineV0_3 {
+            uri: &m.uri,
+            systems: &m.systems,
+            max_jobs: m.max_jobs,
+            speed_factor: m.speed_factor,
+            supported_features: &m.supported_features,
+            mandatory_features: &m.mandatory_features,
+            slots_in_use: m.slots_in_use,
+            enabled: m.enabled,
+            down_reason: m.down_reason.as_deref(),
+            facts: FactsArg::from(&m.facts),
         }
     }
 }
@@ -180,6 +396,7 @@ mod tests {
             slots_in_use: (i % 3) as u32,
             enabled: i % 6 != 5,
             down_reason: (i % 6 == 5).then(|| format!("ssh: connect to host {i}: Connection refused")),
+            facts: Default::default(),
         }
     }
 
@@ -200,6 +417,7 @@ mod tests {
                 required_features: features,
                 am_willing: false,
                 could_build_locally: false,
+                local: Default::default(),
             };
             let answer = policy.call(&request, &machines).unwrap().answer;
             assert_eq!(answer, native::decide(&request, &machines), "on {system}");

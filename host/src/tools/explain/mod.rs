@@ -112,6 +112,7 @@ fn request(args: &Args, local: &LocalMachine) -> Result<Request> {
         required_features: features,
         // As Nix asks when it has a free local slot.
         am_willing: local.max_jobs > 0,
+        local: Default::default(),
     })
 }
 

@@ -228,6 +228,7 @@ impl Sim<'_> {
                 required_features: drv.features.clone(),
                 am_willing,
                 could_build_locally: self.c.local.could_build(&drv.system, &drv.features),
+                local: Default::default(),
             };
             let decided = self.policies.decide(&request, &self.views);
             self.report.decisions += 1;

@@ -1,5 +1,5 @@
 //! Test policy `foreign-import`: a component that exports the real policy interface
-//! (`nix-wasm-hook:policy/policy@0.2.0`) but also **imports `evil:net/socket`**, an interface
+//! (`nix-wasm-hook:policy/policy@0.3.0`) but also **imports `evil:net/socket`**, an interface
 //! outside WASI and outside our package (`wit/evil.wit`: `connect: func(host: string)`).
 //! The host must refuse it at load, before instantiating, naming `evil:net/socket`.
 //!

@@ -1,4 +1,4 @@
-//! Test policy `no-decide`: exports `nix-wasm-hook:policy/policy@0.2.0` but without the
+//! Test policy `no-decide`: exports `nix-wasm-hook:policy/policy@0.3.0` but without the
 //! function `decide` (it has `decide-later`). The host must refuse it, naming the function.
 #![cfg(target_arch = "wasm32")]
 
