@@ -460,6 +460,45 @@ fn a_hook_records_what_its_policy_saw_and_answered() {
     assert_eq!(r.outcome, nwh_trace::Outcome::Accepted { uri: "ssh://last".into() });
 }
 
+/// A policy of contract 0.3 is told of the machine Nix runs on: its `max-jobs`, the
+/// `local-speed-factor` option and what the hook measured there just then; the trace keeps it.
+/// The default policy (0.2) has no use for facts, and none are measured for it.
+#[test]
+fn a_policy_of_the_current_contract_is_told_of_the_local_machine() {
+    for (policy, told) in [(Some("facts"), true), (None, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let trace = dir.path().join("trace.jsonl");
+        let mut env = HookEnv::new();
+        env.args =
+            vec!["--trace".into(), trace.display().to_string(), "--local-speed-factor".into(), "2.5".into()];
+        if let Some(p) = policy {
+            env.args.extend(["--policy".into(), policy_fixture(p)]);
+        }
+        let mut hook = env.start();
+        hook.send(&settings_block(&[
+            ("builders", "ssh://b aarch64-linux"),
+            ("max-jobs", "3"),
+            ("system", "x86_64-linux"),
+        ]));
+        hook.send(&try_message(true, "x86_64-linux", DRV, &[]));
+        assert_eq!(hook.reply(), Some(Reply::Decline));
+        hook.finish();
+        let r = &read_trace(&trace)[0];
+        assert_eq!((r.request.local.max_jobs, r.request.local.speed_factor), (3, 2.5));
+        let facts = &r.request.local.facts;
+        if !told {
+            assert!(facts.is_empty(), "{facts:?}");
+            continue;
+        }
+        let load = facts.load.expect("the load measured here");
+        assert!(load.cores >= 1 && load.age_ms == 0, "{load:?}");
+        assert!(facts.free_store_bytes.is_some(), "{facts:?}");
+        // What the policy received, as it printed it: the same as the trace says.
+        let said = r.answer.reason_for(0).unwrap();
+        assert_eq!(said, format!("local: {:?}; machine: {:?}", r.request.local, r.machines[0].facts));
+    }
+}
+
 #[test]
 fn a_trace_that_cannot_be_written_costs_one_warning_not_the_build() {
     let mut env = HookEnv::new();

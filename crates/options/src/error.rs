@@ -20,4 +20,9 @@ pub enum OptionsError {
     Relative { given: String, means: PathBuf },
     #[error("{given} is out of range: it must be from {min} to {max} ({why}; the default is {default})")]
     OutOfRange { given: String, min: u64, max: u64, why: &'static str, default: u64 },
+    #[error(
+        "{given} is not a speed factor: it must be a number above 0, on the scale of the machines \
+         file's fifth column (the default is 1)"
+    )]
+    NotASpeed { given: String },
 }

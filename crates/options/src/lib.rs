@@ -82,6 +82,10 @@ pub struct Options {
     /// own `builders`.
     #[arg(long, value_name = "BUILDERS")]
     pub machines: Option<String>,
+    /// How fast the machine Nix runs on builds, on the scale of the machines file's speed
+    /// factors: what a policy (contract 0.3) weighs a local build with. Default 1.
+    #[arg(long, value_name = "FACTOR")]
+    pub local_speed_factor: Option<f64>,
 }
 
 impl Options {
@@ -132,6 +136,12 @@ impl Options {
                 means: Path::new("/").join(p),
             });
         }
+        if let Some(speed) = self.local_speed_factor {
+            // As Nix reads the machines file's fifth column: a positive number.
+            if !(speed.is_finite() && speed > 0.0) {
+                return Err(OptionsError::NotASpeed { given: spelling.of("local-speed-factor", &speed) });
+            }
+        }
         for bound in BOUNDS {
             let Some(value) = (bound.get)(self) else { continue };
             if !bound.range.contains(&value) {
@@ -165,7 +175,8 @@ impl Options {
             postpone_wait_ms,
             trace,
             trace_max_bytes,
-            machines
+            machines,
+            local_speed_factor
         );
         self
     }
@@ -190,6 +201,10 @@ impl Options {
 
     pub fn trace_max_bytes(&self) -> u64 {
         self.trace_max_bytes.unwrap_or(DEFAULT_TRACE_MAX_BYTES)
+    }
+
+    pub fn local_speed_factor(&self) -> f64 {
+        self.local_speed_factor.unwrap_or(1.0)
     }
 
     pub fn connect_before_accept(&self) -> bool {
@@ -310,6 +325,19 @@ mod tests {
         let o = file.overlay(flags);
         assert_eq!(o.policy.as_deref(), Some(Path::new("/b.wasm")));
         assert_eq!(o.policy_fuel, Some(100_000));
+    }
+
+    #[test]
+    fn a_local_speed_factor_is_a_positive_number() {
+        assert_eq!(Options::parse("local-speed-factor = 2.5").unwrap().local_speed_factor(), 2.5);
+        assert_eq!(Options::default().local_speed_factor(), 1.0);
+        for bad in ["0.0", "-1.0", "nan", "inf"] {
+            let msg = format!("{:#}", Options::parse(&format!("local-speed-factor = {bad}")).unwrap_err());
+            assert!(msg.contains("`local-speed-factor = ") && msg.contains("above 0"), "{msg}");
+        }
+        let flag = Options { local_speed_factor: Some(0.0), ..Default::default() };
+        let msg = format!("{:#}", flag.check(Spelling::Flag).unwrap_err());
+        assert!(msg.starts_with("`--local-speed-factor 0`"), "{msg}");
     }
 
     #[test]

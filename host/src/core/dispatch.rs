@@ -56,8 +56,11 @@ impl Dispatcher {
         let unsupported = machines.iter().map(|m| transfer::target::unsupported(m, local_store)).collect();
         let down_here = vec![None; machines.len()];
         let load = nwh_slots::LoadDir::open(opts.current_load_dir(&local_store.state_dir));
+        let mut scheduler = Scheduler::new(machines, load, policies, local, nix);
+        scheduler.local_speed = opts.local_speed_factor();
+        scheduler.local_store_dir = local_store.real_dir.clone();
         Dispatcher {
-            scheduler: Scheduler::new(machines, load, policies, local, nix),
+            scheduler,
             health: Health::from(opts),
             ssh: SshOptions::from(opts),
             connect_first: opts.connect_before_accept(),

@@ -6,10 +6,12 @@
 //!   checks its answer and takes a slot; [`policy`] runs the components (wasmtime);
 //! * [`settings`]: `nix.conf`, the settings block and the machines they name;
 //! * [`trace`]: one record per decision; [`timeline`]: when each step happened;
+//! * [`facts`]: what a policy of contract 0.3 is told beyond the machines file;
 //! * [`log`]: Nix's log format; [`hints`]: "did you mean"; [`nix_release`]: what the parent's
 //!   release does differently; [`stop`]: SIGTERM; [`state_dir`]: the state directory.
 
 pub mod dispatch;
+pub mod facts;
 pub mod hints;
 pub mod log;
 pub mod nix_release;

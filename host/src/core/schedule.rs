@@ -12,7 +12,7 @@ use nwh_slots::{LoadDir, SlotLock};
 use crate::core::log::Level;
 use crate::core::nix_release::NixRelease;
 use crate::core::policy::{Decided, Policies};
-use nwh_decision::{self as decision, Decision, LocalMachine, MachineView, Request};
+use nwh_decision::{self as decision, Decision, LocalMachine, LocalView, MachineView, Request};
 
 /// Where one derivation goes: the one result, from the policy's answer to the transfer.
 pub enum Placement {
@@ -54,6 +54,10 @@ pub struct Scheduler {
     pub local: LocalMachine,
     /// The parent's release, for quoting its words; `None` when it cannot be told.
     pub nix: Option<NixRelease>,
+    /// The local machine as a candidate: its speed factor, and the directory whose file
+    /// system's free space it reports (the local store's, on this machine's disk).
+    pub local_speed: f64,
+    pub local_store_dir: std::path::PathBuf,
 }
 
 impl Scheduler {
@@ -65,14 +69,21 @@ impl Scheduler {
         nix: Option<NixRelease>,
     ) -> Self {
         let down = vec![None; machines.len()];
-        Scheduler { machines, down, load, policies, local, nix }
+        let (local_speed, local_store_dir) = (1.0, "/nix/store".into());
+        Scheduler { machines, down, load, policies, local, nix, local_speed, local_store_dir }
     }
 
     /// `offer` (Nix's `try`, which does not say whether it could build locally) with what
-    /// the parent's settings say of that.
+    /// the parent's settings say of that, and the local machine as a candidate: measured now
+    /// when the policy's contract has facts.
     pub fn request(&self, offer: &Request) -> Request {
+        let facts = match self.policies.active().sees_facts() {
+            true => crate::core::facts::local::measure(&self.local_store_dir),
+            false => Default::default(),
+        };
         Request {
             could_build_locally: self.local.could_build(&offer.system, &offer.required_features),
+            local: LocalView { max_jobs: self.local.max_jobs, speed_factor: self.local_speed, facts },
             ..offer.clone()
         }
     }

@@ -164,13 +164,23 @@ impl Built {
             }
             (None, None) => None,
         };
+        // Nix's hook ends this process once it has the last output, maybe before a word after
+        // it: the session goes back to the keeper while the NAR's last bytes are still held
+        // here, when nothing more will be asked of it.
+        let last = self.unfetched.len() == 1 && self.unfetched.contains(path);
         match relay {
             Some(mut relay) => {
                 session.store().dump(path, &mut from_builder::Bounded::new(&mut relay, announced, &what))?;
+                if last {
+                    self.finish_session()?;
+                }
                 relay.finish().with_context(|| what.clone())?;
             }
             None => {
                 session.store().dump(path, &mut from_builder::Bounded::new(&mut sink, announced, &what))?;
+                if last {
+                    self.finish_session()?;
+                }
             }
         }
         sink.finish()?;

@@ -250,6 +250,11 @@ impl Policy {
         self.version
     }
 
+    /// Its contract hands it facts (0.3 and later): worth measuring them for it.
+    pub fn sees_facts(&self) -> bool {
+        !matches!(self.version, "0.1" | "0.2")
+    }
+
     pub fn sha256(&self) -> &str {
         &self.sha256
     }
