@@ -77,9 +77,10 @@ impl Scheduler {
     /// the parent's settings say of that, and the local machine as a candidate: measured now
     /// when the policy's contract has facts.
     pub fn request(&self, offer: &Request) -> Request {
-        let facts = match self.policies.active().sees_facts() {
-            true => crate::core::facts::local::measure(&self.local_store_dir),
-            false => Default::default(),
+        let facts = if self.policies.active().sees_facts() {
+            crate::core::facts::local::measure(&self.local_store_dir)
+        } else {
+            Default::default()
         };
         Request {
             could_build_locally: self.local.could_build(&offer.system, &offer.required_features),
