@@ -307,6 +307,10 @@ impl LogRelay {
 
     fn let_go_now(&self) {
         let mut state = self.lock();
+        // A wake-up left from a hand-over that timed out must not take the next borrower's log.
+        if !state.letting_go {
+            return;
+        }
         state.log = None;
         state.letting_go = false;
         self.changed.notify_all();
@@ -541,6 +545,28 @@ mod tests {
             log.read_to_string(&mut got).unwrap();
             assert_eq!(got, said, "round {round}");
         }
+    }
+
+    /// A wake-up left over from a hand-over that gave up waiting does not take the next
+    /// borrower's log.
+    #[test]
+    fn a_stale_wake_up_leaves_the_next_borrowers_log_alone() {
+        let (stderr, mut builder) = std::io::pipe().unwrap();
+        let relay = LogRelay::start(stderr).unwrap();
+        let log = tempfile::tempfile().unwrap();
+        relay.lend_to(log.try_clone().unwrap());
+        relay.wake.lock().unwrap().write_all(b"\n").unwrap();
+        builder.write_all(b"building\n").unwrap();
+        let mut got = String::new();
+        let mut log = log;
+        let waited = Instant::now();
+        while got.is_empty() && waited.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+            std::io::Seek::rewind(&mut log).unwrap();
+            log.read_to_string(&mut got).unwrap();
+        }
+        assert_eq!(got, "building\n");
+        assert!(relay.lock().log.is_some());
     }
 
     /// A session whose stderr has closed (its builder gone) lets the log go at once.
